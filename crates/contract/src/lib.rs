@@ -1,0 +1,346 @@
+//! The JSON documents Stockroom's services exchange, and their OpenAPI schemas.
+//!
+//! Field names follow the original system's clients (`productName`,
+//! `reservedQuantity`, `customerId`), so every type here is camelCase on the
+//! wire. Requests that carry client input use the checked domain types, so a
+//! document that deserialises is already valid.
+
+use serde::{Deserialize, Serialize};
+use stockroom_domain::{
+    CustomerId, EventKind, OrderItems, OrderStatus, PaymentStatus, ProductName, Quantity,
+    ReleaseReason,
+};
+use utoipa::ToSchema;
+
+/// Every error any service returns: a stable machine code and a sentence.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    /// A stable, snake_case code such as `insufficient_stock`.
+    pub error: String,
+    pub message: String,
+}
+
+/// One product's stock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InventoryItem {
+    pub product_name: String,
+    /// Units on hand (not yet sold), reserved ones included.
+    pub quantity: i64,
+    /// Units held by reserved orders.
+    pub reserved_quantity: i64,
+    /// `quantity - reservedQuantity`: what a new order can still reserve.
+    pub available: i64,
+    /// Units sold: reservations committed after payment.
+    pub sold: i64,
+    /// Units ever received: the initial stock plus every restock. Conservation
+    /// says `received == quantity + sold`.
+    pub received: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct InventoryList {
+    pub inventory: Vec<InventoryItem>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct InventoryItemDocument {
+    pub item: InventoryItem,
+}
+
+/// One product of a stock file: the shape of `GET /inventory`, where only the
+/// name and quantity are read.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StockLine {
+    #[schema(value_type = String)]
+    pub product_name: ProductName,
+    pub quantity: u64,
+}
+
+/// A stock file: `{"inventory":[{"productName":"Laptop","quantity":25}]}`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct StockFile {
+    pub inventory: Vec<StockLine>,
+}
+
+/// Units added to a product's stock.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RestockRequest {
+    pub quantity: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ProductRef {
+    pub name: String,
+}
+
+/// One line of an order as the original system's clients read it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct OrderLine {
+    pub product: ProductRef,
+    pub quantity: u32,
+}
+
+/// One status change of an order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryEntry {
+    pub version: i64,
+    #[schema(value_type = String)]
+    pub status: OrderStatus,
+    pub reason: Option<String>,
+    pub at: String,
+}
+
+/// An order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Order {
+    pub id: String,
+    pub customer_id: String,
+    #[schema(value_type = String, example = "reserved")]
+    pub status: OrderStatus,
+    /// Why the order was cancelled or rejected, when it was.
+    pub reason: Option<String>,
+    #[schema(value_type = String, example = "none")]
+    pub payment_status: PaymentStatus,
+    /// Incremented by every status change (optimistic locking).
+    pub version: i64,
+    pub created_at: String,
+    pub updated_at: String,
+    pub items: Vec<OrderLine>,
+    /// Every status the order has had, oldest first.
+    pub history: Vec<HistoryEntry>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct OrderDocument {
+    pub order: Order,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderList {
+    pub orders: Vec<Order>,
+    /// Pass as `after` to read the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// A product that could not be reserved in full.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Shortage {
+    pub product_name: String,
+    pub requested: u32,
+    pub available: i64,
+}
+
+/// One order to reserve, already validated by order-service.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReserveRequest {
+    pub order_id: String,
+    #[schema(value_type = String)]
+    pub customer_id: CustomerId,
+    #[schema(value_type = Vec<Object>)]
+    pub items: OrderItems,
+    /// The client's `Idempotency-Key`, when it sent one.
+    pub idempotency_key: Option<String>,
+    /// A hash of the normalised request, to tell a retry from a different
+    /// request that reuses a key.
+    pub request_fingerprint: Option<String>,
+}
+
+/// Many reservations in one exchange; each gets its own outcome, in order.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ReserveBatch {
+    pub requests: Vec<ReserveRequest>,
+}
+
+/// What became of one reservation request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum ReserveOutcome {
+    /// Every item is held; the order is `reserved`.
+    Reserved { order: Order },
+    /// Some item was short, so nothing is held; the order is `rejected`.
+    Rejected {
+        order: Order,
+        shortages: Vec<Shortage>,
+    },
+    /// An item names a product the stock does not have.
+    #[serde(rename_all = "camelCase")]
+    UnknownProduct { product_name: String },
+    /// The idempotency key was used before for a different request.
+    IdempotencyKeyReused,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ReserveResult {
+    /// True when this is the stored answer to an earlier request with the same
+    /// idempotency key; nothing new was created.
+    pub replayed: bool,
+    pub outcome: ReserveOutcome,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ReserveBatchResult {
+    pub results: Vec<ReserveResult>,
+}
+
+/// An event of the order flow as it travels on the bus.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Event {
+    /// Unique per event; consumers de-duplicate on it.
+    pub event_id: String,
+    #[schema(value_type = String)]
+    pub kind: EventKind,
+    pub order_id: String,
+    /// The order's version right after the change this event reports.
+    pub order_version: i64,
+    pub occurred_at: String,
+    /// Units of the order, for the payment amount and for logs.
+    pub total_units: u64,
+}
+
+/// An event handed to one consumer; acknowledge it by `deliveryId`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Delivery {
+    pub delivery_id: i64,
+    /// How many times this event has been handed out, this time included.
+    pub attempt: u32,
+    pub event: Event,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PollRequest {
+    pub max_events: u32,
+    /// How long to wait for an event when none is ready.
+    pub wait_ms: u64,
+    /// How long the events stay leased to this caller before they are handed
+    /// to another (the caller is presumed dead).
+    pub lease_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DeliveryBatch {
+    pub deliveries: Vec<Delivery>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AckRequest {
+    pub delivery_ids: Vec<i64>,
+}
+
+/// payment-service's verdict on one reserved order.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentRecord {
+    pub order_id: String,
+    /// The `OrderReserved` event this answers; the record is de-duplicated on it.
+    pub event_id: String,
+    pub approved: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PaymentBatch {
+    pub payments: Vec<PaymentRecord>,
+}
+
+/// What became of one event a consumer handed to data-service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EffectOutcome {
+    /// The effect happened now.
+    Applied,
+    /// This event was handled before; nothing changed.
+    Duplicate,
+    /// The order is no longer in a state this event applies to (for example a
+    /// payment for an order that expired); nothing changed.
+    NotApplicable,
+    /// No order has this id.
+    UnknownOrder,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EffectResult {
+    pub order_id: String,
+    pub outcome: EffectOutcome,
+    /// The order's status after this request.
+    #[schema(value_type = Option<String>)]
+    pub status: Option<OrderStatus>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct EffectBatchResult {
+    pub results: Vec<EffectResult>,
+}
+
+/// inventory-service's decision for one paid or declined order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SettlementAction {
+    /// Payment succeeded: the reserved units are sold.
+    Commit,
+    /// Payment failed: the reserved units go back on sale.
+    Release,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Settlement {
+    pub order_id: String,
+    /// The payment event this answers; the settlement is de-duplicated on it.
+    pub event_id: String,
+    pub action: SettlementAction,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SettlementBatch {
+    pub settlements: Vec<Settlement>,
+}
+
+/// Release a reservation that has not been paid.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ReleaseRequest {
+    #[schema(value_type = String)]
+    pub reason: ReleaseReason,
+}
+
+/// Release every unpaid reservation older than a cutoff.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExpireRequest {
+    pub older_than_ms: u64,
+    pub max_orders: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExpireResult {
+    pub expired_order_ids: Vec<String>,
+}
+
+/// `GET /health` of every service.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    pub status: String,
+    pub service: String,
+}
+
+/// A view of an order's line as the domain types see it, used when building
+/// an [`Order`] document.
+pub fn order_line(product: &ProductName, quantity: Quantity) -> OrderLine {
+    OrderLine {
+        product: ProductRef {
+            name: product.to_string(),
+        },
+        quantity: quantity.get(),
+    }
+}

@@ -1,0 +1,20 @@
+//! Stockroom's domain: the values an order is made of and the rules they obey.
+//!
+//! This crate does no I/O. Its types are built so that an invalid state cannot be
+//! represented: a [`Quantity`] is never zero, negative or above
+//! [`MAX_QUANTITY_PER_ITEM`]; an [`OrderItems`] list is never empty, never longer
+//! than [`MAX_ITEMS_PER_ORDER`] and never names a product twice; an
+//! [`OrderStatus`] only moves forward. Every other crate receives these values
+//! already checked, so the checks live in exactly one place.
+
+mod order;
+mod values;
+
+pub use order::{
+    EventKind, OrderStatus, PaymentStatus, ReleaseReason, TransitionError, CONSUMER_INVENTORY,
+    CONSUMER_PAYMENT,
+};
+pub use values::{
+    CustomerId, DomainError, OrderItem, OrderItems, ProductName, Quantity, MAX_CUSTOMER_ID_LENGTH,
+    MAX_ITEMS_PER_ORDER, MAX_PRODUCT_NAME_LENGTH, MAX_QUANTITY_PER_ITEM, MAX_STOCK_PER_PRODUCT,
+};
