@@ -1,1 +1,157 @@
-//! placeholder
+//! The event bus as its consumers see it.
+//!
+//! A consumer receives [`Delivery`]s from an [`EventSource`], applies their
+//! effect (which records the event id in the same transaction, so a repeat is
+//! harmless) and only then acknowledges them. Anything not acknowledged is
+//! delivered again: delivery is at least once, the effect exactly once.
+//!
+//! The embedded implementation, [`EmbeddedEventSource`], leases events from
+//! data-service's outbox over HTTP; a broker-backed implementation plugs in
+//! behind the same trait.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use stockroom_contract::{AckRequest, Delivery, DeliveryBatch, PollRequest};
+use stockroom_http_kit::{ClientError, ServiceClient};
+use tokio_util::sync::CancellationToken;
+
+/// How long a consumer may hold leased events before data-service presumes it
+/// dead and hands them to another consumer.
+pub const LEASE_MS: u64 = 30_000;
+
+/// How long one receive call waits for an event when none is ready.
+pub const RECEIVE_WAIT_MS: u64 = 1_000;
+
+/// The most events a consumer takes in one receive.
+pub const MAX_EVENTS_PER_RECEIVE: u32 = 256;
+
+/// The first pause after a failed receive or a failed batch; it doubles up to
+/// [`MAX_RETRY_BACKOFF_MS`].
+pub const MIN_RETRY_BACKOFF_MS: u64 = 100;
+pub const MAX_RETRY_BACKOFF_MS: u64 = 5_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("event bus unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl From<ClientError> for BusError {
+    fn from(error: ClientError) -> Self {
+        BusError::Unavailable(error.to_string())
+    }
+}
+
+/// Where a consumer's events come from.
+#[async_trait]
+pub trait EventSource: Send + Sync + 'static {
+    /// Up to `max_events` events, waiting a bounded time when none is ready.
+    async fn receive(&self, max_events: u32) -> Result<Vec<Delivery>, BusError>;
+
+    /// Confirms that these deliveries' effects are committed.
+    async fn acknowledge(&self, delivery_ids: &[i64]) -> Result<(), BusError>;
+}
+
+/// Leases events from data-service's outbox (the embedded bus).
+pub struct EmbeddedEventSource {
+    client: ServiceClient,
+    consumer: &'static str,
+    lease_ms: u64,
+}
+
+impl EmbeddedEventSource {
+    pub fn new(data_url: &str, consumer: &'static str) -> EmbeddedEventSource {
+        EmbeddedEventSource {
+            client: ServiceClient::new("data-service", data_url),
+            consumer,
+            lease_ms: LEASE_MS,
+        }
+    }
+
+    /// A shorter lease, for tests that simulate a consumer crash.
+    pub fn with_lease_ms(mut self, lease_ms: u64) -> EmbeddedEventSource {
+        self.lease_ms = lease_ms;
+        self
+    }
+}
+
+#[async_trait]
+impl EventSource for EmbeddedEventSource {
+    async fn receive(&self, max_events: u32) -> Result<Vec<Delivery>, BusError> {
+        let batch: DeliveryBatch = self
+            .client
+            .post(
+                &format!("/events/{}/lease", self.consumer),
+                &PollRequest {
+                    max_events,
+                    wait_ms: RECEIVE_WAIT_MS,
+                    lease_ms: self.lease_ms,
+                },
+            )
+            .await?;
+        Ok(batch.deliveries)
+    }
+
+    async fn acknowledge(&self, delivery_ids: &[i64]) -> Result<(), BusError> {
+        if delivery_ids.is_empty() {
+            return Ok(());
+        }
+        self.client
+            .post::<(), _>(
+                &format!("/events/{}/ack", self.consumer),
+                &AckRequest {
+                    delivery_ids: delivery_ids.to_vec(),
+                },
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+/// Receives batches until `shutdown` is cancelled. Each batch goes to
+/// `handle`; only when it succeeds is the batch acknowledged. A failure leaves
+/// the batch unacknowledged, so it is delivered again after its lease.
+pub async fn consume<H, F>(
+    name: &'static str,
+    source: Arc<dyn EventSource>,
+    shutdown: CancellationToken,
+    handle: H,
+) where
+    H: Fn(Vec<Delivery>) -> F + Send + Sync,
+    F: Future<Output = Result<(), String>> + Send,
+{
+    let mut backoff_ms = MIN_RETRY_BACKOFF_MS;
+    loop {
+        let received = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            received = source.receive(MAX_EVENTS_PER_RECEIVE) => received,
+        };
+        let outcome = match received {
+            Ok(deliveries) if deliveries.is_empty() => Ok(()),
+            Ok(deliveries) => {
+                let ids: Vec<i64> = deliveries.iter().map(|delivery| delivery.delivery_id).collect();
+                // The batch is finished even when shutdown is requested meanwhile:
+                // stopping halfway would only cause redelivery.
+                match handle(deliveries).await {
+                    Ok(()) => source.acknowledge(&ids).await.map_err(|error| error.to_string()),
+                    Err(error) => Err(error),
+                }
+            }
+            Err(error) => Err(error.to_string()),
+        };
+        match outcome {
+            Ok(()) => backoff_ms = MIN_RETRY_BACKOFF_MS,
+            Err(error) => {
+                tracing::warn!(consumer = name, %error, backoff_ms, "event batch failed; it will be delivered again");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_millis(backoff_ms)) => {}
+                }
+                backoff_ms = (backoff_ms * 2).min(MAX_RETRY_BACKOFF_MS);
+            }
+        }
+    }
+}

@@ -1,1 +1,68 @@
-//! placeholder
+//! data-service: the only process that touches storage.
+//!
+//! It turns the [`Storage`] trait into HTTP for the other services and for
+//! clients of the original system (`GET /inventory`, `GET /orders`). It holds
+//! no state of its own besides the storage handle, so any number of instances
+//! may run over one shared database. It also serves the embedded event bus:
+//! consumers lease events from the outbox over HTTP and acknowledge them once
+//! their effect is committed.
+
+mod error;
+mod routes;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use stockroom_storage::Storage;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+
+pub use error::DataError;
+
+/// The largest request body data-service accepts. Internal batches of
+/// reservations are larger than any client request, hence the larger limit.
+pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+
+/// The longest a consumer's lease request waits for an event to appear.
+pub const MAX_LEASE_WAIT_MS: u64 = 5_000;
+
+/// The most events one lease request returns.
+pub const MAX_EVENTS_PER_LEASE: u32 = 1_000;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct DataState {
+    pub storage: Arc<dyn Storage>,
+    /// Woken whenever a write may have added events, so that waiting lease
+    /// requests answer at once instead of at their timeout.
+    pub events_written: Arc<Notify>,
+}
+
+impl DataState {
+    pub fn new(storage: Arc<dyn Storage>) -> DataState {
+        DataState {
+            storage,
+            events_written: Arc::new(Notify::new()),
+        }
+    }
+}
+
+/// The service's routes, with `/openapi.json` generated from them.
+pub fn router(state: DataState) -> Router {
+    routes::router(state)
+}
+
+/// The OpenAPI document of this service.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    routes::openapi()
+}
+
+/// Serves data-service on `listener` until `shutdown` completes.
+pub async fn run(
+    listener: TcpListener,
+    state: DataState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    stockroom_http_kit::serve(listener, router(state), shutdown).await
+}

@@ -1,1 +1,21 @@
-//! placeholder
+//! HTTP plumbing every Stockroom service shares: JSON error bodies, a JSON body
+//! extractor whose failures are client errors in the same shape, binding and
+//! serving with graceful shutdown, a client for calling the other services,
+//! and the bounded wait for a dependency's `/health`.
+//!
+//! Each service keeps its own error enum and its own single mapping to HTTP;
+//! this crate only supplies the body shape they all answer with.
+
+mod body;
+mod client;
+mod readiness;
+mod serve;
+
+pub use body::{JsonBody, BodyError};
+pub use readiness::Readiness;
+pub use client::{ClientError, ServiceClient, INTERNAL_REQUEST_TIMEOUT_MS};
+pub use serve::{
+    bind, error_response, fallback_not_found, method_not_allowed, serve, wait_for_health,
+    with_openapi_and_fallbacks, RETRY_AFTER_SECONDS,
+    BindError, HealthWait, HEALTH_POLL_ATTEMPTS, HEALTH_POLL_INTERVAL_MS,
+};

@@ -1,1 +1,274 @@
-//! placeholder
+//! inventory-service: every stock decision.
+//!
+//! - Reserve: forwards batches of reservations to data-service, where each is
+//!   one atomic check-and-hold, and logs every decision.
+//! - Commit or release: consumes `PaymentSucceeded` and `PaymentFailed`
+//!   events and settles each reservation, exactly once per event.
+//! - Expire: a sweeper releases reservations left unpaid past their TTL, so no
+//!   order stays `reserved` forever.
+//! - Restock and customer cancel: forwarded to data-service.
+//!
+//! It holds no state, so any number of instances may run.
+
+mod error;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::response::Response;
+use axum::{Json, Router};
+use stockroom_bus::EventSource;
+use stockroom_contract::{
+    Delivery, EffectBatchResult, ErrorBody, ExpireRequest, ExpireResult, InventoryItemDocument,
+    OrderDocument, ReleaseRequest, ReserveBatch, ReserveBatchResult, RestockRequest, Settlement,
+    SettlementAction, SettlementBatch,
+};
+use stockroom_domain::EventKind;
+use stockroom_http_kit::{JsonBody, Readiness, ServiceClient};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub use error::InventoryError;
+
+/// The largest request body inventory-service accepts (internal batches).
+pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+
+/// The most reservations one sweep expires in one data-service call; a sweep
+/// repeats the call while it keeps coming back full.
+pub const MAX_EXPIRED_PER_CALL: u32 = 500;
+
+/// Default time a reservation may stay unpaid.
+pub const DEFAULT_RESERVATION_TTL_MS: u64 = 60_000;
+
+/// Default pause between two expiry sweeps.
+pub const DEFAULT_SWEEP_INTERVAL_MS: u64 = 1_000;
+
+#[derive(Debug, Clone)]
+pub struct InventoryConfig {
+    pub data_url: String,
+    /// A reservation unpaid for this long is released (`reservation_expired`).
+    pub reservation_ttl_ms: u64,
+    pub sweep_interval_ms: u64,
+}
+
+#[derive(Clone)]
+pub struct InventoryState {
+    readiness: Readiness,
+    data: ServiceClient,
+}
+
+#[derive(OpenApi)]
+#[openapi(info(
+    title = "Stockroom inventory-service",
+    description = "Stock decisions: reserve, commit, release, expire and restock."
+))]
+struct ApiDoc;
+
+#[utoipa::path(get, path = "/health", responses((status = 200), (status = 503)))]
+async fn health(State(state): State<InventoryState>) -> Response {
+    state.readiness.health_response()
+}
+
+/// Reserves a batch of orders; each is atomic, all items or none.
+#[utoipa::path(
+    post,
+    path = "/reservations",
+    request_body = ReserveBatch,
+    responses((status = 200, body = ReserveBatchResult), (status = 503, body = ErrorBody))
+)]
+async fn reserve(
+    State(state): State<InventoryState>,
+    JsonBody(batch): JsonBody<ReserveBatch>,
+) -> Result<Json<ReserveBatchResult>, InventoryError> {
+    let result: ReserveBatchResult = state.data.post("/reservations", &batch).await?;
+    Ok(Json(result))
+}
+
+/// Releases an unpaid reservation (customer cancel).
+#[utoipa::path(
+    post,
+    path = "/orders/{id}/release",
+    params(("id" = String, Path)),
+    request_body = ReleaseRequest,
+    responses(
+        (status = 200, body = OrderDocument),
+        (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody)
+    )
+)]
+async fn release(
+    State(state): State<InventoryState>,
+    Path(order_id): Path<String>,
+    JsonBody(request): JsonBody<ReleaseRequest>,
+) -> Result<Json<OrderDocument>, InventoryError> {
+    let document: OrderDocument = state
+        .data
+        .post(&format!("/orders/{}/release", encode(&order_id)), &request)
+        .await?;
+    tracing::info!(operation = "release", order_id, reason = request.reason.as_str(), status = %document.order.status, "release requested");
+    Ok(Json(document))
+}
+
+/// Adds units to a product's stock.
+#[utoipa::path(
+    post,
+    path = "/inventory/{productName}/restock",
+    params(("productName" = String, Path)),
+    request_body = RestockRequest,
+    responses((status = 200, body = InventoryItemDocument), (status = 422, body = ErrorBody))
+)]
+async fn restock(
+    State(state): State<InventoryState>,
+    Path(product_name): Path<String>,
+    JsonBody(request): JsonBody<RestockRequest>,
+) -> Result<Json<InventoryItemDocument>, InventoryError> {
+    let document: InventoryItemDocument = state
+        .data
+        .post(&format!("/inventory/{}/restock", encode(&product_name)), &request)
+        .await?;
+    Ok(Json(document))
+}
+
+/// Percent-encodes a path segment.
+fn encode(segment: &str) -> String {
+    let mut encoded = String::with_capacity(segment.len());
+    for byte in segment.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            encoded.push(byte as char);
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    encoded
+}
+
+fn api_router() -> OpenApiRouter<InventoryState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(health))
+        .routes(routes!(reserve))
+        .routes(routes!(release))
+        .routes(routes!(restock))
+}
+
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api_router().into_openapi()
+}
+
+pub fn router(state: InventoryState) -> Router {
+    let (router, api) = api_router().split_for_parts();
+    stockroom_http_kit::with_openapi_and_fallbacks(router, api)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+/// Serves inventory-service, its payment consumer and its expiry sweeper until
+/// `shutdown` completes.
+pub async fn run(
+    listener: TcpListener,
+    config: InventoryConfig,
+    events: Arc<dyn EventSource>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let state = InventoryState {
+        readiness: Readiness::new("inventory-service"),
+        data: ServiceClient::new("data-service", &config.data_url),
+    };
+    let stop = CancellationToken::new();
+    let worker = tokio::spawn(run_workers(config, events, state.clone(), stop.clone()));
+    let served = stockroom_http_kit::serve(listener, router(state), shutdown).await;
+    stop.cancel();
+    let _ = worker.await;
+    served
+}
+
+async fn run_workers(
+    config: InventoryConfig,
+    events: Arc<dyn EventSource>,
+    state: InventoryState,
+    stop: CancellationToken,
+) {
+    let dependencies = [("data-service", config.data_url.as_str())];
+    let wait = state.readiness.wait_for(state.data.http(), &dependencies);
+    tokio::select! {
+        _ = stop.cancelled() => return,
+        waited = wait => if let Err(error) = waited {
+            tracing::error!(%error, "inventory-service cannot start");
+            return;
+        }
+    }
+    let sweeper = tokio::spawn(sweep_expired(config.clone(), state.data.clone(), stop.clone()));
+    let data = state.data.clone();
+    stockroom_bus::consume("inventory", events, stop, |deliveries| {
+        let data = data.clone();
+        async move { settle_batch(&data, deliveries).await }
+    })
+    .await;
+    let _ = sweeper.await;
+}
+
+/// Commits the reservations whose payment succeeded and releases those whose
+/// payment failed, in one data-service call.
+async fn settle_batch(data: &ServiceClient, deliveries: Vec<Delivery>) -> Result<(), String> {
+    let settlements: Vec<Settlement> = deliveries
+        .iter()
+        .filter_map(|delivery| {
+            let action = match delivery.event.kind {
+                EventKind::PaymentSucceeded => SettlementAction::Commit,
+                EventKind::PaymentFailed => SettlementAction::Release,
+                EventKind::OrderReserved => return None,
+            };
+            Some(Settlement {
+                order_id: delivery.event.order_id.clone(),
+                event_id: delivery.event.event_id.clone(),
+                action,
+            })
+        })
+        .collect();
+    if settlements.is_empty() {
+        return Ok(());
+    }
+    let result: EffectBatchResult = data
+        .post("/settlements", &SettlementBatch { settlements: settlements.clone() })
+        .await
+        .map_err(|error| error.to_string())?;
+    for (settlement, effect) in settlements.iter().zip(&result.results) {
+        tracing::debug!(order_id = %settlement.order_id, action = ?settlement.action, outcome = ?effect.outcome, "settlement handled");
+    }
+    Ok(())
+}
+
+/// Releases reservations left unpaid past the TTL, every sweep interval.
+async fn sweep_expired(config: InventoryConfig, data: ServiceClient, stop: CancellationToken) {
+    let interval = Duration::from_millis(config.sweep_interval_ms.max(10));
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+        loop {
+            let request = ExpireRequest {
+                older_than_ms: config.reservation_ttl_ms,
+                max_orders: MAX_EXPIRED_PER_CALL,
+            };
+            match data.post::<ExpireResult, _>("/reservations/expire", &request).await {
+                Ok(result) => {
+                    for order_id in &result.expired_order_ids {
+                        tracing::info!(operation = "expire", order_id, "reservation expired and released");
+                    }
+                    if result.expired_order_ids.len() < MAX_EXPIRED_PER_CALL as usize {
+                        break;
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "expiry sweep failed; retrying next interval");
+                    break;
+                }
+            }
+        }
+    }
+}

@@ -1,1 +1,275 @@
-//! placeholder
+//! order-service: the public order API.
+//!
+//! It validates what clients send, gives each order its id, and asks
+//! inventory-service to reserve the stock before it answers: the client's
+//! response already says `reserved` (201) or `rejected` (409). Reads go to
+//! data-service. The service holds no state, so any number of instances may
+//! run behind a load balancer.
+
+mod error;
+mod request;
+
+use std::future::Future;
+
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use stockroom_contract::{
+    ErrorBody, Order, OrderDocument, OrderList, ReleaseRequest, ReserveBatch, ReserveBatchResult,
+    ReserveOutcome, ReserveRequest, Shortage,
+};
+use stockroom_domain::ReleaseReason;
+use stockroom_http_kit::{JsonBody, Readiness, ServiceClient};
+use tokio::net::TcpListener;
+use utoipa::{IntoParams, OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub use error::OrderError;
+pub use request::{PlaceOrderRequest, MAX_IDEMPOTENCY_KEY_LENGTH};
+
+/// The largest order body accepted. A maximal order (50 items with
+/// 100-character names) is about 7 KiB; anything far larger is a mistake or
+/// an attack.
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+
+/// The header a client retries with to make `POST /api/orders` idempotent.
+pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
+
+#[derive(Debug, Clone)]
+pub struct OrderConfig {
+    pub inventory_url: String,
+    pub data_url: String,
+}
+
+#[derive(Clone)]
+pub struct OrderState {
+    readiness: Readiness,
+    inventory: ServiceClient,
+    data: ServiceClient,
+}
+
+#[derive(OpenApi)]
+#[openapi(info(
+    title = "Stockroom order-service",
+    description = "The public order API: place, read and cancel orders. Stock is reserved before the answer."
+))]
+struct ApiDoc;
+
+#[utoipa::path(get, path = "/health", responses((status = 200), (status = 503)))]
+async fn health(State(state): State<OrderState>) -> Response {
+    state.readiness.health_response()
+}
+
+/// The answer to a rejected order: the error, plus the order and what was short.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct RejectedOrder {
+    pub error: String,
+    pub message: String,
+    pub order: Order,
+    pub shortages: Vec<Shortage>,
+}
+
+/// Places an order. Stock for every item is reserved atomically, all or
+/// nothing, before the answer.
+#[utoipa::path(
+    post,
+    path = "/api/orders",
+    request_body = PlaceOrderRequest,
+    params(("Idempotency-Key" = Option<String>, Header,
+        description = "retrying with the same key and body returns the first answer and creates nothing")),
+    responses(
+        (status = 201, body = OrderDocument, description = "reserved"),
+        (status = 409, body = RejectedOrder, description = "rejected: insufficient stock"),
+        (status = 400, body = ErrorBody, description = "malformed JSON or empty body"),
+        (status = 413, body = ErrorBody, description = "body too large"),
+        (status = 422, body = ErrorBody, description = "invalid order, unknown product, or idempotency key reused with another body"),
+        (status = 503, body = ErrorBody, description = "overloaded or a dependency is unavailable; retry after Retry-After")
+    )
+)]
+async fn place_order(
+    State(state): State<OrderState>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<PlaceOrderRequest>,
+) -> Result<Response, OrderError> {
+    let idempotency_key = request::idempotency_key(&headers)?;
+    let (customer_id, items) = body.into_parts()?;
+    let request_fingerprint = idempotency_key
+        .as_ref()
+        .map(|_| request::fingerprint(&customer_id, &items));
+    let request = ReserveRequest {
+        order_id: uuid::Uuid::now_v7().to_string(),
+        customer_id,
+        items,
+        idempotency_key,
+        request_fingerprint,
+    };
+    let batch = ReserveBatch {
+        requests: vec![request],
+    };
+    let mut result: ReserveBatchResult = state.inventory.post("/reservations", &batch).await?;
+    let Some(result) = result.results.pop() else {
+        return Err(OrderError::Protocol("inventory-service returned no result".into()));
+    };
+    let mut response = match result.outcome {
+        ReserveOutcome::Reserved { order } => {
+            (StatusCode::CREATED, Json(OrderDocument { order })).into_response()
+        }
+        ReserveOutcome::Rejected { order, shortages } => {
+            let message = shortages
+                .iter()
+                .map(|shortage| {
+                    format!(
+                        "{}: requested {}, available {}",
+                        shortage.product_name, shortage.requested, shortage.available
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("; ");
+            (
+                StatusCode::CONFLICT,
+                Json(RejectedOrder {
+                    error: "insufficient_stock".into(),
+                    message: format!("insufficient stock: {message}"),
+                    order,
+                    shortages,
+                }),
+            )
+                .into_response()
+        }
+        ReserveOutcome::UnknownProduct { product_name } => {
+            return Err(OrderError::UnknownProduct(product_name));
+        }
+        ReserveOutcome::IdempotencyKeyReused => return Err(OrderError::IdempotencyKeyReused),
+    };
+    if result.replayed {
+        response
+            .headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    Ok(response)
+}
+
+/// One order with its history.
+#[utoipa::path(
+    get,
+    path = "/api/orders/{id}",
+    params(("id" = String, Path)),
+    responses((status = 200, body = OrderDocument), (status = 404, body = ErrorBody))
+)]
+async fn get_order(
+    State(state): State<OrderState>,
+    Path(order_id): Path<String>,
+) -> Result<Json<OrderDocument>, OrderError> {
+    request::check_order_id(&order_id)?;
+    Ok(Json(state.data.get(&format!("/orders/{order_id}")).await?))
+}
+
+#[derive(Debug, Serialize, Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// reserved, rejected, fulfilled or cancelled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    customer_id: Option<String>,
+    /// The `nextCursor` of the previous page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    after: Option<String>,
+    /// Page size, 1 to 500 (default 100).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    limit: Option<u32>,
+}
+
+/// Orders, oldest first, filtered and a page at a time.
+#[utoipa::path(
+    get,
+    path = "/api/orders",
+    params(ListQuery),
+    responses((status = 200, body = OrderList), (status = 422, body = ErrorBody))
+)]
+async fn list_orders(
+    State(state): State<OrderState>,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<OrderList>, OrderError> {
+    let Query(query) = query.map_err(|rejection| OrderError::Invalid(rejection.body_text()))?;
+    Ok(Json(state.data.get_query("/orders", &query).await?))
+}
+
+/// Cancels an order that is not paid yet, releasing its stock. Cancelling a
+/// cancelled order again is harmless.
+#[utoipa::path(
+    post,
+    path = "/api/orders/{id}/cancel",
+    params(("id" = String, Path)),
+    responses(
+        (status = 200, body = OrderDocument),
+        (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "paid, fulfilled or rejected")
+    )
+)]
+async fn cancel_order(
+    State(state): State<OrderState>,
+    Path(order_id): Path<String>,
+) -> Result<Json<OrderDocument>, OrderError> {
+    request::check_order_id(&order_id)?;
+    let request = ReleaseRequest {
+        reason: ReleaseReason::CancelledByCustomer,
+    };
+    Ok(Json(
+        state
+            .inventory
+            .post(&format!("/orders/{order_id}/release"), &request)
+            .await?,
+    ))
+}
+
+fn api_router() -> OpenApiRouter<OrderState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(health))
+        .routes(routes!(place_order, list_orders))
+        .routes(routes!(get_order))
+        .routes(routes!(cancel_order))
+}
+
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api_router().into_openapi()
+}
+
+pub fn router(state: OrderState) -> Router {
+    let (router, api) = api_router().split_for_parts();
+    stockroom_http_kit::with_openapi_and_fallbacks(router, api)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+/// Serves order-service until `shutdown` completes. It reports healthy once
+/// inventory-service and data-service are.
+pub async fn run(
+    listener: TcpListener,
+    config: OrderConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let state = OrderState {
+        readiness: Readiness::new("order-service"),
+        inventory: ServiceClient::new("inventory-service", &config.inventory_url),
+        data: ServiceClient::new("data-service", &config.data_url),
+    };
+    let readiness = state.readiness.clone();
+    let http = state.data.http().clone();
+    let waiter = tokio::spawn(async move {
+        let dependencies = [
+            ("data-service", config.data_url.as_str()),
+            ("inventory-service", config.inventory_url.as_str()),
+        ];
+        if let Err(error) = readiness.wait_for(&http, &dependencies).await {
+            tracing::error!(%error, "order-service cannot become healthy");
+        }
+    });
+    let served = stockroom_http_kit::serve(listener, router(state), shutdown).await;
+    waiter.abort();
+    served
+}

@@ -1,1 +1,206 @@
-//! placeholder
+//! payment-service: a simulated payment provider.
+//!
+//! It consumes `OrderReserved` events, "charges" each order after a
+//! configurable latency, declines a configurable share of them, and records
+//! each verdict through data-service, which emits `PaymentSucceeded` or
+//! `PaymentFailed` in the same transaction. The record is keyed by the event
+//! id, so a redelivered `OrderReserved` never charges an order twice.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::response::Response;
+use axum::{Json, Router};
+use rand::Rng;
+use serde::Serialize;
+use stockroom_bus::EventSource;
+use stockroom_contract::{Delivery, EffectBatchResult, EffectOutcome, PaymentBatch, PaymentRecord};
+use stockroom_domain::EventKind;
+use stockroom_http_kit::{Readiness, ServiceClient};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use utoipa::{OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+/// The most simulated provider latency accepted, so a typo cannot stall the
+/// flow for hours.
+pub const MAX_LATENCY_MS: u64 = 60_000;
+
+#[derive(Debug, Clone)]
+pub struct PaymentConfig {
+    pub data_url: String,
+    /// Simulated provider latency per charge.
+    pub latency_ms: u64,
+    /// Share of charges declined, from 0.0 (approve all) to 1.0.
+    pub decline_rate: f64,
+}
+
+impl PaymentConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if !(0.0..=1.0).contains(&self.decline_rate) {
+            return Err(format!("decline rate must be from 0 to 1, got {}", self.decline_rate));
+        }
+        if self.latency_ms > MAX_LATENCY_MS {
+            return Err(format!("latency may be at most {MAX_LATENCY_MS} ms"));
+        }
+        Ok(())
+    }
+}
+
+/// Counts of what the provider did, for `GET /stats`.
+#[derive(Debug, Default, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentStats {
+    pub charged: u64,
+    pub declined: u64,
+    /// Verdicts not recorded because the reservation was gone (expired or
+    /// cancelled) by the time the charge finished: nothing was taken.
+    pub voided: u64,
+    /// Redelivered events that were recognised and ignored.
+    pub duplicates: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    charged: AtomicU64,
+    declined: AtomicU64,
+    voided: AtomicU64,
+    duplicates: AtomicU64,
+}
+
+#[derive(Clone)]
+pub struct PaymentState {
+    readiness: Readiness,
+    counters: Arc<Counters>,
+}
+
+#[derive(OpenApi)]
+#[openapi(info(
+    title = "Stockroom payment-service",
+    description = "A simulated payment provider driven by OrderReserved events."
+))]
+struct ApiDoc;
+
+#[utoipa::path(get, path = "/health", responses((status = 200), (status = 503)))]
+async fn health(State(state): State<PaymentState>) -> Response {
+    state.readiness.health_response()
+}
+
+/// What the provider has done since it started.
+#[utoipa::path(get, path = "/stats", responses((status = 200, body = PaymentStats)))]
+async fn stats(State(state): State<PaymentState>) -> Json<PaymentStats> {
+    let counters = &state.counters;
+    Json(PaymentStats {
+        charged: counters.charged.load(Ordering::Relaxed),
+        declined: counters.declined.load(Ordering::Relaxed),
+        voided: counters.voided.load(Ordering::Relaxed),
+        duplicates: counters.duplicates.load(Ordering::Relaxed),
+    })
+}
+
+fn api_router() -> OpenApiRouter<PaymentState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(health))
+        .routes(routes!(stats))
+}
+
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api_router().into_openapi()
+}
+
+pub fn router(state: PaymentState) -> Router {
+    let (router, api) = api_router().split_for_parts();
+    stockroom_http_kit::with_openapi_and_fallbacks(router, api).with_state(state)
+}
+
+/// Serves payment-service and runs its consumer until `shutdown` completes.
+pub async fn run(
+    listener: TcpListener,
+    config: PaymentConfig,
+    events: Arc<dyn EventSource>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let state = PaymentState {
+        readiness: Readiness::new("payment-service"),
+        counters: Arc::new(Counters::default()),
+    };
+    let stop = CancellationToken::new();
+    let worker = tokio::spawn(run_worker(config, events, state.clone(), stop.clone()));
+    let served = stockroom_http_kit::serve(listener, router(state), shutdown).await;
+    stop.cancel();
+    let _ = worker.await;
+    served
+}
+
+async fn run_worker(
+    config: PaymentConfig,
+    events: Arc<dyn EventSource>,
+    state: PaymentState,
+    stop: CancellationToken,
+) {
+    let data = ServiceClient::new("data-service", &config.data_url);
+    let dependencies = [("data-service", config.data_url.as_str())];
+    let wait = state.readiness.wait_for(data.http(), &dependencies);
+    tokio::select! {
+        _ = stop.cancelled() => return,
+        waited = wait => if let Err(error) = waited {
+            tracing::error!(%error, "payment-service cannot start");
+            return;
+        }
+    }
+    let config = Arc::new(config);
+    stockroom_bus::consume("payment", events, stop, |deliveries| {
+        let config = Arc::clone(&config);
+        let data = data.clone();
+        let counters = Arc::clone(&state.counters);
+        async move { charge_batch(&config, &data, &counters, deliveries).await }
+    })
+    .await;
+}
+
+/// Charges every reserved order of a batch (the provider calls run in
+/// parallel, hence one latency for the batch) and records the verdicts.
+async fn charge_batch(
+    config: &PaymentConfig,
+    data: &ServiceClient,
+    counters: &Counters,
+    deliveries: Vec<Delivery>,
+) -> Result<(), String> {
+    let payments: Vec<PaymentRecord> = {
+        let mut random = rand::rng();
+        deliveries
+            .iter()
+            .filter(|delivery| delivery.event.kind == EventKind::OrderReserved)
+            .map(|delivery| PaymentRecord {
+                order_id: delivery.event.order_id.clone(),
+                event_id: delivery.event.event_id.clone(),
+                approved: random.random::<f64>() >= config.decline_rate,
+            })
+            .collect()
+    };
+    if payments.is_empty() {
+        return Ok(());
+    }
+    if config.latency_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(config.latency_ms)).await;
+    }
+    let result: EffectBatchResult = data
+        .post("/payments", &PaymentBatch { payments: payments.clone() })
+        .await
+        .map_err(|error| error.to_string())?;
+    for (payment, effect) in payments.iter().zip(&result.results) {
+        let counter = match effect.outcome {
+            EffectOutcome::Applied if payment.approved => &counters.charged,
+            EffectOutcome::Applied => &counters.declined,
+            EffectOutcome::Duplicate => &counters.duplicates,
+            EffectOutcome::NotApplicable | EffectOutcome::UnknownOrder => &counters.voided,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(order_id = %payment.order_id, approved = payment.approved, outcome = ?effect.outcome, "payment handled");
+    }
+    Ok(())
+}

@@ -587,7 +587,8 @@ fn update_order(
     let changed = connection
         .prepare_cached(
             "UPDATE orders SET status = ?1, payment_status = ?2,
-                    reason = COALESCE(?3, reason), version = version + 1, updated_at_ms = ?4
+                    reason = CASE WHEN ?7 THEN ?3 ELSE reason END,
+                    version = version + 1, updated_at_ms = ?4
              WHERE id = ?5 AND version = ?6",
         )
         .map_err(unavailable)?
@@ -597,7 +598,10 @@ fn update_order(
             reason,
             now,
             order_id,
-            state.version
+            state.version,
+            // The order's own reason says why it ended; a payment note goes
+            // to the history only.
+            status != state.status
         ])
         .map_err(unavailable)?;
     if changed != 1 {

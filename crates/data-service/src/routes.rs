@@ -1,0 +1,343 @@
+//! data-service's handlers. Each is a thin translation between HTTP and one
+//! storage call.
+
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::StatusCode;
+use axum::{Json, Router};
+use serde::Deserialize;
+use stockroom_contract::{
+    AckRequest, DeliveryBatch, EffectBatchResult, ErrorBody, ExpireRequest, ExpireResult,
+    Health, InventoryItemDocument, InventoryList, OrderDocument, OrderList, PaymentBatch,
+    PollRequest, ReleaseRequest, ReserveBatch, ReserveBatchResult, RestockRequest,
+    SettlementBatch,
+};
+use stockroom_domain::{OrderStatus, ProductName, CONSUMER_INVENTORY, CONSUMER_PAYMENT};
+use stockroom_http_kit::JsonBody;
+use stockroom_storage::{OrderFilter, ReleaseOutcome, MAX_ORDERS_PER_PAGE};
+use utoipa::{IntoParams, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::{DataError, DataState, MAX_BODY_BYTES, MAX_EVENTS_PER_LEASE, MAX_LEASE_WAIT_MS};
+
+#[derive(OpenApi)]
+#[openapi(info(
+    title = "Stockroom data-service",
+    description = "The only process that touches storage: atomic operations on inventory and orders, and the embedded event bus."
+))]
+struct ApiDoc;
+
+fn api_router() -> OpenApiRouter<DataState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(health))
+        .routes(routes!(inventory))
+        .routes(routes!(inventory_item))
+        .routes(routes!(restock))
+        .routes(routes!(orders))
+        .routes(routes!(order))
+        .routes(routes!(reserve))
+        .routes(routes!(record_payments))
+        .routes(routes!(settle))
+        .routes(routes!(release))
+        .routes(routes!(expire))
+        .routes(routes!(lease_events))
+        .routes(routes!(acknowledge_events))
+}
+
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api_router().into_openapi()
+}
+
+pub fn router(state: DataState) -> Router {
+    let (router, api) = api_router().split_for_parts();
+    stockroom_http_kit::with_openapi_and_fallbacks(router, api)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+#[utoipa::path(get, path = "/health", responses((status = 200, body = Health)))]
+async fn health() -> Json<Health> {
+    Json(Health {
+        status: "ok".into(),
+        service: "data-service".into(),
+    })
+}
+
+/// Every product's stock.
+#[utoipa::path(get, path = "/inventory", responses((status = 200, body = InventoryList)))]
+async fn inventory(State(state): State<DataState>) -> Result<Json<InventoryList>, DataError> {
+    Ok(Json(InventoryList {
+        inventory: state.storage.inventory().await?,
+    }))
+}
+
+/// One product's stock; the name is matched without regard to case.
+#[utoipa::path(
+    get,
+    path = "/inventory/{productName}",
+    params(("productName" = String, Path, description = "product name, any case")),
+    responses(
+        (status = 200, body = InventoryItemDocument),
+        (status = 404, body = ErrorBody, description = "no such product")
+    )
+)]
+async fn inventory_item(
+    State(state): State<DataState>,
+    Path(product_name): Path<String>,
+) -> Result<Json<InventoryItemDocument>, DataError> {
+    match state.storage.inventory_item(&product_name).await? {
+        Some(item) => Ok(Json(InventoryItemDocument { item })),
+        None => Err(DataError::NotFound(format!("no product named {product_name}"))),
+    }
+}
+
+/// Adds units to a product, creating it if it is new.
+#[utoipa::path(
+    post,
+    path = "/inventory/{productName}/restock",
+    params(("productName" = String, Path)),
+    request_body = RestockRequest,
+    responses((status = 200, body = InventoryItemDocument), (status = 422, body = ErrorBody))
+)]
+async fn restock(
+    State(state): State<DataState>,
+    Path(product_name): Path<String>,
+    JsonBody(request): JsonBody<RestockRequest>,
+) -> Result<Json<InventoryItemDocument>, DataError> {
+    let product =
+        ProductName::new(&product_name).map_err(|error| DataError::Invalid(error.to_string()))?;
+    if request.quantity == 0 {
+        return Err(DataError::Invalid("quantity must be at least 1".into()));
+    }
+    let item = state.storage.restock(product, request.quantity).await?;
+    Ok(Json(InventoryItemDocument { item }))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
+pub struct OrderQuery {
+    /// Only orders in this status.
+    status: Option<String>,
+    /// Only this customer's orders.
+    customer_id: Option<String>,
+    /// The `nextCursor` of the previous page.
+    after: Option<String>,
+    /// Page size, 1 to 500 (default 100).
+    limit: Option<u32>,
+}
+
+pub fn order_filter(query: OrderQuery) -> Result<OrderFilter, String> {
+    let status = query
+        .status
+        .map(|status| status.parse::<OrderStatus>())
+        .transpose()?;
+    let limit = query.limit.unwrap_or(100);
+    if limit == 0 || limit > MAX_ORDERS_PER_PAGE {
+        return Err(format!("limit must be from 1 to {MAX_ORDERS_PER_PAGE}"));
+    }
+    Ok(OrderFilter {
+        status,
+        customer_id: query.customer_id,
+        after: query.after,
+        limit,
+    })
+}
+
+/// Orders, oldest first, a page at a time.
+#[utoipa::path(
+    get,
+    path = "/orders",
+    params(OrderQuery),
+    responses((status = 200, body = OrderList), (status = 422, body = ErrorBody))
+)]
+async fn orders(
+    State(state): State<DataState>,
+    query: Result<Query<OrderQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<OrderList>, DataError> {
+    let Query(query) = query.map_err(|rejection| DataError::Invalid(rejection.body_text()))?;
+    let filter = order_filter(query).map_err(DataError::Invalid)?;
+    Ok(Json(state.storage.orders(filter).await?))
+}
+
+/// One order with its history.
+#[utoipa::path(
+    get,
+    path = "/orders/{id}",
+    params(("id" = String, Path)),
+    responses((status = 200, body = OrderDocument), (status = 404, body = ErrorBody))
+)]
+async fn order(
+    State(state): State<DataState>,
+    Path(order_id): Path<String>,
+) -> Result<Json<OrderDocument>, DataError> {
+    match state.storage.order(&order_id).await? {
+        Some(order) => Ok(Json(OrderDocument { order })),
+        None => Err(DataError::NotFound(format!("no order with id {order_id}"))),
+    }
+}
+
+/// Reserves a batch of orders, each atomically and in the order given.
+#[utoipa::path(
+    post,
+    path = "/reservations",
+    request_body = ReserveBatch,
+    responses((status = 200, body = ReserveBatchResult), (status = 503, body = ErrorBody))
+)]
+async fn reserve(
+    State(state): State<DataState>,
+    JsonBody(batch): JsonBody<ReserveBatch>,
+) -> Result<Json<ReserveBatchResult>, DataError> {
+    let results = state.storage.reserve(batch.requests).await?;
+    state.events_written.notify_waiters();
+    Ok(Json(ReserveBatchResult { results }))
+}
+
+/// Records payment verdicts; emits `PaymentSucceeded` or `PaymentFailed`.
+#[utoipa::path(
+    post,
+    path = "/payments",
+    request_body = PaymentBatch,
+    responses((status = 200, body = EffectBatchResult))
+)]
+async fn record_payments(
+    State(state): State<DataState>,
+    JsonBody(batch): JsonBody<PaymentBatch>,
+) -> Result<Json<EffectBatchResult>, DataError> {
+    let results = state.storage.record_payments(batch.payments).await?;
+    state.events_written.notify_waiters();
+    Ok(Json(EffectBatchResult { results }))
+}
+
+/// Commits or releases paid or declined reservations.
+#[utoipa::path(
+    post,
+    path = "/settlements",
+    request_body = SettlementBatch,
+    responses((status = 200, body = EffectBatchResult))
+)]
+async fn settle(
+    State(state): State<DataState>,
+    JsonBody(batch): JsonBody<SettlementBatch>,
+) -> Result<Json<EffectBatchResult>, DataError> {
+    let results = state.storage.settle(batch.settlements).await?;
+    Ok(Json(EffectBatchResult { results }))
+}
+
+/// Releases an unpaid reservation. Releasing a cancelled order again is
+/// harmless and answers 200.
+#[utoipa::path(
+    post,
+    path = "/orders/{id}/release",
+    params(("id" = String, Path)),
+    request_body = ReleaseRequest,
+    responses(
+        (status = 200, body = OrderDocument),
+        (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "paid, fulfilled or rejected")
+    )
+)]
+async fn release(
+    State(state): State<DataState>,
+    Path(order_id): Path<String>,
+    JsonBody(request): JsonBody<ReleaseRequest>,
+) -> Result<Json<OrderDocument>, DataError> {
+    match state.storage.release(&order_id, request.reason).await? {
+        ReleaseOutcome::Released(order) | ReleaseOutcome::AlreadyCancelled(order) => {
+            Ok(Json(OrderDocument { order }))
+        }
+        ReleaseOutcome::NotCancellable(order) => Err(DataError::Conflict(format!(
+            "order {order_id} is {} (payment {}) and can no longer be cancelled",
+            order.status,
+            order.payment_status.as_str()
+        ))),
+        ReleaseOutcome::UnknownOrder => {
+            Err(DataError::NotFound(format!("no order with id {order_id}")))
+        }
+    }
+}
+
+/// Releases unpaid reservations older than a cutoff.
+#[utoipa::path(
+    post,
+    path = "/reservations/expire",
+    request_body = ExpireRequest,
+    responses((status = 200, body = ExpireResult))
+)]
+async fn expire(
+    State(state): State<DataState>,
+    JsonBody(request): JsonBody<ExpireRequest>,
+) -> Result<Json<ExpireResult>, DataError> {
+    let expired_order_ids = state
+        .storage
+        .expire(request.older_than_ms, request.max_orders)
+        .await?;
+    Ok(Json(ExpireResult { expired_order_ids }))
+}
+
+fn known_consumer(consumer: &str) -> Result<(), DataError> {
+    if consumer == CONSUMER_PAYMENT || consumer == CONSUMER_INVENTORY {
+        Ok(())
+    } else {
+        Err(DataError::NotFound(format!("no consumer named {consumer}")))
+    }
+}
+
+/// Leases a consumer's next events, waiting up to `waitMs` for one to appear.
+#[utoipa::path(
+    post,
+    path = "/events/{consumer}/lease",
+    params(("consumer" = String, Path, description = "payment or inventory")),
+    request_body = PollRequest,
+    responses((status = 200, body = DeliveryBatch))
+)]
+async fn lease_events(
+    State(state): State<DataState>,
+    Path(consumer): Path<String>,
+    JsonBody(request): JsonBody<PollRequest>,
+) -> Result<Json<DeliveryBatch>, DataError> {
+    known_consumer(&consumer)?;
+    let max_events = request.max_events.clamp(1, MAX_EVENTS_PER_LEASE);
+    let wait = Duration::from_millis(request.wait_ms.min(MAX_LEASE_WAIT_MS));
+    // Register for the wake-up before looking, so an event written between
+    // the look and the wait is not missed.
+    let notified = state.events_written.notified();
+    tokio::pin!(notified);
+    notified.as_mut().enable();
+    let deliveries = state
+        .storage
+        .lease_events(&consumer, max_events, request.lease_ms)
+        .await?;
+    if !deliveries.is_empty() || wait.is_zero() {
+        return Ok(Json(DeliveryBatch { deliveries }));
+    }
+    let _ = tokio::time::timeout(wait, notified).await;
+    let deliveries = state
+        .storage
+        .lease_events(&consumer, max_events, request.lease_ms)
+        .await?;
+    Ok(Json(DeliveryBatch { deliveries }))
+}
+
+/// Acknowledges deliveries: their effect is committed; never hand them out again.
+#[utoipa::path(
+    post,
+    path = "/events/{consumer}/ack",
+    params(("consumer" = String, Path)),
+    request_body = AckRequest,
+    responses((status = 204))
+)]
+async fn acknowledge_events(
+    State(state): State<DataState>,
+    Path(consumer): Path<String>,
+    JsonBody(request): JsonBody<AckRequest>,
+) -> Result<StatusCode, DataError> {
+    known_consumer(&consumer)?;
+    state
+        .storage
+        .acknowledge_events(&consumer, request.delivery_ids)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,71 @@
+//! order-service's errors and their one mapping to HTTP.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use stockroom_http_kit::{error_response, ClientError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum OrderError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    InvalidHeader(String),
+    #[error("unknown product {0}")]
+    UnknownProduct(String),
+    #[error("this Idempotency-Key was already used with a different request")]
+    IdempotencyKeyReused,
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Protocol(String),
+    #[error(transparent)]
+    Dependency(#[from] ClientError),
+}
+
+impl IntoResponse for OrderError {
+    fn into_response(self) -> Response {
+        let message = self.to_string();
+        match self {
+            OrderError::Invalid(_) => {
+                error_response(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", &message)
+            }
+            OrderError::InvalidHeader(_) => {
+                error_response(StatusCode::BAD_REQUEST, "invalid_header", &message)
+            }
+            OrderError::UnknownProduct(_) => {
+                error_response(StatusCode::UNPROCESSABLE_ENTITY, "unknown_product", &message)
+            }
+            OrderError::IdempotencyKeyReused => error_response(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_key_reused",
+                &message,
+            ),
+            OrderError::NotFound(_) => error_response(StatusCode::NOT_FOUND, "not_found", &message),
+            OrderError::Protocol(_) => {
+                tracing::error!(%message, "unexpected answer from a dependency");
+                error_response(StatusCode::BAD_GATEWAY, "bad_gateway", &message)
+            }
+            // A dependency's own error document passes through (404, 409,
+            // 422, 503 with Retry-After …); an unreachable one is a 503.
+            OrderError::Dependency(ClientError::Status {
+                status,
+                code,
+                message,
+                ..
+            }) => error_response(
+                StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY),
+                &code,
+                &message,
+            ),
+            OrderError::Dependency(ClientError::Protocol { .. }) => {
+                tracing::error!(%message, "unexpected answer from a dependency");
+                error_response(StatusCode::BAD_GATEWAY, "bad_gateway", &message)
+            }
+            OrderError::Dependency(ClientError::Unreachable { .. }) => error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "dependency_unavailable",
+                &message,
+            ),
+        }
+    }
+}

@@ -1,0 +1,144 @@
+//! Reading and checking what a client sends to `POST /api/orders`.
+
+use axum::http::HeaderMap;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use stockroom_domain::{CustomerId, OrderItem, OrderItems, ProductName, Quantity};
+use utoipa::ToSchema;
+
+use crate::{OrderError, IDEMPOTENCY_KEY_HEADER};
+
+/// The longest idempotency key accepted.
+pub const MAX_IDEMPOTENCY_KEY_LENGTH: usize = 255;
+
+/// An order as clients send it: one product (`productName` and `quantity`,
+/// the original system's shape) or several (`items`), never both.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PlaceOrderRequest {
+    #[schema(value_type = String, example = "c1")]
+    customer_id: CustomerId,
+    #[schema(value_type = Option<String>, example = "Laptop")]
+    product_name: Option<ProductName>,
+    #[schema(value_type = Option<u32>, minimum = 1, maximum = 1000, example = 2)]
+    quantity: Option<Quantity>,
+    items: Option<Vec<ItemRequest>>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ItemRequest {
+    #[schema(value_type = String, example = "Laptop")]
+    product_name: ProductName,
+    #[schema(value_type = u32, minimum = 1, maximum = 1000, example = 2)]
+    quantity: Quantity,
+}
+
+impl PlaceOrderRequest {
+    pub fn into_parts(self) -> Result<(CustomerId, OrderItems), OrderError> {
+        let lines = match (self.product_name, self.quantity, self.items) {
+            (Some(product), Some(quantity), None) => vec![OrderItem { product, quantity }],
+            (None, None, Some(items)) => items
+                .into_iter()
+                .map(|item| OrderItem {
+                    product: item.product_name,
+                    quantity: item.quantity,
+                })
+                .collect(),
+            (_, _, Some(_)) => {
+                return Err(OrderError::Invalid(
+                    "send either productName and quantity, or items, not both".into(),
+                ));
+            }
+            (Some(_), None, None) => {
+                return Err(OrderError::Invalid("missing field `quantity`".into()));
+            }
+            (None, Some(_), None) => {
+                return Err(OrderError::Invalid("missing field `productName`".into()));
+            }
+            (None, None, None) => {
+                return Err(OrderError::Invalid(
+                    "an order needs productName and quantity, or items".into(),
+                ));
+            }
+        };
+        let items = OrderItems::new(lines).map_err(|error| OrderError::Invalid(error.to_string()))?;
+        Ok((self.customer_id, items))
+    }
+}
+
+/// The `Idempotency-Key` header, checked: visible ASCII, 1 to 255 characters.
+pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, OrderError> {
+    let Some(value) = headers.get(IDEMPOTENCY_KEY_HEADER) else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .ok()
+        .filter(|key| {
+            !key.is_empty()
+                && key.len() <= MAX_IDEMPOTENCY_KEY_LENGTH
+                && key.bytes().all(|byte| byte.is_ascii_graphic())
+        })
+        .ok_or_else(|| {
+            OrderError::InvalidHeader(format!(
+                "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} visible ASCII characters"
+            ))
+        })?;
+    Ok(Some(key.to_owned()))
+}
+
+/// A hash of the normalised request (customer, and items sorted by product
+/// key), so that the same order written differently (item order, letter case,
+/// single-item or `items` form) counts as the same request.
+pub fn fingerprint(customer_id: &CustomerId, items: &OrderItems) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(customer_id.as_str().as_bytes());
+    for item in items.iter() {
+        hasher.update([0]);
+        hasher.update(item.product.key().as_bytes());
+        hasher.update([0]);
+        hasher.update(item.quantity.get().to_be_bytes());
+    }
+    hasher
+        .finalize()
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+/// Order ids are UUIDs; anything else cannot name an order.
+pub fn check_order_id(order_id: &str) -> Result<(), OrderError> {
+    uuid::Uuid::parse_str(order_id)
+        .map(|_| ())
+        .map_err(|_| OrderError::NotFound(format!("no order with id {order_id}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(json: &str) -> Result<(CustomerId, OrderItems), OrderError> {
+        serde_json::from_str::<PlaceOrderRequest>(json)
+            .map_err(|error| OrderError::Invalid(error.to_string()))?
+            .into_parts()
+    }
+
+    #[test]
+    fn both_shapes_give_the_same_fingerprint() {
+        let (customer, single) = parse(r#"{"customerId":"c1","productName":"Laptop","quantity":2}"#).unwrap();
+        let (_, multi) = parse(r#"{"customerId":"c1","items":[{"productName":"laptop","quantity":2}]}"#).unwrap();
+        assert_eq!(fingerprint(&customer, &single), fingerprint(&customer, &multi));
+        let (_, other) = parse(r#"{"customerId":"c1","productName":"Laptop","quantity":3}"#).unwrap();
+        assert_ne!(fingerprint(&customer, &single), fingerprint(&customer, &other));
+    }
+
+    #[test]
+    fn refuses_mixed_and_partial_shapes() {
+        assert!(parse(r#"{"customerId":"c1","productName":"Laptop"}"#).is_err());
+        assert!(parse(r#"{"customerId":"c1","quantity":2}"#).is_err());
+        assert!(parse(r#"{"customerId":"c1"}"#).is_err());
+        assert!(parse(r#"{"customerId":"c1","productName":"Laptop","quantity":1,"items":[]}"#).is_err());
+        assert!(parse(r#"{"customerId":"c1","items":[]}"#).is_err());
+    }
+}

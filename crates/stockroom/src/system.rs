@@ -1,0 +1,288 @@
+//! Starting and stopping the whole system, or one service, in this process.
+
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use stockroom_bus::EmbeddedEventSource;
+use stockroom_contract::StockLine;
+use stockroom_data_service::DataState;
+use stockroom_domain::{CONSUMER_INVENTORY, CONSUMER_PAYMENT};
+use stockroom_inventory_service::InventoryConfig;
+use stockroom_order_service::OrderConfig;
+use stockroom_payment_service::PaymentConfig;
+use stockroom_storage::Storage;
+use stockroom_storage_sqlite::{SqliteStorage, WriterConfig, DATABASE_FILE_NAME};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Each service's default port.
+pub const ORDER_PORT: u16 = 3001;
+pub const DATA_PORT: u16 = 3002;
+pub const INVENTORY_PORT: u16 = 3003;
+pub const PAYMENT_PORT: u16 = 3004;
+
+/// The ports to listen on; 0 picks a free one.
+#[derive(Debug, Clone, Copy)]
+pub struct Ports {
+    pub order: u16,
+    pub data: u16,
+    pub inventory: u16,
+    pub payment: u16,
+}
+
+impl Ports {
+    pub const DEFAULT: Ports = Ports {
+        order: ORDER_PORT,
+        data: DATA_PORT,
+        inventory: INVENTORY_PORT,
+        payment: PAYMENT_PORT,
+    };
+
+    /// Every service on a free port, for tests.
+    pub const EPHEMERAL: Ports = Ports {
+        order: 0,
+        data: 0,
+        inventory: 0,
+        payment: 0,
+    };
+}
+
+/// Everything `stockroom up` can be told.
+#[derive(Debug, Clone)]
+pub struct SystemConfig {
+    pub data_dir: PathBuf,
+    /// Stock loaded on first start; `None` means the built-in stock.
+    pub stock: Option<Vec<StockLine>>,
+    /// Delete the data first and load the stock again.
+    pub fresh: bool,
+    pub host: IpAddr,
+    pub ports: Ports,
+    pub payment_latency_ms: u64,
+    pub payment_decline_rate: f64,
+    pub reservation_ttl_ms: u64,
+    pub sweep_interval_ms: u64,
+    pub writer: WriterConfig,
+}
+
+impl SystemConfig {
+    pub fn new(data_dir: &Path) -> SystemConfig {
+        SystemConfig {
+            data_dir: data_dir.to_owned(),
+            stock: None,
+            fresh: false,
+            host: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            ports: Ports::DEFAULT,
+            payment_latency_ms: 0,
+            payment_decline_rate: 0.0,
+            reservation_ttl_ms: stockroom_inventory_service::DEFAULT_RESERVATION_TTL_MS,
+            sweep_interval_ms: stockroom_inventory_service::DEFAULT_SWEEP_INTERVAL_MS,
+            writer: WriterConfig::default(),
+        }
+    }
+}
+
+/// The base URLs of a running system.
+#[derive(Debug, Clone)]
+pub struct Urls {
+    pub order: String,
+    pub data: String,
+    pub inventory: String,
+    pub payment: String,
+}
+
+/// One service running in this process.
+pub struct RunningService {
+    pub name: &'static str,
+    stop: CancellationToken,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl RunningService {
+    /// Stops accepting, finishes requests in flight, and waits for the end.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.stop.cancel();
+        self.task
+            .await
+            .with_context(|| format!("{} panicked", self.name))?
+            .with_context(|| format!("{} failed", self.name))
+    }
+}
+
+/// Binds `host:port` for `service`, with an error that names the port.
+pub async fn bind(
+    service: &str,
+    host: IpAddr,
+    port: u16,
+) -> anyhow::Result<(tokio::net::TcpListener, String)> {
+    let listener = stockroom_http_kit::bind(SocketAddr::new(host, port))
+        .await
+        .with_context(|| format!("{service} cannot start"))?;
+    let address = listener.local_addr()?;
+    Ok((listener, format!("http://{address}")))
+}
+
+fn spawn<F>(name: &'static str, run: impl FnOnce(CancellationToken) -> F) -> RunningService
+where
+    F: Future<Output = std::io::Result<()>> + Send + 'static,
+{
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(run(stop.clone()));
+    RunningService { name, stop, task }
+}
+
+/// Opens the SQLite storage in `data_dir` (emptying it first when `fresh`)
+/// and loads the stock if none was ever loaded.
+pub async fn open_storage(
+    data_dir: &Path,
+    fresh: bool,
+    stock: Option<Vec<StockLine>>,
+    writer: WriterConfig,
+) -> anyhow::Result<Arc<SqliteStorage>> {
+    if fresh {
+        for suffix in ["", "-wal", "-shm"] {
+            let path = data_dir.join(format!("{DATABASE_FILE_NAME}{suffix}"));
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                Err(error) => {
+                    return Err(error).with_context(|| format!("cannot remove {}", path.display()));
+                }
+            }
+        }
+    }
+    let storage = SqliteStorage::open_in_directory(data_dir, writer)
+        .with_context(|| format!("cannot open the database in {}", data_dir.display()))?;
+    let stock = stock.unwrap_or_else(crate::stock::default_stock);
+    if storage.initialize_stock(stock).await? {
+        tracing::info!(path = %storage.path().display(), "initial stock loaded");
+    }
+    Ok(Arc::new(storage))
+}
+
+pub fn data_service(listener: tokio::net::TcpListener, storage: Arc<dyn Storage>) -> RunningService {
+    spawn("data-service", move |stop| {
+        stockroom_data_service::run(listener, DataState::new(storage), stop.cancelled_owned())
+    })
+}
+
+pub fn inventory_service(
+    listener: tokio::net::TcpListener,
+    config: InventoryConfig,
+) -> RunningService {
+    let events = Arc::new(EmbeddedEventSource::new(&config.data_url, CONSUMER_INVENTORY));
+    spawn("inventory-service", move |stop| {
+        stockroom_inventory_service::run(listener, config, events, stop.cancelled_owned())
+    })
+}
+
+pub fn payment_service(listener: tokio::net::TcpListener, config: PaymentConfig) -> RunningService {
+    let events = Arc::new(EmbeddedEventSource::new(&config.data_url, CONSUMER_PAYMENT));
+    spawn("payment-service", move |stop| {
+        stockroom_payment_service::run(listener, config, events, stop.cancelled_owned())
+    })
+}
+
+pub fn order_service(listener: tokio::net::TcpListener, config: OrderConfig) -> RunningService {
+    spawn("order-service", move |stop| {
+        stockroom_order_service::run(listener, config, stop.cancelled_owned())
+    })
+}
+
+/// All four services running in this process.
+pub struct RunningSystem {
+    pub urls: Urls,
+    pub storage: Arc<SqliteStorage>,
+    order: RunningService,
+    inventory: RunningService,
+    payment: RunningService,
+    data: RunningService,
+}
+
+/// Starts data-service, then the others, and waits until every service
+/// reports healthy.
+pub async fn start(config: SystemConfig) -> anyhow::Result<RunningSystem> {
+    let payment_config_check = PaymentConfig {
+        data_url: String::new(),
+        latency_ms: config.payment_latency_ms,
+        decline_rate: config.payment_decline_rate,
+    };
+    payment_config_check
+        .validate()
+        .map_err(anyhow::Error::msg)?;
+    // Bind every port before starting anything, so a taken port fails fast
+    // and leaves nothing half-started.
+    let (data_listener, data_url) = bind("data-service", config.host, config.ports.data).await?;
+    let (inventory_listener, inventory_url) =
+        bind("inventory-service", config.host, config.ports.inventory).await?;
+    let (payment_listener, payment_url) =
+        bind("payment-service", config.host, config.ports.payment).await?;
+    let (order_listener, order_url) = bind("order-service", config.host, config.ports.order).await?;
+
+    let storage = open_storage(&config.data_dir, config.fresh, config.stock.clone(), config.writer)
+        .await?;
+    let data = data_service(data_listener, storage.clone());
+    let inventory = inventory_service(
+        inventory_listener,
+        InventoryConfig {
+            data_url: data_url.clone(),
+            reservation_ttl_ms: config.reservation_ttl_ms,
+            sweep_interval_ms: config.sweep_interval_ms,
+        },
+    );
+    let payment = payment_service(
+        payment_listener,
+        PaymentConfig {
+            data_url: data_url.clone(),
+            ..payment_config_check
+        },
+    );
+    let order = order_service(
+        order_listener,
+        OrderConfig {
+            inventory_url: inventory_url.clone(),
+            data_url: data_url.clone(),
+        },
+    );
+    let urls = Urls {
+        order: order_url,
+        data: data_url,
+        inventory: inventory_url,
+        payment: payment_url,
+    };
+    let client = reqwest::Client::new();
+    for (name, url) in [
+        ("data-service", &urls.data),
+        ("inventory-service", &urls.inventory),
+        ("payment-service", &urls.payment),
+        ("order-service", &urls.order),
+    ] {
+        stockroom_http_kit::wait_for_health(&client, name, url).await?;
+    }
+    Ok(RunningSystem {
+        urls,
+        storage,
+        order,
+        inventory,
+        payment,
+        data,
+    })
+}
+
+impl RunningSystem {
+    /// Stops the services in reverse dependency order (clients first, storage
+    /// last), each finishing its requests in flight, then closes the database.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.order.stop().await?;
+        let inventory = self.inventory.stop();
+        let payment = self.payment.stop();
+        let (inventory, payment) = tokio::join!(inventory, payment);
+        inventory?;
+        payment?;
+        self.data.stop().await?;
+        self.storage.close().await;
+        Ok(())
+    }
+}
