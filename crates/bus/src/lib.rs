@@ -132,11 +132,17 @@ pub async fn consume<H, F>(
         let outcome = match received {
             Ok(deliveries) if deliveries.is_empty() => Ok(()),
             Ok(deliveries) => {
-                let ids: Vec<i64> = deliveries.iter().map(|delivery| delivery.delivery_id).collect();
+                let ids: Vec<i64> = deliveries
+                    .iter()
+                    .map(|delivery| delivery.delivery_id)
+                    .collect();
                 // The batch is finished even when shutdown is requested meanwhile:
                 // stopping halfway would only cause redelivery.
                 match handle(deliveries).await {
-                    Ok(()) => source.acknowledge(&ids).await.map_err(|error| error.to_string()),
+                    Ok(()) => source
+                        .acknowledge(&ids)
+                        .await
+                        .map_err(|error| error.to_string()),
                     Err(error) => Err(error),
                 }
             }

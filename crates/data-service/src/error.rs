@@ -26,14 +26,20 @@ impl IntoResponse for DataError {
             }
             DataError::Storage(StorageError::Unavailable(_)) => {
                 tracing::error!(%message, "storage unavailable");
-                error_response(StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable", &message)
+                error_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "storage_unavailable",
+                    &message,
+                )
             }
             DataError::Storage(StorageError::UnknownProduct(_)) => {
                 error_response(StatusCode::NOT_FOUND, "unknown_product", &message)
             }
-            DataError::Storage(StorageError::Invalid(_)) | DataError::Invalid(_) => {
-                error_response(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", &message)
-            }
+            DataError::Storage(StorageError::Invalid(_)) | DataError::Invalid(_) => error_response(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_request",
+                &message,
+            ),
             DataError::Storage(StorageError::Inconsistent(_)) => {
                 tracing::error!(%message, "storage invariant broken");
                 error_response(StatusCode::INTERNAL_SERVER_ERROR, "internal", &message)

@@ -8,14 +8,13 @@ use axum::http::StatusCode;
 use axum::{Json, Router};
 use serde::Deserialize;
 use stockroom_contract::{
-    AckRequest, DeliveryBatch, EffectBatchResult, ErrorBody, ExpireRequest, ExpireResult,
-    Health, InventoryItemDocument, InventoryList, OrderDocument, OrderList, PaymentBatch,
-    PollRequest, ReleaseRequest, ReserveBatch, ReserveBatchResult, RestockRequest,
-    SettlementBatch,
+    AckRequest, DeliveryBatch, EffectBatchResult, ErrorBody, ExpireRequest, ExpireResult, Health,
+    InventoryItemDocument, InventoryList, OrderDocument, OrderList, PaymentBatch, PollRequest,
+    ReleaseRequest, ReserveBatch, ReserveBatchResult, RestockRequest, SettlementBatch,
 };
-use stockroom_domain::{OrderStatus, ProductName, CONSUMER_INVENTORY, CONSUMER_PAYMENT};
+use stockroom_domain::{CONSUMER_INVENTORY, CONSUMER_PAYMENT, OrderStatus, ProductName};
 use stockroom_http_kit::JsonBody;
-use stockroom_storage::{OrderFilter, ReleaseOutcome, MAX_ORDERS_PER_PAGE};
+use stockroom_storage::{MAX_ORDERS_PER_PAGE, OrderFilter, ReleaseOutcome};
 use utoipa::{IntoParams, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -89,7 +88,9 @@ async fn inventory_item(
 ) -> Result<Json<InventoryItemDocument>, DataError> {
     match state.storage.inventory_item(&product_name).await? {
         Some(item) => Ok(Json(InventoryItemDocument { item })),
-        None => Err(DataError::NotFound(format!("no product named {product_name}"))),
+        None => Err(DataError::NotFound(format!(
+            "no product named {product_name}"
+        ))),
     }
 }
 

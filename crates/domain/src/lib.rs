@@ -11,10 +11,10 @@ mod order;
 mod values;
 
 pub use order::{
-    EventKind, OrderStatus, PaymentStatus, ReleaseReason, TransitionError, CONSUMER_INVENTORY,
-    CONSUMER_PAYMENT,
+    CONSUMER_INVENTORY, CONSUMER_PAYMENT, EventKind, OrderStatus, PaymentStatus, ReleaseReason,
+    TransitionError,
 };
 pub use values::{
-    CustomerId, DomainError, OrderItem, OrderItems, ProductName, Quantity, MAX_CUSTOMER_ID_LENGTH,
-    MAX_ITEMS_PER_ORDER, MAX_PRODUCT_NAME_LENGTH, MAX_QUANTITY_PER_ITEM, MAX_STOCK_PER_PRODUCT,
+    CustomerId, DomainError, MAX_CUSTOMER_ID_LENGTH, MAX_ITEMS_PER_ORDER, MAX_PRODUCT_NAME_LENGTH,
+    MAX_QUANTITY_PER_ITEM, MAX_STOCK_PER_PRODUCT, OrderItem, OrderItems, ProductName, Quantity,
 };

@@ -53,7 +53,10 @@ impl OrderStatus {
         if next.rank() > self.rank() {
             Ok(next)
         } else {
-            Err(TransitionError { from: self, to: next })
+            Err(TransitionError {
+                from: self,
+                to: next,
+            })
         }
     }
 
@@ -206,7 +209,10 @@ mod tests {
         assert!(Pending.transition_to(Reserved).is_ok());
         for final_status in [Rejected, Fulfilled, Cancelled] {
             for next in OrderStatus::ALL {
-                assert!(final_status.transition_to(next).is_err(), "{final_status} -> {next}");
+                assert!(
+                    final_status.transition_to(next).is_err(),
+                    "{final_status} -> {next}"
+                );
             }
         }
         assert!(Reserved.transition_to(Reserved).is_err());

@@ -125,8 +125,7 @@ impl CustomerId {
     pub fn new(raw: &str) -> Result<CustomerId, DomainError> {
         let trimmed = raw.trim();
         let length = trimmed.chars().count();
-        if length == 0 || length > MAX_CUSTOMER_ID_LENGTH || trimmed.chars().any(char::is_control)
-        {
+        if length == 0 || length > MAX_CUSTOMER_ID_LENGTH || trimmed.chars().any(char::is_control) {
             return Err(DomainError::InvalidCustomerId);
         }
         Ok(CustomerId(trimmed.to_owned()))
@@ -192,7 +191,10 @@ impl OrderItems {
     }
 
     pub fn total_units(&self) -> u64 {
-        self.0.iter().map(|item| u64::from(item.quantity.get())).sum()
+        self.0
+            .iter()
+            .map(|item| u64::from(item.quantity.get()))
+            .sum()
     }
 }
 
@@ -247,7 +249,12 @@ mod tests {
             OrderItems::new(vec![item("Laptop", 1), item("LAPTOP", 1)]),
             Err(DomainError::DuplicateProduct(_))
         ));
-        let many = (0..=MAX_ITEMS_PER_ORDER).map(|index| item(&format!("p{index}"), 1)).collect();
-        assert!(matches!(OrderItems::new(many), Err(DomainError::TooManyItems(_))));
+        let many = (0..=MAX_ITEMS_PER_ORDER)
+            .map(|index| item(&format!("p{index}"), 1))
+            .collect();
+        assert!(matches!(
+            OrderItems::new(many),
+            Err(DomainError::TooManyItems(_))
+        ));
     }
 }

@@ -41,9 +41,11 @@ impl IntoResponse for BodyError {
             BodyError::Malformed(message) => {
                 error_response(StatusCode::BAD_REQUEST, "malformed_json", &message)
             }
-            BodyError::Invalid(message) => {
-                error_response(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", &message)
-            }
+            BodyError::Invalid(message) => error_response(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_request",
+                &message,
+            ),
         }
     }
 }
@@ -56,13 +58,18 @@ where
     type Rejection = BodyError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = Bytes::from_request(request, state).await.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                BodyError::TooLarge(format!("the request body is too large: {}", rejection.body_text()))
-            } else {
-                BodyError::Unreadable(rejection.body_text())
-            }
-        })?;
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(|rejection| {
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    BodyError::TooLarge(format!(
+                        "the request body is too large: {}",
+                        rejection.body_text()
+                    ))
+                } else {
+                    BodyError::Unreadable(rejection.body_text())
+                }
+            })?;
         parse_json(&bytes).map(JsonBody)
     }
 }
@@ -97,9 +104,18 @@ mod tests {
     #[test]
     fn classifies_body_errors() {
         assert!(matches!(parse_json::<Sample>(b"  "), Err(BodyError::Empty)));
-        assert!(matches!(parse_json::<Sample>(b"{\"quantity\":"), Err(BodyError::Malformed(_))));
-        assert!(matches!(parse_json::<Sample>(b"{\"quantity\":\"2\"}"), Err(BodyError::Invalid(_))));
-        assert!(matches!(parse_json::<Sample>(b"{}"), Err(BodyError::Invalid(_))));
+        assert!(matches!(
+            parse_json::<Sample>(b"{\"quantity\":"),
+            Err(BodyError::Malformed(_))
+        ));
+        assert!(matches!(
+            parse_json::<Sample>(b"{\"quantity\":\"2\"}"),
+            Err(BodyError::Invalid(_))
+        ));
+        assert!(matches!(
+            parse_json::<Sample>(b"{}"),
+            Err(BodyError::Invalid(_))
+        ));
         assert!(parse_json::<Sample>(b"{\"quantity\":2}").is_ok());
     }
 }

@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use reqwest::StatusCode;
-use serde::de::DeserializeOwned;
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 /// The longest one internal call may take before it is abandoned.
 pub const INTERNAL_REQUEST_TIMEOUT_MS: u64 = 10_000;
@@ -72,7 +72,10 @@ impl ServiceClient {
         path: &str,
         query: &Q,
     ) -> Result<T, ClientError> {
-        let request = self.http.get(format!("{}{path}", self.base_url)).query(query);
+        let request = self
+            .http
+            .get(format!("{}{path}", self.base_url))
+            .query(query);
         self.send(request).await
     }
 
@@ -81,7 +84,10 @@ impl ServiceClient {
         path: &str,
         body: &B,
     ) -> Result<T, ClientError> {
-        let request = self.http.post(format!("{}{path}", self.base_url)).json(body);
+        let request = self
+            .http
+            .post(format!("{}{path}", self.base_url))
+            .json(body);
         self.send(request).await
     }
 
@@ -89,15 +95,21 @@ impl ServiceClient {
         &self,
         request: reqwest::RequestBuilder,
     ) -> Result<T, ClientError> {
-        let response = request.send().await.map_err(|error| ClientError::Unreachable {
-            service: self.name.to_owned(),
-            message: error.to_string(),
-        })?;
+        let response = request
+            .send()
+            .await
+            .map_err(|error| ClientError::Unreachable {
+                service: self.name.to_owned(),
+                message: error.to_string(),
+            })?;
         let status = response.status();
-        let bytes = response.bytes().await.map_err(|error| ClientError::Unreachable {
-            service: self.name.to_owned(),
-            message: error.to_string(),
-        })?;
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|error| ClientError::Unreachable {
+                service: self.name.to_owned(),
+                message: error.to_string(),
+            })?;
         if !status.is_success() {
             let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
             return Err(ClientError::Status {

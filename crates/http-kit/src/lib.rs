@@ -11,11 +11,11 @@ mod client;
 mod readiness;
 mod serve;
 
-pub use body::{JsonBody, BodyError};
+pub use body::{BodyError, JsonBody};
+pub use client::{ClientError, INTERNAL_REQUEST_TIMEOUT_MS, ServiceClient};
 pub use readiness::Readiness;
-pub use client::{ClientError, ServiceClient, INTERNAL_REQUEST_TIMEOUT_MS};
 pub use serve::{
+    BindError, HEALTH_POLL_ATTEMPTS, HEALTH_POLL_INTERVAL_MS, HealthWait, RETRY_AFTER_SECONDS,
     bind, error_response, fallback_not_found, method_not_allowed, serve, wait_for_health,
-    with_openapi_and_fallbacks, RETRY_AFTER_SECONDS,
-    BindError, HealthWait, HEALTH_POLL_ATTEMPTS, HEALTH_POLL_INTERVAL_MS,
+    with_openapi_and_fallbacks,
 };

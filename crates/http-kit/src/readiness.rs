@@ -2,9 +2,9 @@
 
 use std::sync::{Arc, Mutex};
 
+use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use serde_json::json;
 
 /// What a service's `GET /health` reports. A service starts serving at once

@@ -2,7 +2,7 @@
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use stockroom_http_kit::{error_response, ClientError};
+use stockroom_http_kit::{ClientError, error_response};
 
 #[derive(Debug, thiserror::Error)]
 pub enum InventoryError {

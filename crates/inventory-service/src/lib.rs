@@ -129,7 +129,10 @@ async fn restock(
 ) -> Result<Json<InventoryItemDocument>, InventoryError> {
     let document: InventoryItemDocument = state
         .data
-        .post(&format!("/inventory/{}/restock", encode(&product_name)), &request)
+        .post(
+            &format!("/inventory/{}/restock", encode(&product_name)),
+            &request,
+        )
         .await?;
     Ok(Json(document))
 }
@@ -201,7 +204,11 @@ async fn run_workers(
             return;
         }
     }
-    let sweeper = tokio::spawn(sweep_expired(config.clone(), state.data.clone(), stop.clone()));
+    let sweeper = tokio::spawn(sweep_expired(
+        config.clone(),
+        state.data.clone(),
+        stop.clone(),
+    ));
     let data = state.data.clone();
     stockroom_bus::consume("inventory", events, stop, |deliveries| {
         let data = data.clone();
@@ -233,7 +240,12 @@ async fn settle_batch(data: &ServiceClient, deliveries: Vec<Delivery>) -> Result
         return Ok(());
     }
     let result: EffectBatchResult = data
-        .post("/settlements", &SettlementBatch { settlements: settlements.clone() })
+        .post(
+            "/settlements",
+            &SettlementBatch {
+                settlements: settlements.clone(),
+            },
+        )
         .await
         .map_err(|error| error.to_string())?;
     for (settlement, effect) in settlements.iter().zip(&result.results) {
@@ -255,10 +267,17 @@ async fn sweep_expired(config: InventoryConfig, data: ServiceClient, stop: Cance
                 older_than_ms: config.reservation_ttl_ms,
                 max_orders: MAX_EXPIRED_PER_CALL,
             };
-            match data.post::<ExpireResult, _>("/reservations/expire", &request).await {
+            match data
+                .post::<ExpireResult, _>("/reservations/expire", &request)
+                .await
+            {
                 Ok(result) => {
                     for order_id in &result.expired_order_ids {
-                        tracing::info!(operation = "expire", order_id, "reservation expired and released");
+                        tracing::info!(
+                            operation = "expire",
+                            order_id,
+                            "reservation expired and released"
+                        );
                     }
                     if result.expired_order_ids.len() < MAX_EXPIRED_PER_CALL as usize {
                         break;

@@ -2,7 +2,7 @@
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use stockroom_http_kit::{error_response, ClientError};
+use stockroom_http_kit::{ClientError, error_response};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OrderError {
@@ -26,15 +26,19 @@ impl IntoResponse for OrderError {
     fn into_response(self) -> Response {
         let message = self.to_string();
         match self {
-            OrderError::Invalid(_) => {
-                error_response(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", &message)
-            }
+            OrderError::Invalid(_) => error_response(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_request",
+                &message,
+            ),
             OrderError::InvalidHeader(_) => {
                 error_response(StatusCode::BAD_REQUEST, "invalid_header", &message)
             }
-            OrderError::UnknownProduct(_) => {
-                error_response(StatusCode::UNPROCESSABLE_ENTITY, "unknown_product", &message)
-            }
+            OrderError::UnknownProduct(_) => error_response(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "unknown_product",
+                &message,
+            ),
             OrderError::IdempotencyKeyReused => error_response(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "idempotency_key_reused",

@@ -28,7 +28,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub use error::OrderError;
-pub use request::{PlaceOrderRequest, MAX_IDEMPOTENCY_KEY_LENGTH};
+pub use request::{MAX_IDEMPOTENCY_KEY_LENGTH, PlaceOrderRequest};
 
 /// The largest order body accepted. A maximal order (50 items with
 /// 100-character names) is about 7 KiB; anything far larger is a mistake or
@@ -111,7 +111,9 @@ async fn place_order(
     };
     let mut result: ReserveBatchResult = state.inventory.post("/reservations", &batch).await?;
     let Some(result) = result.results.pop() else {
-        return Err(OrderError::Protocol("inventory-service returned no result".into()));
+        return Err(OrderError::Protocol(
+            "inventory-service returned no result".into(),
+        ));
     };
     let mut response = match result.outcome {
         ReserveOutcome::Reserved { order } => {

@@ -6,7 +6,7 @@ use sha2::{Digest, Sha256};
 use stockroom_domain::{CustomerId, OrderItem, OrderItems, ProductName, Quantity};
 use utoipa::ToSchema;
 
-use crate::{OrderError, IDEMPOTENCY_KEY_HEADER};
+use crate::{IDEMPOTENCY_KEY_HEADER, OrderError};
 
 /// The longest idempotency key accepted.
 pub const MAX_IDEMPOTENCY_KEY_LENGTH: usize = 255;
@@ -62,7 +62,8 @@ impl PlaceOrderRequest {
                 ));
             }
         };
-        let items = OrderItems::new(lines).map_err(|error| OrderError::Invalid(error.to_string()))?;
+        let items =
+            OrderItems::new(lines).map_err(|error| OrderError::Invalid(error.to_string()))?;
         Ok((self.customer_id, items))
     }
 }
@@ -126,11 +127,21 @@ mod tests {
 
     #[test]
     fn both_shapes_give_the_same_fingerprint() {
-        let (customer, single) = parse(r#"{"customerId":"c1","productName":"Laptop","quantity":2}"#).unwrap();
-        let (_, multi) = parse(r#"{"customerId":"c1","items":[{"productName":"laptop","quantity":2}]}"#).unwrap();
-        assert_eq!(fingerprint(&customer, &single), fingerprint(&customer, &multi));
-        let (_, other) = parse(r#"{"customerId":"c1","productName":"Laptop","quantity":3}"#).unwrap();
-        assert_ne!(fingerprint(&customer, &single), fingerprint(&customer, &other));
+        let (customer, single) =
+            parse(r#"{"customerId":"c1","productName":"Laptop","quantity":2}"#).unwrap();
+        let (_, multi) =
+            parse(r#"{"customerId":"c1","items":[{"productName":"laptop","quantity":2}]}"#)
+                .unwrap();
+        assert_eq!(
+            fingerprint(&customer, &single),
+            fingerprint(&customer, &multi)
+        );
+        let (_, other) =
+            parse(r#"{"customerId":"c1","productName":"Laptop","quantity":3}"#).unwrap();
+        assert_ne!(
+            fingerprint(&customer, &single),
+            fingerprint(&customer, &other)
+        );
     }
 
     #[test]
@@ -138,7 +149,9 @@ mod tests {
         assert!(parse(r#"{"customerId":"c1","productName":"Laptop"}"#).is_err());
         assert!(parse(r#"{"customerId":"c1","quantity":2}"#).is_err());
         assert!(parse(r#"{"customerId":"c1"}"#).is_err());
-        assert!(parse(r#"{"customerId":"c1","productName":"Laptop","quantity":1,"items":[]}"#).is_err());
+        assert!(
+            parse(r#"{"customerId":"c1","productName":"Laptop","quantity":1,"items":[]}"#).is_err()
+        );
         assert!(parse(r#"{"customerId":"c1","items":[]}"#).is_err());
     }
 }

@@ -7,8 +7,8 @@
 //! id, so a redelivered `OrderReserved` never charges an order twice.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::extract::State;
@@ -42,7 +42,10 @@ pub struct PaymentConfig {
 impl PaymentConfig {
     pub fn validate(&self) -> Result<(), String> {
         if !(0.0..=1.0).contains(&self.decline_rate) {
-            return Err(format!("decline rate must be from 0 to 1, got {}", self.decline_rate));
+            return Err(format!(
+                "decline rate must be from 0 to 1, got {}",
+                self.decline_rate
+            ));
         }
         if self.latency_ms > MAX_LATENCY_MS {
             return Err(format!("latency may be at most {MAX_LATENCY_MS} ms"));
@@ -189,7 +192,12 @@ async fn charge_batch(
         tokio::time::sleep(Duration::from_millis(config.latency_ms)).await;
     }
     let result: EffectBatchResult = data
-        .post("/payments", &PaymentBatch { payments: payments.clone() })
+        .post(
+            "/payments",
+            &PaymentBatch {
+                payments: payments.clone(),
+            },
+        )
         .await
         .map_err(|error| error.to_string())?;
     for (payment, effect) in payments.iter().zip(&result.results) {

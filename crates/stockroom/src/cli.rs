@@ -101,7 +101,12 @@ struct ServeArgs {
     #[command(subcommand)]
     service: ServiceCommand,
     /// Address to listen on.
-    #[arg(long, global = true, default_value = "127.0.0.1", env = "STOCKROOM_HOST")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "127.0.0.1",
+        env = "STOCKROOM_HOST"
+    )]
     host: IpAddr,
     /// Port to listen on; defaults to the service's own (3001 to 3004).
     #[arg(long, global = true, env = "STOCKROOM_PORT")]
@@ -112,9 +117,17 @@ struct ServeArgs {
 enum ServiceCommand {
     /// The public order API (3001).
     Order {
-        #[arg(long, default_value = "http://127.0.0.1:3003", env = "STOCKROOM_INVENTORY_URL")]
+        #[arg(
+            long,
+            default_value = "http://127.0.0.1:3003",
+            env = "STOCKROOM_INVENTORY_URL"
+        )]
         inventory_url: String,
-        #[arg(long, default_value = "http://127.0.0.1:3002", env = "STOCKROOM_DATA_URL")]
+        #[arg(
+            long,
+            default_value = "http://127.0.0.1:3002",
+            env = "STOCKROOM_DATA_URL"
+        )]
         data_url: String,
     },
     /// The only process that touches storage (3002).
@@ -124,14 +137,22 @@ enum ServiceCommand {
     },
     /// Stock decisions, settlement and expiry (3003).
     Inventory {
-        #[arg(long, default_value = "http://127.0.0.1:3002", env = "STOCKROOM_DATA_URL")]
+        #[arg(
+            long,
+            default_value = "http://127.0.0.1:3002",
+            env = "STOCKROOM_DATA_URL"
+        )]
         data_url: String,
         #[command(flatten)]
         expiry: ExpiryArgs,
     },
     /// The simulated payment provider (3004).
     Payment {
-        #[arg(long, default_value = "http://127.0.0.1:3002", env = "STOCKROOM_DATA_URL")]
+        #[arg(
+            long,
+            default_value = "http://127.0.0.1:3002",
+            env = "STOCKROOM_DATA_URL"
+        )]
         data_url: String,
         #[command(flatten)]
         payment: PaymentArgs,
@@ -245,9 +266,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             let port = args.port.unwrap_or(system::ORDER_PORT);
             let (listener, url) = system::bind("order-service", args.host, port).await?;
             tracing::info!(%url, "order-service listening");
-            stockroom_order_service::run(listener, OrderConfig { inventory_url, data_url }, signal)
-                .await
-                .context("order-service failed")
+            stockroom_order_service::run(
+                listener,
+                OrderConfig {
+                    inventory_url,
+                    data_url,
+                },
+                signal,
+            )
+            .await
+            .context("order-service failed")
         }
         ServiceCommand::Data { storage } => {
             let port = args.port.unwrap_or(system::DATA_PORT);

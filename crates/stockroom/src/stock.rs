@@ -31,7 +31,9 @@ pub enum StockFileError {
         path: String,
         source: std::io::Error,
     },
-    #[error("stock file {path} is not a valid stock document ({{\"inventory\":[{{\"productName\":\"Laptop\",\"quantity\":25}}]}}): {source}")]
+    #[error(
+        "stock file {path} is not a valid stock document ({{\"inventory\":[{{\"productName\":\"Laptop\",\"quantity\":25}}]}}): {source}"
+    )]
     Parse {
         path: String,
         source: serde_json::Error,

@@ -14,7 +14,7 @@ use stockroom_inventory_service::InventoryConfig;
 use stockroom_order_service::OrderConfig;
 use stockroom_payment_service::PaymentConfig;
 use stockroom_storage::Storage;
-use stockroom_storage_sqlite::{SqliteStorage, WriterConfig, DATABASE_FILE_NAME};
+use stockroom_storage_sqlite::{DATABASE_FILE_NAME, SqliteStorage, WriterConfig};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -162,7 +162,10 @@ pub async fn open_storage(
     Ok(Arc::new(storage))
 }
 
-pub fn data_service(listener: tokio::net::TcpListener, storage: Arc<dyn Storage>) -> RunningService {
+pub fn data_service(
+    listener: tokio::net::TcpListener,
+    storage: Arc<dyn Storage>,
+) -> RunningService {
     spawn("data-service", move |stop| {
         stockroom_data_service::run(listener, DataState::new(storage), stop.cancelled_owned())
     })
@@ -172,7 +175,10 @@ pub fn inventory_service(
     listener: tokio::net::TcpListener,
     config: InventoryConfig,
 ) -> RunningService {
-    let events = Arc::new(EmbeddedEventSource::new(&config.data_url, CONSUMER_INVENTORY));
+    let events = Arc::new(EmbeddedEventSource::new(
+        &config.data_url,
+        CONSUMER_INVENTORY,
+    ));
     spawn("inventory-service", move |stop| {
         stockroom_inventory_service::run(listener, config, events, stop.cancelled_owned())
     })
@@ -219,10 +225,16 @@ pub async fn start(config: SystemConfig) -> anyhow::Result<RunningSystem> {
         bind("inventory-service", config.host, config.ports.inventory).await?;
     let (payment_listener, payment_url) =
         bind("payment-service", config.host, config.ports.payment).await?;
-    let (order_listener, order_url) = bind("order-service", config.host, config.ports.order).await?;
+    let (order_listener, order_url) =
+        bind("order-service", config.host, config.ports.order).await?;
 
-    let storage = open_storage(&config.data_dir, config.fresh, config.stock.clone(), config.writer)
-        .await?;
+    let storage = open_storage(
+        &config.data_dir,
+        config.fresh,
+        config.stock.clone(),
+        config.writer,
+    )
+    .await?;
     let data = data_service(data_listener, storage.clone());
     let inventory = inventory_service(
         inventory_listener,

@@ -29,7 +29,7 @@ use stockroom_contract::{
 };
 use stockroom_domain::{ProductName, ReleaseReason};
 use stockroom_storage::{OrderFilter, ReleaseOutcome, Storage, StorageError};
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::write::{WriteCommand, WriteJob, WriteReply};
 
@@ -77,7 +77,10 @@ pub struct SqliteStorage {
 impl SqliteStorage {
     /// Opens (creating if needed) the database at `path` and starts the writer.
     pub fn open(path: &Path, config: WriterConfig) -> Result<SqliteStorage, StorageError> {
-        assert!(config.max_batch >= 1, "a write batch holds at least one job");
+        assert!(
+            config.max_batch >= 1,
+            "a write batch holds at least one job"
+        );
         let connection = open_connection(path, false)?;
         connection
             .execute_batch(include_str!("schema.sql"))
@@ -130,7 +133,11 @@ impl SqliteStorage {
             let _ = done.await;
         }
         self.readers.idle.lock().expect("reader pool lock").clear();
-        let thread = self.writer_thread.lock().expect("writer thread lock").take();
+        let thread = self
+            .writer_thread
+            .lock()
+            .expect("writer thread lock")
+            .take();
         if let Some(thread) = thread {
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }

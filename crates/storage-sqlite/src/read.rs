@@ -1,9 +1,9 @@
 //! Queries. Each function works on any connection, so the writer uses the same
 //! code to read inside its transaction as the read pool uses outside it.
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{Connection, OptionalExtension, params};
 use stockroom_contract::{HistoryEntry, InventoryItem, Order, OrderLine, OrderList, ProductRef};
-use stockroom_storage::{OrderFilter, StorageError, MAX_ORDERS_PER_PAGE};
+use stockroom_storage::{MAX_ORDERS_PER_PAGE, OrderFilter, StorageError};
 
 use crate::{format_time, unavailable};
 

@@ -1,19 +1,19 @@
 //! The writer thread: every change to the database happens here, in batches.
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{Connection, OptionalExtension, params};
 use stockroom_contract::{
     Delivery, EffectOutcome, EffectResult, Event, InventoryItem, Order, PaymentRecord,
     ReserveOutcome, ReserveRequest, ReserveResult, Settlement, SettlementAction, Shortage,
     StockLine,
 };
 use stockroom_domain::{
-    EventKind, OrderStatus, PaymentStatus, ProductName, ReleaseReason, CONSUMER_INVENTORY,
-    CONSUMER_PAYMENT, MAX_STOCK_PER_PRODUCT,
+    CONSUMER_INVENTORY, CONSUMER_PAYMENT, EventKind, MAX_STOCK_PER_PRODUCT, OrderStatus,
+    PaymentStatus, ProductName, ReleaseReason,
 };
-use stockroom_storage::{ReleaseOutcome, StorageError, MAX_DELIVERY_ATTEMPTS};
+use stockroom_storage::{MAX_DELIVERY_ATTEMPTS, ReleaseOutcome, StorageError};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::{format_time, now_ms, read, unavailable, WriterConfig};
+use crate::{WriterConfig, format_time, now_ms, read, unavailable};
 
 pub struct WriteJob {
     pub command: WriteCommand,
@@ -91,20 +91,19 @@ pub fn run_writer(
 /// Applies every job of the batch in one transaction, then answers each
 /// caller. A caller hears success only after the commit is on disk.
 fn apply_batch(connection: &mut Connection, batch: &mut Vec<WriteJob>) {
-    let transaction = match connection
-        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-    {
-        Ok(transaction) => transaction,
-        Err(error) => {
-            let message = error.to_string();
-            for job in batch.drain(..) {
-                let _ = job
-                    .reply
-                    .send(Err(StorageError::Unavailable(message.clone())));
+    let transaction =
+        match connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
+            Ok(transaction) => transaction,
+            Err(error) => {
+                let message = error.to_string();
+                for job in batch.drain(..) {
+                    let _ = job
+                        .reply
+                        .send(Err(StorageError::Unavailable(message.clone())));
+                }
+                return;
             }
-            return;
-        }
-    };
+        };
     let mut answers = Vec::with_capacity(batch.len());
     for job in batch.iter() {
         answers.push(apply_in_savepoint(&transaction, &job.command));
@@ -181,7 +180,9 @@ fn apply(connection: &Connection, command: &WriteCommand) -> Result<WriteReply, 
                 .prepare_cached("DELETE FROM deliveries WHERE consumer = ?1 AND seq = ?2")
                 .map_err(unavailable)?;
             for id in delivery_ids {
-                statement.execute(params![consumer, id]).map_err(unavailable)?;
+                statement
+                    .execute(params![consumer, id])
+                    .map_err(unavailable)?;
             }
             Ok(WriteReply::Done)
         }
@@ -550,11 +551,16 @@ struct OrderState {
     version: i64,
 }
 
-fn order_state(connection: &Connection, order_id: &str) -> Result<Option<OrderState>, StorageError> {
+fn order_state(
+    connection: &Connection,
+    order_id: &str,
+) -> Result<Option<OrderState>, StorageError> {
     let row: Option<(String, String, i64)> = connection
         .prepare_cached("SELECT status, payment_status, version FROM orders WHERE id = ?1")
         .map_err(unavailable)?
-        .query_row([order_id], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+        .query_row([order_id], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+        })
         .optional()
         .map_err(unavailable)?;
     let Some((status, payment_status, version)) = row else {
@@ -616,7 +622,11 @@ fn update_order(
 
 /// Records that `consumer` handled `event_id`. Returns false when it had
 /// already, in which case the caller must not apply the effect again.
-fn first_time(connection: &Connection, consumer: &str, event_id: &str) -> Result<bool, StorageError> {
+fn first_time(
+    connection: &Connection,
+    consumer: &str,
+    event_id: &str,
+) -> Result<bool, StorageError> {
     let inserted = connection
         .prepare_cached(
             "INSERT INTO processed_events (consumer, event_id, at_ms) VALUES (?1, ?2, ?3)
@@ -636,14 +646,19 @@ fn effect(order_id: &str, outcome: EffectOutcome, status: Option<OrderStatus>) -
     }
 }
 
-fn order_units(connection: &Connection, order_id: &str) -> Result<Vec<(String, String, i64)>, StorageError> {
+fn order_units(
+    connection: &Connection,
+    order_id: &str,
+) -> Result<Vec<(String, String, i64)>, StorageError> {
     connection
         .prepare_cached(
             "SELECT product_key, product_name, quantity FROM order_items WHERE order_id = ?1
              ORDER BY product_key",
         )
         .map_err(unavailable)?
-        .query_map([order_id], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+        .query_map([order_id], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+        })
         .map_err(unavailable)?
         .collect::<Result<Vec<_>, _>>()
         .map_err(unavailable)
@@ -657,18 +672,34 @@ fn record_payment(
         return Ok(effect(&payment.order_id, EffectOutcome::UnknownOrder, None));
     };
     if !first_time(connection, CONSUMER_PAYMENT, &payment.event_id)? {
-        return Ok(effect(&payment.order_id, EffectOutcome::Duplicate, Some(state.status)));
+        return Ok(effect(
+            &payment.order_id,
+            EffectOutcome::Duplicate,
+            Some(state.status),
+        ));
     }
     if state.status != OrderStatus::Reserved || state.payment_status != PaymentStatus::None {
         // The reservation expired or was cancelled before the payment was
         // recorded: the authorisation is voided and nothing is charged.
-        return Ok(effect(&payment.order_id, EffectOutcome::NotApplicable, Some(state.status)));
+        return Ok(effect(
+            &payment.order_id,
+            EffectOutcome::NotApplicable,
+            Some(state.status),
+        ));
     }
     let now = now_ms();
     let (payment_status, kind, reason) = if payment.approved {
-        (PaymentStatus::Charged, EventKind::PaymentSucceeded, "payment_charged")
+        (
+            PaymentStatus::Charged,
+            EventKind::PaymentSucceeded,
+            "payment_charged",
+        )
     } else {
-        (PaymentStatus::Declined, EventKind::PaymentFailed, "payment_declined")
+        (
+            PaymentStatus::Declined,
+            EventKind::PaymentFailed,
+            "payment_declined",
+        )
     };
     let version = update_order(
         connection,
@@ -683,26 +714,53 @@ fn record_payment(
         .iter()
         .map(|(_, _, quantity)| quantity)
         .sum();
-    write_event(connection, kind, &payment.order_id, version, units as u64, now)?;
+    write_event(
+        connection,
+        kind,
+        &payment.order_id,
+        version,
+        units as u64,
+        now,
+    )?;
     tracing::info!(operation = "payment", order_id = %payment.order_id, approved = payment.approved, "payment recorded");
-    Ok(effect(&payment.order_id, EffectOutcome::Applied, Some(OrderStatus::Reserved)))
+    Ok(effect(
+        &payment.order_id,
+        EffectOutcome::Applied,
+        Some(OrderStatus::Reserved),
+    ))
 }
 
 fn settle(connection: &Connection, settlement: &Settlement) -> Result<EffectResult, StorageError> {
     let Some(state) = order_state(connection, &settlement.order_id)? else {
-        return Ok(effect(&settlement.order_id, EffectOutcome::UnknownOrder, None));
+        return Ok(effect(
+            &settlement.order_id,
+            EffectOutcome::UnknownOrder,
+            None,
+        ));
     };
     if !first_time(connection, CONSUMER_INVENTORY, &settlement.event_id)? {
-        return Ok(effect(&settlement.order_id, EffectOutcome::Duplicate, Some(state.status)));
+        return Ok(effect(
+            &settlement.order_id,
+            EffectOutcome::Duplicate,
+            Some(state.status),
+        ));
     }
     if state.status != OrderStatus::Reserved {
-        return Ok(effect(&settlement.order_id, EffectOutcome::NotApplicable, Some(state.status)));
+        return Ok(effect(
+            &settlement.order_id,
+            EffectOutcome::NotApplicable,
+            Some(state.status),
+        ));
     }
     let now = now_ms();
     match settlement.action {
         SettlementAction::Commit => {
             if state.payment_status != PaymentStatus::Charged {
-                return Ok(effect(&settlement.order_id, EffectOutcome::NotApplicable, Some(state.status)));
+                return Ok(effect(
+                    &settlement.order_id,
+                    EffectOutcome::NotApplicable,
+                    Some(state.status),
+                ));
             }
             move_stock(connection, &settlement.order_id, StockMove::Commit)?;
             update_order(
@@ -714,13 +772,25 @@ fn settle(connection: &Connection, settlement: &Settlement) -> Result<EffectResu
                 None,
                 now,
             )?;
-            Ok(effect(&settlement.order_id, EffectOutcome::Applied, Some(OrderStatus::Fulfilled)))
+            Ok(effect(
+                &settlement.order_id,
+                EffectOutcome::Applied,
+                Some(OrderStatus::Fulfilled),
+            ))
         }
         SettlementAction::Release => {
             if state.payment_status == PaymentStatus::Charged {
-                return Ok(effect(&settlement.order_id, EffectOutcome::NotApplicable, Some(state.status)));
+                return Ok(effect(
+                    &settlement.order_id,
+                    EffectOutcome::NotApplicable,
+                    Some(state.status),
+                ));
             }
-            move_stock(connection, &settlement.order_id, StockMove::Release("payment_declined"))?;
+            move_stock(
+                connection,
+                &settlement.order_id,
+                StockMove::Release("payment_declined"),
+            )?;
             update_order(
                 connection,
                 &settlement.order_id,
@@ -730,7 +800,11 @@ fn settle(connection: &Connection, settlement: &Settlement) -> Result<EffectResu
                 Some(ReleaseReason::PaymentDeclined.as_str()),
                 now,
             )?;
-            Ok(effect(&settlement.order_id, EffectOutcome::Applied, Some(OrderStatus::Cancelled)))
+            Ok(effect(
+                &settlement.order_id,
+                EffectOutcome::Applied,
+                Some(OrderStatus::Cancelled),
+            ))
         }
     }
 }
@@ -742,7 +816,11 @@ enum StockMove<'a> {
     Release(&'a str),
 }
 
-fn move_stock(connection: &Connection, order_id: &str, kind: StockMove<'_>) -> Result<(), StorageError> {
+fn move_stock(
+    connection: &Connection,
+    order_id: &str,
+    kind: StockMove<'_>,
+) -> Result<(), StorageError> {
     let sql = match kind {
         StockMove::Commit => {
             "UPDATE inventory SET quantity = quantity - ?1, reserved = reserved - ?1,
@@ -766,7 +844,8 @@ fn move_stock(connection: &Connection, order_id: &str, kind: StockMove<'_>) -> R
                 "order {order_id} holds {quantity} {name} but the stock does not show them reserved"
             )));
         }
-        let before = before.ok_or_else(|| StorageError::Inconsistent(format!("product {name} vanished")))?;
+        let before =
+            before.ok_or_else(|| StorageError::Inconsistent(format!("product {name} vanished")))?;
         match kind {
             StockMove::Commit => tracing::info!(
                 operation = "commit",
@@ -804,10 +883,16 @@ fn release(
     };
     match state.status {
         OrderStatus::Cancelled => {
-            return Ok(ReleaseOutcome::AlreadyCancelled(load_order(connection, order_id)?));
+            return Ok(ReleaseOutcome::AlreadyCancelled(load_order(
+                connection, order_id,
+            )?));
         }
         OrderStatus::Reserved if state.payment_status != PaymentStatus::Charged => {}
-        _ => return Ok(ReleaseOutcome::NotCancellable(load_order(connection, order_id)?)),
+        _ => {
+            return Ok(ReleaseOutcome::NotCancellable(load_order(
+                connection, order_id,
+            )?));
+        }
     }
     move_stock(connection, order_id, StockMove::Release(reason.as_str()))?;
     update_order(
@@ -876,7 +961,11 @@ fn lease_events(
         .execute(params![consumer, MAX_DELIVERY_ATTEMPTS, now])
         .map_err(unavailable)?;
     if dead > 0 {
-        tracing::warn!(consumer, count = dead, "events dead-lettered after too many attempts");
+        tracing::warn!(
+            consumer,
+            count = dead,
+            "events dead-lettered after too many attempts"
+        );
     }
     let rows = connection
         .prepare_cached(

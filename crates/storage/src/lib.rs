@@ -127,8 +127,11 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Releases up to `max_orders` unpaid reservations created more than
     /// `older_than_ms` ago, with reason `reservation_expired`.
-    async fn expire(&self, older_than_ms: u64, max_orders: u32)
-    -> Result<Vec<String>, StorageError>;
+    async fn expire(
+        &self,
+        older_than_ms: u64,
+        max_orders: u32,
+    ) -> Result<Vec<String>, StorageError>;
 
     /// Leases up to `max_events` undelivered events of one consumer for
     /// `lease_ms`. An event not acknowledged before its lease ends is handed
