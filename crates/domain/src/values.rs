@@ -64,9 +64,59 @@ impl Quantity {
 }
 
 impl<'de> Deserialize<'de> for Quantity {
+    /// Accepts any JSON value and explains what is wrong with it, so that
+    /// `"2"`, `2.5`, `-3` and `1e30` all get the same clear message instead of
+    /// a parser error.
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let raw = i128::deserialize(deserializer)?;
-        Quantity::new(raw).map_err(serde::de::Error::custom)
+        deserializer.deserialize_any(QuantityVisitor)
+    }
+}
+
+struct QuantityVisitor;
+
+impl QuantityVisitor {
+    fn refuse<E: serde::de::Error>(shown: impl fmt::Display) -> E {
+        E::custom(DomainError::QuantityOutOfRange(shown.to_string()))
+    }
+}
+
+impl serde::de::Visitor<'_> for QuantityVisitor {
+    type Value = Quantity;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(formatter, "a whole number from 1 to {MAX_QUANTITY_PER_ITEM}")
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<Quantity, E> {
+        Quantity::new(i128::from(value)).map_err(E::custom)
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<Quantity, E> {
+        Quantity::new(i128::from(value)).map_err(E::custom)
+    }
+
+    fn visit_i128<E: serde::de::Error>(self, value: i128) -> Result<Quantity, E> {
+        Quantity::new(value).map_err(E::custom)
+    }
+
+    fn visit_u128<E: serde::de::Error>(self, value: u128) -> Result<Quantity, E> {
+        Quantity::new(i128::try_from(value).unwrap_or(i128::MAX)).map_err(E::custom)
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, value: f64) -> Result<Quantity, E> {
+        Err(Self::refuse(value))
+    }
+
+    fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<Quantity, E> {
+        Err(Self::refuse(format!("the string {value:?}")))
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, value: bool) -> Result<Quantity, E> {
+        Err(Self::refuse(value))
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Quantity, E> {
+        Err(Self::refuse("null"))
     }
 }
 
@@ -216,6 +266,16 @@ mod tests {
         assert!(Quantity::new(i128::from(MAX_QUANTITY_PER_ITEM) + 1).is_err());
         assert_eq!(Quantity::new(1).unwrap().get(), 1);
         assert_eq!(Quantity::new(1_000).unwrap().get(), 1_000);
+    }
+
+    #[test]
+    fn quantity_from_json_explains_every_refusal() {
+        let parse = |json: &str| serde_json::from_str::<Quantity>(json);
+        assert_eq!(parse("7").unwrap().get(), 7);
+        for bad in ["\"2\"", "2.5", "-3", "0", "1e30", "99999999999999999999999", "null", "true"] {
+            let error = parse(bad).unwrap_err().to_string();
+            assert!(error.contains("quantity must be a whole number"), "{bad}: {error}");
+        }
     }
 
     #[test]

@@ -117,7 +117,9 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 
 pub fn router(state: PaymentState) -> Router {
     let (router, api) = api_router().split_for_parts();
-    stockroom_http_kit::with_openapi_and_fallbacks(router, api).with_state(state)
+    stockroom_http_kit::with_openapi_and_fallbacks(router, api)
+        .layer(stockroom_http_kit::MetricsLayer::new("payment-service"))
+        .with_state(state)
 }
 
 /// Serves payment-service and runs its consumer until `shutdown` completes.
@@ -156,11 +158,13 @@ async fn run_worker(
         }
     }
     let config = Arc::new(config);
-    stockroom_bus::consume("payment", events, stop, |deliveries| {
+    let consumer_stop = stop.clone();
+    stockroom_bus::consume("payment", events, consumer_stop, |deliveries| {
         let config = Arc::clone(&config);
         let data = data.clone();
         let counters = Arc::clone(&state.counters);
-        async move { charge_batch(&config, &data, &counters, deliveries).await }
+        let stop = stop.clone();
+        async move { charge_batch(&config, &data, &counters, &stop, deliveries).await }
     })
     .await;
 }
@@ -171,6 +175,7 @@ async fn charge_batch(
     config: &PaymentConfig,
     data: &ServiceClient,
     counters: &Counters,
+    stop: &CancellationToken,
     deliveries: Vec<Delivery>,
 ) -> Result<(), String> {
     let payments: Vec<PaymentRecord> = {
@@ -189,7 +194,12 @@ async fn charge_batch(
         return Ok(());
     }
     if config.latency_ms > 0 {
-        tokio::time::sleep(Duration::from_millis(config.latency_ms)).await;
+        // A shutdown abandons charges still "at the provider": nothing is
+        // recorded, so the events are delivered again after a restart.
+        tokio::select! {
+            _ = stop.cancelled() => return Err("shutting down during a charge".into()),
+            _ = tokio::time::sleep(Duration::from_millis(config.latency_ms)) => {}
+        }
     }
     let result: EffectBatchResult = data
         .post(

@@ -1,0 +1,165 @@
+//! Starting a system for one test, and small HTTP helpers.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use stockroom::system::{self, Ports, RunningSystem, SystemConfig};
+use stockroom_contract::StockLine;
+use stockroom_domain::ProductName;
+
+/// The longest a test waits for the order flow to settle.
+pub const SETTLE_TIMEOUT_MS: u64 = 20_000;
+
+pub struct TestSystem {
+    pub system: RunningSystem,
+    pub client: reqwest::Client,
+    _directory: tempfile::TempDir,
+}
+
+pub fn stock(lines: &[(&str, u64)]) -> Vec<StockLine> {
+    lines
+        .iter()
+        .map(|(name, quantity)| StockLine {
+            product_name: ProductName::new(name).unwrap(),
+            quantity: *quantity,
+        })
+        .collect()
+}
+
+impl TestSystem {
+    /// A fresh system on ephemeral ports with the built-in stock, adjusted by
+    /// `configure`.
+    pub async fn start(configure: impl FnOnce(&mut SystemConfig)) -> TestSystem {
+        let directory = tempfile::tempdir().unwrap();
+        let mut config = SystemConfig::new(directory.path());
+        config.ports = Ports::EPHEMERAL;
+        configure(&mut config);
+        let system = system::start(config).await.expect("system starts");
+        TestSystem {
+            system,
+            client: reqwest::Client::new(),
+            _directory: directory,
+        }
+    }
+
+    pub fn order_url(&self, path: &str) -> String {
+        format!("{}{path}", self.system.urls.order)
+    }
+
+    pub fn data_url(&self, path: &str) -> String {
+        format!("{}{path}", self.system.urls.data)
+    }
+
+    pub async fn place(&self, body: Value) -> (u16, Value) {
+        post(&self.client, &self.order_url("/api/orders"), body).await
+    }
+
+    pub async fn item(&self, product: &str) -> Value {
+        get(&self.client, &self.data_url(&format!("/inventory/{product}")))
+            .await
+            .1["item"]
+            .clone()
+    }
+
+    pub async fn order(&self, id: &str) -> Value {
+        get(&self.client, &self.order_url(&format!("/api/orders/{id}")))
+            .await
+            .1["order"]
+            .clone()
+    }
+
+    /// Waits until `predicate` holds for the order, or fails the test.
+    pub async fn wait_for_order(&self, id: &str, predicate: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_millis(SETTLE_TIMEOUT_MS);
+        loop {
+            let order = self.order(id).await;
+            if predicate(&order) {
+                return order;
+            }
+            assert!(Instant::now() < deadline, "order never reached the expected state: {order}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until no order holds a reservation any more.
+    pub async fn wait_until_settled(&self) {
+        let deadline = Instant::now() + Duration::from_millis(SETTLE_TIMEOUT_MS);
+        loop {
+            let (_, page) = get(&self.client, &self.order_url("/api/orders?status=reserved&limit=1")).await;
+            if page["orders"].as_array().unwrap().is_empty() {
+                return;
+            }
+            assert!(Instant::now() < deadline, "orders stayed reserved: {page}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Every order, all pages.
+    pub async fn all_orders(&self) -> Vec<Value> {
+        all_orders(&self.client, &self.system.urls.data).await
+    }
+
+    pub async fn stop(self) {
+        self.system.stop().await.expect("clean stop");
+    }
+}
+
+pub async fn all_orders(client: &reqwest::Client, data_url: &str) -> Vec<Value> {
+    let mut orders = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let url = match &after {
+            Some(cursor) => format!("{data_url}/orders?limit=500&after={cursor}"),
+            None => format!("{data_url}/orders?limit=500"),
+        };
+        let (status, page) = get(client, &url).await;
+        assert_eq!(status, 200, "{page}");
+        orders.extend(page["orders"].as_array().unwrap().iter().cloned());
+        match page["nextCursor"].as_str() {
+            Some(cursor) => after = Some(cursor.to_owned()),
+            None => return orders,
+        }
+    }
+}
+
+pub async fn post(client: &reqwest::Client, url: &str, body: Value) -> (u16, Value) {
+    let response = client.post(url).json(&body).send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+pub async fn get(client: &reqwest::Client, url: &str) -> (u16, Value) {
+    let response = client.get(url).send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+pub fn laptops(quantity: u32) -> Value {
+    json!({"productName": "Laptop", "quantity": quantity, "customerId": "c1"})
+}
+
+/// Checks the stock invariants of every product against every order:
+/// nothing negative, reserved equals what reserved orders hold, and
+/// conservation (received = on hand + sold, sold = what fulfilled orders hold).
+pub fn assert_stock_reconciles(inventory: &[Value], orders: &[Value]) {
+    for item in inventory {
+        let name = item["productName"].as_str().unwrap();
+        let quantity = item["quantity"].as_i64().unwrap();
+        let reserved = item["reservedQuantity"].as_i64().unwrap();
+        let sold = item["sold"].as_i64().unwrap();
+        let held_by = |status: &str| -> i64 {
+            orders
+                .iter()
+                .filter(|order| order["status"] == status)
+                .flat_map(|order| order["items"].as_array().unwrap().iter())
+                .filter(|line| line["product"]["name"] == name)
+                .map(|line| line["quantity"].as_i64().unwrap())
+                .sum()
+        };
+        assert!(item["available"].as_i64().unwrap() >= 0, "{item}");
+        assert!(reserved <= quantity, "{item}");
+        assert_eq!(reserved, held_by("reserved"), "reserved of {name}");
+        assert_eq!(sold, held_by("fulfilled"), "sold of {name}");
+        assert_eq!(item["received"].as_i64().unwrap(), quantity + sold, "conservation of {name}");
+    }
+}

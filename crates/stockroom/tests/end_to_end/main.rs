@@ -1,0 +1,11 @@
+//! End-to-end tests of the fixed system: real HTTP between the four services,
+//! real SQLite files, real concurrency. One test binary for the crate; each
+//! module covers one guarantee.
+
+mod bad_input;
+mod crash;
+mod flow;
+mod harness;
+mod idempotency;
+mod redelivery;
+mod reservations;
