@@ -7,16 +7,20 @@
 //!
 //! The embedded implementation, [`EmbeddedEventSource`], leases events from
 //! data-service's outbox over HTTP; a broker-backed implementation plugs in
-//! behind the same trait.
+//! behind the same trait, fed by [`relay_outbox`].
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use stockroom_contract::{AckRequest, Delivery, DeliveryBatch, PollRequest};
+use stockroom_contract::{AckRequest, Delivery, DeliveryBatch, Event, PollRequest};
 use stockroom_http_kit::{ClientError, ServiceClient};
 use tokio_util::sync::CancellationToken;
+
+mod relay;
+
+pub use relay::{relay_outbox, RELAY_BATCH_SIZE, RELAY_LEASE_MS, RELAY_POLL_INTERVAL_MS};
 
 /// How long a consumer may hold leased events before data-service presumes it
 /// dead and hands them to another consumer.
@@ -53,6 +57,19 @@ pub trait EventSource: Send + Sync + 'static {
 
     /// Confirms that these deliveries' effects are committed.
     async fn acknowledge(&self, delivery_ids: &[i64]) -> Result<(), BusError>;
+
+    /// Gives deliveries back undone, to be delivered again (to this or another
+    /// consumer). A source whose deliveries come back by themselves when a
+    /// lease runs out may do nothing here.
+    async fn reject(&self, delivery_ids: &[i64]) -> Result<(), BusError>;
+}
+
+/// Where the outbox relay publishes events when a broker carries them.
+#[async_trait]
+pub trait EventPublisher: Send + Sync + 'static {
+    /// Publishes every event durably; returns only after the broker confirmed
+    /// each one, so the caller may then mark them as sent.
+    async fn publish(&self, events: &[Event]) -> Result<(), BusError>;
 }
 
 /// Leases events from data-service's outbox (the embedded bus).
@@ -60,6 +77,7 @@ pub struct EmbeddedEventSource {
     client: ServiceClient,
     consumer: &'static str,
     lease_ms: u64,
+    wait_ms: u64,
 }
 
 impl EmbeddedEventSource {
@@ -68,7 +86,14 @@ impl EmbeddedEventSource {
             client: ServiceClient::new("data-service", data_url),
             consumer,
             lease_ms: LEASE_MS,
+            wait_ms: RECEIVE_WAIT_MS,
         }
+    }
+
+    /// A shorter wait for events, for tests that poll in a tight loop.
+    pub fn with_wait_ms(mut self, wait_ms: u64) -> EmbeddedEventSource {
+        self.wait_ms = wait_ms;
+        self
     }
 
     /// A shorter lease, for tests that simulate a consumer crash.
@@ -87,7 +112,7 @@ impl EventSource for EmbeddedEventSource {
                 &format!("/events/{}/lease", self.consumer),
                 &PollRequest {
                     max_events,
-                    wait_ms: RECEIVE_WAIT_MS,
+                    wait_ms: self.wait_ms,
                     lease_ms: self.lease_ms,
                 },
             )
@@ -107,6 +132,11 @@ impl EventSource for EmbeddedEventSource {
                 },
             )
             .await?;
+        Ok(())
+    }
+
+    async fn reject(&self, _delivery_ids: &[i64]) -> Result<(), BusError> {
+        // The lease runs out and data-service hands the events out again.
         Ok(())
     }
 }

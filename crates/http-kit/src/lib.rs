@@ -1,18 +1,20 @@
 //! HTTP plumbing every Stockroom service shares: JSON error bodies, a JSON body
 //! extractor whose failures are client errors in the same shape, binding and
 //! serving with graceful shutdown, a client for calling the other services,
-//! and the bounded wait for a dependency's `/health`.
+//! the bounded wait for a dependency's `/health`, and Prometheus metrics.
 //!
 //! Each service keeps its own error enum and its own single mapping to HTTP;
 //! this crate only supplies the body shape they all answer with.
 
 mod body;
 mod client;
+pub mod metrics;
 mod readiness;
 mod serve;
 
 pub use body::{BodyError, JsonBody};
 pub use client::{ClientError, INTERNAL_REQUEST_TIMEOUT_MS, ServiceClient};
+pub use metrics::{Metrics, MetricsLayer};
 pub use readiness::Readiness;
 pub use serve::{
     BindError, HEALTH_POLL_ATTEMPTS, HEALTH_POLL_INTERVAL_MS, HealthWait, RETRY_AFTER_SECONDS,

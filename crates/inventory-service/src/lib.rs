@@ -7,16 +7,19 @@
 //! - Expire: a sweeper releases reservations left unpaid past their TTL, so no
 //!   order stays `reserved` forever.
 //! - Restock and customer cancel: forwarded to data-service.
+//! - Audit: the invariants are checked continuously ([`audit`]) and reported
+//!   on `GET /invariants` and in `/metrics`.
 //!
 //! It holds no state, so any number of instances may run.
 
+pub mod audit;
 mod error;
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, FromRef, Path, State};
 use axum::response::Response;
 use axum::{Json, Router};
 use stockroom_bus::EventSource;
@@ -26,7 +29,7 @@ use stockroom_contract::{
     SettlementAction, SettlementBatch,
 };
 use stockroom_domain::EventKind;
-use stockroom_http_kit::{JsonBody, Readiness, ServiceClient};
+use stockroom_http_kit::{JsonBody, Metrics, Readiness, ServiceClient};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use utoipa::OpenApi;
@@ -60,6 +63,14 @@ pub struct InventoryConfig {
 pub struct InventoryState {
     readiness: Readiness,
     data: ServiceClient,
+    metrics: Metrics,
+    auditor: audit::Auditor,
+}
+
+impl FromRef<InventoryState> for audit::Auditor {
+    fn from_ref(state: &InventoryState) -> audit::Auditor {
+        state.auditor.clone()
+    }
 }
 
 #[derive(OpenApi)]
@@ -156,6 +167,7 @@ fn api_router() -> OpenApiRouter<InventoryState> {
         .routes(routes!(reserve))
         .routes(routes!(release))
         .routes(routes!(restock))
+        .routes(routes!(audit::invariants))
 }
 
 pub fn openapi() -> utoipa::openapi::OpenApi {
@@ -166,6 +178,7 @@ pub fn router(state: InventoryState) -> Router {
     let (router, api) = api_router().split_for_parts();
     stockroom_http_kit::with_openapi_and_fallbacks(router, api)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(state.metrics.layer())
         .with_state(state)
 }
 
@@ -177,9 +190,12 @@ pub async fn run(
     events: Arc<dyn EventSource>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let metrics = Metrics::new("inventory-service");
     let state = InventoryState {
         readiness: Readiness::new("inventory-service"),
         data: ServiceClient::new("data-service", &config.data_url),
+        auditor: audit::Auditor::new(&config.data_url, metrics.clone()),
+        metrics,
     };
     let stop = CancellationToken::new();
     let worker = tokio::spawn(run_workers(config, events, state.clone(), stop.clone()));
@@ -209,6 +225,12 @@ async fn run_workers(
         state.data.clone(),
         stop.clone(),
     ));
+    let auditor = tokio::spawn(
+        state
+            .auditor
+            .clone()
+            .run(audit::DEFAULT_AUDIT_INTERVAL_MS, stop.clone()),
+    );
     let data = state.data.clone();
     stockroom_bus::consume("inventory", events, stop, |deliveries| {
         let data = data.clone();
@@ -216,6 +238,7 @@ async fn run_workers(
     })
     .await;
     let _ = sweeper.await;
+    let _ = auditor.await;
 }
 
 /// Commits the reservations whose payment succeeded and releases those whose

@@ -245,6 +245,7 @@ pub fn router(state: OrderState) -> Router {
     let (router, api) = api_router().split_for_parts();
     stockroom_http_kit::with_openapi_and_fallbacks(router, api)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(stockroom_http_kit::MetricsLayer::new("order-service"))
         .with_state(state)
 }
 

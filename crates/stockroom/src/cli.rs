@@ -1,9 +1,15 @@
 //! Command-line parsing and the top-level error handling of `stockroom`.
+//!
+//! Besides running the system (`up`, `serve`), it carries the race lab's
+//! commands: `storm` (load), `check` (invariants), `lab` (the seven races of
+//! the original system, naive versus fixed). `--mode naive` runs the original,
+//! racy system and exists only for the lab.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -12,7 +18,27 @@ use stockroom_order_service::OrderConfig;
 use stockroom_payment_service::PaymentConfig;
 use stockroom_storage_sqlite::WriterConfig;
 
-use crate::system::{self, Ports, SystemConfig};
+use stockroom_lab::{
+    CheckConfig, FixedLauncher, FixedRunning, FixedSpec, HistorySource, LabConfig, RetryPolicy,
+    Scenario, StormConfig, SystemUrls,
+};
+use stockroom_naive::{NaiveConfig, NaiveFlow, NaivePorts, RaceWindows};
+
+use crate::system::{self, Ports, RunningSystem, SystemConfig};
+
+/// Exit status of `check` and `lab` when an invariant is violated (or a race
+/// was not reproduced).
+pub const EXIT_VIOLATION: u8 = 1;
+
+/// Exit status of `check` when its input is wrong: an unreachable URL, a
+/// service that does not speak the contract, an unreadable file.
+pub const EXIT_BAD_INPUT: u8 = 2;
+
+/// Default number of orders a storm places when no duration is given.
+pub const DEFAULT_STORM_ORDERS: u64 = 1_000;
+
+/// Default concurrent storm workers.
+pub const DEFAULT_STORM_CONCURRENCY: usize = 32;
 
 /// Stockroom: an order and inventory system that cannot oversell.
 #[derive(Debug, Parser)]
@@ -37,6 +63,143 @@ enum Command {
     Up(UpArgs),
     /// Run one service alone.
     Serve(ServeArgs),
+    /// Fire orders at order-service and record every request and reply.
+    Storm(StormArgs),
+    /// Verify the invariants against running services; exit 0 only if all hold.
+    Check(CheckArgs),
+    /// Reproduce each race of the original system and show Stockroom surviving it.
+    Lab(LabArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Mode {
+    /// Stockroom: atomic reservations, idempotent consumers, no races.
+    Fixed,
+    /// The ORIGINAL system, racy on purpose: JSON files, lost updates,
+    /// oversells, double charges. Only for the race lab.
+    Naive,
+}
+
+#[derive(Debug, Args)]
+struct ModeArgs {
+    /// Which system to run; naive is wrong on purpose and only for the lab.
+    #[arg(long, global = true, value_enum, default_value_t = Mode::Fixed, env = "STOCKROOM_MODE")]
+    mode: Mode,
+    /// Naive mode: the pause at each spot where the original system races;
+    /// wider makes every race happen. Torn writes pause a tenth of it per chunk.
+    #[arg(long, global = true, default_value_t = stockroom_naive::DEFAULT_RACE_WINDOW_MS, env = "STOCKROOM_RACE_WINDOW_MS")]
+    race_window_ms: u64,
+    /// Naive mode: how the inventory worker decides orders (two-calls,
+    /// storage-check or pay-first), one version of the original each.
+    #[arg(long, global = true, default_value = "two-calls", value_parser = parse_flow)]
+    naive_flow: NaiveFlow,
+}
+
+fn parse_flow(text: &str) -> Result<NaiveFlow, String> {
+    text.parse()
+}
+
+impl ModeArgs {
+    fn windows(&self) -> anyhow::Result<RaceWindows> {
+        anyhow::ensure!(
+            self.race_window_ms <= stockroom_naive::MAX_RACE_WINDOW_MS,
+            "--race-window-ms may be at most {}",
+            stockroom_naive::MAX_RACE_WINDOW_MS
+        );
+        Ok(RaceWindows::uniform(self.race_window_ms))
+    }
+}
+
+#[derive(Debug, Args)]
+struct StormArgs {
+    /// order-service base URLs, comma-separated; orders go round-robin.
+    #[arg(long, value_delimiter = ',', default_value = "http://127.0.0.1:3001")]
+    order_url: Vec<String>,
+    /// Orders to place; without it (and with --duration) the storm runs until
+    /// the duration ends. Defaults to 1000 when no duration is given.
+    #[arg(long)]
+    orders: Option<u64>,
+    /// Orders in flight at once.
+    #[arg(long, default_value_t = DEFAULT_STORM_CONCURRENCY)]
+    concurrency: usize,
+    /// One product to order (same as --products with one name).
+    #[arg(long, conflicts_with = "products")]
+    product: Option<String>,
+    /// Products to order, comma-separated; the first is the hot SKU.
+    #[arg(long, value_delimiter = ',')]
+    products: Vec<String>,
+    /// Units per order.
+    #[arg(long, default_value_t = 1)]
+    quantity: u32,
+    /// Share of orders for the hot SKU (the first product), 0 to 1; the rest
+    /// spread evenly over the others. Defaults to an even spread.
+    #[arg(long)]
+    hot_share: Option<f64>,
+    /// Stop after this long (e.g. 10s, 1m).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    duration: Option<Duration>,
+    /// Send an Idempotency-Key with every order.
+    #[arg(long)]
+    idempotency: bool,
+    /// Attempts per order when the answer is 503 or the connection fails,
+    /// with the same key (needs --idempotency); 1 means no retry.
+    #[arg(long, default_value_t = 1)]
+    retry: u32,
+    /// Pause before the first retry; each later one waits one step more.
+    #[arg(long, default_value_t = stockroom_lab::storm::DEFAULT_RETRY_BACKOFF_MS)]
+    retry_backoff_ms: u64,
+    /// Record every request and reply here, one JSON object per line.
+    #[arg(long)]
+    history: Option<PathBuf>,
+    /// Longest one order request may take.
+    #[arg(long, default_value_t = stockroom_lab::storm::DEFAULT_REQUEST_TIMEOUT_MS)]
+    timeout_ms: u64,
+    /// Print the summary as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct CheckArgs {
+    #[arg(long, default_value = "http://127.0.0.1:3001")]
+    order_url: String,
+    #[arg(long, default_value = "http://127.0.0.1:3002")]
+    data_url: String,
+    /// A storm history to compare with (every acknowledged order exists once,
+    /// no order the history never saw).
+    #[arg(long)]
+    history: Option<PathBuf>,
+    /// Initial stock (shaped like GET /inventory), for conservation when the
+    /// service has no received/sold fields.
+    #[arg(long)]
+    initial_stock: Option<PathBuf>,
+    /// An order still pending or reserved this long after its last change is stuck.
+    #[arg(long, default_value_t = stockroom_lab::check::DEFAULT_STUCK_AFTER_MS)]
+    stuck_after_ms: u64,
+    /// A data directory whose orders.json and inventory.json, if present, must parse.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct LabArgs {
+    /// Run only this scenario (repeatable): lost-update, toctou, torn-writes,
+    /// stale-order, two-calls, pay-before-reserve, duplicate-delivery.
+    #[arg(long, value_parser = parse_scenario)]
+    scenario: Vec<Scenario>,
+    /// The naive system's race window.
+    #[arg(long, default_value_t = stockroom_naive::DEFAULT_RACE_WINDOW_MS)]
+    race_window_ms: u64,
+    /// Print `{"scenarios":[…]}` as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_scenario(text: &str) -> Result<Scenario, String> {
+    text.parse()
 }
 
 #[derive(Debug, Args)]
@@ -83,6 +246,8 @@ struct UpArgs {
     payment: PaymentArgs,
     #[command(flatten)]
     expiry: ExpiryArgs,
+    #[command(flatten)]
+    mode: ModeArgs,
     /// Address every service listens on.
     #[arg(long, default_value = "127.0.0.1", env = "STOCKROOM_HOST")]
     host: IpAddr,
@@ -100,6 +265,8 @@ struct UpArgs {
 struct ServeArgs {
     #[command(subcommand)]
     service: ServiceCommand,
+    #[command(flatten)]
+    mode: ModeArgs,
     /// Address to listen on.
     #[arg(
         long,
@@ -143,6 +310,13 @@ enum ServiceCommand {
             env = "STOCKROOM_DATA_URL"
         )]
         data_url: String,
+        /// Naive mode only: the payment-service its worker calls.
+        #[arg(
+            long,
+            default_value = "http://127.0.0.1:3004",
+            env = "STOCKROOM_PAYMENT_URL"
+        )]
+        payment_url: String,
         #[command(flatten)]
         expiry: ExpiryArgs,
     },
@@ -163,7 +337,14 @@ enum ServiceCommand {
 /// line on standard error and a non-zero exit.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    // The lab's commands print reports; the services they start in this
+    // process should not bury them in logs unless asked to (STOCKROOM_LOG).
+    let default_filter = match cli.command {
+        Command::Lab(_) => "off",
+        Command::Storm(_) | Command::Check(_) => "warn",
+        Command::Up(_) | Command::Serve(_) => "info",
+    };
+    init_logging(cli.log_format, default_filter);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -172,7 +353,7 @@ pub fn main() -> ExitCode {
         }
     };
     match runtime.block_on(run(cli.command)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(error) => {
             eprintln!("stockroom: {error:#}");
             ExitCode::FAILURE
@@ -180,9 +361,9 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_logging(format: LogFormat) {
+fn init_logging(format: LogFormat, default_filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("STOCKROOM_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -213,16 +394,28 @@ fn read_stock(storage: &StorageArgs) -> anyhow::Result<Option<Vec<stockroom_cont
         .map_err(anyhow::Error::from)
 }
 
-async fn run(command: Command) -> anyhow::Result<()> {
+async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Up(args) => up(args).await,
-        Command::Serve(args) => serve(args).await,
+        Command::Up(args) if args.mode.mode == Mode::Naive => {
+            up_naive(args).await.map(|()| ExitCode::SUCCESS)
+        }
+        Command::Up(args) => up(args).await.map(|()| ExitCode::SUCCESS),
+        Command::Serve(args) if args.mode.mode == Mode::Naive => {
+            serve_naive(args).await.map(|()| ExitCode::SUCCESS)
+        }
+        Command::Serve(args) => serve(args).await.map(|()| ExitCode::SUCCESS),
+        Command::Storm(args) => storm(args).await,
+        Command::Check(args) => check(args).await,
+        Command::Lab(args) => lab(args).await,
     }
 }
 
 async fn up(args: UpArgs) -> anyhow::Result<()> {
     let config = SystemConfig {
-        data_dir: args.storage.data_dir.clone(),
+        database: system::DatabaseChoice::Sqlite {
+            data_dir: args.storage.data_dir.clone(),
+        },
+        bus: system::BusChoice::Embedded,
         stock: read_stock(&args.storage)?,
         fresh: args.storage.fresh,
         host: args.host,
@@ -281,7 +474,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             let port = args.port.unwrap_or(system::DATA_PORT);
             let (listener, url) = system::bind("data-service", args.host, port).await?;
             let opened = system::open_storage(
-                &storage.data_dir,
+                &system::DatabaseChoice::Sqlite {
+                    data_dir: storage.data_dir.clone(),
+                },
                 storage.fresh,
                 read_stock(&storage)?,
                 writer_config(&storage)?,
@@ -293,7 +488,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             opened.close().await;
             served.context("data-service failed")
         }
-        ServiceCommand::Inventory { data_url, expiry } => {
+        ServiceCommand::Inventory {
+            data_url, expiry, ..
+        } => {
             let port = args.port.unwrap_or(system::INVENTORY_PORT);
             let (listener, url) = system::bind("inventory-service", args.host, port).await?;
             tracing::info!(%url, "inventory-service listening");
@@ -350,5 +547,243 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = interrupt => {}
         _ = terminate => {}
+    }
+}
+
+/// `up --mode naive`: the original, racy system, for the lab only.
+async fn up_naive(args: UpArgs) -> anyhow::Result<()> {
+    let config = NaiveConfig {
+        data_dir: args.storage.data_dir.clone(),
+        stock: read_stock(&args.storage)?.unwrap_or_else(crate::stock::default_stock),
+        fresh: args.storage.fresh,
+        host: args.host,
+        ports: NaivePorts {
+            order: args.order_port,
+            data: args.data_port,
+            inventory: args.inventory_port,
+            payment: args.payment_port,
+        },
+        windows: args.mode.windows()?,
+        flow: args.mode.naive_flow,
+    };
+    tracing::warn!(
+        race_window_ms = args.mode.race_window_ms,
+        flow = args.mode.naive_flow.as_str(),
+        "NAIVE MODE: running the original system, which oversells and corrupts its data on purpose"
+    );
+    let running = stockroom_naive::start(config).await?;
+    let urls = &running.urls;
+    println!(
+        "stockroom ready: order={} data={} inventory={} payment={}",
+        urls.order, urls.data, urls.inventory, urls.payment
+    );
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    running.stop().await?;
+    Ok(())
+}
+
+/// `serve <service> --mode naive`: one service of the original system.
+async fn serve_naive(args: ServeArgs) -> anyhow::Result<()> {
+    let signal = async {
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+    };
+    let windows = args.mode.windows()?;
+    tracing::warn!("NAIVE MODE: this service is racy on purpose; only for the race lab");
+    match args.service {
+        ServiceCommand::Order {
+            inventory_url,
+            data_url,
+        } => {
+            let port = args.port.unwrap_or(system::ORDER_PORT);
+            let (listener, url) = system::bind("order-service", args.host, port).await?;
+            tracing::info!(%url, "naive order-service listening");
+            let config = stockroom_naive::order::OrderConfig {
+                data_url,
+                inventory_url,
+                windows,
+            };
+            stockroom_naive::order::run(listener, config, signal)
+                .await
+                .context("naive order-service failed")
+        }
+        ServiceCommand::Data { storage } => {
+            let port = args.port.unwrap_or(system::DATA_PORT);
+            let (listener, url) = system::bind("data-service", args.host, port).await?;
+            let files = stockroom_naive::files::JsonFiles::new(&storage.data_dir, windows.torn_write_ms);
+            let stock = read_stock(&storage)?.unwrap_or_else(crate::stock::default_stock);
+            files.initialize(&stock, storage.fresh).await?;
+            tracing::info!(%url, "naive data-service listening");
+            let state = stockroom_naive::data::DataState::new(files, windows);
+            stockroom_naive::data::run(listener, state, signal)
+                .await
+                .context("naive data-service failed")
+        }
+        ServiceCommand::Inventory {
+            data_url,
+            payment_url,
+            ..
+        } => {
+            let port = args.port.unwrap_or(system::INVENTORY_PORT);
+            let (listener, url) = system::bind("inventory-service", args.host, port).await?;
+            tracing::info!(%url, "naive inventory-service listening");
+            let config = stockroom_naive::inventory::InventoryConfig {
+                data_url,
+                payment_url,
+                flow: args.mode.naive_flow,
+                windows,
+            };
+            stockroom_naive::inventory::run(listener, config, signal)
+                .await
+                .context("naive inventory-service failed")
+        }
+        ServiceCommand::Payment { .. } => {
+            let port = args.port.unwrap_or(system::PAYMENT_PORT);
+            let (listener, url) = system::bind("payment-service", args.host, port).await?;
+            tracing::info!(%url, "naive payment-service listening");
+            let state = stockroom_naive::payment::PaymentState::new(windows.payment_ms);
+            stockroom_naive::payment::run(listener, state, signal)
+                .await
+                .context("naive payment-service failed")
+        }
+    }
+}
+
+async fn storm(args: StormArgs) -> anyhow::Result<ExitCode> {
+    let products = match (args.product, args.products.is_empty()) {
+        (Some(product), _) => vec![product],
+        (None, false) => args.products,
+        (None, true) => vec!["Laptop".to_owned()],
+    };
+    let hot_share = args.hot_share.unwrap_or(1.0 / products.len() as f64);
+    let config = StormConfig {
+        order_urls: args.order_url,
+        orders: match (args.orders, args.duration) {
+            (None, None) => Some(DEFAULT_STORM_ORDERS),
+            (orders, _) => orders,
+        },
+        concurrency: args.concurrency,
+        products,
+        quantity: args.quantity,
+        hot_share,
+        duration: args.duration,
+        idempotency: args.idempotency,
+        retry: RetryPolicy {
+            max_attempts: args.retry,
+            backoff_ms: args.retry_backoff_ms,
+        },
+        history: args.history,
+        keep_history: false,
+        progress: true,
+        request_timeout_ms: args.timeout_ms,
+    };
+    let report = stockroom_lab::run_storm(config).await?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report.summary)?);
+    } else {
+        println!("{}", report.summary.render());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
+    let mut config = CheckConfig::new(&args.order_url, &args.data_url);
+    config.history = args.history.map_or(HistorySource::None, HistorySource::File);
+    config.stuck_after_ms = args.stuck_after_ms;
+    config.data_dir = args.data_dir;
+    let outcome = match &args.initial_stock {
+        Some(path) => stockroom_lab::check::read_initial_stock(path).map(Some),
+        None => Ok(None),
+    };
+    let outcome = match outcome {
+        Ok(stock) => {
+            config.initial_stock = stock;
+            stockroom_lab::run_check(&config).await
+        }
+        Err(error) => Err(error),
+    };
+    let report = match outcome {
+        Ok(report) => report,
+        Err(error) => {
+            eprintln!("stockroom check: {error}");
+            return Ok(ExitCode::from(EXIT_BAD_INPUT));
+        }
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!("{}", report.render());
+    }
+    Ok(if report.passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_VIOLATION)
+    })
+}
+
+async fn lab(args: LabArgs) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(
+        args.race_window_ms <= stockroom_naive::MAX_RACE_WINDOW_MS,
+        "--race-window-ms may be at most {}",
+        stockroom_naive::MAX_RACE_WINDOW_MS
+    );
+    let scenarios = if args.scenario.is_empty() {
+        Scenario::ALL.to_vec()
+    } else {
+        args.scenario
+    };
+    let config = LabConfig {
+        scenarios,
+        race_window_ms: args.race_window_ms,
+    };
+    let report = stockroom_lab::run_lab(&config, &InProcessLauncher).await?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!("{}", report.render());
+    }
+    Ok(if report.passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_VIOLATION)
+    })
+}
+
+/// Starts the fixed system in this process for the lab, with
+/// [`system::start`] on ephemeral ports.
+pub struct InProcessLauncher;
+
+struct InProcessSystem(RunningSystem);
+
+#[async_trait::async_trait]
+impl FixedRunning for InProcessSystem {
+    fn urls(&self) -> SystemUrls {
+        let urls = &self.0.urls;
+        SystemUrls {
+            order: urls.order.clone(),
+            data: urls.data.clone(),
+            inventory: urls.inventory.clone(),
+            payment: urls.payment.clone(),
+        }
+    }
+
+    async fn stop(self: Box<Self>) -> Result<(), String> {
+        self.0.stop().await.map_err(|error| format!("{error:#}"))
+    }
+}
+
+#[async_trait::async_trait]
+impl FixedLauncher for InProcessLauncher {
+    async fn start(&self, spec: FixedSpec) -> Result<Box<dyn FixedRunning>, String> {
+        let mut config = SystemConfig::new(&spec.data_dir);
+        config.ports = Ports::EPHEMERAL;
+        config.stock = Some(spec.stock);
+        config.fresh = true;
+        config.payment_latency_ms = spec.payment_latency_ms;
+        let running = system::start(config)
+            .await
+            .map_err(|error| format!("{error:#}"))?;
+        Ok(Box::new(InProcessSystem(running)))
     }
 }

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
-use stockroom_bus::EmbeddedEventSource;
+use stockroom_bus::{EmbeddedEventSource, EventSource};
+use stockroom_bus_rabbitmq::{RabbitEventSource, RabbitPublisher, Topology};
+use stockroom_storage_postgres::{PostgresConfig, PostgresStorage};
 use stockroom_contract::StockLine;
 use stockroom_data_service::DataState;
 use stockroom_domain::{CONSUMER_INVENTORY, CONSUMER_PAYMENT};
@@ -50,10 +52,78 @@ impl Ports {
     };
 }
 
+/// Where the data lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseChoice {
+    /// `stockroom.db` in this directory (the embedded default).
+    Sqlite { data_dir: PathBuf },
+    /// A PostgreSQL database, optionally in its own schema.
+    Postgres { url: String, schema: Option<String> },
+}
+
+impl DatabaseChoice {
+    /// `--database-url`: a `postgres://` or `postgresql://` URL selects
+    /// PostgreSQL; `sqlite://DIR` or a plain path selects SQLite in that
+    /// directory; nothing selects SQLite in `data_dir`.
+    pub fn from_url(url: Option<&str>, data_dir: &Path) -> DatabaseChoice {
+        match url {
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                DatabaseChoice::Postgres {
+                    url: url.to_owned(),
+                    schema: None,
+                }
+            }
+            Some(url) => DatabaseChoice::Sqlite {
+                data_dir: PathBuf::from(url.strip_prefix("sqlite://").unwrap_or(url)),
+            },
+            None => DatabaseChoice::Sqlite {
+                data_dir: data_dir.to_owned(),
+            },
+        }
+    }
+}
+
+/// What carries events between services.
+#[derive(Debug, Clone)]
+pub enum BusChoice {
+    /// Consumers lease events from data-service's outbox over HTTP.
+    Embedded,
+    /// data-service relays the outbox to RabbitMQ; consumers read its queues.
+    RabbitMq { url: String, topology: Topology },
+}
+
+impl BusChoice {
+    /// `--bus-url`: an `amqp://` URL selects RabbitMQ; nothing selects the
+    /// embedded bus.
+    pub fn from_url(url: Option<&str>) -> anyhow::Result<BusChoice> {
+        match url {
+            None => Ok(BusChoice::Embedded),
+            Some(url) if url.starts_with("amqp://") || url.starts_with("amqps://") => {
+                Ok(BusChoice::RabbitMq {
+                    url: url.to_owned(),
+                    topology: Topology::default(),
+                })
+            }
+            Some(url) => anyhow::bail!("--bus-url must be an amqp:// URL, got {url}"),
+        }
+    }
+
+    /// The event source of one consumer group.
+    pub fn event_source(&self, data_url: &str, consumer: &'static str) -> Arc<dyn EventSource> {
+        match self {
+            BusChoice::Embedded => Arc::new(EmbeddedEventSource::new(data_url, consumer)),
+            BusChoice::RabbitMq { url, topology } => {
+                Arc::new(RabbitEventSource::new(url, topology.clone(), consumer))
+            }
+        }
+    }
+}
+
 /// Everything `stockroom up` can be told.
 #[derive(Debug, Clone)]
 pub struct SystemConfig {
-    pub data_dir: PathBuf,
+    pub database: DatabaseChoice,
+    pub bus: BusChoice,
     /// Stock loaded on first start; `None` means the built-in stock.
     pub stock: Option<Vec<StockLine>>,
     /// Delete the data first and load the stock again.
@@ -70,7 +140,10 @@ pub struct SystemConfig {
 impl SystemConfig {
     pub fn new(data_dir: &Path) -> SystemConfig {
         SystemConfig {
-            data_dir: data_dir.to_owned(),
+            database: DatabaseChoice::Sqlite {
+                data_dir: data_dir.to_owned(),
+            },
+            bus: BusChoice::Embedded,
             stock: None,
             fresh: false,
             host: IpAddr::V4(Ipv4Addr::LOCALHOST),
@@ -133,33 +206,93 @@ where
     RunningService { name, stop, task }
 }
 
-/// Opens the SQLite storage in `data_dir` (emptying it first when `fresh`)
+/// The connections a PostgreSQL-backed data-service instance keeps.
+pub const POSTGRES_POOL_SIZE: usize = 16;
+
+/// Opens the chosen storage (emptying a SQLite directory first when `fresh`)
 /// and loads the stock if none was ever loaded.
 pub async fn open_storage(
-    data_dir: &Path,
+    database: &DatabaseChoice,
     fresh: bool,
     stock: Option<Vec<StockLine>>,
     writer: WriterConfig,
-) -> anyhow::Result<Arc<SqliteStorage>> {
-    if fresh {
-        for suffix in ["", "-wal", "-shm"] {
-            let path = data_dir.join(format!("{DATABASE_FILE_NAME}{suffix}"));
-            match std::fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-                Err(error) => {
-                    return Err(error).with_context(|| format!("cannot remove {}", path.display()));
-                }
+) -> anyhow::Result<Arc<dyn Storage>> {
+    let storage: Arc<dyn Storage> = match database {
+        DatabaseChoice::Sqlite { data_dir } => {
+            if fresh {
+                remove_sqlite_files(data_dir)?;
+            }
+            let storage = SqliteStorage::open_in_directory(data_dir, writer)
+                .with_context(|| format!("cannot open the database in {}", data_dir.display()))?;
+            Arc::new(storage)
+        }
+        DatabaseChoice::Postgres { url, schema } => {
+            anyhow::ensure!(
+                !fresh,
+                "--fresh empties a SQLite data directory only; for PostgreSQL use a new database or schema"
+            );
+            let config = PostgresConfig {
+                schema: schema.clone(),
+                pool_size: POSTGRES_POOL_SIZE,
+            };
+            Arc::new(
+                PostgresStorage::connect(url, config)
+                    .await
+                    .context("cannot open the PostgreSQL database")?,
+            )
+        }
+    };
+    let stock = stock.unwrap_or_else(crate::stock::default_stock);
+    if storage.initialize_stock(stock).await? {
+        tracing::info!(backend = storage.backend_name(), "initial stock loaded");
+    }
+    Ok(storage)
+}
+
+fn remove_sqlite_files(data_dir: &Path) -> anyhow::Result<()> {
+    for suffix in ["", "-wal", "-shm"] {
+        let path = data_dir.join(format!("{DATABASE_FILE_NAME}{suffix}"));
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => {
+                return Err(error).with_context(|| format!("cannot remove {}", path.display()));
             }
         }
     }
-    let storage = SqliteStorage::open_in_directory(data_dir, writer)
-        .with_context(|| format!("cannot open the database in {}", data_dir.display()))?;
-    let stock = stock.unwrap_or_else(crate::stock::default_stock);
-    if storage.initialize_stock(stock).await? {
-        tracing::info!(path = %storage.path().display(), "initial stock loaded");
-    }
-    Ok(Arc::new(storage))
+    Ok(())
+}
+
+/// Serves data-service and, when a broker carries the events, runs the
+/// outbox relay beside it.
+pub fn data_service_with_bus(
+    listener: tokio::net::TcpListener,
+    storage: Arc<dyn Storage>,
+    bus: &BusChoice,
+) -> RunningService {
+    let state = DataState::new(storage.clone());
+    let publisher = match bus {
+        BusChoice::Embedded => None,
+        BusChoice::RabbitMq { url, topology } => {
+            Some(Arc::new(RabbitPublisher::new(url, topology.clone())))
+        }
+    };
+    spawn("data-service", move |stop| async move {
+        let relay = publisher.map(|publisher| {
+            tokio::spawn(stockroom_bus::relay_outbox(
+                storage,
+                publisher,
+                state.events_written.clone(),
+                stop.clone(),
+            ))
+        });
+        let served = stockroom_data_service::run(listener, state, stop.clone().cancelled_owned()).await;
+        if let Some(relay) = relay {
+            stop.cancel();
+            let _ = relay.await;
+        }
+        served
+    })
 }
 
 pub fn data_service(
@@ -174,18 +307,20 @@ pub fn data_service(
 pub fn inventory_service(
     listener: tokio::net::TcpListener,
     config: InventoryConfig,
+    bus: &BusChoice,
 ) -> RunningService {
-    let events = Arc::new(EmbeddedEventSource::new(
-        &config.data_url,
-        CONSUMER_INVENTORY,
-    ));
+    let events = bus.event_source(&config.data_url, CONSUMER_INVENTORY);
     spawn("inventory-service", move |stop| {
         stockroom_inventory_service::run(listener, config, events, stop.cancelled_owned())
     })
 }
 
-pub fn payment_service(listener: tokio::net::TcpListener, config: PaymentConfig) -> RunningService {
-    let events = Arc::new(EmbeddedEventSource::new(&config.data_url, CONSUMER_PAYMENT));
+pub fn payment_service(
+    listener: tokio::net::TcpListener,
+    config: PaymentConfig,
+    bus: &BusChoice,
+) -> RunningService {
+    let events = bus.event_source(&config.data_url, CONSUMER_PAYMENT);
     spawn("payment-service", move |stop| {
         stockroom_payment_service::run(listener, config, events, stop.cancelled_owned())
     })
@@ -200,7 +335,7 @@ pub fn order_service(listener: tokio::net::TcpListener, config: OrderConfig) -> 
 /// All four services running in this process.
 pub struct RunningSystem {
     pub urls: Urls,
-    pub storage: Arc<SqliteStorage>,
+    pub storage: Arc<dyn Storage>,
     order: RunningService,
     inventory: RunningService,
     payment: RunningService,
@@ -229,13 +364,13 @@ pub async fn start(config: SystemConfig) -> anyhow::Result<RunningSystem> {
         bind("order-service", config.host, config.ports.order).await?;
 
     let storage = open_storage(
-        &config.data_dir,
+        &config.database,
         config.fresh,
         config.stock.clone(),
         config.writer,
     )
     .await?;
-    let data = data_service(data_listener, storage.clone());
+    let data = data_service_with_bus(data_listener, storage.clone(), &config.bus);
     let inventory = inventory_service(
         inventory_listener,
         InventoryConfig {
@@ -243,6 +378,7 @@ pub async fn start(config: SystemConfig) -> anyhow::Result<RunningSystem> {
             reservation_ttl_ms: config.reservation_ttl_ms,
             sweep_interval_ms: config.sweep_interval_ms,
         },
+        &config.bus,
     );
     let payment = payment_service(
         payment_listener,
@@ -250,6 +386,7 @@ pub async fn start(config: SystemConfig) -> anyhow::Result<RunningSystem> {
             data_url: data_url.clone(),
             ..payment_config_check
         },
+        &config.bus,
     );
     let order = order_service(
         order_listener,

@@ -119,7 +119,7 @@ impl SqliteStorage {
 
     /// Stops the writer after it has finished every queued job and closes the
     /// database (the WAL is checkpointed when the last connection closes).
-    pub async fn close(&self) {
+    pub async fn shut_down(&self) {
         let (reply, done) = oneshot::channel();
         if self
             .writer
@@ -394,6 +394,10 @@ impl Storage for SqliteStorage {
         let consumer = consumer.to_owned();
         self.read(move |connection| read::dead_letter_count(connection, &consumer))
             .await
+    }
+
+    async fn close(&self) {
+        self.shut_down().await;
     }
 }
 

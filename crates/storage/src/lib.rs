@@ -152,4 +152,9 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Events moved to the dead-letter table, per consumer.
     async fn dead_letter_count(&self, consumer: &str) -> Result<u64, StorageError>;
+
+    /// Finishes queued work and closes the database. Calls made after it
+    /// fail with [`StorageError::Unavailable`]. The default does nothing,
+    /// for backends whose connections need no orderly close.
+    async fn close(&self) {}
 }

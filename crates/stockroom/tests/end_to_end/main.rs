@@ -3,6 +3,7 @@
 //! module covers one guarantee.
 
 mod bad_input;
+mod bus;
 mod crash;
 mod flow;
 mod harness;

@@ -15,13 +15,16 @@ struct DataOnly {
     url: String,
     client: reqwest::Client,
     service: system::RunningService,
-    storage: Arc<stockroom_storage_sqlite::SqliteStorage>,
+    storage: Arc<dyn stockroom_storage::Storage>,
     _directory: tempfile::TempDir,
 }
 
 async fn data_only() -> DataOnly {
     let directory = tempfile::tempdir().unwrap();
-    let storage = system::open_storage(directory.path(), false, None, WriterConfig::default())
+    let database = system::DatabaseChoice::Sqlite {
+        data_dir: directory.path().to_owned(),
+    };
+    let storage = system::open_storage(&database, false, None, WriterConfig::default())
         .await
         .unwrap();
     let (listener, url) = system::bind("data-service", [127, 0, 0, 1].into(), 0).await.unwrap();

@@ -1,0 +1,324 @@
+//! The live invariant auditor: every interval it reads data-service's stock
+//! and reserved orders and checks that nothing is oversold.
+//!
+//! Its cost is bounded: one `GET /inventory` before and one after at most
+//! [`MAX_AUDIT_PAGES`] pages of reserved orders. Stock and orders are read in
+//! separate requests, so they are not one snapshot; the reserved-sum check is
+//! only made when the stock did not change between the two reads, which keeps
+//! a busy but correct system from raising false alarms. The single-row checks
+//! (available never negative, reserved within on hand, conservation) need no
+//! snapshot and are made every time.
+//!
+//! The auditor only talks the public HTTP contract, so the lab's naive
+//! inventory-service runs the very same code against its JSON-file storage.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use axum::Json;
+use axum::extract::State;
+use serde::{Deserialize, Serialize};
+use stockroom_http_kit::{Metrics, ServiceClient};
+use tokio_util::sync::CancellationToken;
+
+/// Default pause between two audits.
+pub const DEFAULT_AUDIT_INTERVAL_MS: u64 = 1_000;
+
+/// The page size used to read reserved orders.
+pub const AUDIT_PAGE_SIZE: u32 = 500;
+
+/// The most pages of reserved orders one audit reads; beyond that the
+/// reserved-sum check is skipped for that audit rather than made expensive.
+pub const MAX_AUDIT_PAGES: u32 = 20;
+
+/// The most violations kept in one report, so a badly broken store cannot make
+/// the report unbounded.
+pub const MAX_REPORTED_VIOLATIONS: usize = 100;
+
+/// One broken invariant, with the figures that show it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Violation {
+    pub invariant: String,
+    pub product: String,
+    pub expected: String,
+    pub actual: String,
+}
+
+/// What `GET /invariants` answers: the last audit's findings.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InvariantReport {
+    /// True when the last audit ran and found nothing wrong.
+    pub healthy: bool,
+    /// Audits completed since start.
+    pub audits: u64,
+    /// Violations found since start, each counted once when it appeared.
+    pub total_violations: u64,
+    /// When the last audit finished (RFC 3339), if any did.
+    pub checked_at: Option<String>,
+    pub products: usize,
+    pub reserved_orders: usize,
+    /// Whether the last audit could compare reserved stock with reserved
+    /// orders (it cannot while the stock keeps changing under it).
+    pub reserved_sum_checked: bool,
+    /// Why the last audit could not run, if it could not.
+    pub error: Option<String>,
+    pub violations: Vec<Violation>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AuditItem {
+    product_name: String,
+    quantity: i64,
+    reserved_quantity: i64,
+    available: Option<i64>,
+    sold: Option<i64>,
+    received: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+struct AuditInventory {
+    inventory: Vec<AuditItem>,
+}
+
+#[derive(Debug, Deserialize)]
+struct AuditProduct {
+    name: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct AuditLine {
+    product: AuditProduct,
+    quantity: i64,
+}
+
+#[derive(Debug, Deserialize)]
+struct AuditOrder {
+    status: String,
+    items: Vec<AuditLine>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AuditOrderPage {
+    orders: Vec<AuditOrder>,
+    next_cursor: Option<String>,
+}
+
+/// The auditor and its last report. Cloning shares the report.
+#[derive(Clone)]
+pub struct Auditor {
+    data: ServiceClient,
+    metrics: Metrics,
+    report: Arc<Mutex<InvariantReport>>,
+}
+
+impl Auditor {
+    pub fn new(data_url: &str, metrics: Metrics) -> Auditor {
+        Auditor {
+            data: ServiceClient::new("data-service", data_url),
+            metrics,
+            report: Arc::new(Mutex::new(InvariantReport::default())),
+        }
+    }
+
+    /// The last audit's report.
+    pub fn report(&self) -> InvariantReport {
+        self.report
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Audits every `interval_ms` until `stop` is cancelled.
+    pub async fn run(self, interval_ms: u64, stop: CancellationToken) {
+        let interval = Duration::from_millis(interval_ms.max(10));
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(interval) => {}
+            }
+            self.audit_once().await;
+        }
+    }
+
+    /// Runs one audit, logs an alert line for each violation that is new since
+    /// the previous audit, and stores the report.
+    pub async fn audit_once(&self) -> InvariantReport {
+        let outcome = self.examine().await;
+        let mut report = self
+            .report
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match outcome {
+            Ok(found) => {
+                let previous: BTreeSet<&Violation> = report.violations.iter().collect();
+                let mut fresh = 0;
+                for violation in &found.violations {
+                    if previous.contains(violation) {
+                        continue;
+                    }
+                    fresh += 1;
+                    self.metrics.record_violation(&violation.invariant);
+                    tracing::error!(
+                        target: "stockroom::alert",
+                        invariant = %violation.invariant,
+                        product = %violation.product,
+                        expected = %violation.expected,
+                        actual = %violation.actual,
+                        "ALERT invariant violated: {} for {}: expected {}, actual {}",
+                        violation.invariant, violation.product, violation.expected, violation.actual
+                    );
+                }
+                report.total_violations += fresh;
+                report.healthy = found.violations.is_empty();
+                report.products = found.products;
+                report.reserved_orders = found.reserved_orders;
+                report.reserved_sum_checked = found.reserved_sum_checked;
+                report.violations = found.violations;
+                report.error = None;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "invariant audit could not run; retrying next interval");
+                report.healthy = false;
+                report.error = Some(error);
+            }
+        }
+        report.audits += 1;
+        report.checked_at =
+            Some(humantime::format_rfc3339_millis(SystemTime::now()).to_string());
+        self.metrics.set_gauge(
+            "stockroom_invariant_violations_current",
+            "invariant violations found by the last audit",
+            &[],
+            report.violations.len() as i64,
+        );
+        report.clone()
+    }
+
+    async fn examine(&self) -> Result<Findings, String> {
+        let before: AuditInventory = self
+            .data
+            .get("/inventory")
+            .await
+            .map_err(|error| error.to_string())?;
+        let mut violations = Vec::new();
+        for item in &before.inventory {
+            check_item(item, &mut violations);
+        }
+        let mut reserved: BTreeMap<String, i64> = BTreeMap::new();
+        let mut reserved_orders = 0;
+        let mut complete = false;
+        let mut after: Option<String> = None;
+        for _ in 0..MAX_AUDIT_PAGES {
+            let mut query = vec![
+                ("status", "reserved".to_owned()),
+                ("limit", AUDIT_PAGE_SIZE.to_string()),
+            ];
+            if let Some(cursor) = &after {
+                query.push(("after", cursor.clone()));
+            }
+            let page: AuditOrderPage = self
+                .data
+                .get_query("/orders", &query)
+                .await
+                .map_err(|error| error.to_string())?;
+            for order in page.orders.iter().filter(|order| order.status == "reserved") {
+                reserved_orders += 1;
+                for line in &order.items {
+                    *reserved.entry(line.product.name.to_lowercase()).or_insert(0) +=
+                        line.quantity;
+                }
+            }
+            match page.next_cursor {
+                Some(cursor) if !page.orders.is_empty() => after = Some(cursor),
+                _ => {
+                    complete = true;
+                    break;
+                }
+            }
+        }
+        let again: AuditInventory = self
+            .data
+            .get("/inventory")
+            .await
+            .map_err(|error| error.to_string())?;
+        let reserved_sum_checked = complete && again.inventory == before.inventory;
+        if reserved_sum_checked {
+            for item in &before.inventory {
+                let held = reserved
+                    .get(&item.product_name.to_lowercase())
+                    .copied()
+                    .unwrap_or(0);
+                if held != item.reserved_quantity {
+                    violations.push(Violation {
+                        invariant: "reserved_matches_orders".into(),
+                        product: item.product_name.clone(),
+                        expected: format!("reservedQuantity {held} (sum of reserved orders)"),
+                        actual: format!("reservedQuantity {}", item.reserved_quantity),
+                    });
+                }
+            }
+        }
+        violations.sort();
+        violations.truncate(MAX_REPORTED_VIOLATIONS);
+        Ok(Findings {
+            violations,
+            products: before.inventory.len(),
+            reserved_orders,
+            reserved_sum_checked,
+        })
+    }
+}
+
+struct Findings {
+    violations: Vec<Violation>,
+    products: usize,
+    reserved_orders: usize,
+    reserved_sum_checked: bool,
+}
+
+fn check_item(item: &AuditItem, violations: &mut Vec<Violation>) {
+    let available = item
+        .available
+        .unwrap_or(item.quantity - item.reserved_quantity);
+    if available < 0 {
+        violations.push(Violation {
+            invariant: "available_non_negative".into(),
+            product: item.product_name.clone(),
+            expected: "available >= 0".into(),
+            actual: format!("available {available}"),
+        });
+    }
+    if item.reserved_quantity > item.quantity || item.reserved_quantity < 0 {
+        violations.push(Violation {
+            invariant: "reserved_within_on_hand".into(),
+            product: item.product_name.clone(),
+            expected: format!("0 <= reservedQuantity <= quantity {}", item.quantity),
+            actual: format!("reservedQuantity {}", item.reserved_quantity),
+        });
+    }
+    if let (Some(received), Some(sold)) = (item.received, item.sold) {
+        if received != item.quantity + sold {
+            violations.push(Violation {
+                invariant: "conservation".into(),
+                product: item.product_name.clone(),
+                expected: format!("received {received} == quantity + sold"),
+                actual: format!(
+                    "quantity {} + sold {sold} = {}",
+                    item.quantity,
+                    item.quantity + sold
+                ),
+            });
+        }
+    }
+}
+
+/// `GET /invariants`: the last audit's report.
+#[utoipa::path(get, path = "/invariants", responses((status = 200, description = "the last invariant audit")))]
+pub async fn invariants(State(auditor): State<Auditor>) -> Json<InvariantReport> {
+    Json(auditor.report())
+}

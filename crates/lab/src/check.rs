@@ -1,0 +1,789 @@
+//! `check`: verifies the invariants against any running service that speaks
+//! Stockroom's HTTP contract, optionally against a storm's history, and says
+//! for each what it expected and what it found.
+//!
+//! Wrong input (an unreachable URL, a service that does not answer the
+//! contract, an unreadable history) is a [`CheckError`], never a pass. A
+//! Stockroom-compatible service that reports its own data as unreadable
+//! (5xx on a read) is a violation, since that is what a torn data file looks
+//! like from outside.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+use stockroom_domain::OrderStatus;
+
+use crate::history::{EventType, HistoryError, HistoryEvent, read_history};
+
+/// The page size used to read orders.
+pub const ORDER_PAGE_SIZE: u32 = 500;
+
+/// The most pages of orders read, so a service whose cursor never ends cannot
+/// keep the checker busy forever.
+pub const MAX_ORDER_PAGES: u32 = 10_000;
+
+/// The longest one read may take.
+pub const CHECK_REQUEST_TIMEOUT_MS: u64 = 10_000;
+
+/// Default age after which an order still in a non-final status is stuck.
+pub const DEFAULT_STUCK_AFTER_MS: u64 = 120_000;
+
+/// The most detail lines kept per check.
+pub const MAX_DETAILS: usize = 20;
+
+/// Where the history to compare with comes from.
+#[derive(Debug, Clone, Default)]
+pub enum HistorySource {
+    #[default]
+    None,
+    File(PathBuf),
+    Events(Vec<HistoryEvent>),
+}
+
+#[derive(Debug, Clone)]
+pub struct CheckConfig {
+    pub order_url: String,
+    pub data_url: String,
+    pub history: HistorySource,
+    /// Units of each product at the start, for conservation when the service
+    /// does not report `received` and `sold`.
+    pub initial_stock: Option<BTreeMap<String, i64>>,
+    pub stuck_after_ms: u64,
+    /// A directory whose `orders.json` and `inventory.json`, if present, must parse.
+    pub data_dir: Option<PathBuf>,
+}
+
+impl CheckConfig {
+    pub fn new(order_url: &str, data_url: &str) -> CheckConfig {
+        CheckConfig {
+            order_url: order_url.trim_end_matches('/').to_owned(),
+            data_url: data_url.trim_end_matches('/').to_owned(),
+            history: HistorySource::None,
+            initial_stock: None,
+            stuck_after_ms: DEFAULT_STUCK_AFTER_MS,
+            data_dir: None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    #[error("{service} at {url} is unreachable: {message}")]
+    Unreachable {
+        service: String,
+        url: String,
+        message: String,
+    },
+    #[error("{url} is not a Stockroom-compatible service: {message}")]
+    Incompatible { url: String, message: String },
+    #[error(transparent)]
+    History(#[from] HistoryError),
+    #[error("cannot read initial stock file {path}: {message}")]
+    InitialStock { path: PathBuf, message: String },
+}
+
+/// The verdict of one invariant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckOutcome {
+    pub name: String,
+    pub passed: bool,
+    pub expected: String,
+    pub actual: String,
+    /// One line per offending product or order, at most [`MAX_DETAILS`].
+    pub details: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckReport {
+    pub passed: bool,
+    pub violations: usize,
+    pub products: usize,
+    pub orders: usize,
+    pub checks: Vec<CheckOutcome>,
+}
+
+impl CheckReport {
+    pub fn failed(&self) -> impl Iterator<Item = &CheckOutcome> {
+        self.checks.iter().filter(|check| !check.passed)
+    }
+
+    pub fn outcome(&self, name: &str) -> Option<&CheckOutcome> {
+        self.checks.iter().find(|check| check.name == name)
+    }
+
+    /// The human report: one line per check, details under failures.
+    pub fn render(&self) -> String {
+        let width = self
+            .checks
+            .iter()
+            .map(|check| check.name.len())
+            .max()
+            .unwrap_or(0);
+        let mut text = format!(
+            "checked {} products and {} orders\n",
+            self.products, self.orders
+        );
+        for check in &self.checks {
+            text.push_str(&format!(
+                "{}  {:width$}  expected: {}\n{:>6}  {:width$}  actual:   {}\n",
+                if check.passed { "PASS" } else { "FAIL" },
+                check.name,
+                check.expected,
+                "",
+                "",
+                check.actual,
+            ));
+            if !check.passed {
+                for detail in &check.details {
+                    text.push_str(&format!("{:>6}  {:width$}    - {detail}\n", "", ""));
+                }
+            }
+        }
+        text.push_str(&if self.passed {
+            format!("result: PASS (all {} checks hold)", self.checks.len())
+        } else {
+            format!(
+                "result: FAIL ({} of {} checks violated)",
+                self.violations,
+                self.checks.len()
+            )
+        });
+        text
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Item {
+    product_name: String,
+    quantity: i64,
+    reserved_quantity: i64,
+    available: Option<i64>,
+    sold: Option<i64>,
+    received: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+struct InventoryDocument {
+    inventory: Vec<Item>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct Product {
+    name: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct Line {
+    product: Product,
+    quantity: i64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct Entry {
+    status: String,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Order {
+    id: String,
+    status: String,
+    #[serde(default)]
+    updated_at: Option<String>,
+    #[serde(default)]
+    created_at: Option<String>,
+    items: Vec<Line>,
+    #[serde(default)]
+    history: Vec<Entry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct OrderPage {
+    orders: Vec<Order>,
+    #[serde(default)]
+    next_cursor: Option<String>,
+}
+
+/// A read that a compatible service refused with a server error.
+struct Unreadable(String);
+
+struct Reader {
+    client: reqwest::Client,
+}
+
+impl Reader {
+    /// GETs a JSON document: `Ok(Ok(doc))`, `Ok(Err(_))` for a compatible
+    /// service's 5xx, and `Err(_)` for wrong input.
+    async fn get<T: for<'de> Deserialize<'de>>(
+        &self,
+        service: &str,
+        base: &str,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> Result<Result<T, Unreadable>, CheckError> {
+        let url = format!("{base}{path}");
+        let response = self
+            .client
+            .get(&url)
+            .query(query)
+            .send()
+            .await
+            .map_err(|error| CheckError::Unreachable {
+                service: service.to_owned(),
+                url: base.to_owned(),
+                message: error.to_string(),
+            })?;
+        let status = response.status();
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|error| CheckError::Unreachable {
+                service: service.to_owned(),
+                url: base.to_owned(),
+                message: error.to_string(),
+            })?;
+        if status.is_server_error() {
+            let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+            if let Some(code) = body["error"].as_str() {
+                return Ok(Err(Unreadable(format!(
+                    "GET {path} answered {status}: {code}: {}",
+                    body["message"].as_str().unwrap_or("")
+                ))));
+            }
+        }
+        if !status.is_success() {
+            return Err(CheckError::Incompatible {
+                url: base.to_owned(),
+                message: format!("GET {path} answered {status}"),
+            });
+        }
+        serde_json::from_slice(&bytes)
+            .map(Ok)
+            .map_err(|error| CheckError::Incompatible {
+                url: base.to_owned(),
+                message: format!("GET {path} did not answer the contract's document: {error}"),
+            })
+    }
+
+    async fn health(&self, service: &str, base: &str) -> Result<(), CheckError> {
+        self.get::<serde_json::Value>(service, base, "/health", &[])
+            .await?
+            .map_err(|Unreadable(message)| CheckError::Incompatible {
+                url: base.to_owned(),
+                message,
+            })?;
+        Ok(())
+    }
+}
+
+/// Reads an initial stock file shaped like `GET /inventory` (only
+/// `productName` and `quantity` are used).
+pub fn read_initial_stock(path: &Path) -> Result<BTreeMap<String, i64>, CheckError> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct StockLine {
+        product_name: String,
+        quantity: i64,
+    }
+    #[derive(Deserialize)]
+    struct StockDocument {
+        inventory: Vec<StockLine>,
+    }
+    let error = |message: String| CheckError::InitialStock {
+        path: path.to_owned(),
+        message,
+    };
+    let text = std::fs::read_to_string(path).map_err(|source| error(source.to_string()))?;
+    let document: StockDocument =
+        serde_json::from_str(&text).map_err(|source| error(source.to_string()))?;
+    Ok(document
+        .inventory
+        .into_iter()
+        .map(|line| (line.product_name.to_lowercase(), line.quantity))
+        .collect())
+}
+
+/// Runs every check once against the services as they are now.
+pub async fn run_check(config: &CheckConfig) -> Result<CheckReport, CheckError> {
+    let history = match &config.history {
+        HistorySource::None => None,
+        HistorySource::File(path) => Some(read_history(path)?),
+        HistorySource::Events(events) => Some(events.clone()),
+    };
+    let reader = Reader {
+        client: reqwest::Client::builder()
+            .timeout(Duration::from_millis(CHECK_REQUEST_TIMEOUT_MS))
+            .build()
+            .map_err(|error| CheckError::Incompatible {
+                url: config.data_url.clone(),
+                message: error.to_string(),
+            })?,
+    };
+    reader.health("data-service", &config.data_url).await?;
+    reader.health("order-service", &config.order_url).await?;
+    let mut unreadable = Vec::new();
+    let inventory = match reader
+        .get::<InventoryDocument>("data-service", &config.data_url, "/inventory", &[])
+        .await?
+    {
+        Ok(document) => Some(document.inventory),
+        Err(Unreadable(message)) => {
+            unreadable.push(message);
+            None
+        }
+    };
+    let orders = read_orders(&reader, config, &mut unreadable).await?;
+    let mut checks = vec![CheckOutcome {
+        name: "data_readable".into(),
+        passed: unreadable.is_empty(),
+        expected: "GET /inventory and GET /orders answer their documents".into(),
+        actual: if unreadable.is_empty() {
+            "both read".into()
+        } else {
+            unreadable.join("; ")
+        },
+        details: unreadable.clone(),
+    }];
+    if let Some(items) = &inventory {
+        checks.extend(stock_checks(items, orders.as_deref(), config));
+    }
+    if let Some(orders) = &orders {
+        checks.push(unique_orders(orders));
+        checks.push(no_double_effects(orders));
+        checks.push(forward_statuses(orders));
+        checks.push(stuck_orders(orders, config.stuck_after_ms));
+        if let Some(history) = &history {
+            let (acknowledged, unknown) = history_checks(orders, history);
+            checks.push(acknowledged);
+            checks.push(unknown);
+        }
+    }
+    if let Some(directory) = &config.data_dir {
+        checks.push(data_files(directory));
+    }
+    let violations = checks.iter().filter(|check| !check.passed).count();
+    Ok(CheckReport {
+        passed: violations == 0,
+        violations,
+        products: inventory.as_ref().map_or(0, Vec::len),
+        orders: orders.as_ref().map_or(0, Vec::len),
+        checks,
+    })
+}
+
+async fn read_orders(
+    reader: &Reader,
+    config: &CheckConfig,
+    unreadable: &mut Vec<String>,
+) -> Result<Option<Vec<Order>>, CheckError> {
+    let mut orders = Vec::new();
+    let mut after: Option<String> = None;
+    for _ in 0..MAX_ORDER_PAGES {
+        let mut query = vec![("limit", ORDER_PAGE_SIZE.to_string())];
+        if let Some(cursor) = &after {
+            query.push(("after", cursor.clone()));
+        }
+        let page = match reader
+            .get::<OrderPage>("data-service", &config.data_url, "/orders", &query)
+            .await?
+        {
+            Ok(page) => page,
+            Err(Unreadable(message)) => {
+                unreadable.push(message);
+                return Ok(None);
+            }
+        };
+        let empty = page.orders.is_empty();
+        orders.extend(page.orders);
+        match page.next_cursor {
+            Some(cursor) if !empty && after.as_deref() != Some(cursor.as_str()) => {
+                after = Some(cursor)
+            }
+            _ => return Ok(Some(orders)),
+        }
+    }
+    Err(CheckError::Incompatible {
+        url: config.data_url.clone(),
+        message: format!("GET /orders still had a next page after {MAX_ORDER_PAGES} pages"),
+    })
+}
+
+fn outcome(name: &str, expected: String, good: String, details: Vec<String>) -> CheckOutcome {
+    let passed = details.is_empty();
+    let actual = if passed {
+        good
+    } else {
+        let mut shown = details.iter().take(3).cloned().collect::<Vec<_>>().join("; ");
+        if details.len() > 3 {
+            shown.push_str(&format!("; and {} more", details.len() - 3));
+        }
+        shown
+    };
+    CheckOutcome {
+        name: name.to_owned(),
+        passed,
+        expected,
+        actual,
+        details: details.into_iter().take(MAX_DETAILS).collect(),
+    }
+}
+
+/// Units of each product (by lower-case name) held by orders in `status`.
+fn units_by_status(orders: &[Order], status: &str) -> HashMap<String, i64> {
+    let mut units = HashMap::new();
+    for order in orders.iter().filter(|order| order.status == status) {
+        for line in &order.items {
+            *units.entry(line.product.name.to_lowercase()).or_insert(0) += line.quantity;
+        }
+    }
+    units
+}
+
+fn stock_checks(items: &[Item], orders: Option<&[Order]>, config: &CheckConfig) -> Vec<CheckOutcome> {
+    let mut negative = Vec::new();
+    let mut over = Vec::new();
+    for item in items {
+        let available = item.available.unwrap_or(item.quantity - item.reserved_quantity);
+        if available < 0 {
+            negative.push(format!("{}: available {available}", item.product_name));
+        }
+        if item.reserved_quantity > item.quantity || item.reserved_quantity < 0 {
+            over.push(format!(
+                "{}: reservedQuantity {} with quantity {} on hand",
+                item.product_name, item.reserved_quantity, item.quantity
+            ));
+        }
+    }
+    let lowest = items
+        .iter()
+        .map(|item| item.available.unwrap_or(item.quantity - item.reserved_quantity))
+        .min()
+        .unwrap_or(0);
+    let mut checks = vec![
+        outcome(
+            "available_non_negative",
+            "available >= 0 for every product".into(),
+            format!("lowest available {lowest}"),
+            negative,
+        ),
+        outcome(
+            "reserved_within_on_hand",
+            "0 <= reservedQuantity <= quantity for every product".into(),
+            "every reservation is covered by stock on hand".into(),
+            over,
+        ),
+    ];
+    let Some(orders) = orders else {
+        return checks;
+    };
+    let reserved = units_by_status(orders, OrderStatus::Reserved.as_str());
+    let fulfilled = units_by_status(orders, OrderStatus::Fulfilled.as_str());
+    let mut mismatched = Vec::new();
+    let mut unbalanced = Vec::new();
+    let mut unsold = Vec::new();
+    let mut conservation_basis = "received == quantity + sold";
+    for item in items {
+        let key = item.product_name.to_lowercase();
+        let held = reserved.get(&key).copied().unwrap_or(0);
+        if held != item.reserved_quantity {
+            mismatched.push(format!(
+                "{}: reservedQuantity {} but reserved orders hold {held}",
+                item.product_name, item.reserved_quantity
+            ));
+        }
+        let sold_by_orders = fulfilled.get(&key).copied().unwrap_or(0);
+        match (item.received, item.sold) {
+            (Some(received), Some(sold)) => {
+                if received != item.quantity + sold {
+                    unbalanced.push(format!(
+                        "{}: received {received} but quantity {} + sold {sold} = {}",
+                        item.product_name,
+                        item.quantity,
+                        item.quantity + sold
+                    ));
+                }
+                if sold != sold_by_orders {
+                    unsold.push(format!(
+                        "{}: sold {sold} but fulfilled orders hold {sold_by_orders}",
+                        item.product_name
+                    ));
+                }
+            }
+            _ => {
+                conservation_basis = "initial stock == quantity + units of fulfilled orders";
+                if let Some(initial) = config.initial_stock.as_ref().and_then(|stock| stock.get(&key)) {
+                    if *initial != item.quantity + sold_by_orders {
+                        unbalanced.push(format!(
+                            "{}: initial {initial} but quantity {} + fulfilled {sold_by_orders} = {}",
+                            item.product_name,
+                            item.quantity,
+                            item.quantity + sold_by_orders
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    checks.push(outcome(
+        "reserved_matches_orders",
+        "reservedQuantity == units of orders with status reserved, per product".into(),
+        format!(
+            "{} units reserved, all held by reserved orders",
+            items.iter().map(|item| item.reserved_quantity).sum::<i64>()
+        ),
+        mismatched,
+    ));
+    checks.push(outcome(
+        "conservation",
+        format!("{conservation_basis}, per product"),
+        "every unit is on hand or sold".into(),
+        unbalanced,
+    ));
+    checks.push(outcome(
+        "sold_matches_fulfilled",
+        "sold == units of fulfilled orders, per product".into(),
+        format!(
+            "{} units sold, all by fulfilled orders",
+            fulfilled.values().sum::<i64>()
+        ),
+        unsold,
+    ));
+    checks
+}
+
+fn unique_orders(orders: &[Order]) -> CheckOutcome {
+    let mut seen = BTreeSet::new();
+    let duplicated: BTreeSet<&str> = orders
+        .iter()
+        .filter(|order| !seen.insert(order.id.as_str()))
+        .map(|order| order.id.as_str())
+        .collect();
+    outcome(
+        "orders_unique",
+        "every order id listed once".into(),
+        format!("{} distinct orders", seen.len()),
+        duplicated
+            .into_iter()
+            .map(|id| format!("order {id} is listed more than once"))
+            .collect(),
+    )
+}
+
+/// The reason the fixed system and the naive one both write to the history
+/// when a payment is charged.
+pub const CHARGED_REASON: &str = "payment_charged";
+
+fn no_double_effects(orders: &[Order]) -> CheckOutcome {
+    let mut details = Vec::new();
+    for order in orders {
+        let fulfilled = order
+            .history
+            .iter()
+            .filter(|entry| entry.status == OrderStatus::Fulfilled.as_str())
+            .count();
+        let charged = order
+            .history
+            .iter()
+            .filter(|entry| entry.reason.as_deref() == Some(CHARGED_REASON))
+            .count();
+        if fulfilled > 1 {
+            details.push(format!("order {} fulfilled {fulfilled} times", order.id));
+        }
+        if charged > 1 {
+            details.push(format!("order {} charged {charged} times", order.id));
+        }
+    }
+    outcome(
+        "no_double_effects",
+        "no order fulfilled or charged more than once".into(),
+        "every effect happened at most once".into(),
+        details,
+    )
+}
+
+fn rank(status: OrderStatus) -> u8 {
+    match status {
+        OrderStatus::Pending => 0,
+        OrderStatus::Reserved => 1,
+        OrderStatus::Rejected | OrderStatus::Fulfilled | OrderStatus::Cancelled => 2,
+    }
+}
+
+fn forward_statuses(orders: &[Order]) -> CheckOutcome {
+    let mut details = Vec::new();
+    for order in orders {
+        let mut statuses = Vec::new();
+        for entry in order.history.iter().map(|entry| &entry.status).chain([&order.status]) {
+            match entry.parse::<OrderStatus>() {
+                Ok(status) => statuses.push(status),
+                Err(error) => {
+                    details.push(format!("order {}: {error}", order.id));
+                    break;
+                }
+            }
+        }
+        if let Some(last) = order.history.last() {
+            if last.status != order.status {
+                details.push(format!(
+                    "order {} is {} but its history ends with {}",
+                    order.id, order.status, last.status
+                ));
+            }
+        }
+        for pair in statuses.windows(2) {
+            let (from, to) = (pair[0], pair[1]);
+            let backwards = rank(to) < rank(from) || (from.is_final() && to != from);
+            if backwards {
+                details.push(format!("order {}: status went {from}→{to}", order.id));
+                break;
+            }
+        }
+    }
+    outcome(
+        "statuses_move_forward",
+        "each order's history only moves forward (pending→reserved→final)".into(),
+        "no status went backwards".into(),
+        details,
+    )
+}
+
+fn parse_time(text: Option<&str>) -> Option<SystemTime> {
+    text.and_then(|text| humantime::parse_rfc3339_weak(text).ok())
+}
+
+fn stuck_orders(orders: &[Order], stuck_after_ms: u64) -> CheckOutcome {
+    let now = SystemTime::now();
+    let limit = Duration::from_millis(stuck_after_ms);
+    let mut details = Vec::new();
+    for order in orders {
+        let Ok(status) = order.status.parse::<OrderStatus>() else {
+            continue;
+        };
+        if status.is_final() {
+            continue;
+        }
+        let changed = parse_time(order.updated_at.as_deref())
+            .or_else(|| parse_time(order.created_at.as_deref()));
+        let age = changed.and_then(|changed| now.duration_since(changed).ok());
+        if age.is_none_or(|age| age >= limit) {
+            details.push(format!(
+                "order {} still {} after {}",
+                order.id,
+                order.status,
+                age.map_or("an unknown time".to_owned(), |age| format!("{} ms", age.as_millis()))
+            ));
+        }
+    }
+    outcome(
+        "no_stuck_orders",
+        format!("no order in a non-final status for {stuck_after_ms} ms or more"),
+        "every order reached a final status or is recent".into(),
+        details,
+    )
+}
+
+fn history_checks(orders: &[Order], history: &[HistoryEvent]) -> (CheckOutcome, CheckOutcome) {
+    let mut listed: HashMap<&str, usize> = HashMap::new();
+    for order in orders {
+        *listed.entry(order.id.as_str()).or_insert(0) += 1;
+    }
+    let mut acknowledged = BTreeSet::new();
+    let mut seen = BTreeSet::new();
+    let mut unexplained = 0usize;
+    let mut details = Vec::new();
+    for event in history {
+        match event.kind {
+            EventType::Invoke => {}
+            EventType::Ok => match &event.value.order_id {
+                Some(id) => {
+                    acknowledged.insert(id.as_str());
+                    seen.insert(id.as_str());
+                }
+                None => details.push(format!(
+                    "process {} at {} ns was acknowledged without an order id",
+                    event.process, event.time
+                )),
+            },
+            EventType::Fail | EventType::Info => match &event.value.order_id {
+                Some(id) => {
+                    seen.insert(id.as_str());
+                }
+                // An operation whose outcome is unknown may have created an
+                // order the client never heard of.
+                None if event.kind == EventType::Info => unexplained += 1,
+                None => {}
+            },
+        }
+    }
+    for id in &acknowledged {
+        match listed.get(id).copied().unwrap_or(0) {
+            1 => {}
+            0 => details.push(format!("acknowledged order {id} is missing (lost)")),
+            count => details.push(format!("acknowledged order {id} is listed {count} times")),
+        }
+    }
+    let exist = outcome(
+        "acknowledged_orders_exist",
+        "every order acknowledged with a 2xx exists exactly once".into(),
+        format!("all {} acknowledged orders exist once", acknowledged.len()),
+        details,
+    );
+    let unknown: Vec<&str> = listed
+        .keys()
+        .copied()
+        .filter(|id| !seen.contains(id))
+        .collect();
+    let unknown_details = if unknown.len() > unexplained {
+        unknown
+            .iter()
+            .map(|id| format!("order {id} was never returned to the client"))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let known = outcome(
+        "no_unknown_orders",
+        format!(
+            "every order was returned to the client (up to {unexplained} from requests with unknown outcome)"
+        ),
+        format!("{} orders, {} not seen by the client", listed.len(), unknown.len()),
+        unknown_details,
+    );
+    (exist, known)
+}
+
+fn data_files(directory: &Path) -> CheckOutcome {
+    let mut details = Vec::new();
+    let mut found = Vec::new();
+    for name in ["orders.json", "inventory.json"] {
+        let path = directory.join(name);
+        let Ok(bytes) = std::fs::read(&path) else {
+            continue;
+        };
+        found.push(name);
+        if let Err(error) = serde_json::from_slice::<serde_json::Value>(&bytes) {
+            let kind = if error.is_eof() {
+                "truncated"
+            } else {
+                "corrupted"
+            };
+            details.push(format!("{name} is {kind} ({} bytes): {error}", bytes.len()));
+        }
+    }
+    outcome(
+        "data_files_parse",
+        format!("every JSON data file in {} parses", directory.display()),
+        if found.is_empty() {
+            "no JSON data files there".into()
+        } else {
+            format!("{} parse", found.join(" and "))
+        },
+        details,
+    )
+}

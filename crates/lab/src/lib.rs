@@ -1,0 +1,19 @@
+//! Stockroom's race lab as a library: the `storm` load generator, the `check`
+//! invariant checker, Jepsen-shaped histories, and the `lab` that runs the
+//! original system's seven races against the naive mode and the fixed system.
+//!
+//! Everything here talks plain HTTP to the contract's endpoints, so `storm`
+//! and `check` work against any service that speaks it.
+
+pub mod check;
+pub mod history;
+pub mod lab;
+pub mod storm;
+
+pub use check::{CheckConfig, CheckError, CheckReport, HistorySource, run_check};
+pub use history::{EventType, HistoryEvent, HistoryWriter, OpValue, read_history};
+pub use lab::{
+    FixedLauncher, FixedRunning, FixedSpec, LabConfig, LabError, LabReport, Scenario,
+    ScenarioResult, SystemUrls, run_lab, run_scenario,
+};
+pub use storm::{RetryPolicy, StormConfig, StormError, StormReport, StormSummary, run_storm};

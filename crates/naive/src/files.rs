@@ -1,0 +1,142 @@
+//! The original system's storage: two JSON files rewritten whole, in place.
+//!
+//! WRONG ON PURPOSE. There is no lock, so two read-modify-write cycles
+//! overwrite each other; and a write truncates the file and then writes it in
+//! [`WRITE_CHUNKS`] chunks, pausing between them when the torn-write window is
+//! open, so a concurrent reader sees a truncated document ("unexpected end of
+//! JSON input") and two concurrent writers interleave their bytes. The fixed
+//! system's answer is a database with transactions; the original authors'
+//! was a lock plus write-to-temporary-and-rename.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use stockroom_contract::{InventoryItem, Order, StockLine};
+
+use crate::NaiveError;
+
+/// The orders file's name in the data directory.
+pub const ORDERS_FILE: &str = "orders.json";
+/// The inventory file's name in the data directory.
+pub const INVENTORY_FILE: &str = "inventory.json";
+
+/// How many pieces an in-place rewrite is written in.
+pub const WRITE_CHUNKS: usize = 4;
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct OrdersFile {
+    pub orders: Vec<Order>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct InventoryFile {
+    pub inventory: Vec<InventoryItem>,
+}
+
+/// The two data files of one naive data-service.
+#[derive(Debug, Clone)]
+pub struct JsonFiles {
+    directory: PathBuf,
+    torn_write_ms: u64,
+}
+
+impl JsonFiles {
+    pub fn new(directory: &Path, torn_write_ms: u64) -> JsonFiles {
+        JsonFiles {
+            directory: directory.to_owned(),
+            torn_write_ms,
+        }
+    }
+
+    pub fn directory(&self) -> &Path {
+        &self.directory
+    }
+
+    /// Writes the stock and an empty orders file when `fresh` or when no
+    /// inventory file exists yet.
+    pub async fn initialize(&self, stock: &[StockLine], fresh: bool) -> Result<(), NaiveError> {
+        std::fs::create_dir_all(&self.directory).map_err(|source| NaiveError::Io {
+            file: self.directory.display().to_string(),
+            source,
+        })?;
+        if !fresh && self.directory.join(INVENTORY_FILE).exists() {
+            return Ok(());
+        }
+        let inventory = stock
+            .iter()
+            .map(|line| {
+                let quantity = i64::try_from(line.quantity).unwrap_or(i64::MAX);
+                InventoryItem {
+                    product_name: line.product_name.to_string(),
+                    quantity,
+                    reserved_quantity: 0,
+                    available: quantity,
+                    sold: 0,
+                    received: quantity,
+                }
+            })
+            .collect();
+        self.save_inventory(&InventoryFile { inventory }).await?;
+        self.save_orders(&OrdersFile::default()).await
+    }
+
+    pub async fn load_orders(&self) -> Result<OrdersFile, NaiveError> {
+        self.load(ORDERS_FILE)
+    }
+
+    pub async fn save_orders(&self, orders: &OrdersFile) -> Result<(), NaiveError> {
+        self.save(ORDERS_FILE, orders).await
+    }
+
+    pub async fn load_inventory(&self) -> Result<InventoryFile, NaiveError> {
+        self.load(INVENTORY_FILE)
+    }
+
+    pub async fn save_inventory(&self, inventory: &InventoryFile) -> Result<(), NaiveError> {
+        self.save(INVENTORY_FILE, inventory).await
+    }
+
+    fn load<T: for<'de> Deserialize<'de>>(&self, name: &str) -> Result<T, NaiveError> {
+        let path = self.directory.join(name);
+        let bytes = std::fs::read(&path).map_err(|source| NaiveError::Io {
+            file: name.to_owned(),
+            source,
+        })?;
+        serde_json::from_slice(&bytes).map_err(|error| NaiveError::Corrupted {
+            file: name.to_owned(),
+            message: if error.is_eof() {
+                format!("unexpected end of JSON input ({} bytes): {error}", bytes.len())
+            } else {
+                error.to_string()
+            },
+        })
+    }
+
+    /// Truncates the file and writes the document in chunks, in place: the
+    /// original system's write, racy by design.
+    async fn save<T: Serialize>(&self, name: &str, document: &T) -> Result<(), NaiveError> {
+        let io_error = |source| NaiveError::Io {
+            file: name.to_owned(),
+            source,
+        };
+        let bytes = serde_json::to_vec_pretty(document)
+            .map_err(|error| NaiveError::Invalid(error.to_string()))?;
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .open(self.directory.join(name))
+            .map_err(io_error)?;
+        let chunk_size = bytes.len().div_ceil(WRITE_CHUNKS).max(1);
+        for chunk in bytes.chunks(chunk_size) {
+            file.write_all(chunk).map_err(io_error)?;
+            if self.torn_write_ms > 0 {
+                // Another request runs here and finds half a file.
+                tokio::time::sleep(Duration::from_millis(self.torn_write_ms)).await;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,329 @@
+//! **Naive mode: the ORIGINAL order system, wrong on purpose.**
+//!
+//! This crate re-creates the races of the system Stockroom replaces, so that
+//! the race lab can reproduce each of them on demand and show the fixed system
+//! surviving the same load. Nothing here is safe: it oversells, loses status
+//! updates, tears its own data files and processes redelivered events twice.
+//! It is never the default; it runs only with `--mode naive`.
+//!
+//! It keeps the HTTP contract (ports, paths and JSON field names) of the fixed
+//! system, so the same load generator and checker run against both. The four
+//! services run in one process, each on its own port, talking HTTP:
+//!
+//! - data-service keeps `orders.json` and `inventory.json` and rewrites them
+//!   whole, in place, with no lock ([`files`]);
+//! - order-service answers `pending` at once and publishes an event;
+//! - inventory-service's worker decides each order later, in one of the
+//!   original system's [`NaiveFlow`]s, and runs the same invariant auditor as
+//!   the fixed inventory-service;
+//! - payment-service is a slow provider that charges every request it gets,
+//!   duplicates included.
+//!
+//! Every race has a window, a pause at the spot where the original system was
+//! exposed ([`RaceWindows`]); widening it makes the race happen every time.
+
+pub mod data;
+mod error;
+pub mod files;
+pub mod inventory;
+pub mod order;
+pub mod payment;
+
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use stockroom_contract::StockLine;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use error::NaiveError;
+
+/// The default race window: wide enough that every race of the lab shows
+/// within a few seconds of load, short enough that a run stays quick.
+pub const DEFAULT_RACE_WINDOW_MS: u64 = 50;
+
+/// The most a race window may be widened to, so a typo cannot stall a run.
+pub const MAX_RACE_WINDOW_MS: u64 = 10_000;
+
+/// A torn write pauses once per chunk, so its share of the race window is
+/// this fraction of it (a write has [`files::WRITE_CHUNKS`] chunks).
+pub const TORN_WRITE_WINDOW_DIVISOR: u64 = 10;
+
+/// The pauses at each spot where the original system raced. Zero closes a
+/// window as far as the naive code allows (the code stays racy; the race just
+/// becomes rare).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RaceWindows {
+    /// Between loading the orders file for a status update and saving the
+    /// stale copy (lost status update).
+    pub lost_update_ms: u64,
+    /// Between computing available stock in storage and adding the
+    /// reservation (check-then-reserve in storage).
+    pub toctou_ms: u64,
+    /// Between the chunks of an in-place file rewrite (torn writes).
+    pub torn_write_ms: u64,
+    /// Between order-service reading an order to cancel it and writing its
+    /// copy back (stale order object).
+    pub stale_order_ms: u64,
+    /// Between the worker's "is there stock?" call and its "reserve" call.
+    pub two_call_ms: u64,
+    /// The payment provider's latency (pay before reserve).
+    pub payment_ms: u64,
+}
+
+impl RaceWindows {
+    /// Every window at `window_ms` (the torn-write pause is per chunk, so it
+    /// gets a tenth).
+    pub fn uniform(window_ms: u64) -> RaceWindows {
+        let window_ms = window_ms.min(MAX_RACE_WINDOW_MS);
+        RaceWindows {
+            lost_update_ms: window_ms,
+            toctou_ms: window_ms,
+            torn_write_ms: window_ms / TORN_WRITE_WINDOW_DIVISOR,
+            stale_order_ms: window_ms,
+            two_call_ms: window_ms,
+            payment_ms: window_ms,
+        }
+    }
+
+    /// Every window closed; a scenario then opens the one it studies.
+    pub const CLOSED: RaceWindows = RaceWindows {
+        lost_update_ms: 0,
+        toctou_ms: 0,
+        torn_write_ms: 0,
+        stale_order_ms: 0,
+        two_call_ms: 0,
+        payment_ms: 0,
+    };
+}
+
+/// How the inventory worker decides a `pending` order: the original system
+/// went through these versions, each with its own race.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NaiveFlow {
+    /// "Is there stock?" in one remote call, "reserve" (unconditionally) in a
+    /// second, then pay, then commit.
+    #[default]
+    TwoCalls,
+    /// One "reserve" call whose storage computes available stock, pauses,
+    /// and adds the reservation without checking again; then pay, commit.
+    StorageCheck,
+    /// Check stock, pay (slowly), then decrement the stock without checking
+    /// again: the decrement can drive stock negative.
+    PayFirst,
+}
+
+impl NaiveFlow {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NaiveFlow::TwoCalls => "two-calls",
+            NaiveFlow::StorageCheck => "storage-check",
+            NaiveFlow::PayFirst => "pay-first",
+        }
+    }
+}
+
+impl std::str::FromStr for NaiveFlow {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "two-calls" => Ok(NaiveFlow::TwoCalls),
+            "storage-check" => Ok(NaiveFlow::StorageCheck),
+            "pay-first" => Ok(NaiveFlow::PayFirst),
+            other => Err(format!(
+                "unknown naive flow {other} (two-calls, storage-check or pay-first)"
+            )),
+        }
+    }
+}
+
+/// The ports of the four naive services; 0 picks a free one.
+#[derive(Debug, Clone, Copy)]
+pub struct NaivePorts {
+    pub order: u16,
+    pub data: u16,
+    pub inventory: u16,
+    pub payment: u16,
+}
+
+impl NaivePorts {
+    pub const EPHEMERAL: NaivePorts = NaivePorts {
+        order: 0,
+        data: 0,
+        inventory: 0,
+        payment: 0,
+    };
+}
+
+/// Everything `stockroom up --mode naive` can be told.
+#[derive(Debug, Clone)]
+pub struct NaiveConfig {
+    pub data_dir: PathBuf,
+    pub stock: Vec<StockLine>,
+    /// Rewrite the data files from `stock` even if they exist.
+    pub fresh: bool,
+    pub host: IpAddr,
+    pub ports: NaivePorts,
+    pub windows: RaceWindows,
+    pub flow: NaiveFlow,
+}
+
+impl NaiveConfig {
+    pub fn new(data_dir: &Path, stock: Vec<StockLine>) -> NaiveConfig {
+        NaiveConfig {
+            data_dir: data_dir.to_owned(),
+            stock,
+            fresh: false,
+            host: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            ports: NaivePorts::EPHEMERAL,
+            windows: RaceWindows::uniform(DEFAULT_RACE_WINDOW_MS),
+            flow: NaiveFlow::default(),
+        }
+    }
+}
+
+/// The base URLs of a running naive system.
+#[derive(Debug, Clone)]
+pub struct NaiveUrls {
+    pub order: String,
+    pub data: String,
+    pub inventory: String,
+    pub payment: String,
+}
+
+struct Running {
+    name: &'static str,
+    stop: CancellationToken,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+fn spawn<F>(name: &'static str, run: impl FnOnce(CancellationToken) -> F) -> Running
+where
+    F: Future<Output = std::io::Result<()>> + Send + 'static,
+{
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(run(stop.clone()));
+    Running { name, stop, task }
+}
+
+impl Running {
+    async fn stop(self) -> Result<(), NaiveError> {
+        self.stop.cancel();
+        match self.task.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(source)) => Err(NaiveError::Io {
+                file: self.name.to_owned(),
+                source,
+            }),
+            Err(_) => Err(NaiveError::Invalid(format!("{} panicked", self.name))),
+        }
+    }
+}
+
+/// All four naive services running in this process.
+pub struct RunningNaive {
+    pub urls: NaiveUrls,
+    services: Vec<Running>,
+}
+
+async fn bind(host: IpAddr, port: u16) -> Result<(TcpListener, String), NaiveError> {
+    let listener = stockroom_http_kit::bind(SocketAddr::new(host, port))
+        .await
+        .map_err(|error| NaiveError::Invalid(error.to_string()))?;
+    let address = listener.local_addr().map_err(|source| NaiveError::Io {
+        file: "listener".into(),
+        source,
+    })?;
+    Ok((listener, format!("http://{address}")))
+}
+
+/// Writes the initial data files (when `fresh` or missing), starts the four
+/// naive services, and waits until each answers `/health`.
+pub async fn start(config: NaiveConfig) -> Result<RunningNaive, NaiveError> {
+    let store = files::JsonFiles::new(&config.data_dir, config.windows.torn_write_ms);
+    store.initialize(&config.stock, config.fresh).await?;
+    let (data_listener, data_url) = bind(config.host, config.ports.data).await?;
+    let (inventory_listener, inventory_url) = bind(config.host, config.ports.inventory).await?;
+    let (payment_listener, payment_url) = bind(config.host, config.ports.payment).await?;
+    let (order_listener, order_url) = bind(config.host, config.ports.order).await?;
+    let windows = config.windows;
+    let data = {
+        let state = data::DataState::new(store, windows);
+        spawn("naive data-service", move |stop| {
+            data::run(data_listener, state, stop.cancelled_owned())
+        })
+    };
+    let payment = {
+        let state = payment::PaymentState::new(windows.payment_ms);
+        spawn("naive payment-service", move |stop| {
+            payment::run(payment_listener, state, stop.cancelled_owned())
+        })
+    };
+    let inventory = {
+        let config = inventory::InventoryConfig {
+            data_url: data_url.clone(),
+            payment_url: payment_url.clone(),
+            flow: config.flow,
+            windows,
+        };
+        spawn("naive inventory-service", move |stop| {
+            inventory::run(inventory_listener, config, stop.cancelled_owned())
+        })
+    };
+    let order = {
+        let config = order::OrderConfig {
+            data_url: data_url.clone(),
+            inventory_url: inventory_url.clone(),
+            windows,
+        };
+        spawn("naive order-service", move |stop| {
+            order::run(order_listener, config, stop.cancelled_owned())
+        })
+    };
+    let urls = NaiveUrls {
+        order: order_url,
+        data: data_url,
+        inventory: inventory_url,
+        payment: payment_url,
+    };
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_millis(
+            stockroom_http_kit::INTERNAL_REQUEST_TIMEOUT_MS,
+        ))
+        .build()
+        .map_err(|error| NaiveError::Invalid(error.to_string()))?;
+    let running = RunningNaive {
+        urls,
+        services: vec![order, inventory, payment, data],
+    };
+    let urls = running.urls.clone();
+    for (name, url) in [
+        ("naive data-service", &urls.data),
+        ("naive inventory-service", &urls.inventory),
+        ("naive payment-service", &urls.payment),
+        ("naive order-service", &urls.order),
+    ] {
+        if let Err(error) = stockroom_http_kit::wait_for_health(&client, name, url).await {
+            let _ = running.stop().await;
+            return Err(NaiveError::Invalid(error.to_string()));
+        }
+    }
+    Ok(running)
+}
+
+impl RunningNaive {
+    /// Stops order-service first and data-service last.
+    pub async fn stop(self) -> Result<(), NaiveError> {
+        let mut first_error = None;
+        for service in self.services {
+            if let Err(error) = service.stop().await {
+                first_error.get_or_insert(error);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}

@@ -1,0 +1,183 @@
+//! The naive order-service: answers `pending` at once and leaves the stock
+//! decision to the inventory worker, which it tells through an event.
+//!
+//! WRONG ON PURPOSE. Its cancel reads the order, pauses, reads it again,
+//! notices when the status changed meanwhile, logs that, and writes its first
+//! (stale) copy back anyway (stale order object).
+
+use std::future::Future;
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use stockroom_contract::{HistoryEntry, Order, OrderDocument, OrderList};
+use stockroom_domain::{OrderStatus, PaymentStatus, ReleaseReason};
+use stockroom_http_kit::{JsonBody, ServiceClient};
+use stockroom_order_service::PlaceOrderRequest;
+use tokio::net::TcpListener;
+
+use crate::data::{Units, now};
+use crate::inventory::OrderEvent;
+use crate::{NaiveError, RaceWindows};
+
+#[derive(Debug, Clone)]
+pub struct OrderConfig {
+    pub data_url: String,
+    pub inventory_url: String,
+    pub windows: RaceWindows,
+}
+
+#[derive(Clone)]
+struct OrderState {
+    data: ServiceClient,
+    inventory: ServiceClient,
+    windows: RaceWindows,
+}
+
+pub fn router(config: &OrderConfig) -> Router {
+    let state = OrderState {
+        data: ServiceClient::new("data-service", &config.data_url),
+        inventory: ServiceClient::new("inventory-service", &config.inventory_url),
+        windows: config.windows,
+    };
+    Router::new()
+        .route("/health", get(health))
+        .route("/api/orders", post(place_order).get(list_orders))
+        .route("/api/orders/{id}", get(get_order))
+        .route("/api/orders/{id}/cancel", post(cancel_order))
+        .fallback(stockroom_http_kit::fallback_not_found)
+        .method_not_allowed_fallback(stockroom_http_kit::method_not_allowed)
+        .layer(stockroom_http_kit::MetricsLayer::new("naive-order-service"))
+        .with_state(state)
+}
+
+pub async fn run(
+    listener: TcpListener,
+    config: OrderConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    stockroom_http_kit::serve(listener, router(&config), shutdown).await
+}
+
+async fn health() -> Json<serde_json::Value> {
+    Json(serde_json::json!({"status": "ok", "service": "order-service", "mode": "naive"}))
+}
+
+/// Stores the order as `pending`, publishes it to the inventory worker, and
+/// answers 201 before anyone looked at the stock.
+async fn place_order(
+    State(state): State<OrderState>,
+    JsonBody(body): JsonBody<PlaceOrderRequest>,
+) -> Result<Response, NaiveError> {
+    let (customer_id, items) = body
+        .into_parts()
+        .map_err(|error| NaiveError::Invalid(error.to_string()))?;
+    let at = now();
+    let order = Order {
+        id: uuid::Uuid::now_v7().to_string(),
+        customer_id: customer_id.as_str().to_owned(),
+        status: OrderStatus::Pending,
+        reason: None,
+        payment_status: PaymentStatus::None,
+        version: 1,
+        created_at: at.clone(),
+        updated_at: at.clone(),
+        items: items
+            .iter()
+            .map(|item| stockroom_contract::order_line(&item.product, item.quantity))
+            .collect(),
+        history: vec![HistoryEntry {
+            version: 1,
+            status: OrderStatus::Pending,
+            reason: None,
+            at,
+        }],
+    };
+    let created: OrderDocument = state.data.post("/orders", &order).await?;
+    let event = OrderEvent {
+        event_id: uuid::Uuid::now_v7().to_string(),
+        kind: "OrderCreated".into(),
+        order_id: order.id.clone(),
+    };
+    // The original published and forgot: a failed publish leaves the order
+    // pending forever, which the checker reports as stuck.
+    if let Err(error) = state
+        .inventory
+        .post::<serde_json::Value, _>("/events", &event)
+        .await
+    {
+        tracing::warn!(order_id = %order.id, %error, "could not publish the order event");
+    }
+    Ok((StatusCode::CREATED, Json(created)).into_response())
+}
+
+async fn get_order(
+    State(state): State<OrderState>,
+    Path(order_id): Path<String>,
+) -> Result<Json<OrderDocument>, NaiveError> {
+    Ok(Json(state.data.get(&format!("/orders/{order_id}")).await?))
+}
+
+async fn list_orders(State(state): State<OrderState>) -> Result<Json<OrderList>, NaiveError> {
+    Ok(Json(state.data.get("/orders").await?))
+}
+
+/// The stale order object: read, pause, read again, notice, carry on with the
+/// first copy.
+async fn cancel_order(
+    State(state): State<OrderState>,
+    Path(order_id): Path<String>,
+) -> Result<Json<OrderDocument>, NaiveError> {
+    let path = format!("/orders/{order_id}");
+    let OrderDocument { order: stale } = state.data.get(&path).await?;
+    if stale.status.is_final() {
+        return Err(NaiveError::Conflict(format!(
+            "order {order_id} is {} and can no longer be cancelled",
+            stale.status
+        )));
+    }
+    tokio::time::sleep(Duration::from_millis(state.windows.stale_order_ms)).await;
+    let OrderDocument { order: fresh } = state.data.get(&path).await?;
+    if fresh.status != stale.status || fresh.version != stale.version {
+        tracing::warn!(
+            order_id,
+            read = %stale.status,
+            now = %fresh.status,
+            "order status changed meanwhile; continuing with the copy read first"
+        );
+    }
+    if stale.status == OrderStatus::Reserved {
+        for line in &stale.items {
+            let _: serde_json::Value = state
+                .data
+                .post(
+                    &format!("/inventory/{}/release", line.product.name),
+                    &Units {
+                        quantity: i64::from(line.quantity),
+                    },
+                )
+                .await?;
+        }
+    }
+    let mut order = stale;
+    let at = now();
+    let reason = ReleaseReason::CancelledByCustomer.as_str().to_owned();
+    order.status = OrderStatus::Cancelled;
+    order.reason = Some(reason.clone());
+    order.version += 1;
+    order.updated_at = at.clone();
+    order.history.push(HistoryEntry {
+        version: order.version,
+        status: OrderStatus::Cancelled,
+        reason: Some(reason),
+        at,
+    });
+    let saved: OrderDocument = state
+        .data
+        .post(&format!("/orders/{order_id}/replace"), &order)
+        .await?;
+    Ok(Json(saved))
+}

@@ -1,0 +1,326 @@
+//! The bus conformance suite: the same tests against the embedded bus (events
+//! leased from data-service's outbox) and RabbitMQ (the outbox relayed to
+//! quorum queues). Delivery is at least once, a redelivered event has one
+//! effect, poison is dead-lettered, and a cut connection is survived.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use stockroom::system::{self, BusChoice, RunningService};
+use stockroom_bus::{EmbeddedEventSource, EventSource};
+use stockroom_bus_rabbitmq::{RabbitAdmin, RabbitEventSource, Topology, MAX_DELIVERY_ATTEMPTS};
+use stockroom_contract::Delivery;
+use stockroom_storage::Storage;
+use stockroom_storage_sqlite::WriterConfig;
+
+use crate::harness::post;
+
+/// The longest a test waits for an event to arrive.
+const DELIVERY_TIMEOUT_MS: u64 = 10_000;
+
+/// The lease of the embedded test consumers: short, so a "crashed" consumer's
+/// events come back quickly.
+const TEST_LEASE_MS: u64 = 150;
+
+enum Kind {
+    Embedded,
+    Rabbit { url: String, topology: Topology },
+}
+
+struct BusUnderTest {
+    kind: Kind,
+    bus: BusChoice,
+    storage: Arc<dyn Storage>,
+    data: Option<RunningService>,
+    address: std::net::SocketAddr,
+    data_url: String,
+    client: reqwest::Client,
+    _directory: tempfile::TempDir,
+}
+
+/// The RabbitMQ URL for tests, or `None` when they are to be skipped. Under
+/// CI a missing URL fails the test: those tests must never pass by skipping.
+pub fn rabbit_url() -> Option<String> {
+    match std::env::var("STOCKROOM_TEST_AMQP_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if std::env::var_os("CI").is_some() => {
+            panic!("STOCKROOM_TEST_AMQP_URL is not set, and CI must run the RabbitMQ tests")
+        }
+        _ => {
+            eprintln!("skipped: STOCKROOM_TEST_AMQP_URL is not set");
+            None
+        }
+    }
+}
+
+impl BusUnderTest {
+    async fn start(kind: Kind) -> BusUnderTest {
+        let directory = tempfile::tempdir().unwrap();
+        let database = system::DatabaseChoice::Sqlite {
+            data_dir: directory.path().to_owned(),
+        };
+        let storage = system::open_storage(&database, false, None, WriterConfig::default())
+            .await
+            .unwrap();
+        let bus = match &kind {
+            Kind::Embedded => BusChoice::Embedded,
+            Kind::Rabbit { url, topology } => BusChoice::RabbitMq {
+                url: url.clone(),
+                topology: topology.clone(),
+            },
+        };
+        let (listener, data_url) = system::bind("data-service", [127, 0, 0, 1].into(), 0).await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let data = system::data_service_with_bus(listener, storage.clone(), &bus);
+        BusUnderTest {
+            kind,
+            bus,
+            storage,
+            data: Some(data),
+            address,
+            data_url,
+            client: reqwest::Client::new(),
+            _directory: directory,
+        }
+    }
+
+    fn source(&self, consumer: &'static str) -> Arc<dyn EventSource> {
+        match &self.kind {
+            Kind::Embedded => Arc::new(
+                EmbeddedEventSource::new(&self.data_url, consumer)
+                    .with_lease_ms(TEST_LEASE_MS)
+                    .with_wait_ms(50),
+            ),
+            Kind::Rabbit { url, topology } => {
+                Arc::new(RabbitEventSource::new(url, topology.clone(), consumer))
+            }
+        }
+    }
+
+    async fn reserve(&self, order_id: &str) {
+        let (status, body) = post(
+            &self.client,
+            &format!("{}/reservations", self.data_url),
+            json!({"requests": [{"orderId": order_id, "customerId": "c1",
+                "items": [{"product": "Laptop", "quantity": 1}]}]}),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+    }
+
+    async fn pay(&self, delivery: &Delivery) -> String {
+        let (status, body) = post(
+            &self.client,
+            &format!("{}/payments", self.data_url),
+            json!({"payments": [{"orderId": delivery.event.order_id, "eventId": delivery.event.event_id, "approved": true}]}),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        body["results"][0]["outcome"].as_str().unwrap().to_owned()
+    }
+
+    async fn dead_letters(&self) -> u64 {
+        match &self.kind {
+            Kind::Embedded => self.storage.dead_letter_count("payment").await.unwrap(),
+            Kind::Rabbit { url, topology } => {
+                let admin = RabbitAdmin::connect(url).await.unwrap();
+                admin.declare(topology).await.unwrap();
+                u64::from(admin.ready_messages(&topology.dead_letter_queue()).await.unwrap())
+            }
+        }
+    }
+
+    /// Cuts the consumer's connection: the broker's, or data-service's HTTP
+    /// server restarted on the same address for the embedded bus.
+    async fn cut(&mut self, source: &Arc<dyn EventSource>, rabbit_source: Option<&RabbitEventSource>) {
+        let _ = source;
+        match &self.kind {
+            Kind::Rabbit { .. } => rabbit_source.expect("a rabbit source").cut_connection().await,
+            Kind::Embedded => {
+                self.data.take().unwrap().stop().await.unwrap();
+                let listener = tokio::net::TcpListener::bind(self.address).await.unwrap();
+                self.data = Some(system::data_service_with_bus(listener, self.storage.clone(), &self.bus));
+            }
+        }
+    }
+
+    async fn stop(mut self) {
+        if let Some(data) = self.data.take() {
+            data.stop().await.unwrap();
+        }
+        self.storage.close().await;
+        if let Kind::Rabbit { url, topology } = &self.kind {
+            RabbitAdmin::connect(url).await.unwrap().delete(topology).await.unwrap();
+        }
+    }
+}
+
+/// Receives until `count` deliveries arrived, tolerating errors (a cut
+/// connection) until the deadline.
+async fn receive(source: &Arc<dyn EventSource>, count: usize) -> Vec<Delivery> {
+    let deadline = Instant::now() + Duration::from_millis(DELIVERY_TIMEOUT_MS);
+    let mut received = Vec::new();
+    while received.len() < count {
+        assert!(Instant::now() < deadline, "only {} of {count} events arrived", received.len());
+        if let Ok(batch) = source.receive(100).await {
+            received.extend(batch);
+        } else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    received
+}
+
+/// Asserts that nothing more arrives for a while.
+async fn nothing_more(source: &Arc<dyn EventSource>) {
+    let quiet_until = Instant::now() + Duration::from_millis(600);
+    while Instant::now() < quiet_until {
+        let batch = source.receive(100).await.unwrap();
+        assert!(batch.is_empty(), "unexpected delivery: {batch:?}");
+    }
+}
+
+const ORDER_1: &str = "01a20055-0000-7000-8000-000000000001";
+const ORDER_2: &str = "01a20055-0000-7000-8000-000000000002";
+
+async fn at_least_once_after_a_consumer_crash(mut bus: BusUnderTest) {
+    bus.reserve(ORDER_1).await;
+    let rabbit = rabbit_source(&bus, "payment");
+    let crashed: Arc<dyn EventSource> = match &rabbit {
+        Some(source) => source.clone(),
+        None => bus.source("payment"),
+    };
+    let first = receive(&crashed, 1).await;
+    assert_eq!(first[0].event.order_id, ORDER_1);
+    // The consumer dies before acknowledging.
+    match &rabbit {
+        Some(source) => bus.cut(&crashed, Some(source)).await,
+        None => drop(crashed),
+    }
+    let survivor = bus.source("payment");
+    let again = receive(&survivor, 1).await;
+    assert_eq!(again[0].event.event_id, first[0].event.event_id);
+    assert!(again[0].attempt >= 2, "a redelivery says so: {:?}", again[0]);
+    survivor.acknowledge(&[again[0].delivery_id]).await.unwrap();
+    nothing_more(&survivor).await;
+    bus.stop().await;
+}
+
+async fn a_redelivered_event_has_one_effect(mut bus: BusUnderTest) {
+    bus.reserve(ORDER_1).await;
+    let rabbit = rabbit_source(&bus, "payment");
+    let payments: Arc<dyn EventSource> = match &rabbit {
+        Some(source) => source.clone(),
+        None => bus.source("payment"),
+    };
+    let first = receive(&payments, 1).await;
+    assert_eq!(bus.pay(&first[0]).await, "applied");
+    // Crash after the effect committed, before the acknowledgement.
+    if let Some(source) = &rabbit {
+        bus.cut(&payments, Some(source)).await;
+    }
+    let again = receive(&payments, 1).await;
+    assert_eq!(again[0].event.event_id, first[0].event.event_id);
+    assert_eq!(bus.pay(&again[0]).await, "duplicate");
+    payments.acknowledge(&[again[0].delivery_id]).await.unwrap();
+
+    let inventory = bus.source("inventory");
+    let settled = receive(&inventory, 1).await;
+    assert_eq!(settled[0].event.kind.as_str(), "PaymentSucceeded");
+    inventory.acknowledge(&[settled[0].delivery_id]).await.unwrap();
+    nothing_more(&inventory).await;
+    bus.stop().await;
+}
+
+async fn poison_is_dead_lettered(bus: BusUnderTest) {
+    bus.reserve(ORDER_1).await;
+    let source = bus.source("payment");
+    let deadline = Instant::now() + Duration::from_millis(DELIVERY_TIMEOUT_MS * 2);
+    let mut attempts = 0;
+    while bus.dead_letters().await == 0 {
+        assert!(Instant::now() < deadline, "never dead-lettered after {attempts} attempts");
+        let batch = source.receive(10).await.unwrap_or_default();
+        if batch.is_empty() {
+            tokio::time::sleep(Duration::from_millis(TEST_LEASE_MS / 3)).await;
+            continue;
+        }
+        attempts += batch.len();
+        // The handler fails every time.
+        let ids: Vec<i64> = batch.iter().map(|delivery| delivery.delivery_id).collect();
+        source.reject(&ids).await.unwrap();
+    }
+    assert!(attempts >= MAX_DELIVERY_ATTEMPTS as usize, "dead-lettered after only {attempts} attempts");
+    assert_eq!(bus.dead_letters().await, 1);
+    nothing_more(&source).await;
+    bus.stop().await;
+}
+
+async fn a_cut_connection_is_survived(mut bus: BusUnderTest) {
+    let rabbit = rabbit_source(&bus, "payment");
+    let source: Arc<dyn EventSource> = match &rabbit {
+        Some(source) => source.clone(),
+        None => bus.source("payment"),
+    };
+    bus.reserve(ORDER_1).await;
+    let first = receive(&source, 1).await;
+    source.acknowledge(&[first[0].delivery_id]).await.unwrap();
+    bus.cut(&source, rabbit.as_deref()).await;
+    bus.reserve(ORDER_2).await;
+    let after = receive(&source, 1).await;
+    assert_eq!(after[0].event.order_id, ORDER_2);
+    source.acknowledge(&[after[0].delivery_id]).await.unwrap();
+    nothing_more(&source).await;
+    bus.stop().await;
+}
+
+fn rabbit_source(bus: &BusUnderTest, consumer: &'static str) -> Option<Arc<RabbitEventSource>> {
+    match &bus.kind {
+        Kind::Rabbit { url, topology } => {
+            Some(Arc::new(RabbitEventSource::new(url, topology.clone(), consumer)))
+        }
+        Kind::Embedded => None,
+    }
+}
+
+fn unique_topology(test: &str) -> Topology {
+    Topology::with_prefix(&format!("stockroom-test-{test}-{}", uuid_like()))
+}
+
+fn uuid_like() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{nanos:x}-{}", std::process::id())
+}
+
+macro_rules! bus_conformance {
+    ($($name:ident),* $(,)?) => {
+        mod embedded {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name(super::BusUnderTest::start(super::Kind::Embedded).await).await;
+                }
+            )*
+        }
+        mod rabbitmq {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    let Some(url) = super::rabbit_url() else { return };
+                    let topology = super::unique_topology(stringify!($name));
+                    super::$name(super::BusUnderTest::start(super::Kind::Rabbit { url, topology }).await).await;
+                }
+            )*
+        }
+    };
+}
+
+bus_conformance!(
+    at_least_once_after_a_consumer_crash,
+    a_redelivered_event_has_one_effect,
+    poison_is_dead_lettered,
+    a_cut_connection_is_survived,
+);

@@ -1,0 +1,189 @@
+//! Idempotency keys: the same key and request give the first answer again,
+//! the same key with a different request is refused, and concurrent requests
+//! with one key create one order.
+
+use std::sync::Arc;
+
+use stockroom_contract::ReserveOutcome;
+use stockroom_domain::OrderStatus;
+use stockroom_storage::Storage;
+
+use crate::support::{
+    all_orders, assert_invariants, item, keyed_request, product, reserve_one, run_concurrently,
+    stock,
+};
+
+/// How many requests with one key race each other.
+const SAME_KEY_REQUESTS: usize = 50;
+
+fn order_id_of(outcome: &ReserveOutcome) -> &str {
+    match outcome {
+        ReserveOutcome::Reserved { order } | ReserveOutcome::Rejected { order, .. } => &order.id,
+        other => panic!("expected an order, got {other:?}"),
+    }
+}
+
+/// (f) Replays, key reuse, stored rejections, keys in one batch, and keys of
+/// requests that named an unknown product.
+pub async fn idempotent_replay_and_key_reuse(storage: Arc<dyn Storage>) {
+    stock(&storage, &[("Laptop", 25)]).await;
+
+    let first = reserve_one(
+        &storage,
+        keyed_request("c1", &[("Laptop", 2)], "key-1", Some("fp-1")),
+    )
+    .await;
+    assert!(!first.replayed);
+    let first_id = order_id_of(&first.outcome).to_owned();
+    assert!(matches!(first.outcome, ReserveOutcome::Reserved { .. }));
+
+    // A retry arrives with a new order id (order-service makes one per
+    // attempt) but the same key and body: it gets the first answer.
+    let retry = keyed_request("c1", &[("Laptop", 2)], "key-1", Some("fp-1"));
+    let retry_id = retry.order_id.clone();
+    let replay = reserve_one(&storage, retry).await;
+    assert!(replay.replayed);
+    assert_eq!(
+        replay.outcome, first.outcome,
+        "a replay is the stored answer"
+    );
+    assert!(
+        storage.order(&retry_id).await.expect("order").is_none(),
+        "a replay creates nothing"
+    );
+    assert_eq!(item(&storage, "Laptop").await.reserved_quantity, 2);
+
+    let reused = reserve_one(
+        &storage,
+        keyed_request("c1", &[("Laptop", 3)], "key-1", Some("fp-2")),
+    )
+    .await;
+    assert!(!reused.replayed);
+    assert_eq!(reused.outcome, ReserveOutcome::IdempotencyKeyReused);
+    let unfingerprinted = reserve_one(
+        &storage,
+        keyed_request("c1", &[("Laptop", 2)], "key-1", None),
+    )
+    .await;
+    assert_eq!(
+        unfingerprinted.outcome,
+        ReserveOutcome::IdempotencyKeyReused
+    );
+
+    // A rejection is an answer too, and is replayed as such.
+    let rejected = reserve_one(
+        &storage,
+        keyed_request("c2", &[("Laptop", 500)], "key-2", Some("fp-3")),
+    )
+    .await;
+    assert!(matches!(rejected.outcome, ReserveOutcome::Rejected { .. }));
+    let rejected_again = reserve_one(
+        &storage,
+        keyed_request("c2", &[("Laptop", 500)], "key-2", Some("fp-3")),
+    )
+    .await;
+    assert!(rejected_again.replayed);
+    assert_eq!(rejected_again.outcome, rejected.outcome);
+
+    // Two requests with one key in one call: the second replays the first.
+    let results = storage
+        .reserve(vec![
+            keyed_request("c3", &[("Laptop", 1)], "key-3", Some("fp-4")),
+            keyed_request("c3", &[("Laptop", 1)], "key-3", Some("fp-4")),
+        ])
+        .await
+        .expect("reserve");
+    assert!(!results[0].replayed);
+    assert!(results[1].replayed);
+    assert_eq!(results[0].outcome, results[1].outcome);
+
+    // A request naming an unknown product stores nothing, not even its key:
+    // once the product exists, the same key reserves.
+    let unknown = reserve_one(
+        &storage,
+        keyed_request("c4", &[("Drone", 1)], "key-4", Some("fp-5")),
+    )
+    .await;
+    assert_eq!(
+        unknown.outcome,
+        ReserveOutcome::UnknownProduct {
+            product_name: "Drone".into()
+        }
+    );
+    storage.restock(product("Drone"), 3).await.expect("restock");
+    let now_known = reserve_one(
+        &storage,
+        keyed_request("c4", &[("Drone", 1)], "key-4", Some("fp-5")),
+    )
+    .await;
+    assert!(!now_known.replayed);
+    assert!(matches!(now_known.outcome, ReserveOutcome::Reserved { .. }));
+
+    let orders = all_orders(&storage, None).await;
+    assert_eq!(
+        orders.len(),
+        4,
+        "key-1, key-2, key-3 and key-4 made one order each"
+    );
+    assert!(orders.iter().any(|order| order.id == first_id));
+    assert_invariants(&storage).await;
+}
+
+/// (f) 50 concurrent requests with one key create exactly one order; every
+/// other caller gets that order back as a replay.
+pub async fn concurrent_same_key_requests_create_one_order(storage: Arc<dyn Storage>) {
+    stock(&storage, &[("Laptop", 25)]).await;
+    let results = run_concurrently(
+        "50 requests with one idempotency key",
+        SAME_KEY_REQUESTS,
+        |_| {
+            let storage = Arc::clone(&storage);
+            async move {
+                reserve_one(
+                    &storage,
+                    keyed_request("c1", &[("Laptop", 2)], "flash-sale-key", Some("fp")),
+                )
+                .await
+            }
+        },
+    )
+    .await;
+    let fresh: Vec<_> = results.iter().filter(|result| !result.replayed).collect();
+    assert_eq!(fresh.len(), 1, "exactly one request did the work");
+    let winner = order_id_of(&fresh[0].outcome).to_owned();
+    for result in &results {
+        assert_eq!(
+            order_id_of(&result.outcome),
+            winner,
+            "every caller sees the same order"
+        );
+        assert!(matches!(result.outcome, ReserveOutcome::Reserved { .. }));
+    }
+    let orders = all_orders(&storage, None).await;
+    assert_eq!(orders.len(), 1, "exactly one order exists");
+    assert_eq!(orders[0].status, OrderStatus::Reserved);
+    assert_eq!(item(&storage, "Laptop").await.reserved_quantity, 2);
+
+    // Racing requests that reuse the key with another body are all refused.
+    let reused = run_concurrently("key reuse with another body", 10, |index| {
+        let storage = Arc::clone(&storage);
+        async move {
+            reserve_one(
+                &storage,
+                keyed_request(
+                    "c1",
+                    &[("Laptop", 1)],
+                    "flash-sale-key",
+                    Some(&format!("other-{index}")),
+                ),
+            )
+            .await
+        }
+    })
+    .await;
+    for result in &reused {
+        assert_eq!(result.outcome, ReserveOutcome::IdempotencyKeyReused);
+    }
+    assert_eq!(all_orders(&storage, None).await.len(), 1);
+    assert_invariants(&storage).await;
+}

@@ -1,0 +1,91 @@
+//! The contract tests every Stockroom storage backend must pass.
+//!
+//! Each public async function is one test. It receives an
+//! `Arc<dyn Storage>` holding a fresh, empty database, drives it with real
+//! concurrency (many tokio tasks at once, which on a pooled backend means
+//! many connections at once), asserts the contract of
+//! [`stockroom_storage::Storage`], and ends by checking the invariants that
+//! must hold after any sequence of calls (see [`support::assert_invariants`]).
+//!
+//! A backend runs the whole suite from one integration-test file with
+//! [`conformance_tests!`], giving it a runner that builds a fresh database,
+//! calls the test, and cleans up:
+//!
+//! ```text
+//! async fn run<F, Fut>(name: &'static str, test: F)
+//! where
+//!     F: FnOnce(Arc<dyn Storage>) -> Fut,
+//!     Fut: Future<Output = ()> + Send + 'static,
+//! { /* make a fresh database, then test(storage).await */ }
+//!
+//! stockroom_storage_conformance::conformance_tests!(run);
+//! ```
+
+mod idempotency;
+mod orders;
+mod outbox;
+mod reservation;
+mod stock;
+pub mod support;
+
+pub use idempotency::{
+    concurrent_same_key_requests_create_one_order, idempotent_replay_and_key_reuse,
+};
+pub use orders::{
+    cancel_is_idempotent_and_refused_after_charge, concurrent_cancel_and_payment_pick_one_winner,
+    duplicate_events_have_no_second_effect, expiry_releases_only_unpaid_reservations,
+    payment_and_settlement_move_forward_only,
+};
+pub use outbox::{
+    concurrent_leasers_never_share_a_delivery, reserved_orders_are_leased_until_acknowledged,
+    unacknowledged_events_are_dead_lettered,
+};
+pub use reservation::{
+    batched_requests_each_get_their_own_result, concurrent_batches_never_oversell,
+    concurrent_single_unit_orders_never_oversell, multi_item_reservation_is_all_or_nothing,
+    opposite_lock_orders_never_deadlock,
+};
+pub use stock::{order_listing_filters_and_pages, stock_loading_restock_and_lookup};
+
+/// Defines one `#[tokio::test]` per conformance test, each calling
+/// `$run(name, test)`. `$run` is an async function of the calling test file
+/// that makes a fresh database, hands it to `test` as an `Arc<dyn Storage>`,
+/// and cleans up afterwards. The calling crate needs `tokio` with the
+/// `macros` and `rt-multi-thread` features.
+///
+/// This list is the one place naming every test: a test added to the suite
+/// runs on every backend at once.
+#[macro_export]
+macro_rules! conformance_tests {
+    ($run:path) => {
+        $crate::conformance_tests!(@each $run;
+            concurrent_single_unit_orders_never_oversell,
+            concurrent_batches_never_oversell,
+            batched_requests_each_get_their_own_result,
+            multi_item_reservation_is_all_or_nothing,
+            opposite_lock_orders_never_deadlock,
+            payment_and_settlement_move_forward_only,
+            duplicate_events_have_no_second_effect,
+            concurrent_cancel_and_payment_pick_one_winner,
+            cancel_is_idempotent_and_refused_after_charge,
+            expiry_releases_only_unpaid_reservations,
+            reserved_orders_are_leased_until_acknowledged,
+            unacknowledged_events_are_dead_lettered,
+            concurrent_leasers_never_share_a_delivery,
+            idempotent_replay_and_key_reuse,
+            concurrent_same_key_requests_create_one_order,
+            stock_loading_restock_and_lookup,
+            order_listing_filters_and_pages,
+        );
+    };
+    (@each $run:path; $($test:ident),+ $(,)?) => {
+        $(
+            // Several worker threads, so that the tasks of one test really
+            // run at the same time, not just interleave on one thread.
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $test() {
+                $run(stringify!($test), $crate::$test).await;
+            }
+        )+
+    };
+}

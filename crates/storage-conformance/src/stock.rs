@@ -1,0 +1,236 @@
+//! Stock loading, restocking, product lookup and order listing.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use stockroom_contract::StockLine;
+use stockroom_domain::{MAX_STOCK_PER_PRODUCT, OrderStatus, ReleaseReason};
+use stockroom_storage::{MAX_ORDERS_PER_PAGE, OrderFilter, Storage, StorageError};
+
+use crate::support::{
+    all_orders, assert_invariants, item, product, request, reserve_ok, reserve_one,
+    run_concurrently,
+};
+
+/// Initial stock loads once even when many instances start together;
+/// restock adds to on hand and received; lookups ignore case; the stock limit
+/// holds.
+pub async fn stock_loading_restock_and_lookup(storage: Arc<dyn Storage>) {
+    assert!(storage.inventory().await.expect("inventory").is_empty());
+    let loads = run_concurrently("concurrent initial stock loads", 10, |_| {
+        let storage = Arc::clone(&storage);
+        async move {
+            storage
+                .initialize_stock(vec![
+                    StockLine {
+                        product_name: product("Laptop"),
+                        quantity: 25,
+                    },
+                    StockLine {
+                        product_name: product("Phone"),
+                        quantity: 50,
+                    },
+                ])
+                .await
+                .expect("initialize_stock")
+        }
+    })
+    .await;
+    assert_eq!(
+        loads.iter().filter(|loaded| **loaded).count(),
+        1,
+        "the stock loads exactly once"
+    );
+
+    let inventory = storage.inventory().await.expect("inventory");
+    let names: Vec<&str> = inventory
+        .iter()
+        .map(|item| item.product_name.as_str())
+        .collect();
+    assert_eq!(names, ["Laptop", "Phone"], "inventory is sorted by product");
+    let laptop = item(&storage, "  LAPTOP ").await;
+    assert_eq!(
+        laptop.product_name, "Laptop",
+        "lookups ignore case and spaces"
+    );
+    assert_eq!(
+        (
+            laptop.quantity,
+            laptop.received,
+            laptop.sold,
+            laptop.available
+        ),
+        (25, 25, 0, 25)
+    );
+    assert!(
+        storage
+            .inventory_item("Nothing")
+            .await
+            .expect("inventory_item")
+            .is_none()
+    );
+
+    let restocks = run_concurrently("concurrent restocks", 10, |_| {
+        let storage = Arc::clone(&storage);
+        async move {
+            storage
+                .restock(product("laptop"), 5)
+                .await
+                .expect("restock")
+        }
+    })
+    .await;
+    assert!(
+        restocks.iter().all(|item| item.product_name == "Laptop"),
+        "restock keeps the first name"
+    );
+    let laptop = item(&storage, "Laptop").await;
+    assert_eq!(
+        (laptop.quantity, laptop.received),
+        (75, 75),
+        "no restock was lost"
+    );
+
+    let created = storage
+        .restock(product("Tablet"), 7)
+        .await
+        .expect("restock");
+    assert_eq!(
+        (
+            created.quantity,
+            created.received,
+            created.reserved_quantity
+        ),
+        (7, 7, 0)
+    );
+
+    match storage
+        .restock(product("Laptop"), MAX_STOCK_PER_PRODUCT)
+        .await
+    {
+        Err(StorageError::Invalid(_)) => {}
+        other => panic!("a restock past the stock limit must be invalid, got {other:?}"),
+    }
+    match storage
+        .restock(product("Huge"), MAX_STOCK_PER_PRODUCT + 1)
+        .await
+    {
+        Err(StorageError::Invalid(_)) => {}
+        other => panic!("a restock past the stock limit must be invalid, got {other:?}"),
+    }
+    assert!(
+        storage
+            .inventory_item("Huge")
+            .await
+            .expect("inventory_item")
+            .is_none()
+    );
+    assert_eq!(item(&storage, "Laptop").await.quantity, 75);
+    assert!(
+        !storage
+            .initialize_stock(vec![StockLine {
+                product_name: product("Laptop"),
+                quantity: 1_000,
+            }])
+            .await
+            .expect("initialize_stock"),
+        "the stock never loads twice"
+    );
+    assert_eq!(item(&storage, "Laptop").await.quantity, 75);
+
+    // An order id that is already taken fails the call.
+    let taken = reserve_ok(&storage, request("c1", &[("Laptop", 1)])).await;
+    let mut duplicate = request("c2", &[("Laptop", 1)]);
+    duplicate.order_id = taken.id.clone();
+    assert!(
+        matches!(
+            storage.reserve(vec![duplicate]).await,
+            Err(StorageError::Invalid(_))
+        ),
+        "a second order with a taken id is refused"
+    );
+    assert_eq!(item(&storage, "Laptop").await.reserved_quantity, 1);
+    assert_invariants(&storage).await;
+}
+
+/// Listing filters by status and customer and pages by id without gaps or
+/// repeats.
+pub async fn order_listing_filters_and_pages(storage: Arc<dyn Storage>) {
+    crate::support::stock(&storage, &[("Laptop", 12)]).await;
+    let mut ids = Vec::new();
+    for index in 0..15 {
+        let customer = if index % 3 == 0 { "alice" } else { "bob" };
+        let result = reserve_one(&storage, request(customer, &[("Laptop", 1)])).await;
+        let id = match result.outcome {
+            stockroom_contract::ReserveOutcome::Reserved { order }
+            | stockroom_contract::ReserveOutcome::Rejected { order, .. } => order.id,
+            other => panic!("unexpected outcome {other:?}"),
+        };
+        ids.push(id);
+    }
+    storage
+        .release(&ids[0], ReleaseReason::CancelledByCustomer)
+        .await
+        .expect("release");
+
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = storage
+            .orders(OrderFilter {
+                status: None,
+                customer_id: None,
+                after: after.take(),
+                limit: 4,
+            })
+            .await
+            .expect("orders");
+        assert!(page.orders.len() <= 4);
+        seen.extend(page.orders.into_iter().map(|order| order.id));
+        match page.next_cursor {
+            Some(cursor) => after = Some(cursor),
+            None => break,
+        }
+    }
+    let mut sorted = ids.clone();
+    sorted.sort();
+    assert_eq!(seen, sorted, "pages cover every order once, in id order");
+
+    let reserved = all_orders(&storage, Some(OrderStatus::Reserved)).await;
+    let rejected = all_orders(&storage, Some(OrderStatus::Rejected)).await;
+    let cancelled = all_orders(&storage, Some(OrderStatus::Cancelled)).await;
+    assert_eq!(
+        (reserved.len(), rejected.len(), cancelled.len()),
+        (11, 3, 1)
+    );
+    let alice = storage
+        .orders(OrderFilter {
+            status: None,
+            customer_id: Some("alice".into()),
+            after: None,
+            limit: MAX_ORDERS_PER_PAGE + 100,
+        })
+        .await
+        .expect("orders");
+    assert_eq!(alice.orders.len(), 5);
+    assert!(alice.next_cursor.is_none());
+    assert!(
+        alice
+            .orders
+            .iter()
+            .all(|order| order.customer_id == "alice")
+    );
+    let distinct: HashSet<_> = alice.orders.iter().map(|order| &order.id).collect();
+    assert_eq!(distinct.len(), 5);
+    let none = storage
+        .orders(OrderFilter {
+            status: Some(OrderStatus::Fulfilled),
+            customer_id: None,
+            after: None,
+            limit: 0,
+        })
+        .await
+        .expect("orders");
+    assert!(none.orders.is_empty() && none.next_cursor.is_none());
+    assert_invariants(&storage).await;
+}

@@ -1,0 +1,85 @@
+//! Schema migrations, applied on every connect.
+//!
+//! `schema_migrations` records which versions a database has. Each migration
+//! runs in one transaction together with its record, and every statement in
+//! it is idempotent, so a migration interrupted halfway or run twice leaves
+//! the same schema. A transaction-scoped advisory lock makes data-service
+//! instances that start at the same moment migrate one after the other.
+
+use deadpool_postgres::Object;
+use stockroom_storage::StorageError;
+
+use crate::{Failure, now_ms};
+
+/// One step of the schema's history. Versions only grow; a released
+/// migration is never edited, a change is a new version.
+struct Migration {
+    version: i32,
+    name: &'static str,
+    sql: &'static str,
+}
+
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "initial schema",
+    sql: include_str!("migrations/0001_initial_schema.sql"),
+}];
+
+/// The advisory lock key migrations hold: the ASCII bytes of "Stockroo".
+const MIGRATION_LOCK_KEY: i64 = 0x5374_6f63_6b72_6f6f;
+
+pub(crate) async fn apply(client: &mut Object, schema: Option<&str>) -> Result<(), Failure> {
+    let tx = client.transaction().await?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK_KEY])
+        .await?;
+    if let Some(schema) = schema {
+        // The name was checked to be a plain lower-case identifier, so
+        // quoting it cannot fail; quoting keeps keywords usable as names.
+        // The connection's search_path already names the schema.
+        tx.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
+            .await?;
+    }
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+             version       INTEGER PRIMARY KEY,
+             name          TEXT NOT NULL,
+             applied_at_ms BIGINT NOT NULL
+         )",
+    )
+    .await?;
+    let applied: Vec<i32> = tx
+        .query(
+            "SELECT version FROM schema_migrations ORDER BY version",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|row| row.try_get(0))
+        .collect::<Result<_, _>>()?;
+    let newest_known = MIGRATIONS.iter().map(|migration| migration.version).max();
+    if let (Some(&newest_applied), Some(newest_known)) = (applied.last(), newest_known)
+        && newest_applied > newest_known
+    {
+        return Err(Failure::Storage(StorageError::Inconsistent(format!(
+            "the database has schema version {newest_applied}, newer than the {newest_known} this build knows"
+        ))));
+    }
+    for migration in MIGRATIONS {
+        if applied.contains(&migration.version) {
+            continue;
+        }
+        tx.batch_execute(migration.sql).await?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, name, applied_at_ms) VALUES ($1, $2, $3)",
+            &[&migration.version, &migration.name, &now_ms()],
+        )
+        .await?;
+        tracing::info!(
+            version = migration.version,
+            name = migration.name,
+            "postgres migration applied"
+        );
+    }
+    tx.commit().await?;
+    Ok(())
+}

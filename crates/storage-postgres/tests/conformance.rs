@@ -1,0 +1,204 @@
+//! Runs the storage conformance suite against the PostgreSQL backend.
+//!
+//! The database is the one named by `STOCKROOM_TEST_POSTGRES_URL`, for
+//! example `postgres://postgres@127.0.0.1:5432/test`. Each test gets a fresh
+//! schema with a unique name, created by the backend itself and dropped when
+//! the test ends, so tests run in parallel without seeing each other's data.
+//! Without the variable the tests are skipped, except under CI (`CI` set),
+//! where a skipped database suite would hide exactly the bugs it exists for.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use stockroom_storage::Storage;
+use stockroom_storage_postgres::{PostgresConfig, PostgresStorage};
+use tokio_postgres::NoTls;
+
+/// The environment variable naming the test database.
+const URL_VARIABLE: &str = "STOCKROOM_TEST_POSTGRES_URL";
+
+/// Connections per test. Two tests run at once on the project's machines,
+/// which keeps the suite far below PostgreSQL's default of 100 connections
+/// while still giving every test many connections that race each other.
+const TEST_POOL_SIZE: usize = 12;
+
+/// The longest part of a test's name kept in its schema's name, which
+/// PostgreSQL truncates at 63 bytes.
+const SCHEMA_NAME_TEST_PART_LENGTH: usize = 32;
+
+/// The test database's URL, or `None` when the suite is to be skipped.
+fn test_url() -> Option<String> {
+    match std::env::var(URL_VARIABLE) {
+        Ok(url) if !url.trim().is_empty() => Some(url),
+        _ if std::env::var_os("CI").is_some() => panic!(
+            "{URL_VARIABLE} is not set, and under CI the PostgreSQL conformance suite must run: \
+             set it to a reachable database, for example postgres://postgres@127.0.0.1:5432/test"
+        ),
+        _ => {
+            eprintln!("skipped: {URL_VARIABLE} is not set");
+            None
+        }
+    }
+}
+
+/// A schema name no other test, run or process uses: the test's name, plus
+/// the random tail of a UUIDv7.
+fn unique_schema(test_name: &str) -> String {
+    let test_part: String = test_name
+        .chars()
+        .take(SCHEMA_NAME_TEST_PART_LENGTH)
+        .collect();
+    let random = uuid::Uuid::now_v7().simple().to_string();
+    format!("conformance_{test_part}_{}", &random[random.len() - 12..])
+}
+
+/// A plain connection for creating and dropping test schemas, apart from the
+/// pool under test.
+struct Admin {
+    client: tokio_postgres::Client,
+    connection: tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>,
+}
+
+impl Admin {
+    async fn connect(url: &str) -> Admin {
+        // The URL may carry a password, so messages name the variable, not it.
+        let (client, connection) =
+            tokio_postgres::connect(url, NoTls)
+                .await
+                .unwrap_or_else(|error| {
+                    let cause = std::error::Error::source(&error)
+                        .map_or_else(String::new, |cause| format!(": {cause}"));
+                    panic!(
+                        "{URL_VARIABLE} is set but the database cannot be reached: {error}{cause}"
+                    )
+                });
+        Admin {
+            client,
+            connection: tokio::spawn(connection),
+        }
+    }
+
+    async fn drop_schema(&self, schema: &str) {
+        self.client
+            .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+            .await
+            .unwrap_or_else(|error| panic!("cannot drop the test schema {schema}: {error}"));
+    }
+
+    async fn close(self) {
+        drop(self.client);
+        let _ = self.connection.await;
+    }
+}
+
+/// Makes a fresh schema, runs one conformance test on it, then closes the
+/// pool and drops the schema (also when the test fails).
+async fn run<F, Fut>(name: &'static str, test: F)
+where
+    F: FnOnce(Arc<dyn Storage>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let Some(url) = test_url() else {
+        return;
+    };
+    let admin = Admin::connect(&url).await;
+    let schema = unique_schema(name);
+    let storage = PostgresStorage::connect(
+        &url,
+        PostgresConfig {
+            schema: Some(schema.clone()),
+            pool_size: TEST_POOL_SIZE,
+        },
+    )
+    .await
+    .unwrap_or_else(|error| panic!("cannot open the postgres storage in schema {schema}: {error}"));
+    let storage = Arc::new(storage);
+    // The test runs as its own task so that a panic in it still lets the
+    // schema be dropped before the failure is reported.
+    let outcome = tokio::spawn(test(Arc::clone(&storage) as Arc<dyn Storage>)).await;
+    storage.close_pool();
+    drop(storage);
+    admin.drop_schema(&schema).await;
+    admin.close().await;
+    if let Err(error) = outcome {
+        if error.is_panic() {
+            std::panic::resume_unwind(error.into_panic());
+        }
+        panic!("conformance test {name} was cancelled: {error}");
+    }
+}
+
+/// A migration run twice, or by several instances at once, leaves one schema
+/// with one recorded version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn migrations_are_idempotent_and_safe_to_run_concurrently() {
+    /// How many instances start at the same moment.
+    const INSTANCES: usize = 4;
+    let Some(url) = test_url() else {
+        return;
+    };
+    let admin = Admin::connect(&url).await;
+    let schema = unique_schema("migrations");
+    let config = PostgresConfig {
+        schema: Some(schema.clone()),
+        pool_size: 2,
+    };
+    let connects: Vec<_> = (0..INSTANCES)
+        .map(|_| {
+            let url = url.clone();
+            let config = config.clone();
+            tokio::spawn(async move { PostgresStorage::connect(&url, config).await })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for connect in connects {
+        results.push(connect.await.expect("connect task"));
+    }
+    results.push(PostgresStorage::connect(&url, config).await);
+    for storage in results.iter().flatten() {
+        storage.close_pool();
+    }
+    let versions = admin
+        .client
+        .query(
+            &format!("SELECT version FROM \"{schema}\".schema_migrations ORDER BY version"),
+            &[],
+        )
+        .await
+        .map(|rows| {
+            rows.iter()
+                .map(|row| row.get::<_, i32>(0))
+                .collect::<Vec<_>>()
+        });
+    admin.drop_schema(&schema).await;
+    admin.close().await;
+    for result in &results {
+        if let Err(error) = result {
+            panic!("a concurrent or repeated connect failed: {error}");
+        }
+    }
+    assert_eq!(versions.expect("read schema_migrations"), [1]);
+}
+
+/// A URL that points nowhere fails as unavailable, with a message, instead of
+/// hanging or panicking. Needs no database, so it always runs.
+#[tokio::test]
+async fn an_unreachable_database_is_unavailable() {
+    // Port 1 on the loopback interface refuses connections at once.
+    let result = PostgresStorage::connect(
+        "postgres://stockroom@127.0.0.1:1/none",
+        PostgresConfig::default(),
+    )
+    .await;
+    match result {
+        Err(stockroom_storage::StorageError::Unavailable(message)) => {
+            assert!(
+                message.contains("refused"),
+                "the message must say why: {message}"
+            );
+        }
+        other => panic!("expected unavailable, got {other:?}"),
+    }
+}
+
+stockroom_storage_conformance::conformance_tests!(run);
