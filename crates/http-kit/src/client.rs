@@ -1,10 +1,12 @@
 //! A small JSON client for calls from one service to another.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::StatusCode;
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::Serialize;
 
 /// The longest one internal call may take before it is abandoned.
 pub const INTERNAL_REQUEST_TIMEOUT_MS: u64 = 10_000;
@@ -31,31 +33,58 @@ pub enum ClientError {
     Protocol { service: String, message: String },
 }
 
-/// A base URL and a keep-alive connection pool for one peer service.
+/// Splits a comma-separated list of base URLs.
+pub fn split_urls(urls: &str) -> Vec<String> {
+    urls.split(',')
+        .map(|url| url.trim().trim_end_matches('/').to_owned())
+        .filter(|url| !url.is_empty())
+        .collect()
+}
+
+/// The base URLs of one peer service (one or more instances) and a
+/// keep-alive connection pool.
+///
+/// With several instances, calls are spread round-robin. A call whose
+/// connection cannot even be opened (the instance is down) moves on to the
+/// next instance; a call that reached an instance is never sent twice, since
+/// the first may have taken effect.
 #[derive(Clone)]
 pub struct ServiceClient {
     name: &'static str,
-    base_url: String,
+    base_urls: Arc<Vec<String>>,
+    next: Arc<AtomicUsize>,
     http: reqwest::Client,
 }
 
 impl ServiceClient {
-    pub fn new(name: &'static str, base_url: &str) -> ServiceClient {
+    /// `base_urls` is one URL or a comma-separated list of instances.
+    pub fn new(name: &'static str, base_urls: &str) -> ServiceClient {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_millis(INTERNAL_REQUEST_TIMEOUT_MS))
             .pool_max_idle_per_host(MAX_IDLE_CONNECTIONS_PER_PEER)
             .tcp_nodelay(true)
             .build()
             .expect("a client with no TLS or proxy settings always builds");
+        let mut urls = split_urls(base_urls);
+        if urls.is_empty() {
+            urls.push(base_urls.to_owned());
+        }
         ServiceClient {
             name,
-            base_url: base_url.trim_end_matches('/').to_owned(),
+            base_urls: Arc::new(urls),
+            next: Arc::new(AtomicUsize::new(0)),
             http,
         }
     }
 
+    /// The first instance's base URL.
     pub fn base_url(&self) -> &str {
-        &self.base_url
+        &self.base_urls[0]
+    }
+
+    /// Every instance's base URL.
+    pub fn base_urls(&self) -> &[String] {
+        &self.base_urls
     }
 
     pub fn http(&self) -> &reqwest::Client {
@@ -63,8 +92,7 @@ impl ServiceClient {
     }
 
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
-        let request = self.http.get(format!("{}{path}", self.base_url));
-        self.send(request).await
+        self.send(|base| self.http.get(format!("{base}{path}"))).await
     }
 
     pub async fn get_query<T: DeserializeOwned, Q: Serialize + ?Sized>(
@@ -72,11 +100,8 @@ impl ServiceClient {
         path: &str,
         query: &Q,
     ) -> Result<T, ClientError> {
-        let request = self
-            .http
-            .get(format!("{}{path}", self.base_url))
-            .query(query);
-        self.send(request).await
+        self.send(|base| self.http.get(format!("{base}{path}")).query(query))
+            .await
     }
 
     pub async fn post<T: DeserializeOwned, B: Serialize + ?Sized>(
@@ -84,24 +109,35 @@ impl ServiceClient {
         path: &str,
         body: &B,
     ) -> Result<T, ClientError> {
-        let request = self
-            .http
-            .post(format!("{}{path}", self.base_url))
-            .json(body);
-        self.send(request).await
+        self.send(|base| self.http.post(format!("{base}{path}")).json(body))
+            .await
     }
 
     async fn send<T: DeserializeOwned>(
         &self,
-        request: reqwest::RequestBuilder,
+        build: impl Fn(&str) -> reqwest::RequestBuilder,
     ) -> Result<T, ClientError> {
-        let response = request
-            .send()
-            .await
-            .map_err(|error| ClientError::Unreachable {
-                service: self.name.to_owned(),
-                message: error.to_string(),
-            })?;
+        let instances = self.base_urls.len();
+        let first = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut attempt = 0;
+        let response = loop {
+            let base = &self.base_urls[(first + attempt) % instances];
+            match build(base).send().await {
+                Ok(response) => break response,
+                // Only a refused connection is safe to send elsewhere: the
+                // request never left this process.
+                Err(error) if error.is_connect() && attempt + 1 < instances => {
+                    tracing::warn!(service = self.name, instance = %base, %error, "instance unreachable, trying the next");
+                    attempt += 1;
+                }
+                Err(error) => {
+                    return Err(ClientError::Unreachable {
+                        service: self.name.to_owned(),
+                        message: error.to_string(),
+                    });
+                }
+            }
+        };
         let status = response.status();
         let bytes = response
             .bytes()
@@ -128,5 +164,16 @@ impl ServiceClient {
             service: self.name.to_owned(),
             message: error.to_string(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_instance_lists() {
+        assert_eq!(split_urls("http://a:1/, http://b:2"), ["http://a:1", "http://b:2"]);
+        assert_eq!(split_urls("http://a:1"), ["http://a:1"]);
     }
 }

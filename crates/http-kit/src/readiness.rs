@@ -66,9 +66,11 @@ impl Readiness {
         client: &reqwest::Client,
         dependencies: &[(&str, &str)],
     ) -> Result<(), crate::HealthWait> {
-        for (name, url) in dependencies {
-            self.set_waiting_for(name);
-            crate::wait_for_health(client, name, url).await?;
+        for (name, urls) in dependencies {
+            for url in crate::client::split_urls(urls) {
+                self.set_waiting_for(&format!("{name} at {url}"));
+                crate::wait_for_health(client, name, &url).await?;
+            }
         }
         self.set_ready();
         Ok(())

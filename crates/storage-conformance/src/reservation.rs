@@ -20,6 +20,9 @@ const HOT_STOCK_UNITS: u64 = 25;
 /// How many single-unit orders race for the hot product.
 const SINGLE_UNIT_ORDERS: usize = 200;
 
+/// A lease that outlasts the test.
+const LONG_LEASE_MS: u64 = 60_000;
+
 /// How often the watcher samples the hot product while orders race.
 const WATCH_INTERVAL_MS: u64 = 1;
 
@@ -114,7 +117,7 @@ pub async fn concurrent_single_unit_orders_never_oversell(storage: Arc<dyn Stora
     // Every reservation, and nothing else, put one OrderReserved event in the
     // outbox for payment-service.
     let deliveries = storage
-        .lease_events(CONSUMER_PAYMENT, SINGLE_UNIT_ORDERS as u32, 60_000)
+        .lease_events(CONSUMER_PAYMENT, SINGLE_UNIT_ORDERS as u32, LONG_LEASE_MS)
         .await
         .expect("lease_events");
     let announced: HashSet<String> = deliveries
