@@ -26,10 +26,12 @@ use lapin::options::{
     ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind};
+use lapin::{
+    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
+};
 use stockroom_bus::{BusError, EventPublisher, EventSource};
 use stockroom_contract::{Delivery, Event};
-use stockroom_domain::{EventKind, CONSUMER_INVENTORY, CONSUMER_PAYMENT};
+use stockroom_domain::{CONSUMER_INVENTORY, CONSUMER_PAYMENT, EventKind};
 use tokio::sync::Mutex;
 
 /// The names of the exchanges and queues. Every name starts with a prefix,
@@ -153,7 +155,10 @@ async fn declare_topology(channel: &Channel, topology: &Topology) -> Result<(), 
         .await
         .map_err(unavailable)?;
     let mut quorum = FieldTable::default();
-    quorum.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+    quorum.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
     channel
         .queue_declare(
             dead_letter_queue.as_str().into(),
@@ -184,7 +189,11 @@ async fn declare_topology(channel: &Channel, topology: &Topology) -> Result<(), 
     for consumer in [CONSUMER_PAYMENT, CONSUMER_INVENTORY] {
         let queue = topology.queue(consumer);
         channel
-            .queue_declare(queue.as_str().into(), QueueDeclareOptions::durable(), arguments.clone())
+            .queue_declare(
+                queue.as_str().into(),
+                QueueDeclareOptions::durable(),
+                arguments.clone(),
+            )
             .await
             .map_err(unavailable)?;
         for kind in kinds_of(consumer) {
@@ -238,7 +247,11 @@ impl RabbitPublisher {
         })
     }
 
-    async fn publish_on(channel: &Channel, exchange: &str, events: &[Event]) -> Result<(), BusError> {
+    async fn publish_on(
+        channel: &Channel,
+        exchange: &str,
+        events: &[Event],
+    ) -> Result<(), BusError> {
         let mut confirms = Vec::with_capacity(events.len());
         for event in events {
             let payload = serde_json::to_vec(event).map_err(unavailable)?;
@@ -331,7 +344,11 @@ impl RabbitEventSource {
             .await
             .map_err(unavailable)?;
         let generation = self.generations.fetch_add(1, Ordering::SeqCst) + 1;
-        tracing::info!(consumer = self.consumer, generation, "connected to rabbitmq");
+        tracing::info!(
+            consumer = self.consumer,
+            generation,
+            "connected to rabbitmq"
+        );
         Ok(ConsumeSession {
             connection,
             channel,
@@ -348,7 +365,10 @@ impl RabbitEventSource {
         }
     }
 
-    fn to_delivery(generation: u64, message: lapin::message::Delivery) -> Result<Delivery, BusError> {
+    fn to_delivery(
+        generation: u64,
+        message: lapin::message::Delivery,
+    ) -> Result<Delivery, BusError> {
         let event: Event = serde_json::from_slice(&message.data)
             .map_err(|error| unavailable(format!("unreadable event on the bus: {error}")))?;
         let earlier_deliveries = message
@@ -380,7 +400,10 @@ impl RabbitEventSource {
 impl EventSource for RabbitEventSource {
     async fn receive(&self, max_events: u32) -> Result<Vec<Delivery>, BusError> {
         let mut guard = self.session.lock().await;
-        if guard.as_ref().is_none_or(|session| !session.connection.status().connected()) {
+        if guard
+            .as_ref()
+            .is_none_or(|session| !session.connection.status().connected())
+        {
             *guard = None;
             *guard = Some(self.open().await?);
         }
@@ -407,7 +430,13 @@ impl EventSource for RabbitEventSource {
                             tracing::error!(consumer = self.consumer, %error, "dead-lettering an unreadable message");
                             let _ = session
                                 .channel
-                                .basic_nack(tag, BasicNackOptions { multiple: false, requeue: false })
+                                .basic_nack(
+                                    tag,
+                                    BasicNackOptions {
+                                        multiple: false,
+                                        requeue: false,
+                                    },
+                                )
                                 .await;
                         }
                     }
@@ -466,7 +495,13 @@ impl EventSource for RabbitEventSource {
             }
             session
                 .channel
-                .basic_nack(tag, BasicNackOptions { multiple: false, requeue: true })
+                .basic_nack(
+                    tag,
+                    BasicNackOptions {
+                        multiple: false,
+                        requeue: true,
+                    },
+                )
                 .await
                 .map_err(unavailable)?;
         }
@@ -516,13 +551,19 @@ impl RabbitAdmin {
     pub async fn delete(&self, topology: &Topology) -> Result<(), BusError> {
         for queue in topology.queues() {
             self.channel
-                .queue_delete(queue.as_str().into(), lapin::options::QueueDeleteOptions::default())
+                .queue_delete(
+                    queue.as_str().into(),
+                    lapin::options::QueueDeleteOptions::default(),
+                )
                 .await
                 .map_err(unavailable)?;
         }
         for exchange in [topology.exchange(), topology.dead_letter_exchange()] {
             self.channel
-                .exchange_delete(exchange.as_str().into(), lapin::options::ExchangeDeleteOptions::default())
+                .exchange_delete(
+                    exchange.as_str().into(),
+                    lapin::options::ExchangeDeleteOptions::default(),
+                )
                 .await
                 .map_err(unavailable)?;
         }

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 mod relay;
 
-pub use relay::{relay_outbox, RELAY_BATCH_SIZE, RELAY_LEASE_MS, RELAY_POLL_INTERVAL_MS};
+pub use relay::{RELAY_BATCH_SIZE, RELAY_LEASE_MS, RELAY_POLL_INTERVAL_MS, relay_outbox};
 
 /// How long a consumer may hold leased events before data-service presumes it
 /// dead and hands them to another consumer.

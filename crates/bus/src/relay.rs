@@ -83,12 +83,18 @@ async fn relay_round(
         if deliveries.is_empty() {
             continue;
         }
-        let events: Vec<_> = deliveries.iter().map(|delivery| delivery.event.clone()).collect();
+        let events: Vec<_> = deliveries
+            .iter()
+            .map(|delivery| delivery.event.clone())
+            .collect();
         publisher
             .publish(&events)
             .await
             .map_err(|error| error.to_string())?;
-        let ids = deliveries.iter().map(|delivery| delivery.delivery_id).collect();
+        let ids = deliveries
+            .iter()
+            .map(|delivery| delivery.delivery_id)
+            .collect();
         storage
             .acknowledge_events(consumer, ids)
             .await

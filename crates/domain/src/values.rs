@@ -84,7 +84,10 @@ impl serde::de::Visitor<'_> for QuantityVisitor {
     type Value = Quantity;
 
     fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(formatter, "a whole number from 1 to {MAX_QUANTITY_PER_ITEM}")
+        write!(
+            formatter,
+            "a whole number from 1 to {MAX_QUANTITY_PER_ITEM}"
+        )
     }
 
     fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<Quantity, E> {
@@ -272,9 +275,21 @@ mod tests {
     fn quantity_from_json_explains_every_refusal() {
         let parse = |json: &str| serde_json::from_str::<Quantity>(json);
         assert_eq!(parse("7").unwrap().get(), 7);
-        for bad in ["\"2\"", "2.5", "-3", "0", "1e30", "99999999999999999999999", "null", "true"] {
+        for bad in [
+            "\"2\"",
+            "2.5",
+            "-3",
+            "0",
+            "1e30",
+            "99999999999999999999999",
+            "null",
+            "true",
+        ] {
             let error = parse(bad).unwrap_err().to_string();
-            assert!(error.contains("quantity must be a whole number"), "{bad}: {error}");
+            assert!(
+                error.contains("quantity must be a whole number"),
+                "{bad}: {error}"
+            );
         }
     }
 

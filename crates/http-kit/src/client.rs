@@ -1,18 +1,23 @@
 //! A small JSON client for calls from one service to another.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use reqwest::StatusCode;
-use serde::de::DeserializeOwned;
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 /// The longest one internal call may take before it is abandoned.
 pub const INTERNAL_REQUEST_TIMEOUT_MS: u64 = 10_000;
 
 /// The most idle keep-alive connections kept per peer service.
 pub const MAX_IDLE_CONNECTIONS_PER_PEER: usize = 256;
+
+/// After an instance refused a connection, calls skip it for this long (unless
+/// every instance is down), so a dead instance costs one refused connection
+/// per interval instead of one per call.
+pub const DOWN_INSTANCE_SKIP_MS: u64 = 1_000;
 
 /// Why a call to another service failed.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +57,9 @@ pub fn split_urls(urls: &str) -> Vec<String> {
 pub struct ServiceClient {
     name: &'static str,
     base_urls: Arc<Vec<String>>,
+    /// Per instance: until when (ms since `epoch`) it is presumed down.
+    down_until_ms: Arc<Vec<std::sync::atomic::AtomicU64>>,
+    epoch: std::time::Instant,
     next: Arc<AtomicUsize>,
     http: reqwest::Client,
 }
@@ -71,6 +79,8 @@ impl ServiceClient {
         }
         ServiceClient {
             name,
+            down_until_ms: Arc::new(urls.iter().map(|_| Default::default()).collect()),
+            epoch: std::time::Instant::now(),
             base_urls: Arc::new(urls),
             next: Arc::new(AtomicUsize::new(0)),
             http,
@@ -92,7 +102,8 @@ impl ServiceClient {
     }
 
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
-        self.send(|base| self.http.get(format!("{base}{path}"))).await
+        self.send(|base| self.http.get(format!("{base}{path}")))
+            .await
     }
 
     pub async fn get_query<T: DeserializeOwned, Q: Serialize + ?Sized>(
@@ -118,16 +129,29 @@ impl ServiceClient {
         build: impl Fn(&str) -> reqwest::RequestBuilder,
     ) -> Result<T, ClientError> {
         let instances = self.base_urls.len();
+        let now_ms = self.epoch.elapsed().as_millis() as u64;
         let first = self.next.fetch_add(1, Ordering::Relaxed);
+        // Instances presumed up first, in round-robin order, then the others.
+        let mut order: Vec<usize> = (0..instances)
+            .map(|offset| (first + offset) % instances)
+            .collect();
+        order.sort_by_key(|&index| self.down_until_ms[index].load(Ordering::Relaxed) > now_ms);
         let mut attempt = 0;
         let response = loop {
-            let base = &self.base_urls[(first + attempt) % instances];
+            let index = order[attempt];
+            let base = &self.base_urls[index];
             match build(base).send().await {
-                Ok(response) => break response,
+                Ok(response) => {
+                    self.down_until_ms[index].store(0, Ordering::Relaxed);
+                    break response;
+                }
                 // Only a refused connection is safe to send elsewhere: the
                 // request never left this process.
                 Err(error) if error.is_connect() && attempt + 1 < instances => {
-                    tracing::warn!(service = self.name, instance = %base, %error, "instance unreachable, trying the next");
+                    let until = now_ms + DOWN_INSTANCE_SKIP_MS;
+                    if self.down_until_ms[index].swap(until, Ordering::Relaxed) <= now_ms {
+                        tracing::warn!(service = self.name, instance = %base, %error, "instance unreachable; skipping it for a while");
+                    }
                     attempt += 1;
                 }
                 Err(error) => {
@@ -173,7 +197,10 @@ mod tests {
 
     #[test]
     fn splits_instance_lists() {
-        assert_eq!(split_urls("http://a:1/, http://b:2"), ["http://a:1", "http://b:2"]);
+        assert_eq!(
+            split_urls("http://a:1/, http://b:2"),
+            ["http://a:1", "http://b:2"]
+        );
         assert_eq!(split_urls("http://a:1"), ["http://a:1"]);
     }
 }

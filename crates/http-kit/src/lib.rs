@@ -13,7 +13,7 @@ mod readiness;
 mod serve;
 
 pub use body::{BodyError, JsonBody};
-pub use client::{ClientError, INTERNAL_REQUEST_TIMEOUT_MS, ServiceClient};
+pub use client::{ClientError, INTERNAL_REQUEST_TIMEOUT_MS, ServiceClient, split_urls};
 pub use metrics::{Metrics, MetricsLayer};
 pub use readiness::Readiness;
 pub use serve::{

@@ -88,8 +88,18 @@ impl Metrics {
             registry: Arc::new(Mutex::new(Registry::default())),
         };
         metrics.increment(RESERVATIONS_TOTAL, "orders placed and reserved", &[], 0);
-        metrics.increment(REJECTIONS_TOTAL, "orders rejected for insufficient stock", &[], 0);
-        metrics.increment(VIOLATIONS_TOTAL, "invariant violations found by the auditor", &[], 0);
+        metrics.increment(
+            REJECTIONS_TOTAL,
+            "orders rejected for insufficient stock",
+            &[],
+            0,
+        );
+        metrics.increment(
+            VIOLATIONS_TOTAL,
+            "invariant violations found by the auditor",
+            &[],
+            0,
+        );
         metrics
     }
 
@@ -161,7 +171,11 @@ impl Metrics {
         let mut registry = self.lock();
         *registry
             .requests
-            .entry((method.as_str().to_owned(), route.to_owned(), status.as_u16()))
+            .entry((
+                method.as_str().to_owned(),
+                route.to_owned(),
+                status.as_u16(),
+            ))
             .or_insert(0) += 1;
         registry
             .latency
@@ -173,7 +187,12 @@ impl Metrics {
             if status == StatusCode::CREATED {
                 self.increment(RESERVATIONS_TOTAL, "orders placed and reserved", &[], 1);
             } else if status == StatusCode::CONFLICT {
-                self.increment(REJECTIONS_TOTAL, "orders rejected for insufficient stock", &[], 1);
+                self.increment(
+                    REJECTIONS_TOTAL,
+                    "orders rejected for insufficient stock",
+                    &[],
+                    1,
+                );
             }
         }
     }
@@ -297,11 +316,7 @@ where
         if request.uri().path() == METRICS_PATH && request.method() == Method::GET {
             let text = self.metrics.render();
             return Box::pin(async move {
-                Ok((
-                    [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-                    text,
-                )
-                    .into_response())
+                Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
             });
         }
         let method = request.method().clone();

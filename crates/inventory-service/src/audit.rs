@@ -188,8 +188,7 @@ impl Auditor {
             }
         }
         report.audits += 1;
-        report.checked_at =
-            Some(humantime::format_rfc3339_millis(SystemTime::now()).to_string());
+        report.checked_at = Some(humantime::format_rfc3339_millis(SystemTime::now()).to_string());
         self.metrics.set_gauge(
             "stockroom_invariant_violations_current",
             "invariant violations found by the last audit",
@@ -226,11 +225,16 @@ impl Auditor {
                 .get_query("/orders", &query)
                 .await
                 .map_err(|error| error.to_string())?;
-            for order in page.orders.iter().filter(|order| order.status == "reserved") {
+            for order in page
+                .orders
+                .iter()
+                .filter(|order| order.status == "reserved")
+            {
                 reserved_orders += 1;
                 for line in &order.items {
-                    *reserved.entry(line.product.name.to_lowercase()).or_insert(0) +=
-                        line.quantity;
+                    *reserved
+                        .entry(line.product.name.to_lowercase())
+                        .or_insert(0) += line.quantity;
                 }
             }
             match page.next_cursor {
@@ -301,19 +305,19 @@ fn check_item(item: &AuditItem, violations: &mut Vec<Violation>) {
             actual: format!("reservedQuantity {}", item.reserved_quantity),
         });
     }
-    if let (Some(received), Some(sold)) = (item.received, item.sold) {
-        if received != item.quantity + sold {
-            violations.push(Violation {
-                invariant: "conservation".into(),
-                product: item.product_name.clone(),
-                expected: format!("received {received} == quantity + sold"),
-                actual: format!(
-                    "quantity {} + sold {sold} = {}",
-                    item.quantity,
-                    item.quantity + sold
-                ),
-            });
-        }
+    if let (Some(received), Some(sold)) = (item.received, item.sold)
+        && received != item.quantity + sold
+    {
+        violations.push(Violation {
+            invariant: "conservation".into(),
+            product: item.product_name.clone(),
+            expected: format!("received {received} == quantity + sold"),
+            actual: format!(
+                "quantity {} + sold {sold} = {}",
+                item.quantity,
+                item.quantity + sold
+            ),
+        });
     }
 }
 

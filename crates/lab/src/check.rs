@@ -419,7 +419,12 @@ fn outcome(name: &str, expected: String, good: String, details: Vec<String>) -> 
     let actual = if passed {
         good
     } else {
-        let mut shown = details.iter().take(3).cloned().collect::<Vec<_>>().join("; ");
+        let mut shown = details
+            .iter()
+            .take(3)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("; ");
         if details.len() > 3 {
             shown.push_str(&format!("; and {} more", details.len() - 3));
         }
@@ -445,11 +450,17 @@ fn units_by_status(orders: &[Order], status: &str) -> HashMap<String, i64> {
     units
 }
 
-fn stock_checks(items: &[Item], orders: Option<&[Order]>, config: &CheckConfig) -> Vec<CheckOutcome> {
+fn stock_checks(
+    items: &[Item],
+    orders: Option<&[Order]>,
+    config: &CheckConfig,
+) -> Vec<CheckOutcome> {
     let mut negative = Vec::new();
     let mut over = Vec::new();
     for item in items {
-        let available = item.available.unwrap_or(item.quantity - item.reserved_quantity);
+        let available = item
+            .available
+            .unwrap_or(item.quantity - item.reserved_quantity);
         if available < 0 {
             negative.push(format!("{}: available {available}", item.product_name));
         }
@@ -462,7 +473,10 @@ fn stock_checks(items: &[Item], orders: Option<&[Order]>, config: &CheckConfig) 
     }
     let lowest = items
         .iter()
-        .map(|item| item.available.unwrap_or(item.quantity - item.reserved_quantity))
+        .map(|item| {
+            item.available
+                .unwrap_or(item.quantity - item.reserved_quantity)
+        })
         .min()
         .unwrap_or(0);
     let mut checks = vec![
@@ -517,15 +531,18 @@ fn stock_checks(items: &[Item], orders: Option<&[Order]>, config: &CheckConfig) 
             }
             _ => {
                 conservation_basis = "initial stock == quantity + units of fulfilled orders";
-                if let Some(initial) = config.initial_stock.as_ref().and_then(|stock| stock.get(&key)) {
-                    if *initial != item.quantity + sold_by_orders {
-                        unbalanced.push(format!(
-                            "{}: initial {initial} but quantity {} + fulfilled {sold_by_orders} = {}",
-                            item.product_name,
-                            item.quantity,
-                            item.quantity + sold_by_orders
-                        ));
-                    }
+                if let Some(initial) = config
+                    .initial_stock
+                    .as_ref()
+                    .and_then(|stock| stock.get(&key))
+                    && *initial != item.quantity + sold_by_orders
+                {
+                    unbalanced.push(format!(
+                        "{}: initial {initial} but quantity {} + fulfilled {sold_by_orders} = {}",
+                        item.product_name,
+                        item.quantity,
+                        item.quantity + sold_by_orders
+                    ));
                 }
             }
         }
@@ -619,7 +636,12 @@ fn forward_statuses(orders: &[Order]) -> CheckOutcome {
     let mut details = Vec::new();
     for order in orders {
         let mut statuses = Vec::new();
-        for entry in order.history.iter().map(|entry| &entry.status).chain([&order.status]) {
+        for entry in order
+            .history
+            .iter()
+            .map(|entry| &entry.status)
+            .chain([&order.status])
+        {
             match entry.parse::<OrderStatus>() {
                 Ok(status) => statuses.push(status),
                 Err(error) => {
@@ -628,13 +650,13 @@ fn forward_statuses(orders: &[Order]) -> CheckOutcome {
                 }
             }
         }
-        if let Some(last) = order.history.last() {
-            if last.status != order.status {
-                details.push(format!(
-                    "order {} is {} but its history ends with {}",
-                    order.id, order.status, last.status
-                ));
-            }
+        if let Some(last) = order.history.last()
+            && last.status != order.status
+        {
+            details.push(format!(
+                "order {} is {} but its history ends with {}",
+                order.id, order.status, last.status
+            ));
         }
         for pair in statuses.windows(2) {
             let (from, to) = (pair[0], pair[1]);
@@ -676,7 +698,10 @@ fn stuck_orders(orders: &[Order], stuck_after_ms: u64) -> CheckOutcome {
                 "order {} still {} after {}",
                 order.id,
                 order.status,
-                age.map_or("an unknown time".to_owned(), |age| format!("{} ms", age.as_millis()))
+                age.map_or("an unknown time".to_owned(), |age| format!(
+                    "{} ms",
+                    age.as_millis()
+                ))
             ));
         }
     }
@@ -752,7 +777,11 @@ fn history_checks(orders: &[Order], history: &[HistoryEvent]) -> (CheckOutcome, 
         format!(
             "every order was returned to the client (up to {unexplained} from requests with unknown outcome)"
         ),
-        format!("{} orders, {} not seen by the client", listed.len(), unknown.len()),
+        format!(
+            "{} orders, {} not seen by the client",
+            listed.len(),
+            unknown.len()
+        ),
         unknown_details,
     );
     (exist, known)

@@ -16,9 +16,7 @@ use hdrhistogram::Histogram;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::history::{
-    EventType, HistoryError, HistoryEvent, HistoryWriter, OpValue, PLACE_ORDER,
-};
+use crate::history::{EventType, HistoryError, HistoryEvent, HistoryWriter, OpValue, PLACE_ORDER};
 
 /// The longest one order request may take before it counts as an error.
 pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 10_000;
@@ -210,7 +208,9 @@ fn validate(config: &StormConfig) -> Result<(), StormError> {
         )));
     }
     if config.retry.max_attempts > 1 && !config.idempotency {
-        return invalid("retrying without an idempotency key could place an order twice; add idempotency");
+        return invalid(
+            "retrying without an idempotency key could place an order twice; add idempotency",
+        );
     }
     Ok(())
 }
@@ -263,7 +263,9 @@ pub async fn run_storm(config: StormConfig) -> Result<StormReport, StormError> {
     let mut workers = Vec::with_capacity(shared.config.concurrency);
     for process in 0..shared.config.concurrency {
         let shared = Arc::clone(&shared);
-        workers.push(tokio::spawn(async move { worker(&shared, process as u64).await }));
+        workers.push(tokio::spawn(async move {
+            worker(&shared, process as u64).await
+        }));
     }
     let mut total = WorkerTally::default();
     let mut latency = new_histogram();
@@ -346,7 +348,8 @@ async fn worker(
         }
         let (product, url) = {
             let mut random = rand::rng();
-            let product = if config.products.len() == 1 || random.random::<f64>() < config.hot_share {
+            let product = if config.products.len() == 1 || random.random::<f64>() < config.hot_share
+            {
                 &config.products[0]
             } else {
                 &config.products[random.random_range(1..config.products.len())]

@@ -34,7 +34,11 @@ impl IntoResponse for NaiveError {
         match self {
             NaiveError::Corrupted { .. } => {
                 tracing::error!(%message, "naive data file unreadable");
-                error_response(StatusCode::INTERNAL_SERVER_ERROR, "data_corrupted", &message)
+                error_response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "data_corrupted",
+                    &message,
+                )
             }
             NaiveError::Io { .. } => {
                 error_response(StatusCode::INTERNAL_SERVER_ERROR, "storage_error", &message)

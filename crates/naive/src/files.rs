@@ -4,7 +4,8 @@
 //! overwrite each other; and a write truncates the file and then writes it in
 //! [`WRITE_CHUNKS`] chunks, pausing between them when the torn-write window is
 //! open, so a concurrent reader sees a truncated document ("unexpected end of
-//! JSON input") and two concurrent writers interleave their bytes. The fixed
+//! JSON input") and two concurrent writers interleave their bytes (see
+//! [`JsonFiles`]'s `save` for how the window is narrowed when closed). The fixed
 //! system's answer is a database with transactions; the original authors'
 //! was a lock plus write-to-temporary-and-rename.
 
@@ -40,6 +41,7 @@ pub struct InventoryFile {
 pub struct JsonFiles {
     directory: PathBuf,
     torn_write_ms: u64,
+    bytes: std::sync::Arc<std::sync::Mutex<()>>,
 }
 
 impl JsonFiles {
@@ -47,6 +49,7 @@ impl JsonFiles {
         JsonFiles {
             directory: directory.to_owned(),
             torn_write_ms,
+            bytes: std::sync::Arc::new(std::sync::Mutex::new(())),
         }
     }
 
@@ -98,24 +101,48 @@ impl JsonFiles {
         self.save(INVENTORY_FILE, inventory).await
     }
 
+    /// Held around a physical read or write only when the torn-write window
+    /// is closed; see `save`.
+    fn bytes_lock(&self) -> Option<std::sync::MutexGuard<'_, ()>> {
+        (self.torn_write_ms == 0).then(|| {
+            self.bytes
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+        })
+    }
+
     fn load<T: for<'de> Deserialize<'de>>(&self, name: &str) -> Result<T, NaiveError> {
         let path = self.directory.join(name);
-        let bytes = std::fs::read(&path).map_err(|source| NaiveError::Io {
+        let bytes = {
+            let _whole = self.bytes_lock();
+            std::fs::read(&path)
+        }
+        .map_err(|source| NaiveError::Io {
             file: name.to_owned(),
             source,
         })?;
         serde_json::from_slice(&bytes).map_err(|error| NaiveError::Corrupted {
             file: name.to_owned(),
             message: if error.is_eof() {
-                format!("unexpected end of JSON input ({} bytes): {error}", bytes.len())
+                format!(
+                    "unexpected end of JSON input ({} bytes): {error}",
+                    bytes.len()
+                )
             } else {
                 error.to_string()
             },
         })
     }
 
-    /// Truncates the file and writes the document in chunks, in place: the
-    /// original system's write, racy by design.
+    /// Rewrites the file in place: the original system's write, racy by
+    /// design. With the torn-write window open it truncates the file and
+    /// writes it in chunks, pausing between them, so readers and other
+    /// writers see and make half-written files. With the window closed it
+    /// overwrites the file from the start and cuts it to length while holding
+    /// a short lock on the bytes alone (readers take it too): each physical
+    /// read and write is then whole, so the lab can study the other races
+    /// without every file tearing. The read-modify-write cycle around it stays
+    /// unlocked, which is what the other races need.
     async fn save<T: Serialize>(&self, name: &str, document: &T) -> Result<(), NaiveError> {
         let io_error = |source| NaiveError::Io {
             file: name.to_owned(),
@@ -123,19 +150,23 @@ impl JsonFiles {
         };
         let bytes = serde_json::to_vec_pretty(document)
             .map_err(|error| NaiveError::Invalid(error.to_string()))?;
+        let torn = self.torn_write_ms > 0;
         let mut file = std::fs::OpenOptions::new()
             .create(true)
             .write(true)
-            .truncate(true)
+            .truncate(torn)
             .open(self.directory.join(name))
             .map_err(io_error)?;
+        if !torn {
+            let _whole = self.bytes_lock();
+            file.write_all(&bytes).map_err(io_error)?;
+            return file.set_len(bytes.len() as u64).map_err(io_error);
+        }
         let chunk_size = bytes.len().div_ceil(WRITE_CHUNKS).max(1);
         for chunk in bytes.chunks(chunk_size) {
             file.write_all(chunk).map_err(io_error)?;
-            if self.torn_write_ms > 0 {
-                // Another request runs here and finds half a file.
-                tokio::time::sleep(Duration::from_millis(self.torn_write_ms)).await;
-            }
+            // Another request runs here and finds half a file.
+            tokio::time::sleep(Duration::from_millis(self.torn_write_ms)).await;
         }
         Ok(())
     }

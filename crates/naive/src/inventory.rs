@@ -208,7 +208,12 @@ impl Worker {
         Ok(())
     }
 
-    async fn stock_call(&self, product: &str, action: &str, quantity: u32) -> Result<(), NaiveError> {
+    async fn stock_call(
+        &self,
+        product: &str,
+        action: &str,
+        quantity: u32,
+    ) -> Result<(), NaiveError> {
         let _: serde_json::Value = self
             .data
             .post(
@@ -239,7 +244,11 @@ impl Worker {
     }
 
     async fn charge(&self, order: &Order, event: &OrderEvent) -> Result<(), NaiveError> {
-        let units = order.items.iter().map(|line| u64::from(line.quantity)).sum();
+        let units = order
+            .items
+            .iter()
+            .map(|line| u64::from(line.quantity))
+            .sum();
         let _: Charge = self
             .payment
             .post(
@@ -257,7 +266,10 @@ impl Worker {
     /// Decides one order, whatever its status: a redelivered event runs the
     /// whole flow again.
     async fn handle(&self, event: &OrderEvent) -> Result<(), NaiveError> {
-        let OrderDocument { order } = self.data.get(&format!("/orders/{}", event.order_id)).await?;
+        let OrderDocument { order } = self
+            .data
+            .get(&format!("/orders/{}", event.order_id))
+            .await?;
         let id = order.id.as_str();
         match self.flow {
             NaiveFlow::TwoCalls => {
@@ -268,27 +280,38 @@ impl Worker {
                 }
                 tokio::time::sleep(Duration::from_millis(self.windows.two_call_ms)).await;
                 for line in &order.items {
-                    self.stock_call(&line.product.name, "hold", line.quantity).await?;
+                    self.stock_call(&line.product.name, "hold", line.quantity)
+                        .await?;
                 }
-                self.set_status(id, OrderStatus::Reserved, None, None).await?;
+                self.set_status(id, OrderStatus::Reserved, None, None)
+                    .await?;
                 self.pay_and_commit(&order, event, "commit").await
             }
             NaiveFlow::StorageCheck => {
                 for line in &order.items {
-                    match self.stock_call(&line.product.name, "reserve", line.quantity).await {
+                    match self
+                        .stock_call(&line.product.name, "reserve", line.quantity)
+                        .await
+                    {
                         Ok(()) => {}
                         Err(NaiveError::Dependency(stockroom_http_kit::ClientError::Status {
                             status,
                             ..
                         })) if status == reqwest::StatusCode::CONFLICT => {
                             return self
-                                .set_status(id, OrderStatus::Rejected, None, Some("insufficient_stock"))
+                                .set_status(
+                                    id,
+                                    OrderStatus::Rejected,
+                                    None,
+                                    Some("insufficient_stock"),
+                                )
                                 .await;
                         }
                         Err(error) => return Err(error),
                     }
                 }
-                self.set_status(id, OrderStatus::Reserved, None, None).await?;
+                self.set_status(id, OrderStatus::Reserved, None, None)
+                    .await?;
                 self.pay_and_commit(&order, event, "commit").await
             }
             NaiveFlow::PayFirst => {
@@ -319,8 +342,10 @@ impl Worker {
         )
         .await?;
         for line in &order.items {
-            self.stock_call(&line.product.name, action, line.quantity).await?;
+            self.stock_call(&line.product.name, action, line.quantity)
+                .await?;
         }
-        self.set_status(&order.id, OrderStatus::Fulfilled, None, None).await
+        self.set_status(&order.id, OrderStatus::Fulfilled, None, None)
+            .await
     }
 }

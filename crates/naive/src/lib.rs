@@ -75,18 +75,27 @@ pub struct RaceWindows {
 }
 
 impl RaceWindows {
-    /// Every window at `window_ms` (the torn-write pause is per chunk, so it
-    /// gets a tenth).
+    /// Every window at `window_ms` except the torn-write one, which stays
+    /// closed: with it open most reads fail outright, which hides the other
+    /// races. Open it with [`RaceWindows::with_torn_writes`].
     pub fn uniform(window_ms: u64) -> RaceWindows {
         let window_ms = window_ms.min(MAX_RACE_WINDOW_MS);
         RaceWindows {
             lost_update_ms: window_ms,
             toctou_ms: window_ms,
-            torn_write_ms: window_ms / TORN_WRITE_WINDOW_DIVISOR,
+            torn_write_ms: 0,
             stale_order_ms: window_ms,
             two_call_ms: window_ms,
             payment_ms: window_ms,
         }
+    }
+
+    /// Opens the torn-write window: a pause of `window_ms` divided by
+    /// [`TORN_WRITE_WINDOW_DIVISOR`] (at least 1 ms) between the chunks of
+    /// every file rewrite.
+    pub fn with_torn_writes(mut self, window_ms: u64) -> RaceWindows {
+        self.torn_write_ms = (window_ms.min(MAX_RACE_WINDOW_MS) / TORN_WRITE_WINDOW_DIVISOR).max(1);
+        self
     }
 
     /// Every window closed; a scenario then opens the one it studies.

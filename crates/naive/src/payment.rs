@@ -63,7 +63,9 @@ pub fn router(state: PaymentState) -> Router {
         .route("/charges", get(charges))
         .fallback(stockroom_http_kit::fallback_not_found)
         .method_not_allowed_fallback(stockroom_http_kit::method_not_allowed)
-        .layer(stockroom_http_kit::MetricsLayer::new("naive-payment-service"))
+        .layer(stockroom_http_kit::MetricsLayer::new(
+            "naive-payment-service",
+        ))
         .with_state(state)
 }
 

@@ -18,6 +18,13 @@ pub enum OrderError {
     NotFound(String),
     #[error("{0}")]
     Protocol(String),
+    /// The queue of orders waiting for a batch is full.
+    #[error("too many orders are waiting to be reserved, retry later")]
+    Overloaded,
+    /// The task that sends batches is gone, which only happens while the
+    /// service shuts down.
+    #[error("order-service is shutting down")]
+    Stopped,
     #[error(transparent)]
     Dependency(#[from] ClientError),
 }
@@ -45,6 +52,12 @@ impl IntoResponse for OrderError {
                 &message,
             ),
             OrderError::NotFound(_) => error_response(StatusCode::NOT_FOUND, "not_found", &message),
+            OrderError::Overloaded => {
+                error_response(StatusCode::SERVICE_UNAVAILABLE, "overloaded", &message)
+            }
+            OrderError::Stopped => {
+                error_response(StatusCode::SERVICE_UNAVAILABLE, "unavailable", &message)
+            }
             OrderError::Protocol(_) => {
                 tracing::error!(%message, "unexpected answer from a dependency");
                 error_response(StatusCode::BAD_GATEWAY, "bad_gateway", &message)

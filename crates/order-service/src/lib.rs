@@ -5,7 +5,12 @@
 //! response already says `reserved` (201) or `rejected` (409). Reads go to
 //! data-service. The service holds no state, so any number of instances may
 //! run behind a load balancer.
+//!
+//! Concurrent orders are coalesced (see [`coalescer`]): the reservations
+//! that arrive within a short window travel to inventory-service as one
+//! batch, and each client still gets its own answer.
 
+pub mod coalescer;
 mod error;
 mod request;
 
@@ -18,7 +23,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use stockroom_contract::{
     ErrorBody, Order, OrderDocument, OrderList, ReleaseRequest, ReserveBatch, ReserveBatchResult,
-    ReserveOutcome, ReserveRequest, Shortage,
+    ReserveOutcome, ReserveRequest, ReserveResult, Shortage,
 };
 use stockroom_domain::ReleaseReason;
 use stockroom_http_kit::{JsonBody, Readiness, ServiceClient};
@@ -27,6 +32,7 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+pub use coalescer::{CoalesceConfig, Coalescer};
 pub use error::OrderError;
 pub use request::{MAX_IDEMPOTENCY_KEY_LENGTH, PlaceOrderRequest};
 
@@ -49,6 +55,28 @@ pub struct OrderState {
     readiness: Readiness,
     inventory: ServiceClient,
     data: ServiceClient,
+    /// `None` when coalescing is off: each order is then its own exchange.
+    coalescer: Option<Coalescer>,
+}
+
+impl OrderState {
+    /// Reserves one order, through the coalescer when it is on.
+    async fn reserve(&self, request: ReserveRequest) -> Result<ReserveResult, OrderError> {
+        if let Some(coalescer) = &self.coalescer {
+            return coalescer.reserve(request).await;
+        }
+        let batch = ReserveBatch {
+            requests: vec![request],
+        };
+        let mut result: ReserveBatchResult = self.inventory.post("/reservations", &batch).await?;
+        if result.results.len() != 1 {
+            return Err(OrderError::Protocol(format!(
+                "inventory-service returned {} results for 1 request",
+                result.results.len()
+            )));
+        }
+        Ok(result.results.remove(0))
+    }
 }
 
 #[derive(OpenApi)]
@@ -106,15 +134,7 @@ async fn place_order(
         idempotency_key,
         request_fingerprint,
     };
-    let batch = ReserveBatch {
-        requests: vec![request],
-    };
-    let mut result: ReserveBatchResult = state.inventory.post("/reservations", &batch).await?;
-    let Some(result) = result.results.pop() else {
-        return Err(OrderError::Protocol(
-            "inventory-service returned no result".into(),
-        ));
-    };
+    let result = state.reserve(request).await?;
     let mut response = match result.outcome {
         ReserveOutcome::Reserved { order } => {
             (StatusCode::CREATED, Json(OrderDocument { order })).into_response()
@@ -249,17 +269,38 @@ pub fn router(state: OrderState) -> Router {
         .with_state(state)
 }
 
-/// Serves order-service until `shutdown` completes. It reports healthy once
-/// inventory-service and data-service are.
+/// Serves order-service until `shutdown` completes, coalescing orders with
+/// the default [`CoalesceConfig`]. It reports healthy once inventory-service
+/// and data-service are.
 pub async fn run(
     listener: TcpListener,
     config: OrderConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    run_with_coalescing(listener, config, CoalesceConfig::default(), shutdown).await
+}
+
+/// Serves order-service until `shutdown` completes, coalescing orders as
+/// `coalesce` says ([`CoalesceConfig::OFF`] sends each order on its own).
+pub async fn run_with_coalescing(
+    listener: TcpListener,
+    config: OrderConfig,
+    coalesce: CoalesceConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let inventory = ServiceClient::new("inventory-service", &config.inventory_url);
+    let coalescer = coalesce.is_enabled().then(|| {
+        let client = inventory.clone();
+        Coalescer::start(coalesce, move |batch: ReserveBatch| {
+            let client = client.clone();
+            async move { client.post("/reservations", &batch).await }
+        })
+    });
     let state = OrderState {
         readiness: Readiness::new("order-service"),
-        inventory: ServiceClient::new("inventory-service", &config.inventory_url),
+        inventory,
         data: ServiceClient::new("data-service", &config.data_url),
+        coalescer,
     };
     let readiness = state.readiness.clone();
     let http = state.data.http().clone();

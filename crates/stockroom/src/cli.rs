@@ -8,7 +8,6 @@
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -63,6 +62,8 @@ enum Command {
     Up(UpArgs),
     /// Run one service alone.
     Serve(ServeArgs),
+    /// Run N processes of every service over PostgreSQL and RabbitMQ.
+    Cluster(ClusterArgs),
     /// Fire orders at order-service and record every request and reply.
     Storm(StormArgs),
     /// Verify the invariants against running services; exit 0 only if all hold.
@@ -86,9 +87,13 @@ struct ModeArgs {
     #[arg(long, global = true, value_enum, default_value_t = Mode::Fixed, env = "STOCKROOM_MODE")]
     mode: Mode,
     /// Naive mode: the pause at each spot where the original system races;
-    /// wider makes every race happen. Torn writes pause a tenth of it per chunk.
+    /// wider makes every race happen.
     #[arg(long, global = true, default_value_t = stockroom_naive::DEFAULT_RACE_WINDOW_MS, env = "STOCKROOM_RACE_WINDOW_MS")]
     race_window_ms: u64,
+    /// Naive mode: also tear file writes (truncate, then write in chunks with
+    /// a tenth of the race window between them). Most reads then fail.
+    #[arg(long, global = true)]
+    torn_writes: bool,
     /// Naive mode: how the inventory worker decides orders (two-calls,
     /// storage-check or pay-first), one version of the original each.
     #[arg(long, global = true, default_value = "two-calls", value_parser = parse_flow)]
@@ -106,7 +111,12 @@ impl ModeArgs {
             "--race-window-ms may be at most {}",
             stockroom_naive::MAX_RACE_WINDOW_MS
         );
-        Ok(RaceWindows::uniform(self.race_window_ms))
+        let windows = RaceWindows::uniform(self.race_window_ms);
+        Ok(if self.torn_writes {
+            windows.with_torn_writes(self.race_window_ms)
+        } else {
+            windows
+        })
     }
 }
 
@@ -207,6 +217,10 @@ struct StorageArgs {
     /// Where the SQLite database lives.
     #[arg(long, default_value = "./data", env = "STOCKROOM_DATA_DIR")]
     data_dir: PathBuf,
+    /// A postgres:// URL selects PostgreSQL (?schema=NAME for its own schema);
+    /// a path or sqlite://DIR selects SQLite there. Default: SQLite in --data-dir.
+    #[arg(long, env = "STOCKROOM_DATABASE_URL")]
+    database_url: Option<String>,
     /// Initial stock, shaped like GET /inventory; loaded on first start only.
     #[arg(long, env = "STOCKROOM_INVENTORY_FILE")]
     inventory: Option<PathBuf>,
@@ -216,6 +230,29 @@ struct StorageArgs {
     /// Most writes per transaction (group commit); 1 turns batching off.
     #[arg(long, default_value_t = stockroom_storage_sqlite::MAX_WRITE_BATCH, env = "STOCKROOM_WRITE_BATCH")]
     write_batch: usize,
+}
+
+#[derive(Debug, Args)]
+struct BusArgs {
+    /// An amqp:// URL carries events over RabbitMQ; without it consumers read
+    /// data-service's outbox directly (the embedded bus).
+    #[arg(long, env = "STOCKROOM_BUS_URL")]
+    bus_url: Option<String>,
+    /// The prefix of the RabbitMQ exchange and queue names.
+    #[arg(long, default_value = stockroom_bus_rabbitmq::DEFAULT_PREFIX, env = "STOCKROOM_BUS_PREFIX")]
+    bus_prefix: String,
+}
+
+impl BusArgs {
+    fn choice(&self) -> anyhow::Result<system::BusChoice> {
+        system::BusChoice::from_url(self.bus_url.as_deref(), &self.bus_prefix)
+    }
+}
+
+impl StorageArgs {
+    fn database(&self) -> system::DatabaseChoice {
+        system::DatabaseChoice::from_url(self.database_url.as_deref(), &self.data_dir)
+    }
 }
 
 #[derive(Debug, Args)]
@@ -243,6 +280,8 @@ struct UpArgs {
     #[command(flatten)]
     storage: StorageArgs,
     #[command(flatten)]
+    bus: BusArgs,
+    #[command(flatten)]
     payment: PaymentArgs,
     #[command(flatten)]
     expiry: ExpiryArgs,
@@ -259,6 +298,31 @@ struct UpArgs {
     inventory_port: u16,
     #[arg(long, default_value_t = system::PAYMENT_PORT)]
     payment_port: u16,
+}
+
+#[derive(Debug, Args)]
+struct ClusterArgs {
+    /// Processes of each service; instance i listens on the default port + 10·i.
+    #[arg(long, default_value_t = 2)]
+    instances: u16,
+    /// The shared database (a postgres:// URL; SQLite cannot be shared
+    /// between processes safely enough for this).
+    #[arg(long, env = "STOCKROOM_DATABASE_URL")]
+    database_url: String,
+    #[command(flatten)]
+    bus: BusArgs,
+    /// Initial stock, loaded on the first start of the database.
+    #[arg(long, env = "STOCKROOM_INVENTORY_FILE")]
+    inventory: Option<PathBuf>,
+    /// Shifts every port by this much (3001 + offset, …).
+    #[arg(long, default_value_t = 0)]
+    port_offset: u16,
+    #[arg(long, default_value = "127.0.0.1", env = "STOCKROOM_HOST")]
+    host: String,
+    #[command(flatten)]
+    payment: PaymentArgs,
+    #[command(flatten)]
+    expiry: ExpiryArgs,
 }
 
 #[derive(Debug, Args)]
@@ -301,6 +365,8 @@ enum ServiceCommand {
     Data {
         #[command(flatten)]
         storage: StorageArgs,
+        #[command(flatten)]
+        bus: BusArgs,
     },
     /// Stock decisions, settlement and expiry (3003).
     Inventory {
@@ -319,6 +385,8 @@ enum ServiceCommand {
         payment_url: String,
         #[command(flatten)]
         expiry: ExpiryArgs,
+        #[command(flatten)]
+        bus: BusArgs,
     },
     /// The simulated payment provider (3004).
     Payment {
@@ -330,6 +398,8 @@ enum ServiceCommand {
         data_url: String,
         #[command(flatten)]
         payment: PaymentArgs,
+        #[command(flatten)]
+        bus: BusArgs,
     },
 }
 
@@ -342,7 +412,7 @@ pub fn main() -> ExitCode {
     let default_filter = match cli.command {
         Command::Lab(_) => "off",
         Command::Storm(_) | Command::Check(_) => "warn",
-        Command::Up(_) | Command::Serve(_) => "info",
+        Command::Up(_) | Command::Serve(_) | Command::Cluster(_) => "info",
     };
     init_logging(cli.log_format, default_filter);
     let runtime = match tokio::runtime::Runtime::new() {
@@ -404,6 +474,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             serve_naive(args).await.map(|()| ExitCode::SUCCESS)
         }
         Command::Serve(args) => serve(args).await.map(|()| ExitCode::SUCCESS),
+        Command::Cluster(args) => cluster(args).await.map(|()| ExitCode::SUCCESS),
         Command::Storm(args) => storm(args).await,
         Command::Check(args) => check(args).await,
         Command::Lab(args) => lab(args).await,
@@ -412,10 +483,8 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
 
 async fn up(args: UpArgs) -> anyhow::Result<()> {
     let config = SystemConfig {
-        database: system::DatabaseChoice::Sqlite {
-            data_dir: args.storage.data_dir.clone(),
-        },
-        bus: system::BusChoice::Embedded,
+        database: args.storage.database(),
+        bus: args.bus.choice()?,
         stock: read_stock(&args.storage)?,
         fresh: args.storage.fresh,
         host: args.host,
@@ -470,34 +539,35 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .await
             .context("order-service failed")
         }
-        ServiceCommand::Data { storage } => {
+        ServiceCommand::Data { storage, bus } => {
             let port = args.port.unwrap_or(system::DATA_PORT);
+            let bus = bus.choice()?;
             let (listener, url) = system::bind("data-service", args.host, port).await?;
             let opened = system::open_storage(
-                &system::DatabaseChoice::Sqlite {
-                    data_dir: storage.data_dir.clone(),
-                },
+                &storage.database(),
                 storage.fresh,
                 read_stock(&storage)?,
                 writer_config(&storage)?,
             )
             .await?;
-            tracing::info!(%url, "data-service listening");
-            let state = stockroom_data_service::DataState::new(opened.clone());
-            let served = stockroom_data_service::run(listener, state, signal).await;
+            tracing::info!(%url, backend = opened.backend_name(), "data-service listening");
+            let running = system::data_service_with_bus(listener, opened.clone(), &bus);
+            signal.await;
+            let stopped = running.stop().await;
             opened.close().await;
-            served.context("data-service failed")
+            stopped
         }
         ServiceCommand::Inventory {
-            data_url, expiry, ..
+            data_url,
+            expiry,
+            bus,
+            ..
         } => {
             let port = args.port.unwrap_or(system::INVENTORY_PORT);
+            let bus = bus.choice()?;
             let (listener, url) = system::bind("inventory-service", args.host, port).await?;
             tracing::info!(%url, "inventory-service listening");
-            let events = Arc::new(stockroom_bus::EmbeddedEventSource::new(
-                &data_url,
-                stockroom_domain::CONSUMER_INVENTORY,
-            ));
+            let events = bus.event_source(&data_url, stockroom_domain::CONSUMER_INVENTORY);
             let config = InventoryConfig {
                 data_url,
                 reservation_ttl_ms: expiry.reservation_ttl_ms,
@@ -507,8 +577,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 .await
                 .context("inventory-service failed")
         }
-        ServiceCommand::Payment { data_url, payment } => {
+        ServiceCommand::Payment {
+            data_url,
+            payment,
+            bus,
+        } => {
             let port = args.port.unwrap_or(system::PAYMENT_PORT);
+            let bus = bus.choice()?;
             let config = PaymentConfig {
                 data_url: data_url.clone(),
                 latency_ms: payment.payment_latency_ms,
@@ -517,15 +592,78 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             config.validate().map_err(anyhow::Error::msg)?;
             let (listener, url) = system::bind("payment-service", args.host, port).await?;
             tracing::info!(%url, "payment-service listening");
-            let events = Arc::new(stockroom_bus::EmbeddedEventSource::new(
-                &data_url,
-                stockroom_domain::CONSUMER_PAYMENT,
-            ));
+            let events = bus.event_source(&data_url, stockroom_domain::CONSUMER_PAYMENT);
             stockroom_payment_service::run(listener, config, events, signal)
                 .await
                 .context("payment-service failed")
         }
     }
+}
+
+async fn cluster(args: ClusterArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        matches!(
+            system::DatabaseChoice::from_url(Some(&args.database_url), std::path::Path::new(".")),
+            system::DatabaseChoice::Postgres { .. }
+        ),
+        "--database-url must be a postgres:// URL: every instance shares the one database"
+    );
+    anyhow::ensure!(
+        args.bus.bus_url.is_some(),
+        "--bus-url is required: the instances share one RabbitMQ broker"
+    );
+    args.bus.choice()?;
+    let bus_prefix = vec!["--bus-prefix".to_owned(), args.bus.bus_prefix.clone()];
+    let config = crate::cluster::ClusterConfig {
+        instances: args.instances,
+        database_url: args.database_url.clone(),
+        bus_url: args.bus.bus_url.clone(),
+        inventory_file: args.inventory.clone(),
+        port_offset: args.port_offset,
+        host: args.host.clone(),
+        payment_args: [
+            bus_prefix.clone(),
+            vec![
+                "--payment-latency-ms".to_owned(),
+                args.payment.payment_latency_ms.to_string(),
+                "--payment-decline-rate".to_owned(),
+                args.payment.payment_decline_rate.to_string(),
+            ],
+        ]
+        .concat(),
+        inventory_args: [
+            bus_prefix.clone(),
+            vec![
+                "--reservation-ttl-ms".to_owned(),
+                args.expiry.reservation_ttl_ms.to_string(),
+                "--sweep-interval-ms".to_owned(),
+                args.expiry.sweep_interval_ms.to_string(),
+            ],
+        ]
+        .concat(),
+        data_args: bus_prefix,
+    };
+    let mut running = crate::cluster::start(&config).await?;
+    for instance in &running.instances {
+        println!(
+            "instance {} {} pid {} {}",
+            instance.service,
+            instance.index,
+            instance.pid().unwrap_or(0),
+            instance.url
+        );
+    }
+    println!(
+        "stockroom cluster ready: order={} data={} inventory={} payment={}",
+        running.urls("order").join(","),
+        running.urls("data").join(","),
+        running.urls("inventory").join(","),
+        running.urls("payment").join(",")
+    );
+    running.supervise(shutdown_signal()).await;
+    tracing::info!("stopping the cluster");
+    running.stop().await;
+    Ok(())
 }
 
 /// Completes on Ctrl-C or SIGTERM.
@@ -608,10 +746,11 @@ async fn serve_naive(args: ServeArgs) -> anyhow::Result<()> {
                 .await
                 .context("naive order-service failed")
         }
-        ServiceCommand::Data { storage } => {
+        ServiceCommand::Data { storage, .. } => {
             let port = args.port.unwrap_or(system::DATA_PORT);
             let (listener, url) = system::bind("data-service", args.host, port).await?;
-            let files = stockroom_naive::files::JsonFiles::new(&storage.data_dir, windows.torn_write_ms);
+            let files =
+                stockroom_naive::files::JsonFiles::new(&storage.data_dir, windows.torn_write_ms);
             let stock = read_stock(&storage)?.unwrap_or_else(crate::stock::default_stock);
             files.initialize(&stock, storage.fresh).await?;
             tracing::info!(%url, "naive data-service listening");
@@ -689,7 +828,9 @@ async fn storm(args: StormArgs) -> anyhow::Result<ExitCode> {
 
 async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let mut config = CheckConfig::new(&args.order_url, &args.data_url);
-    config.history = args.history.map_or(HistorySource::None, HistorySource::File);
+    config.history = args
+        .history
+        .map_or(HistorySource::None, HistorySource::File);
     config.stuck_after_ms = args.stuck_after_ms;
     config.data_dir = args.data_dir;
     let outcome = match &args.initial_stock {

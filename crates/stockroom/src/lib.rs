@@ -5,5 +5,6 @@
 //! tests both use it, so what the tests prove is what users run.
 
 pub mod cli;
+pub mod cluster;
 pub mod stock;
 pub mod system;

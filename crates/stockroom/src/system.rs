@@ -8,7 +8,6 @@ use std::sync::Arc;
 use anyhow::Context;
 use stockroom_bus::{EmbeddedEventSource, EventSource};
 use stockroom_bus_rabbitmq::{RabbitEventSource, RabbitPublisher, Topology};
-use stockroom_storage_postgres::{PostgresConfig, PostgresStorage};
 use stockroom_contract::StockLine;
 use stockroom_data_service::DataState;
 use stockroom_domain::{CONSUMER_INVENTORY, CONSUMER_PAYMENT};
@@ -16,6 +15,7 @@ use stockroom_inventory_service::InventoryConfig;
 use stockroom_order_service::OrderConfig;
 use stockroom_payment_service::PaymentConfig;
 use stockroom_storage::Storage;
+use stockroom_storage_postgres::{PostgresConfig, PostgresStorage};
 use stockroom_storage_sqlite::{DATABASE_FILE_NAME, SqliteStorage, WriterConfig};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -63,15 +63,14 @@ pub enum DatabaseChoice {
 
 impl DatabaseChoice {
     /// `--database-url`: a `postgres://` or `postgresql://` URL selects
-    /// PostgreSQL; `sqlite://DIR` or a plain path selects SQLite in that
+    /// PostgreSQL (a `schema=NAME` query parameter puts the tables in that
+    /// schema); `sqlite://DIR` or a plain path selects SQLite in that
     /// directory; nothing selects SQLite in `data_dir`.
     pub fn from_url(url: Option<&str>, data_dir: &Path) -> DatabaseChoice {
         match url {
             Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-                DatabaseChoice::Postgres {
-                    url: url.to_owned(),
-                    schema: None,
-                }
+                let (url, schema) = split_schema(url);
+                DatabaseChoice::Postgres { url, schema }
             }
             Some(url) => DatabaseChoice::Sqlite {
                 data_dir: PathBuf::from(url.strip_prefix("sqlite://").unwrap_or(url)),
@@ -81,6 +80,32 @@ impl DatabaseChoice {
             },
         }
     }
+}
+
+/// Takes Stockroom's own `schema=NAME` query parameter off a PostgreSQL URL:
+/// the tables then live in that schema (created if missing), so several
+/// systems or tests can share one database.
+fn split_schema(url: &str) -> (String, Option<String>) {
+    let Some((base, query)) = url.split_once('?') else {
+        return (url.to_owned(), None);
+    };
+    let mut schema = None;
+    let rest: Vec<&str> = query
+        .split('&')
+        .filter(|pair| match pair.strip_prefix("schema=") {
+            Some(name) => {
+                schema = Some(name.to_owned());
+                false
+            }
+            None => true,
+        })
+        .collect();
+    let url = if rest.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{}", rest.join("&"))
+    };
+    (url, schema)
 }
 
 /// What carries events between services.
@@ -95,13 +120,14 @@ pub enum BusChoice {
 impl BusChoice {
     /// `--bus-url`: an `amqp://` URL selects RabbitMQ; nothing selects the
     /// embedded bus.
-    pub fn from_url(url: Option<&str>) -> anyhow::Result<BusChoice> {
+    /// `prefix` names the exchanges and queues (`stockroom` by default).
+    pub fn from_url(url: Option<&str>, prefix: &str) -> anyhow::Result<BusChoice> {
         match url {
             None => Ok(BusChoice::Embedded),
             Some(url) if url.starts_with("amqp://") || url.starts_with("amqps://") => {
                 Ok(BusChoice::RabbitMq {
                     url: url.to_owned(),
-                    topology: Topology::default(),
+                    topology: Topology::with_prefix(prefix),
                 })
             }
             Some(url) => anyhow::bail!("--bus-url must be an amqp:// URL, got {url}"),
@@ -286,7 +312,8 @@ pub fn data_service_with_bus(
                 stop.clone(),
             ))
         });
-        let served = stockroom_data_service::run(listener, state, stop.clone().cancelled_owned()).await;
+        let served =
+            stockroom_data_service::run(listener, state, stop.clone().cancelled_owned()).await;
         if let Some(relay) = relay {
             stop.cancel();
             let _ = relay.await;
@@ -433,5 +460,48 @@ impl RunningSystem {
         self.data.stop().await?;
         self.storage.close().await;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_urls_select_the_backend() {
+        assert_eq!(
+            DatabaseChoice::from_url(
+                Some("postgres://u@h/db?schema=s1&sslmode=disable"),
+                Path::new("d")
+            ),
+            DatabaseChoice::Postgres {
+                url: "postgres://u@h/db?sslmode=disable".into(),
+                schema: Some("s1".into())
+            }
+        );
+        assert_eq!(
+            DatabaseChoice::from_url(Some("postgresql://u@h/db"), Path::new("d")),
+            DatabaseChoice::Postgres {
+                url: "postgresql://u@h/db".into(),
+                schema: None
+            }
+        );
+        assert_eq!(
+            DatabaseChoice::from_url(Some("sqlite://var/data"), Path::new("d")),
+            DatabaseChoice::Sqlite {
+                data_dir: "var/data".into()
+            }
+        );
+        assert_eq!(
+            DatabaseChoice::from_url(None, Path::new("d")),
+            DatabaseChoice::Sqlite {
+                data_dir: "d".into()
+            }
+        );
+        assert!(BusChoice::from_url(Some("http://x"), "p").is_err());
+        assert!(matches!(
+            BusChoice::from_url(None, "p"),
+            Ok(BusChoice::Embedded)
+        ));
     }
 }

@@ -16,12 +16,17 @@
 //! - events are leased with `FOR UPDATE SKIP LOCKED`, so concurrent leasers
 //!   never hand out the same delivery twice.
 //!
+//! Concurrent `reserve` calls are group-committed by default (see [`group`]):
+//! one collector task applies whatever calls are queued in one transaction
+//! with one commit, the guarantee the SQLite writer gives.
+//!
 //! Every method runs in one transaction and returns `Ok` only after the commit
 //! (`synchronous_commit` is left on, so the commit is durable). A transaction
 //! that PostgreSQL aborts as a serialization failure or a deadlock victim is
 //! retried up to [`MAX_TRANSACTION_ATTEMPTS`] times. This crate is the only
 //! place in Stockroom that knows PostgreSQL's SQL.
 
+pub mod group;
 mod migrate;
 mod read;
 mod sql;
@@ -38,6 +43,9 @@ use stockroom_contract::{
 use stockroom_domain::{ProductName, ReleaseReason};
 use stockroom_storage::{OrderFilter, ReleaseOutcome, Storage, StorageError};
 use tokio_postgres::NoTls;
+
+use crate::group::GroupCommit;
+pub use crate::group::GroupCommitConfig;
 use tokio_postgres::error::SqlState;
 
 /// How many connections a [`PostgresStorage`] keeps at most when the caller
@@ -94,6 +102,9 @@ impl Default for PostgresConfig {
 pub struct PostgresStorage {
     pool: Pool,
     schema: Option<String>,
+    /// `None` when group commit is off: each `reserve` call is then its own
+    /// transaction.
+    group_commit: Option<GroupCommit>,
 }
 
 impl std::fmt::Debug for PostgresStorage {
@@ -102,6 +113,7 @@ impl std::fmt::Debug for PostgresStorage {
             .debug_struct("PostgresStorage")
             .field("schema", &self.schema)
             .field("pool", &self.pool.status())
+            .field("group_commit", &self.group_commit.is_some())
             .finish()
     }
 }
@@ -111,10 +123,22 @@ impl PostgresStorage {
     /// key-value string), creates the schema if asked to, and applies every
     /// migration the database does not have yet.
     ///
-    /// Connections are made without TLS.
+    /// Connections are made without TLS. Reservations are group-committed
+    /// with the default [`GroupCommitConfig`].
     pub async fn connect(
         url: &str,
         config: PostgresConfig,
+    ) -> Result<PostgresStorage, StorageError> {
+        PostgresStorage::connect_with_group_commit(url, config, GroupCommitConfig::default()).await
+    }
+
+    /// [`PostgresStorage::connect`], with group commit of reservations as
+    /// `group_commit` says ([`GroupCommitConfig::OFF`] runs one transaction
+    /// per call, which a benchmark may compare against).
+    pub async fn connect_with_group_commit(
+        url: &str,
+        config: PostgresConfig,
+        group_commit: GroupCommitConfig,
     ) -> Result<PostgresStorage, StorageError> {
         if config.pool_size == 0 {
             return Err(StorageError::Invalid(
@@ -159,9 +183,13 @@ impl PostgresStorage {
             .map_err(|error| {
                 StorageError::Unavailable(format!("cannot build the postgres pool: {error}"))
             })?;
+        let group_commit = group_commit
+            .enabled
+            .then(|| GroupCommit::start(pool.clone(), group_commit));
         let storage = PostgresStorage {
             pool,
             schema: config.schema,
+            group_commit,
         };
         let mut client = storage
             .pool
@@ -382,6 +410,9 @@ impl Storage for PostgresStorage {
         if requests.is_empty() {
             return Ok(Vec::new());
         }
+        if let Some(group_commit) = &self.group_commit {
+            return group_commit.reserve(requests).await;
+        }
         transaction!(self, write, |tx| write::reserve_all(&tx, &requests).await?)
     }
 
@@ -481,8 +512,12 @@ impl Storage for PostgresStorage {
     }
 
     async fn close(&self) {
-        // Every method commits before it returns, so there is no queued work
-        // to finish: closing the pool is all that is left.
+        // Reservations already queued for group commit are finished first;
+        // every other method commits before it returns, so after that
+        // closing the pool is all that is left.
+        if let Some(group_commit) = &self.group_commit {
+            group_commit.flush().await;
+        }
         self.close_pool();
     }
 }

@@ -11,7 +11,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use stockroom_storage::Storage;
-use stockroom_storage_postgres::{PostgresConfig, PostgresStorage};
+use stockroom_storage_postgres::{GroupCommitConfig, PostgresConfig, PostgresStorage};
 use tokio_postgres::NoTls;
 
 /// The environment variable naming the test database.
@@ -91,9 +91,27 @@ impl Admin {
     }
 }
 
-/// Makes a fresh schema, runs one conformance test on it, then closes the
-/// pool and drops the schema (also when the test fails).
+/// Makes a fresh schema, runs one conformance test on it with reservations
+/// group-committed (the default), then closes the pool and drops the schema
+/// (also when the test fails).
 async fn run<F, Fut>(name: &'static str, test: F)
+where
+    F: FnOnce(Arc<dyn Storage>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    run_with(name, test, GroupCommitConfig::default()).await;
+}
+
+/// [`run`] with one transaction per `reserve` call.
+async fn run_without_group_commit<F, Fut>(name: &'static str, test: F)
+where
+    F: FnOnce(Arc<dyn Storage>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    run_with(name, test, GroupCommitConfig::OFF).await;
+}
+
+async fn run_with<F, Fut>(name: &'static str, test: F, group_commit: GroupCommitConfig)
 where
     F: FnOnce(Arc<dyn Storage>) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
@@ -103,12 +121,13 @@ where
     };
     let admin = Admin::connect(&url).await;
     let schema = unique_schema(name);
-    let storage = PostgresStorage::connect(
+    let storage = PostgresStorage::connect_with_group_commit(
         &url,
         PostgresConfig {
             schema: Some(schema.clone()),
             pool_size: TEST_POOL_SIZE,
         },
+        group_commit,
     )
     .await
     .unwrap_or_else(|error| panic!("cannot open the postgres storage in schema {schema}: {error}"));
@@ -202,3 +221,98 @@ async fn an_unreachable_database_is_unavailable() {
 }
 
 stockroom_storage_conformance::conformance_tests!(run);
+
+/// The reservation tests again with group commit off, the mode a benchmark
+/// compares against, so that both paths keep every guarantee.
+mod without_group_commit {
+    stockroom_storage_conformance::conformance_tests!(@each super::run_without_group_commit;
+        concurrent_single_unit_orders_never_oversell,
+        concurrent_batches_never_oversell,
+        batched_requests_each_get_their_own_result,
+        multi_item_reservation_is_all_or_nothing,
+        opposite_lock_orders_never_deadlock,
+        concurrent_same_key_requests_create_one_order,
+    );
+}
+
+/// Two storages on one schema, as two data-service processes, each
+/// group-committing calls whose requests name two products in opposite
+/// orders, neither oversell nor fail: their batch transactions lock the
+/// products in one global order before reserving, so they never deadlock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_group_committing_instances_share_products_safely() {
+    use stockroom_contract::ReserveOutcome;
+    use stockroom_storage_conformance::support::{
+        assert_invariants, item, request, run_concurrently, stock,
+    };
+
+    /// Units of each product: fewer than the orders want, so some are
+    /// rejected and the limit is really tested.
+    const UNITS: u64 = 150;
+    /// Concurrent calls, each of two single-unit requests.
+    const CALLS: usize = 200;
+    let Some(url) = test_url() else {
+        return;
+    };
+    let admin = Admin::connect(&url).await;
+    let schema = unique_schema("two_instances");
+    let config = PostgresConfig {
+        schema: Some(schema.clone()),
+        pool_size: 4,
+    };
+    let mut instances: Vec<Arc<dyn Storage>> = Vec::new();
+    for _ in 0..2 {
+        let storage = PostgresStorage::connect(&url, config.clone())
+            .await
+            .expect("connect an instance");
+        instances.push(Arc::new(storage));
+    }
+    let checks = tokio::spawn({
+        let instances = instances.clone();
+        async move {
+            stock(&instances[0], &[("Alpha", UNITS), ("Omega", UNITS)]).await;
+            let reserved = run_concurrently("two instances", CALLS, |index| {
+                let storage = Arc::clone(&instances[index % 2]);
+                async move {
+                    // Two requests per call, in opposite orders on
+                    // alternate calls.
+                    let (first, second) = if index % 4 < 2 {
+                        ("Alpha", "Omega")
+                    } else {
+                        ("Omega", "Alpha")
+                    };
+                    let results = storage
+                        .reserve(vec![
+                            request(&format!("c{index}"), &[(first, 1)]),
+                            request(&format!("c{index}"), &[(second, 1)]),
+                        ])
+                        .await
+                        .expect("a group-committed call never fails");
+                    results
+                        .iter()
+                        .filter(|result| matches!(result.outcome, ReserveOutcome::Reserved { .. }))
+                        .count()
+                }
+            })
+            .await;
+            let reserved: usize = reserved.into_iter().sum();
+            assert_eq!(reserved as u64, 2 * UNITS, "every unit sold exactly once");
+            for name in ["Alpha", "Omega"] {
+                let stock = item(&instances[1], name).await;
+                assert_eq!(stock.reserved_quantity as u64, UNITS, "{name}: {stock:?}");
+                assert_eq!(stock.available, 0, "{name}: {stock:?}");
+            }
+            assert_invariants(&instances[1]).await;
+        }
+    })
+    .await;
+    for storage in &instances {
+        storage.close().await;
+    }
+    drop(instances);
+    admin.drop_schema(&schema).await;
+    admin.close().await;
+    if let Err(error) = checks {
+        std::panic::resume_unwind(error.into_panic());
+    }
+}

@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use crate::harness::{get, TestSystem};
+use crate::harness::{TestSystem, get};
 
 struct Case {
     name: &'static str,
@@ -31,50 +31,212 @@ fn cases() -> Vec<Case> {
         .map(|index| format!(r#"{{"productName":"P{index}","quantity":1}}"#))
         .collect();
     vec![
-        order_post("malformed json", r#"{"productName":"Laptop","quantity":"#, 400, "malformed_json"),
+        order_post(
+            "malformed json",
+            r#"{"productName":"Laptop","quantity":"#,
+            400,
+            "malformed_json",
+        ),
         order_post("not json", "hello", 400, "malformed_json"),
         order_post("empty body", "", 400, "empty_body"),
         order_post("a json array", "[]", 422, "invalid_request"),
-        order_post("quantity as a string", r#"{"productName":"Laptop","quantity":"2","customerId":"c1"}"#, 422, "invalid_request"),
-        order_post("quantity as a fraction", r#"{"productName":"Laptop","quantity":2.5,"customerId":"c1"}"#, 422, "invalid_request"),
-        order_post("productName as a number", r#"{"productName":7,"quantity":2,"customerId":"c1"}"#, 422, "invalid_request"),
-        order_post("missing customerId", r#"{"productName":"Laptop","quantity":2}"#, 422, "invalid_request"),
-        order_post("missing quantity", r#"{"productName":"Laptop","customerId":"c1"}"#, 422, "invalid_request"),
-        order_post("missing productName", r#"{"quantity":1,"customerId":"c1"}"#, 422, "invalid_request"),
-        order_post("quantity zero", r#"{"productName":"Laptop","quantity":0,"customerId":"c1"}"#, 422, "invalid_request"),
-        order_post("quantity negative", r#"{"productName":"Laptop","quantity":-3,"customerId":"c1"}"#, 422, "invalid_request"),
-        order_post("quantity above the maximum", r#"{"productName":"Laptop","quantity":1001,"customerId":"c1"}"#, 422, "invalid_request"),
-        order_post("quantity huge", r#"{"productName":"Laptop","quantity":99999999999999999999999,"customerId":"c1"}"#, 422, "invalid_request"),
-        order_post("quantity 1e30", r#"{"productName":"Laptop","quantity":1e30,"customerId":"c1"}"#, 422, "invalid_request"),
-        order_post("blank product name", r#"{"productName":"  ","quantity":1,"customerId":"c1"}"#, 422, "invalid_request"),
-        order_post("blank customer", r#"{"productName":"Laptop","quantity":1,"customerId":""}"#, 422, "invalid_request"),
-        order_post("unknown product", r#"{"productName":"Teleporter","quantity":1,"customerId":"c1"}"#, 422, "unknown_product"),
-        order_post("unknown product among known ones", r#"{"customerId":"c1","items":[{"productName":"Laptop","quantity":1},{"productName":"Teleporter","quantity":1}]}"#, 422, "unknown_product"),
-        order_post("no items", r#"{"customerId":"c1","items":[]}"#, 422, "invalid_request"),
-        order_post("both shapes at once", r#"{"customerId":"c1","productName":"Laptop","quantity":1,"items":[{"productName":"Laptop","quantity":1}]}"#, 422, "invalid_request"),
-        order_post("one product twice", r#"{"customerId":"c1","items":[{"productName":"Laptop","quantity":1},{"productName":"laptop","quantity":1}]}"#, 422, "invalid_request"),
+        order_post(
+            "quantity as a string",
+            r#"{"productName":"Laptop","quantity":"2","customerId":"c1"}"#,
+            422,
+            "invalid_request",
+        ),
+        order_post(
+            "quantity as a fraction",
+            r#"{"productName":"Laptop","quantity":2.5,"customerId":"c1"}"#,
+            422,
+            "invalid_request",
+        ),
+        order_post(
+            "productName as a number",
+            r#"{"productName":7,"quantity":2,"customerId":"c1"}"#,
+            422,
+            "invalid_request",
+        ),
+        order_post(
+            "missing customerId",
+            r#"{"productName":"Laptop","quantity":2}"#,
+            422,
+            "invalid_request",
+        ),
+        order_post(
+            "missing quantity",
+            r#"{"productName":"Laptop","customerId":"c1"}"#,
+            422,
+            "invalid_request",
+        ),
+        order_post(
+            "missing productName",
+            r#"{"quantity":1,"customerId":"c1"}"#,
+            422,
+            "invalid_request",
+        ),
+        order_post(
+            "quantity zero",
+            r#"{"productName":"Laptop","quantity":0,"customerId":"c1"}"#,
+            422,
+            "invalid_request",
+        ),
+        order_post(
+            "quantity negative",
+            r#"{"productName":"Laptop","quantity":-3,"customerId":"c1"}"#,
+            422,
+            "invalid_request",
+        ),
+        order_post(
+            "quantity above the maximum",
+            r#"{"productName":"Laptop","quantity":1001,"customerId":"c1"}"#,
+            422,
+            "invalid_request",
+        ),
+        order_post(
+            "quantity huge",
+            r#"{"productName":"Laptop","quantity":99999999999999999999999,"customerId":"c1"}"#,
+            422,
+            "invalid_request",
+        ),
+        order_post(
+            "quantity 1e30",
+            r#"{"productName":"Laptop","quantity":1e30,"customerId":"c1"}"#,
+            422,
+            "invalid_request",
+        ),
+        order_post(
+            "blank product name",
+            r#"{"productName":"  ","quantity":1,"customerId":"c1"}"#,
+            422,
+            "invalid_request",
+        ),
+        order_post(
+            "blank customer",
+            r#"{"productName":"Laptop","quantity":1,"customerId":""}"#,
+            422,
+            "invalid_request",
+        ),
+        order_post(
+            "unknown product",
+            r#"{"productName":"Teleporter","quantity":1,"customerId":"c1"}"#,
+            422,
+            "unknown_product",
+        ),
+        order_post(
+            "unknown product among known ones",
+            r#"{"customerId":"c1","items":[{"productName":"Laptop","quantity":1},{"productName":"Teleporter","quantity":1}]}"#,
+            422,
+            "unknown_product",
+        ),
+        order_post(
+            "no items",
+            r#"{"customerId":"c1","items":[]}"#,
+            422,
+            "invalid_request",
+        ),
+        order_post(
+            "both shapes at once",
+            r#"{"customerId":"c1","productName":"Laptop","quantity":1,"items":[{"productName":"Laptop","quantity":1}]}"#,
+            422,
+            "invalid_request",
+        ),
+        order_post(
+            "one product twice",
+            r#"{"customerId":"c1","items":[{"productName":"Laptop","quantity":1},{"productName":"laptop","quantity":1}]}"#,
+            422,
+            "invalid_request",
+        ),
         Case {
             name: "too many items",
-            body: Some(format!(r#"{{"customerId":"c1","items":[{}]}}"#, many_items.join(","))),
+            body: Some(format!(
+                r#"{{"customerId":"c1","items":[{}]}}"#,
+                many_items.join(",")
+            )),
             ..order_post("", "", 422, "invalid_request")
         },
         Case {
             name: "oversized body",
-            body: Some(format!(r#"{{"customerId":"{}","productName":"Laptop","quantity":1}}"#, "x".repeat(64 * 1024))),
+            body: Some(format!(
+                r#"{{"customerId":"{}","productName":"Laptop","quantity":1}}"#,
+                "x".repeat(64 * 1024)
+            )),
             ..order_post("", "", 413, "body_too_large")
         },
         Case {
             name: "idempotency key too long",
             header: Some(("Idempotency-Key", "k".repeat(300))),
-            ..order_post("", r#"{"productName":"Laptop","quantity":1,"customerId":"c1"}"#, 400, "invalid_header")
+            ..order_post(
+                "",
+                r#"{"productName":"Laptop","quantity":1,"customerId":"c1"}"#,
+                400,
+                "invalid_header",
+            )
         },
-        Case { name: "unknown order id", method: "GET", path: "/api/orders/01a20055-94a2-72f6-8701-0ae7fa1bb592", body: None, header: None, status: 404, error: "not_found" },
-        Case { name: "order id that is not an id", method: "GET", path: "/api/orders/../../etc", body: None, header: None, status: 404, error: "not_found" },
-        Case { name: "cancel of an unknown order", method: "POST", path: "/api/orders/nope/cancel", body: None, header: None, status: 404, error: "not_found" },
-        Case { name: "unknown path", method: "GET", path: "/api/nothing", body: None, header: None, status: 404, error: "not_found" },
-        Case { name: "wrong method", method: "DELETE", path: "/api/orders", body: None, header: None, status: 405, error: "method_not_allowed" },
-        Case { name: "limit out of range", method: "GET", path: "/api/orders?limit=0", body: None, header: None, status: 422, error: "invalid_request" },
-        Case { name: "limit not a number", method: "GET", path: "/api/orders?limit=ten", body: None, header: None, status: 422, error: "invalid_request" },
+        Case {
+            name: "unknown order id",
+            method: "GET",
+            path: "/api/orders/01a20055-94a2-72f6-8701-0ae7fa1bb592",
+            body: None,
+            header: None,
+            status: 404,
+            error: "not_found",
+        },
+        Case {
+            name: "order id that is not an id",
+            method: "GET",
+            path: "/api/orders/../../etc",
+            body: None,
+            header: None,
+            status: 404,
+            error: "not_found",
+        },
+        Case {
+            name: "cancel of an unknown order",
+            method: "POST",
+            path: "/api/orders/nope/cancel",
+            body: None,
+            header: None,
+            status: 404,
+            error: "not_found",
+        },
+        Case {
+            name: "unknown path",
+            method: "GET",
+            path: "/api/nothing",
+            body: None,
+            header: None,
+            status: 404,
+            error: "not_found",
+        },
+        Case {
+            name: "wrong method",
+            method: "DELETE",
+            path: "/api/orders",
+            body: None,
+            header: None,
+            status: 405,
+            error: "method_not_allowed",
+        },
+        Case {
+            name: "limit out of range",
+            method: "GET",
+            path: "/api/orders?limit=0",
+            body: None,
+            header: None,
+            status: 422,
+            error: "invalid_request",
+        },
+        Case {
+            name: "limit not a number",
+            method: "GET",
+            path: "/api/orders?limit=ten",
+            body: None,
+            header: None,
+            status: 422,
+            error: "invalid_request",
+        },
     ]
 }
 
@@ -92,7 +254,9 @@ async fn every_bad_request_gets_a_json_4xx_and_changes_nothing() {
             other => panic!("no method {other}"),
         };
         if let Some(body) = case.body {
-            request = request.header("content-type", "application/json").body(body);
+            request = request
+                .header("content-type", "application/json")
+                .body(body);
         }
         if let Some((name, value)) = case.header {
             request = request.header(name, value);
@@ -109,9 +273,15 @@ async fn every_bad_request_gets_a_json_4xx_and_changes_nothing() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
-    assert!(test.all_orders().await.is_empty(), "bad input created an order");
+    assert!(
+        test.all_orders().await.is_empty(),
+        "bad input created an order"
+    );
     let inventory_after = get(&test.client, &test.data_url("/inventory")).await.1;
-    assert_eq!(inventory_before, inventory_after, "bad input changed the stock");
+    assert_eq!(
+        inventory_before, inventory_after,
+        "bad input changed the stock"
+    );
     test.stop().await;
 }
 

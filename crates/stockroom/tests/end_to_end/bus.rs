@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use stockroom::system::{self, BusChoice, RunningService};
 use stockroom_bus::{EmbeddedEventSource, EventSource};
-use stockroom_bus_rabbitmq::{RabbitAdmin, RabbitEventSource, Topology, MAX_DELIVERY_ATTEMPTS};
+use stockroom_bus_rabbitmq::{MAX_DELIVERY_ATTEMPTS, RabbitAdmin, RabbitEventSource, Topology};
 use stockroom_contract::Delivery;
 use stockroom_storage::Storage;
 use stockroom_storage_sqlite::WriterConfig;
@@ -70,7 +70,9 @@ impl BusUnderTest {
                 topology: topology.clone(),
             },
         };
-        let (listener, data_url) = system::bind("data-service", [127, 0, 0, 1].into(), 0).await.unwrap();
+        let (listener, data_url) = system::bind("data-service", [127, 0, 0, 1].into(), 0)
+            .await
+            .unwrap();
         let address = listener.local_addr().unwrap();
         let data = system::data_service_with_bus(listener, storage.clone(), &bus);
         BusUnderTest {
@@ -126,21 +128,39 @@ impl BusUnderTest {
             Kind::Rabbit { url, topology } => {
                 let admin = RabbitAdmin::connect(url).await.unwrap();
                 admin.declare(topology).await.unwrap();
-                u64::from(admin.ready_messages(&topology.dead_letter_queue()).await.unwrap())
+                u64::from(
+                    admin
+                        .ready_messages(&topology.dead_letter_queue())
+                        .await
+                        .unwrap(),
+                )
             }
         }
     }
 
     /// Cuts the consumer's connection: the broker's, or data-service's HTTP
     /// server restarted on the same address for the embedded bus.
-    async fn cut(&mut self, source: &Arc<dyn EventSource>, rabbit_source: Option<&RabbitEventSource>) {
+    async fn cut(
+        &mut self,
+        source: &Arc<dyn EventSource>,
+        rabbit_source: Option<&RabbitEventSource>,
+    ) {
         let _ = source;
         match &self.kind {
-            Kind::Rabbit { .. } => rabbit_source.expect("a rabbit source").cut_connection().await,
+            Kind::Rabbit { .. } => {
+                rabbit_source
+                    .expect("a rabbit source")
+                    .cut_connection()
+                    .await
+            }
             Kind::Embedded => {
                 self.data.take().unwrap().stop().await.unwrap();
                 let listener = tokio::net::TcpListener::bind(self.address).await.unwrap();
-                self.data = Some(system::data_service_with_bus(listener, self.storage.clone(), &self.bus));
+                self.data = Some(system::data_service_with_bus(
+                    listener,
+                    self.storage.clone(),
+                    &self.bus,
+                ));
             }
         }
     }
@@ -151,7 +171,12 @@ impl BusUnderTest {
         }
         self.storage.close().await;
         if let Kind::Rabbit { url, topology } = &self.kind {
-            RabbitAdmin::connect(url).await.unwrap().delete(topology).await.unwrap();
+            RabbitAdmin::connect(url)
+                .await
+                .unwrap()
+                .delete(topology)
+                .await
+                .unwrap();
         }
     }
 }
@@ -162,7 +187,11 @@ async fn receive(source: &Arc<dyn EventSource>, count: usize) -> Vec<Delivery> {
     let deadline = Instant::now() + Duration::from_millis(DELIVERY_TIMEOUT_MS);
     let mut received = Vec::new();
     while received.len() < count {
-        assert!(Instant::now() < deadline, "only {} of {count} events arrived", received.len());
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {count} events arrived",
+            received.len()
+        );
         if let Ok(batch) = source.receive(100).await {
             received.extend(batch);
         } else {
@@ -201,7 +230,11 @@ async fn at_least_once_after_a_consumer_crash(mut bus: BusUnderTest) {
     let survivor = bus.source("payment");
     let again = receive(&survivor, 1).await;
     assert_eq!(again[0].event.event_id, first[0].event.event_id);
-    assert!(again[0].attempt >= 2, "a redelivery says so: {:?}", again[0]);
+    assert!(
+        again[0].attempt >= 2,
+        "a redelivery says so: {:?}",
+        again[0]
+    );
     survivor.acknowledge(&[again[0].delivery_id]).await.unwrap();
     nothing_more(&survivor).await;
     bus.stop().await;
@@ -228,7 +261,10 @@ async fn a_redelivered_event_has_one_effect(mut bus: BusUnderTest) {
     let inventory = bus.source("inventory");
     let settled = receive(&inventory, 1).await;
     assert_eq!(settled[0].event.kind.as_str(), "PaymentSucceeded");
-    inventory.acknowledge(&[settled[0].delivery_id]).await.unwrap();
+    inventory
+        .acknowledge(&[settled[0].delivery_id])
+        .await
+        .unwrap();
     nothing_more(&inventory).await;
     bus.stop().await;
 }
@@ -239,7 +275,10 @@ async fn poison_is_dead_lettered(bus: BusUnderTest) {
     let deadline = Instant::now() + Duration::from_millis(DELIVERY_TIMEOUT_MS * 2);
     let mut attempts = 0;
     while bus.dead_letters().await == 0 {
-        assert!(Instant::now() < deadline, "never dead-lettered after {attempts} attempts");
+        assert!(
+            Instant::now() < deadline,
+            "never dead-lettered after {attempts} attempts"
+        );
         let batch = source.receive(10).await.unwrap_or_default();
         if batch.is_empty() {
             tokio::time::sleep(Duration::from_millis(TEST_LEASE_MS / 3)).await;
@@ -250,7 +289,10 @@ async fn poison_is_dead_lettered(bus: BusUnderTest) {
         let ids: Vec<i64> = batch.iter().map(|delivery| delivery.delivery_id).collect();
         source.reject(&ids).await.unwrap();
     }
-    assert!(attempts >= MAX_DELIVERY_ATTEMPTS as usize, "dead-lettered after only {attempts} attempts");
+    assert!(
+        attempts >= MAX_DELIVERY_ATTEMPTS as usize,
+        "dead-lettered after only {attempts} attempts"
+    );
     assert_eq!(bus.dead_letters().await, 1);
     nothing_more(&source).await;
     bus.stop().await;
@@ -276,9 +318,11 @@ async fn a_cut_connection_is_survived(mut bus: BusUnderTest) {
 
 fn rabbit_source(bus: &BusUnderTest, consumer: &'static str) -> Option<Arc<RabbitEventSource>> {
     match &bus.kind {
-        Kind::Rabbit { url, topology } => {
-            Some(Arc::new(RabbitEventSource::new(url, topology.clone(), consumer)))
-        }
+        Kind::Rabbit { url, topology } => Some(Arc::new(RabbitEventSource::new(
+            url,
+            topology.clone(),
+            consumer,
+        ))),
         Kind::Embedded => None,
     }
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::harness::{all_orders, assert_stock_reconciles, get, SETTLE_TIMEOUT_MS};
+use crate::harness::{SETTLE_TIMEOUT_MS, all_orders, assert_stock_reconciles, get};
 
 /// How long the storm runs before the process is killed.
 const STORM_BEFORE_KILL_MS: u64 = 1_500;
@@ -27,7 +27,16 @@ fn start(data_dir: &std::path::Path, payment_latency_ms: u64) -> Child9 {
     let mut child = Command::new(env!("CARGO_BIN_EXE_stockroom"))
         .args(["up", "--data-dir"])
         .arg(data_dir)
-        .args(["--order-port", "0", "--data-port", "0", "--inventory-port", "0", "--payment-port", "0"])
+        .args([
+            "--order-port",
+            "0",
+            "--data-port",
+            "0",
+            "--inventory-port",
+            "0",
+            "--payment-port",
+            "0",
+        ])
         .args(["--payment-latency-ms", &payment_latency_ms.to_string()])
         .env("STOCKROOM_LOG", "warn")
         .stdout(Stdio::piped())
@@ -38,7 +47,10 @@ fn start(data_dir: &std::path::Path, payment_latency_ms: u64) -> Child9 {
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
-    assert!(line.starts_with("stockroom ready:"), "unexpected first line: {line:?}");
+    assert!(
+        line.starts_with("stockroom ready:"),
+        "unexpected first line: {line:?}"
+    );
     let url = |name: &str| {
         line.split_whitespace()
             .find_map(|field| field.strip_prefix(&format!("{name}=")))
@@ -95,7 +107,11 @@ async fn kill_nine_mid_storm_loses_no_acknowledged_order() {
         task.await.unwrap();
     }
     let acknowledged = acknowledged.lock().unwrap().clone();
-    assert!(acknowledged.len() >= 20, "the storm acknowledged too few orders to mean anything: {}", acknowledged.len());
+    assert!(
+        acknowledged.len() >= 20,
+        "the storm acknowledged too few orders to mean anything: {}",
+        acknowledged.len()
+    );
 
     let mut second = start(directory.path(), 0);
     for id in &acknowledged {
@@ -103,38 +119,61 @@ async fn kill_nine_mid_storm_loses_no_acknowledged_order() {
         assert_eq!(status, 200, "acknowledged order {id} was lost: {body}");
     }
     let orders = all_orders(&client, &second.data_url).await;
-    let mut ids: Vec<&str> = orders.iter().map(|order| order["id"].as_str().unwrap()).collect();
+    let mut ids: Vec<&str> = orders
+        .iter()
+        .map(|order| order["id"].as_str().unwrap())
+        .collect();
     ids.sort();
     ids.dedup();
     assert_eq!(ids.len(), orders.len(), "an order is listed twice");
-    let inventory = get(&client, &format!("{}/inventory", second.data_url)).await.1;
+    let inventory = get(&client, &format!("{}/inventory", second.data_url))
+        .await
+        .1;
     assert_stock_reconciles(inventory["inventory"].as_array().unwrap(), &orders);
 
     // The events that were not delivered before the kill go out now: every
     // reservation is paid and fulfilled.
     let deadline = Instant::now() + Duration::from_millis(SETTLE_TIMEOUT_MS);
     loop {
-        let (_, page) = get(&client, &format!("{}/orders?status=reserved&limit=1", second.data_url)).await;
+        let (_, page) = get(
+            &client,
+            &format!("{}/orders?status=reserved&limit=1", second.data_url),
+        )
+        .await;
         if page["orders"].as_array().unwrap().is_empty() {
             break;
         }
-        assert!(Instant::now() < deadline, "reservations were never settled after the restart");
+        assert!(
+            Instant::now() < deadline,
+            "reservations were never settled after the restart"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let orders = all_orders(&client, &second.data_url).await;
-    let inventory = get(&client, &format!("{}/inventory", second.data_url)).await.1;
+    let inventory = get(&client, &format!("{}/inventory", second.data_url))
+        .await
+        .1;
     assert_stock_reconciles(inventory["inventory"].as_array().unwrap(), &orders);
     for id in &acknowledged {
-        let order = orders.iter().find(|order| order["id"] == id.as_str()).unwrap();
+        let order = orders
+            .iter()
+            .find(|order| order["id"] == id.as_str())
+            .unwrap();
         assert_eq!(order["status"], "fulfilled", "{order}");
     }
-    eprintln!("kill -9 after {} acknowledged orders; all found and settled after restart", acknowledged.len());
+    eprintln!(
+        "kill -9 after {} acknowledged orders; all found and settled after restart",
+        acknowledged.len()
+    );
 
     // SIGTERM: a clean stop.
     let pid = second.child.id().to_string();
     Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     let status = second.child.wait().unwrap();
-    assert!(status.success(), "SIGTERM must stop stockroom cleanly, got {status}");
+    assert!(
+        status.success(),
+        "SIGTERM must stop stockroom cleanly, got {status}"
+    );
 }
 
 #[test]
@@ -145,12 +184,24 @@ fn a_taken_port_is_a_one_line_error_naming_it() {
     let output = Command::new(env!("CARGO_BIN_EXE_stockroom"))
         .args(["up", "--data-dir"])
         .arg(directory.path())
-        .args(["--order-port", &port, "--data-port", "0", "--inventory-port", "0", "--payment-port", "0"])
+        .args([
+            "--order-port",
+            &port,
+            "--data-port",
+            "0",
+            "--inventory-port",
+            "0",
+            "--payment-port",
+            "0",
+        ])
         .env("STOCKROOM_LOG", "off")
         .output()
         .unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8(output.stderr).unwrap();
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
-    assert!(stderr.contains(&format!("port {port} is already in use")), "{stderr}");
+    assert!(
+        stderr.contains(&format!("port {port} is already in use")),
+        "{stderr}"
+    );
 }

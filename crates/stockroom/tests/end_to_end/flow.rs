@@ -3,20 +3,34 @@
 
 use serde_json::Value;
 
-use crate::harness::{get, laptops, post, TestSystem};
+use crate::harness::{TestSystem, get, laptops, post};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_paid_order_is_fulfilled_with_its_history() {
     let test = TestSystem::start(|_| {}).await;
     let (_, body) = test.place(laptops(3)).await;
     let id = body["order"]["id"].as_str().unwrap().to_owned();
-    let order = test.wait_for_order(&id, |order| order["status"] == "fulfilled").await;
+    let order = test
+        .wait_for_order(&id, |order| order["status"] == "fulfilled")
+        .await;
     assert_eq!(order["paymentStatus"], "charged");
-    let versions: Vec<i64> = order["history"].as_array().unwrap().iter().map(|entry| entry["version"].as_i64().unwrap()).collect();
+    let versions: Vec<i64> = order["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| entry["version"].as_i64().unwrap())
+        .collect();
     assert_eq!(versions, [1, 2, 3]);
     assert_eq!(order["version"], 3);
     let item = test.item("Laptop").await;
-    assert_eq!((item["quantity"].as_i64(), item["reservedQuantity"].as_i64(), item["sold"].as_i64()), (Some(22), Some(0), Some(3)));
+    assert_eq!(
+        (
+            item["quantity"].as_i64(),
+            item["reservedQuantity"].as_i64(),
+            item["sold"].as_i64()
+        ),
+        (Some(22), Some(0), Some(3))
+    );
     test.stop().await;
 }
 
@@ -26,11 +40,16 @@ async fn a_declined_payment_releases_the_stock() {
     let (status, body) = test.place(laptops(4)).await;
     assert_eq!(status, 201);
     let id = body["order"]["id"].as_str().unwrap().to_owned();
-    let order = test.wait_for_order(&id, |order| order["status"] == "cancelled").await;
+    let order = test
+        .wait_for_order(&id, |order| order["status"] == "cancelled")
+        .await;
     assert_eq!(order["reason"], "payment_declined");
     assert_eq!(order["paymentStatus"], "declined");
     let item = test.item("Laptop").await;
-    assert_eq!((item["quantity"].as_i64(), item["reservedQuantity"].as_i64()), (Some(25), Some(0)));
+    assert_eq!(
+        (item["quantity"].as_i64(), item["reservedQuantity"].as_i64()),
+        (Some(25), Some(0))
+    );
     test.stop().await;
 }
 
@@ -44,15 +63,26 @@ async fn an_unpaid_reservation_expires_and_a_late_payment_charges_nothing() {
     .await;
     let (_, body) = test.place(laptops(5)).await;
     let id = body["order"]["id"].as_str().unwrap().to_owned();
-    let order = test.wait_for_order(&id, |order| order["status"] == "cancelled").await;
+    let order = test
+        .wait_for_order(&id, |order| order["status"] == "cancelled")
+        .await;
     assert_eq!(order["reason"], "reservation_expired");
     assert_eq!(test.item("Laptop").await["reservedQuantity"], 0);
     // The payment finishes after the expiry: it must be voided, not charged.
     tokio::time::sleep(std::time::Duration::from_millis(2_000)).await;
     let order = test.order(&id).await;
-    assert_eq!((order["status"].as_str(), order["paymentStatus"].as_str()), (Some("cancelled"), Some("none")));
-    let stats = get(&test.client, &format!("{}/stats", test.system.urls.payment)).await.1;
-    assert_eq!((stats["charged"].as_u64(), stats["voided"].as_u64()), (Some(0), Some(1)), "{stats}");
+    assert_eq!(
+        (order["status"].as_str(), order["paymentStatus"].as_str()),
+        (Some("cancelled"), Some("none"))
+    );
+    let stats = get(&test.client, &format!("{}/stats", test.system.urls.payment))
+        .await
+        .1;
+    assert_eq!(
+        (stats["charged"].as_u64(), stats["voided"].as_u64()),
+        (Some(0), Some(1)),
+        "{stats}"
+    );
     test.stop().await;
 }
 
@@ -88,8 +118,14 @@ async fn a_fulfilled_order_cannot_be_cancelled() {
     let test = TestSystem::start(|_| {}).await;
     let (_, body) = test.place(laptops(1)).await;
     let id = body["order"]["id"].as_str().unwrap().to_owned();
-    test.wait_for_order(&id, |order| order["status"] == "fulfilled").await;
-    let (status, body) = post(&test.client, &test.order_url(&format!("/api/orders/{id}/cancel")), Value::Null).await;
+    test.wait_for_order(&id, |order| order["status"] == "fulfilled")
+        .await;
+    let (status, body) = post(
+        &test.client,
+        &test.order_url(&format!("/api/orders/{id}/cancel")),
+        Value::Null,
+    )
+    .await;
     assert_eq!(status, 409, "{body}");
     assert_eq!(test.order(&id).await["status"], "fulfilled");
     test.stop().await;
@@ -100,7 +136,9 @@ async fn orders_can_be_listed_filtered_and_paged() {
     let test = TestSystem::start(|config| config.payment_latency_ms = 60_000).await;
     for customer in ["a", "b", "a"] {
         let (status, _) = test
-            .place(serde_json::json!({"productName": "Phone", "quantity": 1, "customerId": customer}))
+            .place(
+                serde_json::json!({"productName": "Phone", "quantity": 1, "customerId": customer}),
+            )
             .await;
         assert_eq!(status, 201);
     }
@@ -109,7 +147,11 @@ async fn orders_can_be_listed_filtered_and_paged() {
     let (_, first) = get(&test.client, &test.order_url("/api/orders?limit=2")).await;
     assert_eq!(first["orders"].as_array().unwrap().len(), 2);
     let cursor = first["nextCursor"].as_str().unwrap();
-    let (_, second) = get(&test.client, &test.order_url(&format!("/api/orders?limit=2&after={cursor}"))).await;
+    let (_, second) = get(
+        &test.client,
+        &test.order_url(&format!("/api/orders?limit=2&after={cursor}")),
+    )
+    .await;
     assert_eq!(second["orders"].as_array().unwrap().len(), 1);
     assert!(second["nextCursor"].is_null());
     let (status, body) = get(&test.client, &test.order_url("/api/orders?status=lost")).await;
@@ -132,9 +174,15 @@ async fn every_service_serves_health_and_its_openapi_document() {
         let (status, document) = get(&test.client, &format!("{base}/openapi.json")).await;
         assert_eq!(status, 200);
         assert!(document["openapi"].as_str().unwrap().starts_with("3."));
-        assert!(document["paths"][path].is_object(), "{base} documents {path}");
+        assert!(
+            document["paths"][path].is_object(),
+            "{base} documents {path}"
+        );
     }
     let (status, body) = get(&test.client, &test.data_url("/inventory/LAPTOP")).await;
-    assert_eq!((status, body["item"]["productName"].as_str()), (200, Some("Laptop")));
+    assert_eq!(
+        (status, body["item"]["productName"].as_str()),
+        (200, Some("Laptop"))
+    );
     test.stop().await;
 }

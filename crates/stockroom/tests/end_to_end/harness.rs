@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use stockroom::system::{self, Ports, RunningSystem, SystemConfig};
 use stockroom_contract::StockLine;
 use stockroom_domain::ProductName;
@@ -55,9 +55,12 @@ impl TestSystem {
     }
 
     pub async fn item(&self, product: &str) -> Value {
-        get(&self.client, &self.data_url(&format!("/inventory/{product}")))
-            .await
-            .1["item"]
+        get(
+            &self.client,
+            &self.data_url(&format!("/inventory/{product}")),
+        )
+        .await
+        .1["item"]
             .clone()
     }
 
@@ -76,7 +79,10 @@ impl TestSystem {
             if predicate(&order) {
                 return order;
             }
-            assert!(Instant::now() < deadline, "order never reached the expected state: {order}");
+            assert!(
+                Instant::now() < deadline,
+                "order never reached the expected state: {order}"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -85,7 +91,11 @@ impl TestSystem {
     pub async fn wait_until_settled(&self) {
         let deadline = Instant::now() + Duration::from_millis(SETTLE_TIMEOUT_MS);
         loop {
-            let (_, page) = get(&self.client, &self.order_url("/api/orders?status=reserved&limit=1")).await;
+            let (_, page) = get(
+                &self.client,
+                &self.order_url("/api/orders?status=reserved&limit=1"),
+            )
+            .await;
             if page["orders"].as_array().unwrap().is_empty() {
                 return;
             }
@@ -160,6 +170,10 @@ pub fn assert_stock_reconciles(inventory: &[Value], orders: &[Value]) {
         assert!(reserved <= quantity, "{item}");
         assert_eq!(reserved, held_by("reserved"), "reserved of {name}");
         assert_eq!(sold, held_by("fulfilled"), "sold of {name}");
-        assert_eq!(item["received"].as_i64().unwrap(), quantity + sold, "conservation of {name}");
+        assert_eq!(
+            item["received"].as_i64().unwrap(),
+            quantity + sold,
+            "conservation of {name}"
+        );
     }
 }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::harness::{laptops, TestSystem};
+use crate::harness::{TestSystem, laptops};
 
 async fn place_with_key(test: &TestSystem, key: &str, body: Value) -> (u16, Value, bool) {
     let response = test
@@ -28,7 +28,11 @@ async fn a_replay_returns_the_first_answer_and_another_body_is_refused() {
     let (status, second, replayed) = place_with_key(&test, "key-1", laptops(2)).await;
     assert_eq!((status, replayed), (201, true), "{second}");
     assert_eq!(first["order"]["id"], second["order"]["id"]);
-    assert_eq!(test.item("Laptop").await["reservedQuantity"], 2, "the replay reserved nothing");
+    assert_eq!(
+        test.item("Laptop").await["reservedQuantity"],
+        2,
+        "the replay reserved nothing"
+    );
 
     let (status, body, _) = place_with_key(&test, "key-1", laptops(3)).await;
     assert_eq!(status, 422, "{body}");

@@ -10,3 +10,4 @@ mod harness;
 mod idempotency;
 mod redelivery;
 mod reservations;
+mod scale_out;

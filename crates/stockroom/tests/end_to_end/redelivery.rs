@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use stockroom::system;
 use stockroom_storage_sqlite::WriterConfig;
 
@@ -27,7 +27,9 @@ async fn data_only() -> DataOnly {
     let storage = system::open_storage(&database, false, None, WriterConfig::default())
         .await
         .unwrap();
-    let (listener, url) = system::bind("data-service", [127, 0, 0, 1].into(), 0).await.unwrap();
+    let (listener, url) = system::bind("data-service", [127, 0, 0, 1].into(), 0)
+        .await
+        .unwrap();
     let service = system::data_service(listener, storage.clone());
     DataOnly {
         url,
@@ -48,7 +50,10 @@ impl DataOnly {
         )
         .await;
         assert_eq!(status, 200, "{body}");
-        assert_eq!(body["results"][0]["outcome"]["outcome"], "reserved", "{body}");
+        assert_eq!(
+            body["results"][0]["outcome"]["outcome"], "reserved",
+            "{body}"
+        );
     }
 
     async fn lease(&self, consumer: &str, lease_ms: u64) -> Vec<Value> {
@@ -69,7 +74,10 @@ impl DataOnly {
     }
 
     async fn laptop(&self) -> Value {
-        get(&self.client, &format!("{}/inventory/Laptop", self.url)).await.1["item"].clone()
+        get(&self.client, &format!("{}/inventory/Laptop", self.url))
+            .await
+            .1["item"]
+            .clone()
     }
 
     async fn stop(self) {
@@ -88,10 +96,17 @@ async fn an_unacknowledged_event_is_delivered_again() {
     let first = data.lease("payment", 100).await;
     assert_eq!(first.len(), 1);
     assert_eq!(first[0]["event"]["kind"], "OrderReserved");
-    assert!(data.lease("payment", 100).await.is_empty(), "leased events are not handed out twice at once");
+    assert!(
+        data.lease("payment", 100).await.is_empty(),
+        "leased events are not handed out twice at once"
+    );
     tokio::time::sleep(std::time::Duration::from_millis(150)).await;
     let again = data.lease("payment", 10_000).await;
-    assert_eq!(again.len(), 1, "the consumer 'crashed': the event comes back");
+    assert_eq!(
+        again.len(),
+        1,
+        "the consumer 'crashed': the event comes back"
+    );
     assert_eq!(again[0]["event"]["eventId"], first[0]["event"]["eventId"]);
     assert_eq!(again[0]["attempt"], 2);
     let (status, _) = post(
@@ -102,7 +117,10 @@ async fn an_unacknowledged_event_is_delivered_again() {
     .await;
     assert_eq!(status, 204);
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    assert!(data.lease("payment", 0).await.is_empty(), "acknowledged events never come back");
+    assert!(
+        data.lease("payment", 0).await.is_empty(),
+        "acknowledged events never come back"
+    );
     data.stop().await;
 }
 
@@ -123,8 +141,15 @@ async fn each_event_type_delivered_twice_has_one_effect() {
         assert_eq!(data.effect("/payments", payment).await, "duplicate");
     }
     let payments = data.lease("inventory", 60_000).await;
-    let kinds: Vec<&str> = payments.iter().map(|delivery| delivery["event"]["kind"].as_str().unwrap()).collect();
-    assert_eq!(kinds, ["PaymentSucceeded", "PaymentFailed"], "one payment event per order");
+    let kinds: Vec<&str> = payments
+        .iter()
+        .map(|delivery| delivery["event"]["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["PaymentSucceeded", "PaymentFailed"],
+        "one payment event per order"
+    );
 
     // PaymentSucceeded twice: sold once.
     let commit = json!({"settlements": [{
@@ -137,17 +162,24 @@ async fn each_event_type_delivered_twice_has_one_effect() {
     let release = json!({"settlements": [{
         "orderId": ORDER_B, "eventId": payments[1]["event"]["eventId"], "action": "release"
     }]});
-    assert_eq!(data.effect("/settlements", release.clone()).await, "applied");
+    assert_eq!(
+        data.effect("/settlements", release.clone()).await,
+        "applied"
+    );
     assert_eq!(data.effect("/settlements", release).await, "duplicate");
 
     let laptop = data.laptop().await;
     assert_eq!(laptop["quantity"], 23);
     assert_eq!(laptop["sold"], 2);
     assert_eq!(laptop["reservedQuantity"], 0);
-    let order_a = get(&data.client, &format!("{}/orders/{ORDER_A}", data.url)).await.1;
+    let order_a = get(&data.client, &format!("{}/orders/{ORDER_A}", data.url))
+        .await
+        .1;
     assert_eq!(order_a["order"]["status"], "fulfilled");
     assert_eq!(order_a["order"]["history"].as_array().unwrap().len(), 3);
-    let order_b = get(&data.client, &format!("{}/orders/{ORDER_B}", data.url)).await.1;
+    let order_b = get(&data.client, &format!("{}/orders/{ORDER_B}", data.url))
+        .await
+        .1;
     assert_eq!(order_b["order"]["status"], "cancelled");
     assert_eq!(order_b["order"]["reason"], "payment_declined");
     data.stop().await;

@@ -1,11 +1,11 @@
 //! The reservation is atomic: no oversell under concurrency, all items or none.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
 use serde_json::json;
 
-use crate::harness::{assert_stock_reconciles, get, laptops, stock, TestSystem};
+use crate::harness::{TestSystem, assert_stock_reconciles, get, laptops, stock};
 
 /// The original system's own smoke test, unchanged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -29,7 +29,10 @@ async fn ten_concurrent_orders_of_two_laptops_leave_five() {
     );
     test.wait_until_settled().await;
     let item = test.item("Laptop").await;
-    assert_eq!(item["quantity"].as_i64().unwrap() - item["reservedQuantity"].as_i64().unwrap(), 5);
+    assert_eq!(
+        item["quantity"].as_i64().unwrap() - item["reservedQuantity"].as_i64().unwrap(),
+        5
+    );
     assert_eq!(item["sold"], 20);
     let orders = test.all_orders().await;
     assert!(orders.iter().all(|order| order["status"] == "fulfilled"));
@@ -56,7 +59,8 @@ async fn two_hundred_concurrent_orders_on_twenty_five_sell_exactly_twenty_five()
                 let item = test.item("Laptop").await;
                 lowest.fetch_min(item["available"].as_i64().unwrap(), Ordering::SeqCst);
                 assert!(
-                    item["reservedQuantity"].as_i64().unwrap() <= item["quantity"].as_i64().unwrap(),
+                    item["reservedQuantity"].as_i64().unwrap()
+                        <= item["quantity"].as_i64().unwrap(),
                     "{item}"
                 );
                 samples += 1;
@@ -106,7 +110,10 @@ async fn two_hundred_concurrent_orders_on_twenty_five_sell_exactly_twenty_five()
     let inventory = get(&test.client, &test.data_url("/inventory")).await.1;
     assert_stock_reconciles(inventory["inventory"].as_array().unwrap(), &orders);
     let item = test.item("Laptop").await;
-    assert_eq!((item["quantity"].as_i64(), item["sold"].as_i64()), (Some(0), Some(25)));
+    assert_eq!(
+        (item["quantity"].as_i64(), item["sold"].as_i64()),
+        (Some(0), Some(25))
+    );
     Arc::into_inner(test).unwrap().stop().await;
 }
 
@@ -125,7 +132,11 @@ async fn a_multi_item_order_is_all_or_nothing() {
         .await;
     assert_eq!(status, 409, "{body}");
     assert_eq!(body["shortages"][0]["productName"], "Mouse");
-    assert_eq!(test.item("Laptop").await["reservedQuantity"], 0, "the laptops must not stay held");
+    assert_eq!(
+        test.item("Laptop").await["reservedQuantity"],
+        0,
+        "the laptops must not stay held"
+    );
     assert_eq!(test.item("Mouse").await["reservedQuantity"], 0);
 
     let (status, body) = test

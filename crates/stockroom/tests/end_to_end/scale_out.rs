@@ -1,0 +1,315 @@
+//! Scale-out: two processes of every service over PostgreSQL and RabbitMQ,
+//! started by `stockroom cluster`, keep every guarantee, also when an
+//! inventory-service and a payment-service instance are killed mid-storm.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::bus::rabbit_url;
+use crate::harness::{all_orders, assert_stock_reconciles, get};
+
+/// Units of the one hot product on sale.
+const STOCK_UNITS: usize = 500;
+/// Single-unit orders fired at it.
+const ORDERS: usize = 2_000;
+/// Concurrent buyers.
+const BUYERS: usize = 64;
+/// Retries of one order after a 5xx or a cut connection (same idempotency key).
+const MAX_RETRIES_PER_ORDER: usize = 20;
+/// How long the orders may take to settle after the storm.
+const SETTLE_TIMEOUT_MS: u64 = 60_000;
+/// Ports of this test's cluster: the defaults shifted by this much, so the
+/// test does not collide with a `stockroom up` on 3001-3004.
+const PORT_OFFSET: u16 = 21_000;
+
+/// The PostgreSQL URL for tests, or `None` when they are to be skipped. Under
+/// CI a missing URL fails the test.
+fn postgres_url() -> Option<String> {
+    match std::env::var("STOCKROOM_TEST_POSTGRES_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if std::env::var_os("CI").is_some() => {
+            panic!("STOCKROOM_TEST_POSTGRES_URL is not set, and CI must run the PostgreSQL tests")
+        }
+        _ => {
+            eprintln!("skipped: STOCKROOM_TEST_POSTGRES_URL is not set");
+            None
+        }
+    }
+}
+
+fn unique_name() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("scale_out_{nanos}_{}", std::process::id())
+}
+
+struct ClusterProcess {
+    child: std::process::Child,
+    urls: BTreeMap<String, Vec<String>>,
+    pids: BTreeMap<(String, u32), u32>,
+}
+
+impl Drop for ClusterProcess {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_cluster(
+    database_url: &str,
+    bus_url: &str,
+    prefix: &str,
+    stock_file: &std::path::Path,
+) -> ClusterProcess {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_stockroom"))
+        .args([
+            "cluster",
+            "--instances",
+            "2",
+            "--database-url",
+            database_url,
+            "--bus-url",
+            bus_url,
+        ])
+        .args(["--port-offset", &PORT_OFFSET.to_string(), "--inventory"])
+        .arg(stock_file)
+        .args(["--payment-latency-ms", "20"])
+        .env("STOCKROOM_BUS_PREFIX", prefix)
+        .env("STOCKROOM_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("stockroom cluster starts");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut urls = BTreeMap::new();
+    let mut pids = BTreeMap::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Some(rest) = line.strip_prefix("instance ") {
+            // instance <service> <index> pid <pid> <url>
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            pids.insert(
+                (fields[0].to_owned(), fields[1].parse().unwrap()),
+                fields[3].parse().unwrap(),
+            );
+        }
+        if let Some(rest) = line.strip_prefix("stockroom cluster ready:") {
+            for field in rest.split_whitespace() {
+                let (service, list) = field.split_once('=').unwrap();
+                urls.insert(
+                    service.to_owned(),
+                    list.split(',').map(str::to_owned).collect(),
+                );
+            }
+            break;
+        }
+    }
+    assert_eq!(
+        urls.get("order").map(Vec::len),
+        Some(2),
+        "the cluster never said it was ready"
+    );
+    // Keep draining stdout so the launcher never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    ClusterProcess { child, urls, pids }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_instances_of_everything_sell_exactly_the_stock_and_survive_kills() {
+    let (Some(postgres), Some(rabbit)) = (postgres_url(), rabbit_url()) else {
+        return;
+    };
+    let name = unique_name();
+    let separator = if postgres.contains('?') { '&' } else { '?' };
+    let database_url = format!("{postgres}{separator}schema={name}");
+    let directory = tempfile::tempdir().unwrap();
+    let stock_file = directory.path().join("stock.json");
+    std::fs::write(
+        &stock_file,
+        json!({"inventory": [{"productName": "Console", "quantity": STOCK_UNITS}]}).to_string(),
+    )
+    .unwrap();
+    let cluster = start_cluster(&database_url, &rabbit, &name, &stock_file);
+    let order_urls = cluster.urls["order"].clone();
+    let data_url = cluster.urls["data"][0].clone();
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(BUYERS)
+        .build()
+        .unwrap();
+
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let buyers: Vec<_> = (0..BUYERS)
+        .map(|_| {
+            let client = client.clone();
+            let next = Arc::clone(&next);
+            let order_urls = order_urls.clone();
+            tokio::spawn(async move {
+                let mut outcomes = Vec::new();
+                loop {
+                    let index = next.fetch_add(1, Ordering::SeqCst);
+                    if index >= ORDERS {
+                        return outcomes;
+                    }
+                    let body = json!({"productName": "Console", "quantity": 1, "customerId": format!("c{index}")});
+                    let key = format!("order-{index}");
+                    let mut outcome = None;
+                    for attempt in 0..MAX_RETRIES_PER_ORDER {
+                        // Spread buyers over both order-services, as a load
+                        // balancer would; a retry goes to the other one.
+                        let url = &order_urls[(index + attempt) % order_urls.len()];
+                        let sent = client
+                            .post(format!("{url}/api/orders"))
+                            .header("Idempotency-Key", &key)
+                            .json(&body)
+                            .timeout(Duration::from_secs(15))
+                            .send()
+                            .await;
+                        match sent {
+                            Ok(response) if response.status().as_u16() < 500 => {
+                                let status = response.status().as_u16();
+                                let body: Value = response.json().await.unwrap();
+                                outcome = Some((status, body["order"]["id"].as_str().map(str::to_owned)));
+                                break;
+                            }
+                            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+                        }
+                    }
+                    outcomes.push(outcome.unwrap_or_else(|| panic!("order {index} never got an answer")));
+                }
+            })
+        })
+        .collect();
+
+    // Mid-storm, kill -9 one inventory-service and one payment-service.
+    while next.load(Ordering::SeqCst) < ORDERS / 2 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    for service in ["inventory", "payment"] {
+        let pid = cluster.pids[&(service.to_owned(), 1)];
+        assert!(
+            Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+
+    let mut reserved_ids = BTreeSet::new();
+    let mut rejected = 0;
+    for buyer in buyers {
+        for (status, id) in buyer.await.unwrap() {
+            match status {
+                201 => assert!(
+                    reserved_ids.insert(id.unwrap()),
+                    "one order acknowledged twice"
+                ),
+                409 => rejected += 1,
+                other => panic!("unexpected status {other}"),
+            }
+        }
+    }
+    let storm = started.elapsed();
+    assert_eq!(
+        (reserved_ids.len(), rejected),
+        (STOCK_UNITS, ORDERS - STOCK_UNITS)
+    );
+
+    // Every reservation settles, each exactly once, with half the consumers dead.
+    let deadline = Instant::now() + Duration::from_millis(SETTLE_TIMEOUT_MS);
+    loop {
+        let (_, page) = get(
+            &client,
+            &format!("{data_url}/orders?status=reserved&limit=1"),
+        )
+        .await;
+        if page["orders"].as_array().unwrap().is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "reservations never settled: {page}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let settled = started.elapsed();
+    let orders = all_orders(&client, &data_url).await;
+    assert_eq!(orders.len(), ORDERS, "every order exists exactly once");
+    for order in &orders {
+        let id = order["id"].as_str().unwrap();
+        let fulfilled = order["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|entry| entry["status"] == "fulfilled")
+            .count();
+        let charged = order["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|entry| entry["reason"] == "payment_charged")
+            .count();
+        if reserved_ids.contains(id) {
+            assert_eq!(
+                (order["status"].as_str(), fulfilled, charged),
+                (Some("fulfilled"), 1, 1),
+                "{order}"
+            );
+        } else {
+            assert_eq!(order["status"], "rejected", "{order}");
+        }
+    }
+    let inventory = get(&client, &format!("{data_url}/inventory")).await.1;
+    assert_stock_reconciles(inventory["inventory"].as_array().unwrap(), &orders);
+    let console = &inventory["inventory"][0];
+    assert_eq!(
+        (console["quantity"].as_i64(), console["sold"].as_i64()),
+        (Some(0), Some(STOCK_UNITS as i64))
+    );
+
+    // The independent checker agrees.
+    let check = Command::new(env!("CARGO_BIN_EXE_stockroom"))
+        .args([
+            "check",
+            "--order-url",
+            &order_urls[0],
+            "--data-url",
+            &data_url,
+        ])
+        .env("STOCKROOM_LOG", "off")
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "check failed:\n{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+
+    eprintln!(
+        "scale-out storm: {ORDERS} orders in {storm:?} ({:.0} orders/s), all settled after {settled:?}",
+        ORDERS as f64 / storm.as_secs_f64()
+    );
+    drop(cluster);
+    let cleanup = format!("DROP SCHEMA IF EXISTS {name} CASCADE");
+    let _ = Command::new("psql")
+        .args([&postgres, "-c", &cleanup])
+        .output();
+    let admin = stockroom_bus_rabbitmq::RabbitAdmin::connect(&rabbit)
+        .await
+        .unwrap();
+    let _ = admin
+        .delete(&stockroom_bus_rabbitmq::Topology::with_prefix(&name))
+        .await;
+}
