@@ -124,10 +124,41 @@ impl ServiceClient {
             .await
     }
 
+    /// Posts a JSON document that is already serialised and returns the
+    /// answer's bytes unparsed, for a service that only relays a document.
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        body: bytes::Bytes,
+    ) -> Result<bytes::Bytes, ClientError> {
+        self.exchange(|base| {
+            self.http
+                .post(format!("{base}{path}"))
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.clone())
+        })
+        .await
+    }
+
     async fn send<T: DeserializeOwned>(
         &self,
         build: impl Fn(&str) -> reqwest::RequestBuilder,
     ) -> Result<T, ClientError> {
+        let bytes = self.exchange(build).await?;
+        // An empty success body (204) reads as JSON null, which `()` accepts.
+        let document: &[u8] = if bytes.is_empty() { b"null" } else { &bytes };
+        serde_json::from_slice(document).map_err(|error| ClientError::Protocol {
+            service: self.name.to_owned(),
+            message: error.to_string(),
+        })
+    }
+
+    /// Sends a request to one instance (see the type's documentation) and
+    /// returns the body of a success, or the error document of a failure.
+    async fn exchange(
+        &self,
+        build: impl Fn(&str) -> reqwest::RequestBuilder,
+    ) -> Result<bytes::Bytes, ClientError> {
         let instances = self.base_urls.len();
         let now_ms = self.epoch.elapsed().as_millis() as u64;
         let first = self.next.fetch_add(1, Ordering::Relaxed);
@@ -182,12 +213,7 @@ impl ServiceClient {
                     .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned()),
             });
         }
-        // An empty success body (204) reads as JSON null, which `()` accepts.
-        let document: &[u8] = if bytes.is_empty() { b"null" } else { &bytes };
-        serde_json::from_slice(document).map_err(|error| ClientError::Protocol {
-            service: self.name.to_owned(),
-            message: error.to_string(),
-        })
+        Ok(bytes)
     }
 }
 

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, FromRef, Path, State};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use stockroom_bus::EventSource;
 use stockroom_contract::{
@@ -94,10 +94,18 @@ async fn health(State(state): State<InventoryState>) -> Response {
 )]
 async fn reserve(
     State(state): State<InventoryState>,
-    JsonBody(batch): JsonBody<ReserveBatch>,
-) -> Result<Json<ReserveBatchResult>, InventoryError> {
-    let result: ReserveBatchResult = state.data.post("/reservations", &batch).await?;
-    Ok(Json(result))
+    body: axum::body::Bytes,
+) -> Result<Response, InventoryError> {
+    // The batch is relayed as it is, both ways: data-service checks it and
+    // decides each reservation atomically, and parsing and re-encoding it
+    // here would only spend the CPU a flash sale needs. Its errors pass
+    // through unchanged.
+    let answer = state.data.post_raw("/reservations", body).await?;
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        answer,
+    )
+        .into_response())
 }
 
 /// Releases an unpaid reservation (customer cancel).

@@ -4,6 +4,7 @@
 //! port and talking real HTTP to the others; `stockroom up` and the end-to-end
 //! tests both use it, so what the tests prove is what users run.
 
+pub mod bench;
 pub mod cli;
 pub mod cluster;
 pub mod stock;

@@ -12,7 +12,7 @@ use stockroom_contract::StockLine;
 use stockroom_data_service::DataState;
 use stockroom_domain::{CONSUMER_INVENTORY, CONSUMER_PAYMENT};
 use stockroom_inventory_service::InventoryConfig;
-use stockroom_order_service::OrderConfig;
+use stockroom_order_service::{CoalesceConfig, OrderConfig};
 use stockroom_payment_service::PaymentConfig;
 use stockroom_storage::Storage;
 use stockroom_storage_postgres::{PostgresConfig, PostgresStorage};
@@ -161,6 +161,9 @@ pub struct SystemConfig {
     pub reservation_ttl_ms: u64,
     pub sweep_interval_ms: u64,
     pub writer: WriterConfig,
+    /// Whether order-service coalesces concurrent orders into one batch per
+    /// internal exchange.
+    pub order_coalescing: bool,
 }
 
 impl SystemConfig {
@@ -179,6 +182,7 @@ impl SystemConfig {
             reservation_ttl_ms: stockroom_inventory_service::DEFAULT_RESERVATION_TTL_MS,
             sweep_interval_ms: stockroom_inventory_service::DEFAULT_SWEEP_INTERVAL_MS,
             writer: WriterConfig::default(),
+            order_coalescing: true,
         }
     }
 }
@@ -353,9 +357,23 @@ pub fn payment_service(
     })
 }
 
-pub fn order_service(listener: tokio::net::TcpListener, config: OrderConfig) -> RunningService {
+pub fn order_service(
+    listener: tokio::net::TcpListener,
+    config: OrderConfig,
+    coalescing: bool,
+) -> RunningService {
+    let coalesce = if coalescing {
+        CoalesceConfig::default()
+    } else {
+        CoalesceConfig::OFF
+    };
     spawn("order-service", move |stop| {
-        stockroom_order_service::run(listener, config, stop.cancelled_owned())
+        stockroom_order_service::run_with_coalescing(
+            listener,
+            config,
+            coalesce,
+            stop.cancelled_owned(),
+        )
     })
 }
 
@@ -421,6 +439,7 @@ pub async fn start(config: SystemConfig) -> anyhow::Result<RunningSystem> {
             inventory_url: inventory_url.clone(),
             data_url: data_url.clone(),
         },
+        config.order_coalescing,
     );
     let urls = Urls {
         order: order_url,

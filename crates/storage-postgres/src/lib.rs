@@ -26,6 +26,7 @@
 //! retried up to [`MAX_TRANSACTION_ATTEMPTS`] times. This crate is the only
 //! place in Stockroom that knows PostgreSQL's SQL.
 
+pub mod baseline;
 pub mod group;
 mod migrate;
 mod read;

@@ -72,6 +72,9 @@ CREATE TABLE IF NOT EXISTS deliveries (
     leased_until_ms INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (consumer, seq)
 );
+-- Poison deliveries (handed out MAX_DELIVERY_ATTEMPTS = 10 times), found on
+-- every lease without scanning the pending ones.
+CREATE INDEX IF NOT EXISTS deliveries_poison ON deliveries (consumer) WHERE attempts >= 10;
 
 CREATE TABLE IF NOT EXISTS dead_letters (
     consumer TEXT NOT NULL,

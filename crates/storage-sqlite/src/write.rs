@@ -2,9 +2,9 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 use stockroom_contract::{
-    Delivery, EffectOutcome, EffectResult, Event, InventoryItem, Order, PaymentRecord,
-    ReserveOutcome, ReserveRequest, ReserveResult, Settlement, SettlementAction, Shortage,
-    StockLine,
+    Delivery, EffectOutcome, EffectResult, Event, HistoryEntry, InventoryItem, Order, OrderLine,
+    PaymentRecord, ProductRef, ReserveOutcome, ReserveRequest, ReserveResult, Settlement,
+    SettlementAction, Shortage, StockLine,
 };
 use stockroom_domain::{
     CONSUMER_INVENTORY, CONSUMER_PAYMENT, EventKind, MAX_STOCK_PER_PRODUCT, OrderStatus,
@@ -176,14 +176,18 @@ fn apply(connection: &Connection, command: &WriteCommand) -> Result<WriteReply, 
             consumer,
             delivery_ids,
         } => {
-            let mut statement = connection
-                .prepare_cached("DELETE FROM deliveries WHERE consumer = ?1 AND seq = ?2")
+            // One statement for the whole batch: the ids travel as a JSON
+            // array, unpacked by SQLite's json_each.
+            let ids = serde_json::to_string(delivery_ids)
+                .map_err(|error| StorageError::Inconsistent(error.to_string()))?;
+            connection
+                .prepare_cached(
+                    "DELETE FROM deliveries
+                     WHERE consumer = ?1 AND seq IN (SELECT value FROM json_each(?2))",
+                )
+                .map_err(unavailable)?
+                .execute(params![consumer, ids])
                 .map_err(unavailable)?;
-            for id in delivery_ids {
-                statement
-                    .execute(params![consumer, id])
-                    .map_err(unavailable)?;
-            }
             Ok(WriteReply::Done)
         }
         WriteCommand::Shutdown => Ok(WriteReply::Done),
@@ -321,63 +325,74 @@ fn reserve(
         }
     }
 
-    // Read the figures first, for the log's "before" and to tell an unknown
-    // product from a short one. The decision itself is the conditional
-    // UPDATE below, never this read.
-    let mut before = Vec::with_capacity(request.items.len());
-    for item in request.items.iter() {
-        match read::inventory_item(connection, &item.product.key())? {
-            Some(found) => before.push(found),
-            None => {
-                return Ok(ReserveResult {
-                    replayed: false,
-                    outcome: ReserveOutcome::UnknownProduct {
-                        product_name: item.product.to_string(),
-                    },
-                });
-            }
-        }
-    }
-
-    let mut short = false;
+    // The decision is the conditional UPDATE: check and hold in one
+    // statement. RETURNING gives the figures after the hold, for the log and
+    // the order's line names, without a separate read.
+    let mut held = Vec::with_capacity(request.items.len());
     {
         let mut hold = connection
             .prepare_cached(
                 "UPDATE inventory SET reserved = reserved + ?1
-                 WHERE product_key = ?2 AND quantity - reserved >= ?1",
+                 WHERE product_key = ?2 AND quantity - reserved >= ?1
+                 RETURNING product_name, quantity, reserved",
             )
             .map_err(unavailable)?;
         for item in request.items.iter() {
-            let changed = hold
-                .execute(params![item.quantity.get(), item.product.key()])
+            let after = hold
+                .query_row(params![item.quantity.get(), item.product.key()], |row| {
+                    Ok((
+                        row.get::<_, String>(0)?,
+                        row.get::<_, i64>(1)?,
+                        row.get::<_, i64>(2)?,
+                    ))
+                })
+                .optional()
                 .map_err(unavailable)?;
-            if changed == 0 {
-                short = true;
-                break;
+            match after {
+                Some(after) => held.push(after),
+                None => break,
             }
         }
     }
-    if short {
-        // Undo the items already held: all or nothing.
+    let short = held.len() < request.items.len();
+    let now = now_ms();
+
+    let outcome = if short {
+        // Undo the items already held: all or nothing. Then read every item,
+        // to tell an unknown product from a short one and to report shortages.
         connection
             .execute_batch("ROLLBACK TO reservation")
             .map_err(unavailable)?;
-    }
-
-    let now = now_ms();
-    let status = if short {
-        OrderStatus::Rejected
-    } else {
-        OrderStatus::Reserved
-    };
-    let reason = short.then_some("insufficient_stock");
-    insert_order(connection, request, status, reason, now)?;
-
-    let outcome = if short {
+        let mut stocks = Vec::with_capacity(request.items.len());
+        for item in request.items.iter() {
+            match read::inventory_item(connection, &item.product.key())? {
+                Some(stock) => stocks.push(stock),
+                None => {
+                    return Ok(ReserveResult {
+                        replayed: false,
+                        outcome: ReserveOutcome::UnknownProduct {
+                            product_name: item.product.to_string(),
+                        },
+                    });
+                }
+            }
+        }
+        let names: Vec<&str> = stocks
+            .iter()
+            .map(|stock| stock.product_name.as_str())
+            .collect();
+        let order = insert_order(
+            connection,
+            request,
+            &names,
+            OrderStatus::Rejected,
+            Some("insufficient_stock"),
+            now,
+        )?;
         let shortages = request
             .items
             .iter()
-            .zip(&before)
+            .zip(&stocks)
             .filter(|(item, stock)| stock.available < i64::from(item.quantity.get()))
             .map(|(item, stock)| Shortage {
                 product_name: stock.product_name.clone(),
@@ -391,23 +406,29 @@ fn reserve(
             result = "rejected",
             "reservation rejected: insufficient stock"
         );
-        ReserveOutcome::Rejected {
-            order: load_order(connection, &request.order_id)?,
-            shortages,
-        }
+        ReserveOutcome::Rejected { order, shortages }
     } else {
-        for (item, stock) in request.items.iter().zip(&before) {
+        for (item, (name, quantity, reserved)) in request.items.iter().zip(&held) {
             tracing::info!(
                 operation = "reserve",
                 order_id = %request.order_id,
-                product = %stock.product_name,
+                product = %name,
                 quantity = item.quantity.get(),
-                reserved_before = stock.reserved_quantity,
-                reserved_after = stock.reserved_quantity + i64::from(item.quantity.get()),
-                available_after = stock.available - i64::from(item.quantity.get()),
+                reserved_before = reserved - i64::from(item.quantity.get()),
+                reserved_after = reserved,
+                available_after = quantity - reserved,
                 "stock reserved"
             );
         }
+        let names: Vec<&str> = held.iter().map(|(name, _, _)| name.as_str()).collect();
+        let order = insert_order(
+            connection,
+            request,
+            &names,
+            OrderStatus::Reserved,
+            None,
+            now,
+        )?;
         write_event(
             connection,
             EventKind::OrderReserved,
@@ -416,9 +437,7 @@ fn reserve(
             request.items.total_units(),
             now,
         )?;
-        ReserveOutcome::Reserved {
-            order: load_order(connection, &request.order_id)?,
-        }
+        ReserveOutcome::Reserved { order }
     };
 
     if let Some(key) = &request.idempotency_key {
@@ -439,13 +458,17 @@ fn reserve(
     })
 }
 
+/// Inserts a new order at version 1 with its lines and first history entry,
+/// and returns its document (built here rather than read back: the writer's
+/// time is the flash sale's bottleneck).
 fn insert_order(
     connection: &Connection,
     request: &ReserveRequest,
+    product_names: &[&str],
     status: OrderStatus,
     reason: Option<&str>,
     now: i64,
-) -> Result<(), StorageError> {
+) -> Result<Order, StorageError> {
     let inserted = connection
         .prepare_cached(
             "INSERT INTO orders (id, customer_id, status, reason, payment_status, version,
@@ -471,19 +494,45 @@ fn insert_order(
     let mut item_statement = connection
         .prepare_cached(
             "INSERT INTO order_items (order_id, product_key, product_name, quantity)
-             SELECT ?1, product_key, product_name, ?3 FROM inventory WHERE product_key = ?2",
+             VALUES (?1, ?2, ?3, ?4)",
         )
         .map_err(unavailable)?;
-    for item in request.items.iter() {
+    let mut lines = Vec::with_capacity(request.items.len());
+    for (item, name) in request.items.iter().zip(product_names) {
         item_statement
             .execute(params![
                 request.order_id,
                 item.product.key(),
+                name,
                 item.quantity.get()
             ])
             .map_err(unavailable)?;
+        lines.push(OrderLine {
+            product: ProductRef {
+                name: (*name).to_owned(),
+            },
+            quantity: item.quantity.get(),
+        });
     }
-    append_history(connection, &request.order_id, 1, status, reason, now)
+    append_history(connection, &request.order_id, 1, status, reason, now)?;
+    let at = format_time(now);
+    Ok(Order {
+        id: request.order_id.clone(),
+        customer_id: request.customer_id.as_str().to_owned(),
+        status,
+        reason: reason.map(str::to_owned),
+        payment_status: PaymentStatus::None,
+        version: 1,
+        created_at: at.clone(),
+        updated_at: at.clone(),
+        items: lines,
+        history: vec![HistoryEntry {
+            version: 1,
+            status,
+            reason: reason.map(str::to_owned),
+            at,
+        }],
+    })
 }
 
 fn append_history(
@@ -821,41 +870,45 @@ fn move_stock(
     order_id: &str,
     kind: StockMove<'_>,
 ) -> Result<(), StorageError> {
+    // RETURNING gives the figures after the move, for the log, without a
+    // separate read.
     let sql = match kind {
         StockMove::Commit => {
             "UPDATE inventory SET quantity = quantity - ?1, reserved = reserved - ?1,
                     sold = sold + ?1
-             WHERE product_key = ?2 AND reserved >= ?1"
+             WHERE product_key = ?2 AND reserved >= ?1
+             RETURNING quantity, reserved"
         }
         StockMove::Release(_) => {
             "UPDATE inventory SET reserved = reserved - ?1
-             WHERE product_key = ?2 AND reserved >= ?1"
+             WHERE product_key = ?2 AND reserved >= ?1
+             RETURNING quantity, reserved"
         }
     };
     for (key, name, quantity) in order_units(connection, order_id)? {
-        let before = read::inventory_item(connection, &key)?;
-        let changed = connection
+        let after = connection
             .prepare_cached(sql)
             .map_err(unavailable)?
-            .execute(params![quantity, key])
+            .query_row(params![quantity, key], |row| {
+                Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?))
+            })
+            .optional()
             .map_err(unavailable)?;
-        if changed != 1 {
+        let Some((on_hand_after, reserved_after)) = after else {
             return Err(StorageError::Inconsistent(format!(
                 "order {order_id} holds {quantity} {name} but the stock does not show them reserved"
             )));
-        }
-        let before =
-            before.ok_or_else(|| StorageError::Inconsistent(format!("product {name} vanished")))?;
+        };
         match kind {
             StockMove::Commit => tracing::info!(
                 operation = "commit",
                 order_id,
                 product = %name,
                 quantity,
-                on_hand_before = before.quantity,
-                on_hand_after = before.quantity - quantity,
-                reserved_before = before.reserved_quantity,
-                reserved_after = before.reserved_quantity - quantity,
+                on_hand_before = on_hand_after + quantity,
+                on_hand_after,
+                reserved_before = reserved_after + quantity,
+                reserved_after,
                 "reservation committed"
             ),
             StockMove::Release(reason) => tracing::info!(
@@ -864,8 +917,8 @@ fn move_stock(
                 product = %name,
                 quantity,
                 reason,
-                reserved_before = before.reserved_quantity,
-                reserved_after = before.reserved_quantity - quantity,
+                reserved_before = reserved_after + quantity,
+                reserved_after,
                 "reservation released"
             ),
         }
@@ -944,21 +997,29 @@ fn lease_events(
     let now = now_ms();
     // Events handed out too often without an acknowledgement are poison:
     // move them aside so they stop blocking the rest.
+    // The limit is written into the SQL as a literal so that the partial
+    // index `deliveries_poison` (schema.sql) serves these statements, which
+    // run on every lease: without it each lease would scan every pending
+    // delivery of the consumer.
+    const _: () = assert!(
+        MAX_DELIVERY_ATTEMPTS == 10,
+        "update the literal 10 below and in schema.sql"
+    );
     connection
         .prepare_cached(
             "INSERT OR IGNORE INTO dead_letters (consumer, seq, attempts, at_ms)
-             SELECT consumer, seq, attempts, ?3 FROM deliveries
-             WHERE consumer = ?1 AND attempts >= ?2 AND leased_until_ms <= ?3",
+             SELECT consumer, seq, attempts, ?2 FROM deliveries
+             WHERE consumer = ?1 AND attempts >= 10 AND leased_until_ms <= ?2",
         )
         .map_err(unavailable)?
-        .execute(params![consumer, MAX_DELIVERY_ATTEMPTS, now])
+        .execute(params![consumer, now])
         .map_err(unavailable)?;
     let dead = connection
         .prepare_cached(
-            "DELETE FROM deliveries WHERE consumer = ?1 AND attempts >= ?2 AND leased_until_ms <= ?3",
+            "DELETE FROM deliveries WHERE consumer = ?1 AND attempts >= 10 AND leased_until_ms <= ?2",
         )
         .map_err(unavailable)?
-        .execute(params![consumer, MAX_DELIVERY_ATTEMPTS, now])
+        .execute(params![consumer, now])
         .map_err(unavailable)?;
     if dead > 0 {
         tracing::warn!(

@@ -3,6 +3,7 @@
 //! module covers one guarantee.
 
 mod bad_input;
+mod bench_smoke;
 mod bus;
 mod crash;
 mod flow;

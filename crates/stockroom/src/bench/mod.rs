@@ -1,0 +1,484 @@
+//! `stockroom bench`: the flash-sale benchmark. In one process run it sends
+//! the same orders, through the same HTTP load generator, to Stockroom as
+//! shipped and to its baselines, for a hot product and for a cold catalogue,
+//! and prints throughput, latency, oversold and undersold side by side with
+//! ratios. Every system is measured in the same run on the same machine, so
+//! the ratios hold even where absolute numbers are noisy.
+//!
+//! Each system and scenario gets two phases, each on a freshly started
+//! system: a throughput phase of fixed duration with stock that never runs
+//! out, and a sell-out phase (a fixed stock, twice as many single-unit
+//! orders) that must end with exactly the stock sold.
+
+mod chart;
+mod load;
+mod targets;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Serialize;
+
+pub use targets::SystemKind;
+
+/// Units of every product during a throughput phase: more than any run can sell.
+pub const UNLIMITED_STOCK: i64 = 1_000_000_000;
+
+/// How long a system may take to become quiet after a sell-out phase before
+/// its stock is read anyway.
+pub const SETTLE_TIMEOUT_MS: u64 = 20_000;
+
+/// The longest one phase may run; a system slower than this is reported as
+/// not finishing.
+pub const PHASE_TIME_LIMIT_MS: u64 = 120_000;
+
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    pub connections: usize,
+    pub duration: Duration,
+    pub sell_out_stock: i64,
+    pub sell_out_orders: u64,
+    pub cold_products: usize,
+    /// Connections of the extra latency phase of Stockroom as shipped.
+    pub latency_connections: usize,
+    pub systems: Vec<SystemKind>,
+    pub postgres_url: Option<String>,
+    pub show_progress: bool,
+}
+
+impl BenchConfig {
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.connections >= 1, "--connections must be at least 1");
+        anyhow::ensure!(self.sell_out_stock >= 1, "--stock must be at least 1");
+        anyhow::ensure!(
+            self.cold_products >= 1,
+            "--cold-products must be at least 1"
+        );
+        anyhow::ensure!(
+            self.sell_out_stock % self.cold_products as i64 == 0,
+            "--stock must be a multiple of --cold-products, so every cold product sells out"
+        );
+        anyhow::ensure!(
+            self.sell_out_orders % self.cold_products as u64 == 0,
+            "--orders must be a multiple of --cold-products"
+        );
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scenario {
+    /// Every order for one product.
+    HotSku,
+    /// Orders spread evenly over many products.
+    Cold,
+}
+
+impl Scenario {
+    fn products(self, config: &BenchConfig) -> Vec<String> {
+        match self {
+            Scenario::HotSku => vec!["Hot".to_owned()],
+            Scenario::Cold => (0..config.cold_products)
+                .map(|index| format!("Item{index:04}"))
+                .collect(),
+        }
+    }
+}
+
+/// One phase's measurement.
+#[derive(Debug, Clone, Serialize)]
+pub struct PhaseResult {
+    pub system: &'static str,
+    pub scenario: Scenario,
+    pub phase: &'static str,
+    pub connections: usize,
+    /// Requests sent, answered or not.
+    pub requests: u64,
+    pub orders_per_s: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub created: u64,
+    pub rejected: u64,
+    pub overloaded: u64,
+    pub errors: u64,
+    pub oversold: Option<i64>,
+    pub undersold: Option<i64>,
+    pub durability: &'static str,
+    pub note: Option<String>,
+}
+
+fn body_for(products: Arc<Vec<String>>) -> Arc<dyn Fn(u64) -> Bytes + Send + Sync> {
+    // Round-robin over the products, so that in a sell-out every product
+    // receives exactly orders / products orders.
+    let bodies: Vec<Bytes> = products
+        .iter()
+        .map(|product| {
+            Bytes::from(format!(
+                r#"{{"productName":"{product}","quantity":1,"customerId":"bench"}}"#
+            ))
+        })
+        .collect();
+    Arc::new(move |sequence| bodies[(sequence % bodies.len() as u64) as usize].clone())
+}
+
+fn progress_bar(config: &BenchConfig, label: String, length: Option<u64>) -> ProgressBar {
+    let bar = match length {
+        Some(length) => ProgressBar::new(length),
+        None => ProgressBar::new_spinner(),
+    };
+    if !config.show_progress {
+        bar.set_draw_target(ProgressDrawTarget::hidden());
+    }
+    let template = if length.is_some() {
+        "{msg:48} [{bar:30}] {pos}/{len} {per_sec}"
+    } else {
+        "{msg:48} {spinner} {pos} answers {per_sec}"
+    };
+    bar.set_style(
+        ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_message(label);
+    bar
+}
+
+async fn run_phase(
+    config: &BenchConfig,
+    kind: SystemKind,
+    scenario: Scenario,
+    phase: &'static str,
+    connections: usize,
+) -> anyhow::Result<PhaseResult> {
+    let names = scenario.products(config);
+    let sell_out = phase == "sell-out";
+    let per_product = if sell_out {
+        config.sell_out_stock / names.len() as i64
+    } else {
+        UNLIMITED_STOCK
+    };
+    let products: Vec<(String, i64)> = names
+        .iter()
+        .map(|name| (name.clone(), per_product))
+        .collect();
+    let schema = format!("stockroom_bench_{}", std::process::id());
+    let target = targets::start(kind, &products, config.postgres_url.as_deref(), &schema).await?;
+    let stop = if sell_out {
+        load::Stop::Orders(config.sell_out_orders)
+    } else {
+        load::Stop::After(config.duration)
+    };
+    let bar = progress_bar(
+        config,
+        format!("{} · {:?} · {phase}", kind.name(), scenario),
+        sell_out.then_some(config.sell_out_orders),
+    );
+    let spec = load::LoadSpec {
+        address: target.address.clone(),
+        path: "/api/orders".into(),
+        connections,
+        stop,
+        body: body_for(Arc::new(names.clone())),
+    };
+    let progress = bar.clone();
+    let result = tokio::time::timeout(
+        Duration::from_millis(PHASE_TIME_LIMIT_MS),
+        load::run(spec, move |answered| progress.set_position(answered)),
+    )
+    .await;
+    bar.finish_and_clear();
+    let Ok(result) = result else {
+        target.stop().await;
+        anyhow::bail!(
+            "{} did not finish its {phase} phase within {PHASE_TIME_LIMIT_MS} ms",
+            kind.name()
+        );
+    };
+    let (mut oversold, mut undersold, mut note) = (None, None, None);
+    if sell_out && kind.has_stock() {
+        let client = reqwest::Client::new();
+        let available = settled_stock(&target, &client).await;
+        match available {
+            Ok(available) => {
+                let stock = config.sell_out_stock;
+                let left: i64 = available.iter().map(|units| units.max(&0)).sum();
+                let negative: i64 = available.iter().map(|units| (-units).max(0)).sum();
+                // Oversold: units promised beyond the stock, as the stock
+                // shows it (negative availability) or as the clients were told
+                // (more 201s than units, for systems that reserve before
+                // answering).
+                let promised_beyond = if kind == SystemKind::Naive {
+                    0
+                } else {
+                    (result.created as i64 - stock).max(0)
+                };
+                oversold = Some(negative.max(promised_beyond));
+                // Undersold: units left while buyers were refused.
+                undersold = Some(left.min(result.rejected as i64));
+                if kind == SystemKind::Naive {
+                    note = Some("answers 201 pending; stock decided later by a racy worker".into());
+                }
+            }
+            Err(error) => note = Some(format!("could not read the stock: {error}")),
+        }
+    }
+    target.stop().await;
+    Ok(PhaseResult {
+        system: kind.name(),
+        scenario,
+        phase,
+        connections,
+        requests: result.sent,
+        orders_per_s: result.orders_per_s(),
+        p50_ms: result.percentile_ms(0.50),
+        p99_ms: result.percentile_ms(0.99),
+        p999_ms: result.percentile_ms(0.999),
+        created: result.created,
+        rejected: result.rejected,
+        overloaded: result.overloaded,
+        errors: result.errors + result.other_status,
+        oversold,
+        undersold,
+        durability: kind.durability(),
+        note,
+    })
+}
+
+/// Reads the stock once it stops changing (the naive worker decides orders
+/// after answering them), or after [`SETTLE_TIMEOUT_MS`].
+async fn settled_stock(
+    target: &targets::Target,
+    client: &reqwest::Client,
+) -> anyhow::Result<Vec<i64>> {
+    let deadline = Instant::now() + Duration::from_millis(SETTLE_TIMEOUT_MS);
+    let mut last = target.available(client).await?;
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = target.available(client).await?;
+        if now == last || Instant::now() >= deadline {
+            return Ok(now);
+        }
+        last = now;
+    }
+}
+
+/// Everything one run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    pub hot_sku: Summary,
+    pub cold: Summary,
+    pub phases: Vec<PhaseResult>,
+    pub skipped: Vec<String>,
+    pub machine: Machine,
+    pub settings: Settings,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Settings {
+    pub connections: usize,
+    pub duration_s: f64,
+    pub sell_out_stock: i64,
+    pub sell_out_orders: u64,
+    pub cold_products: usize,
+    pub latency_connections: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Machine {
+    pub cores: usize,
+    pub os: String,
+}
+
+/// Stockroom as shipped in one scenario, with its ratios to each baseline.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Summary {
+    pub orders_per_s: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub p99_ms_at_latency_connections: Option<f64>,
+    pub ratio_vs_postgres_per_request: Option<f64>,
+    pub ratio_vs_noop_http: Option<f64>,
+    pub ratio_vs_batching_off: Option<f64>,
+    pub ratio_vs_naive: Option<f64>,
+    pub oversold: Option<i64>,
+    pub undersold: Option<i64>,
+    pub sell_out_orders_per_s: Option<f64>,
+}
+
+fn summarize(phases: &[PhaseResult], scenario: Scenario) -> Summary {
+    let throughput = |system: &str| {
+        phases.iter().find(|phase| {
+            phase.system == system && phase.scenario == scenario && phase.phase == "throughput"
+        })
+    };
+    let sell_out = phases.iter().find(|phase| {
+        phase.system == "stockroom" && phase.scenario == scenario && phase.phase == "sell-out"
+    });
+    let latency = phases.iter().find(|phase| {
+        phase.system == "stockroom" && phase.scenario == scenario && phase.phase == "latency"
+    });
+    let Some(shipped) = throughput("stockroom") else {
+        return Summary::default();
+    };
+    let ratio = |system: &str| {
+        throughput(system).map(|other| shipped.orders_per_s / other.orders_per_s.max(1e-9))
+    };
+    Summary {
+        orders_per_s: shipped.orders_per_s,
+        p50_ms: shipped.p50_ms,
+        p99_ms: shipped.p99_ms,
+        p999_ms: shipped.p999_ms,
+        p99_ms_at_latency_connections: latency.map(|phase| phase.p99_ms),
+        ratio_vs_postgres_per_request: ratio("postgres-per-request"),
+        ratio_vs_noop_http: ratio("noop-http"),
+        ratio_vs_batching_off: ratio("stockroom-batching-off"),
+        ratio_vs_naive: ratio("naive"),
+        oversold: sell_out.and_then(|phase| phase.oversold),
+        undersold: sell_out.and_then(|phase| phase.undersold),
+        sell_out_orders_per_s: sell_out.map(|phase| phase.orders_per_s),
+    }
+}
+
+/// Runs every phase of every system; a system that cannot run here (no
+/// PostgreSQL URL) is skipped with a note.
+pub async fn run(config: BenchConfig) -> anyhow::Result<BenchReport> {
+    config.validate()?;
+    let mut phases = Vec::new();
+    let mut skipped = Vec::new();
+    for scenario in [Scenario::HotSku, Scenario::Cold] {
+        for &kind in &config.systems {
+            if kind == SystemKind::PostgresPerRequest && config.postgres_url.is_none() {
+                if scenario == Scenario::HotSku {
+                    skipped.push("postgres-per-request: skipped, no --postgres-url (or STOCKROOM_BENCH_POSTGRES_URL) given".to_owned());
+                }
+                continue;
+            }
+            phases
+                .push(run_phase(&config, kind, scenario, "throughput", config.connections).await?);
+            if kind.has_stock() {
+                phases.push(
+                    run_phase(&config, kind, scenario, "sell-out", config.connections).await?,
+                );
+            }
+            if kind == SystemKind::Shipped
+                && scenario == Scenario::HotSku
+                && config.latency_connections > 0
+            {
+                phases.push(
+                    run_phase(
+                        &config,
+                        kind,
+                        scenario,
+                        "latency",
+                        config.latency_connections,
+                    )
+                    .await?,
+                );
+            }
+        }
+    }
+    Ok(BenchReport {
+        hot_sku: summarize(&phases, Scenario::HotSku),
+        cold: summarize(&phases, Scenario::Cold),
+        phases,
+        skipped,
+        machine: Machine {
+            cores: std::thread::available_parallelism()
+                .map(usize::from)
+                .unwrap_or(1),
+            os: std::env::consts::OS.to_owned(),
+        },
+        settings: Settings {
+            connections: config.connections,
+            duration_s: config.duration.as_secs_f64(),
+            sell_out_stock: config.sell_out_stock,
+            sell_out_orders: config.sell_out_orders,
+            cold_products: config.cold_products,
+            latency_connections: config.latency_connections,
+        },
+    })
+}
+
+fn optional(value: Option<i64>) -> String {
+    value.map_or_else(|| "-".to_owned(), |value| value.to_string())
+}
+
+fn ratio(value: Option<f64>) -> String {
+    value.map_or_else(|| "-".to_owned(), |value| format!("{value:.2}×"))
+}
+
+/// The report as a person reads it.
+pub fn render_table(report: &BenchReport) -> String {
+    let mut out = String::new();
+    out.push_str(&format!(
+        "{:<24} {:<9} {:<10} {:>6} {:>11} {:>8} {:>8} {:>8} {:>8} {:>9}  {}\n",
+        "system",
+        "scenario",
+        "phase",
+        "conns",
+        "orders/s",
+        "p50 ms",
+        "p99 ms",
+        "p999 ms",
+        "oversold",
+        "undersold",
+        "durability"
+    ));
+    for phase in &report.phases {
+        out.push_str(&format!(
+            "{:<24} {:<9} {:<10} {:>6} {:>11.0} {:>8.1} {:>8.1} {:>8.1} {:>8} {:>9}  {}\n",
+            phase.system,
+            match phase.scenario {
+                Scenario::HotSku => "hot",
+                Scenario::Cold => "cold",
+            },
+            phase.phase,
+            phase.connections,
+            phase.orders_per_s,
+            phase.p50_ms,
+            phase.p99_ms,
+            phase.p999_ms,
+            optional(phase.oversold),
+            optional(phase.undersold),
+            phase.durability,
+        ));
+        if phase.errors > 0 || phase.overloaded > 0 {
+            out.push_str(&format!(
+                "{:<24} {} errors, {} answered 503 (overloaded)\n",
+                "", phase.errors, phase.overloaded
+            ));
+        }
+        if let Some(note) = &phase.note {
+            out.push_str(&format!("{:<24} note: {note}\n", ""));
+        }
+    }
+    for (label, summary) in [
+        ("hot product", &report.hot_sku),
+        ("cold catalogue", &report.cold),
+    ] {
+        out.push_str(&format!(
+            "\nStockroom, {label}: {:.0} orders/s, p99 {:.1} ms{}; {} vs PostgreSQL per request, {} vs no-op HTTP, {} vs batching off, {} vs naive; oversold {}, undersold {}\n",
+            summary.orders_per_s,
+            summary.p99_ms,
+            summary
+                .p99_ms_at_latency_connections
+                .map(|p99| format!(" (p99 {p99:.1} ms at {} connections)", report.settings.latency_connections))
+                .unwrap_or_default(),
+            ratio(summary.ratio_vs_postgres_per_request),
+            ratio(summary.ratio_vs_noop_http),
+            ratio(summary.ratio_vs_batching_off),
+            ratio(summary.ratio_vs_naive),
+            optional(summary.oversold),
+            optional(summary.undersold),
+        ));
+    }
+    for note in &report.skipped {
+        out.push_str(&format!("{note}\n"));
+    }
+    out
+}
+
+pub use chart::render_svg;

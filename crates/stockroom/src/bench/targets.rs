@@ -1,0 +1,268 @@
+//! The systems the benchmark compares, each started fresh for each phase in
+//! this process: Stockroom as shipped, Stockroom with batching off, the
+//! per-request PostgreSQL baseline, the naive mode, and a no-op endpoint on the
+//! same HTTP stack.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+use stockroom_contract::StockLine;
+use stockroom_domain::ProductName;
+use stockroom_http_kit::JsonBody;
+use stockroom_storage_postgres::baseline::PerRequestStock;
+use stockroom_storage_sqlite::WriterConfig;
+use tokio_util::sync::CancellationToken;
+
+use crate::system::{self, Ports, RunningSystem, SystemConfig};
+
+/// One of the compared systems.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SystemKind {
+    /// The embedded default: group commit and request coalescing, durable.
+    Shipped,
+    /// The same, one transaction per request and no coalescing.
+    BatchingOff,
+    /// One conditional UPDATE per request on PostgreSQL, synchronous commit.
+    PostgresPerRequest,
+    /// The original system (JSON files), racy.
+    Naive,
+    /// An endpoint that parses the order and answers 201: the HTTP ceiling.
+    NoopHttp,
+}
+
+impl SystemKind {
+    pub const ALL: [SystemKind; 5] = [
+        SystemKind::Shipped,
+        SystemKind::BatchingOff,
+        SystemKind::PostgresPerRequest,
+        SystemKind::Naive,
+        SystemKind::NoopHttp,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            SystemKind::Shipped => "stockroom",
+            SystemKind::BatchingOff => "stockroom-batching-off",
+            SystemKind::PostgresPerRequest => "postgres-per-request",
+            SystemKind::Naive => "naive",
+            SystemKind::NoopHttp => "noop-http",
+        }
+    }
+
+    pub fn durability(self) -> &'static str {
+        match self {
+            SystemKind::Shipped => "fsync per batch (SQLite WAL, synchronous=FULL)",
+            SystemKind::BatchingOff => "fsync per request (SQLite WAL, synchronous=FULL)",
+            SystemKind::PostgresPerRequest => "fsync per request (synchronous_commit=on)",
+            SystemKind::Naive => "none (JSON rewritten in place, no fsync)",
+            SystemKind::NoopHttp => "n/a (stores nothing)",
+        }
+    }
+
+    /// Whether the system keeps stock, so a sell-out means something.
+    pub fn has_stock(self) -> bool {
+        self != SystemKind::NoopHttp
+    }
+}
+
+/// A started system.
+pub struct Target {
+    /// `host:port` of its order endpoint.
+    pub address: String,
+    running: Running,
+}
+
+enum Running {
+    Stockroom(RunningSystem, tempfile::TempDir),
+    Naive(stockroom_naive::RunningNaive, tempfile::TempDir),
+    Http {
+        stop: CancellationToken,
+        task: tokio::task::JoinHandle<std::io::Result<()>>,
+        stock: Option<Arc<PerRequestStock>>,
+    },
+}
+
+fn stock_lines(products: &[(String, i64)]) -> anyhow::Result<Vec<StockLine>> {
+    products
+        .iter()
+        .map(|(name, quantity)| {
+            Ok(StockLine {
+                product_name: ProductName::new(name)?,
+                quantity: u64::try_from(*quantity)?,
+            })
+        })
+        .collect()
+}
+
+fn address_of(url: &str) -> String {
+    url.trim_start_matches("http://").to_owned()
+}
+
+/// Starts `kind` with `products` in stock.
+pub async fn start(
+    kind: SystemKind,
+    products: &[(String, i64)],
+    postgres_url: Option<&str>,
+    schema: &str,
+) -> anyhow::Result<Target> {
+    match kind {
+        SystemKind::Shipped | SystemKind::BatchingOff => {
+            let directory = tempfile::tempdir()?;
+            let mut config = SystemConfig::new(directory.path());
+            config.ports = Ports::EPHEMERAL;
+            config.stock = Some(stock_lines(products)?);
+            if kind == SystemKind::BatchingOff {
+                config.writer = WriterConfig { max_batch: 1 };
+                config.order_coalescing = false;
+            }
+            let running = system::start(config).await?;
+            Ok(Target {
+                address: address_of(&running.urls.order),
+                running: Running::Stockroom(running, directory),
+            })
+        }
+        SystemKind::Naive => {
+            let directory = tempfile::tempdir()?;
+            let mut config =
+                stockroom_naive::NaiveConfig::new(directory.path(), stock_lines(products)?);
+            config.fresh = true;
+            // Every window closed: the naive code at its fastest (it stays
+            // racy; the races just need luck to show).
+            config.windows = stockroom_naive::RaceWindows::CLOSED;
+            let running = stockroom_naive::start(config).await?;
+            Ok(Target {
+                address: address_of(&running.urls.order),
+                running: Running::Naive(running, directory),
+            })
+        }
+        SystemKind::NoopHttp => serve_http(noop_router(), None).await,
+        SystemKind::PostgresPerRequest => {
+            let url = postgres_url.ok_or_else(|| anyhow::anyhow!("no PostgreSQL URL"))?;
+            let stock = Arc::new(PerRequestStock::create(url, schema, products).await?);
+            serve_http(baseline_router(Arc::clone(&stock)), Some(stock)).await
+        }
+    }
+}
+
+async fn serve_http(router: Router, stock: Option<Arc<PerRequestStock>>) -> anyhow::Result<Target> {
+    let (listener, url) = system::bind("benchmark endpoint", [127, 0, 0, 1].into(), 0).await?;
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(stockroom_http_kit::serve(
+        listener,
+        router,
+        stop.clone().cancelled_owned(),
+    ));
+    Ok(Target {
+        address: address_of(&url),
+        running: Running::Http { stop, task, stock },
+    })
+}
+
+/// The body every system receives.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct BenchOrder {
+    product_name: String,
+    quantity: i64,
+    #[allow(dead_code)]
+    customer_id: String,
+}
+
+fn noop_router() -> Router {
+    // It parses the same JSON the real endpoint parses and answers a small
+    // JSON document: the cost of HTTP and JSON, and nothing else.
+    Router::new().route(
+        "/api/orders",
+        axum::routing::post(|JsonBody(order): JsonBody<BenchOrder>| async move {
+            (
+                StatusCode::CREATED,
+                Json(json!({"order": {"status": "reserved", "productName": order.product_name}})),
+            )
+        }),
+    )
+}
+
+fn baseline_router(stock: Arc<PerRequestStock>) -> Router {
+    Router::new()
+        .route(
+            "/api/orders",
+            axum::routing::post(
+                |State(stock): State<Arc<PerRequestStock>>,
+                 JsonBody(order): JsonBody<BenchOrder>| async move {
+                    match stock.reserve(&order.product_name, order.quantity).await {
+                        Ok(true) => (
+                            StatusCode::CREATED,
+                            Json(json!({"order": {"status": "reserved"}})),
+                        )
+                            .into_response(),
+                        Ok(false) => (
+                            StatusCode::CONFLICT,
+                            Json(json!({"error": "insufficient_stock"})),
+                        )
+                            .into_response(),
+                        Err(error) => (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            Json(json!({"error": error.to_string()})),
+                        )
+                            .into_response(),
+                    }
+                },
+            ),
+        )
+        .with_state(stock)
+}
+
+impl Target {
+    /// Units still available, per product, once the system is quiet.
+    pub async fn available(&self, client: &reqwest::Client) -> anyhow::Result<Vec<i64>> {
+        let data_url = match &self.running {
+            Running::Stockroom(running, _) => running.urls.data.clone(),
+            Running::Naive(running, _) => running.urls.data.clone(),
+            Running::Http {
+                stock: Some(stock), ..
+            } => return Ok(vec![stock.total_available().await?]),
+            Running::Http { stock: None, .. } => return Ok(Vec::new()),
+        };
+        let inventory: serde_json::Value = client
+            .get(format!("{data_url}/inventory"))
+            .send()
+            .await?
+            .json()
+            .await?;
+        Ok(inventory["inventory"]
+            .as_array()
+            .map(|items| {
+                items
+                    .iter()
+                    .map(|item| {
+                        item["quantity"].as_i64().unwrap_or(0)
+                            - item["reservedQuantity"].as_i64().unwrap_or(0)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    pub async fn stop(self) {
+        match self.running {
+            Running::Stockroom(running, _directory) => {
+                let _ = running.stop().await;
+            }
+            Running::Naive(running, _directory) => {
+                let _ = running.stop().await;
+            }
+            Running::Http { stop, task, stock } => {
+                stop.cancel();
+                let _ = task.await;
+                if let Some(stock) = stock {
+                    let _ = stock.drop_schema().await;
+                }
+            }
+        }
+    }
+}

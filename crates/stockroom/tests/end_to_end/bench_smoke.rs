@@ -1,0 +1,64 @@
+//! `stockroom bench --smoke`: every system and phase of the flash-sale
+//! benchmark runs and reports. No timing is asserted (these machines are
+//! noisy); correctness is: Stockroom sells exactly its stock.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+#[test]
+fn the_benchmark_runs_every_system_and_sells_exactly_the_stock() {
+    let directory = tempfile::tempdir().unwrap();
+    let chart = directory.path().join("chart.svg");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_stockroom"));
+    command
+        .args(["bench", "--smoke", "--json", "--chart"])
+        .arg(&chart);
+    match std::env::var("STOCKROOM_TEST_POSTGRES_URL") {
+        Ok(url) if !url.is_empty() => {
+            command.args(["--postgres-url", &url]);
+        }
+        _ => {
+            command.args([
+                "--systems",
+                "stockroom,stockroom-batching-off,naive,noop-http",
+            ]);
+        }
+    }
+    let output = command.env("STOCKROOM_LOG", "off").output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    for scenario in ["hot_sku", "cold"] {
+        let summary = &report[scenario];
+        assert!(summary["orders_per_s"].as_f64().unwrap() > 0.0, "{summary}");
+        assert!(summary["p99_ms"].as_f64().is_some());
+        assert_eq!(summary["oversold"], 0, "{summary}");
+        assert_eq!(summary["undersold"], 0, "{summary}");
+        assert!(summary["ratio_vs_noop_http"].as_f64().unwrap() > 0.0);
+        assert!(summary["ratio_vs_batching_off"].as_f64().is_some());
+    }
+    assert!(
+        report["hot_sku"]
+            .get("ratio_vs_postgres_per_request")
+            .is_some()
+    );
+    let phases = report["phases"].as_array().unwrap();
+    for phase in phases
+        .iter()
+        .filter(|phase| phase["system"] == "stockroom-batching-off" && phase["phase"] == "sell-out")
+    {
+        assert_eq!(
+            (phase["oversold"].as_i64(), phase["undersold"].as_i64()),
+            (Some(0), Some(0)),
+            "{phase}"
+        );
+    }
+    assert!(phases.iter().any(|phase| phase["system"] == "naive"));
+    assert!(phases.iter().any(|phase| phase["system"] == "noop-http"));
+    let svg = std::fs::read_to_string(&chart).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("stockroom"));
+}
