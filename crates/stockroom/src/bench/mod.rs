@@ -61,7 +61,7 @@ impl BenchConfig {
             "--stock must be a multiple of --cold-products, so every cold product sells out"
         );
         anyhow::ensure!(
-            self.sell_out_orders % self.cold_products as u64 == 0,
+            self.sell_out_orders.is_multiple_of(self.cold_products as u64),
             "--orders must be a multiple of --cold-products"
         );
         Ok(())
