@@ -131,9 +131,8 @@ pub async fn start(
             let mut config =
                 stockroom_naive::NaiveConfig::new(directory.path(), stock_lines(products)?);
             config.fresh = true;
-            // Every window closed: the naive code at its fastest (it stays
-            // racy; the races just need luck to show).
-            config.windows = stockroom_naive::RaceWindows::CLOSED;
+            // The lab's default race windows: the original system as the lab
+            // shows it, races included.
             let running = stockroom_naive::start(config).await?;
             Ok(Target {
                 address: address_of(&running.urls.order),
