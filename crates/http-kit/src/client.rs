@@ -38,6 +38,37 @@ pub enum ClientError {
     Protocol { service: String, message: String },
 }
 
+impl ClientError {
+    /// The answer a service gives its own caller when a call it depends on
+    /// failed: the dependency's error document passes through unchanged
+    /// (404, 409, 422, 503 with `Retry-After` …), an unreachable dependency
+    /// is a 503, and an unreadable answer a 502.
+    pub fn relay(&self) -> axum::response::Response {
+        use axum::http::StatusCode;
+        match self {
+            ClientError::Status {
+                status,
+                code,
+                message,
+                ..
+            } => crate::error_response(
+                StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY),
+                code,
+                message,
+            ),
+            ClientError::Unreachable { .. } => crate::error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "dependency_unavailable",
+                &self.to_string(),
+            ),
+            ClientError::Protocol { .. } => {
+                tracing::error!(error = %self, "unexpected answer from a dependency");
+                crate::error_response(StatusCode::BAD_GATEWAY, "bad_gateway", &self.to_string())
+            }
+        }
+    }
+}
+
 /// Splits a comma-separated list of base URLs.
 pub fn split_urls(urls: &str) -> Vec<String> {
     urls.split(',')

@@ -53,24 +53,7 @@ impl IntoResponse for NaiveError {
                 error_response(StatusCode::CONFLICT, "insufficient_stock", &message)
             }
             NaiveError::Conflict(_) => error_response(StatusCode::CONFLICT, "conflict", &message),
-            NaiveError::Dependency(ClientError::Status {
-                status,
-                code,
-                message,
-                ..
-            }) => error_response(
-                StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY),
-                &code,
-                &message,
-            ),
-            NaiveError::Dependency(ClientError::Protocol { .. }) => {
-                error_response(StatusCode::BAD_GATEWAY, "bad_gateway", &message)
-            }
-            NaiveError::Dependency(ClientError::Unreachable { .. }) => error_response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "dependency_unavailable",
-                &message,
-            ),
+            NaiveError::Dependency(error) => error.relay(),
         }
     }
 }

@@ -62,27 +62,7 @@ impl IntoResponse for OrderError {
                 tracing::error!(%message, "unexpected answer from a dependency");
                 error_response(StatusCode::BAD_GATEWAY, "bad_gateway", &message)
             }
-            // A dependency's own error document passes through (404, 409,
-            // 422, 503 with Retry-After …); an unreachable one is a 503.
-            OrderError::Dependency(ClientError::Status {
-                status,
-                code,
-                message,
-                ..
-            }) => error_response(
-                StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY),
-                &code,
-                &message,
-            ),
-            OrderError::Dependency(ClientError::Protocol { .. }) => {
-                tracing::error!(%message, "unexpected answer from a dependency");
-                error_response(StatusCode::BAD_GATEWAY, "bad_gateway", &message)
-            }
-            OrderError::Dependency(ClientError::Unreachable { .. }) => error_response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "dependency_unavailable",
-                &message,
-            ),
+            OrderError::Dependency(error) => error.relay(),
         }
     }
 }
