@@ -58,7 +58,7 @@ enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run all four services in this process on SQLite.
+    /// Run all four services in this process (SQLite unless --database-url says otherwise).
     Up(UpArgs),
     /// Run one service alone.
     Serve(ServeArgs),
