@@ -155,6 +155,10 @@ impl BusUnderTest {
             }
             Kind::Embedded => {
                 self.data.take().unwrap().stop().await.unwrap();
+                // The test's own client must not reuse a keep-alive
+                // connection to the stopped server (it may not have seen the
+                // close yet); the consumer under test gets no such help.
+                self.client = reqwest::Client::new();
                 let listener = tokio::net::TcpListener::bind(self.address).await.unwrap();
                 self.data = Some(system::data_service_with_bus(
                     listener,
