@@ -7,9 +7,9 @@ use std::collections::HashMap;
 
 use deadpool_postgres::Transaction;
 use stockroom_contract::{
-    Delivery, EffectOutcome, EffectResult, Event, InventoryItem, Order, PaymentRecord,
-    ReserveOutcome, ReserveRequest, ReserveResult, Settlement, SettlementAction, Shortage,
-    StockLine,
+    Delivery, EffectOutcome, EffectResult, Event, HistoryEntry, InventoryItem, Order, OrderLine,
+    PaymentRecord, ProductRef, ReserveOutcome, ReserveRequest, ReserveResult, Settlement,
+    SettlementAction, Shortage, StockLine,
 };
 use stockroom_domain::{
     CONSUMER_INVENTORY, CONSUMER_PAYMENT, EventKind, MAX_STOCK_PER_PRODUCT, OrderStatus,
@@ -212,76 +212,72 @@ async fn reserve(tx: &Transaction<'_>, request: &ReserveRequest) -> Result<Reser
         return Ok(*result);
     }
 
-    // Read the figures first, for the log's "before" and to tell an unknown
-    // product from a short one (products are never deleted, so this answer
-    // cannot go stale). The decision itself is the conditional UPDATE below,
-    // never this read.
-    let keys: Vec<String> = request
-        .items
-        .iter()
-        .map(|item| item.product.key())
-        .collect();
-    let before = stock_by_key(tx, &keys).await?;
-    for item in request.items.iter() {
-        if !before.contains_key(&item.product.key()) {
-            return Ok(ReserveResult {
-                replayed: false,
-                outcome: ReserveOutcome::UnknownProduct {
-                    product_name: item.product.to_string(),
-                },
-            });
-        }
-    }
-
-    // A savepoint of its own after the key claim, so that undoing the holds
+    // Check and hold in one statement per item. Items come sorted by product
+    // key, the one global lock order, so two reservations never wait on each
+    // other in a cycle. Under READ COMMITTED an UPDATE that waited for a row
+    // lock re-checks its condition against the newest committed row.
+    // RETURNING gives the figures after the hold (for the log and the order's
+    // line names) without a separate read: on PostgreSQL every statement is a
+    // round trip, and round trips are what a reservation costs here. A
+    // savepoint of its own after the key claim, so that undoing the holds
     // keeps the claim: the rejection is stored under the key too.
     tx.batch_execute("SAVEPOINT holds").await?;
+    let mut held: Vec<(String, i64, i64)> = Vec::with_capacity(request.items.len());
     let mut short_at = None;
     for (index, item) in request.items.iter().enumerate() {
-        // Check and hold in one statement. Items come sorted by product key,
-        // the one global lock order, so two reservations never wait on each
-        // other in a cycle. Under READ COMMITTED an UPDATE that waited for a
-        // row lock re-checks its condition against the newest committed row.
-        let changed = execute(
+        let row = query_opt(
             tx,
             "UPDATE inventory SET reserved = reserved + $1
-             WHERE product_key = $2 AND quantity - reserved >= $1",
+             WHERE product_key = $2 AND quantity - reserved >= $1
+             RETURNING product_name, quantity, reserved",
             &[&i64::from(item.quantity.get()), &item.product.key()],
         )
         .await?;
-        if changed == 0 {
-            short_at = Some(index);
-            break;
+        match row {
+            Some(row) => held.push((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)),
+            None => {
+                short_at = Some(index);
+                break;
+            }
         }
     }
-    let short = short_at.is_some();
-    if short {
-        // Undo the items already held: all or nothing.
-        tx.batch_execute("ROLLBACK TO SAVEPOINT holds; RELEASE SAVEPOINT holds")
-            .await?;
-    } else {
-        tx.batch_execute("RELEASE SAVEPOINT holds").await?;
-    }
-
-    let status = if short {
-        OrderStatus::Rejected
-    } else {
-        OrderStatus::Reserved
-    };
-    let reason = short.then_some("insufficient_stock");
-    insert_order(tx, request, status, reason, now).await?;
 
     let outcome = if let Some(short_at) = short_at {
-        // Other writers commit between statements here, so the shortages are
-        // read after the failed hold, which has waited for every writer of
-        // that product: these are the figures the decision saw. The item
-        // whose hold failed is always reported.
+        // Undo the items already held: all or nothing. Then read every item,
+        // to tell an unknown product from a short one and to report the
+        // shortages. Other writers commit between statements here, so the
+        // figures are read after the failed hold, which has waited for every
+        // writer of that product: these are the figures the decision saw. The
+        // item whose hold failed is always reported.
+        tx.batch_execute("ROLLBACK TO SAVEPOINT holds; RELEASE SAVEPOINT holds")
+            .await?;
+        let keys: Vec<String> = request
+            .items
+            .iter()
+            .map(|item| item.product.key())
+            .collect();
         let current = stock_by_key(tx, &keys).await?;
+        let mut names = Vec::with_capacity(request.items.len());
+        for item in request.items.iter() {
+            match current.get(&item.product.key()) {
+                Some(stock) => names.push(stock.product_name.clone()),
+                None => {
+                    return Ok(ReserveResult {
+                        replayed: false,
+                        outcome: ReserveOutcome::UnknownProduct {
+                            product_name: item.product.to_string(),
+                        },
+                    });
+                }
+            }
+        }
+        let reason = Some("insufficient_stock");
+        insert_order_row(tx, request, OrderStatus::Rejected, reason, now).await?;
+        let order =
+            insert_order_details(tx, request, &names, OrderStatus::Rejected, reason, now).await?;
         let mut shortages = Vec::new();
         for (index, item) in request.items.iter().enumerate() {
-            let stock = current.get(&item.product.key()).ok_or_else(|| {
-                inconsistent(format!("product {} vanished", item.product.as_str()))
-            })?;
+            let stock = &current[&item.product.key()];
             let requested = item.quantity.get();
             if index == short_at || stock.available < i64::from(requested) {
                 shortages.push(Shortage {
@@ -297,36 +293,43 @@ async fn reserve(tx: &Transaction<'_>, request: &ReserveRequest) -> Result<Reser
             result = "rejected",
             "reservation rejected: insufficient stock"
         );
-        ReserveOutcome::Rejected {
-            order: load_order(tx, &request.order_id).await?,
-            shortages,
-        }
+        ReserveOutcome::Rejected { order, shortages }
     } else {
-        for item in request.items.iter() {
-            if let Some(stock) = before.get(&item.product.key()) {
-                tracing::info!(
-                    operation = "reserve",
-                    order_id = %request.order_id,
-                    product = %stock.product_name,
-                    quantity = item.quantity.get(),
-                    reserved_before = stock.reserved_quantity,
-                    reserved_after = stock.reserved_quantity + i64::from(item.quantity.get()),
-                    "stock reserved"
-                );
-            }
+        for (item, (name, quantity, reserved)) in request.items.iter().zip(&held) {
+            tracing::info!(
+                operation = "reserve",
+                order_id = %request.order_id,
+                product = %name,
+                quantity = item.quantity.get(),
+                reserved_before = reserved - i64::from(item.quantity.get()),
+                reserved_after = reserved,
+                available_after = quantity - reserved,
+                "stock reserved"
+            );
         }
-        write_event(
-            tx,
-            EventKind::OrderReserved,
-            &request.order_id,
-            1,
-            request.items.total_units(),
-            now,
-        )
-        .await?;
-        ReserveOutcome::Reserved {
-            order: load_order(tx, &request.order_id).await?,
-        }
+        let names: Vec<String> = held.into_iter().map(|(name, _, _)| name).collect();
+        // Once the order's row exists, its lines, its history, its event and
+        // the savepoint's release do not depend on each other: sent together,
+        // they cost one round trip (tokio-postgres pipelines concurrent
+        // statements).
+        insert_order_row(tx, request, OrderStatus::Reserved, None, now).await?;
+        let (_, order, ()) = tokio::try_join!(
+            async {
+                tx.batch_execute("RELEASE SAVEPOINT holds")
+                    .await
+                    .map_err(Failure::from)
+            },
+            insert_order_details(tx, request, &names, OrderStatus::Reserved, None, now),
+            write_event(
+                tx,
+                EventKind::OrderReserved,
+                &request.order_id,
+                1,
+                request.items.total_units(),
+                now,
+            ),
+        )?;
+        ReserveOutcome::Reserved { order }
     };
 
     if let Some(key) = &request.idempotency_key {
@@ -378,7 +381,9 @@ async fn stock_by_key(
     Ok(stock)
 }
 
-async fn insert_order(
+/// Inserts a new order's row at version 1. Alone and first, so that a taken
+/// order id is found before anything else of the order is written.
+async fn insert_order_row(
     tx: &Transaction<'_>,
     request: &ReserveRequest,
     status: OrderStatus,
@@ -406,6 +411,20 @@ async fn insert_order(
             request.order_id
         ))));
     }
+    Ok(())
+}
+
+/// Inserts the lines and the first history entry of an order whose row
+/// exists, and returns its document, built here rather than read back. The
+/// two inserts are independent and sent together (pipelined).
+async fn insert_order_details(
+    tx: &Transaction<'_>,
+    request: &ReserveRequest,
+    product_names: &[String],
+    status: OrderStatus,
+    reason: Option<&str>,
+    now: i64,
+) -> Result<Order, Failure> {
     let keys: Vec<String> = request
         .items
         .iter()
@@ -416,16 +435,46 @@ async fn insert_order(
         .iter()
         .map(|item| i64::from(item.quantity.get()))
         .collect();
-    execute(
-        tx,
-        "INSERT INTO order_items (order_id, product_key, product_name, quantity)
-         SELECT $1, inventory.product_key, inventory.product_name, wanted.quantity
-         FROM unnest($2::text[], $3::bigint[]) AS wanted (product_key, quantity)
-         JOIN inventory ON inventory.product_key = wanted.product_key",
-        &[&request.order_id, &keys, &quantities],
-    )
-    .await?;
-    append_history(tx, &request.order_id, 1, status, reason, now).await
+    let names = product_names.to_vec();
+    let item_params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
+        [&request.order_id, &keys, &names, &quantities];
+    tokio::try_join!(
+        execute(
+            tx,
+            "INSERT INTO order_items (order_id, product_key, product_name, quantity)
+             SELECT $1, wanted.product_key, wanted.product_name, wanted.quantity
+             FROM unnest($2::text[], $3::text[], $4::bigint[])
+                  AS wanted (product_key, product_name, quantity)",
+            &item_params,
+        ),
+        append_history(tx, &request.order_id, 1, status, reason, now),
+    )?;
+    let at = format_time(now);
+    Ok(Order {
+        id: request.order_id.clone(),
+        customer_id: request.customer_id.as_str().to_owned(),
+        status,
+        reason: reason.map(str::to_owned),
+        payment_status: PaymentStatus::None,
+        version: 1,
+        created_at: at.clone(),
+        updated_at: at.clone(),
+        items: request
+            .items
+            .iter()
+            .zip(product_names)
+            .map(|(item, name)| OrderLine {
+                product: ProductRef { name: name.clone() },
+                quantity: item.quantity.get(),
+            })
+            .collect(),
+        history: vec![HistoryEntry {
+            version: 1,
+            status,
+            reason: reason.map(str::to_owned),
+            at,
+        }],
+    })
 }
 
 async fn append_history(
