@@ -306,6 +306,18 @@ struct ConsumeSession {
     generation: u64,
 }
 
+impl ConsumeSession {
+    /// The delivery tags of those ids that belong to this connection. Ids of
+    /// an earlier connection are skipped: the broker already requeued them
+    /// when that connection closed, and their tags mean nothing here.
+    fn live_tags<'a>(&'a self, delivery_ids: &'a [i64]) -> impl Iterator<Item = u64> + 'a {
+        delivery_ids.iter().filter_map(move |&id| {
+            let (generation, tag) = RabbitEventSource::split(id);
+            (generation == self.generation).then_some(tag)
+        })
+    }
+}
+
 /// Consumes one consumer group's queue with manual acks.
 pub struct RabbitEventSource {
     url: String,
@@ -469,11 +481,7 @@ impl EventSource for RabbitEventSource {
         let Some(session) = guard.as_ref() else {
             return Ok(());
         };
-        for &id in delivery_ids {
-            let (generation, tag) = Self::split(id);
-            if generation != session.generation {
-                continue;
-            }
+        for tag in session.live_tags(delivery_ids) {
             session
                 .channel
                 .basic_ack(tag, BasicAckOptions::default())
@@ -488,20 +496,14 @@ impl EventSource for RabbitEventSource {
         let Some(session) = guard.as_ref() else {
             return Ok(());
         };
-        for &id in delivery_ids {
-            let (generation, tag) = Self::split(id);
-            if generation != session.generation {
-                continue;
-            }
+        let requeue = BasicNackOptions {
+            multiple: false,
+            requeue: true,
+        };
+        for tag in session.live_tags(delivery_ids) {
             session
                 .channel
-                .basic_nack(
-                    tag,
-                    BasicNackOptions {
-                        multiple: false,
-                        requeue: true,
-                    },
-                )
+                .basic_nack(tag, requeue)
                 .await
                 .map_err(unavailable)?;
         }

@@ -326,13 +326,12 @@ pub fn data_service_with_bus(
     })
 }
 
+/// data-service on the embedded bus.
 pub fn data_service(
     listener: tokio::net::TcpListener,
     storage: Arc<dyn Storage>,
 ) -> RunningService {
-    spawn("data-service", move |stop| {
-        stockroom_data_service::run(listener, DataState::new(storage), stop.cancelled_owned())
-    })
+    data_service_with_bus(listener, storage, &BusChoice::Embedded)
 }
 
 pub fn inventory_service(
