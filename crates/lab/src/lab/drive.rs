@@ -1,0 +1,173 @@
+//! Driving one scenario's load against one system: the storm, the extra
+//! traffic some scenarios need (cancels, redeliveries), waiting for the
+//! system to go quiet, and collecting the probes' and the checker's findings.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use super::probes::{Watcher, double_charges, monitor_anomalies, redeliver_fixed, redeliver_naive};
+use super::report::{check_anomalies, fixed_summary, torn_headline};
+use super::{
+    Anomaly, LAB_REQUEST_TIMEOUT_MS, LabError, QUIESCE_POLL_MS, QUIESCE_QUIET_POLLS,
+    QUIESCE_TIMEOUT_MS, STORM_ORDERS, Scenario, SideOutcome, SystemUrls,
+};
+use crate::check::{CheckConfig, HistorySource, run_check};
+use crate::storm::{StormConfig, run_storm};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Side {
+    Naive,
+    Fixed,
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_millis(LAB_REQUEST_TIMEOUT_MS))
+        .build()
+        .expect("a client with no TLS or proxy settings always builds")
+}
+
+/// Drives one scenario's load against one system and collects what went wrong.
+pub(super) async fn drive(
+    scenario: Scenario,
+    urls: &SystemUrls,
+    side: Side,
+    data_dir: Option<PathBuf>,
+) -> Result<SideOutcome, LabError> {
+    let run_error = |message: String| LabError::Run {
+        scenario: scenario.name(),
+        message,
+    };
+    let http = client();
+    let watcher = Watcher::start(http.clone(), urls.data.clone());
+    let mut storm = StormConfig::new(&urls.order, STORM_ORDERS);
+    storm.concurrency = STORM_ORDERS as usize;
+    storm.keep_history = true;
+    if scenario == Scenario::DuplicateDelivery || scenario == Scenario::StaleOrder {
+        storm.orders = Some(STORM_ORDERS / 2);
+    }
+    let report = run_storm(storm)
+        .await
+        .map_err(|error| run_error(error.to_string()))?;
+    let placed: Vec<String> = report
+        .history
+        .iter()
+        .filter(|event| event.kind == crate::history::EventType::Ok)
+        .filter_map(|event| event.value.order_id.clone())
+        .collect();
+    let mut anomalies = Vec::new();
+    let mut notes = Vec::new();
+    match scenario {
+        Scenario::StaleOrder => {
+            let cancels = placed.iter().map(|id| {
+                let http = http.clone();
+                let url = format!("{}/api/orders/{id}/cancel", urls.order);
+                async move {
+                    http.post(url)
+                        .send()
+                        .await
+                        .map(|response| response.status().as_u16())
+                        .unwrap_or(0)
+                }
+            });
+            let statuses = futures_join_all(cancels).await;
+            let cancelled = statuses.iter().filter(|status| **status == 200).count();
+            let refused = statuses.iter().filter(|status| **status == 409).count();
+            notes.push(format!(
+                "{cancelled} cancelled, {refused} too late to cancel"
+            ));
+        }
+        Scenario::DuplicateDelivery => {
+            quiesce(&http, urls).await;
+            let redelivered = match side {
+                Side::Naive => redeliver_naive(&http, urls).await,
+                Side::Fixed => redeliver_fixed(&http, urls, &placed).await,
+            }
+            .map_err(run_error)?;
+            if side == Side::Fixed && redelivered.applied > 0 {
+                anomalies.push(Anomaly {
+                    kind: "redelivery_applied".into(),
+                    text: format!("{} redelivered events had an effect", redelivered.applied),
+                });
+            }
+            notes.push(format!(
+                "{} events redelivered, {} ignored as duplicates",
+                redelivered.sent, redelivered.ignored
+            ));
+        }
+        _ => {}
+    }
+    quiesce(&http, urls).await;
+    let watched = watcher.stop().await;
+    if watched.reverted > 0 {
+        anomalies.push(Anomaly {
+            kind: "status_reverted".into(),
+            text: format!(
+                "status reverted {} ({} orders)",
+                watched.first_reversion.clone().unwrap_or_default(),
+                watched.reverted
+            ),
+        });
+    }
+    if watched.unreadable > 0 {
+        anomalies.push(Anomaly {
+            kind: "torn_reads".into(),
+            text: torn_headline(watched.unreadable, watched.first_unreadable.as_deref()),
+        });
+    }
+    if side == Side::Naive {
+        anomalies.extend(double_charges(&http, urls).await);
+    }
+    let mut check = CheckConfig::new(&urls.order, &urls.data);
+    check.history = HistorySource::Events(report.history.clone());
+    // The system is quiet now, so any order not in a final status is stuck.
+    check.stuck_after_ms = 0;
+    check.data_dir = data_dir;
+    let checked = run_check(&check)
+        .await
+        .map_err(|error| run_error(format!("the checker could not run: {error}")))?;
+    anomalies.extend(check_anomalies(&checked));
+    anomalies.extend(monitor_anomalies(&http, urls).await);
+    let summary = fixed_summary(&checked, &report.summary, &notes);
+    Ok(SideOutcome { anomalies, summary })
+}
+
+/// Waits until two reads of the stock and orders in a row are the same for a
+/// few polls (or the timeout passes).
+async fn quiesce(http: &reqwest::Client, urls: &SystemUrls) {
+    let deadline = Instant::now() + Duration::from_millis(QUIESCE_TIMEOUT_MS);
+    let mut previous = String::new();
+    let mut quiet = 0;
+    while Instant::now() < deadline && quiet < QUIESCE_QUIET_POLLS {
+        tokio::time::sleep(Duration::from_millis(QUIESCE_POLL_MS)).await;
+        let mut snapshot = String::new();
+        for path in ["/inventory", "/orders?limit=500"] {
+            match http.get(format!("{}{path}", urls.data)).send().await {
+                Ok(response) => snapshot.push_str(&response.text().await.unwrap_or_default()),
+                Err(error) => snapshot.push_str(&error.to_string()),
+            }
+        }
+        if snapshot == previous {
+            quiet += 1;
+        } else {
+            quiet = 0;
+            previous = snapshot;
+        }
+    }
+}
+
+/// Runs futures concurrently and collects their outputs in order.
+async fn futures_join_all<F>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futures.map(tokio::spawn).collect();
+    let mut outputs = Vec::with_capacity(handles.len());
+    for handle in handles {
+        if let Ok(output) = handle.await {
+            outputs.push(output);
+        }
+    }
+    outputs
+}

@@ -1,0 +1,280 @@
+//! `lab`: runs each race of the original system against the naive mode and
+//! against the fixed system, and tells what each did.
+//!
+//! Every scenario starts both systems itself, in this process, on ephemeral
+//! ports with temporary data directories, drives the load that exposes its
+//! race, waits for quiescence and runs the checker, plus the probes a
+//! scenario needs (a status watcher for reverting statuses, a reader for torn
+//! files, the payment ledger for double charges). The fixed system is started
+//! through a [`FixedLauncher`], so this crate does not depend on the binary
+//! crate that owns the launcher.
+//!
+//! Each scenario's setup is in `scenario`, driving its load in `drive`, the
+//! probes in `probes`, and the rows and table the lab prints in `report`.
+
+mod drive;
+mod probes;
+mod report;
+mod scenario;
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use stockroom_contract::StockLine;
+
+pub use self::report::{LabReport, ScenarioResult};
+use self::scenario::{run_fixed, run_naive};
+
+/// How often the status watcher reads every order.
+pub const WATCH_INTERVAL_MS: u64 = 10;
+
+/// How often quiescence is probed, and how many identical reads in a row
+/// count as quiet.
+pub const QUIESCE_POLL_MS: u64 = 100;
+pub const QUIESCE_QUIET_POLLS: u32 = 4;
+
+/// The longest a scenario waits for a system to go quiet.
+pub const QUIESCE_TIMEOUT_MS: u64 = 10_000;
+
+/// The longest one lab HTTP call may take.
+pub const LAB_REQUEST_TIMEOUT_MS: u64 = 5_000;
+
+/// The hot product every scenario sells.
+pub const HOT_PRODUCT: &str = "Laptop";
+
+/// Stock of the hot product in scenarios that oversell it.
+pub const SCARCE_STOCK: u64 = 5;
+
+/// Stock of the hot product in scenarios that must not run out.
+pub const AMPLE_STOCK: u64 = 1_000;
+
+/// Concurrent orders in the overselling scenarios.
+pub const STORM_ORDERS: u64 = 20;
+
+/// How many times the naive side of a scenario is run before the lab says
+/// its race did not show: a race is a matter of chance, even a wide one.
+pub const MAX_NAIVE_ATTEMPTS: u32 = 3;
+
+/// How many more times than the race window the stale-order cancel waits,
+/// so that the whole order flow fits inside it.
+pub const STALE_WINDOW_FACTOR: u64 = 4;
+
+/// The seven races of the original system.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Scenario {
+    LostUpdate,
+    Toctou,
+    TornWrites,
+    StaleOrder,
+    TwoCalls,
+    PayBeforeReserve,
+    DuplicateDelivery,
+}
+
+impl Scenario {
+    pub const ALL: [Scenario; 7] = [
+        Scenario::LostUpdate,
+        Scenario::Toctou,
+        Scenario::TornWrites,
+        Scenario::StaleOrder,
+        Scenario::TwoCalls,
+        Scenario::PayBeforeReserve,
+        Scenario::DuplicateDelivery,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::LostUpdate => "lost-update",
+            Scenario::Toctou => "toctou",
+            Scenario::TornWrites => "torn-writes",
+            Scenario::StaleOrder => "stale-order",
+            Scenario::TwoCalls => "two-calls",
+            Scenario::PayBeforeReserve => "pay-before-reserve",
+            Scenario::DuplicateDelivery => "duplicate-delivery",
+        }
+    }
+
+    pub fn title(self) -> &'static str {
+        match self {
+            Scenario::LostUpdate => "lost status update",
+            Scenario::Toctou => "check-then-reserve in storage",
+            Scenario::TornWrites => "torn file writes",
+            Scenario::StaleOrder => "stale order object",
+            Scenario::TwoCalls => "check and reserve as two calls",
+            Scenario::PayBeforeReserve => "pay before reserve",
+            Scenario::DuplicateDelivery => "duplicate delivery",
+        }
+    }
+
+    /// The checks and probes whose failure means the naive system showed
+    /// this scenario's race.
+    fn signatures(self) -> &'static [&'static str] {
+        match self {
+            Scenario::LostUpdate => &[
+                "status_reverted",
+                "statuses_move_forward",
+                "sold_matches_fulfilled",
+                "acknowledged_orders_exist",
+            ],
+            Scenario::Toctou | Scenario::TwoCalls | Scenario::PayBeforeReserve => {
+                &["available_non_negative", "reserved_within_on_hand"]
+            }
+            Scenario::TornWrites => &["torn_reads", "data_files_parse", "data_readable"],
+            Scenario::StaleOrder => &[
+                "status_reverted",
+                "statuses_move_forward",
+                "sold_matches_fulfilled",
+                "reserved_matches_orders",
+            ],
+            Scenario::DuplicateDelivery => &["charged_twice", "no_double_effects"],
+        }
+    }
+}
+
+impl std::str::FromStr for Scenario {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Scenario::ALL
+            .into_iter()
+            .find(|scenario| scenario.name() == text)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Scenario::ALL.iter().map(|s| s.name()).collect();
+                format!("unknown scenario {text} (one of {})", names.join(", "))
+            })
+    }
+}
+
+/// The base URLs of a system under test.
+#[derive(Debug, Clone)]
+pub struct SystemUrls {
+    pub order: String,
+    pub data: String,
+    pub inventory: String,
+    pub payment: String,
+}
+
+/// What the fixed system is started with.
+#[derive(Debug, Clone)]
+pub struct FixedSpec {
+    pub data_dir: PathBuf,
+    pub stock: Vec<StockLine>,
+    pub payment_latency_ms: u64,
+}
+
+/// A fixed system running for one scenario.
+#[async_trait::async_trait]
+pub trait FixedRunning: Send {
+    fn urls(&self) -> SystemUrls;
+    async fn stop(self: Box<Self>) -> Result<(), String>;
+}
+
+/// Starts the fixed system (the binary crate passes `system::start`).
+#[async_trait::async_trait]
+pub trait FixedLauncher: Send + Sync {
+    async fn start(&self, spec: FixedSpec) -> Result<Box<dyn FixedRunning>, String>;
+}
+
+#[derive(Debug, Clone)]
+pub struct LabConfig {
+    pub scenarios: Vec<Scenario>,
+    pub race_window_ms: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    #[error("scenario {scenario}: cannot start the {side} system: {message}")]
+    Start {
+        scenario: &'static str,
+        side: &'static str,
+        message: String,
+    },
+    #[error("scenario {scenario}: {message}")]
+    Run {
+        scenario: &'static str,
+        message: String,
+    },
+}
+
+/// Runs the scenarios one after the other, naive and fixed side by side.
+pub async fn run_lab(
+    config: &LabConfig,
+    launcher: &dyn FixedLauncher,
+) -> Result<LabReport, LabError> {
+    let mut scenarios = Vec::new();
+    for scenario in &config.scenarios {
+        scenarios.push(run_scenario(*scenario, config.race_window_ms, launcher).await?);
+    }
+    let passed = scenarios
+        .iter()
+        .all(|result| result.naive_reproduced && result.fixed_violations == 0);
+    Ok(LabReport { passed, scenarios })
+}
+
+/// A finding of a probe or of the checker.
+#[derive(Debug, Clone)]
+struct Anomaly {
+    kind: String,
+    text: String,
+}
+
+/// Runs one scenario on both systems.
+pub async fn run_scenario(
+    scenario: Scenario,
+    race_window_ms: u64,
+    launcher: &dyn FixedLauncher,
+) -> Result<ScenarioResult, LabError> {
+    let started = Instant::now();
+    let signatures = scenario.signatures();
+    let reproduced = |outcome: &SideOutcome| {
+        outcome
+            .anomalies
+            .iter()
+            .any(|anomaly| signatures.contains(&anomaly.kind.as_str()))
+    };
+    let naive_runs = async {
+        let mut attempts = 1;
+        loop {
+            let outcome = run_naive(scenario, race_window_ms).await?;
+            if reproduced(&outcome) || attempts >= MAX_NAIVE_ATTEMPTS {
+                return Ok::<_, LabError>((outcome, attempts));
+            }
+            attempts += 1;
+        }
+    };
+    let (naive, fixed) = tokio::join!(naive_runs, run_fixed(scenario, race_window_ms, launcher));
+    let (naive, naive_attempts) = naive?;
+    let fixed = fixed?;
+    let mut anomalies = naive.anomalies;
+    // The scenario's own race first, so the table shows it.
+    anomalies.sort_by_key(|anomaly| {
+        signatures
+            .iter()
+            .position(|signature| *signature == anomaly.kind)
+            .unwrap_or(signatures.len())
+    });
+    let naive_reproduced = anomalies
+        .iter()
+        .any(|anomaly| signatures.contains(&anomaly.kind.as_str()));
+    Ok(ScenarioResult {
+        name: scenario.name().to_owned(),
+        title: scenario.title().to_owned(),
+        naive_reproduced,
+        naive_attempts,
+        naive_anomalies: anomalies.into_iter().map(|anomaly| anomaly.text).collect(),
+        fixed_violations: fixed.anomalies.len(),
+        fixed_result: fixed.summary,
+        fixed_details: fixed
+            .anomalies
+            .into_iter()
+            .map(|anomaly| anomaly.text)
+            .collect(),
+        elapsed_ms: started.elapsed().as_millis() as u64,
+    })
+}
+
+struct SideOutcome {
+    anomalies: Vec<Anomaly>,
+    summary: String,
+}

@@ -1,0 +1,134 @@
+//! The setup of each scenario: the stock it sells, which race window the
+//! naive system opens and with which flow, and starting either side in a
+//! temporary data directory before driving its load.
+
+use stockroom_contract::StockLine;
+use stockroom_domain::ProductName;
+use stockroom_naive::{NaiveConfig, NaiveFlow, RaceWindows};
+
+use super::drive::{Side, drive};
+use super::{
+    AMPLE_STOCK, FixedLauncher, FixedSpec, HOT_PRODUCT, LabError, SCARCE_STOCK,
+    STALE_WINDOW_FACTOR, Scenario, SideOutcome, SystemUrls,
+};
+
+fn stock(hot: u64) -> Vec<StockLine> {
+    vec![StockLine {
+        product_name: ProductName::new(HOT_PRODUCT).expect("a valid constant name"),
+        quantity: hot,
+    }]
+}
+
+fn hot_stock(scenario: Scenario) -> u64 {
+    match scenario {
+        Scenario::Toctou | Scenario::TwoCalls | Scenario::PayBeforeReserve => SCARCE_STOCK,
+        _ => AMPLE_STOCK,
+    }
+}
+
+fn naive_setup(scenario: Scenario, window_ms: u64) -> (NaiveFlow, RaceWindows) {
+    let mut windows = RaceWindows::CLOSED;
+    let flow = match scenario {
+        Scenario::LostUpdate => {
+            windows.lost_update_ms = window_ms;
+            NaiveFlow::TwoCalls
+        }
+        Scenario::Toctou => {
+            windows.toctou_ms = window_ms;
+            NaiveFlow::StorageCheck
+        }
+        Scenario::TornWrites => {
+            windows = windows.with_torn_writes(window_ms);
+            NaiveFlow::TwoCalls
+        }
+        Scenario::StaleOrder => {
+            windows.stale_order_ms = window_ms * STALE_WINDOW_FACTOR;
+            NaiveFlow::TwoCalls
+        }
+        Scenario::TwoCalls => {
+            windows.two_call_ms = window_ms;
+            NaiveFlow::TwoCalls
+        }
+        Scenario::PayBeforeReserve => {
+            windows.payment_ms = window_ms;
+            NaiveFlow::PayFirst
+        }
+        Scenario::DuplicateDelivery => NaiveFlow::TwoCalls,
+    };
+    (flow, windows)
+}
+
+fn temporary_directory(scenario: Scenario) -> Result<tempfile::TempDir, LabError> {
+    tempfile::Builder::new()
+        .prefix("stockroom-lab-")
+        .tempdir()
+        .map_err(|error| LabError::Run {
+            scenario: scenario.name(),
+            message: format!("cannot create a temporary directory: {error}"),
+        })
+}
+
+pub(super) async fn run_naive(scenario: Scenario, window_ms: u64) -> Result<SideOutcome, LabError> {
+    let directory = temporary_directory(scenario)?;
+    let (flow, windows) = naive_setup(scenario, window_ms);
+    let mut config = NaiveConfig::new(directory.path(), stock(hot_stock(scenario)));
+    config.fresh = true;
+    config.flow = flow;
+    config.windows = windows;
+    let running = stockroom_naive::start(config)
+        .await
+        .map_err(|error| LabError::Start {
+            scenario: scenario.name(),
+            side: "naive",
+            message: error.to_string(),
+        })?;
+    let urls = SystemUrls {
+        order: running.urls.order.clone(),
+        data: running.urls.data.clone(),
+        inventory: running.urls.inventory.clone(),
+        payment: running.urls.payment.clone(),
+    };
+    let driven = drive(
+        scenario,
+        &urls,
+        Side::Naive,
+        Some(directory.path().to_owned()),
+    )
+    .await;
+    let _ = running.stop().await;
+    driven
+}
+
+pub(super) async fn run_fixed(
+    scenario: Scenario,
+    window_ms: u64,
+    launcher: &dyn FixedLauncher,
+) -> Result<SideOutcome, LabError> {
+    let directory = temporary_directory(scenario)?;
+    let spec = FixedSpec {
+        data_dir: directory.path().to_owned(),
+        stock: stock(hot_stock(scenario)),
+        payment_latency_ms: if scenario == Scenario::PayBeforeReserve {
+            window_ms
+        } else {
+            0
+        },
+    };
+    let running = launcher
+        .start(spec)
+        .await
+        .map_err(|message| LabError::Start {
+            scenario: scenario.name(),
+            side: "fixed",
+            message,
+        })?;
+    let driven = drive(
+        scenario,
+        &running.urls(),
+        Side::Fixed,
+        Some(directory.path().to_owned()),
+    )
+    .await;
+    let _ = running.stop().await;
+    driven
+}

@@ -1,0 +1,143 @@
+//! The argument groups several commands share: which system to run, where its
+//! storage and bus are, and how payment and expiry behave.
+
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+use stockroom_naive::{NaiveFlow, RaceWindows};
+use stockroom_storage_sqlite::WriterConfig;
+
+use crate::system;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(super) enum Mode {
+    /// Stockroom: atomic reservations, idempotent consumers, no races.
+    Fixed,
+    /// The ORIGINAL system, racy on purpose: JSON files, lost updates,
+    /// oversells, double charges. Only for the race lab.
+    Naive,
+}
+
+#[derive(Debug, Args)]
+pub(super) struct ModeArgs {
+    /// Which system to run; naive is wrong on purpose and only for the lab.
+    #[arg(long, global = true, value_enum, default_value_t = Mode::Fixed, env = "STOCKROOM_MODE")]
+    pub(super) mode: Mode,
+    /// Naive mode: the pause at each spot where the original system races;
+    /// wider makes every race happen.
+    #[arg(long, global = true, default_value_t = stockroom_naive::DEFAULT_RACE_WINDOW_MS, env = "STOCKROOM_RACE_WINDOW_MS")]
+    pub(super) race_window_ms: u64,
+    /// Naive mode: also tear file writes (truncate, then write in chunks with
+    /// a tenth of the race window between them). Most reads then fail.
+    #[arg(long, global = true)]
+    torn_writes: bool,
+    /// Naive mode: how the inventory worker decides orders (two-calls,
+    /// storage-check or pay-first), one version of the original each.
+    #[arg(long, global = true, default_value = "two-calls", value_parser = parse_flow)]
+    pub(super) naive_flow: NaiveFlow,
+}
+
+fn parse_flow(text: &str) -> Result<NaiveFlow, String> {
+    text.parse()
+}
+
+impl ModeArgs {
+    pub(super) fn windows(&self) -> anyhow::Result<RaceWindows> {
+        anyhow::ensure!(
+            self.race_window_ms <= stockroom_naive::MAX_RACE_WINDOW_MS,
+            "--race-window-ms may be at most {}",
+            stockroom_naive::MAX_RACE_WINDOW_MS
+        );
+        let windows = RaceWindows::uniform(self.race_window_ms);
+        Ok(if self.torn_writes {
+            windows.with_torn_writes(self.race_window_ms)
+        } else {
+            windows
+        })
+    }
+}
+
+#[derive(Debug, Args)]
+pub(super) struct StorageArgs {
+    /// Where the SQLite database lives.
+    #[arg(long, default_value = "./data", env = "STOCKROOM_DATA_DIR")]
+    pub(super) data_dir: PathBuf,
+    /// A postgres:// URL selects PostgreSQL (?schema=NAME for its own schema);
+    /// a path or sqlite://DIR selects SQLite there. Default: SQLite in --data-dir.
+    #[arg(long, env = "STOCKROOM_DATABASE_URL")]
+    database_url: Option<String>,
+    /// Initial stock, shaped like GET /inventory; loaded on first start only.
+    #[arg(long, env = "STOCKROOM_INVENTORY_FILE")]
+    inventory: Option<PathBuf>,
+    /// Delete the existing data first and load the stock again.
+    #[arg(long)]
+    pub(super) fresh: bool,
+    /// Most writes per transaction (group commit); 1 turns batching off.
+    #[arg(long, default_value_t = stockroom_storage_sqlite::MAX_WRITE_BATCH, env = "STOCKROOM_WRITE_BATCH")]
+    write_batch: usize,
+}
+
+#[derive(Debug, Args)]
+pub(super) struct BusArgs {
+    /// An amqp:// URL carries events over RabbitMQ; without it consumers read
+    /// data-service's outbox directly (the embedded bus).
+    #[arg(long, env = "STOCKROOM_BUS_URL")]
+    pub(super) bus_url: Option<String>,
+    /// The prefix of the RabbitMQ exchange and queue names.
+    #[arg(long, default_value = stockroom_bus_rabbitmq::DEFAULT_PREFIX, env = "STOCKROOM_BUS_PREFIX")]
+    pub(super) bus_prefix: String,
+}
+
+impl BusArgs {
+    pub(super) fn choice(&self) -> anyhow::Result<system::BusChoice> {
+        system::BusChoice::from_url(self.bus_url.as_deref(), &self.bus_prefix)
+    }
+}
+
+impl StorageArgs {
+    pub(super) fn database(&self) -> system::DatabaseChoice {
+        system::DatabaseChoice::from_url(self.database_url.as_deref(), &self.data_dir)
+    }
+}
+
+#[derive(Debug, Args)]
+pub(super) struct PaymentArgs {
+    /// Simulated provider latency per charge.
+    #[arg(long, default_value_t = 0, env = "STOCKROOM_PAYMENT_LATENCY_MS")]
+    pub(super) payment_latency_ms: u64,
+    /// Share of payments declined, 0 to 1.
+    #[arg(long, default_value_t = 0.0, env = "STOCKROOM_PAYMENT_DECLINE_RATE")]
+    pub(super) payment_decline_rate: f64,
+}
+
+#[derive(Debug, Args)]
+pub(super) struct ExpiryArgs {
+    /// Unpaid reservations are released after this long.
+    #[arg(long, default_value_t = stockroom_inventory_service::DEFAULT_RESERVATION_TTL_MS, env = "STOCKROOM_RESERVATION_TTL_MS")]
+    pub(super) reservation_ttl_ms: u64,
+    /// Pause between two expiry sweeps.
+    #[arg(long, default_value_t = stockroom_inventory_service::DEFAULT_SWEEP_INTERVAL_MS, env = "STOCKROOM_SWEEP_INTERVAL_MS")]
+    pub(super) sweep_interval_ms: u64,
+}
+
+pub(super) fn writer_config(storage: &StorageArgs) -> anyhow::Result<WriterConfig> {
+    anyhow::ensure!(
+        (1..=stockroom_storage_sqlite::MAX_WRITE_BATCH).contains(&storage.write_batch),
+        "--write-batch must be from 1 to {}",
+        stockroom_storage_sqlite::MAX_WRITE_BATCH
+    );
+    Ok(WriterConfig {
+        max_batch: storage.write_batch,
+    })
+}
+
+pub(super) fn read_stock(
+    storage: &StorageArgs,
+) -> anyhow::Result<Option<Vec<stockroom_contract::StockLine>>> {
+    storage
+        .inventory
+        .as_deref()
+        .map(crate::stock::read_stock_file)
+        .transpose()
+        .map_err(anyhow::Error::from)
+}

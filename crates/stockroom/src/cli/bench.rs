@@ -1,0 +1,96 @@
+//! `stockroom bench`: the arguments of the flash-sale benchmark and the
+//! command that runs it and prints its report (the benchmark itself is
+//! `crate::bench`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Args;
+
+#[derive(Debug, Args)]
+pub(super) struct BenchArgs {
+    /// Concurrent keep-alive connections of the load generator.
+    #[arg(long, default_value_t = 1_000)]
+    connections: usize,
+    /// Length of each throughput phase.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    duration: std::time::Duration,
+    /// Units on sale in each sell-out phase.
+    #[arg(long, default_value_t = 10_000)]
+    stock: i64,
+    /// Single-unit orders of each sell-out phase.
+    #[arg(long, default_value_t = 20_000)]
+    orders: u64,
+    /// Products of the cold scenario (orders are spread evenly over them).
+    #[arg(long, default_value_t = 1_000)]
+    cold_products: usize,
+    /// Connections of the extra latency phase of Stockroom (0 skips it).
+    #[arg(long, default_value_t = 100)]
+    latency_connections: usize,
+    /// The PostgreSQL database of the per-request baseline; without it that
+    /// baseline is skipped.
+    #[arg(long, env = "STOCKROOM_BENCH_POSTGRES_URL")]
+    postgres_url: Option<String>,
+    /// Only these systems (comma-separated: stockroom, stockroom-batching-off,
+    /// postgres-per-request, naive, noop-http).
+    #[arg(long, value_delimiter = ',')]
+    systems: Vec<String>,
+    /// A tiny run that only shows every part works (CI): 1 s phases, 50
+    /// connections, 200 units, 400 orders, 10 cold products.
+    #[arg(long)]
+    smoke: bool,
+    /// Write an SVG chart of throughput and p99 here.
+    #[arg(long)]
+    chart: Option<PathBuf>,
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+pub(super) async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    use crate::bench::{self, BenchConfig, SystemKind};
+    let systems = if args.systems.is_empty() {
+        SystemKind::ALL.to_vec()
+    } else {
+        args.systems
+            .iter()
+            .map(|name| {
+                SystemKind::ALL
+                    .into_iter()
+                    .find(|kind| kind.name() == name.trim())
+                    .ok_or_else(|| anyhow::anyhow!("unknown system {name}"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?
+    };
+    let mut config = BenchConfig {
+        connections: args.connections,
+        duration: args.duration,
+        sell_out_stock: args.stock,
+        sell_out_orders: args.orders,
+        cold_products: args.cold_products,
+        latency_connections: args.latency_connections,
+        systems,
+        postgres_url: args.postgres_url,
+        show_progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+    };
+    if args.smoke {
+        config.connections = 50;
+        config.duration = std::time::Duration::from_secs(1);
+        config.sell_out_stock = 200;
+        config.sell_out_orders = 400;
+        config.cold_products = 10;
+        config.latency_connections = 10;
+    }
+    let report = bench::run(config).await?;
+    if let Some(path) = &args.chart {
+        std::fs::write(path, bench::render_svg(&report))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", bench::render_table(&report));
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,101 @@
+//! `stockroom cluster`: N processes of every service sharing one PostgreSQL
+//! database and one RabbitMQ broker.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::args::{BusArgs, ExpiryArgs, PaymentArgs};
+use super::shutdown_signal;
+use crate::system;
+
+#[derive(Debug, Args)]
+pub(super) struct ClusterArgs {
+    /// Processes of each service; instance i listens on the default port + 10·i.
+    #[arg(long, default_value_t = 2)]
+    instances: u16,
+    /// The shared database (a postgres:// URL; SQLite cannot be shared
+    /// between processes safely enough for this).
+    #[arg(long, env = "STOCKROOM_DATABASE_URL")]
+    database_url: String,
+    #[command(flatten)]
+    bus: BusArgs,
+    /// Initial stock, loaded on the first start of the database.
+    #[arg(long, env = "STOCKROOM_INVENTORY_FILE")]
+    inventory: Option<PathBuf>,
+    /// Shifts every port by this much (3001 + offset, …).
+    #[arg(long, default_value_t = 0)]
+    port_offset: u16,
+    #[arg(long, default_value = "127.0.0.1", env = "STOCKROOM_HOST")]
+    host: String,
+    #[command(flatten)]
+    payment: PaymentArgs,
+    #[command(flatten)]
+    expiry: ExpiryArgs,
+}
+
+pub(super) async fn cluster(args: ClusterArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        matches!(
+            system::DatabaseChoice::from_url(Some(&args.database_url), std::path::Path::new(".")),
+            system::DatabaseChoice::Postgres { .. }
+        ),
+        "--database-url must be a postgres:// URL: every instance shares the one database"
+    );
+    anyhow::ensure!(
+        args.bus.bus_url.is_some(),
+        "--bus-url is required: the instances share one RabbitMQ broker"
+    );
+    args.bus.choice()?;
+    let bus_prefix = vec!["--bus-prefix".to_owned(), args.bus.bus_prefix.clone()];
+    let config = crate::cluster::ClusterConfig {
+        instances: args.instances,
+        database_url: args.database_url.clone(),
+        bus_url: args.bus.bus_url.clone(),
+        inventory_file: args.inventory.clone(),
+        port_offset: args.port_offset,
+        host: args.host.clone(),
+        payment_args: [
+            bus_prefix.clone(),
+            vec![
+                "--payment-latency-ms".to_owned(),
+                args.payment.payment_latency_ms.to_string(),
+                "--payment-decline-rate".to_owned(),
+                args.payment.payment_decline_rate.to_string(),
+            ],
+        ]
+        .concat(),
+        inventory_args: [
+            bus_prefix.clone(),
+            vec![
+                "--reservation-ttl-ms".to_owned(),
+                args.expiry.reservation_ttl_ms.to_string(),
+                "--sweep-interval-ms".to_owned(),
+                args.expiry.sweep_interval_ms.to_string(),
+            ],
+        ]
+        .concat(),
+        data_args: bus_prefix,
+    };
+    let mut running = crate::cluster::start(&config).await?;
+    for instance in &running.instances {
+        println!(
+            "instance {} {} pid {} {}",
+            instance.service,
+            instance.index,
+            instance.pid().unwrap_or(0),
+            instance.url
+        );
+    }
+    println!(
+        "stockroom cluster ready: order={} data={} inventory={} payment={}",
+        running.urls("order").join(","),
+        running.urls("data").join(","),
+        running.urls("inventory").join(","),
+        running.urls("payment").join(",")
+    );
+    running.supervise(shutdown_signal()).await;
+    tracing::info!("stopping the cluster");
+    running.stop().await;
+    Ok(())
+}

@@ -1,0 +1,158 @@
+//! Command-line parsing and the top-level error handling of `stockroom`.
+//!
+//! Besides running the system (`up`, `serve`), it carries the race lab's
+//! commands: `storm` (load), `check` (invariants), `lab` (the seven races of
+//! the original system, naive versus fixed). `--mode naive` runs the original,
+//! racy system and exists only for the lab.
+//!
+//! Each command lives in its own file with its arguments and its function;
+//! the argument groups several commands share live in `args`.
+
+mod args;
+mod bench;
+mod check;
+mod cluster;
+mod lab;
+mod serve;
+mod storm;
+mod up;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use self::args::Mode;
+use self::bench::BenchArgs;
+use self::check::CheckArgs;
+use self::cluster::ClusterArgs;
+use self::lab::LabArgs;
+use self::serve::ServeArgs;
+use self::storm::StormArgs;
+use self::up::UpArgs;
+
+pub use self::lab::InProcessLauncher;
+pub use self::storm::{DEFAULT_STORM_CONCURRENCY, DEFAULT_STORM_ORDERS};
+
+/// Exit status of `check` and `lab` when an invariant is violated (or a race
+/// was not reproduced).
+pub const EXIT_VIOLATION: u8 = 1;
+
+/// Exit status of `check` when its input is wrong: an unreachable URL, a
+/// service that does not speak the contract, an unreadable file.
+pub const EXIT_BAD_INPUT: u8 = 2;
+
+/// Stockroom: an order and inventory system that cannot oversell.
+#[derive(Debug, Parser)]
+#[command(name = "stockroom", version, about)]
+pub struct Cli {
+    /// Log format on standard error.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "STOCKROOM_LOG_FORMAT")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run all four services in this process (SQLite unless --database-url says otherwise).
+    Up(UpArgs),
+    /// Run one service alone.
+    Serve(ServeArgs),
+    /// Run N processes of every service over PostgreSQL and RabbitMQ.
+    Cluster(ClusterArgs),
+    /// The flash-sale benchmark: Stockroom against its baselines, in one run.
+    Bench(BenchArgs),
+    /// Fire orders at order-service and record every request and reply.
+    Storm(StormArgs),
+    /// Verify the invariants against running services; exit 0 only if all hold.
+    Check(CheckArgs),
+    /// Reproduce each race of the original system and show Stockroom surviving it.
+    Lab(LabArgs),
+}
+
+/// Parses the command line, runs the command, and turns any error into one
+/// line on standard error and a non-zero exit.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // The lab's commands print reports; the services they start in this
+    // process should not bury them in logs unless asked to (STOCKROOM_LOG).
+    let default_filter = match cli.command {
+        Command::Lab(_) | Command::Bench(_) => "off",
+        Command::Storm(_) | Command::Check(_) => "warn",
+        Command::Up(_) | Command::Serve(_) | Command::Cluster(_) => "info",
+    };
+    init_logging(cli.log_format, default_filter);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("stockroom: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("stockroom: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat, default_filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("STOCKROOM_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Up(args) if args.mode.mode == Mode::Naive => {
+            up::up_naive(args).await.map(|()| ExitCode::SUCCESS)
+        }
+        Command::Up(args) => up::up(args).await.map(|()| ExitCode::SUCCESS),
+        Command::Serve(args) if args.mode.mode == Mode::Naive => {
+            serve::serve_naive(args).await.map(|()| ExitCode::SUCCESS)
+        }
+        Command::Serve(args) => serve::serve(args).await.map(|()| ExitCode::SUCCESS),
+        Command::Cluster(args) => cluster::cluster(args).await.map(|()| ExitCode::SUCCESS),
+        Command::Bench(args) => bench::bench(args).await,
+        Command::Storm(args) => storm::storm(args).await,
+        Command::Check(args) => check::check(args).await,
+        Command::Lab(args) => lab::lab(args).await,
+    }
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = interrupt => {}
+        _ = terminate => {}
+    }
+}

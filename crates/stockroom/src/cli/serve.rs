@@ -1,0 +1,247 @@
+//! `stockroom serve <service>`: one service alone, of Stockroom or, with
+//! `--mode naive`, of the original racy system.
+
+use std::net::IpAddr;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use stockroom_inventory_service::InventoryConfig;
+use stockroom_order_service::OrderConfig;
+use stockroom_payment_service::PaymentConfig;
+
+use super::args::{
+    BusArgs, ExpiryArgs, ModeArgs, PaymentArgs, StorageArgs, read_stock, writer_config,
+};
+use super::shutdown_signal;
+use crate::system;
+
+#[derive(Debug, Args)]
+pub(super) struct ServeArgs {
+    #[command(subcommand)]
+    service: ServiceCommand,
+    #[command(flatten)]
+    pub(super) mode: ModeArgs,
+    /// Address to listen on.
+    #[arg(
+        long,
+        global = true,
+        default_value = "127.0.0.1",
+        env = "STOCKROOM_HOST"
+    )]
+    host: IpAddr,
+    /// Port to listen on; defaults to the service's own (3001 to 3004).
+    #[arg(long, global = true, env = "STOCKROOM_PORT")]
+    port: Option<u16>,
+}
+
+#[derive(Debug, Subcommand)]
+enum ServiceCommand {
+    /// The public order API (3001).
+    Order {
+        #[arg(
+            long,
+            default_value = "http://127.0.0.1:3003",
+            env = "STOCKROOM_INVENTORY_URL"
+        )]
+        inventory_url: String,
+        #[arg(
+            long,
+            default_value = "http://127.0.0.1:3002",
+            env = "STOCKROOM_DATA_URL"
+        )]
+        data_url: String,
+    },
+    /// The only process that touches storage (3002).
+    Data {
+        #[command(flatten)]
+        storage: StorageArgs,
+        #[command(flatten)]
+        bus: BusArgs,
+    },
+    /// Stock decisions, settlement and expiry (3003).
+    Inventory {
+        #[arg(
+            long,
+            default_value = "http://127.0.0.1:3002",
+            env = "STOCKROOM_DATA_URL"
+        )]
+        data_url: String,
+        /// Naive mode only: the payment-service its worker calls.
+        #[arg(
+            long,
+            default_value = "http://127.0.0.1:3004",
+            env = "STOCKROOM_PAYMENT_URL"
+        )]
+        payment_url: String,
+        #[command(flatten)]
+        expiry: ExpiryArgs,
+        #[command(flatten)]
+        bus: BusArgs,
+    },
+    /// The simulated payment provider (3004).
+    Payment {
+        #[arg(
+            long,
+            default_value = "http://127.0.0.1:3002",
+            env = "STOCKROOM_DATA_URL"
+        )]
+        data_url: String,
+        #[command(flatten)]
+        payment: PaymentArgs,
+        #[command(flatten)]
+        bus: BusArgs,
+    },
+}
+
+pub(super) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let signal = async {
+        shutdown_signal().await;
+        tracing::info!("shutting down: finishing requests in flight");
+    };
+    match args.service {
+        ServiceCommand::Order {
+            inventory_url,
+            data_url,
+        } => {
+            let port = args.port.unwrap_or(system::ORDER_PORT);
+            let (listener, url) = system::bind("order-service", args.host, port).await?;
+            tracing::info!(%url, "order-service listening");
+            stockroom_order_service::run(
+                listener,
+                OrderConfig {
+                    inventory_url,
+                    data_url,
+                },
+                signal,
+            )
+            .await
+            .context("order-service failed")
+        }
+        ServiceCommand::Data { storage, bus } => {
+            let port = args.port.unwrap_or(system::DATA_PORT);
+            let bus = bus.choice()?;
+            let (listener, url) = system::bind("data-service", args.host, port).await?;
+            let opened = system::open_storage(
+                &storage.database(),
+                storage.fresh,
+                read_stock(&storage)?,
+                writer_config(&storage)?,
+            )
+            .await?;
+            tracing::info!(%url, backend = opened.backend_name(), "data-service listening");
+            let running = system::data_service_with_bus(listener, opened.clone(), &bus);
+            signal.await;
+            let stopped = running.stop().await;
+            opened.close().await;
+            stopped
+        }
+        ServiceCommand::Inventory {
+            data_url,
+            expiry,
+            bus,
+            ..
+        } => {
+            let port = args.port.unwrap_or(system::INVENTORY_PORT);
+            let bus = bus.choice()?;
+            let (listener, url) = system::bind("inventory-service", args.host, port).await?;
+            tracing::info!(%url, "inventory-service listening");
+            let events = bus.event_source(&data_url, stockroom_domain::CONSUMER_INVENTORY);
+            let config = InventoryConfig {
+                data_url,
+                reservation_ttl_ms: expiry.reservation_ttl_ms,
+                sweep_interval_ms: expiry.sweep_interval_ms,
+            };
+            stockroom_inventory_service::run(listener, config, events, signal)
+                .await
+                .context("inventory-service failed")
+        }
+        ServiceCommand::Payment {
+            data_url,
+            payment,
+            bus,
+        } => {
+            let port = args.port.unwrap_or(system::PAYMENT_PORT);
+            let bus = bus.choice()?;
+            let config = PaymentConfig {
+                data_url: data_url.clone(),
+                latency_ms: payment.payment_latency_ms,
+                decline_rate: payment.payment_decline_rate,
+            };
+            config.validate().map_err(anyhow::Error::msg)?;
+            let (listener, url) = system::bind("payment-service", args.host, port).await?;
+            tracing::info!(%url, "payment-service listening");
+            let events = bus.event_source(&data_url, stockroom_domain::CONSUMER_PAYMENT);
+            stockroom_payment_service::run(listener, config, events, signal)
+                .await
+                .context("payment-service failed")
+        }
+    }
+}
+
+/// `serve <service> --mode naive`: one service of the original system.
+pub(super) async fn serve_naive(args: ServeArgs) -> anyhow::Result<()> {
+    let signal = async {
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+    };
+    let windows = args.mode.windows()?;
+    tracing::warn!("NAIVE MODE: this service is racy on purpose; only for the race lab");
+    match args.service {
+        ServiceCommand::Order {
+            inventory_url,
+            data_url,
+        } => {
+            let port = args.port.unwrap_or(system::ORDER_PORT);
+            let (listener, url) = system::bind("order-service", args.host, port).await?;
+            tracing::info!(%url, "naive order-service listening");
+            let config = stockroom_naive::order::OrderConfig {
+                data_url,
+                inventory_url,
+                windows,
+            };
+            stockroom_naive::order::run(listener, config, signal)
+                .await
+                .context("naive order-service failed")
+        }
+        ServiceCommand::Data { storage, .. } => {
+            let port = args.port.unwrap_or(system::DATA_PORT);
+            let (listener, url) = system::bind("data-service", args.host, port).await?;
+            let files =
+                stockroom_naive::files::JsonFiles::new(&storage.data_dir, windows.torn_write_ms);
+            let stock = read_stock(&storage)?.unwrap_or_else(crate::stock::default_stock);
+            files.initialize(&stock, storage.fresh).await?;
+            tracing::info!(%url, "naive data-service listening");
+            let state = stockroom_naive::data::DataState::new(files, windows);
+            stockroom_naive::data::run(listener, state, signal)
+                .await
+                .context("naive data-service failed")
+        }
+        ServiceCommand::Inventory {
+            data_url,
+            payment_url,
+            ..
+        } => {
+            let port = args.port.unwrap_or(system::INVENTORY_PORT);
+            let (listener, url) = system::bind("inventory-service", args.host, port).await?;
+            tracing::info!(%url, "naive inventory-service listening");
+            let config = stockroom_naive::inventory::InventoryConfig {
+                data_url,
+                payment_url,
+                flow: args.mode.naive_flow,
+                windows,
+            };
+            stockroom_naive::inventory::run(listener, config, signal)
+                .await
+                .context("naive inventory-service failed")
+        }
+        ServiceCommand::Payment { .. } => {
+            let port = args.port.unwrap_or(system::PAYMENT_PORT);
+            let (listener, url) = system::bind("payment-service", args.host, port).await?;
+            tracing::info!(%url, "naive payment-service listening");
+            let state = stockroom_naive::payment::PaymentState::new(windows.payment_ms);
+            stockroom_naive::payment::run(listener, state, signal)
+                .await
+                .context("naive payment-service failed")
+        }
+    }
+}

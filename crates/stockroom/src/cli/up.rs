@@ -1,0 +1,106 @@
+//! `stockroom up`: all four services in one process, either Stockroom itself
+//! or, with `--mode naive`, the original racy system for the lab.
+
+use std::net::IpAddr;
+
+use clap::Args;
+use stockroom_naive::{NaiveConfig, NaivePorts};
+
+use super::args::{
+    BusArgs, ExpiryArgs, ModeArgs, PaymentArgs, StorageArgs, read_stock, writer_config,
+};
+use super::shutdown_signal;
+use crate::system::{self, Ports, SystemConfig};
+
+#[derive(Debug, Args)]
+pub(super) struct UpArgs {
+    #[command(flatten)]
+    storage: StorageArgs,
+    #[command(flatten)]
+    bus: BusArgs,
+    #[command(flatten)]
+    payment: PaymentArgs,
+    #[command(flatten)]
+    expiry: ExpiryArgs,
+    #[command(flatten)]
+    pub(super) mode: ModeArgs,
+    /// Address every service listens on.
+    #[arg(long, default_value = "127.0.0.1", env = "STOCKROOM_HOST")]
+    host: IpAddr,
+    #[arg(long, default_value_t = system::ORDER_PORT)]
+    order_port: u16,
+    #[arg(long, default_value_t = system::DATA_PORT)]
+    data_port: u16,
+    #[arg(long, default_value_t = system::INVENTORY_PORT)]
+    inventory_port: u16,
+    #[arg(long, default_value_t = system::PAYMENT_PORT)]
+    payment_port: u16,
+}
+
+pub(super) async fn up(args: UpArgs) -> anyhow::Result<()> {
+    let config = SystemConfig {
+        database: args.storage.database(),
+        bus: args.bus.choice()?,
+        stock: read_stock(&args.storage)?,
+        fresh: args.storage.fresh,
+        host: args.host,
+        ports: Ports {
+            order: args.order_port,
+            data: args.data_port,
+            inventory: args.inventory_port,
+            payment: args.payment_port,
+        },
+        payment_latency_ms: args.payment.payment_latency_ms,
+        payment_decline_rate: args.payment.payment_decline_rate,
+        reservation_ttl_ms: args.expiry.reservation_ttl_ms,
+        sweep_interval_ms: args.expiry.sweep_interval_ms,
+        writer: writer_config(&args.storage)?,
+        order_coalescing: true,
+    };
+    let running = system::start(config).await?;
+    let urls = &running.urls;
+    // One line on standard output, for scripts and tests; logs go to stderr.
+    println!(
+        "stockroom ready: order={} data={} inventory={} payment={}",
+        urls.order, urls.data, urls.inventory, urls.payment
+    );
+    tracing::info!(order = %urls.order, data = %urls.data, inventory = %urls.inventory, payment = %urls.payment, "stockroom is up");
+    shutdown_signal().await;
+    tracing::info!("shutting down: finishing requests in flight");
+    running.stop().await?;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+/// `up --mode naive`: the original, racy system, for the lab only.
+pub(super) async fn up_naive(args: UpArgs) -> anyhow::Result<()> {
+    let config = NaiveConfig {
+        data_dir: args.storage.data_dir.clone(),
+        stock: read_stock(&args.storage)?.unwrap_or_else(crate::stock::default_stock),
+        fresh: args.storage.fresh,
+        host: args.host,
+        ports: NaivePorts {
+            order: args.order_port,
+            data: args.data_port,
+            inventory: args.inventory_port,
+            payment: args.payment_port,
+        },
+        windows: args.mode.windows()?,
+        flow: args.mode.naive_flow,
+    };
+    tracing::warn!(
+        race_window_ms = args.mode.race_window_ms,
+        flow = args.mode.naive_flow.as_str(),
+        "NAIVE MODE: running the original system, which oversells and corrupts its data on purpose"
+    );
+    let running = stockroom_naive::start(config).await?;
+    let urls = &running.urls;
+    println!(
+        "stockroom ready: order={} data={} inventory={} payment={}",
+        urls.order, urls.data, urls.inventory, urls.payment
+    );
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    running.stop().await?;
+    Ok(())
+}
