@@ -5,10 +5,13 @@
 //! wire. Requests that carry client input use the checked domain types, so a
 //! document that deserialises is already valid.
 
+use std::time::{Duration, UNIX_EPOCH};
+
 use serde::{Deserialize, Serialize};
+use stockroom_domain::rules::{HistoryRecord, OrderRecord};
 use stockroom_domain::{
     CustomerId, EventKind, OrderItems, OrderStatus, PaymentStatus, ProductName, Quantity,
-    ReleaseReason,
+    ReleaseReason, Stock,
 };
 use utoipa::ToSchema;
 
@@ -174,6 +177,10 @@ pub enum ReserveOutcome {
     UnknownProduct { product_name: String },
     /// The idempotency key was used before for a different request.
     IdempotencyKeyReused,
+    /// Another order already has this id; nothing was created. order-service
+    /// never sends a taken id, so this is a caller's bug.
+    #[serde(rename_all = "camelCase")]
+    OrderIdTaken { order_id: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -265,6 +272,9 @@ pub enum EffectOutcome {
     NotApplicable,
     /// No order has this id.
     UnknownOrder,
+    /// The stored order does not agree with the stock (a bug or a damaged
+    /// database); nothing changed. The consumer treats the event as poison.
+    Inconsistent,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -321,10 +331,29 @@ pub struct ExpireRequest {
     pub max_orders: u32,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+/// What one sweep ended.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ExpireResult {
+    /// Unpaid past their time to live: released, `reservation_expired`.
     pub expired_order_ids: Vec<String>,
+    /// Declined, with the release overdue: released, `payment_declined`.
+    pub released_order_ids: Vec<String>,
+    /// Charged, with the settlement overdue: sold and fulfilled.
+    pub fulfilled_order_ids: Vec<String>,
+}
+
+impl ExpireResult {
+    /// How many orders the sweep ended.
+    pub fn len(&self) -> usize {
+        self.expired_order_ids.len()
+            + self.released_order_ids.len()
+            + self.fulfilled_order_ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// `GET /health` of every service.
@@ -332,6 +361,95 @@ pub struct ExpireResult {
 pub struct Health {
     pub status: String,
     pub service: String,
+}
+
+/// A time stored as milliseconds since the Unix epoch, as every document
+/// shows it: RFC 3339, UTC, milliseconds, `Z`.
+pub fn format_time(ms: i64) -> String {
+    let time = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_millis(time).to_string()
+}
+
+impl InventoryItem {
+    /// The document of one product's stock.
+    pub fn from_stock(product_name: &str, stock: &Stock) -> InventoryItem {
+        // Stock never exceeds MAX_STOCK_PER_PRODUCT, far inside i64.
+        let figure = |units: u64| units as i64;
+        InventoryItem {
+            product_name: product_name.to_owned(),
+            quantity: figure(stock.on_hand()),
+            reserved_quantity: figure(stock.reserved()),
+            available: figure(stock.available()),
+            sold: figure(stock.sold()),
+            received: figure(stock.received_total()),
+        }
+    }
+}
+
+impl HistoryEntry {
+    /// An entry from its stored columns; the status must be one this build
+    /// knows.
+    pub fn from_columns(
+        version: i64,
+        status: &str,
+        reason: Option<String>,
+        at_ms: i64,
+    ) -> Result<HistoryEntry, String> {
+        Ok(HistoryEntry {
+            version,
+            status: status.parse()?,
+            reason,
+            at: format_time(at_ms),
+        })
+    }
+
+    pub fn from_record(record: &HistoryRecord) -> HistoryEntry {
+        HistoryEntry {
+            version: record.version,
+            status: record.status,
+            reason: record.reason.map(|reason| reason.as_str().to_owned()),
+            at: format_time(record.at_ms),
+        }
+    }
+}
+
+impl Order {
+    /// The document of a stored order with its history.
+    pub fn from_record(order: &OrderRecord, history: Vec<HistoryEntry>) -> Order {
+        Order {
+            id: order.id.clone(),
+            customer_id: order.customer_id.clone(),
+            status: order.status,
+            reason: order.reason.map(|reason| reason.as_str().to_owned()),
+            payment_status: order.payment,
+            version: order.version,
+            created_at: format_time(order.created_at_ms),
+            updated_at: format_time(order.updated_at_ms),
+            items: order
+                .lines
+                .iter()
+                .map(|line| OrderLine {
+                    product: ProductRef {
+                        name: line.product_name.clone(),
+                    },
+                    quantity: line.quantity.get(),
+                })
+                .collect(),
+            history,
+        }
+    }
+
+    /// The document of an order created by this batch: its history is the
+    /// one entry of its creation.
+    pub fn created(order: &OrderRecord) -> Order {
+        let history = vec![HistoryEntry {
+            version: order.version,
+            status: order.status,
+            reason: order.reason.map(|reason| reason.as_str().to_owned()),
+            at: format_time(order.created_at_ms),
+        }];
+        Order::from_record(order, history)
+    }
 }
 
 /// A view of an order's line as the domain types see it, used when building

@@ -20,30 +20,55 @@ pub enum DataError {
 impl IntoResponse for DataError {
     fn into_response(self) -> Response {
         let message = self.to_string();
-        match self {
-            DataError::Storage(StorageError::Overloaded) => {
-                error_response(StatusCode::SERVICE_UNAVAILABLE, "overloaded", &message)
-            }
-            DataError::Storage(StorageError::Unavailable(_)) => {
-                tracing::error!(%message, "storage unavailable");
-                error_response(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "storage_unavailable",
+        let unavailable =
+            |code: &str| error_response(StatusCode::SERVICE_UNAVAILABLE, code, &message);
+        match &self {
+            DataError::Storage(error) => match error {
+                StorageError::Overloaded => unavailable("overloaded"),
+                StorageError::Unavailable { .. } => {
+                    tracing::error!(
+                        error = error as &dyn std::error::Error,
+                        "storage unavailable"
+                    );
+                    unavailable("storage_unavailable")
+                }
+                StorageError::Contention { .. } => {
+                    tracing::warn!(
+                        error = error as &dyn std::error::Error,
+                        "storage contention"
+                    );
+                    unavailable("storage_contention")
+                }
+                // The change may be stored: a client must retry with the same
+                // Idempotency-Key, never without one.
+                StorageError::OutcomeUnknown { .. } => {
+                    tracing::error!(
+                        error = error as &dyn std::error::Error,
+                        "commit outcome unknown"
+                    );
+                    unavailable("outcome_unknown")
+                }
+                StorageError::UnknownProduct(_) => {
+                    error_response(StatusCode::NOT_FOUND, "unknown_product", &message)
+                }
+                StorageError::Invalid(_) => error_response(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_request",
                     &message,
-                )
-            }
-            DataError::Storage(StorageError::UnknownProduct(_)) => {
-                error_response(StatusCode::NOT_FOUND, "unknown_product", &message)
-            }
-            DataError::Storage(StorageError::Invalid(_)) | DataError::Invalid(_) => error_response(
+                ),
+                StorageError::ConstraintViolated { .. } | StorageError::Inconsistent(_) => {
+                    tracing::error!(
+                        error = error as &dyn std::error::Error,
+                        "storage invariant broken"
+                    );
+                    error_response(StatusCode::INTERNAL_SERVER_ERROR, "internal", &message)
+                }
+            },
+            DataError::Invalid(_) => error_response(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "invalid_request",
                 &message,
             ),
-            DataError::Storage(StorageError::Inconsistent(_)) => {
-                tracing::error!(%message, "storage invariant broken");
-                error_response(StatusCode::INTERNAL_SERVER_ERROR, "internal", &message)
-            }
             DataError::NotFound(_) => error_response(StatusCode::NOT_FOUND, "not_found", &message),
             DataError::Conflict(_) => {
                 error_response(StatusCode::CONFLICT, "order_not_cancellable", &message)

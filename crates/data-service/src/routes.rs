@@ -12,6 +12,7 @@ use stockroom_contract::{
     InventoryItemDocument, InventoryList, OrderDocument, OrderList, PaymentBatch, PollRequest,
     ReleaseRequest, ReserveBatch, ReserveBatchResult, RestockRequest, SettlementBatch,
 };
+use stockroom_domain::rules::SweepDecision;
 use stockroom_domain::{CONSUMER_INVENTORY, CONSUMER_PAYMENT, OrderStatus, ProductName};
 use stockroom_http_kit::JsonBody;
 use stockroom_storage::{MAX_ORDERS_PER_PAGE, OrderFilter, ReleaseOutcome};
@@ -261,7 +262,8 @@ async fn release(
     }
 }
 
-/// Releases unpaid reservations older than a cutoff.
+/// Ends reservations whose next step is overdue: unpaid ones expire, declined
+/// ones are released, charged ones are fulfilled.
 #[utoipa::path(
     post,
     path = "/reservations/expire",
@@ -272,11 +274,21 @@ async fn expire(
     State(state): State<DataState>,
     JsonBody(request): JsonBody<ExpireRequest>,
 ) -> Result<Json<ExpireResult>, DataError> {
-    let expired_order_ids = state
+    let swept = state
         .storage
-        .expire(request.older_than_ms, request.max_orders)
+        .sweep(request.older_than_ms, request.max_orders)
         .await?;
-    Ok(Json(ExpireResult { expired_order_ids }))
+    let mut result = ExpireResult::default();
+    for order in swept {
+        let ids = match order.outcome {
+            SweepDecision::Expired => &mut result.expired_order_ids,
+            SweepDecision::Declined => &mut result.released_order_ids,
+            SweepDecision::Fulfilled => &mut result.fulfilled_order_ids,
+            SweepDecision::Kept => continue,
+        };
+        ids.push(order.order_id);
+    }
+    Ok(Json(result))
 }
 
 fn known_consumer(consumer: &str) -> Result<(), DataError> {

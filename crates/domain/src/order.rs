@@ -30,8 +30,9 @@ pub struct TransitionError {
 
 impl OrderStatus {
     /// Position in the order's life; a status change must increase it. This is
-    /// what "a status never moves backwards" means in code.
-    fn rank(self) -> u8 {
+    /// what "a status never moves backwards" means in code, and the one place
+    /// that order is written: the checker and the lab compare ranks too.
+    pub fn rank(self) -> u8 {
         match self {
             OrderStatus::Pending => 0,
             OrderStatus::Reserved => 1,
@@ -39,8 +40,19 @@ impl OrderStatus {
         }
     }
 
+    /// The rank of the final statuses.
+    pub const FINAL_RANK: u8 = 2;
+
     pub fn is_final(self) -> bool {
-        self.rank() == 2
+        self.rank() == Self::FINAL_RANK
+    }
+
+    /// Whether `next` may follow `self` in an order's history: the same
+    /// status again (a note such as a payment, which changes the version but
+    /// not the status) or a later one; never an earlier one, and nothing but
+    /// itself after a final status.
+    pub fn may_be_followed_by(self, next: OrderStatus) -> bool {
+        self == next || next.rank() > self.rank()
     }
 
     /// Whether an order in this status holds reserved stock.
@@ -143,11 +155,110 @@ pub enum ReleaseReason {
 
 impl ReleaseReason {
     pub fn as_str(self) -> &'static str {
-        match self {
-            ReleaseReason::PaymentDeclined => "payment_declined",
-            ReleaseReason::ReservationExpired => "reservation_expired",
-            ReleaseReason::CancelledByCustomer => "cancelled_by_customer",
+        Reason::from(self).as_str()
+    }
+}
+
+impl From<ReleaseReason> for Reason {
+    fn from(reason: ReleaseReason) -> Reason {
+        match reason {
+            ReleaseReason::PaymentDeclined => Reason::PaymentDeclined,
+            ReleaseReason::ReservationExpired => Reason::ReservationExpired,
+            ReleaseReason::CancelledByCustomer => Reason::CancelledByCustomer,
         }
+    }
+}
+
+/// Why an order changed: the reason an order ended (rejected or cancelled),
+/// or the note of a step that changed its version but not its status (a
+/// payment). Stored and shown as its snake_case name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    /// Rejected: some item was short when the order was decided.
+    InsufficientStock,
+    /// A note in the history: the payment was taken.
+    PaymentCharged,
+    /// Cancelled (or, as a note, declined): the provider refused the payment.
+    PaymentDeclined,
+    /// Cancelled: not paid within the reservation's time to live.
+    ReservationExpired,
+    /// Cancelled at the customer's request.
+    CancelledByCustomer,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 5] = [
+        Reason::InsufficientStock,
+        Reason::PaymentCharged,
+        Reason::PaymentDeclined,
+        Reason::ReservationExpired,
+        Reason::CancelledByCustomer,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::InsufficientStock => "insufficient_stock",
+            Reason::PaymentCharged => "payment_charged",
+            Reason::PaymentDeclined => "payment_declined",
+            Reason::ReservationExpired => "reservation_expired",
+            Reason::CancelledByCustomer => "cancelled_by_customer",
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Reason {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Reason::ALL
+            .into_iter()
+            .find(|reason| reason.as_str() == text)
+            .ok_or_else(|| format!("unknown reason {text}"))
+    }
+}
+
+/// The consumer groups of the bus: each event kind has exactly one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Consumer {
+    /// payment-service, which consumes `OrderReserved`.
+    Payment,
+    /// inventory-service, which consumes `PaymentSucceeded` and `PaymentFailed`.
+    Inventory,
+}
+
+impl Consumer {
+    pub const ALL: [Consumer; 2] = [Consumer::Payment, Consumer::Inventory];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Consumer::Payment => CONSUMER_PAYMENT,
+            Consumer::Inventory => CONSUMER_INVENTORY,
+        }
+    }
+}
+
+impl fmt::Display for Consumer {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Consumer {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Consumer::ALL
+            .into_iter()
+            .find(|consumer| consumer.as_str() == text)
+            .ok_or_else(|| format!("unknown consumer {text}"))
     }
 }
 
@@ -177,9 +288,14 @@ impl EventKind {
     /// The consumer that handles this kind of event. Routing is static: one
     /// consumer group per event kind.
     pub fn consumer(self) -> &'static str {
+        self.consumer_group().as_str()
+    }
+
+    /// [`EventKind::consumer`] as the typed group.
+    pub fn consumer_group(self) -> Consumer {
         match self {
-            EventKind::OrderReserved => CONSUMER_PAYMENT,
-            EventKind::PaymentSucceeded | EventKind::PaymentFailed => CONSUMER_INVENTORY,
+            EventKind::OrderReserved => Consumer::Payment,
+            EventKind::PaymentSucceeded | EventKind::PaymentFailed => Consumer::Inventory,
         }
     }
 }
@@ -223,6 +339,23 @@ mod tests {
     fn status_names_round_trip() {
         for status in OrderStatus::ALL {
             assert_eq!(status.as_str().parse::<OrderStatus>(), Ok(status));
+        }
+        for reason in Reason::ALL {
+            assert_eq!(reason.as_str().parse::<Reason>(), Ok(reason));
+        }
+        for consumer in Consumer::ALL {
+            assert_eq!(consumer.as_str().parse::<Consumer>(), Ok(consumer));
+        }
+    }
+
+    #[test]
+    fn release_reasons_are_reasons() {
+        for release in [
+            ReleaseReason::PaymentDeclined,
+            ReleaseReason::ReservationExpired,
+            ReleaseReason::CancelledByCustomer,
+        ] {
+            assert_eq!(Reason::from(release).as_str(), release.as_str());
         }
     }
 }

@@ -285,7 +285,10 @@ async fn settle_batch(data: &ServiceClient, deliveries: Vec<Delivery>) -> Result
     Ok(())
 }
 
-/// Releases reservations left unpaid past the TTL, every sweep interval.
+/// Ends reservations whose next step is overdue by the TTL, every sweep
+/// interval: unpaid ones expire; paid or declined ones whose settlement never
+/// came are settled, so no order stays `reserved` whatever became of its
+/// events.
 async fn sweep_expired(config: InventoryConfig, data: ServiceClient, stop: CancellationToken) {
     let interval = Duration::from_millis(config.sweep_interval_ms.max(10));
     loop {
@@ -310,7 +313,21 @@ async fn sweep_expired(config: InventoryConfig, data: ServiceClient, stop: Cance
                             "reservation expired and released"
                         );
                     }
-                    if result.expired_order_ids.len() < MAX_EXPIRED_PER_CALL as usize {
+                    for order_id in &result.released_order_ids {
+                        tracing::info!(
+                            operation = "expire",
+                            order_id,
+                            "declined reservation released by the sweep"
+                        );
+                    }
+                    for order_id in &result.fulfilled_order_ids {
+                        tracing::info!(
+                            operation = "expire",
+                            order_id,
+                            "charged reservation fulfilled by the sweep"
+                        );
+                    }
+                    if result.len() < MAX_EXPIRED_PER_CALL as usize {
                         break;
                     }
                 }

@@ -165,6 +165,12 @@ async fn place_order(
             return Err(OrderError::UnknownProduct(product_name));
         }
         ReserveOutcome::IdempotencyKeyReused => return Err(OrderError::IdempotencyKeyReused),
+        // Ids are fresh UUIDv7s, so a taken one means a broken dependency.
+        ReserveOutcome::OrderIdTaken { order_id } => {
+            return Err(OrderError::Protocol(format!(
+                "storage reports the new order id {order_id} as taken"
+            )));
+        }
     };
     if result.replayed {
         response

@@ -215,7 +215,9 @@ async fn charge_batch(
             EffectOutcome::Applied if payment.approved => &counters.charged,
             EffectOutcome::Applied => &counters.declined,
             EffectOutcome::Duplicate => &counters.duplicates,
-            EffectOutcome::NotApplicable | EffectOutcome::UnknownOrder => &counters.voided,
+            EffectOutcome::NotApplicable
+            | EffectOutcome::UnknownOrder
+            | EffectOutcome::Inconsistent => &counters.voided,
         };
         counter.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(order_id = %payment.order_id, approved = payment.approved, outcome = ?effect.outcome, "payment handled");

@@ -119,11 +119,21 @@ pub async fn idempotent_replay_and_key_reuse(storage: Arc<dyn Storage>) {
     assert!(!now_known.replayed);
     assert!(matches!(now_known.outcome, ReserveOutcome::Reserved { .. }));
 
+    // Keys belong to their customer: another customer's identical key and
+    // request is a new order, never a replay of someone else's.
+    let theirs = reserve_one(
+        &storage,
+        keyed_request("c5", &[("Laptop", 2)], "key-1", Some("fp-1")),
+    )
+    .await;
+    assert!(!theirs.replayed, "another customer's key never replays");
+    assert!(matches!(theirs.outcome, ReserveOutcome::Reserved { .. }));
+
     let orders = all_orders(&storage, None).await;
     assert_eq!(
         orders.len(),
-        4,
-        "key-1, key-2, key-3 and key-4 made one order each"
+        5,
+        "key-1 (twice, for two customers), key-2, key-3 and key-4 made one order each"
     );
     assert!(orders.iter().any(|order| order.id == first_id));
     assert_invariants(&storage).await;

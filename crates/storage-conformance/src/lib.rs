@@ -33,8 +33,8 @@ pub use idempotency::{
 };
 pub use orders::{
     cancel_is_idempotent_and_refused_after_charge, concurrent_cancel_and_payment_pick_one_winner,
-    duplicate_events_have_no_second_effect, expiry_releases_only_unpaid_reservations,
-    payment_and_settlement_move_forward_only,
+    duplicate_events_have_no_second_effect, payment_and_settlement_move_forward_only,
+    sweep_ends_every_overdue_reservation_once,
 };
 pub use outbox::{
     concurrent_leasers_never_share_a_delivery, reserved_orders_are_leased_until_acknowledged,
@@ -45,7 +45,10 @@ pub use reservation::{
     concurrent_single_unit_orders_never_oversell, multi_item_reservation_is_all_or_nothing,
     opposite_lock_orders_never_deadlock,
 };
-pub use stock::{order_listing_filters_and_pages, stock_loading_restock_and_lookup};
+pub use stock::{
+    constraint_violations_are_one_error_kind, order_listing_filters_and_pages,
+    stock_loading_restock_and_lookup,
+};
 
 /// Defines one `#[tokio::test]` per conformance test, each calling
 /// `$run(name, test)`. `$run` is an async function of the calling test file
@@ -68,7 +71,7 @@ macro_rules! conformance_tests {
             duplicate_events_have_no_second_effect,
             concurrent_cancel_and_payment_pick_one_winner,
             cancel_is_idempotent_and_refused_after_charge,
-            expiry_releases_only_unpaid_reservations,
+            sweep_ends_every_overdue_reservation_once,
             reserved_orders_are_leased_until_acknowledged,
             unacknowledged_events_are_dead_lettered,
             concurrent_leasers_never_share_a_delivery,
@@ -76,6 +79,7 @@ macro_rules! conformance_tests {
             concurrent_same_key_requests_create_one_order,
             stock_loading_restock_and_lookup,
             order_listing_filters_and_pages,
+            constraint_violations_are_one_error_kind,
         );
     };
     (@each $run:path; $($test:ident),+ $(,)?) => {

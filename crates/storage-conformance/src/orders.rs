@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use stockroom_contract::{EffectOutcome, PaymentRecord, Settlement, SettlementAction};
+use stockroom_domain::rules::SweepDecision;
 use stockroom_domain::{
     CONSUMER_INVENTORY, CONSUMER_PAYMENT, EventKind, OrderStatus, PaymentStatus, ReleaseReason,
 };
@@ -113,7 +114,14 @@ pub async fn payment_and_settlement_move_forward_only(storage: Arc<dyn Storage>)
         ReleaseOutcome::NotCancellable(order) => assert_eq!(order.version, 2),
         other => panic!("a charged order must not be cancellable, got {other:?}"),
     }
-    assert!(storage.expire(0, 100).await.expect("expire").is_empty());
+    assert!(
+        storage
+            .sweep(LONG_LEASE_MS, 100)
+            .await
+            .expect("sweep")
+            .is_empty(),
+        "a charged reservation is not overdue a moment after its payment"
+    );
 
     let to_inventory = storage
         .lease_events(CONSUMER_INVENTORY, 10, LONG_LEASE_MS)
@@ -434,9 +442,11 @@ pub async fn cancel_is_idempotent_and_refused_after_charge(storage: Arc<dyn Stor
     assert_invariants(&storage).await;
 }
 
-/// (d) Expiry releases unpaid reservations older than the cutoff, up to the
-/// limit, and never a paid one; a second expirer finds nothing left.
-pub async fn expiry_releases_only_unpaid_reservations(storage: Arc<dyn Storage>) {
+/// (d) The sweep ends every overdue reservation exactly once, up to its
+/// limit: unpaid ones expire, a declined one whose release never came is
+/// released, a charged one whose settlement never came is fulfilled (the
+/// money is taken). A second sweeper finds nothing left.
+pub async fn sweep_ends_every_overdue_reservation_once(storage: Arc<dyn Storage>) {
     stock(&storage, &[("Laptop", 20)]).await;
     let unpaid_a = reserve_ok(&storage, request("c1", &[("Laptop", 1)]))
         .await
@@ -464,40 +474,48 @@ pub async fn expiry_releases_only_unpaid_reservations(storage: Arc<dyn Storage>)
 
     assert!(
         storage
-            .expire(LONG_LEASE_MS, 100)
+            .sweep(LONG_LEASE_MS, 100)
             .await
-            .expect("expire")
+            .expect("sweep")
             .is_empty(),
         "nothing is a minute old yet"
     );
-    let first = storage.expire(0, 2).await.expect("expire");
+    let first = storage.sweep(0, 2).await.expect("sweep");
     assert_eq!(first.len(), 2, "the limit is respected");
-    // Several expirers at once: together they expire the rest exactly once.
-    let rest = run_concurrently("concurrent expirers", 4, |_| {
+    // Several sweepers at once: together they end the rest exactly once.
+    let rest = run_concurrently("concurrent sweepers", 4, |_| {
         let storage = Arc::clone(&storage);
-        async move { storage.expire(0, 100).await.expect("expire") }
+        async move { storage.sweep(0, 100).await.expect("sweep") }
     })
     .await;
-    let mut expired: Vec<String> = first
+    let mut swept: Vec<(String, SweepDecision)> = first
         .into_iter()
         .chain(rest.into_iter().flatten())
+        .map(|swept| (swept.order_id, swept.outcome))
         .collect();
-    expired.sort();
-    let mut expected = vec![unpaid_a, unpaid_b, unpaid_c, declined];
+    swept.sort();
+    let mut expected = vec![
+        (unpaid_a.clone(), SweepDecision::Expired),
+        (unpaid_b.clone(), SweepDecision::Expired),
+        (unpaid_c.clone(), SweepDecision::Expired),
+        (declined.clone(), SweepDecision::Declined),
+        (charged.clone(), SweepDecision::Fulfilled),
+    ];
     expected.sort();
-    assert_eq!(
-        expired, expected,
-        "every unpaid reservation expires once, the charged one never"
-    );
-    for id in &expected {
+    assert_eq!(swept, expected, "every overdue reservation ends once");
+    for id in [&unpaid_a, &unpaid_b, &unpaid_c] {
         let expired_order = order(&storage, id).await;
         assert_eq!(expired_order.status, OrderStatus::Cancelled);
         assert_eq!(expired_order.reason.as_deref(), Some("reservation_expired"));
     }
-    let still = order(&storage, &charged).await;
-    assert_eq!(still.status, OrderStatus::Reserved);
-    assert_eq!(still.payment_status, PaymentStatus::Charged);
-    assert_eq!(item(&storage, "Laptop").await.reserved_quantity, 4);
-    assert!(storage.expire(0, 100).await.expect("expire").is_empty());
+    let declined_order = order(&storage, &declined).await;
+    assert_eq!(declined_order.status, OrderStatus::Cancelled);
+    assert_eq!(declined_order.reason.as_deref(), Some("payment_declined"));
+    let fulfilled = order(&storage, &charged).await;
+    assert_eq!(fulfilled.status, OrderStatus::Fulfilled);
+    assert_eq!(fulfilled.payment_status, PaymentStatus::Charged);
+    let laptop = item(&storage, "Laptop").await;
+    assert_eq!((laptop.reserved_quantity, laptop.sold), (0, 4));
+    assert!(storage.sweep(0, 100).await.expect("sweep").is_empty());
     assert_invariants(&storage).await;
 }

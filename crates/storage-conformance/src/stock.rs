@@ -3,13 +3,13 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use stockroom_contract::StockLine;
+use stockroom_contract::{ReserveOutcome, StockLine};
 use stockroom_domain::{MAX_STOCK_PER_PRODUCT, OrderStatus, ReleaseReason};
 use stockroom_storage::{MAX_ORDERS_PER_PAGE, OrderFilter, Storage, StorageError};
 
 use crate::support::{
     all_orders, assert_invariants, item, product, request, reserve_ok, reserve_one,
-    run_concurrently,
+    run_concurrently, stock,
 };
 
 /// Initial stock loads once even when many instances start together;
@@ -138,18 +138,27 @@ pub async fn stock_loading_restock_and_lookup(storage: Arc<dyn Storage>) {
     );
     assert_eq!(item(&storage, "Laptop").await.quantity, 75);
 
-    // An order id that is already taken fails the call.
+    // An order id that is already taken is refused, and only that request
+    // of its call: the others are decided as usual.
     let taken = reserve_ok(&storage, request("c1", &[("Laptop", 1)])).await;
     let mut duplicate = request("c2", &[("Laptop", 1)]);
     duplicate.order_id = taken.id.clone();
-    assert!(
-        matches!(
-            storage.reserve(vec![duplicate]).await,
-            Err(StorageError::Invalid(_))
-        ),
+    let results = storage
+        .reserve(vec![duplicate, request("c3", &[("Laptop", 1)])])
+        .await
+        .expect("reserve");
+    assert_eq!(
+        results[0].outcome,
+        ReserveOutcome::OrderIdTaken {
+            order_id: taken.id.clone()
+        },
         "a second order with a taken id is refused"
     );
-    assert_eq!(item(&storage, "Laptop").await.reserved_quantity, 1);
+    assert!(matches!(
+        results[1].outcome,
+        ReserveOutcome::Reserved { .. }
+    ));
+    assert_eq!(item(&storage, "Laptop").await.reserved_quantity, 2);
     assert_invariants(&storage).await;
 }
 
@@ -232,5 +241,38 @@ pub async fn order_listing_filters_and_pages(storage: Arc<dyn Storage>) {
         .await
         .expect("orders");
     assert!(none.orders.is_empty() && none.next_cursor.is_none());
+    assert_invariants(&storage).await;
+}
+
+/// A write the schema's constraints refuse is the same error kind on every
+/// backend, keeps the driver's error as its cause, and changes nothing.
+pub async fn constraint_violations_are_one_error_kind(storage: Arc<dyn Storage>) {
+    stock(&storage, &[("Laptop", 5)]).await;
+    reserve_ok(&storage, request("c1", &[("Laptop", 2)])).await;
+    let error = storage
+        .execute_unchecked(
+            "UPDATE inventory SET reserved = quantity + 1 WHERE product_key = 'laptop'",
+        )
+        .await
+        .expect_err("reserving more than on hand breaks a CHECK constraint");
+    assert!(
+        matches!(error, StorageError::ConstraintViolated { .. }),
+        "a CHECK violation is ConstraintViolated, got {error:?}"
+    );
+    assert!(
+        !error.is_retryable(),
+        "a broken constraint is a bug, not a pause"
+    );
+    let causes = crate::support::causes(&error);
+    assert!(
+        !causes.is_empty(),
+        "the driver's error is kept as the cause"
+    );
+    assert!(
+        causes.to_lowercase().contains("check"),
+        "the causes name the constraint{causes}"
+    );
+    assert_eq!(item(&storage, "Laptop").await.reserved_quantity, 2);
+    reserve_ok(&storage, request("c2", &[("Laptop", 3)])).await;
     assert_invariants(&storage).await;
 }

@@ -1,7 +1,6 @@
 //! Helpers the tests share: building requests, running many tasks at once
 //! under a deadline, and the invariants checked at the end of every test.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,6 +8,7 @@ use std::time::Duration;
 use stockroom_contract::{
     InventoryItem, Order, ReserveOutcome, ReserveRequest, ReserveResult, StockLine,
 };
+use stockroom_domain::invariants::{self, OrderFigures, StockFigures};
 use stockroom_domain::{CustomerId, OrderItem, OrderItems, OrderStatus, ProductName, Quantity};
 use stockroom_storage::{MAX_ORDERS_PER_PAGE, OrderFilter, Storage};
 
@@ -235,54 +235,82 @@ pub fn assert_order_consistent(order: &Order) {
 }
 
 /// The invariants that hold after any sequence of calls, checked at the end of
-/// every test:
-/// - conservation: `received == quantity + sold` for every product;
-/// - `0 <= reserved <= quantity` and `available == quantity - reserved`;
-/// - the units held equal the units of the orders that are `reserved`, and the
-///   units sold equal the units of the orders that are `fulfilled`;
-/// - every order's history is consistent (see [`assert_order_consistent`]).
+/// every test with the one definition the auditor and `stockroom check` use
+/// ([`stockroom_domain::invariants`]): nothing oversold, conservation, the
+/// units held and sold equal those of the reserved and fulfilled orders,
+/// histories only move forward, no double effects. Each order's own record is
+/// checked too (see [`assert_order_consistent`]).
 pub async fn assert_invariants(storage: &Arc<dyn Storage>) {
     let inventory = storage.inventory().await.expect("inventory");
     let orders = all_orders(storage, None).await;
-    let mut held: HashMap<String, i64> = HashMap::new();
-    let mut sold: HashMap<String, i64> = HashMap::new();
     for order in &orders {
         assert_order_consistent(order);
-        let tally = match order.status {
-            OrderStatus::Reserved => &mut held,
-            OrderStatus::Fulfilled => &mut sold,
-            _ => continue,
-        };
-        for line in &order.items {
-            *tally.entry(line.product.name.to_lowercase()).or_default() += i64::from(line.quantity);
-        }
     }
     for product in &inventory {
-        let name = &product.product_name;
-        assert_eq!(
-            product.received,
-            product.quantity + product.sold,
-            "conservation broken for {name}: {product:?}"
-        );
-        assert!(
-            product.reserved_quantity >= 0 && product.reserved_quantity <= product.quantity,
-            "reserved out of range for {name}: {product:?}"
-        );
         assert_eq!(
             product.available,
             product.quantity - product.reserved_quantity,
-            "available is not on hand minus reserved for {name}: {product:?}"
-        );
-        let key = name.to_lowercase();
-        assert_eq!(
-            product.reserved_quantity,
-            held.get(&key).copied().unwrap_or(0),
-            "{name}: reserved units differ from the units of reserved orders"
-        );
-        assert_eq!(
-            product.sold,
-            sold.get(&key).copied().unwrap_or(0),
-            "{name}: sold units differ from the units of fulfilled orders"
+            "available is not on hand minus reserved for {}: {product:?}",
+            product.product_name
         );
     }
+    let violations =
+        invariants::check_snapshot(&stock_figures(&inventory), &order_figures(&orders));
+    assert!(
+        violations.is_empty(),
+        "invariants broken:\n{}",
+        violations
+            .iter()
+            .map(|violation| format!("{}: {violation}", violation.invariant))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+/// Stock documents as the invariants read them.
+pub fn stock_figures(inventory: &[InventoryItem]) -> Vec<StockFigures> {
+    inventory
+        .iter()
+        .map(|item| StockFigures {
+            product: item.product_name.clone(),
+            on_hand: item.quantity,
+            reserved: item.reserved_quantity,
+            available: Some(item.available),
+            sold: Some(item.sold),
+            received: Some(item.received),
+        })
+        .collect()
+}
+
+/// Order documents as the invariants read them.
+pub fn order_figures(orders: &[Order]) -> Vec<OrderFigures> {
+    orders
+        .iter()
+        .map(|order| OrderFigures {
+            id: order.id.clone(),
+            status: order.status.as_str().to_owned(),
+            lines: order
+                .items
+                .iter()
+                .map(|line| (line.product.name.clone(), i64::from(line.quantity)))
+                .collect(),
+            history: order
+                .history
+                .iter()
+                .map(|entry| (entry.status.as_str().to_owned(), entry.reason.clone()))
+                .collect(),
+        })
+        .collect()
+}
+
+/// The messages of an error's causes, each after ": ", outermost first. A
+/// plain function, so that no borrowed cause lives across an await.
+pub fn causes(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = String::new();
+    let mut cause = error.source();
+    while let Some(next) = cause {
+        text.push_str(&format!(": {next}"));
+        cause = next.source();
+    }
+    text
 }

@@ -13,8 +13,11 @@ use tokio_postgres::NoTls;
 /// limit, not the pool.
 pub const BASELINE_POOL_SIZE: usize = 32;
 
-fn unavailable(error: impl std::fmt::Display) -> StorageError {
-    StorageError::Unavailable(error.to_string())
+fn unavailable(error: impl std::error::Error + Send + Sync + 'static) -> StorageError {
+    StorageError::Unavailable {
+        context: "the per-request baseline failed".into(),
+        source: Some(stockroom_storage::cause(error)),
+    }
 }
 
 /// A stock table with one row per product, in its own schema.

@@ -1,53 +1,49 @@
-//! Group commit of concurrent reservations, as the SQLite writer does it.
+//! Group commit: concurrent calls share one transaction, as in the SQLite
+//! writer.
 //!
-//! Without it, every `reserve` call is its own transaction with its own
-//! commit, and during a flash sale they all queue on the hot product's row
-//! lock, each holding a pooled connection while it waits. With it, calls put
-//! their requests on a bounded queue; one collector task per storage takes
-//! whatever is queued and applies it in one transaction with one commit,
-//! then answers each caller with its own results. The row lock is taken once
-//! per batch instead of once per order, and one commit (one WAL flush)
-//! serves every order of the batch.
+//! Every call the rules decide (reservations, payments, settlements, cancels,
+//! sweeps, restocks) is put on a bounded queue. Collector tasks each take
+//! whatever is queued and run it as one batch of the rules in one
+//! transaction: the rows are loaded and locked with a fixed number of
+//! queries, decided in memory, written with one statement per table, and
+//! committed with one WAL flush; then each caller gets its own answer. During
+//! a flash sale the hot product's row lock is taken once per batch instead of
+//! once per order, and one commit serves every order of the batch.
 //!
-//! Each call's requests run inside a savepoint of their own, and each request
-//! inside the savepoint `reserve_all` already gives it, so one call's failure
-//! undoes only that call, exactly as one job's failure does in the SQLite
-//! writer. An abort that PostgreSQL asks to retry (deadlock victim,
-//! serialization failure) runs the whole batch again.
-//!
-//! Lock order: within a batch, requests of different calls may name products
-//! in any order, so two batch transactions of two processes could each hold
-//! a product the other wants next. The batch therefore locks every product it
-//! names first, in the global order of product keys, before it reserves
-//! anything; after that no statement of the batch waits for an inventory row
-//! lock, so batches cannot deadlock each other on inventory rows. Within one
-//! process the single collector runs one batch at a time, so its own batches
-//! never compete at all.
+//! A transaction that PostgreSQL aborts for a concurrent one (serialization
+//! failure, deadlock victim, an idempotency key claimed meanwhile by another
+//! process) runs again whole, up to [`MAX_TRANSACTION_ATTEMPTS`] times.
 
-use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-use deadpool_postgres::{Pool, Transaction};
-use stockroom_contract::{ReserveRequest, ReserveResult};
+use deadpool_postgres::Pool;
 use stockroom_storage::StorageError;
+use stockroom_storage::batch::{Command, Needs, Reply, decide};
 use tokio::sync::mpsc::error::TrySendError;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Mutex, RwLock, mpsc, oneshot};
 
-use crate::sql::query;
-use crate::{Failure, MAX_TRANSACTION_ATTEMPTS, RETRY_BACKOFF_MS, write};
+use crate::sql::{Tx, count_transaction_control};
+use crate::{Failure, MAX_TRANSACTION_ATTEMPTS, RETRY_BACKOFF_MS, apply, load, now_ms, read};
 
-/// The most calls that may wait for the collector. When the queue is full a
+/// The most calls that may wait for a collector. When the queue is full a
 /// call fails with [`StorageError::Overloaded`] at once instead of waiting
 /// without bound.
 pub const GROUP_COMMIT_QUEUE_CAPACITY: usize = 8_192;
 
-/// The most reservation requests applied in one transaction by default. A
-/// call is never split, so a batch may exceed this by one call's requests.
+/// The most requests (orders, events) applied in one transaction by default.
+/// A call is never split, so a batch may exceed this by one call's requests.
 /// Larger batches commit less often but hold the hot product's row lock
 /// longer and make every caller of the batch wait for the slowest request.
 pub const DEFAULT_GROUP_COMMIT_MAX_REQUESTS: usize = 1_024;
 
-/// Whether and how concurrent `reserve` calls share transactions.
+/// Collector tasks per storage by default: while one waits for its commit's
+/// flush, the other gathers and applies the next batch. Batches that touch
+/// the same product still take its row lock one after the other.
+pub const DEFAULT_COLLECTORS: usize = 2;
+
+/// Whether and how concurrent calls share transactions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GroupCommitConfig {
     /// `false` runs each call in its own transaction, concurrently with the
@@ -55,6 +51,8 @@ pub struct GroupCommitConfig {
     pub enabled: bool,
     /// At most about this many requests per transaction; at least 1.
     pub max_requests: usize,
+    /// Collector tasks; at least 1.
+    pub collectors: usize,
 }
 
 impl Default for GroupCommitConfig {
@@ -62,6 +60,7 @@ impl Default for GroupCommitConfig {
         GroupCommitConfig {
             enabled: true,
             max_requests: DEFAULT_GROUP_COMMIT_MAX_REQUESTS,
+            collectors: DEFAULT_COLLECTORS,
         }
     }
 }
@@ -71,37 +70,56 @@ impl GroupCommitConfig {
     pub const OFF: GroupCommitConfig = GroupCommitConfig {
         enabled: false,
         max_requests: 1,
+        collectors: 1,
     };
 }
 
-/// One `reserve` call waiting for its batch.
+/// One call waiting for its batch.
 struct Job {
-    requests: Vec<ReserveRequest>,
-    reply: oneshot::Sender<Result<Vec<ReserveResult>, StorageError>>,
+    command: Option<Command>,
+    reply: oneshot::Sender<Result<Reply, StorageError>>,
 }
 
-/// The handle calls are queued through. The collector task stops when it is
+/// The handle calls are queued through. The collectors stop when it is
 /// dropped.
 pub(crate) struct GroupCommit {
     queue: mpsc::Sender<Job>,
+    /// Held shared by each collector while it applies a batch, so that
+    /// [`GroupCommit::flush`] can wait for every batch in flight.
+    in_flight: Arc<RwLock<()>>,
 }
 
 impl GroupCommit {
-    /// Starts the collector on the current tokio runtime.
-    pub(crate) fn start(pool: Pool, config: GroupCommitConfig) -> GroupCommit {
+    /// Starts the collectors on the current tokio runtime.
+    pub(crate) fn start(
+        pool: Pool,
+        statements: Arc<AtomicU64>,
+        config: GroupCommitConfig,
+    ) -> GroupCommit {
         let (queue, receiver) = mpsc::channel(GROUP_COMMIT_QUEUE_CAPACITY);
-        tokio::spawn(collect(pool, receiver, config.max_requests.max(1)));
-        GroupCommit { queue }
+        let receiver = Arc::new(Mutex::new(receiver));
+        let in_flight = Arc::new(RwLock::new(()));
+        for _ in 0..config.collectors.max(1) {
+            tokio::spawn(collect(
+                pool.clone(),
+                Arc::clone(&statements),
+                Arc::clone(&receiver),
+                Arc::clone(&in_flight),
+                config.max_requests.max(1),
+            ));
+        }
+        GroupCommit { queue, in_flight }
     }
 
-    /// Reserves `requests` in the next batch transaction and returns their
-    /// results once it has committed.
-    pub(crate) async fn reserve(
-        &self,
-        requests: Vec<ReserveRequest>,
-    ) -> Result<Vec<ReserveResult>, StorageError> {
+    /// Runs `command` in the next batch transaction and returns its reply
+    /// once that has committed.
+    pub(crate) async fn run(&self, command: Command) -> Result<Reply, StorageError> {
         let (reply, answer) = oneshot::channel();
-        match self.queue.try_send(Job { requests, reply }) {
+        let job = Job {
+            command: Some(command),
+            reply,
+        };
+        match self.queue.try_send(job) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => return Err(StorageError::Overloaded),
             Err(TrySendError::Closed(_)) => return Err(stopped()),
@@ -110,137 +128,145 @@ impl GroupCommit {
     }
 
     /// Waits until every call queued before this one has been applied and
-    /// answered: the collector takes calls in order, so an empty call's
-    /// answer comes after theirs.
+    /// answered. Calls are taken from the queue in order, so once a marker
+    /// queued now was taken, every earlier call was taken too, by a collector
+    /// that then held `in_flight` until it answered.
     pub(crate) async fn flush(&self) {
         let (reply, answer) = oneshot::channel();
         let marker = Job {
-            requests: Vec::new(),
+            command: None,
             reply,
         };
         if self.queue.send(marker).await.is_ok() {
             let _ = answer.await;
         }
+        let _all_answered = self.in_flight.write().await;
     }
 }
 
 fn stopped() -> StorageError {
-    StorageError::Unavailable("the postgres reservation collector has stopped".into())
+    StorageError::unavailable("the postgres batch collector has stopped")
 }
 
 /// Takes whatever is queued, applies it as one batch, and repeats until every
-/// handle is gone. One batch at a time: while it runs, the next one gathers.
-async fn collect(pool: Pool, mut queue: mpsc::Receiver<Job>, max_requests: usize) {
-    let mut batch: Vec<Job> = Vec::new();
-    while let Some(first) = queue.recv().await {
-        let mut requests = first.requests.len();
-        batch.push(first);
-        while requests < max_requests {
-            match queue.try_recv() {
-                Ok(job) => {
-                    requests += job.requests.len();
-                    batch.push(job);
+/// handle is gone. While this collector applies a batch, another one gathers.
+async fn collect(
+    pool: Pool,
+    statements: Arc<AtomicU64>,
+    queue: Arc<Mutex<mpsc::Receiver<Job>>>,
+    in_flight: Arc<RwLock<()>>,
+    max_requests: usize,
+) {
+    loop {
+        let mut batch: Vec<Job> = Vec::new();
+        let applying = {
+            let mut queue = queue.lock().await;
+            let Some(first) = queue.recv().await else {
+                return;
+            };
+            let mut requests = first.command.as_ref().map_or(0, Command::size);
+            batch.push(first);
+            while requests < max_requests {
+                match queue.try_recv() {
+                    Ok(job) => {
+                        requests += job.command.as_ref().map_or(0, Command::size);
+                        batch.push(job);
+                    }
+                    Err(_) => break,
                 }
-                Err(_) => break,
             }
-        }
-        apply_batch(&pool, &mut batch).await;
+            // Taken before the queue is let go, so that a flush queued after
+            // these calls finds this batch in flight.
+            Arc::clone(&in_flight).read_owned().await
+        };
+        apply_batch(&pool, &statements, batch).await;
+        drop(applying);
     }
 }
 
 /// Applies the batch in one transaction, retrying it whole when PostgreSQL
 /// aborted it for a concurrent one, and answers every caller.
-async fn apply_batch(pool: &Pool, batch: &mut Vec<Job>) {
+async fn apply_batch(pool: &Pool, statements: &AtomicU64, batch: Vec<Job>) {
+    let (commands, repliers): (Vec<Option<Command>>, Vec<_>) = batch
+        .into_iter()
+        .map(|job| {
+            let has_command = job.command.is_some();
+            (job.command, (job.reply, has_command))
+        })
+        .unzip();
+    let commands: Vec<Command> = commands.into_iter().flatten().collect();
+    let mut answers = if commands.is_empty() {
+        Vec::new()
+    } else {
+        run_with_retries(pool, statements, &commands).await
+    }
+    .into_iter();
+    // Commands keep their callers' order; flush markers carry none, and
+    // their callers only wait for an answer, whatever it is.
+    for (reply, has_command) in repliers {
+        let answer = if has_command {
+            answers.next().unwrap_or_else(|| Err(stopped()))
+        } else {
+            Err(StorageError::unavailable("flush marker"))
+        };
+        let _ = reply.send(answer);
+    }
+}
+
+/// The batch's answers, one per command; all of them the same error when
+/// the transaction could not be committed.
+pub(crate) async fn run_with_retries(
+    pool: &Pool,
+    statements: &AtomicU64,
+    commands: &[Command],
+) -> Vec<Result<Reply, StorageError>> {
     let mut attempt: u32 = 1;
-    let answers = loop {
-        match run_batch(pool, batch).await {
-            Ok(answers) => break answers,
+    loop {
+        match run_batch(pool, statements, commands).await {
+            Ok(answers) => return answers,
             Err(failure) if failure.is_retryable() && attempt < MAX_TRANSACTION_ATTEMPTS => {
-                tracing::warn!(attempt, error = %failure, "postgres batch transaction aborted, retrying");
+                tracing::warn!(attempt, error = %failure, "postgres batch aborted for a concurrent one; running it again");
                 tokio::time::sleep(Duration::from_millis(RETRY_BACKOFF_MS * u64::from(attempt)))
                     .await;
                 attempt += 1;
             }
             Err(failure) => {
                 let error = failure.into_storage_error(attempt);
-                break batch.iter().map(|_| Err(copy_error(&error))).collect();
+                return commands.iter().map(|_| Err(error.clone())).collect();
             }
         }
-    };
-    for (job, answer) in batch.drain(..).zip(answers) {
-        let _ = job.reply.send(answer);
     }
 }
 
-/// One run of the batch transaction. `Err` means the whole transaction is
-/// lost (nothing of it committed); a single call's own failure is its answer
-/// inside `Ok`.
+/// One run of the batch transaction. `Err` means nothing of it committed (or,
+/// for [`Failure::CommitLost`], that nobody knows).
 async fn run_batch(
     pool: &Pool,
-    batch: &[Job],
-) -> Result<Vec<Result<Vec<ReserveResult>, StorageError>>, Failure> {
+    statements: &AtomicU64,
+    commands: &[Command],
+) -> Result<Vec<Result<Reply, StorageError>>, Failure> {
     let mut client = pool.get().await?;
-    let tx = client.transaction().await?;
-    lock_products(&tx, batch).await?;
-    let mut answers = Vec::with_capacity(batch.len());
-    for job in batch {
-        tx.batch_execute("SAVEPOINT call").await?;
-        match write::reserve_all(&tx, &job.requests).await {
-            Ok(results) => {
-                tx.batch_execute("RELEASE SAVEPOINT call").await?;
-                answers.push(Ok(results));
+    let transaction = client.transaction().await?;
+    count_transaction_control(statements);
+    let tx = Tx::new(&transaction, statements);
+    let now = now_ms();
+    let mut needs = Needs::of(commands, now);
+    let book = load::load(tx, &mut needs, now).await?;
+    let (answers, writes) = decide(book, commands, &needs);
+    apply::apply(tx, &writes).await?;
+    let mut replies = Vec::with_capacity(answers.len());
+    for answer in answers {
+        replies.push(match answer {
+            Ok(answer) => {
+                let document = match answer.document_needed() {
+                    Some(order_id) => read::order(tx, order_id).await?,
+                    None => None,
+                };
+                answer.into_reply(document)
             }
-            // The whole batch runs again, so this call gets another chance
-            // along with the rest.
-            Err(failure) if failure.is_retryable() => return Err(failure),
-            Err(failure) => {
-                // Undo this call only. If even that fails the connection is
-                // gone, and the `?` abandons the whole transaction.
-                tx.batch_execute("ROLLBACK TO SAVEPOINT call; RELEASE SAVEPOINT call")
-                    .await?;
-                answers.push(Err(failure.into_storage_error(1)));
-            }
-        }
+            Err(error) => Err(error),
+        });
     }
-    tx.commit().await?;
-    Ok(answers)
-}
-
-/// Locks every product the batch names, in the global order of product keys,
-/// so that the reservations that follow never wait for a row lock another
-/// batch holds while holding one it wants.
-async fn lock_products(tx: &Transaction<'_>, batch: &[Job]) -> Result<(), Failure> {
-    let keys: BTreeSet<String> = batch
-        .iter()
-        .flat_map(|job| &job.requests)
-        .flat_map(|request| request.items.iter())
-        .map(|item| item.product.key())
-        .collect();
-    if keys.len() < 2 {
-        // One product cannot be locked in the wrong order; its first
-        // conditional UPDATE takes the lock as the call alone would.
-        return Ok(());
-    }
-    let keys: Vec<String> = keys.into_iter().collect();
-    query(
-        tx,
-        // `COLLATE "C"` sorts by bytes, as Rust sorts the keys of an order,
-        // whatever collation the database was created with.
-        "SELECT product_key FROM inventory WHERE product_key = ANY($1)
-         ORDER BY product_key COLLATE \"C\" FOR UPDATE",
-        &[&keys],
-    )
-    .await?;
-    Ok(())
-}
-
-/// A copy of the error for each caller of a failed batch.
-fn copy_error(error: &StorageError) -> StorageError {
-    match error {
-        StorageError::Overloaded => StorageError::Overloaded,
-        StorageError::Unavailable(message) => StorageError::Unavailable(message.clone()),
-        StorageError::UnknownProduct(name) => StorageError::UnknownProduct(name.clone()),
-        StorageError::Invalid(message) => StorageError::Invalid(message.clone()),
-        StorageError::Inconsistent(message) => StorageError::Inconsistent(message.clone()),
-    }
+    transaction.commit().await.map_err(Failure::commit)?;
+    Ok(replies)
 }

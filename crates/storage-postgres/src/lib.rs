@@ -4,50 +4,52 @@
 //! Unlike the SQLite backend, which funnels every change through one writer
 //! thread, here many connections write at once, from many processes. So every
 //! guarantee comes from the database itself, never from an in-process lock:
-//! - a reservation holds stock with a conditional `UPDATE ... WHERE quantity -
-//!   reserved >= $1` per item, in the global order of product keys (the order
-//!   [`stockroom_domain::OrderItems`] keeps), so concurrent reservations can
-//!   neither oversell nor deadlock each other;
-//! - an order's row is locked (`FOR UPDATE`) before its status changes, and the
-//!   change is still conditional on its version;
-//! - an idempotency key is claimed by inserting it first, so a concurrent
-//!   request with the same key waits on the unique index until the first one
-//!   commits and then replays its result;
+//! - a batch locks every row the rules will change before they decide
+//!   (`FOR UPDATE`, orders by id, then stock by product key: one global
+//!   order, so batches never deadlock on them), and every write of an existing
+//!   row is still conditional on the figures or version it was loaded with;
+//! - an idempotency key is stored with `ON CONFLICT DO NOTHING`, so of two
+//!   processes answering one key at once, the second waits for the first and
+//!   runs its batch again, replaying the stored answer;
 //! - events are leased with `FOR UPDATE SKIP LOCKED`, so concurrent leasers
 //!   never hand out the same delivery twice.
 //!
-//! Concurrent `reserve` calls are group-committed by default (see [`group`]):
-//! one collector task applies whatever calls are queued in one transaction
-//! with one commit, the guarantee the SQLite writer gives.
+//! Every call the rules decide is group-committed by default (see [`group`]):
+//! collector tasks apply whatever calls are queued as one batch of the rules
+//! in one transaction with one commit: loaded with a fixed number of
+//! queries ([`load`]), decided by [`stockroom_domain::rules`], written with
+//! one `unnest` statement per table ([`apply`]).
 //!
 //! Every method runs in one transaction and returns `Ok` only after the commit
 //! (`synchronous_commit` is left on, so the commit is durable). A transaction
-//! that PostgreSQL aborts as a serialization failure or a deadlock victim is
-//! retried up to [`MAX_TRANSACTION_ATTEMPTS`] times. This crate is the only
-//! place in Stockroom that knows PostgreSQL's SQL.
+//! that PostgreSQL aborts for a concurrent one is retried up to
+//! [`MAX_TRANSACTION_ATTEMPTS`] times. This crate is the only place in
+//! Stockroom that knows PostgreSQL's SQL.
 
+mod apply;
 pub mod baseline;
+mod bus;
 pub mod group;
+mod load;
 mod migrate;
 mod read;
 mod sql;
-mod write;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use stockroom_contract::{
-    Delivery, EffectResult, InventoryItem, Order, OrderList, PaymentRecord, ReserveRequest,
-    ReserveResult, Settlement, StockLine,
-};
-use stockroom_domain::{ProductName, ReleaseReason};
-use stockroom_storage::{OrderFilter, ReleaseOutcome, Storage, StorageError};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
+use stockroom_contract::{Delivery, InventoryItem, Order, OrderList, StockLine};
+use stockroom_storage::batch::{Command, Reply};
+use stockroom_storage::{OrderFilter, Storage, StorageError, cause};
 use tokio_postgres::NoTls;
+use tokio_postgres::error::SqlState;
 
 use crate::group::GroupCommit;
 pub use crate::group::GroupCommitConfig;
-use tokio_postgres::error::SqlState;
+use crate::sql::{Tx, count_transaction_control};
 
 /// How many connections a [`PostgresStorage`] keeps at most when the caller
 /// does not say. Each data-service instance holds this many backend processes
@@ -103,8 +105,9 @@ impl Default for PostgresConfig {
 pub struct PostgresStorage {
     pool: Pool,
     schema: Option<String>,
-    /// `None` when group commit is off: each `reserve` call is then its own
-    /// transaction.
+    statements: Arc<AtomicU64>,
+    /// `None` when group commit is off: each call is then its own
+    /// transaction, concurrently with the others.
     group_commit: Option<GroupCommit>,
 }
 
@@ -124,8 +127,8 @@ impl PostgresStorage {
     /// key-value string), creates the schema if asked to, and applies every
     /// migration the database does not have yet.
     ///
-    /// Connections are made without TLS. Reservations are group-committed
-    /// with the default [`GroupCommitConfig`].
+    /// Connections are made without TLS. Calls are group-committed with the
+    /// default [`GroupCommitConfig`].
     pub async fn connect(
         url: &str,
         config: PostgresConfig,
@@ -133,9 +136,9 @@ impl PostgresStorage {
         PostgresStorage::connect_with_group_commit(url, config, GroupCommitConfig::default()).await
     }
 
-    /// [`PostgresStorage::connect`], with group commit of reservations as
-    /// `group_commit` says ([`GroupCommitConfig::OFF`] runs one transaction
-    /// per call, which a benchmark may compare against).
+    /// [`PostgresStorage::connect`], with group commit as `group_commit` says
+    /// ([`GroupCommitConfig::OFF`] runs one transaction per call, which a
+    /// benchmark may compare against).
     pub async fn connect_with_group_commit(
         url: &str,
         config: PostgresConfig,
@@ -181,15 +184,18 @@ impl PostgresStorage {
             .wait_timeout(Some(Duration::from_millis(POOL_WAIT_TIMEOUT_MS)))
             .create_timeout(Some(Duration::from_millis(CONNECT_TIMEOUT_MS)))
             .build()
-            .map_err(|error| {
-                StorageError::Unavailable(format!("cannot build the postgres pool: {error}"))
+            .map_err(|error| StorageError::Unavailable {
+                context: "cannot build the postgres pool".into(),
+                source: Some(cause(error)),
             })?;
+        let statements = Arc::new(AtomicU64::new(0));
         let group_commit = group_commit
             .enabled
-            .then(|| GroupCommit::start(pool.clone(), group_commit));
+            .then(|| GroupCommit::start(pool.clone(), Arc::clone(&statements), group_commit));
         let storage = PostgresStorage {
             pool,
             schema: config.schema,
+            statements,
             group_commit,
         };
         let mut client = storage
@@ -232,23 +238,41 @@ fn check_schema_name(schema: &str) -> Result<(), StorageError> {
     Ok(())
 }
 
-/// Why one run of a transaction failed: the database, the pool, or a
-/// decision of the storage logic itself.
+/// Why one run of a transaction failed: the database, the pool, a race this
+/// code detected, or a decision of the storage logic itself.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum Failure {
     #[error("{}", describe(.0))]
     Database(#[from] tokio_postgres::Error),
-    #[error("cannot get a postgres connection: {0}")]
-    Pool(#[from] deadpool_postgres::PoolError),
+    #[error("cannot get a postgres connection")]
+    Pool(#[from] PoolError),
+    /// Another process stored an answer for one of the batch's idempotency
+    /// keys after this batch looked for it.
+    #[error("an idempotency key was claimed by a concurrent batch")]
+    KeyRace,
+    /// The COMMIT was sent but no answer came back.
+    #[error("the answer to a commit was lost")]
+    CommitLost(#[source] tokio_postgres::Error),
     #[error(transparent)]
     Storage(#[from] StorageError),
 }
 
 impl Failure {
+    /// A failure of COMMIT: refused by the server (nothing was stored), or
+    /// lost on the way (nobody knows).
+    fn commit(error: tokio_postgres::Error) -> Failure {
+        if error.code().is_some() {
+            Failure::Database(error)
+        } else {
+            Failure::CommitLost(error)
+        }
+    }
+
     /// Whether running the whole transaction again may succeed.
     fn is_retryable(&self) -> bool {
         match self {
             Failure::Database(error) => aborted_by_concurrency(error),
+            Failure::KeyRace => true,
             _ => false,
         }
     }
@@ -256,29 +280,62 @@ impl Failure {
     fn into_storage_error(self, attempts: u32) -> StorageError {
         match self {
             Failure::Storage(error) => error,
-            Failure::Pool(deadpool_postgres::PoolError::Backend(error)) => {
-                StorageError::Unavailable(format!(
-                    "cannot connect to postgres: {}",
-                    describe(&error)
-                ))
+            Failure::KeyRace => StorageError::Contention {
+                attempts,
+                source: cause(Failure::KeyRace),
+            },
+            Failure::CommitLost(error) => StorageError::OutcomeUnknown {
+                source: cause(error),
+            },
+            Failure::Pool(PoolError::Timeout(deadpool_postgres::TimeoutType::Wait)) => {
+                StorageError::Overloaded
             }
-            Failure::Pool(error) => StorageError::Unavailable(format!(
-                "cannot get a postgres connection: {}",
-                with_causes(&error)
-            )),
-            Failure::Database(error) if aborted_by_concurrency(&error) => {
-                StorageError::Unavailable(format!(
-                    "gave up after {attempts} attempts: {}",
-                    describe(&error)
-                ))
-            }
-            // A CHECK constraint restates an invariant; tripping one means
-            // the code tried to store an impossible state.
-            Failure::Database(error) if error.code() == Some(&SqlState::CHECK_VIOLATION) => {
-                StorageError::Inconsistent(describe(&error))
-            }
-            Failure::Database(error) => StorageError::Unavailable(describe(&error)),
+            Failure::Pool(PoolError::Backend(error)) => StorageError::Unavailable {
+                context: "cannot connect to postgres".into(),
+                source: Some(cause(error)),
+            },
+            Failure::Pool(error) => StorageError::Unavailable {
+                context: "cannot get a postgres connection".into(),
+                source: Some(cause(error)),
+            },
+            Failure::Database(error) => database_error(error, attempts),
         }
+    }
+}
+
+/// The storage error kind of an error PostgreSQL (or the connection to it)
+/// reported.
+fn database_error(error: tokio_postgres::Error, attempts: u32) -> StorageError {
+    let Some(code) = error.code().cloned() else {
+        // No SQLSTATE: the connection broke or was closed.
+        return StorageError::Unavailable {
+            context: "the connection to postgres failed".into(),
+            source: Some(cause(error)),
+        };
+    };
+    if aborted_by_concurrency(&error) {
+        return StorageError::Contention {
+            attempts,
+            source: cause(error),
+        };
+    }
+    match code.code().get(..2) {
+        // Class 23: integrity constraint violations. A constraint restates
+        // an invariant; tripping one means the code tried to store an
+        // impossible state.
+        Some("23") => StorageError::ConstraintViolated {
+            source: cause(error),
+        },
+        // Class 22 (data exception) and 42 (syntax or access rule): the
+        // statement does not fit the schema, a bug or a foreign schema.
+        Some("22" | "42") => StorageError::Inconsistent(describe(&error)),
+        // Everything else passes: connection exceptions (08), insufficient
+        // resources such as a full disk (53), operator intervention such as
+        // a restart (57), a read-only transaction (25006).
+        _ => StorageError::Unavailable {
+            context: format!("postgres refused the operation (sqlstate {})", code.code()),
+            source: Some(cause(error)),
+        },
     }
 }
 
@@ -297,41 +354,26 @@ fn aborted_by_concurrency(error: &tokio_postgres::Error) -> bool {
 fn describe(error: &tokio_postgres::Error) -> String {
     match error.as_db_error() {
         Some(db) => format!("{} (sqlstate {})", db.message(), db.code().code()),
-        None => with_causes(error),
+        None => error.to_string(),
     }
-}
-
-/// An error's message followed by its causes', because the driver's own
-/// messages ("error connecting to server") leave out the reason.
-fn with_causes(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(next) = cause {
-        let message = next.to_string();
-        if !text.ends_with(&message) {
-            text.push_str(": ");
-            text.push_str(&message);
-        }
-        cause = next.source();
-    }
-    text
 }
 
 /// Runs `$body` in one transaction on a pooled connection, commits it, and
 /// runs it all again when PostgreSQL aborted it as a serialization failure or
-/// deadlock victim. `write` transactions are READ COMMITTED, where each
-/// conditional UPDATE re-checks its condition against the newest committed
-/// row after waiting for its lock; `read` transactions are REPEATABLE READ and
-/// read-only, so a document assembled from several queries is one snapshot.
+/// deadlock victim. `write` transactions are READ COMMITTED; `read`
+/// transactions are REPEATABLE READ and read-only, so a document assembled
+/// from several queries is one snapshot. `$tx` is the counting [`Tx`].
 macro_rules! transaction {
     ($storage:expr, $kind:ident, |$tx:ident| $body:expr) => {{
         let mut attempt: u32 = 1;
         loop {
             let run: Result<_, Failure> = async {
                 let mut client = $storage.pool.get().await?;
-                let $tx = transaction!(@begin $kind, client);
+                let transaction = transaction!(@begin $kind, client);
+                count_transaction_control(&$storage.statements);
+                let $tx = Tx::new(&transaction, &$storage.statements);
                 let value = $body;
-                $tx.commit().await?;
+                transaction.commit().await.map_err(Failure::commit)?;
                 Ok::<_, Failure>(value)
             }
             .await;
@@ -369,12 +411,6 @@ pub(crate) fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// The same RFC 3339 form the SQLite backend writes: UTC, milliseconds, `Z`.
-pub(crate) fn format_time(ms: i64) -> String {
-    let time = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
-    humantime::format_rfc3339_millis(time).to_string()
-}
-
 #[async_trait]
 impl Storage for PostgresStorage {
     fn backend_name(&self) -> &'static str {
@@ -382,101 +418,50 @@ impl Storage for PostgresStorage {
     }
 
     async fn initialize_stock(&self, lines: Vec<StockLine>) -> Result<bool, StorageError> {
-        transaction!(self, write, |tx| write::initialize_stock(&tx, &lines)
-            .await?)
+        // Claiming the marker first makes concurrent first starts safe: a
+        // second instance's insert waits on the primary key until the first
+        // commits, then finds the stock loaded.
+        let claimed = transaction!(self, write, |tx| tx
+            .execute(
+                "INSERT INTO meta (key, value) VALUES ('stock_loaded', $1)
+                 ON CONFLICT (key) DO NOTHING",
+                &[&stockroom_contract::format_time(now_ms())],
+            )
+            .await?)?;
+        if claimed == 0 {
+            return Ok(false);
+        }
+        for line in lines {
+            self.restock(line.product_name, line.quantity).await?;
+        }
+        Ok(true)
+    }
+
+    async fn run(&self, command: Command) -> Result<Reply, StorageError> {
+        match &self.group_commit {
+            Some(group_commit) => group_commit.run(command).await,
+            None => group::run_with_retries(&self.pool, &self.statements, &[command])
+                .await
+                .pop()
+                .unwrap_or_else(|| Err(StorageError::unavailable("the batch gave no answer"))),
+        }
     }
 
     async fn inventory(&self) -> Result<Vec<InventoryItem>, StorageError> {
-        transaction!(self, read, |tx| read::inventory(&tx).await?)
+        transaction!(self, read, |tx| read::inventory(tx).await?)
     }
 
     async fn inventory_item(&self, product: &str) -> Result<Option<InventoryItem>, StorageError> {
         let key = product.trim().to_lowercase();
-        transaction!(self, read, |tx| read::inventory_item(&tx, &key).await?)
-    }
-
-    async fn restock(
-        &self,
-        product: ProductName,
-        quantity: u64,
-    ) -> Result<InventoryItem, StorageError> {
-        transaction!(self, write, |tx| write::restock(&tx, &product, quantity)
-            .await?)
-    }
-
-    async fn reserve(
-        &self,
-        requests: Vec<ReserveRequest>,
-    ) -> Result<Vec<ReserveResult>, StorageError> {
-        if requests.is_empty() {
-            return Ok(Vec::new());
-        }
-        if let Some(group_commit) = &self.group_commit {
-            return group_commit.reserve(requests).await;
-        }
-        transaction!(self, write, |tx| write::reserve_all(&tx, &requests).await?)
+        transaction!(self, read, |tx| read::inventory_item(tx, &key).await?)
     }
 
     async fn order(&self, order_id: &str) -> Result<Option<Order>, StorageError> {
-        transaction!(self, read, |tx| read::order(&tx, order_id).await?)
+        transaction!(self, read, |tx| read::order(tx, order_id).await?)
     }
 
     async fn orders(&self, filter: OrderFilter) -> Result<OrderList, StorageError> {
-        transaction!(self, read, |tx| read::orders(&tx, &filter).await?)
-    }
-
-    async fn record_payments(
-        &self,
-        payments: Vec<PaymentRecord>,
-    ) -> Result<Vec<EffectResult>, StorageError> {
-        if payments.is_empty() {
-            return Ok(Vec::new());
-        }
-        transaction!(self, write, |tx| {
-            let mut results = Vec::with_capacity(payments.len());
-            for payment in &payments {
-                results.push(write::record_payment(&tx, payment).await?);
-            }
-            results
-        })
-    }
-
-    async fn settle(
-        &self,
-        settlements: Vec<Settlement>,
-    ) -> Result<Vec<EffectResult>, StorageError> {
-        if settlements.is_empty() {
-            return Ok(Vec::new());
-        }
-        transaction!(self, write, |tx| {
-            let mut results = Vec::with_capacity(settlements.len());
-            for settlement in &settlements {
-                results.push(write::settle(&tx, settlement).await?);
-            }
-            results
-        })
-    }
-
-    async fn release(
-        &self,
-        order_id: &str,
-        reason: ReleaseReason,
-    ) -> Result<ReleaseOutcome, StorageError> {
-        transaction!(self, write, |tx| write::release(&tx, order_id, reason)
-            .await?)
-    }
-
-    async fn expire(
-        &self,
-        older_than_ms: u64,
-        max_orders: u32,
-    ) -> Result<Vec<String>, StorageError> {
-        transaction!(self, write, |tx| write::expire(
-            &tx,
-            older_than_ms,
-            max_orders
-        )
-        .await?)
+        transaction!(self, read, |tx| read::orders(tx, &filter).await?)
     }
 
     async fn lease_events(
@@ -485,8 +470,12 @@ impl Storage for PostgresStorage {
         max_events: u32,
         lease_ms: u64,
     ) -> Result<Vec<Delivery>, StorageError> {
-        transaction!(self, write, |tx| write::lease_events(
-            &tx, consumer, max_events, lease_ms
+        transaction!(self, write, |tx| bus::lease_events(
+            tx,
+            consumer,
+            max_events,
+            lease_ms,
+            now_ms()
         )
         .await?)
     }
@@ -499,8 +488,8 @@ impl Storage for PostgresStorage {
         if delivery_ids.is_empty() {
             return Ok(());
         }
-        transaction!(self, write, |tx| write::acknowledge_events(
-            &tx,
+        transaction!(self, write, |tx| bus::acknowledge_events(
+            tx,
             consumer,
             &delivery_ids
         )
@@ -508,14 +497,22 @@ impl Storage for PostgresStorage {
     }
 
     async fn dead_letter_count(&self, consumer: &str) -> Result<u64, StorageError> {
-        transaction!(self, read, |tx| read::dead_letter_count(&tx, consumer)
+        transaction!(self, read, |tx| read::dead_letter_count(tx, consumer)
             .await?)
     }
 
+    fn statements_executed(&self) -> u64 {
+        self.statements.load(Ordering::Relaxed)
+    }
+
+    async fn execute_unchecked(&self, statement: &str) -> Result<u64, StorageError> {
+        transaction!(self, write, |tx| tx.execute(statement, &[]).await?)
+    }
+
     async fn close(&self) {
-        // Reservations already queued for group commit are finished first;
-        // every other method commits before it returns, so after that
-        // closing the pool is all that is left.
+        // Calls already queued for group commit are finished first; every
+        // other method commits before it returns, so after that closing the
+        // pool is all that is left.
         if let Some(group_commit) = &self.group_commit {
             group_commit.flush().await;
         }
@@ -539,8 +536,65 @@ mod tests {
         assert!(check_schema_name(&"a".repeat(MAX_SCHEMA_NAME_LENGTH + 1)).is_err());
     }
 
-    #[test]
-    fn times_are_rfc3339_with_milliseconds() {
-        assert_eq!(format_time(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
+    /// Every list filter's statement can be served by an index: with
+    /// sequential scans switched off, the plan never falls back to one.
+    #[tokio::test]
+    async fn every_list_filter_uses_an_index() {
+        let Some(url) = std::env::var("STOCKROOM_TEST_POSTGRES_URL")
+            .ok()
+            .filter(|url| !url.trim().is_empty())
+        else {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "STOCKROOM_TEST_POSTGRES_URL is required under CI"
+            );
+            return;
+        };
+        let schema = format!("plans_{}", std::process::id());
+        let storage = PostgresStorage::connect(
+            &url,
+            PostgresConfig {
+                schema: Some(schema.clone()),
+                pool_size: 1,
+            },
+        )
+        .await
+        .expect("connect");
+        let client = storage.pool.get().await.expect("a connection");
+        client
+            .batch_execute("SET enable_seqscan = off")
+            .await
+            .expect("set");
+        for filter in OrderFilter::every_shape() {
+            // The statement with its parameters written in, in order.
+            let mut values: Vec<String> = Vec::new();
+            if let Some(status) = filter.status {
+                values.push(status.as_str().to_owned());
+            }
+            values.extend(filter.customer_id.clone());
+            values.extend(filter.after.clone());
+            let mut explained = read::list_sql(&filter);
+            explained = explained.replace(&format!("${}", values.len() + 1), "11");
+            for (index, value) in values.iter().enumerate().rev() {
+                explained = explained.replace(&format!("${}", index + 1), &format!("'{value}'"));
+            }
+            let plan: Vec<String> = client
+                .query(&format!("EXPLAIN {explained}"), &[])
+                .await
+                .expect("explain")
+                .iter()
+                .map(|row| row.get::<_, String>(0))
+                .collect();
+            let plan = plan.join("\n");
+            assert!(
+                !plan.contains("Seq Scan"),
+                "{filter:?} scans the orders:\n{plan}"
+            );
+        }
+        drop(client);
+        storage
+            .execute_unchecked(&format!("DROP SCHEMA {schema} CASCADE"))
+            .await
+            .expect("drop the test schema");
     }
 }

@@ -1,9 +1,8 @@
 //! Schema migrations, applied on every connect.
 //!
 //! `schema_migrations` records which versions a database has. Each migration
-//! runs in one transaction together with its record, and every statement in
-//! it is idempotent, so a migration interrupted halfway or run twice leaves
-//! the same schema. A transaction-scoped advisory lock makes data-service
+//! runs in one transaction together with its record, so it is applied whole
+//! and once, or not at all. A transaction-scoped advisory lock makes data-service
 //! instances that start at the same moment migrate one after the other.
 
 use deadpool_postgres::Object;
@@ -19,11 +18,18 @@ struct Migration {
     sql: &'static str,
 }
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "initial schema",
-    sql: include_str!("migrations/0001_initial_schema.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "initial schema",
+        sql: include_str!("migrations/0001_initial_schema.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "rules engine: customer-scoped idempotency keys, list indexes",
+        sql: include_str!("migrations/0002_rules_engine.sql"),
+    },
+];
 
 /// The advisory lock key migrations hold: the ASCII bytes of "Stockroo".
 const MIGRATION_LOCK_KEY: i64 = 0x5374_6f63_6b72_6f6f;

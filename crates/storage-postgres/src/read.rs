@@ -1,159 +1,142 @@
 //! Queries. Each function takes a transaction, so the writes use the same
 //! code to read inside their transaction as the read-only calls use in their
 //! own snapshot.
+//!
+//! Every list filter is served by an index (`orders_by_status`,
+//! `orders_by_customer`, or the primary key for the plain cursor), and a page
+//! of orders is assembled from three queries whatever its size, so a read
+//! costs the same with ten thousand orders stored as with ten million.
 
-use deadpool_postgres::Transaction;
-use stockroom_contract::{HistoryEntry, InventoryItem, Order, OrderLine, OrderList, ProductRef};
-use stockroom_storage::{MAX_ORDERS_PER_PAGE, OrderFilter, StorageError};
-use tokio_postgres::Row;
+use std::collections::HashMap;
 
-use crate::sql::{Params, query, query_one, query_opt};
-use crate::{Failure, format_time};
+use stockroom_contract::{HistoryEntry, InventoryItem, Order, OrderList};
+use stockroom_storage::{MAX_ORDERS_PER_PAGE, OrderFilter, assemble_documents};
+use tokio_postgres::types::ToSql;
 
-/// The columns [`inventory_row`] reads, in its order.
-pub(crate) const INVENTORY_COLUMNS: &str = "product_name, quantity, reserved, sold, received";
+use crate::Failure;
+use crate::load::{ORDER_COLUMNS, STOCK_COLUMNS, inconsistent, order_records, stock_row};
+use crate::sql::Tx;
 
-pub(crate) fn inventory_row(row: &Row) -> Result<InventoryItem, Failure> {
-    let quantity: i64 = row.try_get(1)?;
-    let reserved: i64 = row.try_get(2)?;
-    Ok(InventoryItem {
-        product_name: row.try_get(0)?,
-        quantity,
-        reserved_quantity: reserved,
-        available: quantity - reserved,
-        sold: row.try_get(3)?,
-        received: row.try_get(4)?,
-    })
+fn item(row: &tokio_postgres::Row) -> Result<InventoryItem, Failure> {
+    let (_, name, stock) = stock_row(row)?;
+    Ok(InventoryItem::from_stock(&name, &stock))
 }
 
-pub(crate) async fn inventory(tx: &Transaction<'_>) -> Result<Vec<InventoryItem>, Failure> {
-    query(
-        tx,
-        &format!("SELECT {INVENTORY_COLUMNS} FROM inventory ORDER BY product_key"),
+pub(crate) async fn inventory(tx: Tx<'_>) -> Result<Vec<InventoryItem>, Failure> {
+    tx.query(
+        &format!("SELECT {STOCK_COLUMNS} FROM inventory ORDER BY product_key"),
         &[],
     )
     .await?
     .iter()
-    .map(inventory_row)
+    .map(item)
     .collect()
 }
 
 pub(crate) async fn inventory_item(
-    tx: &Transaction<'_>,
+    tx: Tx<'_>,
     product_key: &str,
 ) -> Result<Option<InventoryItem>, Failure> {
-    query_opt(
-        tx,
-        &format!("SELECT {INVENTORY_COLUMNS} FROM inventory WHERE product_key = $1"),
+    tx.query_opt(
+        &format!("SELECT {STOCK_COLUMNS} FROM inventory WHERE product_key = $1"),
         &[&product_key],
     )
     .await?
     .as_ref()
-    .map(inventory_row)
+    .map(item)
     .transpose()
 }
 
-fn parse<T: std::str::FromStr<Err = String>>(text: String) -> Result<T, Failure> {
-    text.parse()
-        .map_err(|message| Failure::Storage(StorageError::Inconsistent(message)))
+pub(crate) async fn order(tx: Tx<'_>, order_id: &str) -> Result<Option<Order>, Failure> {
+    Ok(documents(tx, &[order_id.to_owned()]).await?.pop())
 }
 
-pub(crate) async fn order(tx: &Transaction<'_>, order_id: &str) -> Result<Option<Order>, Failure> {
-    // The three queries are independent, so they are sent together: the
-    // driver pipelines them on the one connection.
-    let params: Params<'_> = &[&order_id];
-    let (row, item_rows, history_rows) = tokio::try_join!(
-        query_opt(
-            tx,
-            "SELECT id, customer_id, status, reason, payment_status, version, created_at_ms,
-                    updated_at_ms
-             FROM orders WHERE id = $1",
-            params,
+/// The documents of the orders with these ids, in the order given (ids of
+/// no order are left out): three pipelined queries for any number of orders.
+async fn documents(tx: Tx<'_>, ids: &[String]) -> Result<Vec<Order>, Failure> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let orders_sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = ANY($1)");
+    let params: [&(dyn ToSql + Sync); 1] = [&ids];
+    let (rows, lines, history_rows) = tokio::try_join!(
+        tx.query(&orders_sql, &params),
+        tx.query(
+            "SELECT order_id, product_key, product_name, quantity FROM order_items
+             WHERE order_id = ANY($1)",
+            &params,
         ),
-        query(
-            tx,
-            "SELECT product_name, quantity FROM order_items WHERE order_id = $1
-             ORDER BY product_key",
-            params,
-        ),
-        query(
-            tx,
-            "SELECT version, status, reason, at_ms FROM order_history WHERE order_id = $1
-             ORDER BY version",
-            params,
+        tx.query(
+            "SELECT order_id, version, status, reason, at_ms FROM order_history
+             WHERE order_id = ANY($1) ORDER BY order_id, version",
+            &params,
         ),
     )?;
-    let Some(row) = row else {
-        return Ok(None);
-    };
-    let mut items = Vec::with_capacity(item_rows.len());
-    for item in &item_rows {
-        let quantity: i64 = item.try_get(1)?;
-        items.push(OrderLine {
-            product: ProductRef {
-                name: item.try_get(0)?,
-            },
-            quantity: u32::try_from(quantity).map_err(|_| {
-                Failure::Storage(StorageError::Inconsistent(format!(
-                    "order {order_id} has an item of {quantity} units"
-                )))
-            })?,
-        });
+    let mut histories: HashMap<String, Vec<HistoryEntry>> = HashMap::with_capacity(ids.len());
+    for row in &history_rows {
+        let status: String = row.try_get(2)?;
+        let entry =
+            HistoryEntry::from_columns(row.try_get(1)?, &status, row.try_get(3)?, row.try_get(4)?)
+                .map_err(inconsistent)?;
+        histories.entry(row.try_get(0)?).or_default().push(entry);
     }
-    let mut history = Vec::with_capacity(history_rows.len());
-    for entry in &history_rows {
-        history.push(HistoryEntry {
-            version: entry.try_get(0)?,
-            status: parse(entry.try_get(1)?)?,
-            reason: entry.try_get(2)?,
-            at: format_time(entry.try_get(3)?),
-        });
-    }
-    Ok(Some(Order {
-        id: row.try_get(0)?,
-        customer_id: row.try_get(1)?,
-        status: parse(row.try_get(2)?)?,
-        reason: row.try_get(3)?,
-        payment_status: parse(row.try_get(4)?)?,
-        version: row.try_get(5)?,
-        created_at: format_time(row.try_get(6)?),
-        updated_at: format_time(row.try_get(7)?),
-        items,
-        history,
-    }))
+    Ok(assemble_documents(
+        ids,
+        order_records(&rows, &lines)?,
+        histories,
+    ))
 }
 
-pub(crate) async fn orders(
-    tx: &Transaction<'_>,
-    filter: &OrderFilter,
-) -> Result<OrderList, Failure> {
-    let limit = filter.limit.clamp(1, MAX_ORDERS_PER_PAGE);
-    // Fetch one more than asked to learn whether a next page exists.
-    let ids: Vec<String> = query(
-        tx,
-        "SELECT id FROM orders
-         WHERE ($1::text IS NULL OR status = $1)
-           AND ($2::text IS NULL OR customer_id = $2)
-           AND ($3::text IS NULL OR id > $3)
-         ORDER BY id LIMIT $4",
-        &[
-            &filter.status.map(|status| status.as_str()),
-            &filter.customer_id,
-            &filter.after,
-            &(i64::from(limit) + 1),
-        ],
-    )
-    .await?
-    .iter()
-    .map(|row| row.try_get(0))
-    .collect::<Result<_, _>>()?;
-    let has_more = ids.len() > limit as usize;
-    let mut orders = Vec::with_capacity(ids.len().min(limit as usize));
-    for id in ids.iter().take(limit as usize) {
-        if let Some(found) = order(tx, id).await? {
-            orders.push(found);
+/// The query listing order ids for a filter, with its parameters numbered
+/// in the order status, customer, cursor, limit (absent ones skipped). Each
+/// combination gets its own statement, so that each can use its index; a
+/// single statement with optional conditions would scan the table.
+pub(crate) fn list_sql(filter: &OrderFilter) -> String {
+    let mut conditions = Vec::new();
+    let mut next = 1;
+    for (present, condition) in [
+        (filter.status.is_some(), "status = $"),
+        (filter.customer_id.is_some(), "customer_id = $"),
+        (filter.after.is_some(), "id > $"),
+    ] {
+        if present {
+            conditions.push(format!("{condition}{next}"));
+            next += 1;
         }
     }
+    let filter = if conditions.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", conditions.join(" AND "))
+    };
+    format!("SELECT id FROM orders {filter} ORDER BY id LIMIT ${next}")
+}
+
+pub(crate) async fn orders(tx: Tx<'_>, filter: &OrderFilter) -> Result<OrderList, Failure> {
+    let limit = filter.limit.clamp(1, MAX_ORDERS_PER_PAGE);
+    let status = filter.status.map(|status| status.as_str());
+    // One more than asked, to learn whether a next page exists.
+    let fetch = i64::from(limit) + 1;
+    let mut params: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(4);
+    if let Some(status) = &status {
+        params.push(status);
+    }
+    if let Some(customer) = &filter.customer_id {
+        params.push(customer);
+    }
+    if let Some(after) = &filter.after {
+        params.push(after);
+    }
+    params.push(&fetch);
+    let mut ids: Vec<String> = tx
+        .query(&list_sql(filter), &params)
+        .await?
+        .iter()
+        .map(|row| row.try_get(0))
+        .collect::<Result<_, _>>()?;
+    let has_more = ids.len() > limit as usize;
+    ids.truncate(limit as usize);
+    let orders = documents(tx, &ids).await?;
     let next_cursor = if has_more {
         orders.last().map(|last| last.id.clone())
     } else {
@@ -165,16 +148,15 @@ pub(crate) async fn orders(
     })
 }
 
-pub(crate) async fn dead_letter_count(
-    tx: &Transaction<'_>,
-    consumer: &str,
-) -> Result<u64, Failure> {
-    let count: i64 = query_one(
-        tx,
-        "SELECT COUNT(*) FROM dead_letters WHERE consumer = $1",
-        &[&consumer],
-    )
-    .await?
-    .try_get(0)?;
+pub(crate) async fn dead_letter_count(tx: Tx<'_>, consumer: &str) -> Result<u64, Failure> {
+    let count: i64 = tx
+        .query_opt(
+            "SELECT COUNT(*) FROM dead_letters WHERE consumer = $1",
+            &[&consumer],
+        )
+        .await?
+        .map(|row| row.try_get(0))
+        .transpose()?
+        .unwrap_or(0);
     Ok(count as u64)
 }

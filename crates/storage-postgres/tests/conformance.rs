@@ -196,7 +196,7 @@ async fn migrations_are_idempotent_and_safe_to_run_concurrently() {
             panic!("a concurrent or repeated connect failed: {error}");
         }
     }
-    assert_eq!(versions.expect("read schema_migrations"), [1]);
+    assert_eq!(versions.expect("read schema_migrations"), [1, 2]);
 }
 
 /// A URL that points nowhere fails as unavailable, with a message, instead of
@@ -210,10 +210,16 @@ async fn an_unreachable_database_is_unavailable() {
     )
     .await;
     match result {
-        Err(stockroom_storage::StorageError::Unavailable(message)) => {
+        Err(error @ stockroom_storage::StorageError::Unavailable { .. }) => {
+            let mut chain = error.to_string();
+            let mut cause = std::error::Error::source(&error);
+            while let Some(next) = cause {
+                chain.push_str(&format!(": {next}"));
+                cause = next.source();
+            }
             assert!(
-                message.contains("refused"),
-                "the message must say why: {message}"
+                chain.contains("refused"),
+                "the error's causes must say why: {chain}"
             );
         }
         other => panic!("expected unavailable, got {other:?}"),

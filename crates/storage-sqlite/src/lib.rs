@@ -2,35 +2,40 @@
 //!
 //! One writer thread owns the only writing connection and applies every
 //! change. It takes whatever jobs are queued (up to [`MAX_WRITE_BATCH`]) and
-//! applies them in one transaction with one disk flush: group commit. Each job
-//! runs inside its own savepoint, so one job's failure undoes only that job,
-//! and no caller hears "done" before the whole transaction is on disk
-//! (`journal_mode=WAL`, `synchronous=FULL`: the WAL is fsynced at every
-//! commit). Reads run on a small pool of read-only connections and never wait
-//! for the writer, which WAL allows.
+//! applies them in one transaction with one disk flush: group commit. The
+//! jobs the rules decide run as one batch of the rules ([`write`]): the rows
+//! they touch are loaded with a fixed number of queries, every decision is
+//! made in memory by [`stockroom_domain::rules`], and the result is written
+//! with one statement per table. No caller hears "done" before the whole
+//! transaction is on disk (`journal_mode=WAL`, `synchronous=FULL`: the WAL is
+//! fsynced at every commit). Reads run on a small pool of read-only
+//! connections and never wait for the writer, which WAL allows.
 //!
-//! With a single writer, SQLite serialises every transaction, so a reservation
-//! cannot interleave with another. The statements are nevertheless written the
-//! way a multi-writer engine needs them (conditional updates, version checks),
-//! so the logic is the same one the PostgreSQL backend uses.
+//! The schema is versioned (`PRAGMA user_version`, `migrations/`), and its
+//! CHECK constraints restate the stock invariants.
 
+mod apply;
+mod bus;
+mod load;
 mod read;
+mod records;
+mod sql;
 mod write;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags};
-use stockroom_contract::{
-    Delivery, EffectResult, InventoryItem, Order, OrderList, PaymentRecord, ReserveRequest,
-    ReserveResult, Settlement, StockLine,
-};
-use stockroom_domain::{ProductName, ReleaseReason};
-use stockroom_storage::{OrderFilter, ReleaseOutcome, Storage, StorageError};
+use rusqlite_migration::{M, Migrations};
+use stockroom_contract::{Delivery, InventoryItem, Order, OrderList, StockLine};
+use stockroom_storage::batch::{Command, Reply};
+use stockroom_storage::{OrderFilter, Storage, StorageError, cause};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
+use crate::sql::{Sql, storage_error};
 use crate::write::{WriteCommand, WriteJob, WriteReply};
 
 /// The most jobs the writer applies in one transaction. Larger batches flush
@@ -50,6 +55,15 @@ pub const BUSY_TIMEOUT_MS: u64 = 5_000;
 
 /// The file name of the database inside the data directory.
 pub const DATABASE_FILE_NAME: &str = "stockroom.db";
+
+/// The schema's history. Versions only grow; a released migration is never
+/// edited, a change is a new one.
+static MIGRATIONS: LazyLock<Migrations<'static>> = LazyLock::new(|| {
+    Migrations::new(vec![
+        M::up(include_str!("migrations/0001_initial_schema.sql")),
+        M::up(include_str!("migrations/0002_rules_engine.sql")),
+    ])
+});
 
 /// How the writer groups jobs into transactions.
 #[derive(Debug, Clone, Copy)]
@@ -71,25 +85,30 @@ pub struct SqliteStorage {
     path: PathBuf,
     writer: mpsc::Sender<WriteJob>,
     readers: Arc<ReaderPool>,
+    statements: Arc<AtomicU64>,
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl SqliteStorage {
-    /// Opens (creating if needed) the database at `path` and starts the writer.
+    /// Opens (creating if needed) the database at `path`, brings its schema
+    /// up to date and starts the writer.
     pub fn open(path: &Path, config: WriterConfig) -> Result<SqliteStorage, StorageError> {
         assert!(
             config.max_batch >= 1,
             "a write batch holds at least one job"
         );
-        let connection = open_connection(path, false)?;
-        connection
-            .execute_batch(include_str!("schema.sql"))
-            .map_err(unavailable)?;
+        let mut connection = open_connection(path, false)?;
+        migrate(&mut connection)?;
+        let statements = Arc::new(AtomicU64::new(0));
         let (sender, receiver) = mpsc::channel(WRITE_QUEUE_CAPACITY);
+        let writer_statements = Arc::clone(&statements);
         let writer_thread = std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || write::run_writer(connection, receiver, config))
-            .map_err(|error| StorageError::Unavailable(error.to_string()))?;
+            .spawn(move || write::run_writer(connection, writer_statements, receiver, config))
+            .map_err(|error| StorageError::Unavailable {
+                context: "cannot start the sqlite writer thread".into(),
+                source: Some(cause(error)),
+            })?;
         Ok(SqliteStorage {
             path: path.to_owned(),
             writer: sender,
@@ -98,6 +117,7 @@ impl SqliteStorage {
                 idle: Mutex::new(Vec::new()),
                 permits: Semaphore::new(MAX_CONCURRENT_READS),
             }),
+            statements,
             writer_thread: Mutex::new(Some(writer_thread)),
         })
     }
@@ -107,8 +127,9 @@ impl SqliteStorage {
         directory: &Path,
         config: WriterConfig,
     ) -> Result<SqliteStorage, StorageError> {
-        std::fs::create_dir_all(directory).map_err(|error| {
-            StorageError::Unavailable(format!("cannot create {}: {error}", directory.display()))
+        std::fs::create_dir_all(directory).map_err(|error| StorageError::Unavailable {
+            context: format!("cannot create {}", directory.display()),
+            source: Some(cause(error)),
         })?;
         SqliteStorage::open(&directory.join(DATABASE_FILE_NAME), config)
     }
@@ -149,36 +170,37 @@ impl SqliteStorage {
             .try_send(WriteJob { command, reply })
             .map_err(|error| match error {
                 mpsc::error::TrySendError::Full(_) => StorageError::Overloaded,
-                mpsc::error::TrySendError::Closed(_) => {
-                    StorageError::Unavailable("the sqlite writer has stopped".into())
-                }
+                mpsc::error::TrySendError::Closed(_) => writer_stopped(),
             })?;
-        receiver
-            .await
-            .map_err(|_| StorageError::Unavailable("the sqlite writer has stopped".into()))?
+        receiver.await.map_err(|_| writer_stopped())?
     }
 
     async fn read<T, F>(&self, work: F) -> Result<T, StorageError>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, StorageError> + Send + 'static,
+        F: FnOnce(Sql<'_>) -> Result<T, StorageError> + Send + 'static,
     {
         let readers = Arc::clone(&self.readers);
         let _permit = readers
             .permits
             .acquire()
             .await
-            .map_err(|_| StorageError::Unavailable("reader pool closed".into()))?;
+            .map_err(|_| StorageError::unavailable("the reader pool is closed"))?;
         let pool = Arc::clone(&readers);
+        let statements = Arc::clone(&self.statements);
         tokio::task::spawn_blocking(move || {
             let connection = pool.take()?;
-            let result = work(&connection);
+            let result = work(Sql::new(&connection, &statements));
             pool.give_back(connection);
             result
         })
         .await
-        .map_err(|error| StorageError::Unavailable(format!("read task failed: {error}")))?
+        .map_err(|error| StorageError::unavailable(format!("read task failed: {error}")))?
     }
+}
+
+fn writer_stopped() -> StorageError {
+    StorageError::unavailable("the sqlite writer has stopped")
 }
 
 struct ReaderPool {
@@ -203,7 +225,18 @@ impl ReaderPool {
     }
 }
 
-fn open_connection(path: &Path, read_only: bool) -> Result<Connection, StorageError> {
+/// Brings the schema to the newest version this build knows, each
+/// migration in a transaction of its own.
+pub(crate) fn migrate(connection: &mut Connection) -> Result<(), StorageError> {
+    MIGRATIONS
+        .to_latest(connection)
+        .map_err(|error| StorageError::Unavailable {
+            context: "cannot bring the sqlite schema up to date".into(),
+            source: Some(cause(error)),
+        })
+}
+
+pub(crate) fn open_connection(path: &Path, read_only: bool) -> Result<Connection, StorageError> {
     let flags = if read_only {
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
     } else {
@@ -211,19 +244,20 @@ fn open_connection(path: &Path, read_only: bool) -> Result<Connection, StorageEr
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX
     };
-    let connection = Connection::open_with_flags(path, flags).map_err(|error| {
-        StorageError::Unavailable(format!("cannot open {}: {error}", path.display()))
-    })?;
+    let connection =
+        Connection::open_with_flags(path, flags).map_err(|error| StorageError::Unavailable {
+            context: format!("cannot open {}", path.display()),
+            source: Some(cause(error)),
+        })?;
     connection
         .busy_timeout(Duration::from_millis(BUSY_TIMEOUT_MS))
-        .map_err(unavailable)?;
+        .map_err(storage_error)?;
     if !read_only {
         // WAL lets readers work while the writer commits; synchronous=FULL
         // fsyncs the WAL at every commit, so a commit that returned survives
-        // a crash or power loss. That is what a 2xx promises. The savepoints
-        // that make each job all-or-nothing keep their journal in memory
-        // (temp_store): on disk it cost a write per changed page. The page
-        // cache is 64 MiB.
+        // a crash or power loss. That is what a 2xx promises. Savepoints keep
+        // their journal in memory (temp_store): on disk it cost a write per
+        // changed page. The page cache is 64 MiB.
         connection
             .execute_batch(
                 "PRAGMA journal_mode = WAL;
@@ -232,13 +266,9 @@ fn open_connection(path: &Path, read_only: bool) -> Result<Connection, StorageEr
                  PRAGMA temp_store = MEMORY;
                  PRAGMA cache_size = -65536;",
             )
-            .map_err(unavailable)?;
+            .map_err(storage_error)?;
     }
     Ok(connection)
-}
-
-pub(crate) fn unavailable(error: rusqlite::Error) -> StorageError {
-    StorageError::Unavailable(error.to_string())
 }
 
 pub(crate) fn now_ms() -> i64 {
@@ -246,11 +276,6 @@ pub(crate) fn now_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|elapsed| elapsed.as_millis() as i64)
         .unwrap_or(0)
-}
-
-pub(crate) fn format_time(ms: i64) -> String {
-    let time = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
-    humantime::format_rfc3339_millis(time).to_string()
 }
 
 #[async_trait]
@@ -266,97 +291,29 @@ impl Storage for SqliteStorage {
         }
     }
 
+    async fn run(&self, command: Command) -> Result<Reply, StorageError> {
+        match self.write(WriteCommand::Rules(command)).await? {
+            WriteReply::Rules(reply) => Ok(reply),
+            other => Err(unexpected(other)),
+        }
+    }
+
     async fn inventory(&self) -> Result<Vec<InventoryItem>, StorageError> {
         self.read(read::inventory).await
     }
 
     async fn inventory_item(&self, product: &str) -> Result<Option<InventoryItem>, StorageError> {
         let key = product.trim().to_lowercase();
-        self.read(move |connection| read::inventory_item(connection, &key))
-            .await
-    }
-
-    async fn restock(
-        &self,
-        product: ProductName,
-        quantity: u64,
-    ) -> Result<InventoryItem, StorageError> {
-        match self.write(WriteCommand::Restock(product, quantity)).await? {
-            WriteReply::Item(item) => Ok(item),
-            other => Err(unexpected(other)),
-        }
-    }
-
-    async fn reserve(
-        &self,
-        requests: Vec<ReserveRequest>,
-    ) -> Result<Vec<ReserveResult>, StorageError> {
-        match self.write(WriteCommand::Reserve(requests)).await? {
-            WriteReply::Reserved(results) => Ok(results),
-            other => Err(unexpected(other)),
-        }
+        self.read(move |sql| read::inventory_item(sql, &key)).await
     }
 
     async fn order(&self, order_id: &str) -> Result<Option<Order>, StorageError> {
         let order_id = order_id.to_owned();
-        self.read(move |connection| read::order(connection, &order_id))
-            .await
+        self.read(move |sql| read::order(sql, &order_id)).await
     }
 
     async fn orders(&self, filter: OrderFilter) -> Result<OrderList, StorageError> {
-        self.read(move |connection| read::orders(connection, &filter))
-            .await
-    }
-
-    async fn record_payments(
-        &self,
-        payments: Vec<PaymentRecord>,
-    ) -> Result<Vec<EffectResult>, StorageError> {
-        match self.write(WriteCommand::RecordPayments(payments)).await? {
-            WriteReply::Effects(results) => Ok(results),
-            other => Err(unexpected(other)),
-        }
-    }
-
-    async fn settle(
-        &self,
-        settlements: Vec<Settlement>,
-    ) -> Result<Vec<EffectResult>, StorageError> {
-        match self.write(WriteCommand::Settle(settlements)).await? {
-            WriteReply::Effects(results) => Ok(results),
-            other => Err(unexpected(other)),
-        }
-    }
-
-    async fn release(
-        &self,
-        order_id: &str,
-        reason: ReleaseReason,
-    ) -> Result<ReleaseOutcome, StorageError> {
-        match self
-            .write(WriteCommand::Release(order_id.to_owned(), reason))
-            .await?
-        {
-            WriteReply::Release(outcome) => Ok(outcome),
-            other => Err(unexpected(other)),
-        }
-    }
-
-    async fn expire(
-        &self,
-        older_than_ms: u64,
-        max_orders: u32,
-    ) -> Result<Vec<String>, StorageError> {
-        match self
-            .write(WriteCommand::Expire {
-                older_than_ms,
-                max_orders,
-            })
-            .await?
-        {
-            WriteReply::Expired(ids) => Ok(ids),
-            other => Err(unexpected(other)),
-        }
+        self.read(move |sql| read::orders(sql, &filter)).await
     }
 
     async fn lease_events(
@@ -383,6 +340,9 @@ impl Storage for SqliteStorage {
         consumer: &str,
         delivery_ids: Vec<i64>,
     ) -> Result<(), StorageError> {
+        if delivery_ids.is_empty() {
+            return Ok(());
+        }
         match self
             .write(WriteCommand::AcknowledgeEvents {
                 consumer: consumer.to_owned(),
@@ -397,8 +357,26 @@ impl Storage for SqliteStorage {
 
     async fn dead_letter_count(&self, consumer: &str) -> Result<u64, StorageError> {
         let consumer = consumer.to_owned();
-        self.read(move |connection| read::dead_letter_count(connection, &consumer))
+        self.read(move |sql| read::dead_letter_count(sql, &consumer))
             .await
+    }
+
+    fn statements_executed(&self) -> u64 {
+        self.statements.load(Ordering::Relaxed)
+    }
+
+    async fn execute_unchecked(&self, statement: &str) -> Result<u64, StorageError> {
+        let path = self.path.clone();
+        let statement = statement.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let connection = open_connection(&path, false)?;
+            connection
+                .execute(&statement, [])
+                .map(|changed| changed as u64)
+                .map_err(storage_error)
+        })
+        .await
+        .map_err(|error| StorageError::unavailable(format!("fault injection failed: {error}")))?
     }
 
     async fn close(&self) {

@@ -1,170 +1,146 @@
 //! Queries. Each function works on any connection, so the writer uses the same
 //! code to read inside its transaction as the read pool uses outside it.
+//!
+//! Every list filter is served by an index (`orders_by_status`,
+//! `orders_by_customer`, or the primary key for the plain cursor), and a page
+//! of orders is assembled from three queries whatever its size, so a read
+//! costs the same with ten thousand orders stored as with ten million.
 
-use rusqlite::{Connection, OptionalExtension, params};
-use stockroom_contract::{HistoryEntry, InventoryItem, Order, OrderLine, OrderList, ProductRef};
-use stockroom_storage::{MAX_ORDERS_PER_PAGE, OrderFilter, StorageError};
+use std::collections::HashMap;
 
-use crate::{format_time, unavailable};
+use stockroom_contract::{HistoryEntry, InventoryItem, Order, OrderList};
+use stockroom_storage::{MAX_ORDERS_PER_PAGE, OrderFilter, StorageError, assemble_documents};
 
-const INVENTORY_COLUMNS: &str = "product_name, quantity, reserved, sold, received";
+use crate::records::{
+    LINE_COLUMNS, ORDER_COLUMNS, STOCK_COLUMNS, json_list, line_row, order_records, order_row,
+    stock, stock_row,
+};
+use crate::sql::Sql;
 
-fn inventory_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<InventoryItem> {
-    let quantity: i64 = row.get(1)?;
-    let reserved: i64 = row.get(2)?;
-    Ok(InventoryItem {
-        product_name: row.get(0)?,
-        quantity,
-        reserved_quantity: reserved,
-        available: quantity - reserved,
-        sold: row.get(3)?,
-        received: row.get(4)?,
-    })
+fn item(row: crate::records::StockRow) -> Result<InventoryItem, StorageError> {
+    let figures = stock(&row)?;
+    Ok(InventoryItem::from_stock(&row.1, &figures))
 }
 
-pub fn inventory(connection: &Connection) -> Result<Vec<InventoryItem>, StorageError> {
-    let mut statement = connection
-        .prepare_cached(&format!(
-            "SELECT {INVENTORY_COLUMNS} FROM inventory ORDER BY product_key"
-        ))
-        .map_err(unavailable)?;
-    let rows = statement
-        .query_map([], inventory_row)
-        .map_err(unavailable)?;
-    rows.collect::<Result<_, _>>().map_err(unavailable)
+pub(crate) fn inventory(sql: Sql<'_>) -> Result<Vec<InventoryItem>, StorageError> {
+    sql.rows(
+        &format!("SELECT {STOCK_COLUMNS} FROM inventory ORDER BY product_key"),
+        [],
+        stock_row,
+    )?
+    .into_iter()
+    .map(item)
+    .collect()
 }
 
-pub fn inventory_item(
-    connection: &Connection,
+pub(crate) fn inventory_item(
+    sql: Sql<'_>,
     product_key: &str,
 ) -> Result<Option<InventoryItem>, StorageError> {
-    connection
-        .prepare_cached(&format!(
-            "SELECT {INVENTORY_COLUMNS} FROM inventory WHERE product_key = ?1"
-        ))
-        .map_err(unavailable)?
-        .query_row([product_key], inventory_row)
-        .optional()
-        .map_err(unavailable)
+    sql.row(
+        &format!("SELECT {STOCK_COLUMNS} FROM inventory WHERE product_key = ?1"),
+        [product_key],
+        stock_row,
+    )?
+    .map(item)
+    .transpose()
 }
 
-fn parse<T: std::str::FromStr<Err = String>>(text: String) -> Result<T, StorageError> {
-    text.parse().map_err(StorageError::Inconsistent)
+pub(crate) fn order(sql: Sql<'_>, order_id: &str) -> Result<Option<Order>, StorageError> {
+    Ok(documents(sql, &[order_id.to_owned()])?.pop())
 }
 
-pub fn order(connection: &Connection, order_id: &str) -> Result<Option<Order>, StorageError> {
-    let row = connection
-        .prepare_cached(
-            "SELECT id, customer_id, status, reason, payment_status, version, created_at_ms,
-                    updated_at_ms
-             FROM orders WHERE id = ?1",
-        )
-        .map_err(unavailable)?
-        .query_row([order_id], |row| {
+/// The documents of the orders with these ids, in the order given (ids of
+/// no order are left out): three queries for any number of orders.
+fn documents(sql: Sql<'_>, ids: &[String]) -> Result<Vec<Order>, StorageError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let list = json_list(ids);
+    let rows = sql.rows(
+        &format!(
+            "SELECT {ORDER_COLUMNS} FROM orders WHERE id IN (SELECT value FROM json_each(?1))"
+        ),
+        [&list],
+        order_row,
+    )?;
+    let lines = sql.rows(
+        &format!(
+            "SELECT {LINE_COLUMNS} FROM order_items WHERE order_id IN (SELECT value FROM json_each(?1))"
+        ),
+        [&list],
+        line_row,
+    )?;
+    let history_rows = sql.rows(
+        "SELECT order_id, version, status, reason, at_ms FROM order_history
+         WHERE order_id IN (SELECT value FROM json_each(?1)) ORDER BY order_id, version",
+        [&list],
+        |row| {
             Ok((
                 row.get::<_, String>(0)?,
-                row.get::<_, String>(1)?,
+                row.get::<_, i64>(1)?,
                 row.get::<_, String>(2)?,
                 row.get::<_, Option<String>>(3)?,
-                row.get::<_, String>(4)?,
-                row.get::<_, i64>(5)?,
-                row.get::<_, i64>(6)?,
-                row.get::<_, i64>(7)?,
+                row.get::<_, i64>(4)?,
             ))
-        })
-        .optional()
-        .map_err(unavailable)?;
-    let Some((id, customer_id, status, reason, payment_status, version, created, updated)) = row
-    else {
-        return Ok(None);
-    };
-    let items = connection
-        .prepare_cached(
-            "SELECT product_name, quantity FROM order_items WHERE order_id = ?1
-             ORDER BY product_key",
-        )
-        .map_err(unavailable)?
-        .query_map([order_id], |row| {
-            Ok(OrderLine {
-                product: ProductRef { name: row.get(0)? },
-                quantity: row.get(1)?,
-            })
-        })
-        .map_err(unavailable)?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(unavailable)?;
-    let history_rows = connection
-        .prepare_cached(
-            "SELECT version, status, reason, at_ms FROM order_history WHERE order_id = ?1
-             ORDER BY version",
-        )
-        .map_err(unavailable)?
-        .query_map([order_id], |row| {
-            Ok((
-                row.get::<_, i64>(0)?,
-                row.get::<_, String>(1)?,
-                row.get::<_, Option<String>>(2)?,
-                row.get::<_, i64>(3)?,
-            ))
-        })
-        .map_err(unavailable)?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(unavailable)?;
-    let mut history = Vec::with_capacity(history_rows.len());
-    for (version, status, reason, at_ms) in history_rows {
-        history.push(HistoryEntry {
-            version,
-            status: parse(status)?,
-            reason,
-            at: format_time(at_ms),
-        });
+        },
+    )?;
+    let mut histories: HashMap<String, Vec<HistoryEntry>> = HashMap::with_capacity(ids.len());
+    for (order_id, version, status, reason, at_ms) in history_rows {
+        let entry = HistoryEntry::from_columns(version, &status, reason, at_ms)
+            .map_err(StorageError::Inconsistent)?;
+        histories.entry(order_id).or_default().push(entry);
     }
-    Ok(Some(Order {
-        id,
-        customer_id,
-        status: parse(status)?,
-        reason,
-        payment_status: parse(payment_status)?,
-        version,
-        created_at: format_time(created),
-        updated_at: format_time(updated),
-        items,
-        history,
-    }))
+    Ok(assemble_documents(
+        ids,
+        order_records(rows, lines)?,
+        histories,
+    ))
 }
 
-pub fn orders(connection: &Connection, filter: &OrderFilter) -> Result<OrderList, StorageError> {
-    let limit = filter.limit.clamp(1, MAX_ORDERS_PER_PAGE);
-    // Fetch one more than asked to learn whether a next page exists.
-    let mut statement = connection
-        .prepare_cached(
-            "SELECT id FROM orders
-             WHERE (?1 IS NULL OR status = ?1)
-               AND (?2 IS NULL OR customer_id = ?2)
-               AND (?3 IS NULL OR id > ?3)
-             ORDER BY id LIMIT ?4",
-        )
-        .map_err(unavailable)?;
-    let ids = statement
-        .query_map(
-            params![
-                filter.status.map(|status| status.as_str()),
-                filter.customer_id,
-                filter.after,
-                i64::from(limit) + 1
-            ],
-            |row| row.get::<_, String>(0),
-        )
-        .map_err(unavailable)?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(unavailable)?;
-    let has_more = ids.len() > limit as usize;
-    let mut orders = Vec::with_capacity(ids.len().min(limit as usize));
-    for id in ids.iter().take(limit as usize) {
-        if let Some(found) = order(connection, id)? {
-            orders.push(found);
-        }
+/// The query listing order ids for a filter. Each combination gets its own
+/// statement, so that each can use its index; a single statement with
+/// optional conditions (`?1 IS NULL OR status = ?1`) would scan the table.
+fn list_sql(filter: &OrderFilter) -> String {
+    let mut conditions = Vec::new();
+    if filter.status.is_some() {
+        conditions.push("status = :status");
     }
+    if filter.customer_id.is_some() {
+        conditions.push("customer_id = :customer");
+    }
+    if filter.after.is_some() {
+        conditions.push("id > :after");
+    }
+    let filter = if conditions.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", conditions.join(" AND "))
+    };
+    format!("SELECT id FROM orders {filter} ORDER BY id LIMIT :limit")
+}
+
+pub(crate) fn orders(sql: Sql<'_>, filter: &OrderFilter) -> Result<OrderList, StorageError> {
+    let limit = filter.limit.clamp(1, MAX_ORDERS_PER_PAGE);
+    let text = list_sql(filter);
+    let status = filter.status.map(|status| status.as_str());
+    let mut named: Vec<(&str, &dyn rusqlite::ToSql)> = Vec::with_capacity(4);
+    if let Some(status) = &status {
+        named.push((":status", status));
+    }
+    if let Some(customer) = &filter.customer_id {
+        named.push((":customer", customer));
+    }
+    if let Some(after) = &filter.after {
+        named.push((":after", after));
+    }
+    // One more than asked, to learn whether a next page exists.
+    let fetch = i64::from(limit) + 1;
+    named.push((":limit", &fetch));
+    let mut ids = sql.rows(&text, named.as_slice(), |row| row.get::<_, String>(0))?;
+    let has_more = ids.len() > limit as usize;
+    ids.truncate(limit as usize);
+    let orders = documents(sql, &ids)?;
     let next_cursor = if has_more {
         orders.last().map(|last| last.id.clone())
     } else {
@@ -176,11 +152,47 @@ pub fn orders(connection: &Connection, filter: &OrderFilter) -> Result<OrderList
     })
 }
 
-pub fn dead_letter_count(connection: &Connection, consumer: &str) -> Result<u64, StorageError> {
-    connection
-        .prepare_cached("SELECT COUNT(*) FROM dead_letters WHERE consumer = ?1")
-        .map_err(unavailable)?
-        .query_row([consumer], |row| row.get::<_, i64>(0))
-        .map(|count| count as u64)
-        .map_err(unavailable)
+pub(crate) fn dead_letter_count(sql: Sql<'_>, consumer: &str) -> Result<u64, StorageError> {
+    let count = sql.row(
+        "SELECT COUNT(*) FROM dead_letters WHERE consumer = ?1",
+        [consumer],
+        |row| row.get::<_, i64>(0),
+    )?;
+    Ok(count.unwrap_or(0) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every list filter's plan uses an index, never a scan of the orders.
+    #[test]
+    fn every_list_filter_uses_an_index() {
+        let directory = tempfile::tempdir().unwrap();
+        let mut connection =
+            crate::open_connection(&directory.path().join("plan.db"), false).unwrap();
+        crate::migrate(&mut connection).unwrap();
+        for filter in OrderFilter::every_shape() {
+            let mut statement = connection
+                .prepare(&format!("EXPLAIN QUERY PLAN {}", list_sql(&filter)))
+                .unwrap();
+            let unbound = statement.parameter_count();
+            let plan: Vec<String> = statement
+                .query_map(
+                    rusqlite::params_from_iter(std::iter::repeat_n(rusqlite::types::Null, unbound)),
+                    |row| row.get::<_, String>(3),
+                )
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            let plan = plan.join("; ");
+            assert!(
+                !plan.contains("SCAN orders") || plan.contains("USING"),
+                "{filter:?} scans the orders: {plan}"
+            );
+            if filter.status.is_some() || filter.customer_id.is_some() {
+                assert!(plan.contains("INDEX"), "{filter:?}: {plan}");
+            }
+        }
+    }
 }

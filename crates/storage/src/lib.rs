@@ -7,6 +7,10 @@
 //! `Ok`, or not at all. Batch methods apply each element in order and give each
 //! its own result; one element's failure does not undo the others.
 //!
+//! The rules every change follows are decided in one place, [`batch`] over
+//! [`stockroom_domain::rules`]; a backend only loads the rows a batch
+//! touches, hands them to the rules, and writes what they decided.
+//!
 //! The contract each backend must keep (checked by the conformance suite):
 //! - a reservation checks and holds stock in one step, for every item of the
 //!   order or none, so no interleaving of callers can oversell;
@@ -16,12 +20,22 @@
 //!   they report, and each consumer's effect is recorded together with the
 //!   event id it answers, so a redelivered event has no second effect.
 
+pub mod batch;
+mod error;
+
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 use stockroom_contract::{
-    Delivery, EffectResult, InventoryItem, Order, OrderList, PaymentRecord, ReserveRequest,
-    ReserveResult, Settlement, StockLine,
+    Delivery, EffectResult, HistoryEntry, InventoryItem, Order, OrderList, PaymentRecord,
+    ReserveRequest, ReserveResult, Settlement, StockLine,
 };
+use stockroom_domain::rules::OrderRecord;
 use stockroom_domain::{OrderStatus, ProductName, ReleaseReason};
+
+pub use batch::SweptOrder;
+use batch::{Command, Reply};
+pub use error::{Cause, StorageError, cause};
 
 /// How many times the bus hands out one event before it is moved to the
 /// dead-letter table as poison.
@@ -29,27 +43,6 @@ pub const MAX_DELIVERY_ATTEMPTS: u32 = 10;
 
 /// The largest page `orders` returns.
 pub const MAX_ORDERS_PER_PAGE: u32 = 500;
-
-#[derive(Debug, thiserror::Error)]
-pub enum StorageError {
-    /// Too much work is queued; the caller should retry later.
-    #[error("storage is overloaded, retry later")]
-    Overloaded,
-    /// The database cannot be reached or refused the operation.
-    #[error("storage unavailable: {0}")]
-    Unavailable(String),
-    /// The request names a product that does not exist.
-    #[error("unknown product {0}")]
-    UnknownProduct(String),
-    /// The request is valid JSON but impossible (for example a restock that
-    /// would exceed the stock limit).
-    #[error("{0}")]
-    Invalid(String),
-    /// The stored data breaks an invariant the code relies on. Never caused by
-    /// a client; always a bug or a damaged database.
-    #[error("stored data is inconsistent: {0}")]
-    Inconsistent(String),
-}
 
 /// Which orders to list.
 #[derive(Debug, Clone, Default)]
@@ -59,6 +52,27 @@ pub struct OrderFilter {
     /// Only orders whose id sorts after this one (ids are time-ordered).
     pub after: Option<String>,
     pub limit: u32,
+}
+
+impl OrderFilter {
+    /// One filter of every shape a listing can take (each condition present
+    /// or absent), for tests that check every shape is served by an index.
+    pub fn every_shape() -> Vec<OrderFilter> {
+        let mut shapes = Vec::with_capacity(8);
+        for status in [None, Some(OrderStatus::Reserved)] {
+            for customer_id in [None, Some("c1".to_owned())] {
+                for after in [None, Some("x".to_owned())] {
+                    shapes.push(OrderFilter {
+                        status,
+                        customer_id: customer_id.clone(),
+                        after,
+                        limit: 10,
+                    });
+                }
+            }
+        }
+        shapes
+    }
 }
 
 /// The result of asking to release one unpaid reservation.
@@ -90,18 +104,36 @@ pub trait Storage: Send + Sync + 'static {
     /// One product, matched without regard to case.
     async fn inventory_item(&self, product: &str) -> Result<Option<InventoryItem>, StorageError>;
 
+    /// Runs one call of the rules (see [`batch`]) atomically and durably:
+    /// the one write path of every backend. The methods below are this call
+    /// for each kind of command.
+    async fn run(&self, command: Command) -> Result<Reply, StorageError>;
+
     /// Adds units to an existing product, or creates the product.
     async fn restock(
         &self,
         product: ProductName,
         quantity: u64,
-    ) -> Result<InventoryItem, StorageError>;
+    ) -> Result<InventoryItem, StorageError> {
+        match self.run(Command::Restock { product, quantity }).await? {
+            Reply::Item(item) => Ok(item),
+            other => Err(wrong_reply(other)),
+        }
+    }
 
     /// Reserves each request's items atomically and creates its order.
     async fn reserve(
         &self,
         requests: Vec<ReserveRequest>,
-    ) -> Result<Vec<ReserveResult>, StorageError>;
+    ) -> Result<Vec<ReserveResult>, StorageError> {
+        if requests.is_empty() {
+            return Ok(Vec::new());
+        }
+        match self.run(Command::Reserve(requests)).await? {
+            Reply::Reserved(results) => Ok(results),
+            other => Err(wrong_reply(other)),
+        }
+    }
 
     async fn order(&self, order_id: &str) -> Result<Option<Order>, StorageError>;
 
@@ -112,26 +144,64 @@ pub trait Storage: Send + Sync + 'static {
     async fn record_payments(
         &self,
         payments: Vec<PaymentRecord>,
-    ) -> Result<Vec<EffectResult>, StorageError>;
+    ) -> Result<Vec<EffectResult>, StorageError> {
+        if payments.is_empty() {
+            return Ok(Vec::new());
+        }
+        match self.run(Command::RecordPayments(payments)).await? {
+            Reply::Effects(results) => Ok(results),
+            other => Err(wrong_reply(other)),
+        }
+    }
 
     /// Commits or releases reservations after payment.
-    async fn settle(&self, settlements: Vec<Settlement>)
-    -> Result<Vec<EffectResult>, StorageError>;
+    async fn settle(
+        &self,
+        settlements: Vec<Settlement>,
+    ) -> Result<Vec<EffectResult>, StorageError> {
+        if settlements.is_empty() {
+            return Ok(Vec::new());
+        }
+        match self.run(Command::Settle(settlements)).await? {
+            Reply::Effects(results) => Ok(results),
+            other => Err(wrong_reply(other)),
+        }
+    }
 
     /// Releases one unpaid reservation (customer cancel).
     async fn release(
         &self,
         order_id: &str,
         reason: ReleaseReason,
-    ) -> Result<ReleaseOutcome, StorageError>;
+    ) -> Result<ReleaseOutcome, StorageError> {
+        let command = Command::Release {
+            order_id: order_id.to_owned(),
+            reason,
+        };
+        match self.run(command).await? {
+            Reply::Release(outcome) => Ok(outcome),
+            other => Err(wrong_reply(other)),
+        }
+    }
 
-    /// Releases up to `max_orders` unpaid reservations created more than
-    /// `older_than_ms` ago, with reason `reservation_expired`.
-    async fn expire(
+    /// Ends up to `max_orders` reservations whose next step is overdue by
+    /// `older_than_ms`: unpaid ones expire (`reservation_expired`), declined
+    /// ones are released, charged ones are fulfilled (see
+    /// [`stockroom_domain::rules::Book::sweep`]).
+    async fn sweep(
         &self,
         older_than_ms: u64,
         max_orders: u32,
-    ) -> Result<Vec<String>, StorageError>;
+    ) -> Result<Vec<SweptOrder>, StorageError> {
+        let command = Command::Sweep {
+            older_than_ms,
+            max_orders,
+        };
+        match self.run(command).await? {
+            Reply::Swept(swept) => Ok(swept),
+            other => Err(wrong_reply(other)),
+        }
+    }
 
     /// Leases up to `max_events` undelivered events of one consumer for
     /// `lease_ms`. An event not acknowledged before its lease ends is handed
@@ -153,8 +223,41 @@ pub trait Storage: Send + Sync + 'static {
     /// Events moved to the dead-letter table, per consumer.
     async fn dead_letter_count(&self, consumer: &str) -> Result<u64, StorageError>;
 
+    /// SQL statements executed since the storage was opened, transaction
+    /// control included: what a benchmark divides by the orders it placed.
+    fn statements_executed(&self) -> u64;
+
+    /// Runs one statement of the backend's SQL outside the rules and maps its
+    /// failure like any other. Only for tests that inject faults (a broken
+    /// constraint, damaged rows); the system never calls it.
+    #[doc(hidden)]
+    async fn execute_unchecked(&self, statement: &str) -> Result<u64, StorageError>;
+
     /// Finishes queued work and closes the database. Calls made after it
     /// fail with [`StorageError::Unavailable`]. The default does nothing,
     /// for backends whose connections need no orderly close.
     async fn close(&self) {}
+}
+
+/// Order documents from the records and history entries a backend read for
+/// `ids`, in the order of `ids` (ids of no record are left out).
+pub fn assemble_documents(
+    ids: &[String],
+    records: Vec<OrderRecord>,
+    mut histories: HashMap<String, Vec<HistoryEntry>>,
+) -> Vec<Order> {
+    let mut by_id: HashMap<String, Order> = records
+        .into_iter()
+        .map(|record| {
+            let history = histories.remove(&record.id).unwrap_or_default();
+            (record.id.clone(), Order::from_record(&record, history))
+        })
+        .collect();
+    ids.iter().filter_map(|id| by_id.remove(id)).collect()
+}
+
+fn wrong_reply(reply: Reply) -> StorageError {
+    StorageError::Inconsistent(format!(
+        "the rules answered with the wrong kind of reply: {reply:?}"
+    ))
 }

@@ -1,6 +1,7 @@
--- Stockroom's SQLite schema. Applied on every start; every statement is
--- idempotent. The CHECK constraints restate the invariants so that a bug can
--- fail a transaction but never store an oversold state.
+-- Stockroom's SQLite schema, version 1. Every statement is idempotent, because
+-- databases made before versioned migrations have these tables already. The
+-- CHECK constraints restate the invariants so that a bug can fail a
+-- transaction but never store an oversold state.
 
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,

@@ -1,0 +1,57 @@
+//! Payment: the provider's verdict on a reserved order, recorded once.
+
+use crate::order::{Consumer, EventKind, OrderStatus, PaymentStatus, Reason};
+use crate::rules::Book;
+
+/// What became of one event a consumer handed to storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effect {
+    /// The effect happened now; the order has this status.
+    Applied(OrderStatus),
+    /// This event was applied before; nothing changed.
+    Duplicate(OrderStatus),
+    /// The order is no longer in a state this event applies to (a payment
+    /// for an order that expired, say); nothing changed and nothing is
+    /// recorded, so the event keeps no claim on the order.
+    NotApplicable(OrderStatus),
+    /// No order has this id.
+    UnknownOrder,
+}
+
+impl Book {
+    /// Records payment-service's verdict for `order_id`, answering the
+    /// `OrderReserved` event `event_id`. A reservation is paid at most once:
+    /// a charge for an order that is no longer reserved and unpaid (it
+    /// expired or was cancelled meanwhile) is voided, never taken.
+    pub fn record_payment(&mut self, order_id: &str, event_id: &str, approved: bool) -> Effect {
+        let Some(order) = self.order(order_id) else {
+            return Effect::UnknownOrder;
+        };
+        let status = order.status;
+        if self.was_processed(Consumer::Payment, event_id) {
+            return Effect::Duplicate(status);
+        }
+        if status != OrderStatus::Reserved || order.payment != PaymentStatus::None {
+            return Effect::NotApplicable(status);
+        }
+        let (payment, kind, note) = if approved {
+            (
+                PaymentStatus::Charged,
+                EventKind::PaymentSucceeded,
+                Reason::PaymentCharged,
+            )
+        } else {
+            (
+                PaymentStatus::Declined,
+                EventKind::PaymentFailed,
+                Reason::PaymentDeclined,
+            )
+        };
+        let order = self
+            .advance(order_id, OrderStatus::Reserved, payment, Some(note))
+            .clone();
+        self.emit(kind, &order);
+        self.mark_processed(Consumer::Payment, event_id);
+        Effect::Applied(OrderStatus::Reserved)
+    }
+}

@@ -1,0 +1,74 @@
+//! Settlement: a paid reservation is sold, a declined one goes back on sale.
+
+use crate::order::{Consumer, OrderStatus, PaymentStatus, Reason};
+use crate::rules::{Book, Effect, RuleError};
+use crate::stock::Stock;
+
+/// inventory-service's decision for one paid or declined order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settle {
+    /// Payment succeeded: the reserved units are sold.
+    Commit,
+    /// Payment failed: the reserved units go back on sale.
+    Release,
+}
+
+impl Book {
+    /// Settles `order_id` once for the payment event `event_id`.
+    pub fn settle(
+        &mut self,
+        order_id: &str,
+        event_id: &str,
+        action: Settle,
+    ) -> Result<Effect, RuleError> {
+        let Some(order) = self.order(order_id) else {
+            return Ok(Effect::UnknownOrder);
+        };
+        let (status, payment) = (order.status, order.payment);
+        if self.was_processed(Consumer::Inventory, event_id) {
+            return Ok(Effect::Duplicate(status));
+        }
+        let applies = status == OrderStatus::Reserved
+            && match action {
+                Settle::Commit => payment == PaymentStatus::Charged,
+                Settle::Release => payment != PaymentStatus::Charged,
+            };
+        if !applies {
+            return Ok(Effect::NotApplicable(status));
+        }
+        let after = match action {
+            Settle::Commit => self.fulfil(order_id)?,
+            Settle::Release => self.cancel(order_id, Reason::PaymentDeclined)?,
+        };
+        self.mark_processed(Consumer::Inventory, event_id);
+        Ok(Effect::Applied(after))
+    }
+
+    /// Sells a reserved order's units and marks it fulfilled.
+    pub(crate) fn fulfil(&mut self, order_id: &str) -> Result<OrderStatus, RuleError> {
+        let order = self
+            .order(order_id)
+            .expect("fulfil is called on orders in the book");
+        let moved = self.moved_stock(order, Stock::sell)?;
+        let payment = order.payment;
+        self.set_stock(moved);
+        self.advance(order_id, OrderStatus::Fulfilled, payment, None);
+        Ok(OrderStatus::Fulfilled)
+    }
+
+    /// Puts a reserved order's units back on sale and cancels it.
+    pub(crate) fn cancel(
+        &mut self,
+        order_id: &str,
+        reason: Reason,
+    ) -> Result<OrderStatus, RuleError> {
+        let order = self
+            .order(order_id)
+            .expect("cancel is called on orders in the book");
+        let moved = self.moved_stock(order, Stock::release)?;
+        let payment = order.payment;
+        self.set_stock(moved);
+        self.advance(order_id, OrderStatus::Cancelled, payment, Some(reason));
+        Ok(OrderStatus::Cancelled)
+    }
+}

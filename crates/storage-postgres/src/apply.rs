@@ -1,0 +1,339 @@
+//! Writing what a batch decided: one statement per table whatever the
+//! batch's size, each taking its rows as parallel arrays that `unnest`
+//! turns back into rows. The statements do not depend on each other, so they
+//! are sent together and cost one round trip. Every write of an existing row
+//! is conditional on the row being as the batch loaded it, and checked: the
+//! rows are locked, so a mismatch is a bug, reported instead of written.
+
+use stockroom_domain::rules::{Changes, OrderRecord};
+use stockroom_storage::batch::Writes;
+
+use tokio_postgres::types::ToSql;
+
+use crate::Failure;
+use crate::load::inconsistent;
+use crate::sql::Tx;
+
+pub(crate) async fn apply(tx: Tx<'_>, writes: &Writes) -> Result<(), Failure> {
+    let changes = &writes.changes;
+    tokio::try_join!(
+        apply_stock(tx, changes),
+        insert_orders(tx, &changes.new_orders),
+        update_orders(tx, changes),
+        insert_history(tx, changes),
+        insert_events(tx, changes),
+        insert_processed(tx, changes, writes.created_at_ms),
+        insert_keys(tx, writes),
+    )?;
+    Ok(())
+}
+
+fn expect_rows(what: &str, changed: u64, expected: usize) -> Result<(), Failure> {
+    if changed != expected as u64 {
+        return Err(inconsistent(format!(
+            "{what}: {changed} rows matched the loaded state, {expected} expected"
+        )));
+    }
+    Ok(())
+}
+
+/// The figures of a stock as the four columns store them.
+fn figures(stock: &stockroom_domain::Stock) -> [i64; 4] {
+    // Stock never exceeds MAX_STOCK_PER_PRODUCT, far inside i64.
+    [
+        stock.on_hand() as i64,
+        stock.reserved() as i64,
+        stock.sold() as i64,
+        stock.received_total() as i64,
+    ]
+}
+
+async fn apply_stock(tx: Tx<'_>, changes: &Changes) -> Result<(), Failure> {
+    let mut keys = Vec::new();
+    let mut after: [Vec<i64>; 4] = Default::default();
+    let mut before: [Vec<i64>; 4] = Default::default();
+    let mut new_keys = Vec::new();
+    let mut new_names = Vec::new();
+    let mut new_figures: [Vec<i64>; 4] = Default::default();
+    for change in &changes.stock {
+        match &change.before {
+            Some(loaded) => {
+                keys.push(change.product_key.as_str());
+                for (column, value) in after.iter_mut().zip(figures(&change.after)) {
+                    column.push(value);
+                }
+                for (column, value) in before.iter_mut().zip(figures(loaded)) {
+                    column.push(value);
+                }
+            }
+            None => {
+                new_keys.push(change.product_key.as_str());
+                new_names.push(change.product_name.as_str());
+                for (column, value) in new_figures.iter_mut().zip(figures(&change.after)) {
+                    column.push(value);
+                }
+            }
+        }
+    }
+    if !keys.is_empty() {
+        let changed = tx
+            .execute(
+                "UPDATE inventory AS stock
+                 SET quantity = change.quantity, reserved = change.reserved,
+                     sold = change.sold, received = change.received
+                 FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[],
+                             $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[])
+                      AS change (product_key, quantity, reserved, sold, received,
+                                 quantity_before, reserved_before, sold_before, received_before)
+                 WHERE stock.product_key = change.product_key
+                   AND stock.quantity = change.quantity_before
+                   AND stock.reserved = change.reserved_before
+                   AND stock.sold = change.sold_before
+                   AND stock.received = change.received_before",
+                &[
+                    &keys, &after[0], &after[1], &after[2], &after[3], &before[0], &before[1],
+                    &before[2], &before[3],
+                ],
+            )
+            .await?;
+        expect_rows("stock update", changed, keys.len())?;
+    }
+    if !new_keys.is_empty() {
+        tx.execute(
+            "INSERT INTO inventory (product_key, product_name, quantity, reserved, sold, received)
+             SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[],
+                                  $5::bigint[], $6::bigint[])",
+            &[
+                &new_keys,
+                &new_names,
+                &new_figures[0],
+                &new_figures[1],
+                &new_figures[2],
+                &new_figures[3],
+            ],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+async fn insert_orders(tx: Tx<'_>, orders: &[OrderRecord]) -> Result<(), Failure> {
+    if orders.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<&str> = orders.iter().map(|order| order.id.as_str()).collect();
+    let customers: Vec<&str> = orders
+        .iter()
+        .map(|order| order.customer_id.as_str())
+        .collect();
+    let statuses: Vec<&str> = orders.iter().map(|order| order.status.as_str()).collect();
+    let reasons: Vec<Option<&str>> = orders
+        .iter()
+        .map(|order| order.reason.map(|reason| reason.as_str()))
+        .collect();
+    let payments: Vec<&str> = orders.iter().map(|order| order.payment.as_str()).collect();
+    let versions: Vec<i64> = orders.iter().map(|order| order.version).collect();
+    let created: Vec<i64> = orders.iter().map(|order| order.created_at_ms).collect();
+    let updated: Vec<i64> = orders.iter().map(|order| order.updated_at_ms).collect();
+    let lines = orders.iter().flat_map(|order| {
+        order
+            .lines
+            .iter()
+            .map(move |line| (order.id.as_str(), line))
+    });
+    let (mut line_orders, mut line_keys, mut line_names, mut line_units) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (order_id, line) in lines {
+        line_orders.push(order_id);
+        line_keys.push(line.product_key.as_str());
+        line_names.push(line.product_name.as_str());
+        line_units.push(i64::from(line.quantity.get()));
+    }
+    let order_params: [&(dyn ToSql + Sync); 8] = [
+        &ids, &customers, &statuses, &reasons, &payments, &versions, &created, &updated,
+    ];
+    let line_params: [&(dyn ToSql + Sync); 4] =
+        [&line_orders, &line_keys, &line_names, &line_units];
+    tokio::try_join!(
+        tx.execute(
+            "INSERT INTO orders (id, customer_id, status, reason, payment_status, version,
+                                 created_at_ms, updated_at_ms)
+             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                                  $6::bigint[], $7::bigint[], $8::bigint[])",
+            &order_params,
+        ),
+        tx.execute(
+            "INSERT INTO order_items (order_id, product_key, product_name, quantity)
+             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[])",
+            &line_params,
+        ),
+    )?;
+    Ok(())
+}
+
+async fn update_orders(tx: Tx<'_>, changes: &Changes) -> Result<(), Failure> {
+    if changes.changed_orders.is_empty() {
+        return Ok(());
+    }
+    let orders = &changes.changed_orders;
+    let ids: Vec<&str> = orders
+        .iter()
+        .map(|change| change.order.id.as_str())
+        .collect();
+    let statuses: Vec<&str> = orders
+        .iter()
+        .map(|change| change.order.status.as_str())
+        .collect();
+    let reasons: Vec<Option<&str>> = orders
+        .iter()
+        .map(|change| change.order.reason.map(|reason| reason.as_str()))
+        .collect();
+    let payments: Vec<&str> = orders
+        .iter()
+        .map(|change| change.order.payment.as_str())
+        .collect();
+    let versions: Vec<i64> = orders.iter().map(|change| change.order.version).collect();
+    let updated: Vec<i64> = orders
+        .iter()
+        .map(|change| change.order.updated_at_ms)
+        .collect();
+    let loaded: Vec<i64> = orders.iter().map(|change| change.loaded_version).collect();
+    let changed = tx
+        .execute(
+            "UPDATE orders
+             SET status = change.status, reason = change.reason,
+                 payment_status = change.payment_status, version = change.version,
+                 updated_at_ms = change.updated_at_ms
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[],
+                         $6::bigint[], $7::bigint[])
+                  AS change (id, status, reason, payment_status, version, updated_at_ms,
+                             loaded_version)
+             WHERE orders.id = change.id AND orders.version = change.loaded_version",
+            &[
+                &ids, &statuses, &reasons, &payments, &versions, &updated, &loaded,
+            ],
+        )
+        .await?;
+    expect_rows("order update", changed, ids.len())
+}
+
+async fn insert_history(tx: Tx<'_>, changes: &Changes) -> Result<(), Failure> {
+    if changes.history.is_empty() {
+        return Ok(());
+    }
+    let history = &changes.history;
+    let ids: Vec<&str> = history
+        .iter()
+        .map(|entry| entry.order_id.as_str())
+        .collect();
+    let versions: Vec<i64> = history.iter().map(|entry| entry.version).collect();
+    let statuses: Vec<&str> = history.iter().map(|entry| entry.status.as_str()).collect();
+    let reasons: Vec<Option<&str>> = history
+        .iter()
+        .map(|entry| entry.reason.map(|reason| reason.as_str()))
+        .collect();
+    let at: Vec<i64> = history.iter().map(|entry| entry.at_ms).collect();
+    tx.execute(
+        "INSERT INTO order_history (order_id, version, status, reason, at_ms)
+         SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::bigint[])",
+        &[&ids, &versions, &statuses, &reasons, &at],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Writes the events to the outbox and queues each for its consumer, in one
+/// statement: the consumer comes with each event, so the routing stays in
+/// the domain's [`stockroom_domain::EventKind::consumer`].
+async fn insert_events(tx: Tx<'_>, changes: &Changes) -> Result<(), Failure> {
+    if changes.events.is_empty() {
+        return Ok(());
+    }
+    let events = &changes.events;
+    let ids: Vec<&str> = events.iter().map(|event| event.event_id.as_str()).collect();
+    let kinds: Vec<&str> = events.iter().map(|event| event.kind.as_str()).collect();
+    let orders: Vec<&str> = events.iter().map(|event| event.order_id.as_str()).collect();
+    let versions: Vec<i64> = events.iter().map(|event| event.order_version).collect();
+    let units: Vec<i64> = events
+        .iter()
+        .map(|event| event.total_units as i64)
+        .collect();
+    let at: Vec<i64> = events.iter().map(|event| event.occurred_at_ms).collect();
+    let consumers: Vec<&str> = events.iter().map(|event| event.kind.consumer()).collect();
+    let queued = tx
+        .execute(
+            "WITH input AS (
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[],
+                                      $5::bigint[], $6::bigint[], $7::text[])
+                      AS event (event_id, kind, order_id, order_version, total_units,
+                                occurred_at_ms, consumer)
+             ), written AS (
+                 INSERT INTO outbox (event_id, kind, order_id, order_version, total_units,
+                                     occurred_at_ms)
+                 SELECT event_id, kind, order_id, order_version, total_units, occurred_at_ms
+                 FROM input
+                 RETURNING seq, event_id
+             )
+             INSERT INTO deliveries (consumer, seq)
+             SELECT input.consumer, written.seq FROM written JOIN input USING (event_id)",
+            &[&ids, &kinds, &orders, &versions, &units, &at, &consumers],
+        )
+        .await?;
+    expect_rows("event deliveries", queued, ids.len())
+}
+
+async fn insert_processed(tx: Tx<'_>, changes: &Changes, now_ms: i64) -> Result<(), Failure> {
+    if changes.processed.is_empty() {
+        return Ok(());
+    }
+    let consumers: Vec<&str> = changes
+        .processed
+        .iter()
+        .map(|record| record.consumer.as_str())
+        .collect();
+    let ids: Vec<&str> = changes
+        .processed
+        .iter()
+        .map(|record| record.event_id.as_str())
+        .collect();
+    tx.execute(
+        "INSERT INTO processed_events (consumer, event_id, at_ms)
+         SELECT consumer, event_id, $3 FROM unnest($1::text[], $2::text[]) AS p (consumer, event_id)",
+        &[&consumers, &ids, &now_ms],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Stores the idempotency keys of the batch's new answers. A concurrent
+/// batch of another process may have claimed one of the same keys since
+/// this one looked (both saw it free): the insert then waits for that batch
+/// and skips the key, and this batch is run again, finding the stored answer.
+async fn insert_keys(tx: Tx<'_>, writes: &Writes) -> Result<(), Failure> {
+    if writes.keys.is_empty() {
+        return Ok(());
+    }
+    // Sorted, so that two batches claiming overlapping keys take the unique
+    // index's locks in one order and never wait for each other in a cycle.
+    let mut keys: Vec<_> = writes.keys.iter().collect();
+    keys.sort_by(|a, b| (&a.customer_id, &a.key).cmp(&(&b.customer_id, &b.key)));
+    let customers: Vec<&str> = keys.iter().map(|key| key.customer_id.as_str()).collect();
+    let names: Vec<&str> = keys.iter().map(|key| key.key.as_str()).collect();
+    let fingerprints: Vec<Option<&str>> =
+        keys.iter().map(|key| key.fingerprint.as_deref()).collect();
+    let answers: Vec<&str> = keys.iter().map(|key| key.answer.as_str()).collect();
+    let claimed = tx
+        .execute(
+            "INSERT INTO idempotency_keys (customer_id, key, fingerprint, result_json, created_at_ms)
+             SELECT customer_id, key, fingerprint, result_json, $5
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
+                  AS claim (customer_id, key, fingerprint, result_json)
+             ON CONFLICT (customer_id, key) DO NOTHING",
+            &[&customers, &names, &fingerprints, &answers, &writes.created_at_ms],
+        )
+        .await?;
+    if claimed != keys.len() as u64 {
+        return Err(Failure::KeyRace);
+    }
+    Ok(())
+}

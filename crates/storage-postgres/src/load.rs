@@ -1,0 +1,203 @@
+//! Loading and locking the rows a batch touches, into the rules' book.
+//!
+//! Other data-service processes write the same rows at the same time, so
+//! every row the rules will change is locked (`FOR UPDATE`) before they
+//! decide, and locks are always taken in one global order: the sweep's
+//! candidates (skipping rows others hold), then orders by id, then stock by
+//! product key. Two batches therefore never wait for each other in a cycle
+//! on these rows; the one cycle left (a sweep's skipped-then-wanted order) is
+//! broken by PostgreSQL's deadlock detector and retried. Under READ
+//! COMMITTED each statement sees what committed before it began, so the
+//! processed-event records and stock read after an order's lock was granted
+//! include everything the previous holder wrote.
+
+use std::collections::HashMap;
+
+use stockroom_domain::rules::{Book, OrderLine, OrderRecord, StoredKey};
+use stockroom_domain::{Quantity, Stock};
+use stockroom_storage::StorageError;
+use stockroom_storage::batch::Needs;
+use tokio_postgres::Row;
+
+use crate::Failure;
+use crate::sql::Tx;
+
+/// The columns [`order_row`] reads, in its order.
+pub(crate) const ORDER_COLUMNS: &str =
+    "id, customer_id, status, reason, payment_status, version, created_at_ms, updated_at_ms";
+
+/// The columns of [`stock_row`], in its order.
+pub(crate) const STOCK_COLUMNS: &str =
+    "product_key, product_name, quantity, reserved, sold, received";
+
+pub(crate) fn inconsistent(message: String) -> Failure {
+    Failure::Storage(StorageError::Inconsistent(message))
+}
+
+/// Fills `needs` in (the sweep's candidates, the products of loaded orders)
+/// and loads everything it names, locked.
+pub(crate) async fn load(tx: Tx<'_>, needs: &mut Needs, now_ms: i64) -> Result<Book, Failure> {
+    let mut book = Book::new(now_ms);
+    for index in 0..needs.sweeps.len() {
+        let query = &needs.sweeps[index];
+        // SKIP LOCKED lets several sweepers work at once, each taking the
+        // reservations nobody else is changing. Reserved orders only, through
+        // the (status, id) index: the cost follows the open reservations.
+        let found = tx
+            .query(
+                "SELECT id FROM orders
+                 WHERE status = 'reserved'
+                   AND ((payment_status = 'none' AND created_at_ms <= $1)
+                        OR (payment_status <> 'none' AND updated_at_ms <= $1))
+                 ORDER BY id LIMIT $2
+                 FOR UPDATE SKIP LOCKED",
+                &[&query.cutoff_ms, &i64::from(query.limit)],
+            )
+            .await?
+            .iter()
+            .map(|row| row.try_get::<_, String>(0))
+            .collect::<Result<Vec<_>, _>>()?;
+        needs.add_swept(index, found);
+    }
+    if !needs.keys.is_empty() {
+        let (customers, keys): (Vec<&str>, Vec<&str>) = needs
+            .keys
+            .iter()
+            .map(|(customer, key)| (customer.as_str(), key.as_str()))
+            .unzip();
+        for row in tx
+            .query(
+                "SELECT customer_id, key, fingerprint, result_json FROM idempotency_keys
+                 WHERE (customer_id, key) IN (SELECT * FROM unnest($1::text[], $2::text[]))",
+                &[&customers, &keys],
+            )
+            .await?
+        {
+            book.load_key(
+                row.try_get(0)?,
+                row.try_get(1)?,
+                StoredKey {
+                    fingerprint: row.try_get(2)?,
+                    answer: row.try_get(3)?,
+                },
+            );
+        }
+    }
+    if !needs.order_ids.is_empty() {
+        let ids: Vec<&str> = needs.order_ids.iter().map(String::as_str).collect();
+        let rows = tx
+            .query(
+                &format!(
+                    "SELECT {ORDER_COLUMNS} FROM orders WHERE id = ANY($1) ORDER BY id FOR UPDATE"
+                ),
+                &[&ids],
+            )
+            .await?;
+        if !rows.is_empty() {
+            let found: Vec<String> = rows
+                .iter()
+                .map(|row| row.try_get(0))
+                .collect::<Result<_, _>>()?;
+            let lines = tx
+                .query(
+                    "SELECT order_id, product_key, product_name, quantity FROM order_items
+                     WHERE order_id = ANY($1)",
+                    &[&found],
+                )
+                .await?;
+            for order in order_records(&rows, &lines)? {
+                needs.add_lines(&order);
+                book.load_order(order);
+            }
+        }
+    }
+    for (consumer, event_ids) in &needs.processed {
+        let event_ids: Vec<&str> = event_ids.iter().map(String::as_str).collect();
+        for row in tx
+            .query(
+                "SELECT event_id FROM processed_events WHERE consumer = $1 AND event_id = ANY($2)",
+                &[&consumer.as_str(), &event_ids],
+            )
+            .await?
+        {
+            book.load_processed(*consumer, row.try_get(0)?);
+        }
+    }
+    if !needs.product_keys.is_empty() {
+        let keys: Vec<&str> = needs.product_keys.iter().map(String::as_str).collect();
+        // `COLLATE "C"` sorts by bytes, as Rust sorts keys, whatever
+        // collation the database was created with: one lock order for all.
+        for row in tx
+            .query(
+                &format!(
+                    "SELECT {STOCK_COLUMNS} FROM inventory WHERE product_key = ANY($1)
+                     ORDER BY product_key COLLATE \"C\" FOR UPDATE"
+                ),
+                &[&keys],
+            )
+            .await?
+        {
+            let (key, name, stock) = stock_row(&row)?;
+            book.load_stock(key, name, stock);
+        }
+    }
+    Ok(book)
+}
+
+/// A stock row, its figures checked.
+pub(crate) fn stock_row(row: &Row) -> Result<(String, String, Stock), Failure> {
+    let key: String = row.try_get(0)?;
+    let name: String = row.try_get(1)?;
+    let stock = Stock::from_row(
+        row.try_get(2)?,
+        row.try_get(3)?,
+        row.try_get(4)?,
+        row.try_get(5)?,
+    )
+    .map_err(|error| inconsistent(format!("stock of {name}: {error}")))?;
+    Ok((key, name, stock))
+}
+
+/// Orders (rows of [`ORDER_COLUMNS`]) joined with their lines (rows of
+/// order id, product key, product name, quantity), in the orders' order.
+pub(crate) fn order_records(orders: &[Row], lines: &[Row]) -> Result<Vec<OrderRecord>, Failure> {
+    let mut by_order: HashMap<String, Vec<OrderLine>> = HashMap::with_capacity(orders.len());
+    for line in lines {
+        let order_id: String = line.try_get(0)?;
+        let quantity: i64 = line.try_get(3)?;
+        let quantity = Quantity::new(i128::from(quantity))
+            .map_err(|error| inconsistent(format!("order {order_id}: {error}")))?;
+        by_order.entry(order_id).or_default().push(OrderLine {
+            product_key: line.try_get(1)?,
+            product_name: line.try_get(2)?,
+            quantity,
+        });
+    }
+    orders
+        .iter()
+        .map(|row| {
+            let id: String = row.try_get(0)?;
+            let parse_error = |error: String| inconsistent(format!("order {id}: {error}"));
+            let status: String = row.try_get(2)?;
+            let reason: Option<String> = row.try_get(3)?;
+            let payment: String = row.try_get(4)?;
+            let mut lines = by_order.remove(&id).unwrap_or_default();
+            lines.sort_by(|a, b| a.product_key.cmp(&b.product_key));
+            Ok(OrderRecord {
+                customer_id: row.try_get(1)?,
+                status: status.parse().map_err(parse_error)?,
+                reason: reason
+                    .as_deref()
+                    .map(str::parse)
+                    .transpose()
+                    .map_err(parse_error)?,
+                payment: payment.parse().map_err(parse_error)?,
+                version: row.try_get(5)?,
+                created_at_ms: row.try_get(6)?,
+                updated_at_ms: row.try_get(7)?,
+                lines,
+                id,
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,256 @@
+//! Writing what a batch decided: one statement per table, whatever the
+//! batch's size. Each statement takes its rows as one JSON array, which
+//! SQLite's `json_each` unpacks. Every write of an existing row is
+//! conditional on the row being as the batch loaded it, and checked: a
+//! mismatch means the rows changed under the rules, which the single writer
+//! makes impossible, so it is reported as a bug rather than written.
+
+use stockroom_domain::rules::{Changes, OrderRecord};
+use stockroom_storage::StorageError;
+use stockroom_storage::batch::Writes;
+
+use crate::records::json_list;
+use crate::sql::Sql;
+
+pub(crate) fn apply(sql: Sql<'_>, writes: &Writes) -> Result<(), StorageError> {
+    let changes = &writes.changes;
+    apply_stock(sql, changes)?;
+    insert_orders(sql, &changes.new_orders)?;
+    update_orders(sql, changes)?;
+    if !changes.history.is_empty() {
+        let rows: Vec<_> = changes
+            .history
+            .iter()
+            .map(|entry| {
+                (
+                    &entry.order_id,
+                    entry.version,
+                    entry.status.as_str(),
+                    entry.reason.map(|reason| reason.as_str()),
+                    entry.at_ms,
+                )
+            })
+            .collect();
+        sql.execute(
+            "INSERT INTO order_history (order_id, version, status, reason, at_ms)
+             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4
+             FROM json_each(?1)",
+            [json_list(&rows)],
+        )?;
+    }
+    insert_events(sql, changes)?;
+    if !changes.processed.is_empty() {
+        let rows: Vec<_> = changes
+            .processed
+            .iter()
+            .map(|record| (record.consumer.as_str(), &record.event_id))
+            .collect();
+        sql.execute(
+            "INSERT INTO processed_events (consumer, event_id, at_ms)
+             SELECT value ->> 0, value ->> 1, ?2 FROM json_each(?1)",
+            rusqlite::params![json_list(&rows), writes.created_at_ms],
+        )?;
+    }
+    if !writes.keys.is_empty() {
+        let rows: Vec<_> = writes
+            .keys
+            .iter()
+            .map(|key| (&key.customer_id, &key.key, &key.fingerprint, &key.answer))
+            .collect();
+        sql.execute(
+            "INSERT INTO idempotency_keys (customer_id, key, fingerprint, result_json, created_at_ms)
+             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, ?2 FROM json_each(?1)",
+            rusqlite::params![json_list(&rows), writes.created_at_ms],
+        )?;
+    }
+    Ok(())
+}
+
+fn expect_rows(what: &str, changed: usize, expected: usize) -> Result<(), StorageError> {
+    if changed != expected {
+        return Err(StorageError::Inconsistent(format!(
+            "{what}: {changed} rows matched the loaded state, {expected} expected"
+        )));
+    }
+    Ok(())
+}
+
+fn apply_stock(sql: Sql<'_>, changes: &Changes) -> Result<(), StorageError> {
+    let figures = |stock: &stockroom_domain::Stock| {
+        [
+            stock.on_hand() as i64,
+            stock.reserved() as i64,
+            stock.sold() as i64,
+            stock.received_total() as i64,
+        ]
+    };
+    let updates: Vec<_> = changes
+        .stock
+        .iter()
+        .filter_map(|change| {
+            let before = change.before.as_ref()?;
+            Some((&change.product_key, figures(&change.after), figures(before)))
+        })
+        .collect();
+    if !updates.is_empty() {
+        let changed = sql.execute(
+            "UPDATE inventory
+             SET quantity = change.value ->> '$[1][0]', reserved = change.value ->> '$[1][1]',
+                 sold = change.value ->> '$[1][2]', received = change.value ->> '$[1][3]'
+             FROM json_each(?1) AS change
+             WHERE inventory.product_key = change.value ->> 0
+               AND inventory.quantity = change.value ->> '$[2][0]'
+               AND inventory.reserved = change.value ->> '$[2][1]'
+               AND inventory.sold = change.value ->> '$[2][2]'
+               AND inventory.received = change.value ->> '$[2][3]'",
+            [json_list(&updates)],
+        )?;
+        expect_rows("stock update", changed, updates.len())?;
+    }
+    let inserts: Vec<_> = changes
+        .stock
+        .iter()
+        .filter(|change| change.before.is_none())
+        .map(|change| {
+            (
+                &change.product_key,
+                &change.product_name,
+                figures(&change.after),
+            )
+        })
+        .collect();
+    if !inserts.is_empty() {
+        sql.execute(
+            "INSERT INTO inventory (product_key, product_name, quantity, reserved, sold, received)
+             SELECT value ->> 0, value ->> 1, value ->> '$[2][0]', value ->> '$[2][1]',
+                    value ->> '$[2][2]', value ->> '$[2][3]'
+             FROM json_each(?1)",
+            [json_list(&inserts)],
+        )?;
+    }
+    Ok(())
+}
+
+fn insert_orders(sql: Sql<'_>, orders: &[OrderRecord]) -> Result<(), StorageError> {
+    if orders.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<_> = orders
+        .iter()
+        .map(|order| {
+            (
+                &order.id,
+                &order.customer_id,
+                order.status.as_str(),
+                order.reason.map(|reason| reason.as_str()),
+                order.payment.as_str(),
+                order.version,
+                order.created_at_ms,
+                order.updated_at_ms,
+            )
+        })
+        .collect();
+    sql.execute(
+        "INSERT INTO orders (id, customer_id, status, reason, payment_status, version,
+                             created_at_ms, updated_at_ms)
+         SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5,
+                value ->> 6, value ->> 7
+         FROM json_each(?1)",
+        [json_list(&rows)],
+    )?;
+    let lines: Vec<_> = orders
+        .iter()
+        .flat_map(|order| {
+            order.lines.iter().map(|line| {
+                (
+                    &order.id,
+                    &line.product_key,
+                    &line.product_name,
+                    line.quantity.get(),
+                )
+            })
+        })
+        .collect();
+    sql.execute(
+        "INSERT INTO order_items (order_id, product_key, product_name, quantity)
+         SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3 FROM json_each(?1)",
+        [json_list(&lines)],
+    )?;
+    Ok(())
+}
+
+fn update_orders(sql: Sql<'_>, changes: &Changes) -> Result<(), StorageError> {
+    if changes.changed_orders.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<_> = changes
+        .changed_orders
+        .iter()
+        .map(|change| {
+            let order = &change.order;
+            (
+                &order.id,
+                order.status.as_str(),
+                order.reason.map(|reason| reason.as_str()),
+                order.payment.as_str(),
+                order.version,
+                order.updated_at_ms,
+                change.loaded_version,
+            )
+        })
+        .collect();
+    let changed = sql.execute(
+        "UPDATE orders
+         SET status = change.value ->> 1, reason = change.value ->> 2,
+             payment_status = change.value ->> 3, version = change.value ->> 4,
+             updated_at_ms = change.value ->> 5
+         FROM json_each(?1) AS change
+         WHERE orders.id = change.value ->> 0 AND orders.version = change.value ->> 6",
+        [json_list(&rows)],
+    )?;
+    expect_rows("order update", changed, rows.len())
+}
+
+/// Writes the events to the outbox and queues each for its consumer.
+fn insert_events(sql: Sql<'_>, changes: &Changes) -> Result<(), StorageError> {
+    if changes.events.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<_> = changes
+        .events
+        .iter()
+        .map(|event| {
+            (
+                &event.event_id,
+                event.kind.as_str(),
+                &event.order_id,
+                event.order_version,
+                event.total_units,
+                event.occurred_at_ms,
+            )
+        })
+        .collect();
+    let queued = sql.rows(
+        "INSERT INTO outbox (event_id, kind, order_id, order_version, total_units, occurred_at_ms)
+         SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5
+         FROM json_each(?1)
+         RETURNING seq, kind",
+        [json_list(&rows)],
+        |row| Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?)),
+    )?;
+    let deliveries: Vec<(String, i64)> = queued
+        .into_iter()
+        .map(|(seq, kind)| {
+            let kind: stockroom_domain::EventKind =
+                kind.parse().map_err(StorageError::Inconsistent)?;
+            Ok((kind.consumer().to_owned(), seq))
+        })
+        .collect::<Result<_, StorageError>>()?;
+    expect_rows("outbox insert", deliveries.len(), changes.events.len())?;
+    sql.execute(
+        "INSERT INTO deliveries (consumer, seq)
+         SELECT value ->> 0, value ->> 1 FROM json_each(?1)",
+        [json_list(&deliveries)],
+    )?;
+    Ok(())
+}

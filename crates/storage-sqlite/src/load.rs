@@ -1,0 +1,113 @@
+//! Loading the rows a batch touches into the rules' book: a fixed number of
+//! queries per batch, each unpacking its list of ids from one JSON parameter.
+
+use stockroom_domain::rules::{Book, StoredKey};
+use stockroom_storage::StorageError;
+use stockroom_storage::batch::Needs;
+
+use crate::records::{
+    LINE_COLUMNS, ORDER_COLUMNS, STOCK_COLUMNS, json_list, line_row, order_records, order_row,
+    stock, stock_row,
+};
+use crate::sql::Sql;
+
+/// Fills `needs` in (the sweep's candidates, the products of loaded orders)
+/// and loads everything it names.
+pub(crate) fn load(sql: Sql<'_>, needs: &mut Needs, now_ms: i64) -> Result<Book, StorageError> {
+    let mut book = Book::new(now_ms);
+    for index in 0..needs.sweeps.len() {
+        let query = &needs.sweeps[index];
+        // Reserved orders only, through the (status, id) index: the cost
+        // follows the number of open reservations, not of finished orders.
+        let found = sql.rows(
+            "SELECT id FROM orders
+             WHERE status = 'reserved'
+               AND ((payment_status = 'none' AND created_at_ms <= ?1)
+                    OR (payment_status <> 'none' AND updated_at_ms <= ?1))
+             ORDER BY id LIMIT ?2",
+            rusqlite::params![query.cutoff_ms, query.limit],
+            |row| row.get::<_, String>(0),
+        )?;
+        needs.add_swept(index, found);
+    }
+    if !needs.keys.is_empty() {
+        let keys: Vec<&(String, String)> = needs.keys.iter().collect();
+        let stored = sql.rows(
+            "SELECT customer_id, key, fingerprint, result_json FROM idempotency_keys
+             WHERE (customer_id, key) IN (SELECT value ->> 0, value ->> 1 FROM json_each(?1))",
+            [json_list(&keys)],
+            |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, Option<String>>(2)?,
+                    row.get::<_, String>(3)?,
+                ))
+            },
+        )?;
+        for (customer_id, key, fingerprint, answer) in stored {
+            book.load_key(
+                customer_id,
+                key,
+                StoredKey {
+                    fingerprint,
+                    answer,
+                },
+            );
+        }
+    }
+    if !needs.order_ids.is_empty() {
+        let ids = json_list(&needs.order_ids.iter().collect::<Vec<_>>());
+        let rows = sql.rows(
+            &format!(
+                "SELECT {ORDER_COLUMNS} FROM orders WHERE id IN (SELECT value FROM json_each(?1))"
+            ),
+            [&ids],
+            order_row,
+        )?;
+        if !rows.is_empty() {
+            let lines = sql.rows(
+                &format!(
+                    "SELECT {LINE_COLUMNS} FROM order_items
+                     WHERE order_id IN (SELECT value FROM json_each(?1))"
+                ),
+                [&ids],
+                line_row,
+            )?;
+            for order in order_records(rows, lines)? {
+                needs.add_lines(&order);
+                book.load_order(order);
+            }
+        }
+    }
+    for (consumer, event_ids) in &needs.processed {
+        let found = sql.rows(
+            "SELECT event_id FROM processed_events
+             WHERE consumer = ?1 AND event_id IN (SELECT value FROM json_each(?2))",
+            rusqlite::params![
+                consumer.as_str(),
+                json_list(&event_ids.iter().collect::<Vec<_>>())
+            ],
+            |row| row.get::<_, String>(0),
+        )?;
+        for event_id in found {
+            book.load_processed(*consumer, event_id);
+        }
+    }
+    if !needs.product_keys.is_empty() {
+        let rows = sql.rows(
+            &format!(
+                "SELECT {STOCK_COLUMNS} FROM inventory
+                 WHERE product_key IN (SELECT value FROM json_each(?1))"
+            ),
+            [json_list(&needs.product_keys.iter().collect::<Vec<_>>())],
+            stock_row,
+        )?;
+        for row in rows {
+            let figures = stock(&row)?;
+            let (key, name, ..) = row;
+            book.load_stock(key, name, figures);
+        }
+    }
+    Ok(book)
+}

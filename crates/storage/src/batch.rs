@@ -1,0 +1,489 @@
+//! A batch of storage calls, from the calls to the rows to write: what to
+//! load, what the rules decide, what to write and what to answer each caller.
+//!
+//! Every backend runs a batch the same way, in one transaction:
+//!
+//! 1. [`Needs::of`] says which rows the calls touch; the backend loads them
+//!    (locking them where other processes write too) into a
+//!    [`stockroom_domain::rules::Book`], in three steps: idempotency keys and
+//!    the sweep's candidates, then orders (whose lines add products to
+//!    [`Needs::product_keys`]), then stock and processed events;
+//! 2. [`decide`] runs each call through the rules in arrival order and
+//!    returns each caller's [`Answer`] and the batch's [`Writes`];
+//! 3. the backend writes [`Writes`] with a fixed number of set-based
+//!    statements, reads the documents a cancel answers with, and commits.
+//!
+//! Nothing here does I/O; this is the one place where the contract's
+//! documents meet the rules' decisions, so the backends cannot disagree.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use stockroom_contract::{
+    EffectOutcome, EffectResult, InventoryItem, Order, PaymentRecord, ReserveOutcome,
+    ReserveRequest, ReserveResult, Settlement, SettlementAction, Shortage,
+};
+use stockroom_domain::rules::{
+    Book, Changes, Effect, OrderRecord, ReleaseDecision, ReserveDecision, ReserveInput, Settle,
+    SweepDecision,
+};
+use stockroom_domain::{Consumer, ProductName, ReleaseReason};
+
+use crate::{ReleaseOutcome, StorageError};
+
+/// A call the rules decide.
+#[derive(Debug, Clone)]
+pub enum Command {
+    Reserve(Vec<ReserveRequest>),
+    RecordPayments(Vec<PaymentRecord>),
+    Settle(Vec<Settlement>),
+    Release {
+        order_id: String,
+        reason: ReleaseReason,
+    },
+    /// Ends reservations whose next step is overdue (see
+    /// [`Book::sweep`]): at most `max_orders` of them.
+    Sweep {
+        older_than_ms: u64,
+        max_orders: u32,
+    },
+    Restock {
+        product: ProductName,
+        quantity: u64,
+    },
+}
+
+impl Command {
+    /// How many requests, events or orders the call carries, for batch
+    /// limits.
+    pub fn size(&self) -> usize {
+        match self {
+            Command::Reserve(requests) => requests.len(),
+            Command::RecordPayments(payments) => payments.len(),
+            Command::Settle(settlements) => settlements.len(),
+            Command::Sweep { max_orders, .. } => *max_orders as usize,
+            Command::Release { .. } | Command::Restock { .. } => 1,
+        }
+    }
+}
+
+/// One order the sweep ended, and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SweptOrder {
+    pub order_id: String,
+    pub outcome: SweepDecision,
+}
+
+/// The answer to one [`Command`].
+#[derive(Debug, Clone)]
+pub enum Reply {
+    Reserved(Vec<ReserveResult>),
+    Effects(Vec<EffectResult>),
+    Release(ReleaseOutcome),
+    Swept(Vec<SweptOrder>),
+    Item(InventoryItem),
+}
+
+/// What [`decide`] answers a command with: a reply, or a cancel's decision
+/// whose reply needs the order's document, read after the writes.
+#[derive(Debug, Clone)]
+pub enum Answer {
+    Ready(Reply),
+    Release {
+        order_id: String,
+        decision: ReleaseDecision,
+    },
+}
+
+impl Answer {
+    /// The order whose document the answer needs, if any.
+    pub fn document_needed(&self) -> Option<&str> {
+        match self {
+            Answer::Release {
+                order_id,
+                decision:
+                    ReleaseDecision::Released
+                    | ReleaseDecision::AlreadyCancelled
+                    | ReleaseDecision::NotCancellable,
+            } => Some(order_id),
+            _ => None,
+        }
+    }
+
+    /// The reply, given the document [`Answer::document_needed`] asked for.
+    pub fn into_reply(self, document: Option<Order>) -> Result<Reply, StorageError> {
+        match self {
+            Answer::Ready(reply) => Ok(reply),
+            Answer::Release { order_id, decision } => {
+                let document = || {
+                    document.ok_or_else(|| {
+                        StorageError::Inconsistent(format!("order {order_id} vanished"))
+                    })
+                };
+                Ok(Reply::Release(match decision {
+                    ReleaseDecision::Released => ReleaseOutcome::Released(document()?),
+                    ReleaseDecision::AlreadyCancelled => {
+                        ReleaseOutcome::AlreadyCancelled(document()?)
+                    }
+                    ReleaseDecision::NotCancellable => ReleaseOutcome::NotCancellable(document()?),
+                    ReleaseDecision::UnknownOrder => ReleaseOutcome::UnknownOrder,
+                }))
+            }
+        }
+    }
+}
+
+/// The sweep's candidates, found by the backend before the orders are loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SweepQuery {
+    /// Reservations not advanced since this time are due.
+    pub cutoff_ms: i64,
+    pub limit: u32,
+    /// The due reservations' ids, filled in by the backend.
+    pub found: Vec<String>,
+}
+
+/// The rows a batch touches. Sorted sets, so that backends lock rows in one
+/// global order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Needs {
+    /// Orders to load: those the calls name, and the ids new orders would
+    /// take (a taken id is found by loading it).
+    pub order_ids: BTreeSet<String>,
+    /// Stock rows to load: the products requests name, and (after
+    /// [`Needs::add_lines`]) those of the loaded orders.
+    pub product_keys: BTreeSet<String>,
+    /// Events whose processed record to look up, per consumer.
+    pub processed: BTreeMap<Consumer, BTreeSet<String>>,
+    /// Idempotency keys to look up, as (customer id, key).
+    pub keys: BTreeSet<(String, String)>,
+    /// One query per sweep call.
+    pub sweeps: Vec<SweepQuery>,
+}
+
+impl Needs {
+    /// What `commands` touch, before anything is loaded.
+    pub fn of(commands: &[Command], now_ms: i64) -> Needs {
+        let mut needs = Needs::default();
+        for command in commands {
+            match command {
+                Command::Reserve(requests) => {
+                    for request in requests {
+                        needs.order_ids.insert(request.order_id.clone());
+                        needs
+                            .product_keys
+                            .extend(request.items.iter().map(|item| item.product.key()));
+                        if let Some(key) = &request.idempotency_key {
+                            needs
+                                .keys
+                                .insert((request.customer_id.as_str().to_owned(), key.clone()));
+                        }
+                    }
+                }
+                Command::RecordPayments(payments) => {
+                    for payment in payments {
+                        needs.order_ids.insert(payment.order_id.clone());
+                        needs.add_processed(Consumer::Payment, &payment.event_id);
+                    }
+                }
+                Command::Settle(settlements) => {
+                    for settlement in settlements {
+                        needs.order_ids.insert(settlement.order_id.clone());
+                        needs.add_processed(Consumer::Inventory, &settlement.event_id);
+                    }
+                }
+                Command::Release { order_id, .. } => {
+                    needs.order_ids.insert(order_id.clone());
+                }
+                Command::Sweep {
+                    older_than_ms,
+                    max_orders,
+                } => needs.sweeps.push(SweepQuery {
+                    cutoff_ms: now_ms
+                        .saturating_sub(i64::try_from(*older_than_ms).unwrap_or(i64::MAX)),
+                    limit: *max_orders,
+                    found: Vec::new(),
+                }),
+                Command::Restock { product, .. } => {
+                    needs.product_keys.insert(product.key());
+                }
+            }
+        }
+        needs
+    }
+
+    fn add_processed(&mut self, consumer: Consumer, event_id: &str) {
+        self.processed
+            .entry(consumer)
+            .or_default()
+            .insert(event_id.to_owned());
+    }
+
+    /// Adds the sweep candidates the backend found for sweep `index`.
+    pub fn add_swept(&mut self, index: usize, ids: Vec<String>) {
+        self.order_ids.extend(ids.iter().cloned());
+        self.sweeps[index].found = ids;
+    }
+
+    /// Adds the products of a loaded order's lines.
+    pub fn add_lines(&mut self, order: &OrderRecord) {
+        self.product_keys
+            .extend(order.lines.iter().map(|line| line.product_key.clone()));
+    }
+}
+
+/// An idempotency key to store, with the answer its request was given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyAnswer {
+    pub customer_id: String,
+    pub key: String,
+    pub fingerprint: Option<String>,
+    /// The JSON of the [`ReserveOutcome`], replayed to a retry.
+    pub answer: String,
+}
+
+/// Everything a batch writes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Writes {
+    pub changes: Changes,
+    pub keys: Vec<KeyAnswer>,
+    pub created_at_ms: i64,
+}
+
+impl Writes {
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty() && self.keys.is_empty()
+    }
+
+    /// Whether the batch wrote events, so that waiting consumers should look.
+    pub fn has_events(&self) -> bool {
+        !self.changes.events.is_empty()
+    }
+}
+
+/// Runs every command through the rules, in order, and returns each one's
+/// answer and what the whole batch writes. One call's refusal never undoes
+/// another's effect: each decision of the book is all or nothing.
+pub fn decide(
+    mut book: Book,
+    commands: &[Command],
+    needs: &Needs,
+) -> (Vec<Result<Answer, StorageError>>, Writes) {
+    let total_requests: usize = commands
+        .iter()
+        .map(|command| match command {
+            Command::Reserve(requests) => requests.len(),
+            _ => 0,
+        })
+        .sum();
+    let mut outcomes: Vec<Option<ReserveOutcome>> = vec![None; total_requests];
+    let mut position = 0;
+    let mut sweep_index = 0;
+    let mut answers = Vec::with_capacity(commands.len());
+    for command in commands {
+        let answer = match command {
+            Command::Reserve(requests) => {
+                let start = position;
+                position += requests.len();
+                reserve(&mut book, requests, start, &mut outcomes).map(|results| Answer::Ready(Reply::Reserved(results)))
+            }
+            Command::RecordPayments(payments) => Ok(Answer::Ready(Reply::Effects(
+                payments
+                    .iter()
+                    .map(|payment| {
+                        let effect =
+                            book.record_payment(&payment.order_id, &payment.event_id, payment.approved);
+                        tracing::debug!(order_id = %payment.order_id, approved = payment.approved, ?effect, "payment recorded");
+                        effect_result(&payment.order_id, Ok(effect))
+                    })
+                    .collect(),
+            ))),
+            Command::Settle(settlements) => Ok(Answer::Ready(Reply::Effects(
+                settlements
+                    .iter()
+                    .map(|settlement| {
+                        let action = match settlement.action {
+                            SettlementAction::Commit => Settle::Commit,
+                            SettlementAction::Release => Settle::Release,
+                        };
+                        let effect = book.settle(&settlement.order_id, &settlement.event_id, action);
+                        tracing::debug!(order_id = %settlement.order_id, ?action, ?effect, "settlement decided");
+                        effect_result(&settlement.order_id, effect)
+                    })
+                    .collect(),
+            ))),
+            Command::Release { order_id, reason } => match book.release(order_id, *reason) {
+                Ok(decision) => {
+                    tracing::info!(operation = "release", order_id, reason = reason.as_str(), ?decision, "release decided");
+                    Ok(Answer::Release {
+                        order_id: order_id.clone(),
+                        decision,
+                    })
+                }
+                Err(error) => Err(StorageError::Inconsistent(error.to_string())),
+            },
+            Command::Sweep { .. } => {
+                let query = &needs.sweeps[sweep_index];
+                sweep_index += 1;
+                Ok(Answer::Ready(Reply::Swept(sweep(&mut book, query))))
+            }
+            Command::Restock { product, quantity } => match book.restock(product, *quantity) {
+                Ok(stock) => {
+                    let (name, _) = book
+                        .stock(&product.key())
+                        .expect("a restocked product is in the book");
+                    tracing::info!(operation = "restock", product = name, quantity, on_hand_after = stock.on_hand(), "inventory restocked");
+                    Ok(Answer::Ready(Reply::Item(InventoryItem::from_stock(name, &stock))))
+                }
+                Err(error) => Err(StorageError::Invalid(error.to_string())),
+            },
+        };
+        answers.push(answer);
+    }
+    let created_at_ms = book.now_ms();
+    let changes = book.into_changes();
+    let mut keys = Vec::with_capacity(changes.keys.len());
+    for claim in &changes.keys {
+        let outcome = outcomes[claim.position]
+            .as_ref()
+            .expect("a claimed key's request was decided");
+        keys.push(KeyAnswer {
+            customer_id: claim.customer_id.clone(),
+            key: claim.key.clone(),
+            fingerprint: claim.fingerprint.clone(),
+            answer: serde_json::to_string(outcome).expect("outcomes always serialise"),
+        });
+    }
+    (
+        answers,
+        Writes {
+            changes,
+            keys,
+            created_at_ms,
+        },
+    )
+}
+
+fn reserve(
+    book: &mut Book,
+    requests: &[ReserveRequest],
+    start: usize,
+    outcomes: &mut [Option<ReserveOutcome>],
+) -> Result<Vec<ReserveResult>, StorageError> {
+    let mut results = Vec::with_capacity(requests.len());
+    for (offset, request) in requests.iter().enumerate() {
+        let position = start + offset;
+        let decision = book.reserve(
+            position,
+            ReserveInput {
+                order_id: &request.order_id,
+                customer_id: &request.customer_id,
+                items: &request.items,
+                idempotency_key: request.idempotency_key.as_deref(),
+                fingerprint: request.request_fingerprint.as_deref(),
+            },
+        );
+        let (replayed, outcome) = match decision {
+            ReserveDecision::Reserved(order) => {
+                tracing::debug!(order_id = %order.id, units = order.total_units(), "reservation held");
+                (
+                    false,
+                    ReserveOutcome::Reserved {
+                        order: Order::created(&order),
+                    },
+                )
+            }
+            ReserveDecision::Rejected { order, shortages } => {
+                tracing::debug!(order_id = %order.id, "reservation rejected: insufficient stock");
+                (
+                    false,
+                    ReserveOutcome::Rejected {
+                        order: Order::created(&order),
+                        shortages: shortages
+                            .into_iter()
+                            .map(|shortage| Shortage {
+                                product_name: shortage.product_name,
+                                requested: shortage.requested,
+                                available: shortage.available as i64,
+                            })
+                            .collect(),
+                    },
+                )
+            }
+            ReserveDecision::UnknownProduct(product_name) => {
+                (false, ReserveOutcome::UnknownProduct { product_name })
+            }
+            ReserveDecision::OrderIdTaken => (
+                false,
+                ReserveOutcome::OrderIdTaken {
+                    order_id: request.order_id.clone(),
+                },
+            ),
+            ReserveDecision::KeyReused => (false, ReserveOutcome::IdempotencyKeyReused),
+            ReserveDecision::Replay(answer) => {
+                let outcome = serde_json::from_str(&answer).map_err(|error| {
+                    StorageError::Inconsistent(format!(
+                        "stored idempotent answer unreadable: {error}"
+                    ))
+                })?;
+                (true, outcome)
+            }
+            ReserveDecision::SameAs(earlier) => {
+                let outcome = outcomes[earlier]
+                    .clone()
+                    .expect("an earlier request of the batch was decided");
+                (true, outcome)
+            }
+        };
+        if !replayed {
+            outcomes[position] = Some(outcome.clone());
+        }
+        results.push(ReserveResult { replayed, outcome });
+    }
+    Ok(results)
+}
+
+fn effect_result(
+    order_id: &str,
+    effect: Result<Effect, stockroom_domain::rules::RuleError>,
+) -> EffectResult {
+    let (outcome, status) = match effect {
+        Ok(Effect::Applied(status)) => (EffectOutcome::Applied, Some(status)),
+        Ok(Effect::Duplicate(status)) => (EffectOutcome::Duplicate, Some(status)),
+        Ok(Effect::NotApplicable(status)) => (EffectOutcome::NotApplicable, Some(status)),
+        Ok(Effect::UnknownOrder) => (EffectOutcome::UnknownOrder, None),
+        Err(error) => {
+            tracing::error!(order_id, %error, "stored order is inconsistent; event not applied");
+            (EffectOutcome::Inconsistent, None)
+        }
+    };
+    EffectResult {
+        order_id: order_id.to_owned(),
+        outcome,
+        status,
+    }
+}
+
+fn sweep(book: &mut Book, query: &SweepQuery) -> Vec<SweptOrder> {
+    let mut swept = Vec::new();
+    for order_id in &query.found {
+        match book.sweep(order_id, query.cutoff_ms) {
+            Ok(SweepDecision::Kept) => {}
+            Ok(outcome) => {
+                tracing::info!(
+                    operation = "sweep",
+                    order_id,
+                    ?outcome,
+                    "overdue reservation ended"
+                );
+                swept.push(SweptOrder {
+                    order_id: order_id.clone(),
+                    outcome,
+                });
+            }
+            Err(error) => {
+                tracing::error!(order_id, %error, "stored order is inconsistent; left reserved");
+            }
+        }
+    }
+    swept
+}
