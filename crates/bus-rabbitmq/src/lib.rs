@@ -4,17 +4,25 @@
 //! [`Topology`]):
 //! - a durable direct exchange `stockroom.events`, routing by event kind;
 //! - one durable quorum queue per consumer group (`stockroom.payment`,
-//!   `stockroom.inventory`), bound to the kinds that consumer handles, with a
-//!   delivery limit of [`MAX_DELIVERY_ATTEMPTS`] after which the broker moves a
-//!   message to the dead-letter exchange and queue `stockroom.dead-letter`.
+//!   `stockroom.inventory`), bound to the kinds that consumer handles, whose
+//!   rejected messages go to the dead-letter exchange and queue
+//!   `stockroom.dead-letter`. The queues have no delivery limit: a message
+//!   returned because a connection broke or a dependency was down is
+//!   delivered again however often that happens; only a consumer's explicit
+//!   rejection (poison) dead-letters it.
 //!
 //! Publishing ([`RabbitPublisher`]) uses persistent messages and publisher
 //! confirms: `publish` returns only after the broker has taken every message.
 //! Consuming ([`RabbitEventSource`]) uses manual acks with a bounded prefetch;
-//! a message is acknowledged only after its effect committed, and a failed
-//! batch is given back (nack with requeue). A lost connection is reopened on
-//! the next call, with the caller's backoff; the broker hands whatever was
-//! unacknowledged on the old connection to another consumer.
+//! a message is acknowledged only after its effect committed, a batch that
+//! could not be handled is given back at once (nack with requeue), and poison
+//! is rejected (nack without requeue, to the dead letters). A lost connection
+//! is reopened on the next call, with the caller's backoff; the broker hands
+//! whatever was unacknowledged on the old connection to another consumer.
+//!
+//! Queues declared by an earlier Stockroom with a delivery limit cannot be
+//! redeclared without one (the broker refuses changed arguments): drain and
+//! delete them when upgrading (docs/deployment.md).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -30,7 +38,7 @@ use lapin::{
     BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
 };
 use stockroom_bus::{BusError, EventPublisher, EventSource};
-use stockroom_contract::{Delivery, Event};
+use stockroom_contract::{Delivery, Event, Receipt};
 use stockroom_domain::{CONSUMER_INVENTORY, CONSUMER_PAYMENT, EventKind};
 use tokio::sync::Mutex;
 
@@ -82,10 +90,6 @@ impl Topology {
         ]
     }
 }
-
-/// Deliveries of one message before the broker dead-letters it; the same
-/// limit the embedded bus applies.
-pub const MAX_DELIVERY_ATTEMPTS: u32 = 10;
 
 /// The prefix of every exchange and queue name in production.
 pub const DEFAULT_PREFIX: &str = "stockroom";
@@ -178,10 +182,6 @@ async fn declare_topology(channel: &Channel, topology: &Topology) -> Result<(), 
         .await
         .map_err(unavailable)?;
     let mut arguments = quorum;
-    arguments.insert(
-        "x-delivery-limit".into(),
-        AMQPValue::LongInt(MAX_DELIVERY_ATTEMPTS as i32),
-    );
     arguments.insert(
         "x-dead-letter-exchange".into(),
         AMQPValue::LongString(dead_letter_exchange.as_str().into()),
@@ -310,9 +310,9 @@ impl ConsumeSession {
     /// The delivery tags of those ids that belong to this connection. Ids of
     /// an earlier connection are skipped: the broker already requeued them
     /// when that connection closed, and their tags mean nothing here.
-    fn live_tags<'a>(&'a self, delivery_ids: &'a [i64]) -> impl Iterator<Item = u64> + 'a {
-        delivery_ids.iter().filter_map(move |&id| {
-            let (generation, tag) = RabbitEventSource::split(id);
+    fn live_tags<'a>(&'a self, deliveries: &'a [Receipt]) -> impl Iterator<Item = u64> + 'a {
+        deliveries.iter().filter_map(move |receipt| {
+            let (generation, tag) = RabbitEventSource::split(receipt.delivery_id);
             (generation == self.generation).then_some(tag)
         })
     }
@@ -397,6 +397,9 @@ impl RabbitEventSource {
             .unwrap_or(u32::from(message.redelivered));
         Ok(Delivery {
             delivery_id: ((generation << GENERATION_SHIFT) | message.delivery_tag) as i64,
+            // The broker's delivery tag already belongs to this connection
+            // alone; the token only names the connection, for logs.
+            lease_token: format!("connection-{generation}"),
             attempt: earlier_deliveries + 1,
             event,
         })
@@ -476,12 +479,12 @@ impl EventSource for RabbitEventSource {
         }
     }
 
-    async fn acknowledge(&self, delivery_ids: &[i64]) -> Result<(), BusError> {
+    async fn acknowledge(&self, deliveries: &[Receipt]) -> Result<(), BusError> {
         let guard = self.session.lock().await;
         let Some(session) = guard.as_ref() else {
             return Ok(());
         };
-        for tag in session.live_tags(delivery_ids) {
+        for tag in session.live_tags(deliveries) {
             session
                 .channel
                 .basic_ack(tag, BasicAckOptions::default())
@@ -491,19 +494,30 @@ impl EventSource for RabbitEventSource {
         Ok(())
     }
 
-    async fn reject(&self, delivery_ids: &[i64]) -> Result<(), BusError> {
+    async fn release(&self, deliveries: &[Receipt]) -> Result<(), BusError> {
+        self.nack(deliveries, true).await
+    }
+
+    async fn reject(&self, deliveries: &[Receipt]) -> Result<(), BusError> {
+        self.nack(deliveries, false).await
+    }
+}
+
+impl RabbitEventSource {
+    /// Gives messages back: to the queue (`requeue`) or to the dead letters.
+    async fn nack(&self, deliveries: &[Receipt], requeue: bool) -> Result<(), BusError> {
         let guard = self.session.lock().await;
         let Some(session) = guard.as_ref() else {
             return Ok(());
         };
-        let requeue = BasicNackOptions {
+        let options = BasicNackOptions {
             multiple: false,
-            requeue: true,
+            requeue,
         };
-        for tag in session.live_tags(delivery_ids) {
+        for tag in session.live_tags(deliveries) {
             session
                 .channel
-                .basic_nack(tag, requeue)
+                .basic_nack(tag, options)
                 .await
                 .map_err(unavailable)?;
         }

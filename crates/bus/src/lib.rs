@@ -7,20 +7,17 @@
 //!
 //! The embedded implementation, [`EmbeddedEventSource`], leases events from
 //! data-service's outbox over HTTP; a broker-backed implementation plugs in
-//! behind the same trait, fed by [`relay_outbox`].
+//! behind the same trait, fed by data-service's outbox relay through an
+//! [`EventPublisher`].
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use stockroom_contract::{AckRequest, Delivery, DeliveryBatch, Event, PollRequest};
+use stockroom_contract::{AckRequest, Delivery, DeliveryBatch, Event, PollRequest, Receipt};
 use stockroom_http_kit::{ClientError, ServiceClient};
 use tokio_util::sync::CancellationToken;
-
-mod relay;
-
-pub use relay::{RELAY_BATCH_SIZE, RELAY_LEASE_MS, RELAY_POLL_INTERVAL_MS, relay_outbox};
 
 /// How long a consumer may hold leased events before data-service presumes it
 /// dead and hands them to another consumer.
@@ -29,8 +26,10 @@ pub const LEASE_MS: u64 = 30_000;
 /// How long one receive call waits for an event when none is ready.
 pub const RECEIVE_WAIT_MS: u64 = 1_000;
 
-/// The most events a consumer takes in one receive.
-pub const MAX_EVENTS_PER_RECEIVE: u32 = 256;
+/// The most events a consumer takes in one receive: a whole coalesced batch
+/// of reservations (order-service sends at most 256 per batch) and more, so
+/// that payment and settlement batches are as large as the reservations'.
+pub const MAX_EVENTS_PER_RECEIVE: u32 = 512;
 
 /// The first pause after a failed receive or a failed batch; it doubles up to
 /// [`MAX_RETRY_BACKOFF_MS`].
@@ -56,12 +55,17 @@ pub trait EventSource: Send + Sync + 'static {
     async fn receive(&self, max_events: u32) -> Result<Vec<Delivery>, BusError>;
 
     /// Confirms that these deliveries' effects are committed.
-    async fn acknowledge(&self, delivery_ids: &[i64]) -> Result<(), BusError>;
+    async fn acknowledge(&self, deliveries: &[Receipt]) -> Result<(), BusError>;
 
-    /// Gives deliveries back undone, to be delivered again (to this or another
-    /// consumer). A source whose deliveries come back by themselves when a
-    /// lease runs out may do nothing here.
-    async fn reject(&self, delivery_ids: &[i64]) -> Result<(), BusError>;
+    /// Gives deliveries back unhandled (a dependency is down), to be
+    /// delivered again at once, to this or another consumer, without
+    /// counting an attempt.
+    async fn release(&self, deliveries: &[Receipt]) -> Result<(), BusError>;
+
+    /// Refuses deliveries as poison: no consumer can handle them. They are
+    /// dead-lettered (kept for inspection and redrive) instead of being
+    /// delivered again and again.
+    async fn reject(&self, deliveries: &[Receipt]) -> Result<(), BusError>;
 }
 
 /// Where the outbox relay publishes events when a broker carries them.
@@ -103,6 +107,23 @@ impl EmbeddedEventSource {
     }
 }
 
+impl EmbeddedEventSource {
+    async fn finish(&self, verb: &str, deliveries: &[Receipt]) -> Result<(), BusError> {
+        if deliveries.is_empty() {
+            return Ok(());
+        }
+        self.client
+            .post::<(), _>(
+                &format!("/events/{}/{verb}", self.consumer),
+                &AckRequest {
+                    deliveries: deliveries.to_vec(),
+                },
+            )
+            .await?;
+        Ok(())
+    }
+}
+
 #[async_trait]
 impl EventSource for EmbeddedEventSource {
     async fn receive(&self, max_events: u32) -> Result<Vec<Delivery>, BusError> {
@@ -120,38 +141,71 @@ impl EventSource for EmbeddedEventSource {
         Ok(batch.deliveries)
     }
 
-    async fn acknowledge(&self, delivery_ids: &[i64]) -> Result<(), BusError> {
-        if delivery_ids.is_empty() {
-            return Ok(());
-        }
-        self.client
-            .post::<(), _>(
-                &format!("/events/{}/ack", self.consumer),
-                &AckRequest {
-                    delivery_ids: delivery_ids.to_vec(),
-                },
-            )
-            .await?;
-        Ok(())
+    async fn acknowledge(&self, deliveries: &[Receipt]) -> Result<(), BusError> {
+        self.finish("ack", deliveries).await
     }
 
-    async fn reject(&self, _delivery_ids: &[i64]) -> Result<(), BusError> {
-        // The lease runs out and data-service hands the events out again.
-        Ok(())
+    async fn release(&self, deliveries: &[Receipt]) -> Result<(), BusError> {
+        self.finish("release", deliveries).await
+    }
+
+    async fn reject(&self, deliveries: &[Receipt]) -> Result<(), BusError> {
+        self.finish("reject", deliveries).await
     }
 }
 
-/// Receives batches until `shutdown` is cancelled. Each batch goes to
-/// `handle`; only when it succeeds is the batch acknowledged. A failure leaves
-/// the batch unacknowledged, so it is delivered again after its lease.
+/// What a handler made of a batch: every delivery it does not name as poison
+/// had its effect (or needs none) and is acknowledged.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Handled {
+    /// Deliveries no consumer can handle, by delivery id.
+    pub poison: Vec<i64>,
+}
+
+/// How many batches one consumer handles at once. While one batch's effect
+/// is being written, the next is received and handled, so a consumer keeps up
+/// with a flash sale's reservations instead of taking turns with itself.
+/// Deliveries are leased (or unacknowledged) one by one, so concurrent
+/// batches never share an event.
+pub const BATCHES_IN_FLIGHT: usize = 2;
+
+/// Receives batches until `shutdown` is cancelled, [`BATCHES_IN_FLIGHT`] at a
+/// time, and hands each to `handle`. When the handler succeeds, the batch is
+/// acknowledged, but for the deliveries it names as poison, which are
+/// rejected. When it fails (a dependency is down), the batch is given back at
+/// once, without counting an attempt, and the loop backs off, doubling the
+/// pause up to [`MAX_RETRY_BACKOFF_MS`]: a consumer never gives up, and an
+/// outage never dead-letters an event.
 pub async fn consume<H, F>(
     name: &'static str,
     source: Arc<dyn EventSource>,
     shutdown: CancellationToken,
     handle: H,
 ) where
+    H: Fn(Vec<Delivery>) -> F + Send + Sync + 'static,
+    F: Future<Output = Result<Handled, String>> + Send + 'static,
+{
+    let handle = Arc::new(handle);
+    let mut loops = tokio::task::JoinSet::new();
+    for _ in 0..BATCHES_IN_FLIGHT {
+        loops.spawn(consume_loop(
+            name,
+            Arc::clone(&source),
+            shutdown.clone(),
+            Arc::clone(&handle),
+        ));
+    }
+    while loops.join_next().await.is_some() {}
+}
+
+async fn consume_loop<H, F>(
+    name: &'static str,
+    source: Arc<dyn EventSource>,
+    shutdown: CancellationToken,
+    handle: Arc<H>,
+) where
     H: Fn(Vec<Delivery>) -> F + Send + Sync,
-    F: Future<Output = Result<(), String>> + Send,
+    F: Future<Output = Result<Handled, String>> + Send,
 {
     let mut backoff_ms = MIN_RETRY_BACKOFF_MS;
     loop {
@@ -161,33 +215,63 @@ pub async fn consume<H, F>(
         };
         let outcome = match received {
             Ok(deliveries) if deliveries.is_empty() => Ok(()),
-            Ok(deliveries) => {
-                let ids: Vec<i64> = deliveries
-                    .iter()
-                    .map(|delivery| delivery.delivery_id)
-                    .collect();
-                // The batch is finished even when shutdown is requested meanwhile:
-                // stopping halfway would only cause redelivery.
-                match handle(deliveries).await {
-                    Ok(()) => source
-                        .acknowledge(&ids)
-                        .await
-                        .map_err(|error| error.to_string()),
-                    Err(error) => Err(error),
-                }
-            }
+            Ok(deliveries) => finish_batch(source.as_ref(), handle.as_ref(), deliveries).await,
             Err(error) => Err(error.to_string()),
         };
         match outcome {
             Ok(()) => backoff_ms = MIN_RETRY_BACKOFF_MS,
             Err(error) => {
-                tracing::warn!(consumer = name, %error, backoff_ms, "event batch failed; it will be delivered again");
+                tracing::warn!(consumer = name, %error, backoff_ms, "event batch not handled; it is delivered again, retrying");
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
                     _ = tokio::time::sleep(Duration::from_millis(backoff_ms)) => {}
                 }
                 backoff_ms = (backoff_ms * 2).min(MAX_RETRY_BACKOFF_MS);
             }
+        }
+    }
+}
+
+/// Handles one batch and settles it with the source. The batch is finished
+/// even when shutdown is requested meanwhile: stopping halfway would only
+/// cause redelivery.
+async fn finish_batch<H, F>(
+    source: &dyn EventSource,
+    handle: &H,
+    deliveries: Vec<Delivery>,
+) -> Result<(), String>
+where
+    H: Fn(Vec<Delivery>) -> F + Send + Sync,
+    F: Future<Output = Result<Handled, String>> + Send,
+{
+    let receipts: Vec<Receipt> = deliveries.iter().map(Delivery::receipt).collect();
+    match handle(deliveries).await {
+        Ok(handled) => {
+            let (poison, done): (Vec<Receipt>, Vec<Receipt>) = receipts
+                .into_iter()
+                .partition(|receipt| handled.poison.contains(&receipt.delivery_id));
+            if !poison.is_empty() {
+                tracing::error!(
+                    count = poison.len(),
+                    "events refused as poison; dead-lettering them"
+                );
+                source
+                    .reject(&poison)
+                    .await
+                    .map_err(|error| error.to_string())?;
+            }
+            source
+                .acknowledge(&done)
+                .await
+                .map_err(|error| error.to_string())
+        }
+        Err(error) => {
+            // Given back at once, so the queue keeps moving; if even that
+            // fails, the lease runs out and the events come back anyway.
+            if let Err(release) = source.release(&receipts).await {
+                tracing::warn!(error = %release, "cannot give the batch back; it returns when its lease ends");
+            }
+            Err(error)
         }
     }
 }

@@ -10,8 +10,8 @@ use std::time::{Duration, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use stockroom_domain::rules::{HistoryRecord, OrderRecord};
 use stockroom_domain::{
-    CustomerId, EventKind, OrderItems, OrderStatus, PaymentStatus, ProductName, Quantity,
-    ReleaseReason, Stock,
+    CustomerId, EventKind, OrderItem, OrderItems, OrderStatus, PaymentStatus, ProductName,
+    Quantity, ReleaseReason, Stock,
 };
 use utoipa::ToSchema;
 
@@ -130,6 +130,55 @@ pub struct OrderList {
     pub next_cursor: Option<String>,
 }
 
+/// An order as clients send it: one product (`productName` and `quantity`,
+/// the original system's shape) or several (`items`), never both.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PlaceOrderRequest {
+    #[schema(value_type = String, example = "c1")]
+    customer_id: CustomerId,
+    #[schema(value_type = Option<String>, example = "Laptop")]
+    product_name: Option<ProductName>,
+    #[schema(value_type = Option<u32>, minimum = 1, maximum = 1000, example = 2)]
+    quantity: Option<Quantity>,
+    items: Option<Vec<ItemRequest>>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ItemRequest {
+    #[schema(value_type = String, example = "Laptop")]
+    product_name: ProductName,
+    #[schema(value_type = u32, minimum = 1, maximum = 1000, example = 2)]
+    quantity: Quantity,
+}
+
+impl PlaceOrderRequest {
+    /// The customer and the checked items; the error is shown to the client.
+    pub fn into_parts(self) -> Result<(CustomerId, OrderItems), String> {
+        let lines = match (self.product_name, self.quantity, self.items) {
+            (Some(product), Some(quantity), None) => vec![OrderItem { product, quantity }],
+            (None, None, Some(items)) => items
+                .into_iter()
+                .map(|item| OrderItem {
+                    product: item.product_name,
+                    quantity: item.quantity,
+                })
+                .collect(),
+            (_, _, Some(_)) => {
+                return Err("send either productName and quantity, or items, not both".into());
+            }
+            (Some(_), None, None) => return Err("missing field `quantity`".into()),
+            (None, Some(_), None) => return Err("missing field `productName`".into()),
+            (None, None, None) => {
+                return Err("an order needs productName and quantity, or items".into());
+            }
+        };
+        let items = OrderItems::new(lines).map_err(|error| error.to_string())?;
+        Ok((self.customer_id, items))
+    }
+}
+
 /// A product that could not be reserved in full.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -212,14 +261,34 @@ pub struct Event {
     pub total_units: u64,
 }
 
-/// An event handed to one consumer; acknowledge it by `deliveryId`.
+/// An event handed to one consumer under a lease; acknowledge, release or
+/// reject it with its [`Receipt`].
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Delivery {
     pub delivery_id: i64,
+    /// The lease's secret: only the holder of the lease can settle it.
+    pub lease_token: String,
     /// How many times this event has been handed out, this time included.
     pub attempt: u32,
     pub event: Event,
+}
+
+impl Delivery {
+    pub fn receipt(&self) -> Receipt {
+        Receipt {
+            delivery_id: self.delivery_id,
+            lease_token: self.lease_token.clone(),
+        }
+    }
+}
+
+/// Proof of holding the lease of one delivery.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Receipt {
+    pub delivery_id: i64,
+    pub lease_token: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -238,10 +307,25 @@ pub struct DeliveryBatch {
     pub deliveries: Vec<Delivery>,
 }
 
+/// Deliveries a consumer acknowledges (their effect is committed), releases
+/// (it could not handle them now: hand them out again, no penalty) or
+/// rejects (poison: counted towards dead-lettering).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AckRequest {
+    pub deliveries: Vec<Receipt>,
+}
+
+/// An event moved aside as poison, kept for inspection and redrive.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct AckRequest {
-    pub delivery_ids: Vec<i64>,
+pub struct DeadLetter {
+    pub delivery_id: i64,
+    pub consumer: String,
+    pub deliveries: u32,
+    pub rejections: u32,
+    pub dead_at: String,
+    pub event: Event,
 }
 
 /// payment-service's verdict on one reserved order.

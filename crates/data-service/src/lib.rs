@@ -8,6 +8,7 @@
 //! their effect is committed.
 
 mod error;
+mod relay;
 mod routes;
 
 use std::future::Future;
@@ -19,6 +20,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
 pub use error::DataError;
+pub use relay::{RELAY_BATCH_SIZE, RELAY_LEASE_MS, RELAY_POLL_INTERVAL_MS, relay_outbox};
 
 /// The largest request body data-service accepts. Internal batches of
 /// reservations are larger than any client request, hence the larger limit.
@@ -27,8 +29,17 @@ pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
 /// The longest a consumer's lease request waits for an event to appear.
 pub const MAX_LEASE_WAIT_MS: u64 = 5_000;
 
-/// The most events one lease request returns.
+/// The most events one lease request returns, and the most receipts one
+/// acknowledgement carries.
 pub const MAX_EVENTS_PER_LEASE: u32 = 1_000;
+
+/// The shortest lease a consumer may ask for: shorter ones would run out
+/// while the consumer is still handling the events.
+pub const MIN_LEASE_MS: u64 = 100;
+
+/// The longest lease a consumer may ask for: a consumer that dies holding
+/// its events delays them by at most this much.
+pub const MAX_LEASE_MS: u64 = 600_000;
 
 /// What every handler shares.
 #[derive(Clone)]

@@ -13,14 +13,17 @@ use stockroom_contract::{
     ReleaseRequest, ReserveBatch, ReserveBatchResult, RestockRequest, SettlementBatch,
 };
 use stockroom_domain::rules::SweepDecision;
-use stockroom_domain::{CONSUMER_INVENTORY, CONSUMER_PAYMENT, OrderStatus, ProductName};
+use stockroom_domain::{Consumer, OrderStatus, ProductName};
 use stockroom_http_kit::JsonBody;
-use stockroom_storage::{MAX_ORDERS_PER_PAGE, OrderFilter, ReleaseOutcome};
+use stockroom_storage::{DeliveryOutcome, MAX_ORDERS_PER_PAGE, OrderFilter, ReleaseOutcome};
 use utoipa::{IntoParams, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::{DataError, DataState, MAX_BODY_BYTES, MAX_EVENTS_PER_LEASE, MAX_LEASE_WAIT_MS};
+use crate::{
+    DataError, DataState, MAX_BODY_BYTES, MAX_EVENTS_PER_LEASE, MAX_LEASE_MS, MAX_LEASE_WAIT_MS,
+    MIN_LEASE_MS,
+};
 
 #[derive(OpenApi)]
 #[openapi(info(
@@ -44,6 +47,8 @@ fn api_router() -> OpenApiRouter<DataState> {
         .routes(routes!(expire))
         .routes(routes!(lease_events))
         .routes(routes!(acknowledge_events))
+        .routes(routes!(release_events))
+        .routes(routes!(reject_events))
 }
 
 pub fn openapi() -> utoipa::openapi::OpenApi {
@@ -291,12 +296,10 @@ async fn expire(
     Ok(Json(result))
 }
 
-fn known_consumer(consumer: &str) -> Result<(), DataError> {
-    if consumer == CONSUMER_PAYMENT || consumer == CONSUMER_INVENTORY {
-        Ok(())
-    } else {
-        Err(DataError::NotFound(format!("no consumer named {consumer}")))
-    }
+fn known_consumer(consumer: &str) -> Result<Consumer, DataError> {
+    consumer
+        .parse()
+        .map_err(|_| DataError::NotFound(format!("no consumer named {consumer}")))
 }
 
 /// Leases a consumer's next events, waiting up to `waitMs` for one to appear.
@@ -305,14 +308,23 @@ fn known_consumer(consumer: &str) -> Result<(), DataError> {
     path = "/events/{consumer}/lease",
     params(("consumer" = String, Path, description = "payment or inventory")),
     request_body = PollRequest,
-    responses((status = 200, body = DeliveryBatch))
+    responses(
+        (status = 200, body = DeliveryBatch),
+        (status = 404, body = ErrorBody, description = "no such consumer"),
+        (status = 422, body = ErrorBody, description = "a lease outside its bounds")
+    )
 )]
 async fn lease_events(
     State(state): State<DataState>,
     Path(consumer): Path<String>,
     JsonBody(request): JsonBody<PollRequest>,
 ) -> Result<Json<DeliveryBatch>, DataError> {
-    known_consumer(&consumer)?;
+    let consumer = known_consumer(&consumer)?;
+    if !(MIN_LEASE_MS..=MAX_LEASE_MS).contains(&request.lease_ms) {
+        return Err(DataError::Invalid(format!(
+            "leaseMs must be from {MIN_LEASE_MS} to {MAX_LEASE_MS}"
+        )));
+    }
     let max_events = request.max_events.clamp(1, MAX_EVENTS_PER_LEASE);
     let wait = Duration::from_millis(request.wait_ms.min(MAX_LEASE_WAIT_MS));
     // Register for the wake-up before looking, so an event written between
@@ -322,7 +334,7 @@ async fn lease_events(
     notified.as_mut().enable();
     let deliveries = state
         .storage
-        .lease_events(&consumer, max_events, request.lease_ms)
+        .lease_events(consumer, max_events, request.lease_ms)
         .await?;
     if !deliveries.is_empty() || wait.is_zero() {
         return Ok(Json(DeliveryBatch { deliveries }));
@@ -330,28 +342,80 @@ async fn lease_events(
     let _ = tokio::time::timeout(wait, notified).await;
     let deliveries = state
         .storage
-        .lease_events(&consumer, max_events, request.lease_ms)
+        .lease_events(consumer, max_events, request.lease_ms)
         .await?;
     Ok(Json(DeliveryBatch { deliveries }))
 }
 
-/// Acknowledges deliveries: their effect is committed; never hand them out again.
+async fn finish(
+    state: &DataState,
+    consumer: &str,
+    outcome: DeliveryOutcome,
+    request: AckRequest,
+) -> Result<StatusCode, DataError> {
+    let consumer = known_consumer(consumer)?;
+    if request.deliveries.len() > MAX_EVENTS_PER_LEASE as usize {
+        return Err(DataError::Invalid(format!(
+            "at most {MAX_EVENTS_PER_LEASE} deliveries per call"
+        )));
+    }
+    state
+        .storage
+        .finish_deliveries(consumer, outcome, request.deliveries)
+        .await?;
+    if outcome != DeliveryOutcome::Acknowledge {
+        // Released or rejected events are due again at once.
+        state.events_written.notify_waiters();
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Acknowledges deliveries: their effect is committed; never hand them out
+/// again. A receipt whose lease ran out changes nothing.
 #[utoipa::path(
     post,
     path = "/events/{consumer}/ack",
     params(("consumer" = String, Path)),
     request_body = AckRequest,
-    responses((status = 204))
+    responses((status = 204), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody))
 )]
 async fn acknowledge_events(
     State(state): State<DataState>,
     Path(consumer): Path<String>,
     JsonBody(request): JsonBody<AckRequest>,
 ) -> Result<StatusCode, DataError> {
-    known_consumer(&consumer)?;
-    state
-        .storage
-        .acknowledge_events(&consumer, request.delivery_ids)
-        .await?;
-    Ok(StatusCode::NO_CONTENT)
+    finish(&state, &consumer, DeliveryOutcome::Acknowledge, request).await
+}
+
+/// Gives deliveries back unhandled (a dependency is down): they are handed
+/// out again at once, and no attempt is counted.
+#[utoipa::path(
+    post,
+    path = "/events/{consumer}/release",
+    params(("consumer" = String, Path)),
+    request_body = AckRequest,
+    responses((status = 204), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody))
+)]
+async fn release_events(
+    State(state): State<DataState>,
+    Path(consumer): Path<String>,
+    JsonBody(request): JsonBody<AckRequest>,
+) -> Result<StatusCode, DataError> {
+    finish(&state, &consumer, DeliveryOutcome::Release, request).await
+}
+
+/// Refuses deliveries as poison: counted, and dead-lettered at the limit.
+#[utoipa::path(
+    post,
+    path = "/events/{consumer}/reject",
+    params(("consumer" = String, Path)),
+    request_body = AckRequest,
+    responses((status = 204), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody))
+)]
+async fn reject_events(
+    State(state): State<DataState>,
+    Path(consumer): Path<String>,
+    JsonBody(request): JsonBody<AckRequest>,
+) -> Result<StatusCode, DataError> {
+    finish(&state, &consumer, DeliveryOutcome::Reject, request).await
 }

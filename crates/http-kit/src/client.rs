@@ -39,6 +39,26 @@ pub enum ClientError {
 }
 
 impl ClientError {
+    /// Whether the peer refused the request itself, so that sending it again
+    /// unchanged can never succeed: a 4xx answer, except those that pass
+    /// (401 and 403 wait for a credential to be fixed, 408 and 429 for load
+    /// to drop).
+    pub fn is_refusal(&self) -> bool {
+        match self {
+            ClientError::Status { status, .. } => {
+                status.is_client_error()
+                    && ![
+                        StatusCode::UNAUTHORIZED,
+                        StatusCode::FORBIDDEN,
+                        StatusCode::REQUEST_TIMEOUT,
+                        StatusCode::TOO_MANY_REQUESTS,
+                    ]
+                    .contains(status)
+            }
+            ClientError::Unreachable { .. } | ClientError::Protocol { .. } => false,
+        }
+    }
+
     /// The answer a service gives its own caller when a call it depends on
     /// failed: the dependency's error document passes through unchanged
     /// (404, 409, 422, 503 with `Retry-After` …), an unreachable dependency

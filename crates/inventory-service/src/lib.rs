@@ -7,12 +7,11 @@
 //! - Expire: a sweeper releases reservations left unpaid past their TTL, so no
 //!   order stays `reserved` forever.
 //! - Restock and customer cancel: forwarded to data-service.
-//! - Audit: the invariants are checked continuously ([`audit`]) and reported
-//!   on `GET /invariants` and in `/metrics`.
+//! - Audit: the invariants are checked continuously ([`stockroom_audit`]) and
+//!   reported on `GET /invariants` and in `/metrics`.
 //!
 //! It holds no state, so any number of instances may run.
 
-pub mod audit;
 mod error;
 
 use std::future::Future;
@@ -22,11 +21,12 @@ use std::time::Duration;
 use axum::extract::{DefaultBodyLimit, FromRef, Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
-use stockroom_bus::EventSource;
+use stockroom_audit as audit;
+use stockroom_bus::{EventSource, Handled};
 use stockroom_contract::{
-    Delivery, EffectBatchResult, ErrorBody, ExpireRequest, ExpireResult, InventoryItemDocument,
-    OrderDocument, ReleaseRequest, ReserveBatch, ReserveBatchResult, RestockRequest, Settlement,
-    SettlementAction, SettlementBatch,
+    Delivery, EffectBatchResult, EffectOutcome, ErrorBody, ExpireRequest, ExpireResult,
+    InventoryItemDocument, OrderDocument, ReleaseRequest, ReserveBatch, ReserveBatchResult,
+    RestockRequest, Settlement, SettlementAction, SettlementBatch,
 };
 use stockroom_domain::EventKind;
 use stockroom_http_kit::{JsonBody, Metrics, Readiness, ServiceClient};
@@ -240,7 +240,7 @@ async fn run_workers(
             .run(audit::DEFAULT_AUDIT_INTERVAL_MS, stop.clone()),
     );
     let data = state.data.clone();
-    stockroom_bus::consume("inventory", events, stop, |deliveries| {
+    stockroom_bus::consume("inventory", events, stop, move |deliveries| {
         let data = data.clone();
         async move { settle_batch(&data, deliveries).await }
     })
@@ -250,9 +250,11 @@ async fn run_workers(
 }
 
 /// Commits the reservations whose payment succeeded and releases those whose
-/// payment failed, in one data-service call.
-async fn settle_batch(data: &ServiceClient, deliveries: Vec<Delivery>) -> Result<(), String> {
-    let settlements: Vec<Settlement> = deliveries
+/// payment failed, in one data-service call. A batch data-service refuses
+/// outright, or an event whose order contradicts the stock, is poison;
+/// anything else that fails is retried.
+async fn settle_batch(data: &ServiceClient, deliveries: Vec<Delivery>) -> Result<Handled, String> {
+    let (settlements, ids): (Vec<Settlement>, Vec<i64>) = deliveries
         .iter()
         .filter_map(|delivery| {
             let action = match delivery.event.kind {
@@ -260,17 +262,18 @@ async fn settle_batch(data: &ServiceClient, deliveries: Vec<Delivery>) -> Result
                 EventKind::PaymentFailed => SettlementAction::Release,
                 EventKind::OrderReserved => return None,
             };
-            Some(Settlement {
+            let settlement = Settlement {
                 order_id: delivery.event.order_id.clone(),
                 event_id: delivery.event.event_id.clone(),
                 action,
-            })
+            };
+            Some((settlement, delivery.delivery_id))
         })
-        .collect();
+        .unzip();
     if settlements.is_empty() {
-        return Ok(());
+        return Ok(Handled::default());
     }
-    let result: EffectBatchResult = data
+    let result: EffectBatchResult = match data
         .post(
             "/settlements",
             &SettlementBatch {
@@ -278,11 +281,22 @@ async fn settle_batch(data: &ServiceClient, deliveries: Vec<Delivery>) -> Result
             },
         )
         .await
-        .map_err(|error| error.to_string())?;
-    for (settlement, effect) in settlements.iter().zip(&result.results) {
+    {
+        Ok(result) => result,
+        Err(error) if error.is_refusal() => {
+            tracing::error!(%error, "data-service refused a batch of settlements");
+            return Ok(Handled { poison: ids });
+        }
+        Err(error) => return Err(error.to_string()),
+    };
+    let mut handled = Handled::default();
+    for ((settlement, effect), id) in settlements.iter().zip(&result.results).zip(ids) {
+        if effect.outcome == EffectOutcome::Inconsistent {
+            handled.poison.push(id);
+        }
         tracing::debug!(order_id = %settlement.order_id, action = ?settlement.action, outcome = ?effect.outcome, "settlement handled");
     }
-    Ok(())
+    Ok(handled)
 }
 
 /// Ends reservations whose next step is overdue by the TTL, every sweep

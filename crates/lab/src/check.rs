@@ -14,6 +14,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 use stockroom_domain::OrderStatus;
+use stockroom_domain::invariants::{self, Invariant, OrderFigures, StockFigures, Violation};
 
 use crate::history::{EventType, HistoryError, HistoryEvent, read_history};
 
@@ -355,8 +356,7 @@ pub async fn run_check(config: &CheckConfig) -> Result<CheckReport, CheckError> 
     }
     if let Some(orders) = &orders {
         checks.push(unique_orders(orders));
-        checks.push(no_double_effects(orders));
-        checks.push(forward_statuses(orders));
+        checks.extend(order_checks(orders));
         checks.push(stuck_orders(orders, config.stuck_after_ms));
         if let Some(history) = &history {
             let (acknowledged, unknown) = history_checks(orders, history);
@@ -439,139 +439,134 @@ fn outcome(name: &str, expected: String, good: String, details: Vec<String>) -> 
     }
 }
 
-/// Units of each product (by lower-case name) held by orders in `status`.
-fn units_by_status(orders: &[Order], status: &str) -> HashMap<String, i64> {
-    let mut units = HashMap::new();
-    for order in orders.iter().filter(|order| order.status == status) {
-        for line in &order.items {
-            *units.entry(line.product.name.to_lowercase()).or_insert(0) += line.quantity;
+impl Item {
+    fn figures(&self) -> StockFigures {
+        StockFigures {
+            product: self.product_name.clone(),
+            on_hand: self.quantity,
+            reserved: self.reserved_quantity,
+            available: self.available,
+            sold: self.sold,
+            received: self.received,
         }
     }
-    units
 }
 
+impl Order {
+    fn figures(&self) -> OrderFigures {
+        OrderFigures {
+            id: self.id.clone(),
+            status: self.status.clone(),
+            lines: self
+                .items
+                .iter()
+                .map(|line| (line.product.name.clone(), line.quantity))
+                .collect(),
+            history: self
+                .history
+                .iter()
+                .map(|entry| (entry.status.clone(), entry.reason.clone()))
+                .collect(),
+        }
+    }
+}
+
+/// The verdict of one invariant from the violations found of it.
+fn verdict(invariant: Invariant, violations: &[Violation], good: String) -> CheckOutcome {
+    outcome(
+        invariant.name(),
+        invariant.expectation().to_owned(),
+        good,
+        violations
+            .iter()
+            .filter(|violation| violation.invariant == invariant)
+            .map(ToString::to_string)
+            .collect(),
+    )
+}
+
+/// The stock invariants ([`stockroom_domain::invariants`]): each product on
+/// its own, and, with the orders, against what the orders hold and took.
 fn stock_checks(
     items: &[Item],
     orders: Option<&[Order]>,
     config: &CheckConfig,
 ) -> Vec<CheckOutcome> {
-    let mut negative = Vec::new();
-    let mut over = Vec::new();
-    for item in items {
-        let available = item
-            .available
-            .unwrap_or(item.quantity - item.reserved_quantity);
-        if available < 0 {
-            negative.push(format!("{}: available {available}", item.product_name));
-        }
-        if item.reserved_quantity > item.quantity || item.reserved_quantity < 0 {
-            over.push(format!(
-                "{}: reservedQuantity {} with quantity {} on hand",
-                item.product_name, item.reserved_quantity, item.quantity
-            ));
-        }
-    }
-    let lowest = items
-        .iter()
-        .map(|item| {
-            item.available
-                .unwrap_or(item.quantity - item.reserved_quantity)
-        })
-        .min()
-        .unwrap_or(0);
+    let stock: Vec<StockFigures> = items.iter().map(Item::figures).collect();
+    let mut violations: Vec<Violation> = stock.iter().flat_map(invariants::check_stock).collect();
+    let lowest = stock.iter().map(StockFigures::available).min().unwrap_or(0);
     let mut checks = vec![
-        outcome(
-            "available_non_negative",
-            "available >= 0 for every product".into(),
+        verdict(
+            Invariant::AvailableNonNegative,
+            &violations,
             format!("lowest available {lowest}"),
-            negative,
         ),
-        outcome(
-            "reserved_within_on_hand",
-            "0 <= reservedQuantity <= quantity for every product".into(),
+        verdict(
+            Invariant::ReservedWithinOnHand,
+            &violations,
             "every reservation is covered by stock on hand".into(),
-            over,
         ),
     ];
     let Some(orders) = orders else {
         return checks;
     };
-    let reserved = units_by_status(orders, OrderStatus::Reserved.as_str());
-    let fulfilled = units_by_status(orders, OrderStatus::Fulfilled.as_str());
-    let mut mismatched = Vec::new();
-    let mut unbalanced = Vec::new();
-    let mut unsold = Vec::new();
-    let mut conservation_basis = "received == quantity + sold";
-    for item in items {
-        let key = item.product_name.to_lowercase();
-        let held = reserved.get(&key).copied().unwrap_or(0);
-        if held != item.reserved_quantity {
-            mismatched.push(format!(
-                "{}: reservedQuantity {} but reserved orders hold {held}",
-                item.product_name, item.reserved_quantity
-            ));
-        }
-        let sold_by_orders = fulfilled.get(&key).copied().unwrap_or(0);
-        match (item.received, item.sold) {
-            (Some(received), Some(sold)) => {
-                if received != item.quantity + sold {
-                    unbalanced.push(format!(
-                        "{}: received {received} but quantity {} + sold {sold} = {}",
-                        item.product_name,
-                        item.quantity,
-                        item.quantity + sold
-                    ));
-                }
-                if sold != sold_by_orders {
-                    unsold.push(format!(
-                        "{}: sold {sold} but fulfilled orders hold {sold_by_orders}",
-                        item.product_name
-                    ));
-                }
-            }
-            _ => {
-                conservation_basis = "initial stock == quantity + units of fulfilled orders";
-                if let Some(initial) = config
-                    .initial_stock
-                    .as_ref()
-                    .and_then(|stock| stock.get(&key))
-                    && *initial != item.quantity + sold_by_orders
-                {
-                    unbalanced.push(format!(
-                        "{}: initial {initial} but quantity {} + fulfilled {sold_by_orders} = {}",
-                        item.product_name,
-                        item.quantity,
-                        item.quantity + sold_by_orders
-                    ));
-                }
-            }
-        }
+    let figures: Vec<OrderFigures> = orders.iter().map(Order::figures).collect();
+    let reserved = invariants::units_by_status(&figures, OrderStatus::Reserved);
+    let fulfilled = invariants::units_by_status(&figures, OrderStatus::Fulfilled);
+    violations.extend(invariants::check_reserved_sums(&stock, &reserved));
+    violations.extend(invariants::check_sold_sums(&stock, &fulfilled));
+    if let Some(initial) = &config.initial_stock {
+        violations.extend(invariants::check_against_initial(
+            &stock, initial, &fulfilled,
+        ));
     }
-    checks.push(outcome(
-        "reserved_matches_orders",
-        "reservedQuantity == units of orders with status reserved, per product".into(),
+    checks.push(verdict(
+        Invariant::ReservedMatchesOrders,
+        &violations,
         format!(
             "{} units reserved, all held by reserved orders",
-            items.iter().map(|item| item.reserved_quantity).sum::<i64>()
+            stock.iter().map(|item| item.reserved).sum::<i64>()
         ),
-        mismatched,
     ));
-    checks.push(outcome(
-        "conservation",
-        format!("{conservation_basis}, per product"),
+    checks.push(verdict(
+        Invariant::Conservation,
+        &violations,
         "every unit is on hand or sold".into(),
-        unbalanced,
     ));
-    checks.push(outcome(
-        "sold_matches_fulfilled",
-        "sold == units of fulfilled orders, per product".into(),
+    checks.push(verdict(
+        Invariant::SoldMatchesFulfilled,
+        &violations,
         format!(
             "{} units sold, all by fulfilled orders",
             fulfilled.values().sum::<i64>()
         ),
-        unsold,
     ));
     checks
+}
+
+/// The order invariants ([`stockroom_domain::invariants::check_order`]).
+fn order_checks(orders: &[Order]) -> Vec<CheckOutcome> {
+    let violations: Vec<Violation> = orders
+        .iter()
+        .flat_map(|order| invariants::check_order(&order.figures()))
+        .collect();
+    vec![
+        verdict(
+            Invariant::NoDoubleEffects,
+            &violations,
+            "every effect happened at most once".into(),
+        ),
+        verdict(
+            Invariant::StatusesMoveForward,
+            &violations,
+            "no status went backwards".into(),
+        ),
+        verdict(
+            Invariant::ChargedOrdersNotCancelled,
+            &violations,
+            "every charged order was fulfilled or is still reserved".into(),
+        ),
+    ]
 }
 
 fn unique_orders(orders: &[Order]) -> CheckOutcome {
@@ -589,89 +584,6 @@ fn unique_orders(orders: &[Order]) -> CheckOutcome {
             .into_iter()
             .map(|id| format!("order {id} is listed more than once"))
             .collect(),
-    )
-}
-
-/// The reason the fixed system and the naive one both write to the history
-/// when a payment is charged.
-pub const CHARGED_REASON: &str = "payment_charged";
-
-fn no_double_effects(orders: &[Order]) -> CheckOutcome {
-    let mut details = Vec::new();
-    for order in orders {
-        let fulfilled = order
-            .history
-            .iter()
-            .filter(|entry| entry.status == OrderStatus::Fulfilled.as_str())
-            .count();
-        let charged = order
-            .history
-            .iter()
-            .filter(|entry| entry.reason.as_deref() == Some(CHARGED_REASON))
-            .count();
-        if fulfilled > 1 {
-            details.push(format!("order {} fulfilled {fulfilled} times", order.id));
-        }
-        if charged > 1 {
-            details.push(format!("order {} charged {charged} times", order.id));
-        }
-    }
-    outcome(
-        "no_double_effects",
-        "no order fulfilled or charged more than once".into(),
-        "every effect happened at most once".into(),
-        details,
-    )
-}
-
-fn rank(status: OrderStatus) -> u8 {
-    match status {
-        OrderStatus::Pending => 0,
-        OrderStatus::Reserved => 1,
-        OrderStatus::Rejected | OrderStatus::Fulfilled | OrderStatus::Cancelled => 2,
-    }
-}
-
-fn forward_statuses(orders: &[Order]) -> CheckOutcome {
-    let mut details = Vec::new();
-    for order in orders {
-        let mut statuses = Vec::new();
-        for entry in order
-            .history
-            .iter()
-            .map(|entry| &entry.status)
-            .chain([&order.status])
-        {
-            match entry.parse::<OrderStatus>() {
-                Ok(status) => statuses.push(status),
-                Err(error) => {
-                    details.push(format!("order {}: {error}", order.id));
-                    break;
-                }
-            }
-        }
-        if let Some(last) = order.history.last()
-            && last.status != order.status
-        {
-            details.push(format!(
-                "order {} is {} but its history ends with {}",
-                order.id, order.status, last.status
-            ));
-        }
-        for pair in statuses.windows(2) {
-            let (from, to) = (pair[0], pair[1]);
-            let backwards = rank(to) < rank(from) || (from.is_final() && to != from);
-            if backwards {
-                details.push(format!("order {}: status went {from}→{to}", order.id));
-                break;
-            }
-        }
-    }
-    outcome(
-        "statuses_move_forward",
-        "each order's history only moves forward (pending→reserved→final)".into(),
-        "no status went backwards".into(),
-        details,
     )
 }
 

@@ -13,10 +13,10 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use stockroom_contract::PlaceOrderRequest;
 use stockroom_contract::{HistoryEntry, Order, OrderDocument, OrderList};
 use stockroom_domain::{OrderStatus, PaymentStatus, ReleaseReason};
 use stockroom_http_kit::{JsonBody, ServiceClient};
-use stockroom_order_service::PlaceOrderRequest;
 use tokio::net::TcpListener;
 
 use crate::data::{Units, now};
@@ -72,9 +72,7 @@ async fn place_order(
     State(state): State<OrderState>,
     JsonBody(body): JsonBody<PlaceOrderRequest>,
 ) -> Result<Response, NaiveError> {
-    let (customer_id, items) = body
-        .into_parts()
-        .map_err(|error| NaiveError::Invalid(error.to_string()))?;
+    let (customer_id, items) = body.into_parts().map_err(NaiveError::Invalid)?;
     let at = now();
     let order = Order {
         id: uuid::Uuid::now_v7().to_string(),

@@ -22,8 +22,8 @@ use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use stockroom_contract::{
-    ErrorBody, Order, OrderDocument, OrderList, ReleaseRequest, ReserveBatch, ReserveBatchResult,
-    ReserveOutcome, ReserveRequest, ReserveResult, Shortage,
+    ErrorBody, Order, OrderDocument, OrderList, PlaceOrderRequest, ReleaseRequest, ReserveBatch,
+    ReserveBatchResult, ReserveOutcome, ReserveRequest, ReserveResult, Shortage,
 };
 use stockroom_domain::ReleaseReason;
 use stockroom_http_kit::{JsonBody, Readiness, ServiceClient};
@@ -34,7 +34,7 @@ use utoipa_axum::routes;
 
 pub use coalescer::{CoalesceConfig, Coalescer};
 pub use error::OrderError;
-pub use request::{MAX_IDEMPOTENCY_KEY_LENGTH, PlaceOrderRequest};
+pub use request::MAX_IDEMPOTENCY_KEY_LENGTH;
 
 /// The largest order body accepted. A maximal order (50 items with
 /// 100-character names) is about 7 KiB; anything far larger is a mistake or
@@ -123,7 +123,7 @@ async fn place_order(
     JsonBody(body): JsonBody<PlaceOrderRequest>,
 ) -> Result<Response, OrderError> {
     let idempotency_key = request::idempotency_key(&headers)?;
-    let (customer_id, items) = body.into_parts()?;
+    let (customer_id, items) = body.into_parts().map_err(OrderError::Invalid)?;
     let request_fingerprint = idempotency_key
         .as_ref()
         .map(|_| request::fingerprint(&customer_id, &items));

@@ -1,72 +1,13 @@
 //! Reading and checking what a client sends to `POST /api/orders`.
 
 use axum::http::HeaderMap;
-use serde::Deserialize;
 use sha2::{Digest, Sha256};
-use stockroom_domain::{CustomerId, OrderItem, OrderItems, ProductName, Quantity};
-use utoipa::ToSchema;
+use stockroom_domain::{CustomerId, OrderItems};
 
 use crate::{IDEMPOTENCY_KEY_HEADER, OrderError};
 
 /// The longest idempotency key accepted.
 pub const MAX_IDEMPOTENCY_KEY_LENGTH: usize = 255;
-
-/// An order as clients send it: one product (`productName` and `quantity`,
-/// the original system's shape) or several (`items`), never both.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct PlaceOrderRequest {
-    #[schema(value_type = String, example = "c1")]
-    customer_id: CustomerId,
-    #[schema(value_type = Option<String>, example = "Laptop")]
-    product_name: Option<ProductName>,
-    #[schema(value_type = Option<u32>, minimum = 1, maximum = 1000, example = 2)]
-    quantity: Option<Quantity>,
-    items: Option<Vec<ItemRequest>>,
-}
-
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ItemRequest {
-    #[schema(value_type = String, example = "Laptop")]
-    product_name: ProductName,
-    #[schema(value_type = u32, minimum = 1, maximum = 1000, example = 2)]
-    quantity: Quantity,
-}
-
-impl PlaceOrderRequest {
-    pub fn into_parts(self) -> Result<(CustomerId, OrderItems), OrderError> {
-        let lines = match (self.product_name, self.quantity, self.items) {
-            (Some(product), Some(quantity), None) => vec![OrderItem { product, quantity }],
-            (None, None, Some(items)) => items
-                .into_iter()
-                .map(|item| OrderItem {
-                    product: item.product_name,
-                    quantity: item.quantity,
-                })
-                .collect(),
-            (_, _, Some(_)) => {
-                return Err(OrderError::Invalid(
-                    "send either productName and quantity, or items, not both".into(),
-                ));
-            }
-            (Some(_), None, None) => {
-                return Err(OrderError::Invalid("missing field `quantity`".into()));
-            }
-            (None, Some(_), None) => {
-                return Err(OrderError::Invalid("missing field `productName`".into()));
-            }
-            (None, None, None) => {
-                return Err(OrderError::Invalid(
-                    "an order needs productName and quantity, or items".into(),
-                ));
-            }
-        };
-        let items =
-            OrderItems::new(lines).map_err(|error| OrderError::Invalid(error.to_string()))?;
-        Ok((self.customer_id, items))
-    }
-}
 
 /// The `Idempotency-Key` header, checked: visible ASCII, 1 to 255 characters.
 pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, OrderError> {
@@ -118,10 +59,11 @@ pub fn check_order_id(order_id: &str) -> Result<(), OrderError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use stockroom_contract::PlaceOrderRequest;
 
-    fn parse(json: &str) -> Result<(CustomerId, OrderItems), OrderError> {
+    fn parse(json: &str) -> Result<(CustomerId, OrderItems), String> {
         serde_json::from_str::<PlaceOrderRequest>(json)
-            .map_err(|error| OrderError::Invalid(error.to_string()))?
+            .map_err(|error| error.to_string())?
             .into_parts()
     }
 

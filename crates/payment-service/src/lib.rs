@@ -16,7 +16,7 @@ use axum::response::Response;
 use axum::{Json, Router};
 use rand::Rng;
 use serde::Serialize;
-use stockroom_bus::EventSource;
+use stockroom_bus::{EventSource, Handled};
 use stockroom_contract::{Delivery, EffectBatchResult, EffectOutcome, PaymentBatch, PaymentRecord};
 use stockroom_domain::EventKind;
 use stockroom_http_kit::{Readiness, ServiceClient};
@@ -159,7 +159,7 @@ async fn run_worker(
     }
     let config = Arc::new(config);
     let consumer_stop = stop.clone();
-    stockroom_bus::consume("payment", events, consumer_stop, |deliveries| {
+    stockroom_bus::consume("payment", events, consumer_stop, move |deliveries| {
         let config = Arc::clone(&config);
         let data = data.clone();
         let counters = Arc::clone(&state.counters);
@@ -170,28 +170,33 @@ async fn run_worker(
 }
 
 /// Charges every reserved order of a batch (the provider calls run in
-/// parallel, hence one latency for the batch) and records the verdicts.
+/// parallel, hence one latency for the batch) and records the verdicts. A
+/// batch data-service refuses outright, or an event whose order contradicts
+/// the stock, is poison; anything else that fails is retried.
 async fn charge_batch(
     config: &PaymentConfig,
     data: &ServiceClient,
     counters: &Counters,
     stop: &CancellationToken,
     deliveries: Vec<Delivery>,
-) -> Result<(), String> {
-    let payments: Vec<PaymentRecord> = {
+) -> Result<Handled, String> {
+    let (payments, ids): (Vec<PaymentRecord>, Vec<i64>) = {
         let mut random = rand::rng();
         deliveries
             .iter()
             .filter(|delivery| delivery.event.kind == EventKind::OrderReserved)
-            .map(|delivery| PaymentRecord {
-                order_id: delivery.event.order_id.clone(),
-                event_id: delivery.event.event_id.clone(),
-                approved: random.random::<f64>() >= config.decline_rate,
+            .map(|delivery| {
+                let record = PaymentRecord {
+                    order_id: delivery.event.order_id.clone(),
+                    event_id: delivery.event.event_id.clone(),
+                    approved: random.random::<f64>() >= config.decline_rate,
+                };
+                (record, delivery.delivery_id)
             })
-            .collect()
+            .unzip()
     };
     if payments.is_empty() {
-        return Ok(());
+        return Ok(Handled::default());
     }
     if config.latency_ms > 0 {
         // A shutdown abandons charges still "at the provider": nothing is
@@ -201,7 +206,7 @@ async fn charge_batch(
             _ = tokio::time::sleep(Duration::from_millis(config.latency_ms)) => {}
         }
     }
-    let result: EffectBatchResult = data
+    let result: EffectBatchResult = match data
         .post(
             "/payments",
             &PaymentBatch {
@@ -209,18 +214,28 @@ async fn charge_batch(
             },
         )
         .await
-        .map_err(|error| error.to_string())?;
-    for (payment, effect) in payments.iter().zip(&result.results) {
+    {
+        Ok(result) => result,
+        Err(error) if error.is_refusal() => {
+            tracing::error!(%error, "data-service refused a batch of payments");
+            return Ok(Handled { poison: ids });
+        }
+        Err(error) => return Err(error.to_string()),
+    };
+    let mut handled = Handled::default();
+    for ((payment, effect), id) in payments.iter().zip(&result.results).zip(ids) {
         let counter = match effect.outcome {
             EffectOutcome::Applied if payment.approved => &counters.charged,
             EffectOutcome::Applied => &counters.declined,
             EffectOutcome::Duplicate => &counters.duplicates,
-            EffectOutcome::NotApplicable
-            | EffectOutcome::UnknownOrder
-            | EffectOutcome::Inconsistent => &counters.voided,
+            EffectOutcome::NotApplicable | EffectOutcome::UnknownOrder => &counters.voided,
+            EffectOutcome::Inconsistent => {
+                handled.poison.push(id);
+                &counters.voided
+            }
         };
         counter.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(order_id = %payment.order_id, approved = payment.approved, outcome = ?effect.outcome, "payment handled");
     }
-    Ok(())
+    Ok(handled)
 }

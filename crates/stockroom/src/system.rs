@@ -309,7 +309,7 @@ pub fn data_service_with_bus(
     };
     spawn("data-service", move |stop| async move {
         let relay = publisher.map(|publisher| {
-            tokio::spawn(stockroom_bus::relay_outbox(
+            tokio::spawn(stockroom_data_service::relay_outbox(
                 storage,
                 publisher,
                 state.events_written.clone(),

@@ -37,8 +37,9 @@ pub use orders::{
     sweep_ends_every_overdue_reservation_once,
 };
 pub use outbox::{
-    concurrent_leasers_never_share_a_delivery, reserved_orders_are_leased_until_acknowledged,
-    unacknowledged_events_are_dead_lettered,
+    concurrent_leasers_never_share_a_delivery,
+    only_poison_is_dead_lettered_and_redrive_restores_it,
+    reserved_orders_are_leased_until_acknowledged,
 };
 pub use reservation::{
     batched_requests_each_get_their_own_result, concurrent_batches_never_oversell,
@@ -73,7 +74,7 @@ macro_rules! conformance_tests {
             cancel_is_idempotent_and_refused_after_charge,
             sweep_ends_every_overdue_reservation_once,
             reserved_orders_are_leased_until_acknowledged,
-            unacknowledged_events_are_dead_lettered,
+            only_poison_is_dead_lettered_and_redrive_restores_it,
             concurrent_leasers_never_share_a_delivery,
             idempotent_replay_and_key_reuse,
             concurrent_same_key_requests_create_one_order,

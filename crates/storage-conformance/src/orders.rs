@@ -5,9 +5,7 @@ use std::sync::Arc;
 
 use stockroom_contract::{EffectOutcome, PaymentRecord, Settlement, SettlementAction};
 use stockroom_domain::rules::SweepDecision;
-use stockroom_domain::{
-    CONSUMER_INVENTORY, CONSUMER_PAYMENT, EventKind, OrderStatus, PaymentStatus, ReleaseReason,
-};
+use stockroom_domain::{Consumer, EventKind, OrderStatus, PaymentStatus, ReleaseReason};
 use stockroom_storage::{ReleaseOutcome, Storage};
 
 use crate::support::{
@@ -67,7 +65,7 @@ pub async fn payment_and_settlement_move_forward_only(storage: Arc<dyn Storage>)
     assert_eq!(reserved.payment_status, PaymentStatus::None);
 
     let leased = storage
-        .lease_events(CONSUMER_PAYMENT, 10, LONG_LEASE_MS)
+        .lease_events(Consumer::Payment, 10, LONG_LEASE_MS)
         .await
         .expect("lease_events");
     assert_eq!(leased.len(), 1);
@@ -124,7 +122,7 @@ pub async fn payment_and_settlement_move_forward_only(storage: Arc<dyn Storage>)
     );
 
     let to_inventory = storage
-        .lease_events(CONSUMER_INVENTORY, 10, LONG_LEASE_MS)
+        .lease_events(Consumer::Inventory, 10, LONG_LEASE_MS)
         .await
         .expect("lease_events");
     assert_eq!(to_inventory.len(), 1);
@@ -301,7 +299,7 @@ pub async fn duplicate_events_have_no_second_effect(storage: Arc<dyn Storage>) {
         (6, 0, 4)
     );
     let paid_events = storage
-        .lease_events(CONSUMER_INVENTORY, 100, LONG_LEASE_MS)
+        .lease_events(Consumer::Inventory, 100, LONG_LEASE_MS)
         .await
         .expect("lease_events");
     assert_eq!(

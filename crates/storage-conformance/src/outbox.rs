@@ -1,14 +1,16 @@
-//! The outbox: events are leased to their consumer, handed out again after an
-//! unacknowledged lease ends (at least once), never after an acknowledgement,
-//! dead-lettered after too many attempts, and never leased to two callers at
-//! the same time.
+//! The outbox: events are leased to their consumer under a secret token,
+//! handed out again after an unsettled lease ends or is released (at least
+//! once, and without limit), never after an acknowledgement, dead-lettered
+//! only when a consumer rejects them as poison, redriven with a clean slate,
+//! and never leased to two callers at the same time.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use stockroom_domain::{CONSUMER_INVENTORY, CONSUMER_PAYMENT, EventKind};
-use stockroom_storage::{MAX_DELIVERY_ATTEMPTS, Storage};
+use stockroom_contract::{Delivery, Receipt};
+use stockroom_domain::{Consumer, EventKind};
+use stockroom_storage::{DeliveryOutcome, MAX_REJECTIONS, Storage};
 
 use crate::support::{
     assert_invariants, assert_timestamp, request, reserve_ok, run_concurrently, stock,
@@ -23,9 +25,36 @@ const SHORT_LEASE_WAIT_MS: u64 = 300;
 /// A lease that outlasts the test.
 const LONG_LEASE_MS: u64 = 60_000;
 
+/// Leases of payment-service's events.
+async fn lease(storage: &Arc<dyn Storage>, lease_ms: u64) -> Vec<Delivery> {
+    storage
+        .lease_events(Consumer::Payment, 10, lease_ms)
+        .await
+        .expect("lease_events")
+}
+
+async fn finish(
+    storage: &Arc<dyn Storage>,
+    outcome: DeliveryOutcome,
+    deliveries: &[&Delivery],
+) -> u64 {
+    storage
+        .finish_deliveries(
+            Consumer::Payment,
+            outcome,
+            deliveries
+                .iter()
+                .map(|delivery| delivery.receipt())
+                .collect(),
+        )
+        .await
+        .expect("finish_deliveries")
+}
+
 /// (e) `OrderReserved` goes to `payment` (and only there); a leased event is
 /// not handed out again while leased, is handed out again once its lease
-/// ends unacknowledged, and never once acknowledged.
+/// ends unacknowledged, and never once acknowledged; only the lease's own
+/// token settles it.
 pub async fn reserved_orders_are_leased_until_acknowledged(storage: Arc<dyn Storage>) {
     stock(&storage, &[("Laptop", 10)]).await;
     let mut ids = Vec::new();
@@ -41,17 +70,14 @@ pub async fn reserved_orders_are_leased_until_acknowledged(storage: Arc<dyn Stor
     }
     assert!(
         storage
-            .lease_events(CONSUMER_INVENTORY, 10, LONG_LEASE_MS)
+            .lease_events(Consumer::Inventory, 10, LONG_LEASE_MS)
             .await
             .expect("lease_events")
             .is_empty(),
         "reservations concern payment-service only"
     );
 
-    let first = storage
-        .lease_events(CONSUMER_PAYMENT, 10, SHORT_LEASE_MS)
-        .await
-        .expect("lease_events");
+    let first = lease(&storage, SHORT_LEASE_MS).await;
     assert_eq!(first.len(), 3);
     for (delivery, (id, units)) in first.iter().zip(ids.iter().zip([1u64, 2, 3])) {
         assert_eq!(delivery.attempt, 1);
@@ -62,59 +88,77 @@ pub async fn reserved_orders_are_leased_until_acknowledged(storage: Arc<dyn Stor
         );
         assert_eq!(delivery.event.order_version, 1);
         assert_eq!(delivery.event.total_units, units);
-        assert_eq!(delivery.event.event_id, format!("OrderReserved:{id}:1"));
+        assert!(!delivery.event.event_id.is_empty());
+        assert!(
+            delivery.lease_token.len() >= 16,
+            "a lease token is a secret, not a counter"
+        );
         assert_timestamp(&delivery.event.occurred_at);
     }
     assert!(
-        storage
-            .lease_events(CONSUMER_PAYMENT, 10, SHORT_LEASE_MS)
-            .await
-            .expect("lease_events")
-            .is_empty(),
+        lease(&storage, SHORT_LEASE_MS).await.is_empty(),
         "leased events are not handed out twice while leased"
     );
-    storage
-        .acknowledge_events(
-            CONSUMER_PAYMENT,
-            vec![first[0].delivery_id, first[2].delivery_id],
+    // A receipt with another token (a forged one, or a lease that ran out)
+    // settles nothing.
+    let forged = Receipt {
+        delivery_id: first[0].delivery_id,
+        lease_token: "not-the-token".into(),
+    };
+    assert_eq!(
+        storage
+            .finish_deliveries(
+                Consumer::Payment,
+                DeliveryOutcome::Acknowledge,
+                vec![forged]
+            )
+            .await
+            .expect("finish_deliveries"),
+        0
+    );
+    assert_eq!(
+        finish(
+            &storage,
+            DeliveryOutcome::Acknowledge,
+            &[&first[0], &first[2]]
         )
-        .await
-        .expect("acknowledge_events");
+        .await,
+        2
+    );
 
     tokio::time::sleep(Duration::from_millis(SHORT_LEASE_WAIT_MS)).await;
-    let again = storage
-        .lease_events(CONSUMER_PAYMENT, 10, SHORT_LEASE_MS)
-        .await
-        .expect("lease_events");
+    let again = lease(&storage, SHORT_LEASE_MS).await;
     assert_eq!(again.len(), 1, "only the unacknowledged event comes back");
     assert_eq!(again[0].delivery_id, first[1].delivery_id);
     assert_eq!(again[0].attempt, 2);
+    assert_ne!(again[0].lease_token, first[1].lease_token);
     assert_eq!(
         again[0].event, first[1].event,
         "a redelivery is the same event"
     );
-    storage
-        .acknowledge_events(CONSUMER_PAYMENT, vec![again[0].delivery_id])
-        .await
-        .expect("acknowledge_events");
-    // Acknowledging twice, or something unknown, is harmless.
-    storage
-        .acknowledge_events(CONSUMER_PAYMENT, vec![again[0].delivery_id, i64::MAX])
-        .await
-        .expect("acknowledge_events");
+    assert_eq!(
+        finish(&storage, DeliveryOutcome::Acknowledge, &[&first[1]]).await,
+        0,
+        "the first lease's token no longer settles the event"
+    );
+    assert_eq!(
+        finish(&storage, DeliveryOutcome::Acknowledge, &[&again[0]]).await,
+        1
+    );
+    // Acknowledging twice is harmless.
+    assert_eq!(
+        finish(&storage, DeliveryOutcome::Acknowledge, &[&again[0]]).await,
+        0
+    );
 
     tokio::time::sleep(Duration::from_millis(SHORT_LEASE_WAIT_MS)).await;
     assert!(
-        storage
-            .lease_events(CONSUMER_PAYMENT, 10, SHORT_LEASE_MS)
-            .await
-            .expect("lease_events")
-            .is_empty(),
+        lease(&storage, SHORT_LEASE_MS).await.is_empty(),
         "acknowledged events are never handed out again"
     );
     assert_eq!(
         storage
-            .dead_letter_count(CONSUMER_PAYMENT)
+            .dead_letter_count(Consumer::Payment)
             .await
             .expect("count"),
         0
@@ -122,10 +166,11 @@ pub async fn reserved_orders_are_leased_until_acknowledged(storage: Arc<dyn Stor
     assert_invariants(&storage).await;
 }
 
-/// (e) An event leased [`MAX_DELIVERY_ATTEMPTS`] times without an
-/// acknowledgement is dead-lettered and not handed out again; the others are
-/// unaffected.
-pub async fn unacknowledged_events_are_dead_lettered(storage: Arc<dyn Storage>) {
+/// (e) Released events come back at once, however often (an outage never
+/// dead-letters anything); an event rejected as poison [`MAX_REJECTIONS`]
+/// times is dead-lettered, listed, not handed out again, and once redriven
+/// is handed out again with a clean slate.
+pub async fn only_poison_is_dead_lettered_and_redrive_restores_it(storage: Arc<dyn Storage>) {
     stock(&storage, &[("Laptop", 10)]).await;
     let poison = reserve_ok(&storage, request("c1", &[("Laptop", 1)]))
         .await
@@ -134,71 +179,85 @@ pub async fn unacknowledged_events_are_dead_lettered(storage: Arc<dyn Storage>) 
         .await
         .id;
 
-    // A lease of zero milliseconds ends at once, so each call is a new attempt.
-    let first = storage
-        .lease_events(CONSUMER_PAYMENT, 10, 0)
-        .await
-        .expect("lease_events");
-    assert_eq!(first.len(), 2);
-    let healthy_delivery = first
-        .iter()
-        .find(|delivery| delivery.event.order_id == healthy)
-        .expect("the healthy event is leased");
-    storage
-        .acknowledge_events(CONSUMER_PAYMENT, vec![healthy_delivery.delivery_id])
-        .await
-        .expect("acknowledge_events");
-
-    for attempt in 2..=MAX_DELIVERY_ATTEMPTS {
-        let leased = storage
-            .lease_events(CONSUMER_PAYMENT, 10, 0)
-            .await
-            .expect("lease_events");
+    for round in 1..=20 {
+        let leased = lease(&storage, LONG_LEASE_MS).await;
         assert_eq!(
             leased.len(),
-            1,
-            "attempt {attempt}: only the poison event is left"
+            2,
+            "round {round}: released events come back at once"
         );
-        assert_eq!(leased[0].event.order_id, poison);
-        assert_eq!(leased[0].attempt, attempt);
+        let refs: Vec<&Delivery> = leased.iter().collect();
+        finish(&storage, DeliveryOutcome::Release, &refs).await;
     }
-    assert!(
-        storage
-            .lease_events(CONSUMER_PAYMENT, 10, 0)
-            .await
-            .expect("lease_events")
-            .is_empty(),
-        "after {MAX_DELIVERY_ATTEMPTS} attempts the event is dead-lettered"
-    );
     assert_eq!(
         storage
-            .dead_letter_count(CONSUMER_PAYMENT)
+            .dead_letter_count(Consumer::Payment)
             .await
             .expect("count"),
-        1
+        0,
+        "giving events back never counts against them"
     );
+
+    for rejection in 1..=MAX_REJECTIONS {
+        let leased = lease(&storage, LONG_LEASE_MS).await;
+        let bad = leased
+            .iter()
+            .find(|delivery| delivery.event.order_id == poison)
+            .unwrap_or_else(|| panic!("rejection {rejection}: the poison event comes back"));
+        let good: Vec<&Delivery> = leased
+            .iter()
+            .filter(|delivery| delivery.event.order_id != poison)
+            .collect();
+        finish(&storage, DeliveryOutcome::Reject, &[bad]).await;
+        finish(&storage, DeliveryOutcome::Release, &good).await;
+    }
+    let left = lease(&storage, LONG_LEASE_MS).await;
+    assert_eq!(
+        left.len(),
+        1,
+        "the poison event is dead-lettered, the other is not"
+    );
+    assert_eq!(left[0].event.order_id, healthy);
+    finish(&storage, DeliveryOutcome::Acknowledge, &[&left[0]]).await;
+
+    let letters = storage
+        .dead_letters(Consumer::Payment, 10)
+        .await
+        .expect("dead_letters");
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].event.order_id, poison);
+    assert_eq!(letters[0].rejections, MAX_REJECTIONS);
+    assert_timestamp(&letters[0].dead_at);
     assert_eq!(
         storage
-            .dead_letter_count(CONSUMER_INVENTORY)
+            .dead_letter_count(Consumer::Inventory)
             .await
             .expect("count"),
         0
     );
     assert!(
-        storage
-            .lease_events(CONSUMER_PAYMENT, 10, 0)
-            .await
-            .expect("lease_events")
-            .is_empty(),
+        lease(&storage, LONG_LEASE_MS).await.is_empty(),
         "a dead-lettered event stays dead"
+    );
+
+    assert_eq!(
+        storage
+            .redrive(Consumer::Payment, vec![letters[0].delivery_id])
+            .await
+            .expect("redrive"),
+        1
     );
     assert_eq!(
         storage
-            .dead_letter_count(CONSUMER_PAYMENT)
+            .dead_letter_count(Consumer::Payment)
             .await
             .expect("count"),
-        1
+        0
     );
+    let redriven = lease(&storage, LONG_LEASE_MS).await;
+    assert_eq!(redriven.len(), 1);
+    assert_eq!(redriven[0].event, letters[0].event, "the same event, again");
+    finish(&storage, DeliveryOutcome::Acknowledge, &[&redriven[0]]).await;
     assert_invariants(&storage).await;
 }
 
@@ -221,7 +280,7 @@ pub async fn concurrent_leasers_never_share_a_delivery(storage: Arc<dyn Storage>
             let mut mine = Vec::new();
             loop {
                 let batch = storage
-                    .lease_events(CONSUMER_PAYMENT, BATCH, LONG_LEASE_MS)
+                    .lease_events(Consumer::Payment, BATCH, LONG_LEASE_MS)
                     .await
                     .expect("lease_events");
                 if batch.is_empty() {
@@ -231,12 +290,13 @@ pub async fn concurrent_leasers_never_share_a_delivery(storage: Arc<dyn Storage>
                 // acknowledgements race with leases too.
                 if leaser % 2 == 0 {
                     storage
-                        .acknowledge_events(
-                            CONSUMER_PAYMENT,
-                            batch.iter().map(|delivery| delivery.delivery_id).collect(),
+                        .finish_deliveries(
+                            Consumer::Payment,
+                            DeliveryOutcome::Acknowledge,
+                            batch.iter().map(Delivery::receipt).collect(),
                         )
                         .await
-                        .expect("acknowledge_events");
+                        .expect("finish_deliveries");
                 }
                 mine.extend(batch.into_iter().map(|delivery| delivery.delivery_id));
             }
@@ -253,7 +313,7 @@ pub async fn concurrent_leasers_never_share_a_delivery(storage: Arc<dyn Storage>
     assert_eq!(all.len(), EVENTS, "every event was leased");
     assert!(
         storage
-            .lease_events(CONSUMER_PAYMENT, 100, LONG_LEASE_MS)
+            .lease_events(Consumer::Payment, 100, LONG_LEASE_MS)
             .await
             .expect("lease_events")
             .is_empty(),

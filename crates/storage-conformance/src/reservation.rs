@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use stockroom_contract::{PaymentRecord, ReserveOutcome, Settlement, SettlementAction};
-use stockroom_domain::{CONSUMER_PAYMENT, OrderStatus, ReleaseReason};
+use stockroom_domain::{Consumer, OrderStatus, ReleaseReason};
 use stockroom_storage::{ReleaseOutcome, Storage};
 
 use crate::support::{
@@ -117,7 +117,7 @@ pub async fn concurrent_single_unit_orders_never_oversell(storage: Arc<dyn Stora
     // Every reservation, and nothing else, put one OrderReserved event in the
     // outbox for payment-service.
     let deliveries = storage
-        .lease_events(CONSUMER_PAYMENT, SINGLE_UNIT_ORDERS as u32, LONG_LEASE_MS)
+        .lease_events(Consumer::Payment, SINGLE_UNIT_ORDERS as u32, LONG_LEASE_MS)
         .await
         .expect("lease_events");
     let announced: HashSet<String> = deliveries

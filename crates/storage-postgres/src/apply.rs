@@ -242,9 +242,8 @@ async fn insert_history(tx: Tx<'_>, changes: &Changes) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Writes the events to the outbox and queues each for its consumer, in one
-/// statement: the consumer comes with each event, so the routing stays in
-/// the domain's [`stockroom_domain::EventKind::consumer`].
+/// Writes the events to the outbox, each addressed to the consumer the
+/// domain routes its kind to.
 async fn insert_events(tx: Tx<'_>, changes: &Changes) -> Result<(), Failure> {
     if changes.events.is_empty() {
         return Ok(());
@@ -260,26 +259,15 @@ async fn insert_events(tx: Tx<'_>, changes: &Changes) -> Result<(), Failure> {
         .collect();
     let at: Vec<i64> = events.iter().map(|event| event.occurred_at_ms).collect();
     let consumers: Vec<&str> = events.iter().map(|event| event.kind.consumer()).collect();
-    let queued = tx
-        .execute(
-            "WITH input AS (
-                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[],
-                                      $5::bigint[], $6::bigint[], $7::text[])
-                      AS event (event_id, kind, order_id, order_version, total_units,
-                                occurred_at_ms, consumer)
-             ), written AS (
-                 INSERT INTO outbox (event_id, kind, order_id, order_version, total_units,
-                                     occurred_at_ms)
-                 SELECT event_id, kind, order_id, order_version, total_units, occurred_at_ms
-                 FROM input
-                 RETURNING seq, event_id
-             )
-             INSERT INTO deliveries (consumer, seq)
-             SELECT input.consumer, written.seq FROM written JOIN input USING (event_id)",
-            &[&ids, &kinds, &orders, &versions, &units, &at, &consumers],
-        )
-        .await?;
-    expect_rows("event deliveries", queued, ids.len())
+    tx.execute(
+        "INSERT INTO outbox (event_id, kind, order_id, order_version, total_units,
+                             occurred_at_ms, consumer)
+         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[],
+                              $6::bigint[], $7::text[])",
+        &[&ids, &kinds, &orders, &versions, &units, &at, &consumers],
+    )
+    .await?;
+    Ok(())
 }
 
 async fn insert_processed(tx: Tx<'_>, changes: &Changes, now_ms: i64) -> Result<(), Failure> {

@@ -1,111 +1,203 @@
-//! The embedded event bus's writes: leasing a consumer's next events,
-//! acknowledging them, and moving poison aside. Rows are picked with
+//! The embedded event bus's writes: leasing a consumer's next events, and
+//! settling them (acknowledged, released, or rejected as poison), listing
+//! and redriving dead letters. Each is one statement. Rows are picked with
 //! `FOR UPDATE SKIP LOCKED`, so concurrent leasers never hand out the same
-//! delivery while it is leased and never wait for each other.
+//! event while it is leased and never wait for each other.
 
-use stockroom_contract::{Delivery, Event, format_time};
-use stockroom_storage::MAX_DELIVERY_ATTEMPTS;
+use stockroom_contract::{DeadLetter, Delivery, Event, Receipt, format_time};
+use stockroom_domain::Consumer;
+use stockroom_storage::{DeliveryOutcome, MAX_REJECTIONS};
+use tokio_postgres::Row;
 
 use crate::Failure;
 use crate::load::inconsistent;
 use crate::sql::Tx;
 
+/// The columns [`event`] reads, in its order.
+const EVENT_COLUMNS: &str = "seq, deliveries, rejections, event_id, kind, order_id, order_version, total_units, occurred_at_ms";
+
+/// The event of a row of [`EVENT_COLUMNS`].
+fn event(row: &Row) -> Result<Event, Failure> {
+    let kind: String = row.try_get(4)?;
+    let total_units: i64 = row.try_get(7)?;
+    Ok(Event {
+        event_id: row.try_get(3)?,
+        kind: kind.parse().map_err(inconsistent)?,
+        order_id: row.try_get(5)?,
+        order_version: row.try_get(6)?,
+        total_units: total_units as u64,
+        occurred_at: format_time(row.try_get(8)?),
+    })
+}
+
+fn count(row: &Row, index: usize) -> Result<u32, Failure> {
+    let value: i32 = row.try_get(index)?;
+    Ok(value.max(0) as u32)
+}
+
+/// Leases up to `max_events` of `consumer`'s events whose lease ran out (or
+/// that were never leased) until `now + lease_ms`, under `token`, and returns
+/// them: one statement that picks, leases and reads.
 pub(crate) async fn lease_events(
     tx: Tx<'_>,
-    consumer: &str,
+    consumer: Consumer,
     max_events: u32,
     lease_ms: u64,
+    token: &str,
     now: i64,
 ) -> Result<Vec<Delivery>, Failure> {
-    let max_attempts = MAX_DELIVERY_ATTEMPTS as i32;
-    // Events handed out too often without an acknowledgement are poison:
-    // move them aside so they stop blocking the rest. SKIP LOCKED keeps two
-    // leasers from waiting on each other's rows in opposite orders.
-    let dead = tx
-        .execute(
-            "WITH doomed AS (
-             SELECT consumer, seq FROM deliveries
-             WHERE consumer = $1 AND attempts >= $2 AND leased_until_ms <= $3
-             FOR UPDATE SKIP LOCKED
-         ), removed AS (
-             DELETE FROM deliveries
-             USING doomed
-             WHERE deliveries.consumer = doomed.consumer AND deliveries.seq = doomed.seq
-             RETURNING deliveries.consumer, deliveries.seq, deliveries.attempts
-         )
-         INSERT INTO dead_letters (consumer, seq, attempts, at_ms)
-         SELECT consumer, seq, attempts, $3 FROM removed
-         ON CONFLICT DO NOTHING",
-            &[&consumer, &max_attempts, &now],
-        )
-        .await?;
-    if dead > 0 {
-        tracing::warn!(
-            consumer,
-            count = dead,
-            "events dead-lettered after too many attempts"
-        );
-    }
-    let leased_until = now.saturating_add(lease_ms.min(i64::MAX as u64) as i64);
-    // Pick and lease in one statement. A row another leaser has locked is
-    // skipped, not waited for, so concurrent leasers never receive the same
-    // delivery while it is leased.
+    let leased_until = now.saturating_add(i64::try_from(lease_ms).unwrap_or(i64::MAX));
     let rows = tx
         .query(
             "WITH picked AS (
-             SELECT consumer, seq FROM deliveries
-             WHERE consumer = $1 AND leased_until_ms <= $2 AND attempts < $3
-             ORDER BY seq LIMIT $4
-             FOR UPDATE SKIP LOCKED
-         ), leased AS (
-             UPDATE deliveries SET attempts = deliveries.attempts + 1, leased_until_ms = $5
-             FROM picked
-             WHERE deliveries.consumer = picked.consumer AND deliveries.seq = picked.seq
-             RETURNING deliveries.seq, deliveries.attempts
-         )
-         SELECT leased.seq, leased.attempts, outbox.event_id, outbox.kind, outbox.order_id,
-                outbox.order_version, outbox.total_units, outbox.occurred_at_ms
-         FROM leased JOIN outbox ON outbox.seq = leased.seq
-         ORDER BY leased.seq",
+                 SELECT seq FROM outbox
+                 WHERE consumer = $1 AND dead_at_ms IS NULL AND leased_until_ms <= $2
+                 ORDER BY seq LIMIT $3
+                 FOR UPDATE SKIP LOCKED
+             )
+             UPDATE outbox
+             SET deliveries = outbox.deliveries + 1, leased_until_ms = $4, lease_token = $5
+             FROM picked WHERE outbox.seq = picked.seq
+             RETURNING outbox.seq, outbox.deliveries, outbox.rejections, outbox.event_id,
+                       outbox.kind, outbox.order_id, outbox.order_version, outbox.total_units,
+                       outbox.occurred_at_ms",
             &[
-                &consumer,
+                &consumer.as_str(),
                 &now,
-                &max_attempts,
                 &i64::from(max_events),
                 &leased_until,
+                &token,
             ],
         )
         .await?;
     let mut deliveries = Vec::with_capacity(rows.len());
     for row in &rows {
-        let attempt: i32 = row.try_get(1)?;
-        let kind: String = row.try_get(3)?;
-        let total_units: i64 = row.try_get(6)?;
         deliveries.push(Delivery {
             delivery_id: row.try_get(0)?,
-            attempt: attempt as u32,
-            event: Event {
-                event_id: row.try_get(2)?,
-                kind: kind.parse().map_err(inconsistent)?,
-                order_id: row.try_get(4)?,
-                order_version: row.try_get(5)?,
-                occurred_at: format_time(row.try_get(7)?),
-                total_units: total_units as u64,
-            },
+            lease_token: token.to_owned(),
+            attempt: count(row, 1)?,
+            event: event(row)?,
         });
     }
+    deliveries.sort_by_key(|delivery| delivery.delivery_id);
     Ok(deliveries)
 }
 
-pub(crate) async fn acknowledge_events(
+/// Settles deliveries whose lease the receipts prove.
+pub(crate) async fn finish(
     tx: Tx<'_>,
-    consumer: &str,
+    consumer: Consumer,
+    outcome: DeliveryOutcome,
+    receipts: &[Receipt],
+    now: i64,
+) -> Result<u64, Failure> {
+    let seqs: Vec<i64> = receipts.iter().map(|receipt| receipt.delivery_id).collect();
+    let tokens: Vec<&str> = receipts
+        .iter()
+        .map(|receipt| receipt.lease_token.as_str())
+        .collect();
+    let matching = "outbox.consumer = $1 AND outbox.dead_at_ms IS NULL
+                    AND (outbox.seq, outbox.lease_token)
+                        IN (SELECT * FROM unnest($2::bigint[], $3::text[]))";
+    let changed = match outcome {
+        DeliveryOutcome::Acknowledge => {
+            tx.execute(
+                &format!("DELETE FROM outbox WHERE {matching}"),
+                &[&consumer.as_str(), &seqs, &tokens],
+            )
+            .await?
+        }
+        DeliveryOutcome::Release => {
+            tx.execute(
+                &format!(
+                    "UPDATE outbox SET leased_until_ms = 0, lease_token = NULL WHERE {matching}"
+                ),
+                &[&consumer.as_str(), &seqs, &tokens],
+            )
+            .await?
+        }
+        DeliveryOutcome::Reject => {
+            let changed = tx
+                .execute(
+                    &format!(
+                        "UPDATE outbox
+                         SET rejections = rejections + 1, leased_until_ms = 0, lease_token = NULL,
+                             dead_at_ms = CASE WHEN rejections + 1 >= $4 THEN $5::bigint END
+                         WHERE {matching}"
+                    ),
+                    &[
+                        &consumer.as_str(),
+                        &seqs,
+                        &tokens,
+                        &(MAX_REJECTIONS as i32),
+                        &now,
+                    ],
+                )
+                .await?;
+            tracing::warn!(
+                consumer = consumer.as_str(),
+                count = changed,
+                "events rejected as poison"
+            );
+            changed
+        }
+    };
+    Ok(changed)
+}
+
+/// Up to `limit` dead letters of `consumer`, oldest first.
+pub(crate) async fn dead_letters(
+    tx: Tx<'_>,
+    consumer: Consumer,
+    limit: u32,
+) -> Result<Vec<DeadLetter>, Failure> {
+    let rows = tx
+        .query(
+            &format!(
+                "SELECT {EVENT_COLUMNS}, dead_at_ms FROM outbox
+                 WHERE consumer = $1 AND dead_at_ms IS NOT NULL ORDER BY seq LIMIT $2"
+            ),
+            &[&consumer.as_str(), &i64::from(limit)],
+        )
+        .await?;
+    let mut letters = Vec::with_capacity(rows.len());
+    for row in &rows {
+        letters.push(DeadLetter {
+            delivery_id: row.try_get(0)?,
+            consumer: consumer.as_str().to_owned(),
+            deliveries: count(row, 1)?,
+            rejections: count(row, 2)?,
+            dead_at: format_time(row.try_get(9)?),
+            event: event(row)?,
+        });
+    }
+    Ok(letters)
+}
+
+/// Puts dead letters back in line with a clean slate.
+pub(crate) async fn redrive(
+    tx: Tx<'_>,
+    consumer: Consumer,
     delivery_ids: &[i64],
-) -> Result<(), Failure> {
+) -> Result<u64, Failure> {
     tx.execute(
-        "DELETE FROM deliveries WHERE consumer = $1 AND seq = ANY($2)",
-        &[&consumer, &delivery_ids],
+        "UPDATE outbox
+         SET dead_at_ms = NULL, rejections = 0, leased_until_ms = 0, lease_token = NULL
+         WHERE consumer = $1 AND dead_at_ms IS NOT NULL AND seq = ANY($2)",
+        &[&consumer.as_str(), &delivery_ids],
     )
-    .await?;
-    Ok(())
+    .await
+}
+
+pub(crate) async fn dead_letter_count(tx: Tx<'_>, consumer: Consumer) -> Result<u64, Failure> {
+    let count: i64 = tx
+        .query_opt(
+            "SELECT COUNT(*) FROM outbox WHERE consumer = $1 AND dead_at_ms IS NOT NULL",
+            &[&consumer.as_str()],
+        )
+        .await?
+        .map(|row| row.try_get(0))
+        .transpose()?
+        .unwrap_or(0);
+    Ok(count as u64)
 }

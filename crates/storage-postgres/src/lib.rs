@@ -41,9 +41,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
-use stockroom_contract::{Delivery, InventoryItem, Order, OrderList, StockLine};
+use stockroom_contract::{
+    DeadLetter, Delivery, InventoryItem, Order, OrderList, Receipt, StockLine,
+};
+use stockroom_domain::Consumer;
 use stockroom_storage::batch::{Command, Reply};
-use stockroom_storage::{OrderFilter, Storage, StorageError, cause};
+use stockroom_storage::{DeliveryOutcome, OrderFilter, Storage, StorageError, cause};
 use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
 
@@ -220,6 +223,23 @@ impl PostgresStorage {
     pub fn close_pool(&self) {
         self.pool.close();
     }
+}
+
+/// Drops a schema and everything in it, if it exists: for benchmarks and
+/// tests that give each run a schema of its own.
+pub async fn drop_schema(url: &str, schema: &str) -> Result<(), StorageError> {
+    check_schema_name(schema)?;
+    let (client, connection) = tokio_postgres::connect(url, NoTls)
+        .await
+        .map_err(|error| database_error(error, 1))?;
+    let connection = tokio::spawn(connection);
+    client
+        .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+        .await
+        .map_err(|error| database_error(error, 1))?;
+    drop(client);
+    let _ = connection.await;
+    Ok(())
 }
 
 fn check_schema_name(schema: &str) -> Result<(), StorageError> {
@@ -466,38 +486,61 @@ impl Storage for PostgresStorage {
 
     async fn lease_events(
         &self,
-        consumer: &str,
+        consumer: Consumer,
         max_events: u32,
         lease_ms: u64,
     ) -> Result<Vec<Delivery>, StorageError> {
+        let token = uuid::Uuid::new_v4().simple().to_string();
         transaction!(self, write, |tx| bus::lease_events(
             tx,
             consumer,
             max_events,
             lease_ms,
+            &token,
             now_ms()
         )
         .await?)
     }
 
-    async fn acknowledge_events(
+    async fn finish_deliveries(
         &self,
-        consumer: &str,
-        delivery_ids: Vec<i64>,
-    ) -> Result<(), StorageError> {
-        if delivery_ids.is_empty() {
-            return Ok(());
+        consumer: Consumer,
+        outcome: DeliveryOutcome,
+        receipts: Vec<Receipt>,
+    ) -> Result<u64, StorageError> {
+        if receipts.is_empty() {
+            return Ok(0);
         }
-        transaction!(self, write, |tx| bus::acknowledge_events(
+        transaction!(self, write, |tx| bus::finish(
             tx,
             consumer,
-            &delivery_ids
+            outcome,
+            &receipts,
+            now_ms()
         )
         .await?)
     }
 
-    async fn dead_letter_count(&self, consumer: &str) -> Result<u64, StorageError> {
-        transaction!(self, read, |tx| read::dead_letter_count(tx, consumer)
+    async fn dead_letters(
+        &self,
+        consumer: Consumer,
+        limit: u32,
+    ) -> Result<Vec<DeadLetter>, StorageError> {
+        transaction!(self, read, |tx| bus::dead_letters(tx, consumer, limit)
+            .await?)
+    }
+
+    async fn redrive(
+        &self,
+        consumer: Consumer,
+        delivery_ids: Vec<i64>,
+    ) -> Result<u64, StorageError> {
+        transaction!(self, write, |tx| bus::redrive(tx, consumer, &delivery_ids)
+            .await?)
+    }
+
+    async fn dead_letter_count(&self, consumer: Consumer) -> Result<u64, StorageError> {
+        transaction!(self, read, |tx| bus::dead_letter_count(tx, consumer)
             .await?)
     }
 

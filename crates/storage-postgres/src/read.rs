@@ -147,16 +147,3 @@ pub(crate) async fn orders(tx: Tx<'_>, filter: &OrderFilter) -> Result<OrderList
         next_cursor,
     })
 }
-
-pub(crate) async fn dead_letter_count(tx: Tx<'_>, consumer: &str) -> Result<u64, Failure> {
-    let count: i64 = tx
-        .query_opt(
-            "SELECT COUNT(*) FROM dead_letters WHERE consumer = $1",
-            &[&consumer],
-        )
-        .await?
-        .map(|row| row.try_get(0))
-        .transpose()?
-        .unwrap_or(0);
-    Ok(count as u64)
-}

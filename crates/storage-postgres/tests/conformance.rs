@@ -199,6 +199,83 @@ async fn migrations_are_idempotent_and_safe_to_run_concurrently() {
     assert_eq!(versions.expect("read schema_migrations"), [1, 2]);
 }
 
+/// A database of schema version 1, with an event waiting, one dead-lettered
+/// and an idempotency key, comes up to date with nothing lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_version_one_database_is_migrated_without_loss() {
+    let Some(url) = test_url() else {
+        return;
+    };
+    let admin = Admin::connect(&url).await;
+    let schema = unique_schema("upgrade");
+    admin
+        .client
+        .batch_execute(&format!(
+            "CREATE SCHEMA \"{schema}\"; SET search_path = \"{schema}\";
+             CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL,
+                                             applied_at_ms BIGINT NOT NULL);
+             {initial}
+             INSERT INTO schema_migrations VALUES (1, 'initial schema', 0);
+             INSERT INTO outbox (event_id, kind, order_id, order_version, total_units, occurred_at_ms)
+             VALUES ('OrderReserved:a:1', 'OrderReserved', 'a', 1, 2, 1000),
+                    ('OrderReserved:b:1', 'OrderReserved', 'b', 1, 1, 1000),
+                    ('OrderReserved:c:1', 'OrderReserved', 'c', 1, 1, 1000);
+             INSERT INTO deliveries (consumer, seq, attempts, leased_until_ms)
+             SELECT 'payment', seq, 2, 0 FROM outbox WHERE order_id = 'a';
+             INSERT INTO dead_letters (consumer, seq, attempts, at_ms)
+             SELECT 'payment', seq, 10, 2000 FROM outbox WHERE order_id = 'b';
+             INSERT INTO idempotency_keys (key, fingerprint, result_json, created_at_ms)
+             VALUES ('k1', 'f1', '{{\"outcome\":\"reserved\",\"order\":{{\"customerId\":\"c7\"}}}}', 1000),
+                    ('k2', 'f2', NULL, 1000);
+             RESET search_path;",
+            initial = include_str!("../src/migrations/0001_initial_schema.sql"),
+        ))
+        .await
+        .expect("a version 1 schema");
+    let storage = PostgresStorage::connect(
+        &url,
+        PostgresConfig {
+            schema: Some(schema.clone()),
+            pool_size: 2,
+        },
+    )
+    .await
+    .expect("migrate");
+    let leased = storage
+        .lease_events(stockroom_domain::Consumer::Payment, 10, 60_000)
+        .await
+        .expect("lease");
+    let dead = storage
+        .dead_letters(stockroom_domain::Consumer::Payment, 10)
+        .await
+        .expect("dead letters");
+    let keys = admin
+        .client
+        .query(
+            &format!("SELECT customer_id, key FROM \"{schema}\".idempotency_keys ORDER BY key"),
+            &[],
+        )
+        .await
+        .map(|rows| {
+            rows.iter()
+                .map(|row| (row.get::<_, String>(0), row.get::<_, String>(1)))
+                .collect::<Vec<_>>()
+        });
+    storage.close_pool();
+    admin.drop_schema(&schema).await;
+    admin.close().await;
+    assert_eq!(leased.len(), 1, "the waiting event, and only it, is leased");
+    assert_eq!(leased[0].event.order_id, "a");
+    assert_eq!(leased[0].attempt, 3, "earlier deliveries are remembered");
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].event.order_id, "b");
+    assert_eq!(
+        keys.expect("keys"),
+        [("c7".to_owned(), "k1".to_owned())],
+        "answered keys keep their customer; a key never answered is dropped"
+    );
+}
+
 /// A URL that points nowhere fails as unavailable, with a message, instead of
 /// hanging or panicking. Needs no database, so it always runs.
 #[tokio::test]

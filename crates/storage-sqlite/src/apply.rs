@@ -211,7 +211,7 @@ fn update_orders(sql: Sql<'_>, changes: &Changes) -> Result<(), StorageError> {
     expect_rows("order update", changed, rows.len())
 }
 
-/// Writes the events to the outbox and queues each for its consumer.
+/// Writes the events to the outbox, each addressed to its consumer.
 fn insert_events(sql: Sql<'_>, changes: &Changes) -> Result<(), StorageError> {
     if changes.events.is_empty() {
         return Ok(());
@@ -227,30 +227,17 @@ fn insert_events(sql: Sql<'_>, changes: &Changes) -> Result<(), StorageError> {
                 event.order_version,
                 event.total_units,
                 event.occurred_at_ms,
+                event.kind.consumer(),
             )
         })
         .collect();
-    let queued = sql.rows(
-        "INSERT INTO outbox (event_id, kind, order_id, order_version, total_units, occurred_at_ms)
-         SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5
-         FROM json_each(?1)
-         RETURNING seq, kind",
-        [json_list(&rows)],
-        |row| Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?)),
-    )?;
-    let deliveries: Vec<(String, i64)> = queued
-        .into_iter()
-        .map(|(seq, kind)| {
-            let kind: stockroom_domain::EventKind =
-                kind.parse().map_err(StorageError::Inconsistent)?;
-            Ok((kind.consumer().to_owned(), seq))
-        })
-        .collect::<Result<_, StorageError>>()?;
-    expect_rows("outbox insert", deliveries.len(), changes.events.len())?;
     sql.execute(
-        "INSERT INTO deliveries (consumer, seq)
-         SELECT value ->> 0, value ->> 1 FROM json_each(?1)",
-        [json_list(&deliveries)],
+        "INSERT INTO outbox (event_id, kind, order_id, order_version, total_units, occurred_at_ms,
+                             consumer)
+         SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5,
+                value ->> 6
+         FROM json_each(?1)",
+        [json_list(&rows)],
     )?;
     Ok(())
 }

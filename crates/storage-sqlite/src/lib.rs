@@ -30,9 +30,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags};
 use rusqlite_migration::{M, Migrations};
-use stockroom_contract::{Delivery, InventoryItem, Order, OrderList, StockLine};
+use stockroom_contract::{
+    DeadLetter, Delivery, InventoryItem, Order, OrderList, Receipt, StockLine,
+};
+use stockroom_domain::Consumer;
 use stockroom_storage::batch::{Command, Reply};
-use stockroom_storage::{OrderFilter, Storage, StorageError, cause};
+use stockroom_storage::{DeliveryOutcome, OrderFilter, Storage, StorageError, cause};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::sql::{Sql, storage_error};
@@ -318,46 +321,67 @@ impl Storage for SqliteStorage {
 
     async fn lease_events(
         &self,
-        consumer: &str,
+        consumer: Consumer,
         max_events: u32,
         lease_ms: u64,
     ) -> Result<Vec<Delivery>, StorageError> {
-        match self
-            .write(WriteCommand::LeaseEvents {
-                consumer: consumer.to_owned(),
-                max_events,
-                lease_ms,
-            })
-            .await?
-        {
+        let command = WriteCommand::LeaseEvents {
+            consumer,
+            max_events,
+            lease_ms,
+        };
+        match self.write(command).await? {
             WriteReply::Deliveries(deliveries) => Ok(deliveries),
             other => Err(unexpected(other)),
         }
     }
 
-    async fn acknowledge_events(
+    async fn finish_deliveries(
         &self,
-        consumer: &str,
-        delivery_ids: Vec<i64>,
-    ) -> Result<(), StorageError> {
-        if delivery_ids.is_empty() {
-            return Ok(());
+        consumer: Consumer,
+        outcome: DeliveryOutcome,
+        receipts: Vec<Receipt>,
+    ) -> Result<u64, StorageError> {
+        if receipts.is_empty() {
+            return Ok(0);
         }
-        match self
-            .write(WriteCommand::AcknowledgeEvents {
-                consumer: consumer.to_owned(),
-                delivery_ids,
-            })
-            .await?
-        {
-            WriteReply::Done => Ok(()),
+        let command = WriteCommand::FinishDeliveries {
+            consumer,
+            outcome,
+            receipts,
+        };
+        match self.write(command).await? {
+            WriteReply::Changed(count) => Ok(count),
             other => Err(unexpected(other)),
         }
     }
 
-    async fn dead_letter_count(&self, consumer: &str) -> Result<u64, StorageError> {
-        let consumer = consumer.to_owned();
-        self.read(move |sql| read::dead_letter_count(sql, &consumer))
+    async fn dead_letters(
+        &self,
+        consumer: Consumer,
+        limit: u32,
+    ) -> Result<Vec<DeadLetter>, StorageError> {
+        self.read(move |sql| bus::dead_letters(sql, consumer, limit))
+            .await
+    }
+
+    async fn redrive(
+        &self,
+        consumer: Consumer,
+        delivery_ids: Vec<i64>,
+    ) -> Result<u64, StorageError> {
+        let command = WriteCommand::Redrive {
+            consumer,
+            delivery_ids,
+        };
+        match self.write(command).await? {
+            WriteReply::Changed(count) => Ok(count),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn dead_letter_count(&self, consumer: Consumer) -> Result<u64, StorageError> {
+        self.read(move |sql| bus::dead_letter_count(sql, consumer))
             .await
     }
 
@@ -386,4 +410,63 @@ impl Storage for SqliteStorage {
 
 fn unexpected(reply: WriteReply) -> StorageError {
     StorageError::Inconsistent(format!("writer answered with the wrong reply: {reply:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stockroom_domain::Consumer;
+
+    /// A database of schema version 1, with an event waiting, one
+    /// dead-lettered and an idempotency key, comes up to date with nothing
+    /// lost: the waiting event is leased, the dead letter listed, the key
+    /// scoped to its customer.
+    #[tokio::test]
+    async fn a_version_one_database_is_migrated_without_loss() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join(DATABASE_FILE_NAME);
+        {
+            let mut connection = open_connection(&path, false).unwrap();
+            Migrations::new(vec![M::up(include_str!(
+                "migrations/0001_initial_schema.sql"
+            ))])
+            .to_latest(&mut connection)
+            .unwrap();
+            connection
+                .execute_batch(
+                    "INSERT INTO outbox (seq, event_id, kind, order_id, order_version, total_units, occurred_at_ms)
+                     VALUES (1, 'OrderReserved:a:1', 'OrderReserved', 'a', 1, 2, 1000),
+                            (2, 'OrderReserved:b:1', 'OrderReserved', 'b', 1, 1, 1000),
+                            (3, 'OrderReserved:c:1', 'OrderReserved', 'c', 1, 1, 1000);
+                     INSERT INTO deliveries (consumer, seq, attempts, leased_until_ms) VALUES ('payment', 1, 2, 0);
+                     INSERT INTO dead_letters (consumer, seq, attempts, at_ms) VALUES ('payment', 2, 10, 2000);
+                     INSERT INTO idempotency_keys (key, fingerprint, result_json, created_at_ms)
+                     VALUES ('k1', 'f1', '{\"outcome\":\"reserved\",\"order\":{\"customerId\":\"c7\"}}', 1000);",
+                )
+                .unwrap();
+        }
+        let storage = SqliteStorage::open(&path, WriterConfig::default()).unwrap();
+        let leased = storage
+            .lease_events(Consumer::Payment, 10, 60_000)
+            .await
+            .unwrap();
+        assert_eq!(leased.len(), 1, "the waiting event, and only it, is leased");
+        assert_eq!(leased[0].event.order_id, "a");
+        assert_eq!(leased[0].attempt, 3, "earlier deliveries are remembered");
+        let dead = storage.dead_letters(Consumer::Payment, 10).await.unwrap();
+        assert_eq!(dead.len(), 1);
+        assert_eq!(dead[0].event.order_id, "b");
+        let key = storage
+            .read(|sql| {
+                sql.row(
+                    "SELECT customer_id FROM idempotency_keys WHERE key = 'k1'",
+                    [],
+                    |row| row.get::<_, String>(0),
+                )
+            })
+            .await
+            .unwrap();
+        assert_eq!(key.as_deref(), Some("c7"));
+        storage.shut_down().await;
+    }
 }

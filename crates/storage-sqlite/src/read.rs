@@ -152,15 +152,6 @@ pub(crate) fn orders(sql: Sql<'_>, filter: &OrderFilter) -> Result<OrderList, St
     })
 }
 
-pub(crate) fn dead_letter_count(sql: Sql<'_>, consumer: &str) -> Result<u64, StorageError> {
-    let count = sql.row(
-        "SELECT COUNT(*) FROM dead_letters WHERE consumer = ?1",
-        [consumer],
-        |row| row.get::<_, i64>(0),
-    )?;
-    Ok(count.unwrap_or(0) as u64)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,9 +12,10 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
 use rusqlite::Connection;
-use stockroom_contract::{Delivery, StockLine};
-use stockroom_storage::StorageError;
+use stockroom_contract::{Delivery, Receipt, StockLine};
+use stockroom_domain::Consumer;
 use stockroom_storage::batch::{Command, Needs, Reply, decide};
+use stockroom_storage::{DeliveryOutcome, StorageError};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::sql::Sql;
@@ -30,12 +31,17 @@ pub enum WriteCommand {
     Rules(Command),
     InitializeStock(Vec<StockLine>),
     LeaseEvents {
-        consumer: String,
+        consumer: Consumer,
         max_events: u32,
         lease_ms: u64,
     },
-    AcknowledgeEvents {
-        consumer: String,
+    FinishDeliveries {
+        consumer: Consumer,
+        outcome: DeliveryOutcome,
+        receipts: Vec<Receipt>,
+    },
+    Redrive {
+        consumer: Consumer,
         delivery_ids: Vec<i64>,
     },
     /// Finish the queued jobs, then stop.
@@ -47,6 +53,7 @@ pub enum WriteReply {
     Rules(Reply),
     Loaded(bool),
     Deliveries(Vec<Delivery>),
+    Changed(u64),
     Done,
 }
 
@@ -196,11 +203,20 @@ fn apply_other(sql: Sql<'_>, command: WriteCommand) -> Result<WriteReply, Storag
             consumer,
             max_events,
             lease_ms,
-        } => bus::lease(sql, &consumer, max_events, lease_ms, now_ms()).map(WriteReply::Deliveries),
-        WriteCommand::AcknowledgeEvents {
+        } => {
+            let token = uuid::Uuid::new_v4().simple().to_string();
+            bus::lease(sql, consumer, max_events, lease_ms, &token, now_ms())
+                .map(WriteReply::Deliveries)
+        }
+        WriteCommand::FinishDeliveries {
+            consumer,
+            outcome,
+            receipts,
+        } => bus::finish(sql, consumer, outcome, &receipts, now_ms()).map(WriteReply::Changed),
+        WriteCommand::Redrive {
             consumer,
             delivery_ids,
-        } => bus::acknowledge(sql, &consumer, &delivery_ids).map(|()| WriteReply::Done),
+        } => bus::redrive(sql, consumer, &delivery_ids).map(WriteReply::Changed),
         WriteCommand::Shutdown => Ok(WriteReply::Done),
         WriteCommand::Rules(_) => unreachable!("rule commands run as one batch"),
     }

@@ -27,19 +27,38 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use stockroom_contract::{
-    Delivery, EffectResult, HistoryEntry, InventoryItem, Order, OrderList, PaymentRecord,
-    ReserveRequest, ReserveResult, Settlement, StockLine,
+    DeadLetter, Delivery, EffectResult, HistoryEntry, InventoryItem, Order, OrderList,
+    PaymentRecord, Receipt, ReserveRequest, ReserveResult, Settlement, StockLine,
 };
 use stockroom_domain::rules::OrderRecord;
-use stockroom_domain::{OrderStatus, ProductName, ReleaseReason};
+use stockroom_domain::{Consumer, OrderStatus, ProductName, ReleaseReason};
 
 pub use batch::SweptOrder;
 use batch::{Command, Reply};
 pub use error::{Cause, StorageError, cause};
 
-/// How many times the bus hands out one event before it is moved to the
-/// dead-letter table as poison.
-pub const MAX_DELIVERY_ATTEMPTS: u32 = 10;
+/// How many times consumers may refuse one event as poison before it is
+/// dead-lettered. A consumer refuses an event only when it can never handle
+/// it (its request refused outright, or its order contradicting the stock),
+/// so retrying changes nothing: one refusal dead-letters it, where it waits
+/// for an operator to look and redrive it; RabbitMQ dead-letters a rejected
+/// message at once too. Only an explicit refusal counts: an event given back
+/// because a dependency was down, or whose lease ran out, is handed out again
+/// without limit, so no outage ever dead-letters an event.
+pub const MAX_REJECTIONS: u32 = 1;
+
+/// How a consumer settles deliveries it holds the lease of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryOutcome {
+    /// The effect is committed: never hand the event out again.
+    Acknowledge,
+    /// Not handled now (a dependency is down): hand it out again at once,
+    /// without counting an attempt.
+    Release,
+    /// Poison: no consumer can handle it. Counted; at [`MAX_REJECTIONS`] the
+    /// event is dead-lettered.
+    Reject,
+}
 
 /// The largest page `orders` returns.
 pub const MAX_ORDERS_PER_PAGE: u32 = 500;
@@ -204,24 +223,44 @@ pub trait Storage: Send + Sync + 'static {
     }
 
     /// Leases up to `max_events` undelivered events of one consumer for
-    /// `lease_ms`. An event not acknowledged before its lease ends is handed
-    /// out again; after [`MAX_DELIVERY_ATTEMPTS`] it is dead-lettered.
+    /// `lease_ms`, under a new secret lease token. An event not settled
+    /// before its lease ends is handed out again.
     async fn lease_events(
         &self,
-        consumer: &str,
+        consumer: Consumer,
         max_events: u32,
         lease_ms: u64,
     ) -> Result<Vec<Delivery>, StorageError>;
 
-    /// Marks deliveries as done so they are never handed out again.
-    async fn acknowledge_events(
+    /// Acknowledges, releases or rejects deliveries (see
+    /// [`DeliveryOutcome`]). A receipt whose token is not the delivery's
+    /// current lease (it ran out and the event went to another consumer)
+    /// changes nothing. Returns how many deliveries matched.
+    async fn finish_deliveries(
         &self,
-        consumer: &str,
-        delivery_ids: Vec<i64>,
-    ) -> Result<(), StorageError>;
+        consumer: Consumer,
+        outcome: DeliveryOutcome,
+        receipts: Vec<Receipt>,
+    ) -> Result<u64, StorageError>;
 
-    /// Events moved to the dead-letter table, per consumer.
-    async fn dead_letter_count(&self, consumer: &str) -> Result<u64, StorageError>;
+    /// Up to `limit` of a consumer's dead-lettered events, oldest first.
+    async fn dead_letters(
+        &self,
+        consumer: Consumer,
+        limit: u32,
+    ) -> Result<Vec<DeadLetter>, StorageError>;
+
+    /// Puts dead-lettered events back in line, as if never refused. The
+    /// consumers' processed-event records still make each effect happen at
+    /// most once. Returns how many were redriven.
+    async fn redrive(
+        &self,
+        consumer: Consumer,
+        delivery_ids: Vec<i64>,
+    ) -> Result<u64, StorageError>;
+
+    /// Events dead-lettered, per consumer.
+    async fn dead_letter_count(&self, consumer: Consumer) -> Result<u64, StorageError>;
 
     /// SQL statements executed since the storage was opened, transaction
     /// control included: what a benchmark divides by the orders it placed.

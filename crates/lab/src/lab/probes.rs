@@ -72,14 +72,12 @@ impl Watcher {
                         let Ok(status) = order.status.parse::<OrderStatus>() else {
                             continue;
                         };
-                        if let Some(before) = last.get(&order.id).copied() {
-                            let backwards = rank(status) < rank(before)
-                                || (before.is_final() && status != before);
-                            if backwards {
-                                let text = format!("{before}→{status}");
-                                watched.first_reversion.get_or_insert(text.clone());
-                                reverted.insert(order.id.clone(), text);
-                            }
+                        if let Some(before) = last.get(&order.id).copied()
+                            && !before.may_be_followed_by(status)
+                        {
+                            let text = format!("{before}→{status}");
+                            watched.first_reversion.get_or_insert(text.clone());
+                            reverted.insert(order.id.clone(), text);
                         }
                         last.insert(order.id, status);
                     }
@@ -95,14 +93,6 @@ impl Watcher {
     pub(super) async fn stop(self) -> Watched {
         self.stop.store(true, Ordering::Relaxed);
         self.task.await.unwrap_or_default()
-    }
-}
-
-fn rank(status: OrderStatus) -> u8 {
-    match status {
-        OrderStatus::Pending => 0,
-        OrderStatus::Reserved => 1,
-        _ => 2,
     }
 }
 
@@ -190,7 +180,9 @@ pub(super) async fn redeliver_fixed(
         };
         let reserved =
             version_of(&|entry| entry["status"] == "reserved" && entry["reason"].is_null());
-        let charged = version_of(&|entry| entry["reason"] == crate::check::CHARGED_REASON);
+        let charged = version_of(&|entry| {
+            entry["reason"] == stockroom_domain::Reason::PaymentCharged.as_str()
+        });
         let mut deliveries = Vec::new();
         if let Some(version) = reserved {
             deliveries.push((

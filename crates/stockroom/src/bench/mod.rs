@@ -9,6 +9,12 @@
 //! system: a throughput phase of fixed duration with stock that never runs
 //! out, and a sell-out phase (a fixed stock, twice as many single-unit
 //! orders) that must end with exactly the stock sold.
+//!
+//! For every Stockroom system a phase also counts the SQL statements its
+//! storage executed over the whole flow (reservation, payment, settlement,
+//! the bus), from the start of the load until every order it accepted has
+//! settled, divided by the orders it answered: statements per order,
+//! amortised over the batches.
 
 mod chart;
 mod load;
@@ -50,6 +56,9 @@ pub struct BenchConfig {
     pub latency_connections: usize,
     pub systems: Vec<SystemKind>,
     pub postgres_url: Option<String>,
+    /// The broker of `stockroom-postgres-rabbitmq`; without it that system
+    /// is skipped.
+    pub amqp_url: Option<String>,
     pub show_progress: bool,
 }
 
@@ -113,6 +122,8 @@ pub struct PhaseResult {
     pub errors: u64,
     pub oversold: Option<i64>,
     pub undersold: Option<i64>,
+    /// SQL statements per answered order over the whole flow (Stockroom only).
+    pub statements_per_order: Option<f64>,
     pub durability: &'static str,
     pub note: Option<String>,
 }
@@ -179,7 +190,17 @@ async fn run_phase(
         .map(|name| (name.clone(), per_product))
         .collect();
     let schema = format!("stockroom_bench_{}", std::process::id());
-    let target = targets::start(kind, &products, config.postgres_url.as_deref(), &schema).await?;
+    let target = targets::start(
+        kind,
+        &products,
+        config.postgres_url.as_deref(),
+        config.amqp_url.as_deref(),
+        &schema,
+    )
+    .await?;
+    let statements_before = target
+        .storage()
+        .map(|storage| storage.statements_executed());
     let stop = if sell_out {
         load::Stop::Orders(orders)
     } else {
@@ -212,6 +233,17 @@ async fn run_phase(
         );
     };
     let (mut oversold, mut undersold, mut note) = (None, None, None);
+    let mut statements_per_order = None;
+    if let (Some(storage), Some(before)) = (target.storage(), statements_before) {
+        if !settle(storage).await {
+            note = Some(format!(
+                "orders still reserved {SETTLE_TIMEOUT_MS} ms after the load; statements counted so far"
+            ));
+        }
+        let answered = (result.created + result.rejected).max(1);
+        let statements = storage.statements_executed() - before;
+        statements_per_order = Some(statements as f64 / answered as f64);
+    }
     if sell_out && kind.has_stock() {
         let client = reqwest::Client::new();
         let available = settled_stock(&target, &client).await;
@@ -258,9 +290,35 @@ async fn run_phase(
         errors: result.errors + result.other_status,
         oversold,
         undersold,
+        statements_per_order,
         durability: kind.durability(),
         note,
     })
+}
+
+/// Waits until no order is left reserved (every accepted order paid and
+/// settled), at most [`SETTLE_TIMEOUT_MS`]; returns whether it got there.
+async fn settle(storage: &Arc<dyn stockroom_storage::Storage>) -> bool {
+    let deadline = Instant::now() + Duration::from_millis(SETTLE_TIMEOUT_MS);
+    loop {
+        let open = storage
+            .orders(stockroom_storage::OrderFilter {
+                status: Some(stockroom_domain::OrderStatus::Reserved),
+                customer_id: None,
+                after: None,
+                limit: 1,
+            })
+            .await
+            .map(|page| page.orders.len())
+            .unwrap_or(1);
+        if open == 0 {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Reads the stock once it stops changing (the naive worker decides orders
@@ -284,8 +342,16 @@ async fn settled_stock(
 /// Everything one run measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchReport {
+    /// Stockroom as shipped (the embedded default), one hot product.
     pub hot_sku: Summary,
+    /// Stockroom as shipped, the cold catalogue.
     pub cold: Summary,
+    /// Stockroom on PostgreSQL with the embedded bus, when measured.
+    pub postgres_hot: Option<Summary>,
+    pub postgres_cold: Option<Summary>,
+    /// Stockroom on PostgreSQL with RabbitMQ, when measured.
+    pub postgres_rabbitmq_hot: Option<Summary>,
+    pub postgres_rabbitmq_cold: Option<Summary>,
     pub phases: Vec<PhaseResult>,
     pub skipped: Vec<String>,
     pub machine: Machine,
@@ -308,9 +374,10 @@ pub struct Machine {
     pub os: String,
 }
 
-/// Stockroom as shipped in one scenario, with its ratios to each baseline.
+/// One Stockroom system in one scenario, with its ratios to each baseline.
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct Summary {
+    pub system: String,
     pub orders_per_s: f64,
     pub p50_ms: f64,
     pub p99_ms: f64,
@@ -323,27 +390,25 @@ pub struct Summary {
     pub oversold: Option<i64>,
     pub undersold: Option<i64>,
     pub sell_out_orders_per_s: Option<f64>,
+    /// SQL statements per order over the whole flow, in the throughput phase.
+    pub statements_per_order: Option<f64>,
 }
 
-fn summarize(phases: &[PhaseResult], scenario: Scenario) -> Summary {
-    let throughput = |system: &str| {
+fn summarize(phases: &[PhaseResult], scenario: Scenario, system: SystemKind) -> Option<Summary> {
+    let find = |name: &str, phase_name: &str| {
         phases.iter().find(|phase| {
-            phase.system == system && phase.scenario == scenario && phase.phase == "throughput"
+            phase.system == name && phase.scenario == scenario && phase.phase == phase_name
         })
     };
-    let sell_out = phases.iter().find(|phase| {
-        phase.system == "stockroom" && phase.scenario == scenario && phase.phase == "sell-out"
-    });
-    let latency = phases.iter().find(|phase| {
-        phase.system == "stockroom" && phase.scenario == scenario && phase.phase == "latency"
-    });
-    let Some(shipped) = throughput("stockroom") else {
-        return Summary::default();
-    };
+    let throughput = |name: &str| find(name, "throughput");
+    let sell_out = find(system.name(), "sell-out");
+    let latency = find(system.name(), "latency");
+    let shipped = throughput(system.name())?;
     let ratio = |system: &str| {
         throughput(system).map(|other| shipped.orders_per_s / other.orders_per_s.max(1e-9))
     };
-    Summary {
+    Some(Summary {
+        system: system.name().to_owned(),
         orders_per_s: shipped.orders_per_s,
         p50_ms: shipped.p50_ms,
         p99_ms: shipped.p99_ms,
@@ -356,20 +421,23 @@ fn summarize(phases: &[PhaseResult], scenario: Scenario) -> Summary {
         oversold: sell_out.and_then(|phase| phase.oversold),
         undersold: sell_out.and_then(|phase| phase.undersold),
         sell_out_orders_per_s: sell_out.map(|phase| phase.orders_per_s),
-    }
+        statements_per_order: shipped.statements_per_order,
+    })
 }
 
 /// Runs every phase of every system; a system that cannot run here (no
-/// PostgreSQL URL) is skipped with a note.
+/// PostgreSQL or AMQP URL) is skipped with a note.
 pub async fn run(config: BenchConfig) -> anyhow::Result<BenchReport> {
     config.validate()?;
     let mut phases = Vec::new();
     let mut skipped = Vec::new();
     for scenario in [Scenario::HotSku, Scenario::Cold] {
         for &kind in &config.systems {
-            if kind == SystemKind::PostgresPerRequest && config.postgres_url.is_none() {
+            if let Some(missing) =
+                kind.missing(config.postgres_url.as_deref(), config.amqp_url.as_deref())
+            {
                 if scenario == Scenario::HotSku {
-                    skipped.push("postgres-per-request: skipped, no --postgres-url (or STOCKROOM_BENCH_POSTGRES_URL) given".to_owned());
+                    skipped.push(format!("{}: skipped, {missing}", kind.name()));
                 }
                 continue;
             }
@@ -397,9 +465,14 @@ pub async fn run(config: BenchConfig) -> anyhow::Result<BenchReport> {
             }
         }
     }
+    let summary = |scenario, system| summarize(&phases, scenario, system);
     Ok(BenchReport {
-        hot_sku: summarize(&phases, Scenario::HotSku),
-        cold: summarize(&phases, Scenario::Cold),
+        hot_sku: summary(Scenario::HotSku, SystemKind::Shipped).unwrap_or_default(),
+        cold: summary(Scenario::Cold, SystemKind::Shipped).unwrap_or_default(),
+        postgres_hot: summary(Scenario::HotSku, SystemKind::StockroomPostgres),
+        postgres_cold: summary(Scenario::Cold, SystemKind::StockroomPostgres),
+        postgres_rabbitmq_hot: summary(Scenario::HotSku, SystemKind::StockroomPostgresRabbitmq),
+        postgres_rabbitmq_cold: summary(Scenario::Cold, SystemKind::StockroomPostgresRabbitmq),
         phases,
         skipped,
         machine: Machine {
@@ -431,7 +504,7 @@ fn ratio(value: Option<f64>) -> String {
 pub fn render_table(report: &BenchReport) -> String {
     let mut out = String::new();
     out.push_str(&format!(
-        "{:<24} {:<9} {:<10} {:>6} {:>11} {:>8} {:>8} {:>8} {:>8} {:>9}  {}\n",
+        "{:<28} {:<9} {:<10} {:>6} {:>11} {:>8} {:>8} {:>8} {:>8} {:>9} {:>11}  {}\n",
         "system",
         "scenario",
         "phase",
@@ -442,11 +515,12 @@ pub fn render_table(report: &BenchReport) -> String {
         "p999 ms",
         "oversold",
         "undersold",
+        "stmts/order",
         "durability"
     ));
     for phase in &report.phases {
         out.push_str(&format!(
-            "{:<24} {:<9} {:<10} {:>6} {:>11.0} {:>8.1} {:>8.1} {:>8.1} {:>8} {:>9}  {}\n",
+            "{:<28} {:<9} {:<10} {:>6} {:>11.0} {:>8.1} {:>8.1} {:>8.1} {:>8} {:>9} {:>11}  {}\n",
             phase.system,
             match phase.scenario {
                 Scenario::HotSku => "hot",
@@ -460,31 +534,55 @@ pub fn render_table(report: &BenchReport) -> String {
             phase.p999_ms,
             optional(phase.oversold),
             optional(phase.undersold),
+            phase
+                .statements_per_order
+                .map_or_else(|| "-".to_owned(), |value| format!("{value:.2}")),
             phase.durability,
         ));
         if phase.errors > 0 || phase.overloaded > 0 {
             out.push_str(&format!(
-                "{:<24} {} errors, {} answered 503 (overloaded)\n",
+                "{:<28} {} errors, {} answered 503 (overloaded)\n",
                 "", phase.errors, phase.overloaded
             ));
         }
         if let Some(note) = &phase.note {
-            out.push_str(&format!("{:<24} note: {note}\n", ""));
+            out.push_str(&format!("{:<28} note: {note}\n", ""));
         }
     }
     let measured_stockroom = report
         .phases
         .iter()
         .any(|phase| phase.system == SystemKind::Shipped.name());
-    for (label, summary) in [
-        ("hot product", &report.hot_sku),
-        ("cold catalogue", &report.cold),
-    ] {
-        if !measured_stockroom {
-            break;
-        }
+    let shipped = [
+        ("Stockroom, hot product", Some(&report.hot_sku)),
+        ("Stockroom, cold catalogue", Some(&report.cold)),
+    ];
+    let on_postgres = [
+        (
+            "Stockroom on PostgreSQL, hot product",
+            report.postgres_hot.as_ref(),
+        ),
+        (
+            "Stockroom on PostgreSQL, cold catalogue",
+            report.postgres_cold.as_ref(),
+        ),
+        (
+            "Stockroom on PostgreSQL + RabbitMQ, hot product",
+            report.postgres_rabbitmq_hot.as_ref(),
+        ),
+        (
+            "Stockroom on PostgreSQL + RabbitMQ, cold catalogue",
+            report.postgres_rabbitmq_cold.as_ref(),
+        ),
+    ];
+    let measured = shipped
+        .into_iter()
+        .filter(|_| measured_stockroom)
+        .chain(on_postgres)
+        .filter_map(|(label, summary)| Some((label, summary?)));
+    for (label, summary) in measured {
         out.push_str(&format!(
-            "\nStockroom, {label}: {:.0} orders/s, p99 {:.1} ms{}; {} vs PostgreSQL per request, {} vs no-op HTTP, {} vs batching off, {} vs naive; oversold {}, undersold {}\n",
+            "\n{label}: {:.0} orders/s, p99 {:.1} ms{}; {} vs PostgreSQL per request, {} vs no-op HTTP, {} vs batching off, {} vs naive; oversold {}, undersold {}; {} SQL statements per order\n",
             summary.orders_per_s,
             summary.p99_ms,
             summary
@@ -497,6 +595,9 @@ pub fn render_table(report: &BenchReport) -> String {
             ratio(summary.ratio_vs_naive),
             optional(summary.oversold),
             optional(summary.undersold),
+            summary
+                .statements_per_order
+                .map_or_else(|| "-".to_owned(), |value| format!("{value:.2}")),
         ));
     }
     for note in &report.skipped {

@@ -1,7 +1,8 @@
 //! The systems the benchmark compares, each started fresh for each phase in
-//! this process: Stockroom as shipped, Stockroom with batching off, the
-//! per-request PostgreSQL baseline, the naive mode, and a no-op endpoint on the
-//! same HTTP stack.
+//! this process: Stockroom as shipped, Stockroom with batching off, Stockroom
+//! on PostgreSQL (with the embedded bus, and with RabbitMQ), the per-request
+//! PostgreSQL baseline, the naive mode, and a no-op endpoint on the same HTTP
+//! stack.
 
 use std::sync::Arc;
 
@@ -11,14 +12,16 @@ use axum::response::IntoResponse;
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
+use stockroom_bus_rabbitmq::{RabbitAdmin, Topology};
 use stockroom_contract::StockLine;
 use stockroom_domain::ProductName;
 use stockroom_http_kit::JsonBody;
+use stockroom_storage::Storage;
 use stockroom_storage_postgres::baseline::PerRequestStock;
 use stockroom_storage_sqlite::WriterConfig;
 use tokio_util::sync::CancellationToken;
 
-use crate::system::{self, Ports, RunningSystem, SystemConfig};
+use crate::system::{self, BusChoice, DatabaseChoice, Ports, RunningSystem, SystemConfig};
 
 /// One of the compared systems.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,6 +30,11 @@ pub enum SystemKind {
     Shipped,
     /// The same, one transaction per request and no coalescing.
     BatchingOff,
+    /// Stockroom as shipped on PostgreSQL, with the embedded bus: what
+    /// `stockroom up --database-url postgres://…` runs.
+    StockroomPostgres,
+    /// Stockroom on PostgreSQL with RabbitMQ carrying the events.
+    StockroomPostgresRabbitmq,
     /// One conditional UPDATE per request on PostgreSQL, synchronous commit.
     PostgresPerRequest,
     /// The original system (JSON files), racy.
@@ -36,9 +44,11 @@ pub enum SystemKind {
 }
 
 impl SystemKind {
-    pub const ALL: [SystemKind; 5] = [
+    pub const ALL: [SystemKind; 7] = [
         SystemKind::Shipped,
         SystemKind::BatchingOff,
+        SystemKind::StockroomPostgres,
+        SystemKind::StockroomPostgresRabbitmq,
         SystemKind::PostgresPerRequest,
         SystemKind::Naive,
         SystemKind::NoopHttp,
@@ -48,6 +58,8 @@ impl SystemKind {
         match self {
             SystemKind::Shipped => "stockroom",
             SystemKind::BatchingOff => "stockroom-batching-off",
+            SystemKind::StockroomPostgres => "stockroom-postgres",
+            SystemKind::StockroomPostgresRabbitmq => "stockroom-postgres-rabbitmq",
             SystemKind::PostgresPerRequest => "postgres-per-request",
             SystemKind::Naive => "naive",
             SystemKind::NoopHttp => "noop-http",
@@ -58,6 +70,9 @@ impl SystemKind {
         match self {
             SystemKind::Shipped => "fsync per batch (SQLite WAL, synchronous=FULL)",
             SystemKind::BatchingOff => "fsync per request (SQLite WAL, synchronous=FULL)",
+            SystemKind::StockroomPostgres | SystemKind::StockroomPostgresRabbitmq => {
+                "fsync per batch (synchronous_commit=on)"
+            }
             SystemKind::PostgresPerRequest => "fsync per request (synchronous_commit=on)",
             SystemKind::Naive => "none (JSON rewritten in place, no fsync)",
             SystemKind::NoopHttp => "n/a (stores nothing)",
@@ -67,6 +82,38 @@ impl SystemKind {
     /// Whether the system keeps stock, so a sell-out means something.
     pub fn has_stock(self) -> bool {
         self != SystemKind::NoopHttp
+    }
+
+    /// Whether this is Stockroom itself, whose storage counts its statements.
+    pub fn is_stockroom(self) -> bool {
+        matches!(
+            self,
+            SystemKind::Shipped
+                | SystemKind::BatchingOff
+                | SystemKind::StockroomPostgres
+                | SystemKind::StockroomPostgresRabbitmq
+        )
+    }
+
+    /// What the system needs that a run may not have, if anything.
+    pub fn missing(
+        self,
+        postgres_url: Option<&str>,
+        amqp_url: Option<&str>,
+    ) -> Option<&'static str> {
+        let needs_postgres = matches!(
+            self,
+            SystemKind::StockroomPostgres
+                | SystemKind::StockroomPostgresRabbitmq
+                | SystemKind::PostgresPerRequest
+        );
+        if needs_postgres && postgres_url.is_none() {
+            return Some("no --postgres-url (or STOCKROOM_BENCH_POSTGRES_URL) given");
+        }
+        if self == SystemKind::StockroomPostgresRabbitmq && amqp_url.is_none() {
+            return Some("no --amqp-url (or STOCKROOM_BENCH_AMQP_URL) given");
+        }
+        None
     }
 }
 
@@ -79,6 +126,14 @@ pub struct Target {
 
 enum Running {
     Stockroom(RunningSystem, tempfile::TempDir),
+    /// Stockroom on PostgreSQL, in its own schema (and its own RabbitMQ
+    /// topology), both removed when it stops.
+    StockroomPostgres {
+        running: RunningSystem,
+        url: String,
+        schema: String,
+        rabbit: Option<(String, Topology)>,
+    },
     Naive(stockroom_naive::RunningNaive, tempfile::TempDir),
     Http {
         stop: CancellationToken,
@@ -108,9 +163,48 @@ pub async fn start(
     kind: SystemKind,
     products: &[(String, i64)],
     postgres_url: Option<&str>,
+    amqp_url: Option<&str>,
     schema: &str,
 ) -> anyhow::Result<Target> {
     match kind {
+        SystemKind::StockroomPostgres | SystemKind::StockroomPostgresRabbitmq => {
+            let url = postgres_url.ok_or_else(|| anyhow::anyhow!("no PostgreSQL URL"))?;
+            // Dropped first, in case an earlier run was killed before it
+            // could drop it: every phase starts on empty tables.
+            stockroom_storage_postgres::drop_schema(url, schema).await?;
+            let directory = tempfile::tempdir()?;
+            let mut config = SystemConfig::new(directory.path());
+            config.database = DatabaseChoice::Postgres {
+                url: url.to_owned(),
+                schema: Some(schema.to_owned()),
+            };
+            let rabbit = match (kind, amqp_url) {
+                (SystemKind::StockroomPostgresRabbitmq, Some(amqp)) => {
+                    let topology = Topology::with_prefix(&format!("stockroom-bench-{schema}"));
+                    config.bus = BusChoice::RabbitMq {
+                        url: amqp.to_owned(),
+                        topology: topology.clone(),
+                    };
+                    Some((amqp.to_owned(), topology))
+                }
+                (SystemKind::StockroomPostgresRabbitmq, None) => {
+                    anyhow::bail!("no AMQP URL")
+                }
+                _ => None,
+            };
+            config.ports = Ports::EPHEMERAL;
+            config.stock = Some(stock_lines(products)?);
+            let running = system::start(config).await?;
+            Ok(Target {
+                address: address_of(&running.urls.order),
+                running: Running::StockroomPostgres {
+                    running,
+                    url: url.to_owned(),
+                    schema: schema.to_owned(),
+                    rabbit,
+                },
+            })
+        }
         SystemKind::Shipped | SystemKind::BatchingOff => {
             let directory = tempfile::tempdir()?;
             let mut config = SystemConfig::new(directory.path());
@@ -217,10 +311,21 @@ fn baseline_router(stock: Arc<PerRequestStock>) -> Router {
 }
 
 impl Target {
+    /// Stockroom's storage, whose statements a phase counts.
+    pub fn storage(&self) -> Option<&Arc<dyn Storage>> {
+        match &self.running {
+            Running::Stockroom(running, _) | Running::StockroomPostgres { running, .. } => {
+                Some(&running.storage)
+            }
+            _ => None,
+        }
+    }
+
     /// Units still available, per product, once the system is quiet.
     pub async fn available(&self, client: &reqwest::Client) -> anyhow::Result<Vec<i64>> {
         let data_url = match &self.running {
             Running::Stockroom(running, _) => running.urls.data.clone(),
+            Running::StockroomPostgres { running, .. } => running.urls.data.clone(),
             Running::Naive(running, _) => running.urls.data.clone(),
             Running::Http {
                 stock: Some(stock), ..
@@ -251,6 +356,20 @@ impl Target {
         match self.running {
             Running::Stockroom(running, _directory) => {
                 let _ = running.stop().await;
+            }
+            Running::StockroomPostgres {
+                running,
+                url,
+                schema,
+                rabbit,
+            } => {
+                let _ = running.stop().await;
+                let _ = stockroom_storage_postgres::drop_schema(&url, &schema).await;
+                if let Some((amqp, topology)) = rabbit
+                    && let Ok(admin) = RabbitAdmin::connect(&amqp).await
+                {
+                    let _ = admin.delete(&topology).await;
+                }
             }
             Running::Naive(running, _directory) => {
                 let _ = running.stop().await;

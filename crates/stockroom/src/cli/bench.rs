@@ -28,12 +28,18 @@ pub(super) struct BenchArgs {
     /// Connections of the extra latency phase of Stockroom (0 skips it).
     #[arg(long, default_value_t = 100)]
     latency_connections: usize,
-    /// The PostgreSQL database of the per-request baseline; without it that
-    /// baseline is skipped.
+    /// The PostgreSQL database of Stockroom on PostgreSQL and of the
+    /// per-request baseline (each phase in a schema of its own); without it
+    /// those systems are skipped.
     #[arg(long, env = "STOCKROOM_BENCH_POSTGRES_URL")]
     postgres_url: Option<String>,
+    /// The RabbitMQ broker of stockroom-postgres-rabbitmq (its own exchanges
+    /// and queues, deleted afterwards); without it that system is skipped.
+    #[arg(long, env = "STOCKROOM_BENCH_AMQP_URL")]
+    amqp_url: Option<String>,
     /// Only these systems (comma-separated: stockroom, stockroom-batching-off,
-    /// postgres-per-request, naive, noop-http).
+    /// stockroom-postgres, stockroom-postgres-rabbitmq, postgres-per-request,
+    /// naive, noop-http).
     #[arg(long, value_delimiter = ',')]
     systems: Vec<String>,
     /// A tiny run that only shows every part works (CI): 1 s phases, 50
@@ -72,6 +78,7 @@ pub(super) async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         latency_connections: args.latency_connections,
         systems,
         postgres_url: args.postgres_url,
+        amqp_url: args.amqp_url,
         show_progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
     };
     if args.smoke {

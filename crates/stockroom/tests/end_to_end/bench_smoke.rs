@@ -14,11 +14,20 @@ fn the_benchmark_runs_every_system_and_sells_exactly_the_stock() {
     command
         .args(["bench", "--smoke", "--json", "--chart"])
         .arg(&chart);
-    match std::env::var("STOCKROOM_TEST_POSTGRES_URL") {
-        Ok(url) if !url.is_empty() => {
-            command.args(["--postgres-url", &url]);
+    let postgres = std::env::var("STOCKROOM_TEST_POSTGRES_URL")
+        .ok()
+        .filter(|url| !url.is_empty());
+    let amqp = std::env::var("STOCKROOM_TEST_AMQP_URL")
+        .ok()
+        .filter(|url| !url.is_empty());
+    match &postgres {
+        Some(url) => {
+            command.args(["--postgres-url", url]);
+            if let Some(amqp) = &amqp {
+                command.args(["--amqp-url", amqp]);
+            }
         }
-        _ => {
+        None => {
             command.args([
                 "--systems",
                 "stockroom,stockroom-batching-off,naive,noop-http",
@@ -40,6 +49,24 @@ fn the_benchmark_runs_every_system_and_sells_exactly_the_stock() {
         assert_eq!(summary["undersold"], 0, "{summary}");
         assert!(summary["ratio_vs_noop_http"].as_f64().unwrap() > 0.0);
         assert!(summary["ratio_vs_batching_off"].as_f64().is_some());
+        assert!(
+            summary["statements_per_order"].as_f64().unwrap() > 0.0,
+            "{summary}"
+        );
+    }
+    if postgres.is_some() {
+        let mut measured = vec!["postgres_hot", "postgres_cold"];
+        if amqp.is_some() {
+            measured.extend(["postgres_rabbitmq_hot", "postgres_rabbitmq_cold"]);
+        }
+        for summary in measured {
+            let summary = &report[summary];
+            assert!(summary["orders_per_s"].as_f64().unwrap() > 0.0, "{summary}");
+            assert!(summary["ratio_vs_postgres_per_request"].as_f64().unwrap() > 0.0);
+            assert!(summary["statements_per_order"].as_f64().unwrap() > 0.0);
+            assert_eq!(summary["oversold"], 0, "{summary}");
+            assert_eq!(summary["undersold"], 0, "{summary}");
+        }
     }
     assert!(
         report["hot_sku"]
@@ -47,10 +74,9 @@ fn the_benchmark_runs_every_system_and_sells_exactly_the_stock() {
             .is_some()
     );
     let phases = report["phases"].as_array().unwrap();
-    for phase in phases
-        .iter()
-        .filter(|phase| phase["system"] == "stockroom-batching-off" && phase["phase"] == "sell-out")
-    {
+    for phase in phases.iter().filter(|phase| {
+        phase["system"].as_str().unwrap().starts_with("stockroom") && phase["phase"] == "sell-out"
+    }) {
         assert_eq!(
             (phase["oversold"].as_i64(), phase["undersold"].as_i64()),
             (Some(0), Some(0)),

@@ -112,13 +112,15 @@ async fn an_unacknowledged_event_is_delivered_again() {
     let (status, _) = post(
         &data.client,
         &format!("{}/events/payment/ack", data.url),
-        json!({"deliveryIds": [again[0]["deliveryId"]]}),
+        json!({"deliveries": [{
+            "deliveryId": again[0]["deliveryId"], "leaseToken": again[0]["leaseToken"]
+        }]}),
     )
     .await;
     assert_eq!(status, 204);
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     assert!(
-        data.lease("payment", 0).await.is_empty(),
+        data.lease("payment", 100).await.is_empty(),
         "acknowledged events never come back"
     );
     data.stop().await;

@@ -1,4 +1,5 @@
-//! The outbox relay: moves events from the outbox table to a broker.
+//! The outbox relay: moves events from the outbox table to a broker. It runs
+//! beside data-service, the only process that touches storage.
 //!
 //! Events are written to the outbox in the transaction of the change they
 //! report. The relay leases them (the same lease the embedded bus uses, so
@@ -12,12 +13,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use stockroom_domain::{CONSUMER_INVENTORY, CONSUMER_PAYMENT};
-use stockroom_storage::Storage;
+use stockroom_contract::Delivery;
+use stockroom_domain::Consumer;
+use stockroom_storage::{DeliveryOutcome, Storage};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::{EventPublisher, MAX_RETRY_BACKOFF_MS, MIN_RETRY_BACKOFF_MS};
+use stockroom_bus::{EventPublisher, MAX_RETRY_BACKOFF_MS, MIN_RETRY_BACKOFF_MS};
 
 /// The most events published per round and consumer queue.
 pub const RELAY_BATCH_SIZE: u32 = 500;
@@ -70,12 +72,14 @@ pub async fn relay_outbox(
 }
 
 /// Publishes one batch per consumer queue; returns how many events it moved.
+/// Events whose publish failed are given back at once without counting an
+/// attempt: a broker outage delays events, it never dead-letters them.
 async fn relay_round(
     storage: &dyn Storage,
     publisher: &dyn EventPublisher,
 ) -> Result<usize, String> {
     let mut moved = 0;
-    for consumer in [CONSUMER_PAYMENT, CONSUMER_INVENTORY] {
+    for consumer in Consumer::ALL {
         let deliveries = storage
             .lease_events(consumer, RELAY_BATCH_SIZE, RELAY_LEASE_MS)
             .await
@@ -87,16 +91,18 @@ async fn relay_round(
             .iter()
             .map(|delivery| delivery.event.clone())
             .collect();
-        publisher
-            .publish(&events)
-            .await
-            .map_err(|error| error.to_string())?;
-        let ids = deliveries
-            .iter()
-            .map(|delivery| delivery.delivery_id)
-            .collect();
+        let receipts: Vec<_> = deliveries.iter().map(Delivery::receipt).collect();
+        if let Err(error) = publisher.publish(&events).await {
+            if let Err(release) = storage
+                .finish_deliveries(consumer, DeliveryOutcome::Release, receipts)
+                .await
+            {
+                tracing::warn!(error = %release, "cannot give unpublished events back; they return when their lease ends");
+            }
+            return Err(error.to_string());
+        }
         storage
-            .acknowledge_events(consumer, ids)
+            .finish_deliveries(consumer, DeliveryOutcome::Acknowledge, receipts)
             .await
             .map_err(|error| error.to_string())?;
         moved += deliveries.len();

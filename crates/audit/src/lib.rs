@@ -1,5 +1,7 @@
 //! The live invariant auditor: every interval it reads data-service's stock
-//! and reserved orders and checks that nothing is oversold.
+//! and reserved orders and checks that nothing is oversold. The invariants
+//! themselves are [`stockroom_domain::invariants`], the one definition the
+//! checker and the storage tests use too.
 //!
 //! Its cost is bounded: one `GET /inventory` before and one after at most
 //! [`MAX_AUDIT_PAGES`] pages of reserved orders. Stock and orders are read in
@@ -8,6 +10,9 @@
 //! a busy but correct system from raising false alarms. The single-row checks
 //! (available never negative, reserved within on hand, conservation) need no
 //! snapshot and are made every time.
+//!
+//! Its work per round is bounded and does not grow with the orders that are
+//! finished: reserved orders are listed through data-service's status index.
 //!
 //! The auditor only talks the public HTTP contract, so the lab's naive
 //! inventory-service runs the very same code against its JSON-file storage.
@@ -19,6 +24,7 @@ use std::time::{Duration, SystemTime};
 use axum::Json;
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
+use stockroom_domain::invariants::{self, StockFigures};
 use stockroom_http_kit::{Metrics, ServiceClient};
 use tokio_util::sync::CancellationToken;
 
@@ -68,6 +74,17 @@ pub struct InvariantReport {
     pub violations: Vec<Violation>,
 }
 
+impl From<invariants::Violation> for Violation {
+    fn from(violation: invariants::Violation) -> Violation {
+        Violation {
+            invariant: violation.invariant.name().to_owned(),
+            product: violation.subject,
+            expected: violation.expected,
+            actual: violation.actual,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct AuditItem {
@@ -77,6 +94,19 @@ struct AuditItem {
     available: Option<i64>,
     sold: Option<i64>,
     received: Option<i64>,
+}
+
+impl AuditItem {
+    fn figures(&self) -> StockFigures {
+        StockFigures {
+            product: self.product_name.clone(),
+            on_hand: self.quantity,
+            reserved: self.reserved_quantity,
+            available: self.available,
+            sold: self.sold,
+            received: self.received,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -204,10 +234,12 @@ impl Auditor {
             .get("/inventory")
             .await
             .map_err(|error| error.to_string())?;
-        let mut violations = Vec::new();
-        for item in &before.inventory {
-            check_item(item, &mut violations);
-        }
+        let stock: Vec<StockFigures> = before.inventory.iter().map(AuditItem::figures).collect();
+        let mut violations: Vec<Violation> = stock
+            .iter()
+            .flat_map(invariants::check_stock)
+            .map(Violation::from)
+            .collect();
         let mut reserved: BTreeMap<String, i64> = BTreeMap::new();
         let mut reserved_orders = 0;
         let mut complete = false;
@@ -252,20 +284,11 @@ impl Auditor {
             .map_err(|error| error.to_string())?;
         let reserved_sum_checked = complete && again.inventory == before.inventory;
         if reserved_sum_checked {
-            for item in &before.inventory {
-                let held = reserved
-                    .get(&item.product_name.to_lowercase())
-                    .copied()
-                    .unwrap_or(0);
-                if held != item.reserved_quantity {
-                    violations.push(Violation {
-                        invariant: "reserved_matches_orders".into(),
-                        product: item.product_name.clone(),
-                        expected: format!("reservedQuantity {held} (sum of reserved orders)"),
-                        actual: format!("reservedQuantity {}", item.reserved_quantity),
-                    });
-                }
-            }
+            violations.extend(
+                invariants::check_reserved_sums(&stock, &reserved)
+                    .into_iter()
+                    .map(Violation::from),
+            );
         }
         violations.sort();
         violations.truncate(MAX_REPORTED_VIOLATIONS);
@@ -283,42 +306,6 @@ struct Findings {
     products: usize,
     reserved_orders: usize,
     reserved_sum_checked: bool,
-}
-
-fn check_item(item: &AuditItem, violations: &mut Vec<Violation>) {
-    let available = item
-        .available
-        .unwrap_or(item.quantity - item.reserved_quantity);
-    if available < 0 {
-        violations.push(Violation {
-            invariant: "available_non_negative".into(),
-            product: item.product_name.clone(),
-            expected: "available >= 0".into(),
-            actual: format!("available {available}"),
-        });
-    }
-    if item.reserved_quantity > item.quantity || item.reserved_quantity < 0 {
-        violations.push(Violation {
-            invariant: "reserved_within_on_hand".into(),
-            product: item.product_name.clone(),
-            expected: format!("0 <= reservedQuantity <= quantity {}", item.quantity),
-            actual: format!("reservedQuantity {}", item.reserved_quantity),
-        });
-    }
-    if let (Some(received), Some(sold)) = (item.received, item.sold)
-        && received != item.quantity + sold
-    {
-        violations.push(Violation {
-            invariant: "conservation".into(),
-            product: item.product_name.clone(),
-            expected: format!("received {received} == quantity + sold"),
-            actual: format!(
-                "quantity {} + sold {sold} = {}",
-                item.quantity,
-                item.quantity + sold
-            ),
-        });
-    }
 }
 
 /// `GET /invariants`: the last audit's report.
