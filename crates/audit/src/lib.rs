@@ -85,33 +85,9 @@ impl From<invariants::Violation> for Violation {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct AuditItem {
-    product_name: String,
-    quantity: i64,
-    reserved_quantity: i64,
-    available: Option<i64>,
-    sold: Option<i64>,
-    received: Option<i64>,
-}
-
-impl AuditItem {
-    fn figures(&self) -> StockFigures {
-        StockFigures {
-            product: self.product_name.clone(),
-            on_hand: self.quantity,
-            reserved: self.reserved_quantity,
-            available: self.available,
-            sold: self.sold,
-            received: self.received,
-        }
-    }
-}
-
 #[derive(Debug, Deserialize)]
 struct AuditInventory {
-    inventory: Vec<AuditItem>,
+    inventory: Vec<StockFigures>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -234,7 +210,7 @@ impl Auditor {
             .get("/inventory")
             .await
             .map_err(|error| error.to_string())?;
-        let stock: Vec<StockFigures> = before.inventory.iter().map(AuditItem::figures).collect();
+        let stock = &before.inventory;
         let mut violations: Vec<Violation> = stock
             .iter()
             .flat_map(invariants::check_stock)

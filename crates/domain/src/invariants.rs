@@ -110,15 +110,22 @@ impl fmt::Display for Violation {
     }
 }
 
-/// One product's figures as a service reports them. `available`, `sold` and
-/// `received` are optional because not every system reports them.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One product's figures as a service reports them, read straight from an
+/// item of `GET /inventory`. `available`, `sold` and `received` are optional
+/// because not every system reports them.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 pub struct StockFigures {
+    #[serde(rename = "productName")]
     pub product: String,
+    #[serde(rename = "quantity")]
     pub on_hand: i64,
+    #[serde(rename = "reservedQuantity")]
     pub reserved: i64,
+    #[serde(default)]
     pub available: Option<i64>,
+    #[serde(default)]
     pub sold: Option<i64>,
+    #[serde(default)]
     pub received: Option<i64>,
 }
 

@@ -155,20 +155,9 @@ impl CheckReport {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Item {
-    product_name: String,
-    quantity: i64,
-    reserved_quantity: i64,
-    available: Option<i64>,
-    sold: Option<i64>,
-    received: Option<i64>,
-}
-
 #[derive(Debug, Deserialize)]
 struct InventoryDocument {
-    inventory: Vec<Item>,
+    inventory: Vec<StockFigures>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -439,19 +428,6 @@ fn outcome(name: &str, expected: String, good: String, details: Vec<String>) -> 
     }
 }
 
-impl Item {
-    fn figures(&self) -> StockFigures {
-        StockFigures {
-            product: self.product_name.clone(),
-            on_hand: self.quantity,
-            reserved: self.reserved_quantity,
-            available: self.available,
-            sold: self.sold,
-            received: self.received,
-        }
-    }
-}
-
 impl Order {
     fn figures(&self) -> OrderFigures {
         OrderFigures {
@@ -488,11 +464,10 @@ fn verdict(invariant: Invariant, violations: &[Violation], good: String) -> Chec
 /// The stock invariants ([`stockroom_domain::invariants`]): each product on
 /// its own, and, with the orders, against what the orders hold and took.
 fn stock_checks(
-    items: &[Item],
+    stock: &[StockFigures],
     orders: Option<&[Order]>,
     config: &CheckConfig,
 ) -> Vec<CheckOutcome> {
-    let stock: Vec<StockFigures> = items.iter().map(Item::figures).collect();
     let mut violations: Vec<Violation> = stock.iter().flat_map(invariants::check_stock).collect();
     let lowest = stock.iter().map(StockFigures::available).min().unwrap_or(0);
     let mut checks = vec![
