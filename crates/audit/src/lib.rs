@@ -261,7 +261,7 @@ impl Auditor {
         let reserved_sum_checked = complete && again.inventory == before.inventory;
         if reserved_sum_checked {
             violations.extend(
-                invariants::check_reserved_sums(&stock, &reserved)
+                invariants::check_reserved_sums(stock, &reserved)
                     .into_iter()
                     .map(Violation::from),
             );
