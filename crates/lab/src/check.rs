@@ -488,11 +488,11 @@ fn stock_checks(
     let figures: Vec<OrderFigures> = orders.iter().map(Order::figures).collect();
     let reserved = invariants::units_by_status(&figures, OrderStatus::Reserved);
     let fulfilled = invariants::units_by_status(&figures, OrderStatus::Fulfilled);
-    violations.extend(invariants::check_reserved_sums(&stock, &reserved));
-    violations.extend(invariants::check_sold_sums(&stock, &fulfilled));
+    violations.extend(invariants::check_reserved_sums(stock, &reserved));
+    violations.extend(invariants::check_sold_sums(stock, &fulfilled));
     if let Some(initial) = &config.initial_stock {
         violations.extend(invariants::check_against_initial(
-            &stock, initial, &fulfilled,
+            stock, initial, &fulfilled,
         ));
     }
     checks.push(verdict(
