@@ -7,8 +7,7 @@
 
 use stockroom_domain::rules::{Changes, OrderRecord};
 use stockroom_storage::batch::Writes;
-
-use tokio_postgres::types::ToSql;
+use stockroom_storage::lines;
 
 use crate::Failure;
 use crate::load::inconsistent;
@@ -135,39 +134,28 @@ async fn insert_orders(tx: Tx<'_>, orders: &[OrderRecord]) -> Result<(), Failure
     let versions: Vec<i64> = orders.iter().map(|order| order.version).collect();
     let created: Vec<i64> = orders.iter().map(|order| order.created_at_ms).collect();
     let updated: Vec<i64> = orders.iter().map(|order| order.updated_at_ms).collect();
-    let lines = orders.iter().flat_map(|order| {
-        order
-            .lines
-            .iter()
-            .map(move |line| (order.id.as_str(), line))
-    });
-    let (mut line_orders, mut line_keys, mut line_names, mut line_units) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for (order_id, line) in lines {
-        line_orders.push(order_id);
-        line_keys.push(line.product_key.as_str());
-        line_names.push(line.product_name.as_str());
-        line_units.push(i64::from(line.quantity.get()));
-    }
-    let order_params: [&(dyn ToSql + Sync); 8] = [
-        &ids, &customers, &statuses, &reasons, &payments, &versions, &created, &updated,
-    ];
-    let line_params: [&(dyn ToSql + Sync); 4] =
-        [&line_orders, &line_keys, &line_names, &line_units];
-    tokio::try_join!(
-        tx.execute(
-            "INSERT INTO orders (id, customer_id, status, reason, payment_status, version,
-                                 created_at_ms, updated_at_ms)
-             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
-                                  $6::bigint[], $7::bigint[], $8::bigint[])",
-            &order_params,
-        ),
-        tx.execute(
-            "INSERT INTO order_items (order_id, product_key, product_name, quantity)
-             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[])",
-            &line_params,
-        ),
-    )?;
+    let order_lines: Vec<String> = orders
+        .iter()
+        .map(|order| lines::encode(&order.lines))
+        .collect();
+    tx.execute(
+        "INSERT INTO orders (id, customer_id, status, reason, payment_status, version,
+                             created_at_ms, updated_at_ms, lines)
+         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                              $6::bigint[], $7::bigint[], $8::bigint[], $9::text[])",
+        &[
+            &ids,
+            &customers,
+            &statuses,
+            &reasons,
+            &payments,
+            &versions,
+            &created,
+            &updated,
+            &order_lines,
+        ],
+    )
+    .await?;
     Ok(())
 }
 

@@ -96,13 +96,14 @@ pub(crate) async fn finish(
         .iter()
         .map(|receipt| receipt.lease_token.as_str())
         .collect();
-    let matching = "outbox.consumer = $1 AND outbox.dead_at_ms IS NULL
-                    AND (outbox.seq, outbox.lease_token)
-                        IN (SELECT * FROM unnest($2::bigint[], $3::text[]))";
+    // Each receipt finds its row through the primary key.
+    let receipts = "unnest($2::bigint[], $3::text[]) AS receipt (seq, lease_token)";
+    let matching = "outbox.seq = receipt.seq AND outbox.lease_token = receipt.lease_token
+                    AND outbox.consumer = $1 AND outbox.dead_at_ms IS NULL";
     let changed = match outcome {
         DeliveryOutcome::Acknowledge => {
             tx.execute(
-                &format!("DELETE FROM outbox WHERE {matching}"),
+                &format!("DELETE FROM outbox USING {receipts} WHERE {matching}"),
                 &[&consumer.as_str(), &seqs, &tokens],
             )
             .await?
@@ -110,7 +111,8 @@ pub(crate) async fn finish(
         DeliveryOutcome::Release => {
             tx.execute(
                 &format!(
-                    "UPDATE outbox SET leased_until_ms = 0, lease_token = NULL WHERE {matching}"
+                    "UPDATE outbox SET leased_until_ms = 0, lease_token = NULL
+                     FROM {receipts} WHERE {matching}"
                 ),
                 &[&consumer.as_str(), &seqs, &tokens],
             )
@@ -121,9 +123,11 @@ pub(crate) async fn finish(
                 .execute(
                     &format!(
                         "UPDATE outbox
-                         SET rejections = rejections + 1, leased_until_ms = 0, lease_token = NULL,
-                             dead_at_ms = CASE WHEN rejections + 1 >= $4 THEN $5::bigint END
-                         WHERE {matching}"
+                         SET rejections = outbox.rejections + 1, leased_until_ms = 0,
+                             lease_token = NULL,
+                             dead_at_ms = CASE WHEN outbox.rejections + 1 >= $4
+                                               THEN $5::bigint END
+                         FROM {receipts} WHERE {matching}"
                     ),
                     &[
                         &consumer.as_str(),

@@ -34,6 +34,7 @@ mod load;
 mod migrate;
 mod read;
 mod sql;
+mod vacuum;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -112,6 +113,15 @@ pub struct PostgresStorage {
     /// `None` when group commit is off: each call is then its own
     /// transaction, concurrently with the others.
     group_commit: Option<GroupCommit>,
+    /// Outbox rows deleted by acknowledgements since the last vacuum.
+    deleted_events: Arc<AtomicU64>,
+    vacuum: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for PostgresStorage {
+    fn drop(&mut self) {
+        self.vacuum.abort();
+    }
 }
 
 impl std::fmt::Debug for PostgresStorage {
@@ -159,21 +169,28 @@ impl PostgresStorage {
         if pg_config.get_application_name().is_none() {
             pg_config.application_name(APPLICATION_NAME);
         }
+        // Startup options apply to every connection the pool opens,
+        // including ones reopened after a failure, which a `SET` issued after
+        // connecting would not.
+        let mut startup = Vec::new();
         if let Some(schema) = &config.schema {
             check_schema_name(schema)?;
-            // A startup option applies to every connection the pool opens,
-            // including ones reopened after a failure, which a `SET` issued
-            // after connecting would not.
             // Quoted, so that a name that happens to be a keyword still works.
-            let search_path = format!("-c search_path=\"{schema}\"");
-            let options = match pg_config.get_options() {
-                Some(existing) if !existing.trim().is_empty() => {
-                    format!("{existing} {search_path}")
-                }
-                _ => search_path,
-            };
-            pg_config.options(options);
+            startup.push(format!("-c search_path=\"{schema}\""));
         }
+        // Every statement is planned for its actual arguments. A cached
+        // generic plan is made from the first executions, when the outbox
+        // and the orders may be nearly empty, and a plan fit for an empty
+        // table (a scan) is kept when the table holds a backlog of events.
+        // The statements are few per batch, so planning each costs little.
+        startup.push("-c plan_cache_mode=force_custom_plan".to_owned());
+        let options = match pg_config.get_options() {
+            Some(existing) if !existing.trim().is_empty() => {
+                format!("{existing} {}", startup.join(" "))
+            }
+            _ => startup.join(" "),
+        };
+        pg_config.options(options);
         let manager = Manager::from_config(
             pg_config,
             NoTls,
@@ -195,11 +212,19 @@ impl PostgresStorage {
         let group_commit = group_commit
             .enabled
             .then(|| GroupCommit::start(pool.clone(), Arc::clone(&statements), group_commit));
+        let deleted_events = Arc::new(AtomicU64::new(0));
+        let vacuum = vacuum::start(
+            pool.clone(),
+            Arc::clone(&deleted_events),
+            Arc::clone(&statements),
+        );
         let storage = PostgresStorage {
             pool,
             schema: config.schema,
             statements,
             group_commit,
+            deleted_events,
+            vacuum,
         };
         let mut client = storage
             .pool
@@ -511,14 +536,18 @@ impl Storage for PostgresStorage {
         if receipts.is_empty() {
             return Ok(0);
         }
-        transaction!(self, write, |tx| bus::finish(
+        let changed = transaction!(self, write, |tx| bus::finish(
             tx,
             consumer,
             outcome,
             &receipts,
             now_ms()
         )
-        .await?)
+        .await?)?;
+        if outcome == DeliveryOutcome::Acknowledge {
+            self.deleted_events.fetch_add(changed, Ordering::Relaxed);
+        }
+        Ok(changed)
     }
 
     async fn dead_letters(
@@ -559,6 +588,7 @@ impl Storage for PostgresStorage {
         if let Some(group_commit) = &self.group_commit {
             group_commit.flush().await;
         }
+        self.vacuum.abort();
         self.close_pool();
     }
 }

@@ -11,20 +11,18 @@
 //! processed-event records and stock read after an order's lock was granted
 //! include everything the previous holder wrote.
 
-use std::collections::HashMap;
-
-use stockroom_domain::rules::{Book, OrderLine, OrderRecord, StoredKey};
-use stockroom_domain::{Quantity, Stock};
-use stockroom_storage::StorageError;
+use stockroom_domain::Stock;
+use stockroom_domain::rules::{Book, OrderRecord, StoredKey};
 use stockroom_storage::batch::Needs;
+use stockroom_storage::{StorageError, lines};
 use tokio_postgres::Row;
 
 use crate::Failure;
 use crate::sql::Tx;
 
-/// The columns [`order_row`] reads, in its order.
+/// The columns [`order_records`] reads, in its order.
 pub(crate) const ORDER_COLUMNS: &str =
-    "id, customer_id, status, reason, payment_status, version, created_at_ms, updated_at_ms";
+    "id, customer_id, status, reason, payment_status, version, created_at_ms, updated_at_ms, lines";
 
 /// The columns of [`stock_row`], in its order.
 pub(crate) const STOCK_COLUMNS: &str =
@@ -93,24 +91,12 @@ pub(crate) async fn load(tx: Tx<'_>, needs: &mut Needs, now_ms: i64) -> Result<B
                 &[&ids],
             )
             .await?;
-        if !rows.is_empty() {
-            let found: Vec<String> = rows
-                .iter()
-                .map(|row| row.try_get(0))
-                .collect::<Result<_, _>>()?;
-            let lines = tx
-                .query(
-                    "SELECT order_id, product_key, product_name, quantity FROM order_items
-                     WHERE order_id = ANY($1)",
-                    &[&found],
-                )
-                .await?;
-            for order in order_records(&rows, &lines)? {
-                needs.add_lines(&order);
-                book.load_order(order);
-            }
+        for order in order_records(&rows)? {
+            needs.add_lines(&order);
+            book.load_order(order);
         }
     }
+    needs.orders_loaded(&book);
     for (consumer, event_ids) in &needs.processed {
         let event_ids: Vec<&str> = event_ids.iter().map(String::as_str).collect();
         for row in tx
@@ -158,21 +144,9 @@ pub(crate) fn stock_row(row: &Row) -> Result<(String, String, Stock), Failure> {
     Ok((key, name, stock))
 }
 
-/// Orders (rows of [`ORDER_COLUMNS`]) joined with their lines (rows of
-/// order id, product key, product name, quantity), in the orders' order.
-pub(crate) fn order_records(orders: &[Row], lines: &[Row]) -> Result<Vec<OrderRecord>, Failure> {
-    let mut by_order: HashMap<String, Vec<OrderLine>> = HashMap::with_capacity(orders.len());
-    for line in lines {
-        let order_id: String = line.try_get(0)?;
-        let quantity: i64 = line.try_get(3)?;
-        let quantity = Quantity::new(i128::from(quantity))
-            .map_err(|error| inconsistent(format!("order {order_id}: {error}")))?;
-        by_order.entry(order_id).or_default().push(OrderLine {
-            product_key: line.try_get(1)?,
-            product_name: line.try_get(2)?,
-            quantity,
-        });
-    }
+/// The records of order rows (of [`ORDER_COLUMNS`]), checked, in the rows'
+/// order.
+pub(crate) fn order_records(orders: &[Row]) -> Result<Vec<OrderRecord>, Failure> {
     orders
         .iter()
         .map(|row| {
@@ -181,8 +155,7 @@ pub(crate) fn order_records(orders: &[Row], lines: &[Row]) -> Result<Vec<OrderRe
             let status: String = row.try_get(2)?;
             let reason: Option<String> = row.try_get(3)?;
             let payment: String = row.try_get(4)?;
-            let mut lines = by_order.remove(&id).unwrap_or_default();
-            lines.sort_by(|a, b| a.product_key.cmp(&b.product_key));
+            let lines: String = row.try_get(8)?;
             Ok(OrderRecord {
                 customer_id: row.try_get(1)?,
                 status: status.parse().map_err(parse_error)?,
@@ -195,7 +168,7 @@ pub(crate) fn order_records(orders: &[Row], lines: &[Row]) -> Result<Vec<OrderRe
                 version: row.try_get(5)?,
                 created_at_ms: row.try_get(6)?,
                 updated_at_ms: row.try_get(7)?,
-                lines,
+                lines: lines::decode(&id, &lines)?,
                 id,
             })
         })

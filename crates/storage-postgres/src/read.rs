@@ -4,7 +4,7 @@
 //!
 //! Every list filter is served by an index (`orders_by_status`,
 //! `orders_by_customer`, or the primary key for the plain cursor), and a page
-//! of orders is assembled from three queries whatever its size, so a read
+//! of orders is assembled from two queries whatever its size, so a read
 //! costs the same with ten thousand orders stored as with ten million.
 
 use std::collections::HashMap;
@@ -52,20 +52,15 @@ pub(crate) async fn order(tx: Tx<'_>, order_id: &str) -> Result<Option<Order>, F
 }
 
 /// The documents of the orders with these ids, in the order given (ids of
-/// no order are left out): three pipelined queries for any number of orders.
+/// no order are left out): two pipelined queries for any number of orders.
 async fn documents(tx: Tx<'_>, ids: &[String]) -> Result<Vec<Order>, Failure> {
     if ids.is_empty() {
         return Ok(Vec::new());
     }
     let orders_sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = ANY($1)");
     let params: [&(dyn ToSql + Sync); 1] = [&ids];
-    let (rows, lines, history_rows) = tokio::try_join!(
+    let (rows, history_rows) = tokio::try_join!(
         tx.query(&orders_sql, &params),
-        tx.query(
-            "SELECT order_id, product_key, product_name, quantity FROM order_items
-             WHERE order_id = ANY($1)",
-            &params,
-        ),
         tx.query(
             "SELECT order_id, version, status, reason, at_ms FROM order_history
              WHERE order_id = ANY($1) ORDER BY order_id, version",
@@ -80,11 +75,7 @@ async fn documents(tx: Tx<'_>, ids: &[String]) -> Result<Vec<Order>, Failure> {
                 .map_err(inconsistent)?;
         histories.entry(row.try_get(0)?).or_default().push(entry);
     }
-    Ok(assemble_documents(
-        ids,
-        order_records(&rows, &lines)?,
-        histories,
-    ))
+    Ok(assemble_documents(ids, order_records(&rows)?, histories))
 }
 
 /// The query listing order ids for a filter, with its parameters numbered

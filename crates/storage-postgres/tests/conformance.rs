@@ -227,6 +227,13 @@ async fn a_version_one_database_is_migrated_without_loss() {
              INSERT INTO idempotency_keys (key, fingerprint, result_json, created_at_ms)
              VALUES ('k1', 'f1', '{{\"outcome\":\"reserved\",\"order\":{{\"customerId\":\"c7\"}}}}', 1000),
                     ('k2', 'f2', NULL, 1000);
+             INSERT INTO orders (id, customer_id, status, reason, payment_status, version,
+                                 created_at_ms, updated_at_ms)
+             VALUES ('a', 'c7', 'reserved', NULL, 'none', 1, 1000, 1000);
+             INSERT INTO order_items (order_id, product_key, product_name, quantity)
+             VALUES ('a', 'phone', 'Phone', 1), ('a', 'laptop', 'Laptop', 2);
+             INSERT INTO order_history (order_id, version, status, reason, at_ms)
+             VALUES ('a', 1, 'reserved', NULL, 1000);
              RESET search_path;",
             initial = include_str!("../src/migrations/0001_initial_schema.sql"),
         ))
@@ -249,6 +256,11 @@ async fn a_version_one_database_is_migrated_without_loss() {
         .dead_letters(stockroom_domain::Consumer::Payment, 10)
         .await
         .expect("dead letters");
+    let order = storage
+        .order("a")
+        .await
+        .expect("read")
+        .expect("the order survives");
     let keys = admin
         .client
         .query(
@@ -273,6 +285,16 @@ async fn a_version_one_database_is_migrated_without_loss() {
         keys.expect("keys"),
         [("c7".to_owned(), "k1".to_owned())],
         "answered keys keep their customer; a key never answered is dropped"
+    );
+    let lines: Vec<(&str, u32)> = order
+        .items
+        .iter()
+        .map(|line| (line.product.name.as_str(), line.quantity))
+        .collect();
+    assert_eq!(
+        lines,
+        [("Laptop", 2), ("Phone", 1)],
+        "its lines, in key order"
     );
 }
 

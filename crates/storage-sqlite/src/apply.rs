@@ -6,8 +6,8 @@
 //! makes impossible, so it is reported as a bug rather than written.
 
 use stockroom_domain::rules::{Changes, OrderRecord};
-use stockroom_storage::StorageError;
 use stockroom_storage::batch::Writes;
+use stockroom_storage::{StorageError, lines};
 
 use crate::records::json_list;
 use crate::sql::Sql;
@@ -147,34 +147,17 @@ fn insert_orders(sql: Sql<'_>, orders: &[OrderRecord]) -> Result<(), StorageErro
                 order.version,
                 order.created_at_ms,
                 order.updated_at_ms,
+                lines::encode(&order.lines),
             )
         })
         .collect();
     sql.execute(
         "INSERT INTO orders (id, customer_id, status, reason, payment_status, version,
-                             created_at_ms, updated_at_ms)
+                             created_at_ms, updated_at_ms, lines)
          SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5,
-                value ->> 6, value ->> 7
+                value ->> 6, value ->> 7, value ->> 8
          FROM json_each(?1)",
         [json_list(&rows)],
-    )?;
-    let lines: Vec<_> = orders
-        .iter()
-        .flat_map(|order| {
-            order.lines.iter().map(|line| {
-                (
-                    &order.id,
-                    &line.product_key,
-                    &line.product_name,
-                    line.quantity.get(),
-                )
-            })
-        })
-        .collect();
-    sql.execute(
-        "INSERT INTO order_items (order_id, product_key, product_name, quantity)
-         SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3 FROM json_each(?1)",
-        [json_list(&lines)],
     )?;
     Ok(())
 }

@@ -441,7 +441,13 @@ mod tests {
                      INSERT INTO deliveries (consumer, seq, attempts, leased_until_ms) VALUES ('payment', 1, 2, 0);
                      INSERT INTO dead_letters (consumer, seq, attempts, at_ms) VALUES ('payment', 2, 10, 2000);
                      INSERT INTO idempotency_keys (key, fingerprint, result_json, created_at_ms)
-                     VALUES ('k1', 'f1', '{\"outcome\":\"reserved\",\"order\":{\"customerId\":\"c7\"}}', 1000);",
+                     VALUES ('k1', 'f1', '{\"outcome\":\"reserved\",\"order\":{\"customerId\":\"c7\"}}', 1000);
+                     INSERT INTO orders (id, customer_id, status, reason, payment_status, version, created_at_ms, updated_at_ms)
+                     VALUES ('a', 'c7', 'reserved', NULL, 'none', 1, 1000, 1000);
+                     INSERT INTO order_items (order_id, product_key, product_name, quantity)
+                     VALUES ('a', 'phone', 'Phone', 1), ('a', 'laptop', 'Laptop', 2);
+                     INSERT INTO order_history (order_id, version, status, reason, at_ms)
+                     VALUES ('a', 1, 'reserved', NULL, 1000);",
                 )
                 .unwrap();
         }
@@ -467,6 +473,21 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(key.as_deref(), Some("c7"));
+        let order = storage
+            .order("a")
+            .await
+            .unwrap()
+            .expect("the order survives");
+        let lines: Vec<(&str, u32)> = order
+            .items
+            .iter()
+            .map(|line| (line.product.name.as_str(), line.quantity))
+            .collect();
+        assert_eq!(
+            lines,
+            [("Laptop", 2), ("Phone", 1)],
+            "its lines, in key order"
+        );
         storage.shut_down().await;
     }
 }

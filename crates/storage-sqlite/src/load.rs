@@ -6,8 +6,7 @@ use stockroom_storage::StorageError;
 use stockroom_storage::batch::Needs;
 
 use crate::records::{
-    LINE_COLUMNS, ORDER_COLUMNS, STOCK_COLUMNS, json_list, line_row, order_records, order_row,
-    stock, stock_row,
+    ORDER_COLUMNS, STOCK_COLUMNS, json_list, order_records, order_row, stock, stock_row,
 };
 use crate::sql::Sql;
 
@@ -65,21 +64,12 @@ pub(crate) fn load(sql: Sql<'_>, needs: &mut Needs, now_ms: i64) -> Result<Book,
             [&ids],
             order_row,
         )?;
-        if !rows.is_empty() {
-            let lines = sql.rows(
-                &format!(
-                    "SELECT {LINE_COLUMNS} FROM order_items
-                     WHERE order_id IN (SELECT value FROM json_each(?1))"
-                ),
-                [&ids],
-                line_row,
-            )?;
-            for order in order_records(rows, lines)? {
-                needs.add_lines(&order);
-                book.load_order(order);
-            }
+        for order in order_records(rows)? {
+            needs.add_lines(&order);
+            book.load_order(order);
         }
     }
+    needs.orders_loaded(&book);
     for (consumer, event_ids) in &needs.processed {
         let found = sql.rows(
             "SELECT event_id FROM processed_events

@@ -3,7 +3,7 @@
 //!
 //! Every list filter is served by an index (`orders_by_status`,
 //! `orders_by_customer`, or the primary key for the plain cursor), and a page
-//! of orders is assembled from three queries whatever its size, so a read
+//! of orders is assembled from two queries whatever its size, so a read
 //! costs the same with ten thousand orders stored as with ten million.
 
 use std::collections::HashMap;
@@ -12,8 +12,7 @@ use stockroom_contract::{HistoryEntry, InventoryItem, Order, OrderList};
 use stockroom_storage::{MAX_ORDERS_PER_PAGE, OrderFilter, StorageError, assemble_documents};
 
 use crate::records::{
-    LINE_COLUMNS, ORDER_COLUMNS, STOCK_COLUMNS, json_list, line_row, order_records, order_row,
-    stock, stock_row,
+    ORDER_COLUMNS, STOCK_COLUMNS, json_list, order_records, order_row, stock, stock_row,
 };
 use crate::sql::Sql;
 
@@ -51,7 +50,7 @@ pub(crate) fn order(sql: Sql<'_>, order_id: &str) -> Result<Option<Order>, Stora
 }
 
 /// The documents of the orders with these ids, in the order given (ids of
-/// no order are left out): three queries for any number of orders.
+/// no order are left out): two queries for any number of orders.
 fn documents(sql: Sql<'_>, ids: &[String]) -> Result<Vec<Order>, StorageError> {
     if ids.is_empty() {
         return Ok(Vec::new());
@@ -63,13 +62,6 @@ fn documents(sql: Sql<'_>, ids: &[String]) -> Result<Vec<Order>, StorageError> {
         ),
         [&list],
         order_row,
-    )?;
-    let lines = sql.rows(
-        &format!(
-            "SELECT {LINE_COLUMNS} FROM order_items WHERE order_id IN (SELECT value FROM json_each(?1))"
-        ),
-        [&list],
-        line_row,
     )?;
     let history_rows = sql.rows(
         "SELECT order_id, version, status, reason, at_ms FROM order_history
@@ -91,11 +83,7 @@ fn documents(sql: Sql<'_>, ids: &[String]) -> Result<Vec<Order>, StorageError> {
             .map_err(StorageError::Inconsistent)?;
         histories.entry(order_id).or_default().push(entry);
     }
-    Ok(assemble_documents(
-        ids,
-        order_records(rows, lines)?,
-        histories,
-    ))
+    Ok(assemble_documents(ids, order_records(rows)?, histories))
 }
 
 /// The query listing order ids for a filter. Each combination gets its own

@@ -1,25 +1,20 @@
 //! Rows to domain records: the one place that reads the order and stock
 //! tables' columns, for loading a batch and for serving reads alike.
 
-use std::collections::HashMap;
-
 use rusqlite::Row;
-use stockroom_domain::rules::{OrderLine, OrderRecord};
-use stockroom_domain::{Quantity, Stock};
-use stockroom_storage::StorageError;
+use stockroom_domain::Stock;
+use stockroom_domain::rules::OrderRecord;
+use stockroom_storage::{StorageError, lines};
 
 /// The columns [`order_row`] reads, in its order.
 pub(crate) const ORDER_COLUMNS: &str =
-    "id, customer_id, status, reason, payment_status, version, created_at_ms, updated_at_ms";
-
-/// The columns [`line_row`] reads, in its order.
-pub(crate) const LINE_COLUMNS: &str = "order_id, product_key, product_name, quantity";
+    "id, customer_id, status, reason, payment_status, version, created_at_ms, updated_at_ms, lines";
 
 /// The columns [`stock_row`] reads, in its order.
 pub(crate) const STOCK_COLUMNS: &str =
     "product_key, product_name, quantity, reserved, sold, received";
 
-/// An order's row, before its lines are attached.
+/// An order's row, as stored.
 pub(crate) struct OrderRow {
     id: String,
     customer_id: String,
@@ -29,6 +24,7 @@ pub(crate) struct OrderRow {
     version: i64,
     created_at_ms: i64,
     updated_at_ms: i64,
+    lines: String,
 }
 
 pub(crate) fn order_row(row: &Row<'_>) -> rusqlite::Result<OrderRow> {
@@ -41,40 +37,19 @@ pub(crate) fn order_row(row: &Row<'_>) -> rusqlite::Result<OrderRow> {
         version: row.get(5)?,
         created_at_ms: row.get(6)?,
         updated_at_ms: row.get(7)?,
+        lines: row.get(8)?,
     })
-}
-
-/// (order id, line).
-pub(crate) type LineRow = (String, String, String, i64);
-
-pub(crate) fn line_row(row: &Row<'_>) -> rusqlite::Result<LineRow> {
-    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
 }
 
 fn inconsistent(message: String) -> StorageError {
     StorageError::Inconsistent(message)
 }
 
-/// Joins order rows with their lines, keeping the rows' order.
-pub(crate) fn order_records(
-    orders: Vec<OrderRow>,
-    lines: Vec<LineRow>,
-) -> Result<Vec<OrderRecord>, StorageError> {
-    let mut by_order: HashMap<String, Vec<OrderLine>> = HashMap::with_capacity(orders.len());
-    for (order_id, product_key, product_name, quantity) in lines {
-        let quantity = Quantity::new(i128::from(quantity))
-            .map_err(|error| inconsistent(format!("order {order_id}: {error}")))?;
-        by_order.entry(order_id).or_default().push(OrderLine {
-            product_key,
-            product_name,
-            quantity,
-        });
-    }
+/// The records of stored order rows, checked, in the rows' order.
+pub(crate) fn order_records(orders: Vec<OrderRow>) -> Result<Vec<OrderRecord>, StorageError> {
     orders
         .into_iter()
         .map(|row| {
-            let mut lines = by_order.remove(&row.id).unwrap_or_default();
-            lines.sort_by(|a, b| a.product_key.cmp(&b.product_key));
             let parse_error = |error: String| inconsistent(format!("order {}: {error}", row.id));
             Ok(OrderRecord {
                 status: row.status.parse().map_err(parse_error)?,
@@ -85,12 +60,12 @@ pub(crate) fn order_records(
                     .transpose()
                     .map_err(parse_error)?,
                 payment: row.payment.parse().map_err(parse_error)?,
+                lines: lines::decode(&row.id, &row.lines)?,
                 id: row.id,
                 customer_id: row.customer_id,
                 version: row.version,
                 created_at_ms: row.created_at_ms,
                 updated_at_ms: row.updated_at_ms,
-                lines,
             })
         })
         .collect()

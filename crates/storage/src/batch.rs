@@ -7,7 +7,8 @@
 //!    (locking them where other processes write too) into a
 //!    [`stockroom_domain::rules::Book`], in three steps: idempotency keys and
 //!    the sweep's candidates, then orders (whose lines add products to
-//!    [`Needs::product_keys`]), then stock and processed events;
+//!    [`Needs::product_keys`], and whose states say which processed records
+//!    matter, [`Needs::orders_loaded`]), then stock and processed events;
 //! 2. [`decide`] runs each call through the rules in arrival order and
 //!    returns each caller's [`Answer`] and the batch's [`Writes`];
 //! 3. the backend writes [`Writes`] with a fixed number of set-based
@@ -24,7 +25,7 @@ use stockroom_contract::{
 };
 use stockroom_domain::rules::{
     Book, Changes, Effect, OrderRecord, ReleaseDecision, ReserveDecision, ReserveInput, Settle,
-    SweepDecision,
+    SweepDecision, payment_applies, settlement_applies,
 };
 use stockroom_domain::{Consumer, ProductName, ReleaseReason};
 
@@ -152,8 +153,11 @@ pub struct Needs {
     /// Stock rows to load: the products requests name, and (after
     /// [`Needs::add_lines`]) those of the loaded orders.
     pub product_keys: BTreeSet<String>,
-    /// Events whose processed record to look up, per consumer.
+    /// Events whose processed record to look up, per consumer: filled in by
+    /// [`Needs::orders_loaded`].
     pub processed: BTreeMap<Consumer, BTreeSet<String>>,
+    /// Every event the calls carry, for [`Needs::orders_loaded`].
+    events: Vec<CarriedEvent>,
     /// Idempotency keys to look up, as (customer id, key).
     pub keys: BTreeSet<(String, String)>,
     /// One query per sweep call.
@@ -182,13 +186,21 @@ impl Needs {
                 Command::RecordPayments(payments) => {
                     for payment in payments {
                         needs.order_ids.insert(payment.order_id.clone());
-                        needs.add_processed(Consumer::Payment, &payment.event_id);
+                        needs.events.push(CarriedEvent {
+                            event_id: payment.event_id.clone(),
+                            order_id: payment.order_id.clone(),
+                            step: Step::Payment,
+                        });
                     }
                 }
                 Command::Settle(settlements) => {
                     for settlement in settlements {
                         needs.order_ids.insert(settlement.order_id.clone());
-                        needs.add_processed(Consumer::Inventory, &settlement.event_id);
+                        needs.events.push(CarriedEvent {
+                            event_id: settlement.event_id.clone(),
+                            order_id: settlement.order_id.clone(),
+                            step: Step::Settlement(settle_action(settlement.action)),
+                        });
                     }
                 }
                 Command::Release { order_id, .. } => {
@@ -211,11 +223,30 @@ impl Needs {
         needs
     }
 
-    fn add_processed(&mut self, consumer: Consumer, event_id: &str) {
-        self.processed
-            .entry(consumer)
-            .or_default()
-            .insert(event_id.to_owned());
+    /// Names the processed records worth looking up, once the orders are in
+    /// the book: only those of events whose order's state says they no longer
+    /// apply. An event that still applies was never applied (applying it moves
+    /// the order on), so in the steady flow of a sale no record is read; a
+    /// redelivered event is recognised by its record and answered
+    /// `duplicate`.
+    pub fn orders_loaded(&mut self, book: &Book) {
+        for event in &self.events {
+            let Some(order) = book.order(&event.order_id) else {
+                continue;
+            };
+            let (consumer, applies) = match event.step {
+                Step::Payment => (Consumer::Payment, payment_applies(order)),
+                Step::Settlement(action) => {
+                    (Consumer::Inventory, settlement_applies(order, action))
+                }
+            };
+            if !applies {
+                self.processed
+                    .entry(consumer)
+                    .or_default()
+                    .insert(event.event_id.clone());
+            }
+        }
     }
 
     /// Adds the sweep candidates the backend found for sweep `index`.
@@ -228,6 +259,27 @@ impl Needs {
     pub fn add_lines(&mut self, order: &OrderRecord) {
         self.product_keys
             .extend(order.lines.iter().map(|line| line.product_key.clone()));
+    }
+}
+
+/// An event a call carries, and the step of the flow it asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct CarriedEvent {
+    event_id: String,
+    order_id: String,
+    step: Step,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Payment,
+    Settlement(Settle),
+}
+
+fn settle_action(action: SettlementAction) -> Settle {
+    match action {
+        SettlementAction::Commit => Settle::Commit,
+        SettlementAction::Release => Settle::Release,
     }
 }
 
@@ -301,10 +353,7 @@ pub fn decide(
                 settlements
                     .iter()
                     .map(|settlement| {
-                        let action = match settlement.action {
-                            SettlementAction::Commit => Settle::Commit,
-                            SettlementAction::Release => Settle::Release,
-                        };
+                        let action = settle_action(settlement.action);
                         let effect = book.settle(&settlement.order_id, &settlement.event_id, action);
                         tracing::debug!(order_id = %settlement.order_id, ?action, ?effect, "settlement decided");
                         effect_result(&settlement.order_id, effect)

@@ -22,6 +22,7 @@
 
 pub mod batch;
 mod error;
+pub mod lines;
 
 use std::collections::HashMap;
 

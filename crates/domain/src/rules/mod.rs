@@ -26,10 +26,10 @@ use crate::order::{Consumer, EventKind, OrderStatus, PaymentStatus, Reason};
 use crate::stock::{Stock, StockError};
 use crate::values::{ProductName, Quantity};
 
-pub use payment::Effect;
+pub use payment::{Effect, payment_applies};
 pub use release::{ReleaseDecision, SweepDecision};
 pub use reserve::{ReserveDecision, ReserveInput, Shortage};
-pub use settle::Settle;
+pub use settle::{Settle, settlement_applies};
 
 /// One line of a stored order.
 #[derive(Debug, Clone, PartialEq, Eq)]

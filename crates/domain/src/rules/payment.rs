@@ -1,7 +1,7 @@
 //! Payment: the provider's verdict on a reserved order, recorded once.
 
 use crate::order::{Consumer, EventKind, OrderStatus, PaymentStatus, Reason};
-use crate::rules::Book;
+use crate::rules::{Book, OrderRecord};
 
 /// What became of one event a consumer handed to storage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,6 +18,13 @@ pub enum Effect {
     UnknownOrder,
 }
 
+/// Whether a payment verdict applies to `order`: it is reserved and unpaid.
+/// Once a verdict is recorded the order is no longer unpaid, so a payment
+/// applies at most once whatever the bus delivers.
+pub fn payment_applies(order: &OrderRecord) -> bool {
+    order.status == OrderStatus::Reserved && order.payment == PaymentStatus::None
+}
+
 impl Book {
     /// Records payment-service's verdict for `order_id`, answering the
     /// `OrderReserved` event `event_id`. A reservation is paid at most once:
@@ -31,7 +38,7 @@ impl Book {
         if self.was_processed(Consumer::Payment, event_id) {
             return Effect::Duplicate(status);
         }
-        if status != OrderStatus::Reserved || order.payment != PaymentStatus::None {
+        if !payment_applies(order) {
             return Effect::NotApplicable(status);
         }
         let (payment, kind, note) = if approved {

@@ -1,7 +1,7 @@
 //! Settlement: a paid reservation is sold, a declined one goes back on sale.
 
 use crate::order::{Consumer, OrderStatus, PaymentStatus, Reason};
-use crate::rules::{Book, Effect, RuleError};
+use crate::rules::{Book, Effect, OrderRecord, RuleError};
 use crate::stock::Stock;
 
 /// inventory-service's decision for one paid or declined order.
@@ -11,6 +11,17 @@ pub enum Settle {
     Commit,
     /// Payment failed: the reserved units go back on sale.
     Release,
+}
+
+/// Whether a settlement applies to `order`: it is reserved, and charged for
+/// a commit, not charged for a release. Once settled the order is final, so a
+/// settlement applies at most once whatever the bus delivers.
+pub fn settlement_applies(order: &OrderRecord, action: Settle) -> bool {
+    order.status == OrderStatus::Reserved
+        && match action {
+            Settle::Commit => order.payment == PaymentStatus::Charged,
+            Settle::Release => order.payment != PaymentStatus::Charged,
+        }
 }
 
 impl Book {
@@ -24,15 +35,10 @@ impl Book {
         let Some(order) = self.order(order_id) else {
             return Ok(Effect::UnknownOrder);
         };
-        let (status, payment) = (order.status, order.payment);
+        let (status, applies) = (order.status, settlement_applies(order, action));
         if self.was_processed(Consumer::Inventory, event_id) {
             return Ok(Effect::Duplicate(status));
         }
-        let applies = status == OrderStatus::Reserved
-            && match action {
-                Settle::Commit => payment == PaymentStatus::Charged,
-                Settle::Release => payment != PaymentStatus::Charged,
-            };
         if !applies {
             return Ok(Effect::NotApplicable(status));
         }

@@ -59,3 +59,13 @@ DROP TABLE outbox;
 ALTER TABLE outbox_leased RENAME TO outbox;
 CREATE INDEX outbox_pending ON outbox (consumer, seq) WHERE dead_at_ms IS NULL;
 CREATE INDEX outbox_dead ON outbox (consumer, seq) WHERE dead_at_ms IS NOT NULL;
+
+-- An order's lines live in its row (see stockroom_storage::lines): written
+-- once with it, read with it, never joined.
+ALTER TABLE orders ADD COLUMN lines TEXT NOT NULL DEFAULT '[]';
+UPDATE orders SET lines = (
+    SELECT json_group_array(json_array(product_key, product_name, quantity))
+    FROM (SELECT product_key, product_name, quantity FROM order_items
+          WHERE order_id = orders.id ORDER BY product_key)
+);
+DROP TABLE order_items;
