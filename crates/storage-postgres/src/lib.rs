@@ -426,7 +426,7 @@ macro_rules! transaction {
                 Ok(value) => break Ok(value),
                 Err(failure) if failure.is_retryable() && attempt < MAX_TRANSACTION_ATTEMPTS => {
                     tracing::warn!(attempt, error = %failure, "postgres transaction aborted, retrying");
-                    tokio::time::sleep(Duration::from_millis(
+                    tokio::time::sleep(std::time::Duration::from_millis(
                         RETRY_BACKOFF_MS * u64::from(attempt),
                     ))
                     .await;
@@ -448,6 +448,9 @@ macro_rules! transaction {
             .await?
     };
 }
+
+// Declared after `transaction!`, which it uses.
+mod seed;
 
 pub(crate) fn now_ms() -> i64 {
     SystemTime::now()

@@ -19,6 +19,7 @@ mod bus;
 mod load;
 mod read;
 mod records;
+mod seed;
 mod sql;
 mod write;
 

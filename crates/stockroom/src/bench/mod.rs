@@ -17,6 +17,7 @@
 //! amortised over the batches.
 
 mod chart;
+pub mod growth;
 mod load;
 mod targets;
 

@@ -49,6 +49,14 @@ pub(super) struct BenchArgs {
     /// Write an SVG chart of throughput and p99 here.
     #[arg(long)]
     chart: Option<PathBuf>,
+    /// Instead of the flash sale, measure how reads (listing orders, the
+    /// stock, an invariant audit round) cost as the stored orders grow, on
+    /// SQLite and, with --postgres-url, PostgreSQL.
+    #[arg(long)]
+    growth: bool,
+    /// The stored orders --growth measures at, comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = crate::bench::growth::DEFAULT_SIZES)]
+    growth_sizes: Vec<u64>,
     /// Print the report as one JSON object.
     #[arg(long)]
     json: bool,
@@ -56,6 +64,21 @@ pub(super) struct BenchArgs {
 
 pub(super) async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     use crate::bench::{self, BenchConfig, SystemKind};
+    if args.growth {
+        let sizes = if args.smoke {
+            vec![1_000, 10_000]
+        } else {
+            args.growth_sizes.clone()
+        };
+        anyhow::ensure!(!sizes.is_empty(), "--growth-sizes needs at least one size");
+        let report = bench::growth::run(&sizes, args.postgres_url.as_deref()).await?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        } else {
+            print!("{}", bench::growth::render(&report));
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let systems = if args.systems.is_empty() {
         SystemKind::ALL.to_vec()
     } else {

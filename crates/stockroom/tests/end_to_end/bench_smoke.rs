@@ -88,3 +88,31 @@ fn the_benchmark_runs_every_system_and_sells_exactly_the_stock() {
     let svg = std::fs::read_to_string(&chart).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("stockroom"));
 }
+
+/// `stockroom bench --growth --smoke`: every read is timed at two sizes on
+/// every backend, and the report carries the ratios (no timing is asserted).
+#[test]
+fn the_growth_benchmark_measures_every_read_at_every_size() {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_stockroom"));
+    command.args(["bench", "--growth", "--smoke", "--json"]);
+    let postgres = std::env::var("STOCKROOM_TEST_POSTGRES_URL")
+        .ok()
+        .filter(|url| !url.is_empty());
+    if let Some(url) = &postgres {
+        command.args(["--postgres-url", url]);
+    }
+    let output = command.env("STOCKROOM_LOG", "off").output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let backends = if postgres.is_some() { 2 } else { 1 };
+    assert_eq!(report["reads"].as_array().unwrap().len(), backends * 2 * 5);
+    let ratios = report["ratios"].as_array().unwrap();
+    assert_eq!(ratios.len(), backends * 5);
+    for ratio in ratios {
+        assert!(ratio["ratio"].as_f64().unwrap() > 0.0, "{ratio}");
+    }
+}
