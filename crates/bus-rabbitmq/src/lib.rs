@@ -38,8 +38,9 @@ use lapin::{
     BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
 };
 use stockroom_bus::{BusError, EventPublisher, EventSource};
-use stockroom_contract::{Delivery, Event, Receipt};
+use stockroom_contract::{BuryRequest, Delivery, Event, Receipt};
 use stockroom_domain::{CONSUMER_INVENTORY, CONSUMER_PAYMENT, EventKind};
+use stockroom_http_kit::ServiceClient;
 use tokio::sync::Mutex;
 
 /// The names of the exchanges and queues. Every name starts with a prefix,
@@ -325,6 +326,8 @@ pub struct RabbitEventSource {
     consumer: &'static str,
     session: Mutex<Option<ConsumeSession>>,
     generations: AtomicU64,
+    /// data-service, where refused events are kept as dead letters.
+    dead_letters: Option<ServiceClient>,
 }
 
 impl RabbitEventSource {
@@ -335,7 +338,16 @@ impl RabbitEventSource {
             consumer,
             session: Mutex::new(None),
             generations: AtomicU64::new(0),
+            dead_letters: None,
         }
+    }
+
+    /// Keeps refused events as dead letters in data-service's storage, which
+    /// lists and redrives them whatever the bus; without it they go to the
+    /// broker's dead-letter queue.
+    pub fn with_dead_letters(mut self, data_url: &str) -> RabbitEventSource {
+        self.dead_letters = Some(ServiceClient::new("data-service", data_url));
+        self
     }
 
     async fn open(&self) -> Result<ConsumeSession, BusError> {
@@ -498,8 +510,32 @@ impl EventSource for RabbitEventSource {
         self.nack(deliveries, true).await
     }
 
-    async fn reject(&self, deliveries: &[Receipt]) -> Result<(), BusError> {
-        self.nack(deliveries, false).await
+    async fn reject(&self, deliveries: &[Delivery]) -> Result<(), BusError> {
+        let receipts: Vec<Receipt> = deliveries.iter().map(Delivery::receipt).collect();
+        let Some(dead_letters) = &self.dead_letters else {
+            // No storage to keep them in: the broker's dead-letter queue.
+            return self.nack(&receipts, false).await;
+        };
+        let events: Vec<Event> = deliveries
+            .iter()
+            .map(|delivery| delivery.event.clone())
+            .collect();
+        match dead_letters
+            .post::<(), _>(
+                &format!("/events/{}/dead-letters", self.consumer),
+                &BuryRequest { events },
+            )
+            .await
+        {
+            // Kept in storage: the broker may forget them.
+            Ok(()) => self.acknowledge(&receipts).await,
+            Err(error) => {
+                self.nack(&receipts, true).await?;
+                Err(BusError::Unavailable(format!(
+                    "cannot keep dead letters: {error}"
+                )))
+            }
+        }
     }
 }
 

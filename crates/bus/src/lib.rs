@@ -63,9 +63,9 @@ pub trait EventSource: Send + Sync + 'static {
     async fn release(&self, deliveries: &[Receipt]) -> Result<(), BusError>;
 
     /// Refuses deliveries as poison: no consumer can handle them. They are
-    /// dead-lettered (kept for inspection and redrive) instead of being
-    /// delivered again and again.
-    async fn reject(&self, deliveries: &[Receipt]) -> Result<(), BusError>;
+    /// dead-lettered (kept in storage for inspection and redrive) instead of
+    /// being delivered again and again.
+    async fn reject(&self, deliveries: &[Delivery]) -> Result<(), BusError>;
 }
 
 /// Where the outbox relay publishes events when a broker carries them.
@@ -149,8 +149,9 @@ impl EventSource for EmbeddedEventSource {
         self.finish("release", deliveries).await
     }
 
-    async fn reject(&self, deliveries: &[Receipt]) -> Result<(), BusError> {
-        self.finish("reject", deliveries).await
+    async fn reject(&self, deliveries: &[Delivery]) -> Result<(), BusError> {
+        let receipts: Vec<Receipt> = deliveries.iter().map(Delivery::receipt).collect();
+        self.finish("reject", &receipts).await
     }
 }
 
@@ -245,11 +246,12 @@ where
     F: Future<Output = Result<Handled, String>> + Send,
 {
     let receipts: Vec<Receipt> = deliveries.iter().map(Delivery::receipt).collect();
+    let kept = deliveries.clone();
     match handle(deliveries).await {
         Ok(handled) => {
-            let (poison, done): (Vec<Receipt>, Vec<Receipt>) = receipts
+            let (poison, done): (Vec<Delivery>, Vec<Delivery>) = kept
                 .into_iter()
-                .partition(|receipt| handled.poison.contains(&receipt.delivery_id));
+                .partition(|delivery| handled.poison.contains(&delivery.delivery_id));
             if !poison.is_empty() {
                 tracing::error!(
                     count = poison.len(),
@@ -260,6 +262,7 @@ where
                     .await
                     .map_err(|error| error.to_string())?;
             }
+            let done: Vec<Receipt> = done.iter().map(Delivery::receipt).collect();
             source
                 .acknowledge(&done)
                 .await

@@ -316,6 +316,36 @@ pub struct AckRequest {
     pub deliveries: Vec<Receipt>,
 }
 
+/// A consumer's dead letters, oldest first.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeadLetterList {
+    pub dead_letters: Vec<DeadLetter>,
+}
+
+/// Dead letters to put back in line.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RedriveRequest {
+    pub delivery_ids: Vec<i64>,
+}
+
+/// How many dead letters were put back in line (ids that were not dead
+/// letters are skipped).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RedriveResult {
+    pub redriven: u64,
+}
+
+/// Events a consumer refused as poison after a broker delivered them, to be
+/// kept as dead letters.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BuryRequest {
+    pub events: Vec<Event>,
+}
+
 /// An event moved aside as poison, kept for inspection and redrive.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -452,6 +482,13 @@ pub struct Health {
 pub fn format_time(ms: i64) -> String {
     let time = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
     humantime::format_rfc3339_millis(time).to_string()
+}
+
+/// A document's time as milliseconds since the Unix epoch, if it is one.
+pub fn parse_time(text: &str) -> Option<i64> {
+    let time = humantime::parse_rfc3339_weak(text).ok()?;
+    let elapsed = time.duration_since(UNIX_EPOCH).ok()?;
+    i64::try_from(elapsed.as_millis()).ok()
 }
 
 impl InventoryItem {

@@ -8,9 +8,10 @@ use axum::http::StatusCode;
 use axum::{Json, Router};
 use serde::Deserialize;
 use stockroom_contract::{
-    AckRequest, DeliveryBatch, EffectBatchResult, ErrorBody, ExpireRequest, ExpireResult, Health,
-    InventoryItemDocument, InventoryList, OrderDocument, OrderList, PaymentBatch, PollRequest,
-    ReleaseRequest, ReserveBatch, ReserveBatchResult, RestockRequest, SettlementBatch,
+    AckRequest, BuryRequest, DeadLetterList, DeliveryBatch, EffectBatchResult, ErrorBody,
+    ExpireRequest, ExpireResult, Health, InventoryItemDocument, InventoryList, OrderDocument,
+    OrderList, PaymentBatch, PollRequest, RedriveRequest, RedriveResult, ReleaseRequest,
+    ReserveBatch, ReserveBatchResult, RestockRequest, SettlementBatch,
 };
 use stockroom_domain::rules::SweepDecision;
 use stockroom_domain::{Consumer, OrderStatus, ProductName};
@@ -49,6 +50,8 @@ fn api_router() -> OpenApiRouter<DataState> {
         .routes(routes!(acknowledge_events))
         .routes(routes!(release_events))
         .routes(routes!(reject_events))
+        .routes(routes!(dead_letters, bury_events))
+        .routes(routes!(redrive))
 }
 
 pub fn openapi() -> utoipa::openapi::OpenApi {
@@ -418,4 +421,96 @@ async fn reject_events(
     JsonBody(request): JsonBody<AckRequest>,
 ) -> Result<StatusCode, DataError> {
     finish(&state, &consumer, DeliveryOutcome::Reject, request).await
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DeadLetterQuery {
+    /// How many to list, 1 to 1000 (default 100).
+    limit: Option<u32>,
+}
+
+/// A consumer's dead letters, oldest first.
+#[utoipa::path(
+    get,
+    path = "/events/{consumer}/dead-letters",
+    params(("consumer" = String, Path), DeadLetterQuery),
+    responses(
+        (status = 200, body = DeadLetterList),
+        (status = 404, body = ErrorBody),
+        (status = 422, body = ErrorBody)
+    )
+)]
+async fn dead_letters(
+    State(state): State<DataState>,
+    Path(consumer): Path<String>,
+    query: Result<Query<DeadLetterQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<DeadLetterList>, DataError> {
+    let consumer = known_consumer(&consumer)?;
+    let Query(query) = query.map_err(|rejection| DataError::Invalid(rejection.body_text()))?;
+    let limit = query.limit.unwrap_or(100);
+    if limit == 0 || limit > MAX_EVENTS_PER_LEASE {
+        return Err(DataError::Invalid(format!(
+            "limit must be from 1 to {MAX_EVENTS_PER_LEASE}"
+        )));
+    }
+    let dead_letters = state.storage.dead_letters(consumer, limit).await?;
+    Ok(Json(DeadLetterList { dead_letters }))
+}
+
+/// Keeps events a consumer refused as poison after a broker delivered them.
+#[utoipa::path(
+    post,
+    path = "/events/{consumer}/dead-letters",
+    params(("consumer" = String, Path)),
+    request_body = BuryRequest,
+    responses((status = 204), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody))
+)]
+async fn bury_events(
+    State(state): State<DataState>,
+    Path(consumer): Path<String>,
+    JsonBody(request): JsonBody<BuryRequest>,
+) -> Result<StatusCode, DataError> {
+    let consumer = known_consumer(&consumer)?;
+    if request.events.len() > MAX_EVENTS_PER_LEASE as usize {
+        return Err(DataError::Invalid(format!(
+            "at most {MAX_EVENTS_PER_LEASE} events per call"
+        )));
+    }
+    state.storage.bury_events(consumer, request.events).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Puts dead letters back in line: they are handed out (or published) again,
+/// and each still has at most one effect.
+#[utoipa::path(
+    post,
+    path = "/events/{consumer}/redrive",
+    params(("consumer" = String, Path)),
+    request_body = RedriveRequest,
+    responses(
+        (status = 200, body = RedriveResult),
+        (status = 404, body = ErrorBody),
+        (status = 422, body = ErrorBody)
+    )
+)]
+async fn redrive(
+    State(state): State<DataState>,
+    Path(consumer): Path<String>,
+    JsonBody(request): JsonBody<RedriveRequest>,
+) -> Result<Json<RedriveResult>, DataError> {
+    let consumer = known_consumer(&consumer)?;
+    if request.delivery_ids.len() > MAX_EVENTS_PER_LEASE as usize {
+        return Err(DataError::Invalid(format!(
+            "at most {MAX_EVENTS_PER_LEASE} dead letters per call"
+        )));
+    }
+    let redriven = state
+        .storage
+        .redrive(consumer, request.delivery_ids)
+        .await?;
+    if redriven > 0 {
+        state.events_written.notify_waiters();
+    }
+    Ok(Json(RedriveResult { redriven }))
 }

@@ -138,9 +138,9 @@ impl BusChoice {
     pub fn event_source(&self, data_url: &str, consumer: &'static str) -> Arc<dyn EventSource> {
         match self {
             BusChoice::Embedded => Arc::new(EmbeddedEventSource::new(data_url, consumer)),
-            BusChoice::RabbitMq { url, topology } => {
-                Arc::new(RabbitEventSource::new(url, topology.clone(), consumer))
-            }
+            BusChoice::RabbitMq { url, topology } => Arc::new(
+                RabbitEventSource::new(url, topology.clone(), consumer).with_dead_letters(data_url),
+            ),
         }
     }
 }

@@ -4,7 +4,7 @@
 //! `FOR UPDATE SKIP LOCKED`, so concurrent leasers never hand out the same
 //! event while it is leased and never wait for each other.
 
-use stockroom_contract::{DeadLetter, Delivery, Event, Receipt, format_time};
+use stockroom_contract::{DeadLetter, Delivery, Event, Receipt, format_time, parse_time};
 use stockroom_domain::Consumer;
 use stockroom_storage::{DeliveryOutcome, MAX_REJECTIONS};
 use tokio_postgres::Row;
@@ -204,4 +204,44 @@ pub(crate) async fn dead_letter_count(tx: Tx<'_>, consumer: Consumer) -> Result<
         .transpose()?
         .unwrap_or(0);
     Ok(count as u64)
+}
+
+/// Keeps refused events as dead letters.
+pub(crate) async fn bury(
+    tx: Tx<'_>,
+    consumer: Consumer,
+    events: &[Event],
+    now: i64,
+) -> Result<u64, Failure> {
+    let ids: Vec<&str> = events.iter().map(|event| event.event_id.as_str()).collect();
+    let kinds: Vec<&str> = events.iter().map(|event| event.kind.as_str()).collect();
+    let orders: Vec<&str> = events.iter().map(|event| event.order_id.as_str()).collect();
+    let versions: Vec<i64> = events.iter().map(|event| event.order_version).collect();
+    let units: Vec<i64> = events
+        .iter()
+        .map(|event| event.total_units as i64)
+        .collect();
+    let at: Vec<i64> = events
+        .iter()
+        .map(|event| parse_time(&event.occurred_at).unwrap_or(0))
+        .collect();
+    tx.execute(
+        "INSERT INTO outbox (event_id, kind, order_id, order_version, total_units,
+                             occurred_at_ms, consumer, rejections, dead_at_ms)
+         SELECT event_id, kind, order_id, order_version, total_units, occurred_at_ms, $7, 1, $8
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[],
+                     $6::bigint[])
+              AS event (event_id, kind, order_id, order_version, total_units, occurred_at_ms)",
+        &[
+            &ids,
+            &kinds,
+            &orders,
+            &versions,
+            &units,
+            &at,
+            &consumer.as_str(),
+            &now,
+        ],
+    )
+    .await
 }

@@ -43,7 +43,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
 use stockroom_contract::{
-    DeadLetter, Delivery, InventoryItem, Order, OrderList, Receipt, StockLine,
+    DeadLetter, Delivery, Event, InventoryItem, Order, OrderList, Receipt, StockLine,
 };
 use stockroom_domain::Consumer;
 use stockroom_storage::batch::{Command, Reply};
@@ -551,6 +551,18 @@ impl Storage for PostgresStorage {
             self.deleted_events.fetch_add(changed, Ordering::Relaxed);
         }
         Ok(changed)
+    }
+
+    async fn bury_events(
+        &self,
+        consumer: Consumer,
+        events: Vec<Event>,
+    ) -> Result<u64, StorageError> {
+        if events.is_empty() {
+            return Ok(0);
+        }
+        transaction!(self, write, |tx| bus::bury(tx, consumer, &events, now_ms())
+            .await?)
     }
 
     async fn dead_letters(

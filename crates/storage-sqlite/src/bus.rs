@@ -2,7 +2,7 @@
 //! settling them (acknowledged, released, or rejected as poison), listing
 //! and redriving dead letters. Each is one statement.
 
-use stockroom_contract::{DeadLetter, Delivery, Event, Receipt, format_time};
+use stockroom_contract::{DeadLetter, Delivery, Event, Receipt, format_time, parse_time};
 use stockroom_domain::Consumer;
 use stockroom_storage::{DeliveryOutcome, MAX_REJECTIONS, StorageError};
 
@@ -190,4 +190,35 @@ pub(crate) fn dead_letter_count(sql: Sql<'_>, consumer: Consumer) -> Result<u64,
         |row| row.get::<_, i64>(0),
     )?;
     Ok(count.unwrap_or(0) as u64)
+}
+
+/// Keeps refused events as dead letters.
+pub(crate) fn bury(
+    sql: Sql<'_>,
+    consumer: Consumer,
+    events: &[Event],
+    now_ms: i64,
+) -> Result<u64, StorageError> {
+    let rows: Vec<_> = events
+        .iter()
+        .map(|event| {
+            (
+                &event.event_id,
+                event.kind.as_str(),
+                &event.order_id,
+                event.order_version,
+                event.total_units,
+                parse_time(&event.occurred_at).unwrap_or(0),
+            )
+        })
+        .collect();
+    let buried = sql.execute(
+        "INSERT INTO outbox (event_id, kind, order_id, order_version, total_units, occurred_at_ms,
+                             consumer, rejections, dead_at_ms)
+         SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5,
+                ?2, 1, ?3
+         FROM json_each(?1)",
+        rusqlite::params![json_list(&rows), consumer.as_str(), now_ms],
+    )?;
+    Ok(buried as u64)
 }

@@ -32,7 +32,7 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags};
 use rusqlite_migration::{M, Migrations};
 use stockroom_contract::{
-    DeadLetter, Delivery, InventoryItem, Order, OrderList, Receipt, StockLine,
+    DeadLetter, Delivery, Event, InventoryItem, Order, OrderList, Receipt, StockLine,
 };
 use stockroom_domain::Consumer;
 use stockroom_storage::batch::{Command, Reply};
@@ -352,6 +352,20 @@ impl Storage for SqliteStorage {
             receipts,
         };
         match self.write(command).await? {
+            WriteReply::Changed(count) => Ok(count),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn bury_events(
+        &self,
+        consumer: Consumer,
+        events: Vec<Event>,
+    ) -> Result<u64, StorageError> {
+        if events.is_empty() {
+            return Ok(0);
+        }
+        match self.write(WriteCommand::Bury { consumer, events }).await? {
             WriteReply::Changed(count) => Ok(count),
             other => Err(unexpected(other)),
         }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
 use rusqlite::Connection;
-use stockroom_contract::{Delivery, Receipt, StockLine};
+use stockroom_contract::{Delivery, Event, Receipt, StockLine};
 use stockroom_domain::Consumer;
 use stockroom_storage::batch::{Command, Needs, Reply, decide};
 use stockroom_storage::{DeliveryOutcome, StorageError};
@@ -43,6 +43,10 @@ pub enum WriteCommand {
     Redrive {
         consumer: Consumer,
         delivery_ids: Vec<i64>,
+    },
+    Bury {
+        consumer: Consumer,
+        events: Vec<Event>,
     },
     /// Finish the queued jobs, then stop.
     Shutdown,
@@ -217,6 +221,9 @@ fn apply_other(sql: Sql<'_>, command: WriteCommand) -> Result<WriteReply, Storag
             consumer,
             delivery_ids,
         } => bus::redrive(sql, consumer, &delivery_ids).map(WriteReply::Changed),
+        WriteCommand::Bury { consumer, events } => {
+            bus::bury(sql, consumer, &events, now_ms()).map(WriteReply::Changed)
+        }
         WriteCommand::Shutdown => Ok(WriteReply::Done),
         WriteCommand::Rules(_) => unreachable!("rule commands run as one batch"),
     }

@@ -28,7 +28,7 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use stockroom_contract::{
-    DeadLetter, Delivery, EffectResult, HistoryEntry, InventoryItem, Order, OrderList,
+    DeadLetter, Delivery, EffectResult, Event, HistoryEntry, InventoryItem, Order, OrderList,
     PaymentRecord, Receipt, ReserveRequest, ReserveResult, Settlement, StockLine,
 };
 use stockroom_domain::rules::OrderRecord;
@@ -242,6 +242,16 @@ pub trait Storage: Send + Sync + 'static {
         consumer: Consumer,
         outcome: DeliveryOutcome,
         receipts: Vec<Receipt>,
+    ) -> Result<u64, StorageError>;
+
+    /// Keeps events a consumer refused as poison, as dead letters, when they
+    /// reached it through a broker (their outbox rows were deleted once
+    /// published): one place lists and redrives dead letters, whatever the
+    /// bus. Returns how many were kept.
+    async fn bury_events(
+        &self,
+        consumer: Consumer,
+        events: Vec<Event>,
     ) -> Result<u64, StorageError>;
 
     /// Up to `limit` of a consumer's dead-lettered events, oldest first.

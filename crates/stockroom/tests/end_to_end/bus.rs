@@ -94,9 +94,10 @@ impl BusUnderTest {
                     .with_lease_ms(TEST_LEASE_MS)
                     .with_wait_ms(50),
             ),
-            Kind::Rabbit { url, topology } => {
-                Arc::new(RabbitEventSource::new(url, topology.clone(), consumer))
-            }
+            Kind::Rabbit { url, topology } => Arc::new(
+                RabbitEventSource::new(url, topology.clone(), consumer)
+                    .with_dead_letters(&self.data_url),
+            ),
         }
     }
 
@@ -122,24 +123,12 @@ impl BusUnderTest {
         body["results"][0]["outcome"].as_str().unwrap().to_owned()
     }
 
+    /// Dead letters of payment-service, which storage keeps whatever the bus.
     async fn dead_letters(&self) -> u64 {
-        match &self.kind {
-            Kind::Embedded => self
-                .storage
-                .dead_letter_count(stockroom_domain::Consumer::Payment)
-                .await
-                .unwrap(),
-            Kind::Rabbit { url, topology } => {
-                let admin = RabbitAdmin::connect(url).await.unwrap();
-                admin.declare(topology).await.unwrap();
-                u64::from(
-                    admin
-                        .ready_messages(&topology.dead_letter_queue())
-                        .await
-                        .unwrap(),
-                )
-            }
-        }
+        self.storage
+            .dead_letter_count(stockroom_domain::Consumer::Payment)
+            .await
+            .unwrap()
     }
 
     /// Cuts the consumer's connection: the broker's, or data-service's HTTP
@@ -282,8 +271,7 @@ async fn poison_is_dead_lettered(bus: BusUnderTest) {
     let source = bus.source("payment");
     let batch = receive(&source, 1).await;
     // The handler refuses it as poison: it goes to the dead letters at once.
-    let receipts: Vec<_> = batch.iter().map(Delivery::receipt).collect();
-    source.reject(&receipts).await.unwrap();
+    source.reject(&batch).await.unwrap();
     let deadline = Instant::now() + Duration::from_millis(DELIVERY_TIMEOUT_MS);
     while bus.dead_letters().await == 0 {
         assert!(
@@ -293,6 +281,55 @@ async fn poison_is_dead_lettered(bus: BusUnderTest) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(bus.dead_letters().await, 1);
+    nothing_more(&source).await;
+    bus.stop().await;
+}
+
+/// A dead letter redriven is delivered again, and still has one effect: the
+/// handler applied it before refusing it, and applying it again changes
+/// nothing.
+async fn a_redriven_event_has_one_effect(bus: BusUnderTest) {
+    bus.reserve(ORDER_1).await;
+    let source = bus.source("payment");
+    let first = receive(&source, 1).await;
+    assert_eq!(bus.pay(&first[0]).await, "applied");
+    source.reject(&first).await.unwrap();
+    let deadline = Instant::now() + Duration::from_millis(DELIVERY_TIMEOUT_MS);
+    while bus.dead_letters().await == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the refused event was never dead-lettered"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, body) = crate::harness::get(
+        &bus.client,
+        &format!("{}/events/payment/dead-letters", bus.data_url),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let letters = body["deadLetters"].as_array().unwrap();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(
+        letters[0]["event"]["eventId"],
+        first[0].event.event_id.as_str()
+    );
+    let (status, body) = post(
+        &bus.client,
+        &format!("{}/events/payment/redrive", bus.data_url),
+        json!({"deliveryIds": [letters[0]["deliveryId"]]}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["redriven"].as_u64()),
+        (200, Some(1)),
+        "{body}"
+    );
+    assert_eq!(bus.dead_letters().await, 0);
+    let again = receive(&source, 1).await;
+    assert_eq!(again[0].event.event_id, first[0].event.event_id);
+    assert_eq!(bus.pay(&again[0]).await, "duplicate", "one effect only");
+    source.acknowledge(&[again[0].receipt()]).await.unwrap();
     nothing_more(&source).await;
     bus.stop().await;
 }
@@ -384,5 +421,6 @@ bus_conformance!(
     a_redelivered_event_has_one_effect,
     poison_is_dead_lettered,
     released_events_are_never_dead_lettered,
+    a_redriven_event_has_one_effect,
     a_cut_connection_is_survived,
 );
