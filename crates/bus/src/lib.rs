@@ -11,12 +11,12 @@
 //! [`EventPublisher`].
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use stockroom_contract::{AckRequest, Delivery, DeliveryBatch, Event, PollRequest, Receipt};
-use stockroom_http_kit::{ClientError, ServiceClient};
+use stockroom_http_kit::{ClientError, PartStatus, Readiness, ServiceClient};
 use tokio_util::sync::CancellationToken;
 
 /// How long a consumer may hold leased events before data-service presumes it
@@ -170,23 +170,67 @@ pub struct Handled {
 /// batches never share an event.
 pub const BATCHES_IN_FLIGHT: usize = 2;
 
+/// How long a consumer may keep failing (its source or its handler's
+/// dependency down) before its service reports it down rather than degraded.
+pub const CONSUMER_DOWN_AFTER_MS: u64 = 10_000;
+
+/// What a consumer reports as the `consumer` part of its service's health.
+struct ConsumerState {
+    handled: u64,
+    /// How old the oldest event of the last batch was when it arrived.
+    lag_ms: i64,
+    failing_since: Option<std::time::Instant>,
+    last_error: Option<String>,
+}
+
+impl ConsumerState {
+    fn report(&self, name: &str, readiness: &Readiness) {
+        let detail = serde_json::json!({
+            "consumer": name,
+            "handled": self.handled,
+            "lagMs": self.lag_ms,
+            "lastError": self.last_error,
+        });
+        let status = match self.failing_since {
+            None => PartStatus::Ok,
+            Some(since) if since.elapsed() >= Duration::from_millis(CONSUMER_DOWN_AFTER_MS) => {
+                PartStatus::Down
+            }
+            Some(_) => PartStatus::Degraded,
+        };
+        readiness.set("consumer", status, detail);
+    }
+}
+
 /// Receives batches until `shutdown` is cancelled, [`BATCHES_IN_FLIGHT`] at a
 /// time, and hands each to `handle`. When the handler succeeds, the batch is
 /// acknowledged, but for the deliveries it names as poison, which are
 /// rejected. When it fails (a dependency is down), the batch is given back at
 /// once, without counting an attempt, and the loop backs off, doubling the
 /// pause up to [`MAX_RETRY_BACKOFF_MS`]: a consumer never gives up, and an
-/// outage never dead-letters an event.
+/// outage never dead-letters an event. The consumer's state (events handled,
+/// lag, failing or not) is the `consumer` part of `readiness`.
 pub async fn consume<H, F>(
     name: &'static str,
     source: Arc<dyn EventSource>,
     shutdown: CancellationToken,
+    readiness: Readiness,
     handle: H,
 ) where
     H: Fn(Vec<Delivery>) -> F + Send + Sync + 'static,
     F: Future<Output = Result<Handled, String>> + Send + 'static,
 {
     let handle = Arc::new(handle);
+    let state = Arc::new(Mutex::new(ConsumerState {
+        handled: 0,
+        lag_ms: 0,
+        failing_since: None,
+        last_error: None,
+    }));
+    state
+        .lock()
+        .expect("consumer state")
+        .report(name, &readiness);
     let mut loops = tokio::task::JoinSet::new();
     for _ in 0..BATCHES_IN_FLIGHT {
         loops.spawn(consume_loop(
@@ -194,6 +238,8 @@ pub async fn consume<H, F>(
             Arc::clone(&source),
             shutdown.clone(),
             Arc::clone(&handle),
+            Arc::clone(&state),
+            readiness.clone(),
         ));
     }
     while loops.join_next().await.is_some() {}
@@ -204,6 +250,8 @@ async fn consume_loop<H, F>(
     source: Arc<dyn EventSource>,
     shutdown: CancellationToken,
     handle: Arc<H>,
+    state: Arc<Mutex<ConsumerState>>,
+    readiness: Readiness,
 ) where
     H: Fn(Vec<Delivery>) -> F + Send + Sync,
     F: Future<Output = Result<Handled, String>> + Send,
@@ -214,11 +262,35 @@ async fn consume_loop<H, F>(
             _ = shutdown.cancelled() => return,
             received = source.receive(MAX_EVENTS_PER_RECEIVE) => received,
         };
+        let (count, lag_ms) = match &received {
+            Ok(deliveries) => (deliveries.len() as u64, oldest_age_ms(deliveries)),
+            Err(_) => (0, 0),
+        };
         let outcome = match received {
             Ok(deliveries) if deliveries.is_empty() => Ok(()),
             Ok(deliveries) => finish_batch(source.as_ref(), handle.as_ref(), deliveries).await,
             Err(error) => Err(error.to_string()),
         };
+        {
+            let mut state = state
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            match &outcome {
+                Ok(()) => {
+                    state.handled += count;
+                    state.lag_ms = lag_ms;
+                    state.failing_since = None;
+                    state.last_error = None;
+                }
+                Err(error) => {
+                    state
+                        .failing_since
+                        .get_or_insert_with(std::time::Instant::now);
+                    state.last_error = Some(error.clone());
+                }
+            }
+            state.report(name, &readiness);
+        }
         match outcome {
             Ok(()) => backoff_ms = MIN_RETRY_BACKOFF_MS,
             Err(error) => {
@@ -231,6 +303,18 @@ async fn consume_loop<H, F>(
             }
         }
     }
+}
+
+/// How long ago the oldest of `deliveries` happened.
+fn oldest_age_ms(deliveries: &[Delivery]) -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as i64);
+    deliveries
+        .iter()
+        .filter_map(|delivery| stockroom_contract::parse_time(&delivery.event.occurred_at))
+        .min()
+        .map_or(0, |oldest| (now - oldest).max(0))
 }
 
 /// Handles one batch and settles it with the source. The batch is finished

@@ -5,9 +5,12 @@
 //! no state of its own besides the storage handle, so any number of instances
 //! may run over one shared database. It also serves the embedded event bus:
 //! consumers lease events from the outbox over HTTP and acknowledge them once
-//! their effect is committed.
+//! their effect is committed. Its `/health` reports its parts ([`monitor`]):
+//! whether the storage accepts writes, the outbox's backlog, dead letters,
+//! and the relay when a broker carries the events.
 
 mod error;
+pub mod monitor;
 mod relay;
 mod routes;
 
@@ -15,9 +18,11 @@ use std::future::Future;
 use std::sync::Arc;
 
 use axum::Router;
+use stockroom_http_kit::{Metrics, Readiness};
 use stockroom_storage::Storage;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 pub use error::DataError;
 pub use relay::{RELAY_BATCH_SIZE, RELAY_LEASE_MS, RELAY_POLL_INTERVAL_MS, relay_outbox};
@@ -48,13 +53,25 @@ pub struct DataState {
     /// Woken whenever a write may have added events, so that waiting lease
     /// requests answer at once instead of at their timeout.
     pub events_written: Arc<Notify>,
+    /// The service's parts, for `/health`.
+    pub readiness: Readiness,
+    pub metrics: Metrics,
 }
 
 impl DataState {
     pub fn new(storage: Arc<dyn Storage>) -> DataState {
+        let readiness = Readiness::ready("data-service");
+        // Until the first look, the storage is not known to accept writes.
+        readiness.set(
+            "storage",
+            stockroom_http_kit::PartStatus::Starting,
+            serde_json::Value::Null,
+        );
         DataState {
             storage,
             events_written: Arc::new(Notify::new()),
+            readiness,
+            metrics: Metrics::new("data-service"),
         }
     }
 }
@@ -69,11 +86,22 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     routes::openapi()
 }
 
-/// Serves data-service on `listener` until `shutdown` completes.
+/// Serves data-service on `listener`, and looks at its storage every
+/// [`monitor::MONITOR_INTERVAL_MS`], until `shutdown` completes.
 pub async fn run(
     listener: TcpListener,
     state: DataState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    stockroom_http_kit::serve(listener, router(state), shutdown).await
+    let stop = CancellationToken::new();
+    let monitor = tokio::spawn(monitor::run(
+        Arc::clone(&state.storage),
+        state.readiness.clone(),
+        state.metrics.clone(),
+        stop.clone(),
+    ));
+    let served = stockroom_http_kit::serve(listener, router(state), shutdown).await;
+    stop.cancel();
+    let _ = monitor.await;
+    served
 }

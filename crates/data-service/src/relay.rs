@@ -11,7 +11,10 @@
 //! effect.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use stockroom_http_kit::{PartStatus, Readiness};
 
 use stockroom_contract::Delivery;
 use stockroom_domain::Consumer;
@@ -32,19 +35,52 @@ pub const RELAY_LEASE_MS: u64 = 15_000;
 /// instances (its own writes wake it at once).
 pub const RELAY_POLL_INTERVAL_MS: u64 = 200;
 
-/// Runs until `shutdown` is cancelled.
+/// How long the relay may keep failing (the broker or the database down)
+/// before data-service reports it down rather than degraded.
+pub const RELAY_DOWN_AFTER_MS: u64 = 10_000;
+
+/// Runs until `shutdown` is cancelled, retrying a broker or database that is
+/// down forever (backing off up to [`MAX_RETRY_BACKOFF_MS`]) and reporting
+/// itself as the `relay` part of `readiness`.
 pub async fn relay_outbox(
     storage: Arc<dyn Storage>,
     publisher: Arc<dyn EventPublisher>,
     wake: Arc<Notify>,
+    readiness: Readiness,
     shutdown: CancellationToken,
 ) {
     let mut backoff_ms = MIN_RETRY_BACKOFF_MS;
+    let mut failing_since: Option<Instant> = None;
+    let mut relayed: u64 = 0;
+    readiness.set("relay", PartStatus::Ok, json!({"relayed": relayed}));
     loop {
         let notified = wake.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        match relay_round(storage.as_ref(), publisher.as_ref()).await {
+        let round = relay_round(storage.as_ref(), publisher.as_ref()).await;
+        match &round {
+            Ok(moved) => {
+                relayed += *moved as u64;
+                if failing_since.take().is_some() {
+                    tracing::info!("outbox relay works again");
+                }
+                readiness.set("relay", PartStatus::Ok, json!({"relayed": relayed}));
+            }
+            Err(error) => {
+                let since = *failing_since.get_or_insert_with(Instant::now);
+                let status = if since.elapsed() >= Duration::from_millis(RELAY_DOWN_AFTER_MS) {
+                    PartStatus::Down
+                } else {
+                    PartStatus::Degraded
+                };
+                readiness.set(
+                    "relay",
+                    status,
+                    json!({"relayed": relayed, "failingForMs": since.elapsed().as_millis() as u64, "error": error}),
+                );
+            }
+        }
+        match round {
             Ok(0) => {
                 backoff_ms = MIN_RETRY_BACKOFF_MS;
                 tokio::select! {

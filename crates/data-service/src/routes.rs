@@ -9,9 +9,9 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use stockroom_contract::{
     AckRequest, BuryRequest, DeadLetterList, DeliveryBatch, EffectBatchResult, ErrorBody,
-    ExpireRequest, ExpireResult, Health, InventoryItemDocument, InventoryList, OrderDocument,
-    OrderList, PaymentBatch, PollRequest, RedriveRequest, RedriveResult, ReleaseRequest,
-    ReserveBatch, ReserveBatchResult, RestockRequest, SettlementBatch,
+    ExpireRequest, ExpireResult, InventoryItemDocument, InventoryList, OrderDocument, OrderList,
+    PaymentBatch, PollRequest, RedriveRequest, RedriveResult, ReleaseRequest, ReserveBatch,
+    ReserveBatchResult, RestockRequest, SettlementBatch,
 };
 use stockroom_domain::rules::SweepDecision;
 use stockroom_domain::{Consumer, OrderStatus, ProductName};
@@ -62,16 +62,21 @@ pub fn router(state: DataState) -> Router {
     let (router, api) = api_router().split_for_parts();
     stockroom_http_kit::with_openapi_and_fallbacks(router, api)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(stockroom_http_kit::MetricsLayer::new("data-service"))
+        .layer(state.metrics.layer())
         .with_state(state)
 }
 
-#[utoipa::path(get, path = "/health", responses((status = 200, body = Health)))]
-async fn health() -> Json<Health> {
-    Json(Health {
-        status: "ok".into(),
-        service: "data-service".into(),
-    })
+/// The service's health, part by part: 503 while the storage refuses writes.
+#[utoipa::path(
+    get,
+    path = "/health",
+    responses(
+        (status = 200, description = "ok, or degraded (dead letters wait for an operator)"),
+        (status = 503, description = "starting, or a part is down (the storage refuses writes)")
+    )
+)]
+async fn health(State(state): State<DataState>) -> axum::response::Response {
+    state.readiness.health_response()
 }
 
 /// Every product's stock.

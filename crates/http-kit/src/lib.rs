@@ -15,7 +15,10 @@ mod serve;
 pub use body::{BodyError, JsonBody};
 pub use client::{ClientError, INTERNAL_REQUEST_TIMEOUT_MS, ServiceClient, split_urls};
 pub use metrics::{Metrics, MetricsLayer};
-pub use readiness::Readiness;
+pub use readiness::{
+    DEPENDENCY_LOG_INTERVAL_MS, MAX_DEPENDENCY_BACKOFF_MS, MIN_DEPENDENCY_BACKOFF_MS, PartStatus,
+    Readiness,
+};
 pub use serve::{
     BindError, HEALTH_POLL_ATTEMPTS, HEALTH_POLL_INTERVAL_MS, HealthWait, RETRY_AFTER_SECONDS,
     bind, error_response, fallback_not_found, method_not_allowed, serve, wait_for_health,

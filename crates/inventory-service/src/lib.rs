@@ -223,10 +223,7 @@ async fn run_workers(
     let wait = state.readiness.wait_for(state.data.http(), &dependencies);
     tokio::select! {
         _ = stop.cancelled() => return,
-        waited = wait => if let Err(error) = waited {
-            tracing::error!(%error, "inventory-service cannot start");
-            return;
-        }
+        () = wait => {}
     }
     let sweeper = tokio::spawn(sweep_expired(
         config.clone(),
@@ -240,10 +237,16 @@ async fn run_workers(
             .run(audit::DEFAULT_AUDIT_INTERVAL_MS, stop.clone()),
     );
     let data = state.data.clone();
-    stockroom_bus::consume("inventory", events, stop, move |deliveries| {
-        let data = data.clone();
-        async move { settle_batch(&data, deliveries).await }
-    })
+    stockroom_bus::consume(
+        "inventory",
+        events,
+        stop,
+        state.readiness.clone(),
+        move |deliveries| {
+            let data = data.clone();
+            async move { settle_batch(&data, deliveries).await }
+        },
+    )
     .await;
     let _ = sweeper.await;
     let _ = auditor.await;

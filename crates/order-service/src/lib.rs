@@ -315,9 +315,7 @@ pub async fn run_with_coalescing(
             ("data-service", config.data_url.as_str()),
             ("inventory-service", config.inventory_url.as_str()),
         ];
-        if let Err(error) = readiness.wait_for(&http, &dependencies).await {
-            tracing::error!(%error, "order-service cannot become healthy");
-        }
+        readiness.wait_for(&http, &dependencies).await;
     });
     let served = stockroom_http_kit::serve(listener, router(state), shutdown).await;
     waiter.abort();

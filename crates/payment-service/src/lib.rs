@@ -152,20 +152,23 @@ async fn run_worker(
     let wait = state.readiness.wait_for(data.http(), &dependencies);
     tokio::select! {
         _ = stop.cancelled() => return,
-        waited = wait => if let Err(error) = waited {
-            tracing::error!(%error, "payment-service cannot start");
-            return;
-        }
+        () = wait => {}
     }
     let config = Arc::new(config);
     let consumer_stop = stop.clone();
-    stockroom_bus::consume("payment", events, consumer_stop, move |deliveries| {
-        let config = Arc::clone(&config);
-        let data = data.clone();
-        let counters = Arc::clone(&state.counters);
-        let stop = stop.clone();
-        async move { charge_batch(&config, &data, &counters, &stop, deliveries).await }
-    })
+    stockroom_bus::consume(
+        "payment",
+        events,
+        consumer_stop,
+        state.readiness.clone(),
+        move |deliveries| {
+            let config = Arc::clone(&config);
+            let data = data.clone();
+            let counters = Arc::clone(&state.counters);
+            let stop = stop.clone();
+            async move { charge_batch(&config, &data, &counters, &stop, deliveries).await }
+        },
+    )
     .await;
 }
 

@@ -313,6 +313,7 @@ pub fn data_service_with_bus(
                 storage,
                 publisher,
                 state.events_written.clone(),
+                state.readiness.clone(),
                 stop.clone(),
             ))
         });

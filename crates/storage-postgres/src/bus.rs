@@ -6,7 +6,7 @@
 
 use stockroom_contract::{DeadLetter, Delivery, Event, Receipt, format_time, parse_time};
 use stockroom_domain::Consumer;
-use stockroom_storage::{DeliveryOutcome, MAX_REJECTIONS};
+use stockroom_storage::{DeliveryOutcome, MAX_REJECTIONS, OutboxCounts};
 use tokio_postgres::Row;
 
 use crate::Failure;
@@ -244,4 +244,42 @@ pub(crate) async fn bury(
         ],
     )
     .await
+}
+
+/// Per consumer: waiting events, the oldest one's time, dead letters.
+pub(crate) async fn counts(tx: Tx<'_>) -> Result<Vec<OutboxCounts>, Failure> {
+    let rows = tx
+        .query(
+            "SELECT consumer,
+                    COUNT(*) FILTER (WHERE dead_at_ms IS NULL),
+                    MIN(occurred_at_ms) FILTER (WHERE dead_at_ms IS NULL),
+                    COUNT(*) FILTER (WHERE dead_at_ms IS NOT NULL)
+             FROM outbox GROUP BY consumer",
+            &[],
+        )
+        .await?;
+    let mut counts: Vec<OutboxCounts> = Consumer::ALL
+        .iter()
+        .map(|&consumer| OutboxCounts {
+            consumer,
+            pending: 0,
+            oldest_pending_at_ms: None,
+            dead: 0,
+        })
+        .collect();
+    for row in &rows {
+        let consumer: String = row.try_get(0)?;
+        let Some(entry) = counts
+            .iter_mut()
+            .find(|entry| entry.consumer.as_str() == consumer)
+        else {
+            continue;
+        };
+        let pending: i64 = row.try_get(1)?;
+        let dead: i64 = row.try_get(3)?;
+        entry.pending = pending as u64;
+        entry.oldest_pending_at_ms = row.try_get(2)?;
+        entry.dead = dead as u64;
+    }
+    Ok(counts)
 }

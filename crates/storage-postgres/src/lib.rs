@@ -47,7 +47,7 @@ use stockroom_contract::{
 };
 use stockroom_domain::Consumer;
 use stockroom_storage::batch::{Command, Reply};
-use stockroom_storage::{DeliveryOutcome, OrderFilter, Storage, StorageError, cause};
+use stockroom_storage::{DeliveryOutcome, OrderFilter, OutboxCounts, Storage, StorageError, cause};
 use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
 
@@ -586,6 +586,21 @@ impl Storage for PostgresStorage {
     async fn dead_letter_count(&self, consumer: Consumer) -> Result<u64, StorageError> {
         transaction!(self, read, |tx| bus::dead_letter_count(tx, consumer)
             .await?)
+    }
+
+    async fn probe(&self) -> Result<(), StorageError> {
+        transaction!(self, write, |tx| tx
+            .execute(
+                "INSERT INTO meta (key, value) VALUES ('health_probe', $1)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                &[&stockroom_contract::format_time(now_ms())],
+            )
+            .await?)
+        .map(|_| ())
+    }
+
+    async fn outbox_counts(&self) -> Result<Vec<OutboxCounts>, StorageError> {
+        transaction!(self, read, |tx| bus::counts(tx).await?)
     }
 
     fn statements_executed(&self) -> u64 {

@@ -4,7 +4,7 @@
 
 use stockroom_contract::{DeadLetter, Delivery, Event, Receipt, format_time, parse_time};
 use stockroom_domain::Consumer;
-use stockroom_storage::{DeliveryOutcome, MAX_REJECTIONS, StorageError};
+use stockroom_storage::{DeliveryOutcome, MAX_REJECTIONS, OutboxCounts, StorageError};
 
 use crate::records::json_list;
 use crate::sql::Sql;
@@ -221,4 +221,26 @@ pub(crate) fn bury(
         rusqlite::params![json_list(&rows), consumer.as_str(), now_ms],
     )?;
     Ok(buried as u64)
+}
+
+/// Per consumer: waiting events, the oldest one's time, dead letters.
+pub(crate) fn counts(sql: Sql<'_>) -> Result<Vec<OutboxCounts>, StorageError> {
+    let mut counts = Vec::with_capacity(Consumer::ALL.len());
+    for consumer in Consumer::ALL {
+        let (pending, oldest) = sql
+            .row(
+                "SELECT COUNT(*), MIN(occurred_at_ms) FROM outbox
+                 WHERE consumer = ?1 AND dead_at_ms IS NULL",
+                [consumer.as_str()],
+                |row| Ok((row.get::<_, i64>(0)?, row.get::<_, Option<i64>>(1)?)),
+            )?
+            .unwrap_or((0, None));
+        counts.push(OutboxCounts {
+            consumer,
+            pending: pending as u64,
+            oldest_pending_at_ms: oldest,
+            dead: dead_letter_count(sql, consumer)?,
+        });
+    }
+    Ok(counts)
 }

@@ -36,7 +36,7 @@ use stockroom_contract::{
 };
 use stockroom_domain::Consumer;
 use stockroom_storage::batch::{Command, Reply};
-use stockroom_storage::{DeliveryOutcome, OrderFilter, Storage, StorageError, cause};
+use stockroom_storage::{DeliveryOutcome, OrderFilter, OutboxCounts, Storage, StorageError, cause};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::sql::{Sql, storage_error};
@@ -176,7 +176,13 @@ impl SqliteStorage {
                 mpsc::error::TrySendError::Full(_) => StorageError::Overloaded,
                 mpsc::error::TrySendError::Closed(_) => writer_stopped(),
             })?;
-        receiver.await.map_err(|_| writer_stopped())?
+        receiver.await.map_err(|_| {
+            if self.writer.is_closed() {
+                writer_stopped()
+            } else {
+                StorageError::Inconsistent("the write batch failed on a bug; see the log".into())
+            }
+        })?
     }
 
     async fn read<T, F>(&self, work: F) -> Result<T, StorageError>
@@ -398,6 +404,17 @@ impl Storage for SqliteStorage {
     async fn dead_letter_count(&self, consumer: Consumer) -> Result<u64, StorageError> {
         self.read(move |sql| bus::dead_letter_count(sql, consumer))
             .await
+    }
+
+    async fn probe(&self) -> Result<(), StorageError> {
+        match self.write(WriteCommand::Probe).await? {
+            WriteReply::Done => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn outbox_counts(&self) -> Result<Vec<OutboxCounts>, StorageError> {
+        self.read(bus::counts).await
     }
 
     fn statements_executed(&self) -> u64 {

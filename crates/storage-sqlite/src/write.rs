@@ -48,6 +48,8 @@ pub enum WriteCommand {
         consumer: Consumer,
         events: Vec<Event>,
     },
+    /// Write and commit a marker: proves the write path works.
+    Probe,
     /// Finish the queued jobs, then stop.
     Shutdown,
 }
@@ -85,7 +87,19 @@ pub fn run_writer(
         let stop = batch
             .iter()
             .any(|job| matches!(job.command, WriteCommand::Shutdown));
-        apply_batch(&mut connection, &statements, &mut batch);
+        // A bug that panics fails its batch, not the writer: the callers'
+        // answers are dropped (they hear the batch failed), the transaction
+        // is rolled back, and the next batch is written as usual.
+        let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            apply_batch(&mut connection, &statements, &mut batch)
+        }));
+        if applied.is_err() {
+            batch.clear();
+            let _ = connection.execute_batch("ROLLBACK");
+            tracing::error!(
+                "a write batch failed on a bug; its callers were answered with an error"
+            );
+        }
         if stop {
             break;
         }
@@ -224,6 +238,13 @@ fn apply_other(sql: Sql<'_>, command: WriteCommand) -> Result<WriteReply, Storag
         WriteCommand::Bury { consumer, events } => {
             bus::bury(sql, consumer, &events, now_ms()).map(WriteReply::Changed)
         }
+        WriteCommand::Probe => sql
+            .execute(
+                "INSERT INTO meta (key, value) VALUES ('health_probe', ?1)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                [stockroom_contract::format_time(now_ms())],
+            )
+            .map(|_| WriteReply::Done),
         WriteCommand::Shutdown => Ok(WriteReply::Done),
         WriteCommand::Rules(_) => unreachable!("rule commands run as one batch"),
     }

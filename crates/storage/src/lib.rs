@@ -48,6 +48,17 @@ pub use error::{Cause, StorageError, cause};
 /// without limit, so no outage ever dead-letters an event.
 pub const MAX_REJECTIONS: u32 = 1;
 
+/// One consumer's share of the outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxCounts {
+    pub consumer: Consumer,
+    /// Events not yet acknowledged (leased or waiting), dead letters apart.
+    pub pending: u64,
+    /// When the oldest of them happened, if any is waiting.
+    pub oldest_pending_at_ms: Option<i64>,
+    pub dead: u64,
+}
+
 /// How a consumer settles deliveries it holds the lease of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeliveryOutcome {
@@ -272,6 +283,15 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Events dead-lettered, per consumer.
     async fn dead_letter_count(&self, consumer: Consumer) -> Result<u64, StorageError>;
+
+    /// Writes and commits a tiny change through the same path every write
+    /// takes: `Ok` means the storage accepts writes now (the writer is alive,
+    /// the disk is neither full nor read-only, the database answers).
+    async fn probe(&self) -> Result<(), StorageError>;
+
+    /// Per consumer: the events waiting, the oldest one's age, and the dead
+    /// letters.
+    async fn outbox_counts(&self) -> Result<Vec<OutboxCounts>, StorageError>;
 
     /// SQL statements executed since the storage was opened, transaction
     /// control included: what a benchmark divides by the orders it placed.

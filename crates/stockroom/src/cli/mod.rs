@@ -12,6 +12,7 @@ mod args;
 mod bench;
 mod check;
 mod cluster;
+mod dead_letters;
 mod lab;
 mod serve;
 mod storm;
@@ -25,6 +26,7 @@ use self::args::Mode;
 use self::bench::BenchArgs;
 use self::check::CheckArgs;
 use self::cluster::ClusterArgs;
+use self::dead_letters::DeadLetterArgs;
 use self::lab::LabArgs;
 use self::serve::ServeArgs;
 use self::storm::StormArgs;
@@ -74,6 +76,8 @@ enum Command {
     Check(CheckArgs),
     /// Reproduce each race of the original system and show Stockroom surviving it.
     Lab(LabArgs),
+    /// List or redrive the events consumers refused as poison.
+    DeadLetters(DeadLetterArgs),
 }
 
 /// Parses the command line, runs the command, and turns any error into one
@@ -84,7 +88,7 @@ pub fn main() -> ExitCode {
     // process should not bury them in logs unless asked to (STOCKROOM_LOG).
     let default_filter = match cli.command {
         Command::Lab(_) | Command::Bench(_) => "off",
-        Command::Storm(_) | Command::Check(_) => "warn",
+        Command::Storm(_) | Command::Check(_) | Command::DeadLetters(_) => "warn",
         Command::Up(_) | Command::Serve(_) | Command::Cluster(_) => "info",
     };
     init_logging(cli.log_format, default_filter);
@@ -132,6 +136,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Storm(args) => storm::storm(args).await,
         Command::Check(args) => check::check(args).await,
         Command::Lab(args) => lab::lab(args).await,
+        Command::DeadLetters(args) => dead_letters::dead_letters(args).await,
     }
 }
 
