@@ -368,6 +368,57 @@ pub struct PaymentRecord {
     pub approved: bool,
 }
 
+/// A charge payment-service asks the simulated provider for. The provider
+/// keeps its charges by key: a request with a key it has seen returns the
+/// first verdict and charges nothing more.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProviderCharge {
+    /// The charge's idempotency key at the provider: one per order.
+    pub charge_key: String,
+    pub order_id: String,
+    pub units: u64,
+    /// The verdict, should this be the key's first request.
+    pub approved: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderChargeBatch {
+    pub charges: Vec<ProviderCharge>,
+}
+
+/// The provider's answer to one charge request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProviderVerdict {
+    pub charge_key: String,
+    /// The key's verdict: its first request's.
+    pub approved: bool,
+    /// How many requests the key has had, this one included: more than one
+    /// means a repeated request, answered without a second charge.
+    pub requests: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ProviderVerdictBatch {
+    pub verdicts: Vec<ProviderVerdict>,
+}
+
+/// What the simulated provider's ledger holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProviderStats {
+    /// Keys charged (approved) and declined: each key once.
+    pub charged: u64,
+    pub declined: u64,
+    /// Requests for a key seen before, answered without a second charge.
+    pub repeated_requests: u64,
+    /// Orders charged under more than one key: always 0 while every charge
+    /// is keyed by its order.
+    pub orders_charged_twice: u64,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct PaymentBatch {
     pub payments: Vec<PaymentRecord>,

@@ -10,8 +10,9 @@ use serde::Deserialize;
 use stockroom_contract::{
     AckRequest, BuryRequest, DeadLetterList, DeliveryBatch, EffectBatchResult, ErrorBody,
     ExpireRequest, ExpireResult, InventoryItemDocument, InventoryList, OrderDocument, OrderList,
-    PaymentBatch, PollRequest, RedriveRequest, RedriveResult, ReleaseRequest, ReserveBatch,
-    ReserveBatchResult, RestockRequest, SettlementBatch,
+    PaymentBatch, PollRequest, ProviderChargeBatch, ProviderStats, ProviderVerdictBatch,
+    RedriveRequest, RedriveResult, ReleaseRequest, ReserveBatch, ReserveBatchResult,
+    RestockRequest, SettlementBatch,
 };
 use stockroom_domain::rules::SweepDecision;
 use stockroom_domain::{Consumer, OrderStatus, ProductName};
@@ -52,6 +53,8 @@ fn api_router() -> OpenApiRouter<DataState> {
         .routes(routes!(reject_events))
         .routes(routes!(dead_letters, bury_events))
         .routes(routes!(redrive))
+        .routes(routes!(provider_charge))
+        .routes(routes!(provider_stats))
 }
 
 pub fn openapi() -> utoipa::openapi::OpenApi {
@@ -518,4 +521,35 @@ async fn redrive(
         state.events_written.notify_waiters();
     }
     Ok(Json(RedriveResult { redriven }))
+}
+
+/// The simulated payment provider: charges each key once; a repeated
+/// request gets the first verdict and charges nothing more.
+#[utoipa::path(
+    post,
+    path = "/provider/charges",
+    request_body = ProviderChargeBatch,
+    responses((status = 200, body = ProviderVerdictBatch), (status = 422, body = ErrorBody))
+)]
+async fn provider_charge(
+    State(state): State<DataState>,
+    JsonBody(batch): JsonBody<ProviderChargeBatch>,
+) -> Result<Json<ProviderVerdictBatch>, DataError> {
+    if batch.charges.len() > MAX_EVENTS_PER_LEASE as usize {
+        return Err(DataError::Invalid(format!(
+            "at most {MAX_EVENTS_PER_LEASE} charges per call"
+        )));
+    }
+    let verdicts = state.storage.provider_charge(batch.charges).await?;
+    Ok(Json(ProviderVerdictBatch { verdicts }))
+}
+
+/// What the simulated provider's ledger holds.
+#[utoipa::path(
+    get,
+    path = "/provider/stats",
+    responses((status = 200, body = ProviderStats))
+)]
+async fn provider_stats(State(state): State<DataState>) -> Result<Json<ProviderStats>, DataError> {
+    Ok(Json(state.storage.provider_stats().await?))
 }

@@ -20,11 +20,16 @@ pub const MAX_IDLE_CONNECTIONS_PER_PEER: usize = 256;
 pub const DOWN_INSTANCE_SKIP_MS: u64 = 1_000;
 
 /// Why a call to another service failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ClientError {
-    /// The peer could not be reached or did not answer in time.
+    /// The peer could not be reached: the request never left this process,
+    /// so it certainly had no effect.
     #[error("{service} is unreachable: {message}")]
     Unreachable { service: String, message: String },
+    /// The request was sent but no answer came (a timeout, a connection cut
+    /// midway): it may or may not have taken effect.
+    #[error("{service} did not answer: {message}")]
+    NoAnswer { service: String, message: String },
     /// The peer answered with an error document.
     #[error("{service} answered {status}: {code}: {message}")]
     Status {
@@ -55,7 +60,9 @@ impl ClientError {
                     ]
                     .contains(status)
             }
-            ClientError::Unreachable { .. } | ClientError::Protocol { .. } => false,
+            ClientError::Unreachable { .. }
+            | ClientError::NoAnswer { .. }
+            | ClientError::Protocol { .. } => false,
         }
     }
 
@@ -80,6 +87,15 @@ impl ClientError {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "dependency_unavailable",
                 &self.to_string(),
+            ),
+            // The caller cannot tell whether its request took effect: it
+            // must retry with the same Idempotency-Key, never without one.
+            ClientError::NoAnswer { .. } => crate::error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "outcome_unknown",
+                &format!(
+                    "{self}; the request may or may not have taken effect: retry it with the same Idempotency-Key"
+                ),
             ),
             ClientError::Protocol { .. } => {
                 tracing::error!(error = %self, "unexpected answer from a dependency");
@@ -236,8 +252,14 @@ impl ServiceClient {
                     }
                     attempt += 1;
                 }
-                Err(error) => {
+                Err(error) if error.is_connect() => {
                     return Err(ClientError::Unreachable {
+                        service: self.name.to_owned(),
+                        message: error.to_string(),
+                    });
+                }
+                Err(error) => {
+                    return Err(ClientError::NoAnswer {
                         service: self.name.to_owned(),
                         message: error.to_string(),
                     });
@@ -248,7 +270,7 @@ impl ServiceClient {
         let bytes = response
             .bytes()
             .await
-            .map_err(|error| ClientError::Unreachable {
+            .map_err(|error| ClientError::NoAnswer {
                 service: self.name.to_owned(),
                 message: error.to_string(),
             })?;

@@ -223,35 +223,9 @@ where
         }
         Err(error) => {
             for reply in replies {
-                let _ = reply.send(Err(OrderError::Dependency(copy_client_error(&error))));
+                let _ = reply.send(Err(OrderError::Dependency(error.clone())));
             }
         }
-    }
-}
-
-/// A copy of a client error for each caller of a failed batch: every one of
-/// them gets the answer it would have had alone.
-fn copy_client_error(error: &ClientError) -> ClientError {
-    match error {
-        ClientError::Unreachable { service, message } => ClientError::Unreachable {
-            service: service.clone(),
-            message: message.clone(),
-        },
-        ClientError::Status {
-            service,
-            status,
-            code,
-            message,
-        } => ClientError::Status {
-            service: service.clone(),
-            status: *status,
-            code: code.clone(),
-            message: message.clone(),
-        },
-        ClientError::Protocol { service, message } => ClientError::Protocol {
-            service: service.clone(),
-            message: message.clone(),
-        },
     }
 }
 

@@ -17,7 +17,10 @@ use axum::{Json, Router};
 use rand::Rng;
 use serde::Serialize;
 use stockroom_bus::{EventSource, Handled};
-use stockroom_contract::{Delivery, EffectBatchResult, EffectOutcome, PaymentBatch, PaymentRecord};
+use stockroom_contract::{
+    Delivery, EffectBatchResult, EffectOutcome, PaymentBatch, PaymentRecord, ProviderCharge,
+    ProviderChargeBatch, ProviderStats, ProviderVerdictBatch,
+};
 use stockroom_domain::EventKind;
 use stockroom_http_kit::{Readiness, ServiceClient};
 use tokio::net::TcpListener;
@@ -54,10 +57,12 @@ impl PaymentConfig {
     }
 }
 
-/// Counts of what the provider did, for `GET /stats`.
+/// Counts of what this instance did, and the provider's ledger, for
+/// `GET /stats`.
 #[derive(Debug, Default, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PaymentStats {
+    /// Payments this instance recorded as charged.
     pub charged: u64,
     pub declined: u64,
     /// Verdicts not recorded because the reservation was gone (expired or
@@ -65,6 +70,15 @@ pub struct PaymentStats {
     pub voided: u64,
     /// Redelivered events that were recognised and ignored.
     pub duplicates: u64,
+    /// Charges this instance asked the provider for a second time (a
+    /// redelivery, a lease that ran out, another instance first): the
+    /// provider answered with its first verdict and charged nothing more.
+    pub repeated_charges: u64,
+    /// The provider's ledger, shared by every instance: one charge per order
+    /// (`ordersChargedTwice` stays 0). Absent while data-service is
+    /// unreachable.
+    #[schema(value_type = Option<Object>)]
+    pub provider: Option<ProviderStats>,
 }
 
 #[derive(Default)]
@@ -73,12 +87,14 @@ struct Counters {
     declined: AtomicU64,
     voided: AtomicU64,
     duplicates: AtomicU64,
+    repeated_charges: AtomicU64,
 }
 
 #[derive(Clone)]
 pub struct PaymentState {
     readiness: Readiness,
     counters: Arc<Counters>,
+    data: ServiceClient,
 }
 
 #[derive(OpenApi)]
@@ -93,15 +109,22 @@ async fn health(State(state): State<PaymentState>) -> Response {
     state.readiness.health_response()
 }
 
-/// What the provider has done since it started.
+/// What this instance has done since it started, and the provider's ledger.
 #[utoipa::path(get, path = "/stats", responses((status = 200, body = PaymentStats)))]
 async fn stats(State(state): State<PaymentState>) -> Json<PaymentStats> {
     let counters = &state.counters;
+    let provider = state
+        .data
+        .get::<ProviderStats>("/provider/stats")
+        .await
+        .ok();
     Json(PaymentStats {
         charged: counters.charged.load(Ordering::Relaxed),
         declined: counters.declined.load(Ordering::Relaxed),
         voided: counters.voided.load(Ordering::Relaxed),
         duplicates: counters.duplicates.load(Ordering::Relaxed),
+        repeated_charges: counters.repeated_charges.load(Ordering::Relaxed),
+        provider,
     })
 }
 
@@ -132,6 +155,7 @@ pub async fn run(
     let state = PaymentState {
         readiness: Readiness::new("payment-service"),
         counters: Arc::new(Counters::default()),
+        data: ServiceClient::new("data-service", &config.data_url),
     };
     let stop = CancellationToken::new();
     let worker = tokio::spawn(run_worker(config, events, state.clone(), stop.clone()));
@@ -172,6 +196,11 @@ async fn run_worker(
     .await;
 }
 
+/// The provider's idempotency key of an order's charge.
+fn charge_key(order_id: &str) -> String {
+    format!("order:{order_id}")
+}
+
 /// Charges every reserved order of a batch (the provider calls run in
 /// parallel, hence one latency for the batch) and records the verdicts. A
 /// batch data-service refuses outright, or an event whose order contradicts
@@ -183,22 +212,11 @@ async fn charge_batch(
     stop: &CancellationToken,
     deliveries: Vec<Delivery>,
 ) -> Result<Handled, String> {
-    let (payments, ids): (Vec<PaymentRecord>, Vec<i64>) = {
-        let mut random = rand::rng();
-        deliveries
-            .iter()
-            .filter(|delivery| delivery.event.kind == EventKind::OrderReserved)
-            .map(|delivery| {
-                let record = PaymentRecord {
-                    order_id: delivery.event.order_id.clone(),
-                    event_id: delivery.event.event_id.clone(),
-                    approved: random.random::<f64>() >= config.decline_rate,
-                };
-                (record, delivery.delivery_id)
-            })
-            .unzip()
-    };
-    if payments.is_empty() {
+    let orders: Vec<&Delivery> = deliveries
+        .iter()
+        .filter(|delivery| delivery.event.kind == EventKind::OrderReserved)
+        .collect();
+    if orders.is_empty() {
         return Ok(Handled::default());
     }
     if config.latency_ms > 0 {
@@ -209,6 +227,52 @@ async fn charge_batch(
             _ = tokio::time::sleep(Duration::from_millis(config.latency_ms)) => {}
         }
     }
+    let charges = {
+        let mut random = rand::rng();
+        orders
+            .iter()
+            .map(|delivery| ProviderCharge {
+                charge_key: charge_key(&delivery.event.order_id),
+                order_id: delivery.event.order_id.clone(),
+                units: delivery.event.total_units,
+                approved: random.random::<f64>() >= config.decline_rate,
+            })
+            .collect()
+    };
+    // Keyed by order: however often this order's event arrives, at however
+    // many instances, the provider charges it once and answers every repeat
+    // with its first verdict.
+    let verdicts: ProviderVerdictBatch = data
+        .post("/provider/charges", &ProviderChargeBatch { charges })
+        .await
+        .map_err(|error| error.to_string())?;
+    if verdicts.verdicts.len() != orders.len() {
+        return Err(format!(
+            "the provider answered {} verdicts for {} charges",
+            verdicts.verdicts.len(),
+            orders.len()
+        ));
+    }
+    let repeated = verdicts
+        .verdicts
+        .iter()
+        .filter(|verdict| verdict.requests > 1)
+        .count();
+    counters
+        .repeated_charges
+        .fetch_add(repeated as u64, Ordering::Relaxed);
+    let (payments, ids): (Vec<PaymentRecord>, Vec<i64>) = orders
+        .iter()
+        .zip(&verdicts.verdicts)
+        .map(|(delivery, verdict)| {
+            let record = PaymentRecord {
+                order_id: delivery.event.order_id.clone(),
+                event_id: delivery.event.event_id.clone(),
+                approved: verdict.approved,
+            };
+            (record, delivery.delivery_id)
+        })
+        .unzip();
     let result: EffectBatchResult = match data
         .post(
             "/payments",

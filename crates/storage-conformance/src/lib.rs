@@ -38,7 +38,7 @@ pub use orders::{
 };
 pub use outbox::{
     concurrent_leasers_never_share_a_delivery,
-    only_poison_is_dead_lettered_and_redrive_restores_it,
+    only_poison_is_dead_lettered_and_redrive_restores_it, provider_charges_are_kept_by_key,
     reserved_orders_are_leased_until_acknowledged,
 };
 pub use reservation::{
@@ -81,6 +81,7 @@ macro_rules! conformance_tests {
             stock_loading_restock_and_lookup,
             order_listing_filters_and_pages,
             constraint_violations_are_one_error_kind,
+            provider_charges_are_kept_by_key,
         );
     };
     (@each $run:path; $($test:ident),+ $(,)?) => {

@@ -321,3 +321,67 @@ pub async fn concurrent_leasers_never_share_a_delivery(storage: Arc<dyn Storage>
     );
     assert_invariants(&storage).await;
 }
+
+/// The simulated provider keeps its charges by key: the first request's
+/// verdict stands for every later request of the key, however many arrive
+/// at once, and a key is charged once.
+pub async fn provider_charges_are_kept_by_key(storage: Arc<dyn Storage>) {
+    use stockroom_contract::ProviderCharge;
+    let charge = |key: &str, approved: bool| ProviderCharge {
+        charge_key: key.to_owned(),
+        order_id: key.to_owned(),
+        units: 2,
+        approved,
+    };
+    let first = storage
+        .provider_charge(vec![charge("order-a", true), charge("order-b", false)])
+        .await
+        .expect("provider_charge");
+    assert_eq!(
+        first
+            .iter()
+            .map(|verdict| (verdict.approved, verdict.requests))
+            .collect::<Vec<_>>(),
+        [(true, 1), (false, 1)]
+    );
+    let again = storage
+        .provider_charge(vec![charge("order-a", false)])
+        .await
+        .expect("provider_charge");
+    assert_eq!(
+        (again[0].approved, again[0].requests),
+        (true, 2),
+        "the first verdict stands"
+    );
+    let concurrent = run_concurrently("twenty charges of one key at once", 20, |_| {
+        let storage = Arc::clone(&storage);
+        let request = charge("order-c", true);
+        async move {
+            storage
+                .provider_charge(vec![request])
+                .await
+                .expect("provider_charge")
+        }
+    })
+    .await;
+    let mut counts: Vec<u32> = concurrent
+        .iter()
+        .map(|verdicts| verdicts[0].requests)
+        .collect();
+    counts.sort();
+    assert_eq!(
+        counts,
+        (1..=20).collect::<Vec<u32>>(),
+        "each request counted once"
+    );
+    let stats = storage.provider_stats().await.expect("provider_stats");
+    assert_eq!(
+        (
+            stats.charged,
+            stats.declined,
+            stats.repeated_requests,
+            stats.orders_charged_twice
+        ),
+        (2, 1, 20, 0)
+    );
+}

@@ -32,6 +32,7 @@ mod bus;
 pub mod group;
 mod load;
 mod migrate;
+mod provider;
 mod read;
 mod sql;
 mod vacuum;
@@ -43,7 +44,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
 use stockroom_contract::{
-    DeadLetter, Delivery, Event, InventoryItem, Order, OrderList, Receipt, StockLine,
+    DeadLetter, Delivery, Event, InventoryItem, Order, OrderList, ProviderCharge, ProviderStats,
+    ProviderVerdict, Receipt, StockLine,
 };
 use stockroom_domain::Consumer;
 use stockroom_storage::batch::{Command, Reply};
@@ -586,6 +588,21 @@ impl Storage for PostgresStorage {
     async fn dead_letter_count(&self, consumer: Consumer) -> Result<u64, StorageError> {
         transaction!(self, read, |tx| bus::dead_letter_count(tx, consumer)
             .await?)
+    }
+
+    async fn provider_charge(
+        &self,
+        charges: Vec<ProviderCharge>,
+    ) -> Result<Vec<ProviderVerdict>, StorageError> {
+        if charges.is_empty() {
+            return Ok(Vec::new());
+        }
+        transaction!(self, write, |tx| provider::charge(tx, &charges, now_ms())
+            .await?)
+    }
+
+    async fn provider_stats(&self) -> Result<ProviderStats, StorageError> {
+        transaction!(self, read, |tx| provider::stats(tx).await?)
     }
 
     async fn probe(&self) -> Result<(), StorageError> {

@@ -17,6 +17,7 @@
 mod apply;
 mod bus;
 mod load;
+mod provider;
 mod read;
 mod records;
 mod seed;
@@ -32,7 +33,8 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags};
 use rusqlite_migration::{M, Migrations};
 use stockroom_contract::{
-    DeadLetter, Delivery, Event, InventoryItem, Order, OrderList, Receipt, StockLine,
+    DeadLetter, Delivery, Event, InventoryItem, Order, OrderList, ProviderCharge, ProviderStats,
+    ProviderVerdict, Receipt, StockLine,
 };
 use stockroom_domain::Consumer;
 use stockroom_storage::batch::{Command, Reply};
@@ -404,6 +406,23 @@ impl Storage for SqliteStorage {
     async fn dead_letter_count(&self, consumer: Consumer) -> Result<u64, StorageError> {
         self.read(move |sql| bus::dead_letter_count(sql, consumer))
             .await
+    }
+
+    async fn provider_charge(
+        &self,
+        charges: Vec<ProviderCharge>,
+    ) -> Result<Vec<ProviderVerdict>, StorageError> {
+        if charges.is_empty() {
+            return Ok(Vec::new());
+        }
+        match self.write(WriteCommand::Charge(charges)).await? {
+            WriteReply::Verdicts(verdicts) => Ok(verdicts),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn provider_stats(&self) -> Result<ProviderStats, StorageError> {
+        self.read(provider::stats).await
     }
 
     async fn probe(&self) -> Result<(), StorageError> {

@@ -12,14 +12,14 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
 use rusqlite::Connection;
-use stockroom_contract::{Delivery, Event, Receipt, StockLine};
+use stockroom_contract::{Delivery, Event, ProviderCharge, ProviderVerdict, Receipt, StockLine};
 use stockroom_domain::Consumer;
 use stockroom_storage::batch::{Command, Needs, Reply, decide};
 use stockroom_storage::{DeliveryOutcome, StorageError};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::sql::Sql;
-use crate::{WriterConfig, apply, bus, load, now_ms, read};
+use crate::{WriterConfig, apply, bus, load, now_ms, provider, read};
 
 pub struct WriteJob {
     pub command: WriteCommand,
@@ -48,6 +48,8 @@ pub enum WriteCommand {
         consumer: Consumer,
         events: Vec<Event>,
     },
+    /// The simulated provider's charges.
+    Charge(Vec<ProviderCharge>),
     /// Write and commit a marker: proves the write path works.
     Probe,
     /// Finish the queued jobs, then stop.
@@ -60,6 +62,7 @@ pub enum WriteReply {
     Loaded(bool),
     Deliveries(Vec<Delivery>),
     Changed(u64),
+    Verdicts(Vec<ProviderVerdict>),
     Done,
 }
 
@@ -237,6 +240,9 @@ fn apply_other(sql: Sql<'_>, command: WriteCommand) -> Result<WriteReply, Storag
         } => bus::redrive(sql, consumer, &delivery_ids).map(WriteReply::Changed),
         WriteCommand::Bury { consumer, events } => {
             bus::bury(sql, consumer, &events, now_ms()).map(WriteReply::Changed)
+        }
+        WriteCommand::Charge(charges) => {
+            provider::charge(sql, &charges, now_ms()).map(WriteReply::Verdicts)
         }
         WriteCommand::Probe => sql
             .execute(

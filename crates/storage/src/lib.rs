@@ -29,7 +29,8 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use stockroom_contract::{
     DeadLetter, Delivery, EffectResult, Event, HistoryEntry, InventoryItem, Order, OrderList,
-    PaymentRecord, Receipt, ReserveRequest, ReserveResult, Settlement, StockLine,
+    PaymentRecord, ProviderCharge, ProviderStats, ProviderVerdict, Receipt, ReserveRequest,
+    ReserveResult, Settlement, StockLine,
 };
 use stockroom_domain::rules::OrderRecord;
 use stockroom_domain::{Consumer, OrderStatus, ProductName, ReleaseReason};
@@ -283,6 +284,19 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Events dead-lettered, per consumer.
     async fn dead_letter_count(&self, consumer: Consumer) -> Result<u64, StorageError>;
+
+    /// The simulated payment provider's ledger: records each charge by its
+    /// key, the first request's verdict standing for every later request
+    /// of the same key. Kept in the system's database so that every
+    /// payment-service instance talks to one provider, as it would to a real
+    /// one; nothing else reads it.
+    async fn provider_charge(
+        &self,
+        charges: Vec<ProviderCharge>,
+    ) -> Result<Vec<ProviderVerdict>, StorageError>;
+
+    /// What the provider's ledger holds.
+    async fn provider_stats(&self) -> Result<ProviderStats, StorageError>;
 
     /// Writes and commits a tiny change through the same path every write
     /// takes: `Ok` means the storage accepts writes now (the writer is alive,

@@ -94,3 +94,15 @@ FROM (
 ) AS grouped
 WHERE orders.id = grouped.order_id;
 DROP TABLE order_items;
+
+-- The simulated payment provider's ledger (payment-service's, through
+-- data-service): one row per charge key, the first request's verdict.
+CREATE TABLE provider_charges (
+    charge_key    TEXT COLLATE "C" PRIMARY KEY,
+    order_id      TEXT COLLATE "C" NOT NULL,
+    units         BIGINT NOT NULL,
+    approved      BOOLEAN NOT NULL,
+    requests      INTEGER NOT NULL,
+    charged_at_ms BIGINT NOT NULL
+);
+CREATE INDEX provider_charges_by_order ON provider_charges (order_id);

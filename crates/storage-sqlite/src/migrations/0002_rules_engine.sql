@@ -69,3 +69,15 @@ UPDATE orders SET lines = (
           WHERE order_id = orders.id ORDER BY product_key)
 );
 DROP TABLE order_items;
+
+-- The simulated payment provider's ledger (payment-service's, through
+-- data-service): one row per charge key, the first request's verdict.
+CREATE TABLE provider_charges (
+    charge_key    TEXT PRIMARY KEY,
+    order_id      TEXT NOT NULL,
+    units         INTEGER NOT NULL,
+    approved      INTEGER NOT NULL,
+    requests      INTEGER NOT NULL,
+    charged_at_ms INTEGER NOT NULL
+);
+CREATE INDEX provider_charges_by_order ON provider_charges (order_id);

@@ -1,0 +1,96 @@
+//! The simulated payment provider's ledger: one row per charge key, the
+//! first request's verdict standing for every later one.
+
+use stockroom_contract::{ProviderCharge, ProviderStats, ProviderVerdict};
+
+use crate::Failure;
+use crate::load::inconsistent;
+use crate::sql::Tx;
+
+/// Records each charge by its key and returns each key's verdict. Keys are
+/// written in sorted order, so two instances charging overlapping keys take
+/// the unique index's locks in one order.
+pub(crate) async fn charge(
+    tx: Tx<'_>,
+    charges: &[ProviderCharge],
+    now: i64,
+) -> Result<Vec<ProviderVerdict>, Failure> {
+    let mut sorted: Vec<&ProviderCharge> = charges.iter().collect();
+    sorted.sort_by(|a, b| a.charge_key.cmp(&b.charge_key));
+    sorted.dedup_by(|a, b| a.charge_key == b.charge_key);
+    let keys: Vec<&str> = sorted
+        .iter()
+        .map(|charge| charge.charge_key.as_str())
+        .collect();
+    let orders: Vec<&str> = sorted
+        .iter()
+        .map(|charge| charge.order_id.as_str())
+        .collect();
+    let units: Vec<i64> = sorted.iter().map(|charge| charge.units as i64).collect();
+    let approved: Vec<bool> = sorted.iter().map(|charge| charge.approved).collect();
+    let rows = tx
+        .query(
+            "INSERT INTO provider_charges (charge_key, order_id, units, approved, requests,
+                                           charged_at_ms)
+             SELECT charge_key, order_id, units, approved, 1, $5
+             FROM unnest($1::text[], $2::text[], $3::bigint[], $4::boolean[])
+                  AS charge (charge_key, order_id, units, approved)
+             ORDER BY charge_key
+             ON CONFLICT (charge_key) DO UPDATE
+                 SET requests = provider_charges.requests + 1
+             RETURNING charge_key, approved, requests",
+            &[&keys, &orders, &units, &approved, &now],
+        )
+        .await?;
+    let mut verdicts = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let requests: i32 = row.try_get(2)?;
+        verdicts.push(ProviderVerdict {
+            charge_key: row.try_get(0)?,
+            approved: row.try_get(1)?,
+            requests: requests.max(0) as u32,
+        });
+    }
+    charges
+        .iter()
+        .map(|charge| {
+            verdicts
+                .iter()
+                .find(|verdict| verdict.charge_key == charge.charge_key)
+                .cloned()
+                .ok_or_else(|| {
+                    inconsistent(format!(
+                        "the provider gave no verdict for {}",
+                        charge.charge_key
+                    ))
+                })
+        })
+        .collect()
+}
+
+pub(crate) async fn stats(tx: Tx<'_>) -> Result<ProviderStats, Failure> {
+    let Some(row) = tx
+        .query_opt(
+            "SELECT COUNT(*) FILTER (WHERE approved), COUNT(*) FILTER (WHERE NOT approved),
+                    COALESCE(SUM(requests - 1), 0)::bigint,
+                    (SELECT COUNT(*) FROM (SELECT order_id FROM provider_charges
+                                           WHERE approved GROUP BY order_id
+                                           HAVING COUNT(*) > 1) AS twice)
+             FROM provider_charges",
+            &[],
+        )
+        .await?
+    else {
+        return Ok(ProviderStats::default());
+    };
+    let figure = |index: usize| -> Result<u64, Failure> {
+        let value: i64 = row.try_get(index)?;
+        Ok(value.max(0) as u64)
+    };
+    Ok(ProviderStats {
+        charged: figure(0)?,
+        declined: figure(1)?,
+        repeated_requests: figure(2)?,
+        orders_charged_twice: figure(3)?,
+    })
+}
