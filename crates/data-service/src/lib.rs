@@ -12,6 +12,7 @@
 mod error;
 pub mod monitor;
 mod relay;
+pub mod retention;
 mod routes;
 
 use std::future::Future;
@@ -26,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use error::DataError;
 pub use relay::{RELAY_BATCH_SIZE, RELAY_LEASE_MS, RELAY_POLL_INTERVAL_MS, relay_outbox};
+pub use retention::Retention;
 
 /// The largest request body data-service accepts. Internal batches of
 /// reservations are larger than any client request, hence the larger limit.
@@ -56,6 +58,8 @@ pub struct DataState {
     /// The service's parts, for `/health`.
     pub readiness: Readiness,
     pub metrics: Metrics,
+    /// How long old rows are kept.
+    pub retention: Retention,
 }
 
 impl DataState {
@@ -72,7 +76,14 @@ impl DataState {
             events_written: Arc::new(Notify::new()),
             readiness,
             metrics: Metrics::new("data-service"),
+            retention: Retention::default(),
         }
+    }
+
+    /// The same, keeping old rows as `retention` says.
+    pub fn with_retention(mut self, retention: Retention) -> DataState {
+        self.retention = retention;
+        self
     }
 }
 
@@ -86,8 +97,9 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     routes::openapi()
 }
 
-/// Serves data-service on `listener`, and looks at its storage every
-/// [`monitor::MONITOR_INTERVAL_MS`], until `shutdown` completes.
+/// Serves data-service on `listener`, looks at its storage every
+/// [`monitor::MONITOR_INTERVAL_MS`] and prunes old rows every
+/// [`retention::PRUNE_INTERVAL_MS`], until `shutdown` completes.
 pub async fn run(
     listener: TcpListener,
     state: DataState,
@@ -100,8 +112,15 @@ pub async fn run(
         state.metrics.clone(),
         stop.clone(),
     ));
+    let pruner = tokio::spawn(retention::run(
+        Arc::clone(&state.storage),
+        state.retention,
+        state.metrics.clone(),
+        stop.clone(),
+    ));
     let served = stockroom_http_kit::serve(listener, router(state), shutdown).await;
     stop.cancel();
     let _ = monitor.await;
+    let _ = pruner.await;
     served
 }

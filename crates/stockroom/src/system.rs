@@ -9,7 +9,7 @@ use anyhow::Context;
 use stockroom_bus::{EmbeddedEventSource, EventSource};
 use stockroom_bus_rabbitmq::{RabbitEventSource, RabbitPublisher, Topology};
 use stockroom_contract::StockLine;
-use stockroom_data_service::DataState;
+use stockroom_data_service::{DataState, Retention};
 use stockroom_domain::{CONSUMER_INVENTORY, CONSUMER_PAYMENT};
 use stockroom_inventory_service::InventoryConfig;
 use stockroom_order_service::{CoalesceConfig, OrderConfig};
@@ -164,6 +164,8 @@ pub struct SystemConfig {
     /// Whether order-service coalesces concurrent orders into one batch per
     /// internal exchange.
     pub order_coalescing: bool,
+    /// How long data-service keeps old rows.
+    pub retention: Retention,
 }
 
 impl SystemConfig {
@@ -183,6 +185,7 @@ impl SystemConfig {
             sweep_interval_ms: stockroom_inventory_service::DEFAULT_SWEEP_INTERVAL_MS,
             writer: WriterConfig::default(),
             order_coalescing: true,
+            retention: Retention::default(),
         }
     }
 }
@@ -300,7 +303,17 @@ pub fn data_service_with_bus(
     storage: Arc<dyn Storage>,
     bus: &BusChoice,
 ) -> RunningService {
-    let state = DataState::new(storage.clone());
+    data_service_with(listener, storage, bus, Retention::default())
+}
+
+/// Serves data-service over `bus`, keeping old rows as `retention` says.
+pub fn data_service_with(
+    listener: tokio::net::TcpListener,
+    storage: Arc<dyn Storage>,
+    bus: &BusChoice,
+    retention: Retention,
+) -> RunningService {
+    let state = DataState::new(storage.clone()).with_retention(retention);
     let publisher = match bus {
         BusChoice::Embedded => None,
         BusChoice::RabbitMq { url, topology } => {
@@ -415,7 +428,12 @@ pub async fn start(config: SystemConfig) -> anyhow::Result<RunningSystem> {
         config.writer,
     )
     .await?;
-    let data = data_service_with_bus(data_listener, storage.clone(), &config.bus);
+    let data = data_service_with(
+        data_listener,
+        storage.clone(),
+        &config.bus,
+        config.retention,
+    );
     let inventory = inventory_service(
         inventory_listener,
         InventoryConfig {

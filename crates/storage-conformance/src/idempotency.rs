@@ -197,3 +197,92 @@ pub async fn concurrent_same_key_requests_create_one_order(storage: Arc<dyn Stor
     assert_eq!(all_orders(&storage, None).await.len(), 1);
     assert_invariants(&storage).await;
 }
+
+/// Retention deletes, oldest first and a bounded number at a time, the keys,
+/// processed-event records and rejected orders older than its cutoffs, and
+/// nothing else; an event delivered again after its record is gone still
+/// has no second effect.
+pub async fn retention_prunes_only_what_is_old(storage: Arc<dyn Storage>) {
+    use stockroom_contract::PaymentRecord;
+    use stockroom_storage::Prune;
+    stock(&storage, &[("Laptop", 10)]).await;
+    let keyed = reserve_one(
+        &storage,
+        keyed_request("c1", &[("Laptop", 2)], "key-1", Some("fp-1")),
+    )
+    .await;
+    let ReserveOutcome::Reserved { order } = keyed.outcome else {
+        panic!("the keyed order is reserved");
+    };
+    for customer in ["c2", "c3"] {
+        let rejected = reserve_one(
+            &storage,
+            crate::support::request(customer, &[("Laptop", 50)]),
+        )
+        .await;
+        assert!(matches!(rejected.outcome, ReserveOutcome::Rejected { .. }));
+    }
+    let payment = PaymentRecord {
+        order_id: order.id.clone(),
+        event_id: "payment-event-1".into(),
+        approved: true,
+    };
+    storage
+        .record_payments(vec![payment.clone()])
+        .await
+        .expect("record_payments");
+
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("a clock after 1970")
+        .as_millis() as i64;
+    let before = |ms: i64| Prune {
+        idempotency_keys_before_ms: ms,
+        processed_events_before_ms: ms,
+        rejected_orders_before_ms: ms,
+        limit: 1,
+    };
+    let nothing = storage.prune(before(now - 3_600_000)).await.expect("prune");
+    assert_eq!(nothing, Default::default(), "nothing is an hour old");
+    let first = storage.prune(before(now + 3_600_000)).await.expect("prune");
+    assert_eq!(
+        (
+            first.idempotency_keys,
+            first.processed_events,
+            first.rejected_orders
+        ),
+        (1, 1, 1),
+        "at most the limit per table"
+    );
+    assert!(first.hit_limit(1));
+    let rest = storage
+        .prune(Prune {
+            limit: 100,
+            ..before(now + 3_600_000)
+        })
+        .await
+        .expect("prune");
+    assert_eq!(
+        (
+            rest.idempotency_keys,
+            rest.processed_events,
+            rest.rejected_orders
+        ),
+        (0, 0, 1)
+    );
+
+    let orders = all_orders(&storage, None).await;
+    assert_eq!(orders.len(), 1, "only the rejected orders are gone");
+    assert_eq!(orders[0].id, order.id);
+    // Its record is gone, its effect is not: the payment applies no more.
+    let again = storage
+        .record_payments(vec![payment])
+        .await
+        .expect("record_payments");
+    assert_eq!(
+        again[0].outcome,
+        stockroom_contract::EffectOutcome::NotApplicable
+    );
+    assert_eq!(crate::support::order(&storage, &order.id).await.version, 2);
+    assert_invariants(&storage).await;
+}

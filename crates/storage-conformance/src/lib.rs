@@ -30,6 +30,7 @@ pub mod support;
 
 pub use idempotency::{
     concurrent_same_key_requests_create_one_order, idempotent_replay_and_key_reuse,
+    retention_prunes_only_what_is_old,
 };
 pub use orders::{
     cancel_is_idempotent_and_refused_after_charge, concurrent_cancel_and_payment_pick_one_winner,
@@ -82,6 +83,7 @@ macro_rules! conformance_tests {
             order_listing_filters_and_pages,
             constraint_violations_are_one_error_kind,
             provider_charges_are_kept_by_key,
+            retention_prunes_only_what_is_old,
         );
     };
     (@each $run:path; $($test:ident),+ $(,)?) => {

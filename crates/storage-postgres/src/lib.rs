@@ -33,6 +33,7 @@ pub mod group;
 mod load;
 mod migrate;
 mod provider;
+mod prune;
 mod read;
 mod sql;
 mod vacuum;
@@ -49,7 +50,9 @@ use stockroom_contract::{
 };
 use stockroom_domain::Consumer;
 use stockroom_storage::batch::{Command, Reply};
-use stockroom_storage::{DeliveryOutcome, OrderFilter, OutboxCounts, Storage, StorageError, cause};
+use stockroom_storage::{
+    DeliveryOutcome, OrderFilter, OutboxCounts, Prune, Pruned, Storage, StorageError, cause,
+};
 use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
 
@@ -603,6 +606,10 @@ impl Storage for PostgresStorage {
 
     async fn provider_stats(&self) -> Result<ProviderStats, StorageError> {
         transaction!(self, read, |tx| provider::stats(tx).await?)
+    }
+
+    async fn prune(&self, rules: Prune) -> Result<Pruned, StorageError> {
+        transaction!(self, write, |tx| prune::prune(tx, rules).await?)
     }
 
     async fn probe(&self) -> Result<(), StorageError> {

@@ -18,6 +18,7 @@ mod apply;
 mod bus;
 mod load;
 mod provider;
+mod prune;
 mod read;
 mod records;
 mod seed;
@@ -38,7 +39,9 @@ use stockroom_contract::{
 };
 use stockroom_domain::Consumer;
 use stockroom_storage::batch::{Command, Reply};
-use stockroom_storage::{DeliveryOutcome, OrderFilter, OutboxCounts, Storage, StorageError, cause};
+use stockroom_storage::{
+    DeliveryOutcome, OrderFilter, OutboxCounts, Prune, Pruned, Storage, StorageError, cause,
+};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::sql::{Sql, storage_error};
@@ -423,6 +426,13 @@ impl Storage for SqliteStorage {
 
     async fn provider_stats(&self) -> Result<ProviderStats, StorageError> {
         self.read(provider::stats).await
+    }
+
+    async fn prune(&self, prune: Prune) -> Result<Pruned, StorageError> {
+        match self.write(WriteCommand::Prune(prune)).await? {
+            WriteReply::Pruned(pruned) => Ok(pruned),
+            other => Err(unexpected(other)),
+        }
     }
 
     async fn probe(&self) -> Result<(), StorageError> {

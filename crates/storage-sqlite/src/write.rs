@@ -15,11 +15,11 @@ use rusqlite::Connection;
 use stockroom_contract::{Delivery, Event, ProviderCharge, ProviderVerdict, Receipt, StockLine};
 use stockroom_domain::Consumer;
 use stockroom_storage::batch::{Command, Needs, Reply, decide};
-use stockroom_storage::{DeliveryOutcome, StorageError};
+use stockroom_storage::{DeliveryOutcome, Prune, Pruned, StorageError};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::sql::Sql;
-use crate::{WriterConfig, apply, bus, load, now_ms, provider, read};
+use crate::{WriterConfig, apply, bus, load, now_ms, provider, prune, read};
 
 pub struct WriteJob {
     pub command: WriteCommand,
@@ -50,6 +50,8 @@ pub enum WriteCommand {
     },
     /// The simulated provider's charges.
     Charge(Vec<ProviderCharge>),
+    /// Retention's deletions.
+    Prune(Prune),
     /// Write and commit a marker: proves the write path works.
     Probe,
     /// Finish the queued jobs, then stop.
@@ -63,6 +65,7 @@ pub enum WriteReply {
     Deliveries(Vec<Delivery>),
     Changed(u64),
     Verdicts(Vec<ProviderVerdict>),
+    Pruned(Pruned),
     Done,
 }
 
@@ -241,6 +244,7 @@ fn apply_other(sql: Sql<'_>, command: WriteCommand) -> Result<WriteReply, Storag
         WriteCommand::Bury { consumer, events } => {
             bus::bury(sql, consumer, &events, now_ms()).map(WriteReply::Changed)
         }
+        WriteCommand::Prune(rules) => prune::prune(sql, rules).map(WriteReply::Pruned),
         WriteCommand::Charge(charges) => {
             provider::charge(sql, &charges, now_ms()).map(WriteReply::Verdicts)
         }

@@ -49,6 +49,37 @@ pub use error::{Cause, StorageError, cause};
 /// without limit, so no outage ever dead-letters an event.
 pub const MAX_REJECTIONS: u32 = 1;
 
+/// What the retention pruner may delete, oldest first: rows older than each
+/// cutoff, at most `limit` rows per table per call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Prune {
+    /// Idempotency keys answered before this time (ms since the epoch).
+    pub idempotency_keys_before_ms: i64,
+    /// Processed-event records written before this time.
+    pub processed_events_before_ms: i64,
+    /// Rejected orders (with their history) created before this time.
+    pub rejected_orders_before_ms: i64,
+    pub limit: u32,
+}
+
+/// How many rows one prune deleted, per table.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub idempotency_keys: u64,
+    pub processed_events: u64,
+    pub rejected_orders: u64,
+}
+
+impl Pruned {
+    /// Whether some table had more to delete than the limit allowed.
+    pub fn hit_limit(&self, limit: u32) -> bool {
+        let limit = u64::from(limit);
+        self.idempotency_keys >= limit
+            || self.processed_events >= limit
+            || self.rejected_orders >= limit
+    }
+}
+
 /// One consumer's share of the outbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboxCounts {
@@ -297,6 +328,12 @@ pub trait Storage: Send + Sync + 'static {
 
     /// What the provider's ledger holds.
     async fn provider_stats(&self) -> Result<ProviderStats, StorageError>;
+
+    /// Deletes, oldest first, the rows retention no longer keeps (see
+    /// [`Prune`]). Safe for the flow: a key's retries are long over; an event
+    /// delivered again after its processed record is gone finds its order
+    /// moved on and changes nothing; a rejected order holds no stock.
+    async fn prune(&self, prune: Prune) -> Result<Pruned, StorageError>;
 
     /// Writes and commits a tiny change through the same path every write
     /// takes: `Ok` means the storage accepts writes now (the writer is alive,

@@ -2,8 +2,10 @@
 //! storage and bus are, and how payment and expiry behave.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, ValueEnum};
+use stockroom_data_service::Retention;
 use stockroom_naive::{NaiveFlow, RaceWindows};
 use stockroom_storage_sqlite::WriterConfig;
 
@@ -75,6 +77,43 @@ pub(super) struct StorageArgs {
     /// Most writes per transaction (group commit); 1 turns batching off.
     #[arg(long, default_value_t = stockroom_storage_sqlite::MAX_WRITE_BATCH, env = "STOCKROOM_WRITE_BATCH")]
     write_batch: usize,
+    #[command(flatten)]
+    pub(super) retention: RetentionArgs,
+}
+
+/// How long data-service keeps rows nobody needs any more (see
+/// `stockroom_data_service::retention`).
+#[derive(Debug, Args)]
+pub(super) struct RetentionArgs {
+    /// Idempotency keys are kept this long (at least a day: clients may
+    /// retry an order with its key within a day).
+    #[arg(long, default_value = "2days", value_parser = humantime::parse_duration, env = "STOCKROOM_KEEP_IDEMPOTENCY_KEYS")]
+    keep_idempotency_keys: Duration,
+    /// Processed-event records are kept this long.
+    #[arg(long, default_value = "7days", value_parser = humantime::parse_duration, env = "STOCKROOM_KEEP_PROCESSED_EVENTS")]
+    keep_processed_events: Duration,
+    /// Rejected orders are kept this long.
+    #[arg(long, default_value = "30days", value_parser = humantime::parse_duration, env = "STOCKROOM_KEEP_REJECTED_ORDERS")]
+    keep_rejected_orders: Duration,
+}
+
+/// The shortest window accepted for idempotency keys: a client's retries of
+/// one order must always find its key.
+pub(super) const MIN_KEEP_IDEMPOTENCY_KEYS: Duration = Duration::from_secs(24 * 3_600);
+
+impl RetentionArgs {
+    pub(super) fn retention(&self) -> anyhow::Result<Retention> {
+        anyhow::ensure!(
+            self.keep_idempotency_keys >= MIN_KEEP_IDEMPOTENCY_KEYS,
+            "--keep-idempotency-keys must be at least a day: clients retry an order with its key within a day"
+        );
+        let ms = |duration: Duration| u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
+        Ok(Retention {
+            idempotency_keys_ms: ms(self.keep_idempotency_keys),
+            processed_events_ms: ms(self.keep_processed_events),
+            rejected_orders_ms: ms(self.keep_rejected_orders),
+        })
+    }
 }
 
 #[derive(Debug, Args)]

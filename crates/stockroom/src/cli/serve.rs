@@ -129,7 +129,12 @@ pub(super) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             )
             .await?;
             tracing::info!(%url, backend = opened.backend_name(), "data-service listening");
-            let running = system::data_service_with_bus(listener, opened.clone(), &bus);
+            let running = system::data_service_with(
+                listener,
+                opened.clone(),
+                &bus,
+                storage.retention.retention()?,
+            );
             signal.await;
             let stopped = running.stop().await;
             opened.close().await;

@@ -56,6 +56,7 @@ pub(super) async fn up(args: UpArgs) -> anyhow::Result<()> {
         sweep_interval_ms: args.expiry.sweep_interval_ms,
         writer: writer_config(&args.storage)?,
         order_coalescing: true,
+        retention: args.storage.retention.retention()?,
     };
     let running = system::start(config).await?;
     let urls = &running.urls;

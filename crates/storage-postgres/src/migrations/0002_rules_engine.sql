@@ -106,3 +106,8 @@ CREATE TABLE provider_charges (
     charged_at_ms BIGINT NOT NULL
 );
 CREATE INDEX provider_charges_by_order ON provider_charges (order_id);
+
+-- Retention: the pruner deletes the oldest idempotency keys and processed-
+-- event records first, through these indexes.
+CREATE INDEX idempotency_keys_by_age ON idempotency_keys (created_at_ms);
+CREATE INDEX processed_events_by_age ON processed_events (at_ms);

@@ -1,0 +1,44 @@
+//! Retention: deleting, oldest first and a bounded number at a time, the
+//! rows the system no longer needs.
+
+use stockroom_storage::{Prune, Pruned, StorageError};
+
+use crate::sql::Sql;
+
+pub(crate) fn prune(sql: Sql<'_>, prune: Prune) -> Result<Pruned, StorageError> {
+    let idempotency_keys = sql.execute(
+        "DELETE FROM idempotency_keys WHERE rowid IN (
+             SELECT rowid FROM idempotency_keys WHERE created_at_ms < ?1
+             ORDER BY created_at_ms LIMIT ?2)",
+        rusqlite::params![prune.idempotency_keys_before_ms, prune.limit],
+    )?;
+    let processed_events = sql.execute(
+        "DELETE FROM processed_events WHERE rowid IN (
+             SELECT rowid FROM processed_events WHERE at_ms < ?1 ORDER BY at_ms LIMIT ?2)",
+        rusqlite::params![prune.processed_events_before_ms, prune.limit],
+    )?;
+    // Rejected orders in id order, which is creation order: the (status, id)
+    // index hands out the oldest first.
+    let rejected: Vec<String> = sql.rows(
+        "SELECT id FROM orders WHERE status = 'rejected' AND created_at_ms < ?1
+         ORDER BY id LIMIT ?2",
+        rusqlite::params![prune.rejected_orders_before_ms, prune.limit],
+        |row| row.get(0),
+    )?;
+    if !rejected.is_empty() {
+        let ids = crate::records::json_list(&rejected);
+        sql.execute(
+            "DELETE FROM order_history WHERE order_id IN (SELECT value FROM json_each(?1))",
+            [&ids],
+        )?;
+        sql.execute(
+            "DELETE FROM orders WHERE id IN (SELECT value FROM json_each(?1))",
+            [&ids],
+        )?;
+    }
+    Ok(Pruned {
+        idempotency_keys: idempotency_keys as u64,
+        processed_events: processed_events as u64,
+        rejected_orders: rejected.len() as u64,
+    })
+}
