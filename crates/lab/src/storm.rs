@@ -346,7 +346,7 @@ async fn worker(
         if config.orders.is_some_and(|orders| number >= orders) {
             break;
         }
-        let (product, url) = {
+        let (product, first_url) = {
             let mut random = rand::rng();
             let product = if config.products.len() == 1 || random.random::<f64>() < config.hot_share
             {
@@ -354,8 +354,7 @@ async fn worker(
             } else {
                 &config.products[random.random_range(1..config.products.len())]
             };
-            let url = &config.order_urls[(number % config.order_urls.len() as u64) as usize];
-            (product.clone(), url.clone())
+            (product.clone(), number as usize)
         };
         let request = OpValue {
             product: Some(product.clone()),
@@ -374,7 +373,7 @@ async fn worker(
             value: request.clone(),
         };
         let began = Instant::now();
-        let (kind, value, attempts) = place(shared, &url, request).await;
+        let (kind, value, attempts) = place(shared, first_url, request).await;
         latency.saturating_record(began.elapsed().as_micros().max(1) as u64);
         let done = HistoryEvent {
             kind,
@@ -408,18 +407,21 @@ async fn worker(
 }
 
 /// Places one order, retrying as the policy allows; returns the completion
-/// type, the completed value and the number of attempts.
-async fn place(shared: &Shared, url: &str, mut value: OpValue) -> (EventType, OpValue, u32) {
+/// type, the completed value and the number of attempts. The orders go
+/// round-robin over the URLs, starting at `first_url`, and each retry goes to
+/// the next URL, so that a retry does not wait for a dead instance.
+async fn place(shared: &Shared, first_url: usize, mut value: OpValue) -> (EventType, OpValue, u32) {
     let config = &shared.config;
     let body = serde_json::json!({
         "productName": value.product,
         "quantity": value.quantity,
         "customerId": value.customer_id,
     });
-    let endpoint = format!("{}/api/orders", url.trim_end_matches('/'));
     let mut attempt = 0;
     loop {
         attempt += 1;
+        let url = &config.order_urls[(first_url + attempt as usize - 1) % config.order_urls.len()];
+        let endpoint = format!("{}/api/orders", url.trim_end_matches('/'));
         let mut request = shared.client.post(&endpoint).json(&body);
         if let Some(key) = &value.idempotency_key {
             request = request.header("Idempotency-Key", key);
@@ -452,10 +454,12 @@ async fn place(shared: &Shared, url: &str, mut value: OpValue) -> (EventType, Op
                     _ => false,
                 }
             }
+            // No answer (a refused or cut connection, a timeout): the same
+            // key makes a retry safe whatever happened to the first request.
             Err(error) => {
                 value.status_code = None;
                 value.error = Some(error.to_string());
-                error.is_connect() || error.is_timeout()
+                error.is_connect() || error.is_timeout() || error.is_request()
             }
         };
         if !retryable || attempt >= config.retry.max_attempts {

@@ -136,8 +136,22 @@ impl BusChoice {
 
     /// The event source of one consumer group.
     pub fn event_source(&self, data_url: &str, consumer: &'static str) -> Arc<dyn EventSource> {
+        self.event_source_leased(data_url, consumer, stockroom_bus::LEASE_MS)
+    }
+
+    /// [`BusChoice::event_source`], leasing embedded events for `lease_ms`
+    /// (a broker keeps unacknowledged messages with their consumer until its
+    /// connection ends, without a lease).
+    pub fn event_source_leased(
+        &self,
+        data_url: &str,
+        consumer: &'static str,
+        lease_ms: u64,
+    ) -> Arc<dyn EventSource> {
         match self {
-            BusChoice::Embedded => Arc::new(EmbeddedEventSource::new(data_url, consumer)),
+            BusChoice::Embedded => {
+                Arc::new(EmbeddedEventSource::new(data_url, consumer).with_lease_ms(lease_ms))
+            }
             BusChoice::RabbitMq { url, topology } => Arc::new(
                 RabbitEventSource::new(url, topology.clone(), consumer).with_dead_letters(data_url),
             ),

@@ -125,6 +125,10 @@ pub(super) struct BusArgs {
     /// The prefix of the RabbitMQ exchange and queue names.
     #[arg(long, default_value = stockroom_bus_rabbitmq::DEFAULT_PREFIX, env = "STOCKROOM_BUS_PREFIX")]
     pub(super) bus_prefix: String,
+    /// How long a consumer holds the events it leased from the embedded bus
+    /// before they go to another consumer (it is presumed dead).
+    #[arg(long, default_value_t = stockroom_bus::LEASE_MS, env = "STOCKROOM_LEASE_MS")]
+    pub(super) lease_ms: u64,
 }
 
 impl BusArgs {

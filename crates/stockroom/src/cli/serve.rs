@@ -147,10 +147,13 @@ pub(super) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             ..
         } => {
             let port = args.port.unwrap_or(system::INVENTORY_PORT);
-            let bus = bus.choice()?;
             let (listener, url) = system::bind("inventory-service", args.host, port).await?;
             tracing::info!(%url, "inventory-service listening");
-            let events = bus.event_source(&data_url, stockroom_domain::CONSUMER_INVENTORY);
+            let events = bus.choice()?.event_source_leased(
+                &data_url,
+                stockroom_domain::CONSUMER_INVENTORY,
+                bus.lease_ms,
+            );
             let config = InventoryConfig {
                 data_url,
                 reservation_ttl_ms: expiry.reservation_ttl_ms,
@@ -166,7 +169,6 @@ pub(super) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             bus,
         } => {
             let port = args.port.unwrap_or(system::PAYMENT_PORT);
-            let bus = bus.choice()?;
             let config = PaymentConfig {
                 data_url: data_url.clone(),
                 latency_ms: payment.payment_latency_ms,
@@ -175,7 +177,11 @@ pub(super) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             config.validate().map_err(anyhow::Error::msg)?;
             let (listener, url) = system::bind("payment-service", args.host, port).await?;
             tracing::info!(%url, "payment-service listening");
-            let events = bus.event_source(&data_url, stockroom_domain::CONSUMER_PAYMENT);
+            let events = bus.choice()?.event_source_leased(
+                &data_url,
+                stockroom_domain::CONSUMER_PAYMENT,
+                bus.lease_ms,
+            );
             stockroom_payment_service::run(listener, config, events, signal)
                 .await
                 .context("payment-service failed")
