@@ -92,6 +92,8 @@ pub struct CheckOutcome {
     pub passed: bool,
     pub expected: String,
     pub actual: String,
+    /// How many products, orders or files break it (0 when it holds).
+    pub count: usize,
     /// One line per offending product or order, at most [`MAX_DETAILS`].
     pub details: Vec<String>,
 }
@@ -338,6 +340,7 @@ pub async fn run_check(config: &CheckConfig) -> Result<CheckReport, CheckError> 
         } else {
             unreadable.join("; ")
         },
+        count: unreadable.len(),
         details: unreadable.clone(),
     }];
     if let Some(items) = &inventory {
@@ -424,6 +427,7 @@ fn outcome(name: &str, expected: String, good: String, details: Vec<String>) -> 
         passed,
         expected,
         actual,
+        count: details.len(),
         details: details.into_iter().take(MAX_DETAILS).collect(),
     }
 }
