@@ -26,7 +26,9 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 pub use error::DataError;
-pub use relay::{RELAY_BATCH_SIZE, RELAY_LEASE_MS, RELAY_POLL_INTERVAL_MS, relay_outbox};
+pub use relay::{
+    RELAY_BATCH_SIZE, RELAY_LEASE_MS, RELAY_POLL_INTERVAL_MS, RelaySettings, relay_outbox,
+};
 pub use retention::Retention;
 
 /// The largest request body data-service accepts. Internal batches of

@@ -39,19 +39,40 @@ pub const RELAY_POLL_INTERVAL_MS: u64 = 200;
 /// before data-service reports it down rather than degraded.
 pub const RELAY_DOWN_AFTER_MS: u64 = 10_000;
 
+/// How the relay retries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RelaySettings {
+    /// The longest pause between two failed rounds (the pause doubles from
+    /// [`MIN_RETRY_BACKOFF_MS`] up to this). Whatever it is, a failed round
+    /// costs an event nothing: it is given back, never counted as an attempt.
+    pub max_backoff_ms: u64,
+}
+
+impl Default for RelaySettings {
+    fn default() -> Self {
+        RelaySettings {
+            max_backoff_ms: MAX_RETRY_BACKOFF_MS,
+        }
+    }
+}
+
 /// Runs until `shutdown` is cancelled, retrying a broker or database that is
-/// down forever (backing off up to [`MAX_RETRY_BACKOFF_MS`]) and reporting
+/// down forever (backing off up to `settings.max_backoff_ms`) and reporting
 /// itself as the `relay` part of `readiness`.
 pub async fn relay_outbox(
     storage: Arc<dyn Storage>,
     publisher: Arc<dyn EventPublisher>,
     wake: Arc<Notify>,
     readiness: Readiness,
+    settings: RelaySettings,
     shutdown: CancellationToken,
 ) {
-    let mut backoff_ms = MIN_RETRY_BACKOFF_MS;
+    let mut backoff_ms = MIN_RETRY_BACKOFF_MS.min(settings.max_backoff_ms);
     let mut failing_since: Option<Instant> = None;
     let mut relayed: u64 = 0;
+    // Every failed round since the start: an operator sees how hard the relay
+    // tried during an outage, and that no event paid for it.
+    let mut failed_rounds: u64 = 0;
     readiness.set("relay", PartStatus::Ok, json!({"relayed": relayed}));
     loop {
         let notified = wake.notified();
@@ -64,9 +85,14 @@ pub async fn relay_outbox(
                 if failing_since.take().is_some() {
                     tracing::info!("outbox relay works again");
                 }
-                readiness.set("relay", PartStatus::Ok, json!({"relayed": relayed}));
+                readiness.set(
+                    "relay",
+                    PartStatus::Ok,
+                    json!({"relayed": relayed, "failedRounds": failed_rounds}),
+                );
             }
             Err(error) => {
+                failed_rounds += 1;
                 let since = *failing_since.get_or_insert_with(Instant::now);
                 let status = if since.elapsed() >= Duration::from_millis(RELAY_DOWN_AFTER_MS) {
                     PartStatus::Down
@@ -76,13 +102,13 @@ pub async fn relay_outbox(
                 readiness.set(
                     "relay",
                     status,
-                    json!({"relayed": relayed, "failingForMs": since.elapsed().as_millis() as u64, "error": error}),
+                    json!({"relayed": relayed, "failedRounds": failed_rounds, "failingForMs": since.elapsed().as_millis() as u64, "error": error}),
                 );
             }
         }
         match round {
             Ok(0) => {
-                backoff_ms = MIN_RETRY_BACKOFF_MS;
+                backoff_ms = MIN_RETRY_BACKOFF_MS.min(settings.max_backoff_ms);
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
                     _ = &mut notified => {}
@@ -90,7 +116,7 @@ pub async fn relay_outbox(
                 }
             }
             Ok(_) => {
-                backoff_ms = MIN_RETRY_BACKOFF_MS;
+                backoff_ms = MIN_RETRY_BACKOFF_MS.min(settings.max_backoff_ms);
                 if shutdown.is_cancelled() {
                     return;
                 }
@@ -101,7 +127,7 @@ pub async fn relay_outbox(
                     _ = shutdown.cancelled() => return,
                     _ = tokio::time::sleep(Duration::from_millis(backoff_ms)) => {}
                 }
-                backoff_ms = (backoff_ms * 2).min(MAX_RETRY_BACKOFF_MS);
+                backoff_ms = (backoff_ms * 2).min(settings.max_backoff_ms);
             }
         }
     }

@@ -76,6 +76,9 @@ pub struct StormConfig {
     /// Draw a progress bar (only ever on a terminal).
     pub progress: bool,
     pub request_timeout_ms: u64,
+    /// At most this many new orders per second over the whole storm (`None`:
+    /// as fast as the workers go), so that a long run stays a steady load.
+    pub rate_per_s: Option<f64>,
 }
 
 impl StormConfig {
@@ -94,6 +97,7 @@ impl StormConfig {
             keep_history: false,
             progress: false,
             request_timeout_ms: DEFAULT_REQUEST_TIMEOUT_MS,
+            rate_per_s: None,
         }
     }
 }
@@ -201,6 +205,12 @@ fn validate(config: &StormConfig) -> Result<(), StormError> {
     }
     if config.orders.is_none() && config.duration.is_none() {
         return invalid("give a number of orders, a duration, or both");
+    }
+    if config
+        .rate_per_s
+        .is_some_and(|rate| !rate.is_finite() || rate <= 0.0)
+    {
+        return invalid("the rate must be a positive number of orders per second");
     }
     if config.retry.max_attempts == 0 || config.retry.max_attempts > MAX_RETRY_ATTEMPTS {
         return Err(StormError::Invalid(format!(
@@ -343,6 +353,15 @@ async fn worker(
             break;
         }
         let number = shared.issued.fetch_add(1, Ordering::Relaxed);
+        if let Some(rate) = config.rate_per_s {
+            // Order n is due n/rate seconds after the start, whichever
+            // worker takes it.
+            let due = shared.started + Duration::from_secs_f64(number as f64 / rate);
+            if shared.deadline.is_some_and(|deadline| due >= deadline) {
+                break;
+            }
+            tokio::time::sleep_until(due.into()).await;
+        }
         if config.orders.is_some_and(|orders| number >= orders) {
             break;
         }

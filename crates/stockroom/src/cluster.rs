@@ -9,7 +9,7 @@
 //! in dependency order (data, then inventory and payment, then order), each
 //! waited for until healthy.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -41,22 +41,156 @@ pub struct ClusterConfig {
     pub inventory_args: Vec<String>,
     /// Extra arguments for every data-service.
     pub data_args: Vec<String>,
+    /// The inventory-service URLs order-service calls, when not the
+    /// instances' own (a chaos campaign puts its proxies there).
+    pub inventory_urls_for_order: Option<Vec<String>>,
+    /// The data-service URLs the consumers call, when not the instances' own.
+    pub data_urls_for_consumers: Option<Vec<String>>,
+    /// Variables set in every child's environment.
+    pub environment: Vec<(String, String)>,
+    /// When set, each child's standard error is appended to
+    /// `<service>-<index>.log` there instead of the launcher's.
+    pub log_directory: Option<PathBuf>,
 }
 
-/// One child process of the cluster.
+impl ClusterConfig {
+    /// The port of instance `index` of the service whose first instance's
+    /// default port is `base`.
+    pub fn port(&self, base: u16, index: u16) -> u16 {
+        base + self.port_offset + PORT_STRIDE * index
+    }
+
+    /// The URL instance `index` listens on.
+    pub fn url(&self, base: u16, index: u16) -> String {
+        format!("http://{}:{}", self.host, self.port(base, index))
+    }
+
+    /// Every instance's URL of the service whose default port is `base`.
+    pub fn urls(&self, base: u16) -> Vec<String> {
+        (0..self.instances)
+            .map(|index| self.url(base, index))
+            .collect()
+    }
+}
+
+/// One child process of the cluster, with what it takes to start it again.
 pub struct Instance {
     pub service: &'static str,
     pub index: u16,
     pub url: String,
+    program: PathBuf,
+    arguments: Vec<String>,
+    environment: Vec<(String, String)>,
+    log: Option<PathBuf>,
     child: Child,
     /// Set once the launcher has reported this process's death.
     exited: bool,
 }
 
 impl Instance {
+    /// Starts one `stockroom` process with `arguments` (a launcher of its
+    /// own, such as a chaos campaign's `up` target).
+    pub fn start(
+        service: &'static str,
+        index: u16,
+        url: String,
+        arguments: Vec<String>,
+        environment: Vec<(String, String)>,
+        log: Option<PathBuf>,
+    ) -> anyhow::Result<Instance> {
+        let program = std::env::current_exe().context("cannot find the stockroom executable")?;
+        let child = spawn(&program, &arguments, &environment, log.as_deref())
+            .with_context(|| format!("cannot start {service} #{index}"))?;
+        Ok(Instance {
+            service,
+            index,
+            url,
+            program,
+            arguments,
+            environment,
+            log,
+            child,
+            exited: false,
+        })
+    }
+
     pub fn pid(&self) -> Option<u32> {
         self.child.id()
     }
+
+    /// Sends `signal` (a `kill` signal name such as `KILL`, `STOP`, `CONT`)
+    /// to the process.
+    pub fn signal(&self, signal: &str) -> anyhow::Result<()> {
+        let pid = self
+            .pid()
+            .with_context(|| format!("{}-service #{} is not running", self.service, self.index))?;
+        send_signal(pid, signal)
+    }
+
+    /// Whether the process has exited (reaping it if so).
+    pub fn has_exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+
+    /// Kills the process (SIGKILL, no chance to finish anything) and waits
+    /// for it to be gone.
+    pub async fn kill(&mut self) -> anyhow::Result<()> {
+        self.child.start_kill().ok();
+        self.child
+            .wait()
+            .await
+            .with_context(|| format!("cannot reap {}-service #{}", self.service, self.index))?;
+        Ok(())
+    }
+
+    /// Starts the process again with the arguments it first had. The old
+    /// one must be gone.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.child = spawn(
+            &self.program,
+            &self.arguments,
+            &self.environment,
+            self.log.as_deref(),
+        )
+        .with_context(|| format!("cannot restart {}-service #{}", self.service, self.index))?;
+        self.exited = false;
+        Ok(())
+    }
+}
+
+/// Sends a signal by name to a process.
+pub fn send_signal(pid: u32, signal: &str) -> anyhow::Result<()> {
+    let status = std::process::Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status()
+        .context("cannot run kill")?;
+    anyhow::ensure!(status.success(), "kill -{signal} {pid} failed: {status}");
+    Ok(())
+}
+
+fn spawn(
+    program: &Path,
+    arguments: &[String],
+    environment: &[(String, String)],
+    log: Option<&Path>,
+) -> std::io::Result<Child> {
+    let stderr = match log {
+        Some(path) => Stdio::from(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)?,
+        ),
+        None => Stdio::inherit(),
+    };
+    Command::new(program)
+        .args(arguments)
+        .envs(environment.iter().map(|(name, value)| (name, value)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .kill_on_drop(true)
+        .spawn()
 }
 
 /// The running cluster.
@@ -139,14 +273,17 @@ pub async fn start(config: &ClusterConfig) -> anyhow::Result<Cluster> {
         "--instances must be from 1 to {MAX_INSTANCES}"
     );
     let executable = std::env::current_exe().context("cannot find the stockroom executable")?;
-    let port = |base: u16, index: u16| base + config.port_offset + PORT_STRIDE * index;
-    let url = |base: u16, index: u16| format!("http://{}:{}", config.host, port(base, index));
-    let all = |base: u16| {
-        (0..config.instances)
-            .map(|index| url(base, index))
-            .collect::<Vec<_>>()
-            .join(",")
-    };
+    let inventory_for_order = config
+        .inventory_urls_for_order
+        .clone()
+        .unwrap_or_else(|| config.urls(INVENTORY_PORT))
+        .join(",");
+    let data_for_consumers = config
+        .data_urls_for_consumers
+        .clone()
+        .unwrap_or_else(|| config.urls(DATA_PORT))
+        .join(",");
+    let data_for_order = config.urls(DATA_PORT).join(",");
     let client = reqwest::Client::new();
     let mut cluster = Cluster {
         instances: Vec::new(),
@@ -170,7 +307,7 @@ pub async fn start(config: &ClusterConfig) -> anyhow::Result<Cluster> {
                 "--host".to_owned(),
                 config.host.clone(),
                 "--port".to_owned(),
-                port(base, index).to_string(),
+                config.port(base, index).to_string(),
             ];
             match service {
                 "data" => {
@@ -182,7 +319,7 @@ pub async fn start(config: &ClusterConfig) -> anyhow::Result<Cluster> {
                     }
                 }
                 "inventory" | "payment" => {
-                    arguments.extend(["--data-url".to_owned(), all(DATA_PORT)]);
+                    arguments.extend(["--data-url".to_owned(), data_for_consumers.clone()]);
                     arguments.extend(bus_args.clone());
                     let extra = if service == "payment" {
                         &config.payment_args
@@ -192,15 +329,15 @@ pub async fn start(config: &ClusterConfig) -> anyhow::Result<Cluster> {
                     arguments.extend(extra.iter().cloned());
                 }
                 _ => {
-                    arguments.extend(["--inventory-url".to_owned(), all(INVENTORY_PORT)]);
-                    arguments.extend(["--data-url".to_owned(), all(DATA_PORT)]);
+                    arguments.extend(["--inventory-url".to_owned(), inventory_for_order.clone()]);
+                    arguments.extend(["--data-url".to_owned(), data_for_order.clone()]);
                 }
             }
-            let child = Command::new(&executable)
-                .args(&arguments)
-                .stdin(Stdio::null())
-                .kill_on_drop(true)
-                .spawn()
+            let log = config
+                .log_directory
+                .as_ref()
+                .map(|directory| directory.join(format!("{service}-{index}.log")));
+            let child = spawn(&executable, &arguments, &config.environment, log.as_deref())
                 .with_context(|| format!("cannot start {service}-service #{index}"))?;
             let instance = Instance {
                 service: match service {
@@ -210,7 +347,11 @@ pub async fn start(config: &ClusterConfig) -> anyhow::Result<Cluster> {
                     _ => "order",
                 },
                 index,
-                url: url(base, index),
+                url: config.url(base, index),
+                program: executable.clone(),
+                arguments,
+                environment: config.environment.clone(),
+                log,
                 child,
                 exited: false,
             };

@@ -5,6 +5,7 @@
 //! tests both use it, so what the tests prove is what users run.
 
 pub mod bench;
+pub mod chaos;
 pub mod cli;
 pub mod cluster;
 pub mod stock;

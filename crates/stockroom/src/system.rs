@@ -9,7 +9,7 @@ use anyhow::Context;
 use stockroom_bus::{EmbeddedEventSource, EventSource};
 use stockroom_bus_rabbitmq::{RabbitEventSource, RabbitPublisher, Topology};
 use stockroom_contract::StockLine;
-use stockroom_data_service::{DataState, Retention};
+use stockroom_data_service::{DataState, RelaySettings, Retention};
 use stockroom_domain::{CONSUMER_INVENTORY, CONSUMER_PAYMENT};
 use stockroom_inventory_service::InventoryConfig;
 use stockroom_order_service::{CoalesceConfig, OrderConfig};
@@ -180,6 +180,11 @@ pub struct SystemConfig {
     pub order_coalescing: bool,
     /// How long data-service keeps old rows.
     pub retention: Retention,
+    /// How the outbox relay retries a broker that is down.
+    pub relay: RelaySettings,
+    /// How long a consumer holds the embedded events it leased before they
+    /// go to another consumer.
+    pub lease_ms: u64,
 }
 
 impl SystemConfig {
@@ -200,6 +205,8 @@ impl SystemConfig {
             writer: WriterConfig::default(),
             order_coalescing: true,
             retention: Retention::default(),
+            relay: RelaySettings::default(),
+            lease_ms: stockroom_bus::LEASE_MS,
         }
     }
 }
@@ -317,7 +324,13 @@ pub fn data_service_with_bus(
     storage: Arc<dyn Storage>,
     bus: &BusChoice,
 ) -> RunningService {
-    data_service_with(listener, storage, bus, Retention::default())
+    data_service_with(
+        listener,
+        storage,
+        bus,
+        Retention::default(),
+        RelaySettings::default(),
+    )
 }
 
 /// Serves data-service over `bus`, keeping old rows as `retention` says.
@@ -326,6 +339,7 @@ pub fn data_service_with(
     storage: Arc<dyn Storage>,
     bus: &BusChoice,
     retention: Retention,
+    relay: RelaySettings,
 ) -> RunningService {
     let state = DataState::new(storage.clone()).with_retention(retention);
     let publisher = match bus {
@@ -341,6 +355,7 @@ pub fn data_service_with(
                 publisher,
                 state.events_written.clone(),
                 state.readiness.clone(),
+                relay,
                 stop.clone(),
             ))
         });
@@ -362,23 +377,27 @@ pub fn data_service(
     data_service_with_bus(listener, storage, &BusChoice::Embedded)
 }
 
+/// inventory-service, leasing embedded events for `lease_ms`.
 pub fn inventory_service(
     listener: tokio::net::TcpListener,
     config: InventoryConfig,
     bus: &BusChoice,
+    lease_ms: u64,
 ) -> RunningService {
-    let events = bus.event_source(&config.data_url, CONSUMER_INVENTORY);
+    let events = bus.event_source_leased(&config.data_url, CONSUMER_INVENTORY, lease_ms);
     spawn("inventory-service", move |stop| {
         stockroom_inventory_service::run(listener, config, events, stop.cancelled_owned())
     })
 }
 
+/// payment-service, leasing embedded events for `lease_ms`.
 pub fn payment_service(
     listener: tokio::net::TcpListener,
     config: PaymentConfig,
     bus: &BusChoice,
+    lease_ms: u64,
 ) -> RunningService {
-    let events = bus.event_source(&config.data_url, CONSUMER_PAYMENT);
+    let events = bus.event_source_leased(&config.data_url, CONSUMER_PAYMENT, lease_ms);
     spawn("payment-service", move |stop| {
         stockroom_payment_service::run(listener, config, events, stop.cancelled_owned())
     })
@@ -447,6 +466,7 @@ pub async fn start(config: SystemConfig) -> anyhow::Result<RunningSystem> {
         storage.clone(),
         &config.bus,
         config.retention,
+        config.relay,
     );
     let inventory = inventory_service(
         inventory_listener,
@@ -456,6 +476,7 @@ pub async fn start(config: SystemConfig) -> anyhow::Result<RunningSystem> {
             sweep_interval_ms: config.sweep_interval_ms,
         },
         &config.bus,
+        config.lease_ms,
     );
     let payment = payment_service(
         payment_listener,
@@ -464,6 +485,7 @@ pub async fn start(config: SystemConfig) -> anyhow::Result<RunningSystem> {
             ..payment_config_check
         },
         &config.bus,
+        config.lease_ms,
     );
     let order = order_service(
         order_listener,

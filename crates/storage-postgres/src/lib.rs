@@ -272,6 +272,29 @@ pub async fn drop_schema(url: &str, schema: &str) -> Result<(), StorageError> {
     Ok(())
 }
 
+/// Terminates every session of the database that reports `application_name`
+/// (but not the one asking), as an operator's `pg_terminate_backend` would:
+/// for fault campaigns that cut a system's connections without touching
+/// other clients of the same server. Returns how many were terminated.
+pub async fn terminate_sessions(url: &str, application_name: &str) -> Result<u64, StorageError> {
+    let (client, connection) = tokio_postgres::connect(url, NoTls)
+        .await
+        .map_err(|error| database_error(error, 1))?;
+    let connection = tokio::spawn(connection);
+    let row = client
+        .query_one(
+            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) \
+             FROM pg_stat_activity \
+             WHERE application_name = $1 AND pid <> pg_backend_pid()",
+            &[&application_name],
+        )
+        .await
+        .map_err(|error| database_error(error, 1))?;
+    drop(client);
+    let _ = connection.await;
+    Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
+}
+
 fn check_schema_name(schema: &str) -> Result<(), StorageError> {
     let mut characters = schema.chars();
     let starts_well = characters

@@ -133,6 +133,14 @@ pub(super) struct BusArgs {
 
 impl BusArgs {
     pub(super) fn choice(&self) -> anyhow::Result<system::BusChoice> {
+        let (shortest, longest) = (
+            stockroom_data_service::MIN_LEASE_MS,
+            stockroom_data_service::MAX_LEASE_MS,
+        );
+        anyhow::ensure!(
+            (shortest..=longest).contains(&self.lease_ms),
+            "--lease-ms must be from {shortest} to {longest}"
+        );
         system::BusChoice::from_url(self.bus_url.as_deref(), &self.bus_prefix)
     }
 }

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::Args;
 use stockroom_lab::{CheckConfig, HistorySource};
 
-use super::{EXIT_BAD_INPUT, EXIT_VIOLATION};
+use super::{EXIT_BAD_INPUT, print_verdict};
 
 #[derive(Debug, Args)]
 pub(super) struct CheckArgs {
@@ -59,14 +59,5 @@ pub(super) async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(EXIT_BAD_INPUT));
         }
     };
-    if args.json {
-        println!("{}", serde_json::to_string(&report)?);
-    } else {
-        println!("{}", report.render());
-    }
-    Ok(if report.passed {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(EXIT_VIOLATION)
-    })
+    print_verdict(args.json, &report, report.render(), report.passed)
 }

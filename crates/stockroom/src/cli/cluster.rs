@@ -76,6 +76,10 @@ pub(super) async fn cluster(args: ClusterArgs) -> anyhow::Result<()> {
         ]
         .concat(),
         data_args: bus_prefix,
+        inventory_urls_for_order: None,
+        data_urls_for_consumers: None,
+        environment: Vec::new(),
+        log_directory: None,
     };
     let mut running = crate::cluster::start(&config).await?;
     for instance in &running.instances {

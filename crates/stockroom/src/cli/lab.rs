@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::Args;
 use stockroom_lab::{FixedLauncher, FixedRunning, FixedSpec, LabConfig, Scenario, SystemUrls};
 
-use super::EXIT_VIOLATION;
+use super::print_verdict;
 use crate::system::{self, Ports, RunningSystem, SystemConfig};
 
 #[derive(Debug, Args)]
@@ -44,16 +44,7 @@ pub(super) async fn lab(args: LabArgs) -> anyhow::Result<ExitCode> {
         race_window_ms: args.race_window_ms,
     };
     let report = stockroom_lab::run_lab(&config, &InProcessLauncher).await?;
-    if args.json {
-        println!("{}", serde_json::to_string(&report)?);
-    } else {
-        println!("{}", report.render());
-    }
-    Ok(if report.passed {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(EXIT_VIOLATION)
-    })
+    print_verdict(args.json, &report, report.render(), report.passed)
 }
 
 /// Starts the fixed system in this process for the lab, with

@@ -10,6 +10,7 @@
 
 mod args;
 mod bench;
+mod chaos;
 mod check;
 mod cluster;
 mod dead_letters;
@@ -24,6 +25,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use self::args::Mode;
 use self::bench::BenchArgs;
+use self::chaos::ChaosArgs;
 use self::check::CheckArgs;
 use self::cluster::ClusterArgs;
 use self::dead_letters::DeadLetterArgs;
@@ -78,6 +80,9 @@ enum Command {
     Lab(LabArgs),
     /// List or redrive the events consumers refused as poison.
     DeadLetters(DeadLetterArgs),
+    /// A fault campaign: a storm under kills, pauses, outages and cut links,
+    /// then the invariants checked.
+    Chaos(ChaosArgs),
 }
 
 /// Parses the command line, runs the command, and turns any error into one
@@ -88,7 +93,9 @@ pub fn main() -> ExitCode {
     // process should not bury them in logs unless asked to (STOCKROOM_LOG).
     let default_filter = match cli.command {
         Command::Lab(_) | Command::Bench(_) => "off",
-        Command::Storm(_) | Command::Check(_) | Command::DeadLetters(_) => "warn",
+        Command::Storm(_) | Command::Check(_) | Command::DeadLetters(_) | Command::Chaos(_) => {
+            "warn"
+        }
         Command::Up(_) | Command::Serve(_) | Command::Cluster(_) => "info",
     };
     init_logging(cli.log_format, default_filter);
@@ -137,7 +144,29 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Check(args) => check::check(args).await,
         Command::Lab(args) => lab::lab(args).await,
         Command::DeadLetters(args) => dead_letters::dead_letters(args).await,
+        Command::Chaos(args) => chaos::chaos(args).await,
     }
+}
+
+/// Prints a verdict (as one JSON object, or as its human rendering) and
+/// turns it into the exit status: 0 when it passed, [`EXIT_VIOLATION`]
+/// otherwise.
+fn print_verdict<T: serde::Serialize>(
+    json: bool,
+    report: &T,
+    rendered: String,
+    passed: bool,
+) -> anyhow::Result<ExitCode> {
+    if json {
+        println!("{}", serde_json::to_string(report)?);
+    } else {
+        println!("{rendered}");
+    }
+    Ok(if passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_VIOLATION)
+    })
 }
 
 /// Completes on Ctrl-C or SIGTERM.

@@ -134,6 +134,7 @@ pub(super) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 opened.clone(),
                 &bus,
                 storage.retention.retention()?,
+                stockroom_data_service::RelaySettings::default(),
             );
             signal.await;
             let stopped = running.stop().await;

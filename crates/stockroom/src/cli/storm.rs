@@ -58,9 +58,22 @@ pub(super) struct StormArgs {
     /// Longest one order request may take.
     #[arg(long, default_value_t = stockroom_lab::storm::DEFAULT_REQUEST_TIMEOUT_MS)]
     timeout_ms: u64,
+    /// At most this many orders per second (default: as fast as the
+    /// workers go).
+    #[arg(long, value_parser = parse_rate)]
+    rate: Option<f64>,
     /// Print the summary as one JSON object.
     #[arg(long)]
     json: bool,
+}
+
+fn parse_rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
+        _ => Err(format!(
+            "{text:?} is not a positive number of orders per second"
+        )),
+    }
 }
 
 pub(super) async fn storm(args: StormArgs) -> anyhow::Result<ExitCode> {
@@ -90,6 +103,7 @@ pub(super) async fn storm(args: StormArgs) -> anyhow::Result<ExitCode> {
         keep_history: false,
         progress: true,
         request_timeout_ms: args.timeout_ms,
+        rate_per_s: args.rate,
     };
     let report = stockroom_lab::run_storm(config).await?;
     if args.json {

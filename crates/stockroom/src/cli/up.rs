@@ -57,6 +57,8 @@ pub(super) async fn up(args: UpArgs) -> anyhow::Result<()> {
         writer: writer_config(&args.storage)?,
         order_coalescing: true,
         retention: args.storage.retention.retention()?,
+        relay: stockroom_data_service::RelaySettings::default(),
+        lease_ms: args.bus.lease_ms,
     };
     let running = system::start(config).await?;
     let urls = &running.urls;

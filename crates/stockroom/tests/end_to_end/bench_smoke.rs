@@ -8,6 +8,7 @@ use serde_json::Value;
 
 #[test]
 fn the_benchmark_runs_every_system_and_sells_exactly_the_stock() {
+    let _servers = crate::harness::using_shared_servers_blocking();
     let directory = tempfile::tempdir().unwrap();
     let chart = directory.path().join("chart.svg");
     let mut command = Command::new(env!("CARGO_BIN_EXE_stockroom"));
@@ -93,6 +94,7 @@ fn the_benchmark_runs_every_system_and_sells_exactly_the_stock() {
 /// every backend, and the report carries the ratios (no timing is asserted).
 #[test]
 fn the_growth_benchmark_measures_every_read_at_every_size() {
+    let _servers = crate::harness::using_shared_servers_blocking();
     let mut command = Command::new(env!("CARGO_BIN_EXE_stockroom"));
     command.args(["bench", "--growth", "--smoke", "--json"]);
     let postgres = std::env::var("STOCKROOM_TEST_POSTGRES_URL")

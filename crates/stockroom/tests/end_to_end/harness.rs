@@ -177,3 +177,58 @@ pub fn assert_stock_reconciles(inventory: &[Value], orders: &[Value]) {
         );
     }
 }
+
+/// Tests that stop or restart a server the whole test binary shares (the
+/// broker, the database server) hold this for writing; tests that use those
+/// servers hold it for reading, so that no test sees another's fault.
+static SHARED_SERVERS: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
+/// Held by a test that uses PostgreSQL or RabbitMQ.
+pub async fn using_shared_servers() -> tokio::sync::RwLockReadGuard<'static, ()> {
+    SHARED_SERVERS.read().await
+}
+
+/// Held by a test that stops or restarts PostgreSQL or RabbitMQ.
+pub async fn faulting_shared_servers() -> tokio::sync::RwLockWriteGuard<'static, ()> {
+    SHARED_SERVERS.write().await
+}
+
+/// The URL in the environment variable `variable`, or `None` when the tests
+/// that need it are to be skipped. Under CI a missing URL fails the test:
+/// those tests must never pass by skipping.
+pub fn server_url(variable: &str) -> Option<String> {
+    match std::env::var(variable) {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if std::env::var_os("CI").is_some() => {
+            panic!("{variable} is not set, and CI must run the tests that need it")
+        }
+        _ => {
+            eprintln!("skipped: {variable} is not set");
+            None
+        }
+    }
+}
+
+/// The PostgreSQL URL for tests (see [`server_url`]).
+pub fn postgres_url() -> Option<String> {
+    server_url("STOCKROOM_TEST_POSTGRES_URL")
+}
+
+/// A name no other test run uses: lower-case letters, digits and `_`.
+pub fn unique_name(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{prefix}_{nanos}_{}", std::process::id())
+}
+
+/// [`using_shared_servers`] for a test that is not async.
+pub fn using_shared_servers_blocking() -> tokio::sync::RwLockReadGuard<'static, ()> {
+    SHARED_SERVERS.blocking_read()
+}
+
+/// [`faulting_shared_servers`] for a test that is not async.
+pub fn faulting_shared_servers_blocking() -> tokio::sync::RwLockWriteGuard<'static, ()> {
+    SHARED_SERVERS.blocking_write()
+}

@@ -6,6 +6,7 @@ mod bad_input;
 mod bench_smoke;
 mod bus;
 mod crash;
+mod faults;
 mod flow;
 mod harness;
 mod idempotency;

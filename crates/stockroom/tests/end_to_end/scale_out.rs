@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::bus::rabbit_url;
-use crate::harness::{all_orders, assert_stock_reconciles, get};
+use crate::harness::{
+    all_orders, assert_stock_reconciles, get, postgres_url, unique_name, using_shared_servers,
+};
 
 /// Units of the one hot product on sale.
 const STOCK_UNITS: usize = 500;
@@ -27,29 +29,6 @@ const SETTLE_TIMEOUT_MS: u64 = 60_000;
 /// Ports of this test's cluster: the defaults shifted by this much, so the
 /// test does not collide with a `stockroom up` on 3001-3004.
 const PORT_OFFSET: u16 = 21_000;
-
-/// The PostgreSQL URL for tests, or `None` when they are to be skipped. Under
-/// CI a missing URL fails the test.
-fn postgres_url() -> Option<String> {
-    match std::env::var("STOCKROOM_TEST_POSTGRES_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ if std::env::var_os("CI").is_some() => {
-            panic!("STOCKROOM_TEST_POSTGRES_URL is not set, and CI must run the PostgreSQL tests")
-        }
-        _ => {
-            eprintln!("skipped: STOCKROOM_TEST_POSTGRES_URL is not set");
-            None
-        }
-    }
-}
-
-fn unique_name() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("scale_out_{nanos}_{}", std::process::id())
-}
 
 struct ClusterProcess {
     child: std::process::Child,
@@ -130,7 +109,8 @@ async fn two_instances_of_everything_sell_exactly_the_stock_and_survive_kills() 
     let (Some(postgres), Some(rabbit)) = (postgres_url(), rabbit_url()) else {
         return;
     };
-    let name = unique_name();
+    let _servers = using_shared_servers().await;
+    let name = unique_name("scale_out");
     let separator = if postgres.contains('?') { '&' } else { '?' };
     let database_url = format!("{postgres}{separator}schema={name}");
     let directory = tempfile::tempdir().unwrap();
