@@ -13,6 +13,11 @@ use stockroom_http_kit::ServiceClient;
 /// The most dead letters read or redriven per request (data-service's limit).
 const PAGE: u32 = 1_000;
 
+/// The most pages `redrive --all` goes through in one run, so that a
+/// consumer refusing events as fast as they come back cannot keep it busy
+/// forever.
+const MAX_REDRIVE_PAGES: u32 = 10_000;
+
 #[derive(Debug, Args)]
 pub(super) struct DeadLetterArgs {
     #[command(subcommand)]
@@ -109,34 +114,46 @@ pub(super) async fn dead_letters(args: DeadLetterArgs) -> anyhow::Result<ExitCod
         Action::Redrive { all, id } => {
             let mut redriven = 0;
             for consumer in args.consumers() {
-                let ids: Vec<i64> = if *all {
+                if !*all {
+                    for chunk in id.chunks(PAGE as usize) {
+                        redriven += redrive(&data, consumer, chunk).await?;
+                    }
+                    continue;
+                }
+                // Page after page: a redriven letter leaves the list, so the
+                // next page holds the next ones, until none is left.
+                for _ in 0..MAX_REDRIVE_PAGES {
                     let page: DeadLetterList = data
                         .get_query(
                             &format!("/events/{consumer}/dead-letters"),
                             &[("limit", PAGE)],
                         )
                         .await?;
-                    page.dead_letters
+                    let ids: Vec<i64> = page
+                        .dead_letters
                         .iter()
                         .map(|letter| letter.delivery_id)
-                        .collect()
-                } else {
-                    id.clone()
-                };
-                for chunk in ids.chunks(PAGE as usize) {
-                    let result: RedriveResult = data
-                        .post(
-                            &format!("/events/{consumer}/redrive"),
-                            &RedriveRequest {
-                                delivery_ids: chunk.to_vec(),
-                            },
-                        )
-                        .await?;
-                    redriven += result.redriven;
+                        .collect();
+                    if ids.is_empty() {
+                        break;
+                    }
+                    redriven += redrive(&data, consumer, &ids).await?;
                 }
             }
             println!("redriven: {redriven}");
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn redrive(data: &ServiceClient, consumer: Consumer, ids: &[i64]) -> anyhow::Result<u64> {
+    let result: RedriveResult = data
+        .post(
+            &format!("/events/{consumer}/redrive"),
+            &RedriveRequest {
+                delivery_ids: ids.to_vec(),
+            },
+        )
+        .await?;
+    Ok(result.redriven)
 }

@@ -184,5 +184,33 @@ async fn every_service_serves_health_and_its_openapi_document() {
         (status, body["item"]["productName"].as_str()),
         (200, Some("Laptop"))
     );
+    // Each service names its parts and what each of them found.
+    for (base, parts) in [
+        (&urls.data, &["storage", "outbox", "deadLetters"][..]),
+        (&urls.inventory, &["dependencies", "consumer"][..]),
+        (&urls.payment, &["dependencies", "consumer"][..]),
+        (&urls.order, &["dependencies"][..]),
+    ] {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let (_, health) = get(&test.client, &format!("{base}/health")).await;
+            let reported = parts
+                .iter()
+                .all(|part| health["parts"][part]["status"] == "ok");
+            if reported {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{base}/health lacks one of {parts:?}: {health}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+    let (_, health) = get(&test.client, &test.data_url("/health")).await;
+    assert_eq!(
+        health["parts"]["storage"]["detail"]["writable"], true,
+        "{health}"
+    );
     test.stop().await;
 }

@@ -186,3 +186,81 @@ async fn each_event_type_delivered_twice_has_one_effect() {
     assert_eq!(order_b["order"]["reason"], "payment_declined");
     data.stop().await;
 }
+
+/// Runs `stockroom dead-letters …` against `data_url` and returns its output.
+fn dead_letters_command(data_url: &str, arguments: &[&str]) -> std::process::Output {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_stockroom"))
+        .arg("dead-letters")
+        .args(arguments)
+        .args(["--data-url", data_url])
+        .output()
+        .expect("stockroom dead-letters runs");
+    assert!(
+        output.status.success(),
+        "dead-letters {arguments:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_dead_letters_command_lists_and_redrives_what_a_consumer_refused() {
+    const ORDER_C: &str = "01a20055-0000-7000-8000-00000000000c";
+    let data = data_only().await;
+    data.reserve(ORDER_C, 1).await;
+    let leased = data.lease("payment", 10_000).await;
+    assert_eq!(leased.len(), 1);
+    let (status, body) = post(
+        &data.client,
+        &format!("{}/events/payment/reject", data.url),
+        json!({"deliveries": [{
+            "deliveryId": leased[0]["deliveryId"], "leaseToken": leased[0]["leaseToken"]
+        }]}),
+    )
+    .await;
+    assert_eq!(status, 204, "{body}");
+    let (status, health) = get(&data.client, &format!("{}/health", data.url)).await;
+    assert_eq!(
+        status, 200,
+        "dead letters degrade, they do not take down: {health}"
+    );
+    // The monitor reports dead letters within a second or so.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (_, health) = get(&data.client, &format!("{}/health", data.url)).await;
+        if health["parts"]["deadLetters"]["status"] == "degraded" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{health}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+
+    let url = data.url.clone();
+    let listed = tokio::task::spawn_blocking(move || {
+        dead_letters_command(&url, &["list", "--json", "--consumer", "payment"])
+    })
+    .await
+    .unwrap();
+    let listed: Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let letters = listed["deadLetters"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{listed}"));
+    assert_eq!(letters.len(), 1, "{listed}");
+    assert_eq!(letters[0]["event"]["orderId"], ORDER_C);
+
+    let url = data.url.clone();
+    tokio::task::spawn_blocking(move || dead_letters_command(&url, &["redrive", "--all"]))
+        .await
+        .unwrap();
+    let again = data.lease("payment", 10_000).await;
+    assert_eq!(again.len(), 1, "the redriven event is delivered again");
+    assert_eq!(again[0]["event"]["eventId"], leased[0]["event"]["eventId"]);
+    assert_eq!(
+        data.storage
+            .dead_letter_count(stockroom_domain::Consumer::Payment)
+            .await
+            .unwrap(),
+        0
+    );
+    data.stop().await;
+}
