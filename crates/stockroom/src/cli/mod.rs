@@ -12,6 +12,7 @@ mod args;
 mod bench;
 mod check;
 mod cluster;
+mod dashboard;
 mod dead_letters;
 mod lab;
 mod serve;
