@@ -4,8 +4,10 @@
 
 mod bad_input;
 mod bench_smoke;
+mod browser;
 mod bus;
 mod crash;
+mod dashboard;
 mod flow;
 mod harness;
 mod idempotency;
