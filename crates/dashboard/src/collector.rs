@@ -28,22 +28,28 @@ use crate::{POLL_INTERVAL_MS, Sources};
 /// (a sale's progress starts from it). Cloning shares it.
 #[derive(Clone, Default)]
 pub(crate) struct Observed {
-    inner: Arc<Mutex<(Vec<String>, Option<f64>)>>,
+    inner: Arc<Mutex<Observation>>,
+}
+
+#[derive(Default)]
+struct Observation {
+    products: Vec<String>,
+    answered: Option<f64>,
 }
 
 impl Observed {
-    fn lock(&self) -> std::sync::MutexGuard<'_, (Vec<String>, Option<f64>)> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Observation> {
         self.inner
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub fn products(&self) -> Vec<String> {
-        self.lock().0.clone()
+        self.lock().products.clone()
     }
 
     pub fn answered(&self) -> Option<f64> {
-        self.lock().1
+        self.lock().answered
     }
 }
 
@@ -159,13 +165,13 @@ impl Collector {
         {
             let mut observed = self.observed.lock();
             if stock.error.is_none() {
-                observed.0 = stock
+                observed.products = stock
                     .products
                     .iter()
                     .map(|row| row.product.clone())
                     .collect();
             }
-            observed.1 = self.traffic.answered();
+            observed.answered = self.traffic.answered();
         }
         let orders = match counts {
             Ok(counts) => OrdersPanel {
