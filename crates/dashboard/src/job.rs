@@ -6,7 +6,21 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime};
 
+use serde::Serialize;
 use tokio::task::AbortHandle;
+
+/// Where a control stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunState {
+    /// Nothing has run yet.
+    Idle,
+    Running,
+    /// The last run ended with its result.
+    Finished,
+    /// The last run could not finish; its status says why.
+    Failed,
+}
 
 /// The status of the current or last run, and its task while it runs.
 pub(crate) struct Slot<S> {

@@ -17,7 +17,7 @@ use stockroom_lab::{FixedLauncher, Scenario, ScenarioResult};
 
 use crate::DashboardState;
 use crate::error::{DashboardError, same_origin};
-use crate::job::Job;
+use crate::job::{Job, RunState};
 
 /// The widest race window the page may ask for. Every scenario waits for
 /// its window several times over, so a wide one makes a lab run long; the
@@ -65,15 +65,6 @@ impl LabRequest {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LabState {
-    Idle,
-    Running,
-    Finished,
-    Failed,
-}
-
 /// One scenario the page may choose.
 #[derive(Debug, Clone, Serialize)]
 pub struct ScenarioChoice {
@@ -85,7 +76,7 @@ pub struct ScenarioChoice {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LabStatus {
-    pub state: LabState,
+    pub state: RunState,
     /// Whether this dashboard can run the lab at all.
     pub available: bool,
     pub started_at: Option<String>,
@@ -117,7 +108,7 @@ impl LabControl {
         LabControl {
             launcher,
             job: Job::new(LabStatus {
-                state: LabState::Idle,
+                state: RunState::Idle,
                 available,
                 started_at: None,
                 elapsed_ms: 0,
@@ -174,7 +165,7 @@ impl LabControl {
             control.finish(outcome);
         });
         let status = &mut slot.status;
-        status.state = LabState::Running;
+        status.state = RunState::Running;
         status.started_at = Some(started_at);
         status.elapsed_ms = 0;
         status.planned = planned;
@@ -209,7 +200,7 @@ impl LabControl {
         status.current = None;
         match outcome {
             Ok(()) => {
-                status.state = LabState::Finished;
+                status.state = RunState::Finished;
                 // The lab's own verdict, as `stockroom lab` gives it.
                 status.passed = Some(
                     status
@@ -220,7 +211,7 @@ impl LabControl {
             }
             Err(error) => {
                 tracing::warn!(%error, "race lab failed");
-                status.state = LabState::Failed;
+                status.state = RunState::Failed;
                 status.error = Some(error);
             }
         }
@@ -291,6 +282,6 @@ mod tests {
             control.start(&LabRequest::default()),
             Err(DashboardError::LabUnavailable)
         ));
-        assert_eq!(control.status().state, LabState::Idle);
+        assert_eq!(control.status().state, RunState::Idle);
     }
 }

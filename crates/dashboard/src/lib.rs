@@ -18,7 +18,7 @@
 mod assets;
 mod collector;
 mod error;
-mod job;
+pub mod job;
 pub mod lab;
 pub mod prometheus;
 pub mod sale;

@@ -16,7 +16,7 @@ use stockroom_lab::{RetryPolicy, StormConfig, StormSummary};
 
 use crate::DashboardState;
 use crate::error::{DashboardError, same_origin};
-use crate::job::Job;
+use crate::job::{Job, RunState};
 
 /// The most orders one sale may place: enough to sell out any stock the
 /// page shows many times over, few enough that a sale ends in seconds.
@@ -83,21 +83,11 @@ impl SaleRequest {
     }
 }
 
-/// Where the sale control stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SaleState {
-    Idle,
-    Running,
-    Finished,
-    Failed,
-}
-
 /// The control's state as the page shows it.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SaleStatus {
-    pub state: SaleState,
+    pub state: RunState,
     pub request: Option<SaleRequest>,
     pub started_at: Option<String>,
     pub elapsed_ms: u64,
@@ -109,6 +99,23 @@ pub struct SaleStatus {
     /// The bounds, so the page's form can state them.
     pub max_orders: u64,
     pub max_concurrency: usize,
+}
+
+impl SaleStatus {
+    /// Before any sale.
+    fn idle() -> SaleStatus {
+        SaleStatus {
+            state: RunState::Idle,
+            request: None,
+            started_at: None,
+            elapsed_ms: 0,
+            answered: 0,
+            summary: None,
+            error: None,
+            max_orders: MAX_SALE_ORDERS,
+            max_concurrency: MAX_SALE_CONCURRENCY,
+        }
+    }
 }
 
 /// The status and the answered-orders counter when the sale started.
@@ -129,17 +136,7 @@ impl SaleControl {
         SaleControl {
             order_urls,
             job: Job::new(Run {
-                status: SaleStatus {
-                    state: SaleState::Idle,
-                    request: None,
-                    started_at: None,
-                    elapsed_ms: 0,
-                    answered: 0,
-                    summary: None,
-                    error: None,
-                    max_orders: MAX_SALE_ORDERS,
-                    max_concurrency: MAX_SALE_CONCURRENCY,
-                },
+                status: SaleStatus::idle(),
                 baseline: None,
             }),
         }
@@ -198,15 +195,10 @@ impl SaleControl {
         });
         slot.status = Run {
             status: SaleStatus {
-                state: SaleState::Running,
+                state: RunState::Running,
                 request: Some(request),
                 started_at: Some(started_at),
-                elapsed_ms: 0,
-                answered: 0,
-                summary: None,
-                error: None,
-                max_orders: MAX_SALE_ORDERS,
-                max_concurrency: MAX_SALE_CONCURRENCY,
+                ..SaleStatus::idle()
             },
             baseline: answered_now,
         };
@@ -220,13 +212,13 @@ impl SaleControl {
         status.elapsed_ms = elapsed_ms;
         match outcome {
             Ok(summary) => {
-                status.state = SaleState::Finished;
+                status.state = RunState::Finished;
                 status.answered = summary.orders;
                 status.summary = Some(summary);
             }
             Err(error) => {
                 tracing::warn!(%error, "flash sale failed");
-                status.state = SaleState::Failed;
+                status.state = RunState::Failed;
                 status.error = Some(error);
             }
         }
@@ -299,7 +291,7 @@ mod tests {
         // enough to see the control's states.
         let control = SaleControl::new(vec!["http://127.0.0.1:9".to_owned()]);
         let started = control.start(request("Laptop", 5, 1), Some(100.0)).unwrap();
-        assert_eq!(started.state, SaleState::Running);
+        assert_eq!(started.state, RunState::Running);
         let again = control.start(request("Laptop", 5, 1), Some(100.0));
         assert!(matches!(again, Err(DashboardError::Busy(_))));
         assert_eq!(control.status(Some(103.0)).answered, 3);
@@ -309,12 +301,12 @@ mod tests {
             "at most the sale's orders"
         );
         let deadline = Instant::now() + Duration::from_secs(30);
-        while control.status(None).state == SaleState::Running {
+        while control.status(None).state == RunState::Running {
             assert!(Instant::now() < deadline, "the sale never ended");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let finished = control.status(None);
-        assert_eq!(finished.state, SaleState::Finished);
+        assert_eq!(finished.state, RunState::Finished);
         let summary = finished.summary.unwrap();
         assert_eq!(summary.orders, 5);
         assert_eq!(summary.errors, 5);

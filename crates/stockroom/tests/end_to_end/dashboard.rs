@@ -252,43 +252,20 @@ async fn the_controls_refuse_bad_input_and_run_one_sale_at_a_time() {
         })
         .await;
     let sale = watched.url("/api/sale");
-    for (body, status, code) in [
-        (
-            json!({"product": "Laptop", "orders": 0, "concurrency": 4}),
-            422,
-            "invalid_request",
-        ),
-        (
-            json!({"product": "Laptop", "orders": 20_001, "concurrency": 4}),
-            422,
-            "invalid_request",
-        ),
-        (
-            json!({"product": "Laptop", "orders": 10, "concurrency": 257}),
-            422,
-            "invalid_request",
-        ),
-        (
-            json!({"product": "Tractor", "orders": 10, "concurrency": 4}),
-            422,
-            "invalid_request",
-        ),
-        (
-            json!({"product": "Laptop", "orders": -1, "concurrency": 4}),
-            422,
-            "invalid_request",
-        ),
-        (
-            json!({"product": "Laptop", "orders": 10, "concurrency": 4, "extra": 1}),
-            422,
-            "invalid_request",
-        ),
-        (json!("not an object"), 422, "invalid_request"),
+    // Each out of bounds, of the wrong shape, or naming no product.
+    for body in [
+        json!({"product": "Laptop", "orders": 0, "concurrency": 4}),
+        json!({"product": "Laptop", "orders": 20_001, "concurrency": 4}),
+        json!({"product": "Laptop", "orders": 10, "concurrency": 257}),
+        json!({"product": "Tractor", "orders": 10, "concurrency": 4}),
+        json!({"product": "Laptop", "orders": -1, "concurrency": 4}),
+        json!({"product": "Laptop", "orders": 10, "concurrency": 4, "extra": 1}),
+        json!("not an object"),
     ] {
-        let (answered, document) = post(client, &sale, body.clone()).await;
+        let (status, document) = post(client, &sale, body.clone()).await;
         assert_eq!(
-            (answered, document["error"].as_str()),
-            (status, Some(code)),
+            (status, document["error"].as_str()),
+            (422, Some("invalid_request")),
             "{body}: {document}"
         );
         assert!(!document["message"].as_str().unwrap().is_empty());
