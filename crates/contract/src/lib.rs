@@ -130,6 +130,28 @@ pub struct OrderList {
     pub next_cursor: Option<String>,
 }
 
+/// `GET /orders/counts`: how many orders are in each status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderCounts {
+    /// One entry per status, in the order of the order's life.
+    pub counts: Vec<StatusCount>,
+    /// The most orders counted in one status; a count that reached it says
+    /// `capped` (there may be more).
+    pub cap: u64,
+}
+
+/// The orders in one status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusCount {
+    #[schema(value_type = String, example = "fulfilled")]
+    pub status: OrderStatus,
+    pub count: u64,
+    /// Whether counting stopped at the cap.
+    pub capped: bool,
+}
+
 /// An order as clients send it: one product (`productName` and `quantity`,
 /// the original system's shape) or several (`items`), never both.
 #[derive(Debug, Deserialize, ToSchema)]

@@ -9,15 +9,17 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use stockroom_contract::{
     AckRequest, BuryRequest, DeadLetterList, DeliveryBatch, EffectBatchResult, ErrorBody,
-    ExpireRequest, ExpireResult, InventoryItemDocument, InventoryList, OrderDocument, OrderList,
-    PaymentBatch, PollRequest, ProviderChargeBatch, ProviderStats, ProviderVerdictBatch,
+    ExpireRequest, ExpireResult, InventoryItemDocument, InventoryList, OrderCounts, OrderDocument,
+    OrderList, PaymentBatch, PollRequest, ProviderChargeBatch, ProviderStats, ProviderVerdictBatch,
     RedriveRequest, RedriveResult, ReleaseRequest, ReserveBatch, ReserveBatchResult,
     RestockRequest, SettlementBatch,
 };
 use stockroom_domain::rules::SweepDecision;
 use stockroom_domain::{Consumer, OrderStatus, ProductName};
 use stockroom_http_kit::JsonBody;
-use stockroom_storage::{DeliveryOutcome, MAX_ORDERS_PER_PAGE, OrderFilter, ReleaseOutcome};
+use stockroom_storage::{
+    DeliveryOutcome, MAX_COUNTED_ORDERS, MAX_ORDERS_PER_PAGE, OrderFilter, ReleaseOutcome,
+};
 use utoipa::{IntoParams, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -41,6 +43,7 @@ fn api_router() -> OpenApiRouter<DataState> {
         .routes(routes!(inventory_item))
         .routes(routes!(restock))
         .routes(routes!(orders))
+        .routes(routes!(order_counts))
         .routes(routes!(order))
         .routes(routes!(reserve))
         .routes(routes!(record_payments))
@@ -179,6 +182,24 @@ async fn orders(
     let Query(query) = query.map_err(|rejection| DataError::Invalid(rejection.body_text()))?;
     let filter = order_filter(query).map_err(DataError::Invalid)?;
     Ok(Json(state.storage.orders(filter).await?))
+}
+
+/// How many orders are in each status, each count stopping at
+/// `MAX_COUNTED_ORDERS` so that it stays cheap however many orders are stored.
+#[utoipa::path(get, path = "/orders/counts", responses((status = 200, body = OrderCounts)))]
+async fn order_counts(State(state): State<DataState>) -> Result<Json<OrderCounts>, DataError> {
+    let counts = state.storage.order_counts(MAX_COUNTED_ORDERS).await?;
+    Ok(Json(OrderCounts {
+        counts: counts
+            .into_iter()
+            .map(|count| stockroom_contract::StatusCount {
+                status: count.status,
+                count: count.count,
+                capped: count.capped,
+            })
+            .collect(),
+        cap: MAX_COUNTED_ORDERS,
+    }))
 }
 
 /// One order with its history.

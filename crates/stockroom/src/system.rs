@@ -25,6 +25,8 @@ pub const ORDER_PORT: u16 = 3001;
 pub const DATA_PORT: u16 = 3002;
 pub const INVENTORY_PORT: u16 = 3003;
 pub const PAYMENT_PORT: u16 = 3004;
+/// The dashboard's default port.
+pub const DASHBOARD_PORT: u16 = 3000;
 
 /// The ports to listen on; 0 picks a free one.
 #[derive(Debug, Clone, Copy)]
@@ -420,6 +422,16 @@ pub fn order_service(
             coalesce,
             stop.cancelled_owned(),
         )
+    })
+}
+
+/// The dashboard, watching the services `config` names.
+pub fn dashboard(
+    listener: tokio::net::TcpListener,
+    config: stockroom_dashboard::DashboardConfig,
+) -> RunningService {
+    spawn("dashboard", move |stop| {
+        stockroom_dashboard::run(listener, config, stop.cancelled_owned())
     })
 }
 

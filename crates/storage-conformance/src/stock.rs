@@ -163,7 +163,8 @@ pub async fn stock_loading_restock_and_lookup(storage: Arc<dyn Storage>) {
 }
 
 /// Listing filters by status and customer and pages by id without gaps or
-/// repeats.
+/// repeats; the counts per status agree with the listings and stop at their
+/// cap.
 pub async fn order_listing_filters_and_pages(storage: Arc<dyn Storage>) {
     crate::support::stock(&storage, &[("Laptop", 12)]).await;
     let mut ids = Vec::new();
@@ -211,6 +212,40 @@ pub async fn order_listing_filters_and_pages(storage: Arc<dyn Storage>) {
     assert_eq!(
         (reserved.len(), rejected.len(), cancelled.len()),
         (11, 3, 1)
+    );
+    let counts = |cap: u64| {
+        let storage = Arc::clone(&storage);
+        async move {
+            storage
+                .order_counts(cap)
+                .await
+                .expect("order_counts")
+                .into_iter()
+                .map(|count| (count.status.as_str(), count.count, count.capped))
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        counts(100).await,
+        [
+            ("pending", 0, false),
+            ("reserved", 11, false),
+            ("rejected", 3, false),
+            ("fulfilled", 0, false),
+            ("cancelled", 1, false)
+        ],
+        "counts agree with the listings"
+    );
+    assert_eq!(
+        counts(3).await,
+        [
+            ("pending", 0, false),
+            ("reserved", 3, true),
+            ("rejected", 3, false),
+            ("fulfilled", 0, false),
+            ("cancelled", 1, false)
+        ],
+        "a count stops at its cap and says so"
     );
     let alice = storage
         .orders(OrderFilter {

@@ -51,7 +51,8 @@ use stockroom_contract::{
 use stockroom_domain::Consumer;
 use stockroom_storage::batch::{Command, Reply};
 use stockroom_storage::{
-    DeliveryOutcome, OrderFilter, OutboxCounts, Prune, Pruned, Storage, StorageError, cause,
+    DeliveryOutcome, OrderFilter, OutboxCounts, Prune, Pruned, StatusCount, Storage, StorageError,
+    cause,
 };
 use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
@@ -538,6 +539,10 @@ impl Storage for PostgresStorage {
 
     async fn orders(&self, filter: OrderFilter) -> Result<OrderList, StorageError> {
         transaction!(self, read, |tx| read::orders(tx, &filter).await?)
+    }
+
+    async fn order_counts(&self, cap: u64) -> Result<Vec<StatusCount>, StorageError> {
+        transaction!(self, read, |tx| read::order_counts(tx, cap).await?)
     }
 
     async fn lease_events(

@@ -10,7 +10,8 @@
 use std::collections::HashMap;
 
 use stockroom_contract::{HistoryEntry, InventoryItem, Order, OrderList};
-use stockroom_storage::{MAX_ORDERS_PER_PAGE, OrderFilter, assemble_documents};
+use stockroom_domain::OrderStatus;
+use stockroom_storage::{MAX_ORDERS_PER_PAGE, OrderFilter, StatusCount, assemble_documents};
 use tokio_postgres::types::ToSql;
 
 use crate::Failure;
@@ -137,4 +138,30 @@ pub(crate) async fn orders(tx: Tx<'_>, filter: &OrderFilter) -> Result<OrderList
         orders,
         next_cursor,
     })
+}
+
+/// How many orders are in each status, in one statement: for each status a
+/// walk of `orders_by_status` that stops one entry past `cap`.
+pub(crate) async fn order_counts(tx: Tx<'_>, cap: u64) -> Result<Vec<StatusCount>, Failure> {
+    let statuses: Vec<&str> = OrderStatus::ALL
+        .iter()
+        .map(|status| status.as_str())
+        .collect();
+    let fetch = i64::try_from(cap.saturating_add(1)).unwrap_or(i64::MAX);
+    let rows = tx
+        .query(
+            "SELECT (SELECT count(*) FROM (SELECT 1 FROM orders WHERE status = wanted.status LIMIT $2) AS capped)
+             FROM unnest($1::text[]) WITH ORDINALITY AS wanted(status, position)
+             ORDER BY wanted.position",
+            &[&statuses, &fetch],
+        )
+        .await?;
+    Ok(OrderStatus::ALL
+        .into_iter()
+        .zip(rows)
+        .map(|(status, row)| {
+            let found: i64 = row.get(0);
+            StatusCount::from_found(status, u64::try_from(found).unwrap_or(0), cap)
+        })
+        .collect())
 }

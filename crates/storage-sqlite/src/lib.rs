@@ -40,7 +40,8 @@ use stockroom_contract::{
 use stockroom_domain::Consumer;
 use stockroom_storage::batch::{Command, Reply};
 use stockroom_storage::{
-    DeliveryOutcome, OrderFilter, OutboxCounts, Prune, Pruned, Storage, StorageError, cause,
+    DeliveryOutcome, OrderFilter, OutboxCounts, Prune, Pruned, StatusCount, Storage, StorageError,
+    cause,
 };
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
@@ -329,6 +330,10 @@ impl Storage for SqliteStorage {
 
     async fn orders(&self, filter: OrderFilter) -> Result<OrderList, StorageError> {
         self.read(move |sql| read::orders(sql, &filter)).await
+    }
+
+    async fn order_counts(&self, cap: u64) -> Result<Vec<StatusCount>, StorageError> {
+        self.read(move |sql| read::order_counts(sql, cap)).await
     }
 
     async fn lease_events(

@@ -9,7 +9,10 @@
 use std::collections::HashMap;
 
 use stockroom_contract::{HistoryEntry, InventoryItem, Order, OrderList};
-use stockroom_storage::{MAX_ORDERS_PER_PAGE, OrderFilter, StorageError, assemble_documents};
+use stockroom_domain::OrderStatus;
+use stockroom_storage::{
+    MAX_ORDERS_PER_PAGE, OrderFilter, StatusCount, StorageError, assemble_documents,
+};
 
 use crate::records::{
     ORDER_COLUMNS, STOCK_COLUMNS, json_list, order_records, order_row, stock, stock_row,
@@ -140,6 +143,29 @@ pub(crate) fn orders(sql: Sql<'_>, filter: &OrderFilter) -> Result<OrderList, St
     })
 }
 
+/// How many orders are in each status: one walk of `orders_by_status` per
+/// status, stopping one entry past `cap`.
+pub(crate) fn order_counts(sql: Sql<'_>, cap: u64) -> Result<Vec<StatusCount>, StorageError> {
+    let fetch = i64::try_from(cap.saturating_add(1)).unwrap_or(i64::MAX);
+    OrderStatus::ALL
+        .into_iter()
+        .map(|status| {
+            let found = sql
+                .row(
+                    "SELECT count(*) FROM (SELECT 1 FROM orders WHERE status = ?1 LIMIT ?2)",
+                    rusqlite::params![status.as_str(), fetch],
+                    |row| row.get::<_, i64>(0),
+                )?
+                .unwrap_or(0);
+            Ok(StatusCount::from_found(
+                status,
+                u64::try_from(found).unwrap_or(0),
+                cap,
+            ))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,5 +199,28 @@ mod tests {
                 assert!(plan.contains("INDEX"), "{filter:?}: {plan}");
             }
         }
+    }
+
+    /// Counting a status walks the status index, never the table.
+    #[test]
+    fn counting_a_status_uses_the_status_index() {
+        let directory = tempfile::tempdir().unwrap();
+        let mut connection =
+            crate::open_connection(&directory.path().join("plan.db"), false).unwrap();
+        crate::migrate(&mut connection).unwrap();
+        let mut statement = connection
+            .prepare(
+                "EXPLAIN QUERY PLAN SELECT count(*) FROM (SELECT 1 FROM orders WHERE status = ?1 LIMIT ?2)",
+            )
+            .unwrap();
+        let plan: Vec<String> = statement
+            .query_map(rusqlite::params!["reserved", 10], |row| {
+                row.get::<_, String>(3)
+            })
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let plan = plan.join("; ");
+        assert!(plan.contains("orders_by_status"), "{plan}");
     }
 }

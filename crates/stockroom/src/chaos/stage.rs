@@ -17,7 +17,7 @@ use tokio::sync::Mutex;
 use super::proxy::Proxy;
 use super::schedule::{Link, Target};
 use crate::cluster::{self, ClusterConfig, Instance};
-use crate::system::{DATA_PORT, INVENTORY_PORT, ORDER_PORT, PAYMENT_PORT};
+use crate::system::{DASHBOARD_PORT, DATA_PORT, INVENTORY_PORT, ORDER_PORT, PAYMENT_PORT};
 
 /// What the campaign runs against.
 #[derive(Debug, Clone)]
@@ -259,6 +259,7 @@ async fn start_up(
         ("--data-port", DATA_PORT),
         ("--inventory-port", INVENTORY_PORT),
         ("--payment-port", PAYMENT_PORT),
+        ("--dashboard-port", DASHBOARD_PORT),
     ] {
         arguments.extend([flag.to_owned(), port(base).to_string()]);
     }

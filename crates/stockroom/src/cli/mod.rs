@@ -13,6 +13,7 @@ mod bench;
 mod chaos;
 mod check;
 mod cluster;
+mod dashboard;
 mod dead_letters;
 mod lab;
 mod serve;

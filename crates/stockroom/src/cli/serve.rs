@@ -12,6 +12,7 @@ use stockroom_payment_service::PaymentConfig;
 use super::args::{
     BusArgs, ExpiryArgs, ModeArgs, PaymentArgs, StorageArgs, read_stock, writer_config,
 };
+use super::dashboard::{DashboardArgs, serve_dashboard};
 use super::shutdown_signal;
 use crate::system;
 
@@ -29,7 +30,8 @@ pub(super) struct ServeArgs {
         env = "STOCKROOM_HOST"
     )]
     host: IpAddr,
-    /// Port to listen on; defaults to the service's own (3001 to 3004).
+    /// Port to listen on; defaults to the service's own (3001 to 3004, the
+    /// dashboard 3000).
     #[arg(long, global = true, env = "STOCKROOM_PORT")]
     port: Option<u16>,
 }
@@ -78,6 +80,8 @@ enum ServiceCommand {
         #[command(flatten)]
         bus: BusArgs,
     },
+    /// The live dashboard in the browser (3000), watching running services.
+    Dashboard(DashboardArgs),
     /// The simulated payment provider (3004).
     Payment {
         #[arg(
@@ -164,6 +168,9 @@ pub(super) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 .await
                 .context("inventory-service failed")
         }
+        ServiceCommand::Dashboard(dashboard) => {
+            serve_dashboard(dashboard, args.host, args.port, signal).await
+        }
         ServiceCommand::Payment {
             data_url,
             payment,
@@ -245,6 +252,10 @@ pub(super) async fn serve_naive(args: ServeArgs) -> anyhow::Result<()> {
             stockroom_naive::inventory::run(listener, config, signal)
                 .await
                 .context("naive inventory-service failed")
+        }
+        // The dashboard is the same for both systems: it reads the contract.
+        ServiceCommand::Dashboard(dashboard) => {
+            serve_dashboard(dashboard, args.host, args.port, signal).await
         }
         ServiceCommand::Payment { .. } => {
             let port = args.port.unwrap_or(system::PAYMENT_PORT);

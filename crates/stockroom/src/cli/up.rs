@@ -9,6 +9,7 @@ use stockroom_naive::{NaiveConfig, NaivePorts};
 use super::args::{
     BusArgs, ExpiryArgs, ModeArgs, PaymentArgs, StorageArgs, read_stock, writer_config,
 };
+use super::dashboard;
 use super::shutdown_signal;
 use crate::system::{self, Ports, SystemConfig};
 
@@ -35,6 +36,9 @@ pub(super) struct UpArgs {
     inventory_port: u16,
     #[arg(long, default_value_t = system::PAYMENT_PORT)]
     payment_port: u16,
+    /// The dashboard's port (a web page: open the URL the ready line gives).
+    #[arg(long, default_value_t = system::DASHBOARD_PORT, env = "STOCKROOM_DASHBOARD_PORT")]
+    dashboard_port: u16,
 }
 
 pub(super) async fn up(args: UpArgs) -> anyhow::Result<()> {
@@ -60,16 +64,24 @@ pub(super) async fn up(args: UpArgs) -> anyhow::Result<()> {
         relay: stockroom_data_service::RelaySettings::default(),
         lease_ms: args.bus.lease_ms,
     };
+    // Bound before anything starts, so that a taken port fails fast.
+    let (dashboard_listener, dashboard_url) =
+        system::bind("dashboard", args.host, args.dashboard_port).await?;
     let running = system::start(config).await?;
     let urls = &running.urls;
+    let dashboard = system::dashboard(
+        dashboard_listener,
+        dashboard::config(&urls.order, &urls.data, &urls.inventory, &urls.payment),
+    );
     // One line on standard output, for scripts and tests; logs go to stderr.
     println!(
-        "stockroom ready: order={} data={} inventory={} payment={}",
+        "stockroom ready: order={} data={} inventory={} payment={} dashboard={dashboard_url}",
         urls.order, urls.data, urls.inventory, urls.payment
     );
-    tracing::info!(order = %urls.order, data = %urls.data, inventory = %urls.inventory, payment = %urls.payment, "stockroom is up");
+    tracing::info!(order = %urls.order, data = %urls.data, inventory = %urls.inventory, payment = %urls.payment, dashboard = %dashboard_url, "stockroom is up");
     shutdown_signal().await;
     tracing::info!("shutting down: finishing requests in flight");
+    dashboard.stop().await?;
     running.stop().await?;
     tracing::info!("stopped cleanly");
     Ok(())
@@ -96,14 +108,21 @@ pub(super) async fn up_naive(args: UpArgs) -> anyhow::Result<()> {
         flow = args.mode.naive_flow.as_str(),
         "NAIVE MODE: running the original system, which oversells and corrupts its data on purpose"
     );
+    let (dashboard_listener, dashboard_url) =
+        system::bind("dashboard", args.host, args.dashboard_port).await?;
     let running = stockroom_naive::start(config).await?;
     let urls = &running.urls;
+    let dashboard = system::dashboard(
+        dashboard_listener,
+        dashboard::config(&urls.order, &urls.data, &urls.inventory, &urls.payment),
+    );
     println!(
-        "stockroom ready: order={} data={} inventory={} payment={}",
+        "stockroom ready: order={} data={} inventory={} payment={} dashboard={dashboard_url}",
         urls.order, urls.data, urls.inventory, urls.payment
     );
     shutdown_signal().await;
     tracing::info!("shutting down");
+    dashboard.stop().await?;
     running.stop().await?;
     Ok(())
 }

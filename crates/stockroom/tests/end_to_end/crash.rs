@@ -36,6 +36,8 @@ fn start(data_dir: &std::path::Path, payment_latency_ms: u64) -> Child9 {
             "0",
             "--payment-port",
             "0",
+            "--dashboard-port",
+            "0",
         ])
         .args(["--payment-latency-ms", &payment_latency_ms.to_string()])
         .env("STOCKROOM_LOG", "warn")
@@ -192,6 +194,8 @@ fn a_taken_port_is_a_one_line_error_naming_it() {
             "--inventory-port",
             "0",
             "--payment-port",
+            "0",
+            "--dashboard-port",
             "0",
         ])
         .env("STOCKROOM_LOG", "off")

@@ -4,8 +4,10 @@
 
 mod bad_input;
 mod bench_smoke;
+mod browser;
 mod bus;
 mod crash;
+mod dashboard;
 mod faults;
 mod flow;
 mod harness;

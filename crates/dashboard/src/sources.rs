@@ -1,0 +1,192 @@
+//! The reads of one poll: each a public route of the system, each bounded by
+//! [`SOURCE_TIMEOUT_MS`](crate::SOURCE_TIMEOUT_MS), each failing on its own
+//! with a message for the page instead of failing the snapshot.
+
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use stockroom_contract::OrderCounts;
+use stockroom_domain::OrderStatus;
+use stockroom_domain::invariants::StockFigures;
+
+use crate::SOURCE_TIMEOUT_MS;
+use crate::prometheus::{self, Sample};
+
+/// The most pages of orders read to count them when data-service has no
+/// `/orders/counts` (the naive system, or an older release): the count then
+/// covers at most this many pages and says so.
+pub const MAX_FALLBACK_COUNT_PAGES: usize = 4;
+
+/// The page size of that fallback count (data-service's largest).
+pub const FALLBACK_COUNT_PAGE_SIZE: u32 = 500;
+
+#[derive(Clone)]
+pub(crate) struct Reader {
+    client: reqwest::Client,
+}
+
+#[derive(serde::Deserialize)]
+struct InventoryDocument {
+    inventory: Vec<StockFigures>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct OrderPage {
+    orders: Vec<StatusOnly>,
+    next_cursor: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+struct StatusOnly {
+    status: OrderStatus,
+}
+
+/// A service instance's `/health` as the page shows it.
+#[derive(Debug, Clone)]
+pub(crate) struct HealthReading {
+    /// The status the service gave, or `unreachable`.
+    pub status: String,
+    pub document: Value,
+}
+
+impl Reader {
+    pub fn new() -> Reader {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_millis(SOURCE_TIMEOUT_MS))
+            .build()
+            .unwrap_or_default();
+        Reader { client }
+    }
+
+    async fn get(&self, url: &str) -> Result<reqwest::Response, String> {
+        self.client
+            .get(url)
+            .send()
+            .await
+            .map_err(|error| format!("{url}: {}", short(&error)))
+    }
+
+    async fn json<T: DeserializeOwned>(&self, url: &str) -> Result<T, String> {
+        let response = self.get(url).await?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(format!("{url} answered {status}"));
+        }
+        response
+            .json()
+            .await
+            .map_err(|error| format!("{url}: unexpected answer: {}", short(&error)))
+    }
+
+    /// Every product's stock figures.
+    pub async fn inventory(&self, data_url: &str) -> Result<Vec<StockFigures>, String> {
+        let document: InventoryDocument = self.json(&format!("{data_url}/inventory")).await?;
+        Ok(document.inventory)
+    }
+
+    /// Orders per status: data-service's counts route, or, where it has
+    /// none, a count over the first pages of orders.
+    pub async fn order_counts(&self, data_url: &str) -> Result<OrderCounts, String> {
+        let url = format!("{data_url}/orders/counts");
+        let response = self.get(&url).await?;
+        if response.status().is_success() {
+            return response
+                .json()
+                .await
+                .map_err(|error| format!("{url}: unexpected answer: {}", short(&error)));
+        }
+        if response.status() != reqwest::StatusCode::NOT_FOUND {
+            return Err(format!("{url} answered {}", response.status()));
+        }
+        self.count_pages(data_url).await
+    }
+
+    async fn count_pages(&self, data_url: &str) -> Result<OrderCounts, String> {
+        let mut counts = [0u64; OrderStatus::ALL.len()];
+        let mut after: Option<String> = None;
+        let mut complete = false;
+        for _ in 0..MAX_FALLBACK_COUNT_PAGES {
+            let mut url = format!("{data_url}/orders?limit={FALLBACK_COUNT_PAGE_SIZE}");
+            if let Some(cursor) = &after {
+                url.push_str(&format!("&after={cursor}"));
+            }
+            let page: OrderPage = self.json(&url).await?;
+            for order in &page.orders {
+                if let Some(slot) = OrderStatus::ALL.iter().position(|s| *s == order.status) {
+                    counts[slot] += 1;
+                }
+            }
+            match page.next_cursor {
+                Some(cursor) if !page.orders.is_empty() => after = Some(cursor),
+                _ => {
+                    complete = true;
+                    break;
+                }
+            }
+        }
+        let cap = counts.iter().sum();
+        Ok(OrderCounts {
+            counts: OrderStatus::ALL
+                .into_iter()
+                .zip(counts)
+                .map(|(status, count)| stockroom_contract::StatusCount {
+                    status,
+                    count,
+                    capped: !complete,
+                })
+                .collect(),
+            cap,
+        })
+    }
+
+    /// An instance's `/health`: its document whatever its status code (a
+    /// 503 still says which part is down).
+    pub async fn health(&self, url: &str) -> HealthReading {
+        let answer = match self.get(&format!("{url}/health")).await {
+            Ok(response) => response
+                .json::<Value>()
+                .await
+                .map_err(|error| short(&error)),
+            Err(error) => Err(error),
+        };
+        match answer {
+            Ok(document) => HealthReading {
+                status: document["status"].as_str().unwrap_or("unknown").to_owned(),
+                document,
+            },
+            Err(error) => HealthReading {
+                status: "unreachable".to_owned(),
+                document: serde_json::json!({ "error": error }),
+            },
+        }
+    }
+
+    /// An instance's `/metrics` samples.
+    pub async fn metrics(&self, url: &str) -> Result<Vec<Sample>, String> {
+        let url = format!("{url}/metrics");
+        let response = self.get(&url).await?;
+        if !response.status().is_success() {
+            return Err(format!("{url} answered {}", response.status()));
+        }
+        let text = response
+            .text()
+            .await
+            .map_err(|error| format!("{url}: {}", short(&error)))?;
+        Ok(prometheus::parse(&text))
+    }
+}
+
+/// An HTTP client error without its long chain: the page has little room.
+fn short(error: &reqwest::Error) -> String {
+    if error.is_timeout() {
+        "timed out".to_owned()
+    } else if error.is_connect() {
+        "connection refused".to_owned()
+    } else if error.is_decode() {
+        "not the expected JSON".to_owned()
+    } else {
+        error.to_string()
+    }
+}
