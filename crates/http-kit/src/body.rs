@@ -18,6 +18,8 @@ pub struct JsonBody<T>(pub T);
 #[derive(Debug)]
 pub enum BodyError {
     TooLarge(String),
+    /// The body stopped arriving before [`crate::BODY_READ_TIMEOUT_MS`].
+    TimedOut,
     Unreadable(String),
     Empty,
     Malformed(String),
@@ -30,6 +32,11 @@ impl IntoResponse for BodyError {
             BodyError::TooLarge(message) => {
                 error_response(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", &message)
             }
+            BodyError::TimedOut => error_response(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                "the request body did not arrive in time",
+            ),
             BodyError::Unreadable(message) => {
                 error_response(StatusCode::BAD_REQUEST, "unreadable_body", &message)
             }
@@ -66,12 +73,26 @@ where
                         "the request body is too large: {}",
                         rejection.body_text()
                     ))
+                } else if timed_out(&rejection) {
+                    BodyError::TimedOut
                 } else {
                     BodyError::Unreadable(rejection.body_text())
                 }
             })?;
         parse_json(&bytes).map(JsonBody)
     }
+}
+
+/// Whether a body failed because the listener's body-read timeout ran out.
+fn timed_out(rejection: &axum::extract::rejection::BytesRejection) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(rejection);
+    while let Some(error) = cause {
+        if error.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        cause = error.source();
+    }
+    false
 }
 
 /// Parses a JSON document, telling syntax errors (400) from documents of the

@@ -14,6 +14,13 @@ pub const INTERNAL_REQUEST_TIMEOUT_MS: u64 = 10_000;
 /// The most idle keep-alive connections kept per peer service.
 pub const MAX_IDLE_CONNECTIONS_PER_PEER: usize = 256;
 
+/// How long an idle keep-alive connection to a peer is kept. Shorter than
+/// the peer's [`crate::HEADER_READ_TIMEOUT_MS`], after which the peer closes
+/// it, so that a request is never sent on a connection the peer is closing
+/// at that very moment (it would fail as "no answer").
+pub const POOL_IDLE_TIMEOUT_MS: u64 = 5_000;
+const _: () = assert!(POOL_IDLE_TIMEOUT_MS < crate::HEADER_READ_TIMEOUT_MS);
+
 /// After an instance refused a connection, calls skip it for this long (unless
 /// every instance is down), so a dead instance costs one refused connection
 /// per interval instead of one per call.
@@ -137,6 +144,7 @@ impl ServiceClient {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_millis(INTERNAL_REQUEST_TIMEOUT_MS))
             .pool_max_idle_per_host(MAX_IDLE_CONNECTIONS_PER_PEER)
+            .pool_idle_timeout(Duration::from_millis(POOL_IDLE_TIMEOUT_MS))
             .tcp_nodelay(true)
             .build()
             .expect("a client with no TLS or proxy settings always builds");

@@ -8,12 +8,18 @@
 
 mod body;
 mod client;
+mod listener;
 pub mod metrics;
 mod readiness;
 mod serve;
 
 pub use body::{BodyError, JsonBody};
 pub use client::{ClientError, INTERNAL_REQUEST_TIMEOUT_MS, ServiceClient, split_urls};
+pub use listener::{
+    ACCEPT_ERROR_PAUSE_MS, BODY_READ_TIMEOUT_MS, HEADER_READ_TIMEOUT_MS, ListenerLimits,
+    MAX_CONNECTIONS_PER_LISTENER, OPEN_FILES_PER_LISTENER_SHARE, REFUSAL_WRITE_TIMEOUT_MS,
+    raise_open_file_limit, serve, serve_with_limits,
+};
 pub use metrics::{Metrics, MetricsLayer};
 pub use readiness::{
     DEPENDENCY_LOG_INTERVAL_MS, MAX_DEPENDENCY_BACKOFF_MS, MIN_DEPENDENCY_BACKOFF_MS, PartStatus,
@@ -21,6 +27,6 @@ pub use readiness::{
 };
 pub use serve::{
     BindError, HEALTH_POLL_ATTEMPTS, HEALTH_POLL_INTERVAL_MS, HealthWait, RETRY_AFTER_SECONDS,
-    bind, error_response, fallback_not_found, method_not_allowed, serve, wait_for_health,
+    bind, error_response, fallback_not_found, method_not_allowed, wait_for_health,
     with_openapi_and_fallbacks,
 };

@@ -1,6 +1,5 @@
 //! Binding, serving, JSON error bodies, and waiting for dependencies.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -82,18 +81,6 @@ pub async fn bind(address: SocketAddr) -> Result<TcpListener, BindError> {
             BindError::Other { address, source }
         }
     })
-}
-
-/// Serves `router` until `shutdown` completes, then stops accepting and waits
-/// for the requests in flight to finish.
-pub async fn serve(
-    listener: TcpListener,
-    router: Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
 }
 
 /// A dependency that never became healthy.

@@ -100,6 +100,9 @@ pub fn main() -> ExitCode {
         Command::Up(_) | Command::Serve(_) | Command::Cluster(_) => "info",
     };
     init_logging(cli.log_format, default_filter);
+    // Every service and every storm needs a file per connection; the usual
+    // soft limit (1,024) is far below what a flash sale opens.
+    stockroom_http_kit::raise_open_file_limit();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {

@@ -15,3 +15,4 @@ mod idempotency;
 mod redelivery;
 mod reservations;
 mod scale_out;
+mod slow_clients;
