@@ -345,8 +345,13 @@ impl RabbitEventSource {
     /// Keeps refused events as dead letters in data-service's storage, which
     /// lists and redrives them whatever the bus; without it they go to the
     /// broker's dead-letter queue.
-    pub fn with_dead_letters(mut self, data_url: &str) -> RabbitEventSource {
-        self.dead_letters = Some(ServiceClient::new("data-service", data_url));
+    /// `token` is data-service's internal token.
+    pub fn with_dead_letters(
+        mut self,
+        data_url: &str,
+        token: stockroom_http_kit::InternalToken,
+    ) -> RabbitEventSource {
+        self.dead_letters = Some(ServiceClient::new("data-service", data_url).with_token(token));
         self
     }
 

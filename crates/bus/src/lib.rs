@@ -85,9 +85,14 @@ pub struct EmbeddedEventSource {
 }
 
 impl EmbeddedEventSource {
-    pub fn new(data_url: &str, consumer: &'static str) -> EmbeddedEventSource {
+    /// `token` is data-service's internal token: the bus routes are internal.
+    pub fn new(
+        data_url: &str,
+        consumer: &'static str,
+        token: stockroom_http_kit::InternalToken,
+    ) -> EmbeddedEventSource {
         EmbeddedEventSource {
-            client: ServiceClient::new("data-service", data_url),
+            client: ServiceClient::new("data-service", data_url).with_token(token),
             consumer,
             lease_ms: LEASE_MS,
             wait_ms: RECEIVE_WAIT_MS,

@@ -19,7 +19,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use axum::Router;
-use stockroom_http_kit::{Metrics, Readiness};
+use stockroom_http_kit::{InternalToken, Metrics, Readiness};
 use stockroom_storage::Storage;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
@@ -62,10 +62,12 @@ pub struct DataState {
     pub metrics: Metrics,
     /// How long old rows are kept.
     pub retention: Retention,
+    /// What internal routes require.
+    pub internal_token: InternalToken,
 }
 
 impl DataState {
-    pub fn new(storage: Arc<dyn Storage>) -> DataState {
+    pub fn new(storage: Arc<dyn Storage>, internal_token: InternalToken) -> DataState {
         let readiness = Readiness::ready("data-service");
         // Until the first look, the storage is not known to accept writes.
         readiness.set(
@@ -79,6 +81,7 @@ impl DataState {
             readiness,
             metrics: Metrics::new("data-service"),
             retention: Retention::default(),
+            internal_token,
         }
     }
 

@@ -16,7 +16,7 @@ use stockroom_contract::{
 };
 use stockroom_domain::rules::SweepDecision;
 use stockroom_domain::{Consumer, OrderStatus, ProductName};
-use stockroom_http_kit::JsonBody;
+use stockroom_http_kit::{JsonBody, ServiceRoutes};
 use stockroom_storage::{
     DeliveryOutcome, MAX_COUNTED_ORDERS, MAX_ORDERS_PER_PAGE, OrderFilter, ReleaseOutcome,
 };
@@ -36,15 +36,19 @@ use crate::{
 ))]
 struct ApiDoc;
 
-fn api_router() -> OpenApiRouter<DataState> {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+/// The public routes are the original system's reads (any client may list
+/// stock and orders); everything that changes state, the event bus and the
+/// provider are internal.
+fn service_routes() -> ServiceRoutes<DataState> {
+    let public = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health))
         .routes(routes!(inventory))
         .routes(routes!(inventory_item))
-        .routes(routes!(restock))
         .routes(routes!(orders))
         .routes(routes!(order_counts))
-        .routes(routes!(order))
+        .routes(routes!(order));
+    let internal = OpenApiRouter::new()
+        .routes(routes!(restock))
         .routes(routes!(reserve))
         .routes(routes!(record_payments))
         .routes(routes!(settle))
@@ -57,16 +61,17 @@ fn api_router() -> OpenApiRouter<DataState> {
         .routes(routes!(dead_letters, bury_events))
         .routes(routes!(redrive))
         .routes(routes!(provider_charge))
-        .routes(routes!(provider_stats))
+        .routes(routes!(provider_stats));
+    ServiceRoutes { public, internal }
 }
 
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    api_router().into_openapi()
+    service_routes().openapi()
 }
 
 pub fn router(state: DataState) -> Router {
-    let (router, api) = api_router().split_for_parts();
-    stockroom_http_kit::with_openapi_and_fallbacks(router, api)
+    service_routes()
+        .into_router(state.internal_token.clone())
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(state.metrics.layer())
         .with_state(state)

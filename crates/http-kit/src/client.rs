@@ -136,6 +136,8 @@ pub struct ServiceClient {
     epoch: std::time::Instant,
     next: Arc<AtomicUsize>,
     http: reqwest::Client,
+    /// Sent with every call, for the peer's internal routes.
+    token: Option<crate::InternalToken>,
 }
 
 impl ServiceClient {
@@ -159,7 +161,15 @@ impl ServiceClient {
             base_urls: Arc::new(urls),
             next: Arc::new(AtomicUsize::new(0)),
             http,
+            token: None,
         }
+    }
+
+    /// The same client, sending `token` with every call so that the peer's
+    /// internal routes accept it.
+    pub fn with_token(mut self, token: crate::InternalToken) -> ServiceClient {
+        self.token = Some(token);
+        self
     }
 
     /// The first instance's base URL.
@@ -246,7 +256,11 @@ impl ServiceClient {
         let response = loop {
             let index = order[attempt];
             let base = &self.base_urls[index];
-            match build(base).send().await {
+            let mut request = build(base);
+            if let Some(token) = &self.token {
+                request = request.header(reqwest::header::AUTHORIZATION, token.header_value());
+            }
+            match request.send().await {
                 Ok(response) => {
                     self.down_until_ms[index].store(0, Ordering::Relaxed);
                     break response;

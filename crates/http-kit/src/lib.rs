@@ -6,13 +6,19 @@
 //! Each service keeps its own error enum and its own single mapping to HTTP;
 //! this crate only supplies the body shape they all answer with.
 
+mod auth;
 mod body;
 mod client;
 mod listener;
 pub mod metrics;
 mod readiness;
+mod routes;
 mod serve;
 
+pub use auth::{
+    INTERNAL_TOKEN_ENV, INTERNAL_TOKEN_SCHEME, InternalToken, MAX_INTERNAL_TOKEN_CHARS,
+    MIN_INTERNAL_TOKEN_CHARS, TokenError, require_internal_token,
+};
 pub use body::{BodyError, JsonBody};
 pub use client::{ClientError, INTERNAL_REQUEST_TIMEOUT_MS, ServiceClient, split_urls};
 pub use listener::{
@@ -25,6 +31,7 @@ pub use readiness::{
     DEPENDENCY_LOG_INTERVAL_MS, MAX_DEPENDENCY_BACKOFF_MS, MIN_DEPENDENCY_BACKOFF_MS, PartStatus,
     Readiness,
 };
+pub use routes::ServiceRoutes;
 pub use serve::{
     BindError, HEALTH_POLL_ATTEMPTS, HEALTH_POLL_INTERVAL_MS, HealthWait, RETRY_AFTER_SECONDS,
     bind, error_response, fallback_not_found, method_not_allowed, wait_for_health,

@@ -29,7 +29,9 @@ use stockroom_contract::{
     RestockRequest, Settlement, SettlementAction, SettlementBatch,
 };
 use stockroom_domain::EventKind;
-use stockroom_http_kit::{JsonBody, Metrics, Readiness, ServiceClient};
+use stockroom_http_kit::{
+    InternalToken, JsonBody, Metrics, Readiness, ServiceClient, ServiceRoutes,
+};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use utoipa::OpenApi;
@@ -57,6 +59,9 @@ pub struct InventoryConfig {
     /// A reservation unpaid for this long is released (`reservation_expired`).
     pub reservation_ttl_ms: u64,
     pub sweep_interval_ms: u64,
+    /// What this service's internal routes require and what it sends to
+    /// data-service's.
+    pub internal_token: InternalToken,
 }
 
 #[derive(Clone)]
@@ -65,6 +70,7 @@ pub struct InventoryState {
     data: ServiceClient,
     metrics: Metrics,
     auditor: audit::Auditor,
+    internal_token: InternalToken,
 }
 
 impl FromRef<InventoryState> for audit::Auditor {
@@ -169,22 +175,25 @@ fn encode(segment: &str) -> String {
     encoded
 }
 
-fn api_router() -> OpenApiRouter<InventoryState> {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .routes(routes!(health))
+/// Only `/health` is public; reservations, releases, restocks and the
+/// auditor's findings are for the system's own services and its operator.
+fn service_routes() -> ServiceRoutes<InventoryState> {
+    let public = OpenApiRouter::with_openapi(ApiDoc::openapi()).routes(routes!(health));
+    let internal = OpenApiRouter::new()
         .routes(routes!(reserve))
         .routes(routes!(release))
         .routes(routes!(restock))
-        .routes(routes!(audit::invariants))
+        .routes(routes!(audit::invariants));
+    ServiceRoutes { public, internal }
 }
 
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    api_router().into_openapi()
+    service_routes().openapi()
 }
 
 pub fn router(state: InventoryState) -> Router {
-    let (router, api) = api_router().split_for_parts();
-    stockroom_http_kit::with_openapi_and_fallbacks(router, api)
+    service_routes()
+        .into_router(state.internal_token.clone())
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(state.metrics.layer())
         .with_state(state)
@@ -201,9 +210,11 @@ pub async fn run(
     let metrics = Metrics::new("inventory-service");
     let state = InventoryState {
         readiness: Readiness::new("inventory-service"),
-        data: ServiceClient::new("data-service", &config.data_url),
+        data: ServiceClient::new("data-service", &config.data_url)
+            .with_token(config.internal_token.clone()),
         auditor: audit::Auditor::new(&config.data_url, metrics.clone()),
         metrics,
+        internal_token: config.internal_token.clone(),
     };
     let stop = CancellationToken::new();
     let worker = tokio::spawn(run_workers(config, events, state.clone(), stop.clone()));

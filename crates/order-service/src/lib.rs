@@ -26,7 +26,7 @@ use stockroom_contract::{
     ReserveBatchResult, ReserveOutcome, ReserveRequest, ReserveResult, Shortage,
 };
 use stockroom_domain::ReleaseReason;
-use stockroom_http_kit::{JsonBody, Readiness, ServiceClient};
+use stockroom_http_kit::{InternalToken, JsonBody, Readiness, ServiceClient};
 use tokio::net::TcpListener;
 use utoipa::{IntoParams, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -48,6 +48,9 @@ pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
 pub struct OrderConfig {
     pub inventory_url: String,
     pub data_url: String,
+    /// Sent to inventory-service and data-service, whose routes that
+    /// order-service calls to reserve and release are internal.
+    pub internal_token: InternalToken,
 }
 
 #[derive(Clone)]
@@ -294,7 +297,8 @@ pub async fn run_with_coalescing(
     coalesce: CoalesceConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let inventory = ServiceClient::new("inventory-service", &config.inventory_url);
+    let inventory = ServiceClient::new("inventory-service", &config.inventory_url)
+        .with_token(config.internal_token.clone());
     let coalescer = coalesce.is_enabled().then(|| {
         let client = inventory.clone();
         Coalescer::start(coalesce, move |batch: ReserveBatch| {
@@ -305,7 +309,8 @@ pub async fn run_with_coalescing(
     let state = OrderState {
         readiness: Readiness::new("order-service"),
         inventory,
-        data: ServiceClient::new("data-service", &config.data_url),
+        data: ServiceClient::new("data-service", &config.data_url)
+            .with_token(config.internal_token.clone()),
         coalescer,
     };
     let readiness = state.readiness.clone();

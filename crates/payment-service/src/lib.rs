@@ -22,7 +22,7 @@ use stockroom_contract::{
     ProviderChargeBatch, ProviderStats, ProviderVerdictBatch,
 };
 use stockroom_domain::EventKind;
-use stockroom_http_kit::{Readiness, ServiceClient};
+use stockroom_http_kit::{InternalToken, Readiness, ServiceClient, ServiceRoutes};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use utoipa::{OpenApi, ToSchema};
@@ -40,6 +40,8 @@ pub struct PaymentConfig {
     pub latency_ms: u64,
     /// Share of charges declined, from 0.0 (approve all) to 1.0.
     pub decline_rate: f64,
+    /// What `/stats` requires and what this service sends to data-service.
+    pub internal_token: InternalToken,
 }
 
 impl PaymentConfig {
@@ -95,6 +97,7 @@ pub struct PaymentState {
     readiness: Readiness,
     counters: Arc<Counters>,
     data: ServiceClient,
+    internal_token: InternalToken,
 }
 
 #[derive(OpenApi)]
@@ -128,19 +131,20 @@ async fn stats(State(state): State<PaymentState>) -> Json<PaymentStats> {
     })
 }
 
-fn api_router() -> OpenApiRouter<PaymentState> {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .routes(routes!(health))
-        .routes(routes!(stats))
+/// `/stats` shows the provider's ledger, so it is for the operator only.
+fn service_routes() -> ServiceRoutes<PaymentState> {
+    let public = OpenApiRouter::with_openapi(ApiDoc::openapi()).routes(routes!(health));
+    let internal = OpenApiRouter::new().routes(routes!(stats));
+    ServiceRoutes { public, internal }
 }
 
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    api_router().into_openapi()
+    service_routes().openapi()
 }
 
 pub fn router(state: PaymentState) -> Router {
-    let (router, api) = api_router().split_for_parts();
-    stockroom_http_kit::with_openapi_and_fallbacks(router, api)
+    service_routes()
+        .into_router(state.internal_token.clone())
         .layer(stockroom_http_kit::MetricsLayer::new("payment-service"))
         .with_state(state)
 }
@@ -155,7 +159,9 @@ pub async fn run(
     let state = PaymentState {
         readiness: Readiness::new("payment-service"),
         counters: Arc::new(Counters::default()),
-        data: ServiceClient::new("data-service", &config.data_url),
+        data: ServiceClient::new("data-service", &config.data_url)
+            .with_token(config.internal_token.clone()),
+        internal_token: config.internal_token.clone(),
     };
     let stop = CancellationToken::new();
     let worker = tokio::spawn(run_worker(config, events, state.clone(), stop.clone()));
@@ -171,7 +177,8 @@ async fn run_worker(
     state: PaymentState,
     stop: CancellationToken,
 ) {
-    let data = ServiceClient::new("data-service", &config.data_url);
+    let data = ServiceClient::new("data-service", &config.data_url)
+        .with_token(config.internal_token.clone());
     let dependencies = [("data-service", config.data_url.as_str())];
     let wait = state.readiness.wait_for(data.http(), &dependencies);
     tokio::select! {

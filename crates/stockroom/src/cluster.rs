@@ -48,6 +48,10 @@ pub struct ClusterConfig {
     pub data_urls_for_consumers: Option<Vec<String>>,
     /// Variables set in every child's environment.
     pub environment: Vec<(String, String)>,
+    /// The secret of the services' internal routes, handed to every child
+    /// in its environment (never on its command line, which every user of
+    /// the machine can read).
+    pub internal_token: stockroom_http_kit::InternalToken,
     /// When set, each child's standard error is appended to
     /// `<service>-<index>.log` there instead of the launcher's.
     pub log_directory: Option<PathBuf>,
@@ -288,6 +292,11 @@ pub async fn start(config: &ClusterConfig) -> anyhow::Result<Cluster> {
     let mut cluster = Cluster {
         instances: Vec::new(),
     };
+    let mut environment = config.environment.clone();
+    environment.push((
+        stockroom_http_kit::INTERNAL_TOKEN_ENV.to_owned(),
+        config.internal_token.expose().to_owned(),
+    ));
     let mut bus_args = Vec::new();
     if let Some(bus_url) = &config.bus_url {
         bus_args = vec!["--bus-url".to_owned(), bus_url.clone()];
@@ -337,7 +346,7 @@ pub async fn start(config: &ClusterConfig) -> anyhow::Result<Cluster> {
                 .log_directory
                 .as_ref()
                 .map(|directory| directory.join(format!("{service}-{index}.log")));
-            let child = spawn(&executable, &arguments, &config.environment, log.as_deref())
+            let child = spawn(&executable, &arguments, &environment, log.as_deref())
                 .with_context(|| format!("cannot start {service}-service #{index}"))?;
             let instance = Instance {
                 service: match service {
@@ -350,7 +359,7 @@ pub async fn start(config: &ClusterConfig) -> anyhow::Result<Cluster> {
                 url: config.url(base, index),
                 program: executable.clone(),
                 arguments,
-                environment: config.environment.clone(),
+                environment: environment.clone(),
                 log,
                 child,
                 exited: false,

@@ -11,6 +11,7 @@ use stockroom_bus_rabbitmq::{RabbitEventSource, RabbitPublisher, Topology};
 use stockroom_contract::StockLine;
 use stockroom_data_service::{DataState, RelaySettings, Retention};
 use stockroom_domain::{CONSUMER_INVENTORY, CONSUMER_PAYMENT};
+use stockroom_http_kit::InternalToken;
 use stockroom_inventory_service::InventoryConfig;
 use stockroom_order_service::{CoalesceConfig, OrderConfig};
 use stockroom_payment_service::PaymentConfig;
@@ -137,8 +138,13 @@ impl BusChoice {
     }
 
     /// The event source of one consumer group.
-    pub fn event_source(&self, data_url: &str, consumer: &'static str) -> Arc<dyn EventSource> {
-        self.event_source_leased(data_url, consumer, stockroom_bus::LEASE_MS)
+    pub fn event_source(
+        &self,
+        data_url: &str,
+        consumer: &'static str,
+        token: &InternalToken,
+    ) -> Arc<dyn EventSource> {
+        self.event_source_leased(data_url, consumer, stockroom_bus::LEASE_MS, token)
     }
 
     /// [`BusChoice::event_source`], leasing embedded events for `lease_ms`
@@ -149,13 +155,15 @@ impl BusChoice {
         data_url: &str,
         consumer: &'static str,
         lease_ms: u64,
+        token: &InternalToken,
     ) -> Arc<dyn EventSource> {
         match self {
-            BusChoice::Embedded => {
-                Arc::new(EmbeddedEventSource::new(data_url, consumer).with_lease_ms(lease_ms))
-            }
+            BusChoice::Embedded => Arc::new(
+                EmbeddedEventSource::new(data_url, consumer, token.clone()).with_lease_ms(lease_ms),
+            ),
             BusChoice::RabbitMq { url, topology } => Arc::new(
-                RabbitEventSource::new(url, topology.clone(), consumer).with_dead_letters(data_url),
+                RabbitEventSource::new(url, topology.clone(), consumer)
+                    .with_dead_letters(data_url, token.clone()),
             ),
         }
     }
@@ -187,6 +195,9 @@ pub struct SystemConfig {
     /// How long a consumer holds the embedded events it leased before they
     /// go to another consumer.
     pub lease_ms: u64,
+    /// The secret the services' internal routes require; a random one
+    /// unless the operator gives one.
+    pub internal_token: InternalToken,
 }
 
 impl SystemConfig {
@@ -209,6 +220,7 @@ impl SystemConfig {
             retention: Retention::default(),
             relay: RelaySettings::default(),
             lease_ms: stockroom_bus::LEASE_MS,
+            internal_token: InternalToken::generate(),
         }
     }
 }
@@ -325,6 +337,7 @@ pub fn data_service_with_bus(
     listener: tokio::net::TcpListener,
     storage: Arc<dyn Storage>,
     bus: &BusChoice,
+    token: InternalToken,
 ) -> RunningService {
     data_service_with(
         listener,
@@ -332,6 +345,7 @@ pub fn data_service_with_bus(
         bus,
         Retention::default(),
         RelaySettings::default(),
+        token,
     )
 }
 
@@ -342,8 +356,9 @@ pub fn data_service_with(
     bus: &BusChoice,
     retention: Retention,
     relay: RelaySettings,
+    token: InternalToken,
 ) -> RunningService {
-    let state = DataState::new(storage.clone()).with_retention(retention);
+    let state = DataState::new(storage.clone(), token).with_retention(retention);
     let publisher = match bus {
         BusChoice::Embedded => None,
         BusChoice::RabbitMq { url, topology } => {
@@ -375,8 +390,9 @@ pub fn data_service_with(
 pub fn data_service(
     listener: tokio::net::TcpListener,
     storage: Arc<dyn Storage>,
+    token: InternalToken,
 ) -> RunningService {
-    data_service_with_bus(listener, storage, &BusChoice::Embedded)
+    data_service_with_bus(listener, storage, &BusChoice::Embedded, token)
 }
 
 /// inventory-service, leasing embedded events for `lease_ms`.
@@ -386,7 +402,12 @@ pub fn inventory_service(
     bus: &BusChoice,
     lease_ms: u64,
 ) -> RunningService {
-    let events = bus.event_source_leased(&config.data_url, CONSUMER_INVENTORY, lease_ms);
+    let events = bus.event_source_leased(
+        &config.data_url,
+        CONSUMER_INVENTORY,
+        lease_ms,
+        &config.internal_token,
+    );
     spawn("inventory-service", move |stop| {
         stockroom_inventory_service::run(listener, config, events, stop.cancelled_owned())
     })
@@ -399,7 +420,12 @@ pub fn payment_service(
     bus: &BusChoice,
     lease_ms: u64,
 ) -> RunningService {
-    let events = bus.event_source_leased(&config.data_url, CONSUMER_PAYMENT, lease_ms);
+    let events = bus.event_source_leased(
+        &config.data_url,
+        CONSUMER_PAYMENT,
+        lease_ms,
+        &config.internal_token,
+    );
     spawn("payment-service", move |stop| {
         stockroom_payment_service::run(listener, config, events, stop.cancelled_owned())
     })
@@ -438,6 +464,8 @@ pub fn dashboard(
 /// All four services running in this process.
 pub struct RunningSystem {
     pub urls: Urls,
+    /// What the internal routes of this system's services require.
+    pub internal_token: InternalToken,
     pub storage: Arc<dyn Storage>,
     order: RunningService,
     inventory: RunningService,
@@ -452,6 +480,7 @@ pub async fn start(config: SystemConfig) -> anyhow::Result<RunningSystem> {
         data_url: String::new(),
         latency_ms: config.payment_latency_ms,
         decline_rate: config.payment_decline_rate,
+        internal_token: config.internal_token.clone(),
     };
     payment_config_check
         .validate()
@@ -479,6 +508,7 @@ pub async fn start(config: SystemConfig) -> anyhow::Result<RunningSystem> {
         &config.bus,
         config.retention,
         config.relay,
+        config.internal_token.clone(),
     );
     let inventory = inventory_service(
         inventory_listener,
@@ -486,6 +516,7 @@ pub async fn start(config: SystemConfig) -> anyhow::Result<RunningSystem> {
             data_url: data_url.clone(),
             reservation_ttl_ms: config.reservation_ttl_ms,
             sweep_interval_ms: config.sweep_interval_ms,
+            internal_token: config.internal_token.clone(),
         },
         &config.bus,
         config.lease_ms,
@@ -504,6 +535,7 @@ pub async fn start(config: SystemConfig) -> anyhow::Result<RunningSystem> {
         OrderConfig {
             inventory_url: inventory_url.clone(),
             data_url: data_url.clone(),
+            internal_token: config.internal_token.clone(),
         },
         config.order_coalescing,
     );
@@ -524,6 +556,7 @@ pub async fn start(config: SystemConfig) -> anyhow::Result<RunningSystem> {
     }
     Ok(RunningSystem {
         urls,
+        internal_token: config.internal_token,
         storage,
         order,
         inventory,

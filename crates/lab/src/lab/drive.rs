@@ -20,9 +20,19 @@ pub(super) enum Side {
     Fixed,
 }
 
-fn client() -> reqwest::Client {
+/// The lab's client, carrying the system's internal token when it has one
+/// (public routes ignore it).
+fn client(urls: &SystemUrls) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(token) = &urls.internal_token
+        && let Ok(mut value) = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+    {
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
     reqwest::Client::builder()
         .timeout(Duration::from_millis(LAB_REQUEST_TIMEOUT_MS))
+        .default_headers(headers)
         .build()
         .expect("a client with no TLS or proxy settings always builds")
 }
@@ -38,7 +48,7 @@ pub(super) async fn drive(
         scenario: scenario.name(),
         message,
     };
-    let http = client();
+    let http = client(urls);
     let watcher = Watcher::start(http.clone(), urls.data.clone());
     let mut storm = StormConfig::new(&urls.order, STORM_ORDERS);
     storm.concurrency = STORM_ORDERS as usize;

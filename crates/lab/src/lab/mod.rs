@@ -153,6 +153,10 @@ pub struct SystemUrls {
     pub data: String,
     pub inventory: String,
     pub payment: String,
+    /// The bearer token of the system's internal routes (the lab's probes
+    /// deliver events again and read the live monitor); `None` for the
+    /// original system, which has no such routes guarded.
+    pub internal_token: Option<String>,
 }
 
 /// What the fixed system is started with.

@@ -87,6 +87,7 @@ pub(super) async fn run_naive(scenario: Scenario, window_ms: u64) -> Result<Side
         data: running.urls.data.clone(),
         inventory: running.urls.inventory.clone(),
         payment: running.urls.payment.clone(),
+        internal_token: None,
     };
     let driven = drive(
         scenario,

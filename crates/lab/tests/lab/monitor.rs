@@ -22,19 +22,22 @@ fn laptops(quantity: u64) -> Vec<StockLine> {
 
 /// Polls `/invariants` until `accept` is satisfied by a report from an audit
 /// that started after the load ended.
-async fn wait_for_report(inventory_url: &str, accept: impl Fn(&Value) -> bool) -> Value {
+/// `token` is the system's internal token (`/invariants` is internal on the
+/// fixed system, open on the naive one).
+async fn wait_for_report(
+    inventory_url: &str,
+    token: Option<&stockroom_http_kit::InternalToken>,
+    accept: impl Fn(&Value) -> bool,
+) -> Value {
     let client = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_millis(AUDIT_WAIT_MS);
     let mut first_audits = None;
     loop {
-        let report: Value = client
-            .get(format!("{inventory_url}/invariants"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let mut request = client.get(format!("{inventory_url}/invariants"));
+        if let Some(token) = token {
+            request = request.header(reqwest::header::AUTHORIZATION, token.header_value());
+        }
+        let report: Value = request.send().await.unwrap().json().await.unwrap();
         let audits = report["audits"].as_u64().unwrap_or(0);
         let baseline = *first_audits.get_or_insert(audits);
         if (audits > baseline + 1 && accept(&report)) || Instant::now() > deadline {
@@ -55,8 +58,12 @@ async fn the_fixed_system_audits_clean_and_exposes_metrics() {
     storm.concurrency = 20;
     let report = run_storm(storm).await.unwrap();
     assert_eq!(report.summary.reserved, 5);
-    let invariants =
-        wait_for_report(&running.urls.inventory, |report| report["healthy"] == true).await;
+    let invariants = wait_for_report(
+        &running.urls.inventory,
+        Some(&running.internal_token),
+        |report| report["healthy"] == true,
+    )
+    .await;
     assert_eq!(invariants["healthy"], true, "{invariants}");
     assert_eq!(invariants["totalViolations"], 0, "{invariants}");
     let metrics = reqwest::get(format!("{}/metrics", running.urls.order))
@@ -105,7 +112,7 @@ async fn the_naive_inventory_service_catches_an_oversell() {
     let mut storm = StormConfig::new(&running.urls.order, 20);
     storm.concurrency = 20;
     run_storm(storm).await.unwrap();
-    let invariants = wait_for_report(&running.urls.inventory, |report| {
+    let invariants = wait_for_report(&running.urls.inventory, None, |report| {
         report["violations"]
             .as_array()
             .is_some_and(|violations| !violations.is_empty())

@@ -107,7 +107,11 @@ async fn measure(
     storage: Arc<dyn Storage>,
 ) -> anyhow::Result<Vec<GrowthRead>> {
     let (listener, url) = system::bind("data-service", [127, 0, 0, 1].into(), 0).await?;
-    let service = system::data_service(listener, Arc::clone(&storage));
+    let service = system::data_service(
+        listener,
+        Arc::clone(&storage),
+        stockroom_http_kit::InternalToken::generate(),
+    );
     let client = reqwest::Client::new();
     let mut measured = Vec::new();
     for (read, path) in READS {

@@ -250,6 +250,7 @@ pub async fn run(config: ChaosConfig) -> anyhow::Result<ChaosReport> {
     let data_urls = stage.data_urls.clone();
     let database = stage.database.clone();
     let broker = stage.broker.clone();
+    let internal_token = stage.internal_token.clone();
     let faults = schedule::schedule(config.seed, &config.plan, &config.topology());
 
     let began = Instant::now();
@@ -300,7 +301,8 @@ pub async fn run(config: ChaosConfig) -> anyhow::Result<ChaosReport> {
     let check = stockroom_lab::run_check(&check)
         .await
         .context("the checker could not read the system")?;
-    let provider_charged_twice = provider_charged_twice(&client, &data_urls[0]).await?;
+    let provider_charged_twice =
+        provider_charged_twice(&client, &data_urls[0], &internal_token).await?;
     let outcomes = settle::outcomes(&data_urls[0]).await?;
     let findings = Findings::from_check(&check, provider_charged_twice);
     let log = injector.log().await;
@@ -385,9 +387,14 @@ fn storm_config(config: &ChaosConfig, order_urls: &[String]) -> StormConfig {
 }
 
 /// Orders the simulated provider charged under more than one key.
-async fn provider_charged_twice(client: &reqwest::Client, data_url: &str) -> anyhow::Result<u64> {
+async fn provider_charged_twice(
+    client: &reqwest::Client,
+    data_url: &str,
+    token: &stockroom_http_kit::InternalToken,
+) -> anyhow::Result<u64> {
     let stats: serde_json::Value = client
         .get(format!("{data_url}/provider/stats"))
+        .header(reqwest::header::AUTHORIZATION, token.header_value())
         .send()
         .await?
         .error_for_status()?

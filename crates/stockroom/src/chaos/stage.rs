@@ -70,6 +70,8 @@ pub struct Stage {
     pub data_urls: Vec<String>,
     pub database: Option<DatabaseHandle>,
     pub broker: Option<BrokerHandle>,
+    /// What the system's internal routes require.
+    pub internal_token: stockroom_http_kit::InternalToken,
 }
 
 impl Stage {
@@ -208,6 +210,7 @@ async fn start_cluster(
                 std::env::var("STOCKROOM_LOG").unwrap_or_else(|_| "warn".to_owned()),
             ),
         ],
+        internal_token: stockroom_http_kit::InternalToken::generate(),
         log_directory: Some(work_directory.to_owned()),
     };
     let (payment, inventory) = service_arguments(settings);
@@ -222,6 +225,7 @@ async fn start_cluster(
     proxies.insert(Link::ConsumersToData, to_data);
     let running = cluster::start(&config).await?;
     Ok(Stage {
+        internal_token: config.internal_token.clone(),
         order_urls: config.urls(ORDER_PORT),
         data_urls: config.urls(DATA_PORT),
         processes: Arc::new(Mutex::new(running.instances)),
@@ -266,10 +270,17 @@ async fn start_up(
     arguments.extend(payment);
     // `up` takes one --lease-ms; the inventory arguments repeat it.
     arguments.extend(inventory.into_iter().skip(2));
-    let environment = vec![(
-        "STOCKROOM_LOG".to_owned(),
-        std::env::var("STOCKROOM_LOG").unwrap_or_else(|_| "warn".to_owned()),
-    )];
+    let internal_token = stockroom_http_kit::InternalToken::generate();
+    let environment = vec![
+        (
+            "STOCKROOM_LOG".to_owned(),
+            std::env::var("STOCKROOM_LOG").unwrap_or_else(|_| "warn".to_owned()),
+        ),
+        (
+            stockroom_http_kit::INTERNAL_TOKEN_ENV.to_owned(),
+            internal_token.expose().to_owned(),
+        ),
+    ];
     let instance = Instance::start(
         "system",
         0,
@@ -290,5 +301,6 @@ async fn start_up(
         data_urls: vec![url(DATA_PORT)],
         database: None,
         broker: None,
+        internal_token,
     })
 }

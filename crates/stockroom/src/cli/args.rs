@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use stockroom_data_service::Retention;
+use stockroom_http_kit::InternalToken;
 use stockroom_naive::{NaiveFlow, RaceWindows};
 use stockroom_storage_sqlite::WriterConfig;
 
@@ -191,4 +192,53 @@ pub(super) fn read_stock(
         .map(crate::stock::read_stock_file)
         .transpose()
         .map_err(anyhow::Error::from)
+}
+
+/// The secret the services' internal routes require.
+#[derive(Debug, Args)]
+pub(super) struct TokenArgs {
+    /// The secret internal routes require (`Authorization: Bearer <token>`),
+    /// at least 32 characters. `up` and `cluster` generate one when none is
+    /// given; `serve` requires it. Prefer the environment variable: a
+    /// command line is visible to every user of the machine.
+    #[arg(
+        long,
+        global = true,
+        env = stockroom_http_kit::INTERNAL_TOKEN_ENV,
+        hide_env_values = true
+    )]
+    internal_token: Option<String>,
+}
+
+impl TokenArgs {
+    /// The token given, refusing to go on without one.
+    pub(super) fn required(&self) -> anyhow::Result<InternalToken> {
+        match &self.internal_token {
+            Some(text) => Ok(InternalToken::parse(text)?),
+            None => anyhow::bail!(
+                "an internal token is required: set {} (or --internal-token) to the same secret of at least {} characters on every service of the system, e.g. `export {}=$(openssl rand -hex 32)`",
+                stockroom_http_kit::INTERNAL_TOKEN_ENV,
+                stockroom_http_kit::MIN_INTERNAL_TOKEN_CHARS,
+                stockroom_http_kit::INTERNAL_TOKEN_ENV,
+            ),
+        }
+    }
+
+    /// The token given, or a new random one.
+    pub(super) fn or_generate(&self) -> anyhow::Result<InternalToken> {
+        match &self.internal_token {
+            Some(text) => Ok(InternalToken::parse(text)?),
+            None => Ok(InternalToken::generate()),
+        }
+    }
+
+    /// The token given, if any (for commands that call internal routes of a
+    /// system someone else started).
+    pub(super) fn optional(&self) -> anyhow::Result<Option<InternalToken>> {
+        self.internal_token
+            .as_deref()
+            .map(InternalToken::parse)
+            .transpose()
+            .map_err(Into::into)
+    }
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::args::{BusArgs, ExpiryArgs, PaymentArgs};
+use super::args::{BusArgs, ExpiryArgs, PaymentArgs, TokenArgs};
 use super::shutdown_signal;
 use crate::system;
 
@@ -32,6 +32,8 @@ pub(super) struct ClusterArgs {
     payment: PaymentArgs,
     #[command(flatten)]
     expiry: ExpiryArgs,
+    #[command(flatten)]
+    token: TokenArgs,
 }
 
 pub(super) async fn cluster(args: ClusterArgs) -> anyhow::Result<()> {
@@ -79,6 +81,7 @@ pub(super) async fn cluster(args: ClusterArgs) -> anyhow::Result<()> {
         inventory_urls_for_order: None,
         data_urls_for_consumers: None,
         environment: Vec::new(),
+        internal_token: args.token.or_generate()?,
         log_directory: None,
     };
     let mut running = crate::cluster::start(&config).await?;

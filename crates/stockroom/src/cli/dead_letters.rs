@@ -33,6 +33,9 @@ pub(super) struct DeadLetterArgs {
     /// Only this consumer's dead letters (default: both).
     #[arg(long, global = true, value_enum)]
     consumer: Option<ConsumerArg>,
+    /// The system's internal token: dead letters are behind it.
+    #[command(flatten)]
+    token: super::args::TokenArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -73,7 +76,8 @@ impl DeadLetterArgs {
 }
 
 pub(super) async fn dead_letters(args: DeadLetterArgs) -> anyhow::Result<ExitCode> {
-    let data = ServiceClient::new("data-service", &args.data_url);
+    let data =
+        ServiceClient::new("data-service", &args.data_url).with_token(args.token.required()?);
     match &args.action {
         Action::List { limit, json } => {
             let mut all = Vec::new();

@@ -62,6 +62,7 @@ impl FixedRunning for InProcessSystem {
             data: urls.data.clone(),
             inventory: urls.inventory.clone(),
             payment: urls.payment.clone(),
+            internal_token: Some(self.0.internal_token.expose().to_owned()),
         }
     }
 

@@ -10,7 +10,7 @@ use stockroom_order_service::OrderConfig;
 use stockroom_payment_service::PaymentConfig;
 
 use super::args::{
-    BusArgs, ExpiryArgs, ModeArgs, PaymentArgs, StorageArgs, read_stock, writer_config,
+    BusArgs, ExpiryArgs, ModeArgs, PaymentArgs, StorageArgs, TokenArgs, read_stock, writer_config,
 };
 use super::dashboard::{DashboardArgs, serve_dashboard};
 use super::shutdown_signal;
@@ -34,6 +34,8 @@ pub(super) struct ServeArgs {
     /// dashboard 3000).
     #[arg(long, global = true, env = "STOCKROOM_PORT")]
     port: Option<u16>,
+    #[command(flatten)]
+    token: TokenArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -102,6 +104,17 @@ pub(super) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         shutdown_signal().await;
         tracing::info!("shutting down: finishing requests in flight");
     };
+    // The dashboard reads only public routes; every other service either
+    // guards internal routes or calls them, so it cannot run without one.
+    let token = match args.service {
+        ServiceCommand::Dashboard(_) => None,
+        _ => Some(args.token.required()?),
+    };
+    let token = move || {
+        token
+            .clone()
+            .expect("every service but the dashboard has a token")
+    };
     match args.service {
         ServiceCommand::Order {
             inventory_url,
@@ -115,6 +128,7 @@ pub(super) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 OrderConfig {
                     inventory_url,
                     data_url,
+                    internal_token: token(),
                 },
                 signal,
             )
@@ -139,6 +153,7 @@ pub(super) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 &bus,
                 storage.retention.retention()?,
                 stockroom_data_service::RelaySettings::default(),
+                token(),
             );
             signal.await;
             let stopped = running.stop().await;
@@ -158,11 +173,13 @@ pub(super) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 &data_url,
                 stockroom_domain::CONSUMER_INVENTORY,
                 bus.lease_ms,
+                &token(),
             );
             let config = InventoryConfig {
                 data_url,
                 reservation_ttl_ms: expiry.reservation_ttl_ms,
                 sweep_interval_ms: expiry.sweep_interval_ms,
+                internal_token: token(),
             };
             stockroom_inventory_service::run(listener, config, events, signal)
                 .await
@@ -181,6 +198,7 @@ pub(super) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 data_url: data_url.clone(),
                 latency_ms: payment.payment_latency_ms,
                 decline_rate: payment.payment_decline_rate,
+                internal_token: token(),
             };
             config.validate().map_err(anyhow::Error::msg)?;
             let (listener, url) = system::bind("payment-service", args.host, port).await?;
@@ -189,6 +207,7 @@ pub(super) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 &data_url,
                 stockroom_domain::CONSUMER_PAYMENT,
                 bus.lease_ms,
+                &token(),
             );
             stockroom_payment_service::run(listener, config, events, signal)
                 .await

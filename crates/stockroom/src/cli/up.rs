@@ -7,7 +7,7 @@ use clap::Args;
 use stockroom_naive::{NaiveConfig, NaivePorts};
 
 use super::args::{
-    BusArgs, ExpiryArgs, ModeArgs, PaymentArgs, StorageArgs, read_stock, writer_config,
+    BusArgs, ExpiryArgs, ModeArgs, PaymentArgs, StorageArgs, TokenArgs, read_stock, writer_config,
 };
 use super::dashboard;
 use super::shutdown_signal;
@@ -39,6 +39,8 @@ pub(super) struct UpArgs {
     /// The dashboard's port (a web page: open the URL the ready line gives).
     #[arg(long, default_value_t = system::DASHBOARD_PORT, env = "STOCKROOM_DASHBOARD_PORT")]
     dashboard_port: u16,
+    #[command(flatten)]
+    token: TokenArgs,
 }
 
 pub(super) async fn up(args: UpArgs) -> anyhow::Result<()> {
@@ -63,7 +65,14 @@ pub(super) async fn up(args: UpArgs) -> anyhow::Result<()> {
         retention: args.storage.retention.retention()?,
         relay: stockroom_data_service::RelaySettings::default(),
         lease_ms: args.bus.lease_ms,
+        internal_token: args.token.or_generate()?,
     };
+    if args.token.optional()?.is_none() {
+        tracing::info!(
+            "internal routes need a token generated for this run; set {} before `up` to call them yourself (dead-letters, /invariants, /stats)",
+            stockroom_http_kit::INTERNAL_TOKEN_ENV
+        );
+    }
     // Bound before anything starts, so that a taken port fails fast.
     let (dashboard_listener, dashboard_url) =
         system::bind("dashboard", args.host, args.dashboard_port).await?;

@@ -36,6 +36,7 @@ struct BusUnderTest {
     address: std::net::SocketAddr,
     data_url: String,
     client: reqwest::Client,
+    token: stockroom_http_kit::InternalToken,
     _directory: tempfile::TempDir,
 }
 
@@ -64,7 +65,8 @@ impl BusUnderTest {
             .await
             .unwrap();
         let address = listener.local_addr().unwrap();
-        let data = system::data_service_with_bus(listener, storage.clone(), &bus);
+        let token = stockroom_http_kit::InternalToken::generate();
+        let data = system::data_service_with_bus(listener, storage.clone(), &bus, token.clone());
         BusUnderTest {
             kind,
             bus,
@@ -72,7 +74,8 @@ impl BusUnderTest {
             data: Some(data),
             address,
             data_url,
-            client: reqwest::Client::new(),
+            client: crate::harness::authorized_client(&token),
+            token,
             _directory: directory,
         }
     }
@@ -80,13 +83,13 @@ impl BusUnderTest {
     fn source(&self, consumer: &'static str) -> Arc<dyn EventSource> {
         match &self.kind {
             Kind::Embedded => Arc::new(
-                EmbeddedEventSource::new(&self.data_url, consumer)
+                EmbeddedEventSource::new(&self.data_url, consumer, self.token.clone())
                     .with_lease_ms(TEST_LEASE_MS)
                     .with_wait_ms(50),
             ),
             Kind::Rabbit { url, topology } => Arc::new(
                 RabbitEventSource::new(url, topology.clone(), consumer)
-                    .with_dead_letters(&self.data_url),
+                    .with_dead_letters(&self.data_url, self.token.clone()),
             ),
         }
     }
@@ -141,12 +144,13 @@ impl BusUnderTest {
                 // The test's own client must not reuse a keep-alive
                 // connection to the stopped server (it may not have seen the
                 // close yet); the consumer under test gets no such help.
-                self.client = reqwest::Client::new();
+                self.client = crate::harness::authorized_client(&self.token);
                 let listener = tokio::net::TcpListener::bind(self.address).await.unwrap();
                 self.data = Some(system::data_service_with_bus(
                     listener,
                     self.storage.clone(),
                     &self.bus,
+                    self.token.clone(),
                 ));
             }
         }

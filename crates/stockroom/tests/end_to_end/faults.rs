@@ -267,6 +267,7 @@ async fn a_payment_slower_than_the_lease_is_charged_once_by_two_instances() {
             data_url: test.system.urls.data.clone(),
             latency_ms: LATENCY_MS,
             decline_rate: 0.0,
+            internal_token: test.system.internal_token.clone(),
         },
         &BusChoice::Embedded,
         LEASE_MS,

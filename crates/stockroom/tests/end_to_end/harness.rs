@@ -36,8 +36,8 @@ impl TestSystem {
         configure(&mut config);
         let system = system::start(config).await.expect("system starts");
         TestSystem {
+            client: authorized_client(&system.internal_token),
             system,
-            client: reqwest::Client::new(),
             _directory: directory,
         }
     }
@@ -112,6 +112,17 @@ impl TestSystem {
     pub async fn stop(self) {
         self.system.stop().await.expect("clean stop");
     }
+}
+
+/// A client that sends the system's internal token with every request, as
+/// the services do among themselves (public routes ignore it).
+pub fn authorized_client(token: &stockroom_http_kit::InternalToken) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(reqwest::header::AUTHORIZATION, token.header_value());
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap()
 }
 
 pub async fn all_orders(client: &reqwest::Client, data_url: &str) -> Vec<Value> {

@@ -14,6 +14,7 @@ use crate::harness::{get, post};
 struct DataOnly {
     url: String,
     client: reqwest::Client,
+    token: stockroom_http_kit::InternalToken,
     service: system::RunningService,
     storage: Arc<dyn stockroom_storage::Storage>,
     _directory: tempfile::TempDir,
@@ -30,10 +31,12 @@ async fn data_only() -> DataOnly {
     let (listener, url) = system::bind("data-service", [127, 0, 0, 1].into(), 0)
         .await
         .unwrap();
-    let service = system::data_service(listener, storage.clone());
+    let token = stockroom_http_kit::InternalToken::generate();
+    let service = system::data_service(listener, storage.clone(), token.clone());
     DataOnly {
         url,
-        client: reqwest::Client::new(),
+        client: crate::harness::authorized_client(&token),
+        token,
         service,
         storage,
         _directory: directory,
@@ -188,8 +191,13 @@ async fn each_event_type_delivered_twice_has_one_effect() {
 }
 
 /// Runs `stockroom dead-letters …` against `data_url` and returns its output.
-fn dead_letters_command(data_url: &str, arguments: &[&str]) -> std::process::Output {
+fn dead_letters_command(
+    data_url: &str,
+    token: &stockroom_http_kit::InternalToken,
+    arguments: &[&str],
+) -> std::process::Output {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_stockroom"))
+        .env(stockroom_http_kit::INTERNAL_TOKEN_ENV, token.expose())
         .arg("dead-letters")
         .args(arguments)
         .args(["--data-url", data_url])
@@ -236,8 +244,9 @@ async fn the_dead_letters_command_lists_and_redrives_what_a_consumer_refused() {
     }
 
     let url = data.url.clone();
+    let token = data.token.clone();
     let listed = tokio::task::spawn_blocking(move || {
-        dead_letters_command(&url, &["list", "--json", "--consumer", "payment"])
+        dead_letters_command(&url, &token, &["list", "--json", "--consumer", "payment"])
     })
     .await
     .unwrap();
@@ -249,7 +258,8 @@ async fn the_dead_letters_command_lists_and_redrives_what_a_consumer_refused() {
     assert_eq!(letters[0]["event"]["orderId"], ORDER_C);
 
     let url = data.url.clone();
-    tokio::task::spawn_blocking(move || dead_letters_command(&url, &["redrive", "--all"]))
+    let token = data.token.clone();
+    tokio::task::spawn_blocking(move || dead_letters_command(&url, &token, &["redrive", "--all"]))
         .await
         .unwrap();
     let again = data.lease("payment", 10_000).await;
