@@ -15,6 +15,37 @@ use stockroom_domain::{
 };
 use utoipa::ToSchema;
 
+pub mod whole;
+
+/// The schema of a product name or customer id: 1 to 100 characters, no
+/// control characters, and something besides spaces (the rules of
+/// [`ProductName`] and [`CustomerId`]).
+pub struct Name;
+
+/// [`Name`]'s pattern: no control characters (C0, DEL or C1, as Rust's
+/// `char::is_control` counts them), one character that is not a space.
+pub const NAME_PATTERN: &str =
+    r"^[^\x00-\x1F\x7F-\x9F]*[^\s\x00-\x1F\x7F-\x9F][^\x00-\x1F\x7F-\x9F]*$";
+
+impl utoipa::PartialSchema for Name {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::Type::String)
+            .min_length(Some(1))
+            .max_length(Some(stockroom_domain::MAX_PRODUCT_NAME_LENGTH))
+            .pattern(Some(NAME_PATTERN))
+            .into()
+    }
+}
+
+impl ToSchema for Name {
+    fn name() -> std::borrow::Cow<'static, str> {
+        std::borrow::Cow::Borrowed("Name")
+    }
+}
+const _: () =
+    assert!(stockroom_domain::MAX_PRODUCT_NAME_LENGTH == stockroom_domain::MAX_CUSTOMER_ID_LENGTH);
+
 /// Every error any service returns: a stable machine code and a sentence.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ErrorBody {
@@ -69,7 +100,10 @@ pub struct StockFile {
 
 /// Units added to a product's stock.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct RestockRequest {
+    #[serde(deserialize_with = "whole::whole")]
+    #[schema(minimum = 1, maximum = 1_000_000_000_000_i64)]
     pub quantity: u64,
 }
 
@@ -154,22 +188,56 @@ pub struct StatusCount {
 
 /// An order as clients send it: one product (`productName` and `quantity`,
 /// the original system's shape) or several (`items`), never both.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
+///
+/// The schema is [`OrderShape`]: exactly one of the two shapes.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PlaceOrderRequest {
-    #[schema(value_type = String, example = "c1")]
     customer_id: CustomerId,
-    #[schema(value_type = Option<String>, example = "Laptop")]
     product_name: Option<ProductName>,
-    #[schema(value_type = Option<u32>, minimum = 1, maximum = 1000, example = 2)]
     quantity: Option<Quantity>,
     items: Option<Vec<ItemRequest>>,
 }
 
+/// The body of `POST /api/orders`: one product, or several.
+#[derive(ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)] // Only its schema is used; requests parse as PlaceOrderRequest.
+pub enum OrderShape {
+    #[schema(title = "one product")]
+    One(OneProductOrder),
+    #[schema(title = "several products")]
+    Several(SeveralProductsOrder),
+}
+
+/// An order for one product, the original system's shape.
+#[derive(ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[allow(dead_code)] // Only its schema is used.
+pub struct OneProductOrder {
+    #[schema(value_type = Name, example = "c1")]
+    customer_id: String,
+    #[schema(value_type = Name, example = "Laptop")]
+    product_name: String,
+    #[schema(minimum = 1, maximum = 1000, example = 2)]
+    quantity: u32,
+}
+
+/// An order for several products, each named once.
+#[derive(ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[allow(dead_code)] // Only its schema is used.
+pub struct SeveralProductsOrder {
+    #[schema(value_type = Name, example = "c1")]
+    customer_id: String,
+    #[schema(min_items = 1, max_items = 50)]
+    items: Vec<ItemRequest>,
+}
+
 #[derive(Debug, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ItemRequest {
-    #[schema(value_type = String, example = "Laptop")]
+    #[schema(value_type = Name, example = "Laptop")]
     product_name: ProductName,
     #[schema(value_type = u32, minimum = 1, maximum = 1000, example = 2)]
     quantity: Quantity,
@@ -212,12 +280,14 @@ pub struct Shortage {
 
 /// One order to reserve, already validated by order-service.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ReserveRequest {
+    #[schema(min_length = 1, max_length = 100)]
     pub order_id: String,
-    #[schema(value_type = String)]
+    #[schema(value_type = Name)]
     pub customer_id: CustomerId,
-    #[schema(value_type = Vec<Object>)]
+    /// Each product at most once.
+    #[schema(value_type = Vec<ReserveItem>, min_items = 1, max_items = 50)]
     pub items: OrderItems,
     /// The client's `Idempotency-Key`, when it sent one.
     pub idempotency_key: Option<String>,
@@ -226,8 +296,20 @@ pub struct ReserveRequest {
     pub request_fingerprint: Option<String>,
 }
 
+/// One line of a reservation (the schema of [`OrderItem`]).
+#[derive(ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // Only its schema is used.
+pub struct ReserveItem {
+    #[schema(value_type = Name)]
+    product: String,
+    #[schema(minimum = 1, maximum = 1000)]
+    quantity: u32,
+}
+
 /// Many reservations in one exchange; each gets its own outcome, in order.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ReserveBatch {
     pub requests: Vec<ReserveRequest>,
 }
@@ -273,14 +355,25 @@ pub struct ReserveBatchResult {
 pub struct Event {
     /// Unique per event; consumers de-duplicate on it.
     pub event_id: String,
-    #[schema(value_type = String)]
+    #[schema(value_type = EventKindName)]
     pub kind: EventKind,
     pub order_id: String,
     /// The order's version right after the change this event reports.
+    #[serde(deserialize_with = "whole::integer")]
     pub order_version: i64,
     pub occurred_at: String,
     /// Units of the order, for the payment amount and for logs.
+    #[serde(deserialize_with = "whole::whole")]
     pub total_units: u64,
+}
+
+/// The kinds of event (the schema of [`EventKind`]).
+#[derive(ToSchema)]
+#[allow(dead_code)] // Only its schema is used.
+pub enum EventKindName {
+    OrderReserved,
+    PaymentSucceeded,
+    PaymentFailed,
 }
 
 /// An event handed to one consumer under a lease; acknowledge, release or
@@ -309,18 +402,25 @@ impl Delivery {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Receipt {
+    #[serde(deserialize_with = "whole::integer")]
     pub delivery_id: i64,
     pub lease_token: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PollRequest {
+    #[serde(deserialize_with = "whole::whole")]
+    #[schema(minimum = 1, maximum = 1000)]
     pub max_events: u32,
     /// How long to wait for an event when none is ready.
+    #[serde(deserialize_with = "whole::whole")]
+    #[schema(minimum = 0, maximum = 5000)]
     pub wait_ms: u64,
     /// How long the events stay leased to this caller before they are handed
     /// to another (the caller is presumed dead).
+    #[serde(deserialize_with = "whole::whole")]
+    #[schema(minimum = 100, maximum = 600000)]
     pub lease_ms: u64,
 }
 
@@ -349,6 +449,7 @@ pub struct DeadLetterList {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RedriveRequest {
+    #[serde(deserialize_with = "whole::integers")]
     pub delivery_ids: Vec<i64>,
 }
 
@@ -382,8 +483,9 @@ pub struct DeadLetter {
 
 /// payment-service's verdict on one reserved order.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PaymentRecord {
+    #[schema(min_length = 1, max_length = 100)]
     pub order_id: String,
     /// The `OrderReserved` event this answers; the record is de-duplicated on it.
     pub event_id: String,
@@ -399,6 +501,7 @@ pub struct ProviderCharge {
     /// The charge's idempotency key at the provider: one per order.
     pub charge_key: String,
     pub order_id: String,
+    #[serde(deserialize_with = "whole::whole")]
     pub units: u64,
     /// The verdict, should this be the key's first request.
     pub approved: bool,
@@ -442,6 +545,7 @@ pub struct ProviderStats {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct PaymentBatch {
     pub payments: Vec<PaymentRecord>,
 }
@@ -490,8 +594,9 @@ pub enum SettlementAction {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Settlement {
+    #[schema(min_length = 1, max_length = 100)]
     pub order_id: String,
     /// The payment event this answers; the settlement is de-duplicated on it.
     pub event_id: String,
@@ -499,22 +604,49 @@ pub struct Settlement {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct SettlementBatch {
     pub settlements: Vec<Settlement>,
 }
 
 /// Release a reservation that has not been paid.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ReleaseRequest {
-    #[schema(value_type = String)]
+    #[schema(value_type = ReleaseReasonName)]
     pub reason: ReleaseReason,
+}
+
+/// Why a reservation is released (the schema of [`ReleaseReason`]).
+#[derive(ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)] // Only its schema is used.
+pub enum ReleaseReasonName {
+    PaymentDeclined,
+    ReservationExpired,
+    CancelledByCustomer,
+}
+
+/// An order status, as filters name it (the schema of [`OrderStatus`]).
+#[derive(ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)] // Only its schema is used.
+pub enum OrderStatusName {
+    Pending,
+    Reserved,
+    Rejected,
+    Fulfilled,
+    Cancelled,
 }
 
 /// Release every unpaid reservation older than a cutoff.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ExpireRequest {
+    #[serde(deserialize_with = "whole::whole")]
     pub older_than_ms: u64,
+    #[serde(deserialize_with = "whole::whole")]
+    #[schema(minimum = 1, maximum = 10000)]
     pub max_orders: u32,
 }
 

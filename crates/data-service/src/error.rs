@@ -56,6 +56,10 @@ impl IntoResponse for DataError {
                     "invalid_request",
                     &message,
                 ),
+                // Valid, but not with the stock as it stands: a conflict.
+                StorageError::Refused(_) => {
+                    error_response(StatusCode::CONFLICT, "stock_limit", &message)
+                }
                 StorageError::ConstraintViolated { .. } | StorageError::Inconsistent(_) => {
                     tracing::error!(
                         error = error as &dyn std::error::Error,

@@ -24,6 +24,14 @@ use utoipa::{IntoParams, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+/// The most orders one expiry call may end; inventory-service's sweeper asks
+/// for far fewer, and the bound keeps one call's transaction short.
+pub const MAX_SWEPT_PER_CALL: u32 = 10_000;
+
+/// The longest order id a reservation may carry. order-service sends UUIDs
+/// (36 characters); the bound only keeps other callers reasonable.
+pub const MAX_ORDER_ID_LENGTH: usize = 100;
+
 use crate::{
     DataError, DataState, MAX_BODY_BYTES, MAX_EVENTS_PER_LEASE, MAX_LEASE_MS, MAX_LEASE_WAIT_MS,
     MIN_LEASE_MS,
@@ -124,9 +132,13 @@ async fn inventory_item(
 #[utoipa::path(
     post,
     path = "/inventory/{productName}/restock",
-    params(("productName" = String, Path)),
+    params(("productName" = inline(stockroom_contract::Name), Path)),
     request_body = RestockRequest,
-    responses((status = 200, body = InventoryItemDocument), (status = 422, body = ErrorBody))
+    responses(
+        (status = 200, body = InventoryItemDocument),
+        (status = 409, body = ErrorBody, description = "the product would exceed the stock limit"),
+        (status = 422, body = ErrorBody)
+    )
 )]
 async fn restock(
     State(state): State<DataState>,
@@ -147,12 +159,14 @@ async fn restock(
 #[into_params(parameter_in = Query)]
 pub struct OrderQuery {
     /// Only orders in this status.
+    #[param(value_type = Option<stockroom_contract::OrderStatusName>, inline)]
     status: Option<String>,
     /// Only this customer's orders.
     customer_id: Option<String>,
     /// The `nextCursor` of the previous page.
     after: Option<String>,
     /// Page size, 1 to 500 (default 100).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<u32>,
 }
 
@@ -235,6 +249,12 @@ async fn reserve(
     State(state): State<DataState>,
     JsonBody(batch): JsonBody<ReserveBatch>,
 ) -> Result<Json<ReserveBatchResult>, DataError> {
+    check_order_ids(
+        batch
+            .requests
+            .iter()
+            .map(|request| request.order_id.as_str()),
+    )?;
     let results = state.storage.reserve(batch.requests).await?;
     state.events_written.notify_waiters();
     Ok(Json(ReserveBatchResult { results }))
@@ -251,6 +271,12 @@ async fn record_payments(
     State(state): State<DataState>,
     JsonBody(batch): JsonBody<PaymentBatch>,
 ) -> Result<Json<EffectBatchResult>, DataError> {
+    check_order_ids(
+        batch
+            .payments
+            .iter()
+            .map(|payment| payment.order_id.as_str()),
+    )?;
     let results = state.storage.record_payments(batch.payments).await?;
     state.events_written.notify_waiters();
     Ok(Json(EffectBatchResult { results }))
@@ -267,6 +293,12 @@ async fn settle(
     State(state): State<DataState>,
     JsonBody(batch): JsonBody<SettlementBatch>,
 ) -> Result<Json<EffectBatchResult>, DataError> {
+    check_order_ids(
+        batch
+            .settlements
+            .iter()
+            .map(|settlement| settlement.order_id.as_str()),
+    )?;
     let results = state.storage.settle(batch.settlements).await?;
     Ok(Json(EffectBatchResult { results }))
 }
@@ -316,6 +348,11 @@ async fn expire(
     State(state): State<DataState>,
     JsonBody(request): JsonBody<ExpireRequest>,
 ) -> Result<Json<ExpireResult>, DataError> {
+    if !(1..=MAX_SWEPT_PER_CALL).contains(&request.max_orders) {
+        return Err(DataError::Invalid(format!(
+            "maxOrders must be from 1 to {MAX_SWEPT_PER_CALL}"
+        )));
+    }
     let swept = state
         .storage
         .sweep(request.older_than_ms, request.max_orders)
@@ -331,6 +368,17 @@ async fn expire(
         ids.push(order.order_id);
     }
     Ok(Json(result))
+}
+
+/// Refuses a batch naming an empty or over-long order id: no order can have
+/// one, and an empty one would make `/orders/{id}/…` name another route.
+fn check_order_ids<'a>(mut ids: impl Iterator<Item = &'a str>) -> Result<(), DataError> {
+    match ids.find(|id| !(1..=MAX_ORDER_ID_LENGTH).contains(&id.chars().count())) {
+        Some(id) => Err(DataError::Invalid(format!(
+            "orderId must be 1 to {MAX_ORDER_ID_LENGTH} characters, got {id:?}"
+        ))),
+        None => Ok(()),
+    }
 }
 
 fn known_consumer(consumer: &str) -> Result<Consumer, DataError> {
@@ -461,6 +509,7 @@ async fn reject_events(
 #[into_params(parameter_in = Query)]
 pub struct DeadLetterQuery {
     /// How many to list, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
 }
 

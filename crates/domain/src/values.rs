@@ -106,7 +106,12 @@ impl serde::de::Visitor<'_> for QuantityVisitor {
         Quantity::new(i128::try_from(value).unwrap_or(i128::MAX)).map_err(E::custom)
     }
 
+    /// `2.0` is the whole number 2, as JSON Schema counts integers; `2.5`
+    /// is refused.
     fn visit_f64<E: serde::de::Error>(self, value: f64) -> Result<Quantity, E> {
+        if value.is_finite() && value.fract() == 0.0 && value.abs() < 1e30 {
+            return Quantity::new(value as i128).map_err(E::custom);
+        }
         Err(Self::refuse(value))
     }
 
@@ -198,6 +203,7 @@ impl<'de> Deserialize<'de> for CustomerId {
 
 /// One line of an order: a product and how many units of it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct OrderItem {
     pub product: ProductName,
     pub quantity: Quantity,

@@ -143,9 +143,13 @@ async fn release(
 #[utoipa::path(
     post,
     path = "/inventory/{productName}/restock",
-    params(("productName" = String, Path)),
+    params(("productName" = inline(stockroom_contract::Name), Path)),
     request_body = RestockRequest,
-    responses((status = 200, body = InventoryItemDocument), (status = 422, body = ErrorBody))
+    responses(
+        (status = 200, body = InventoryItemDocument),
+        (status = 409, body = ErrorBody, description = "the product would exceed the stock limit"),
+        (status = 422, body = ErrorBody)
+    )
 )]
 async fn restock(
     State(state): State<InventoryState>,

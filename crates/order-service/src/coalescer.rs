@@ -370,12 +370,28 @@ mod tests {
         assert_eq!(*batches.lock().unwrap(), vec![ids]);
     }
 
+    /// Waits until the queue has exactly `capacity` free places, or fails
+    /// after a few seconds.
+    async fn wait_for_capacity(coalescer: &Coalescer, capacity: usize) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while coalescer.queue.capacity() != capacity {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the queue kept {} free places, not {capacity}",
+                coalescer.queue.capacity()
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     /// When every batch slot is busy and the queue is full, a new order is
     /// refused at once with 503 and `Retry-After`, and the orders already
     /// queued are still answered once the slots free up.
     #[tokio::test]
     async fn a_full_queue_is_a_503_with_retry_after() {
         let (open, gate) = watch::channel(false);
+        let started = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let started_in_closure = Arc::clone(&started);
         let coalescer = Coalescer::start(
             CoalesceConfig {
                 max_batch: 2,
@@ -383,6 +399,7 @@ mod tests {
             },
             move |batch: ReserveBatch| {
                 let mut gate = gate.clone();
+                started_in_closure.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 async move {
                     // Every batch waits until the test opens the gate, so
                     // that the queue behind them fills up.
@@ -402,19 +419,22 @@ mod tests {
             &coalescer,
             (0..in_slots).map(|index| format!("slot-{index}")),
         );
-        // Let the callers and the collector run until every slot is busy.
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        assert_eq!(
-            coalescer.queue.capacity(),
-            QUEUE_CAPACITY,
-            "the slots took every order"
-        );
+        // Let the callers and the collector run until every slot is busy
+        // (polled, since a loaded machine may take a while to run them).
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while started.load(std::sync::atomic::Ordering::SeqCst) < MAX_BATCHES_IN_FLIGHT {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the slots never filled"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        wait_for_capacity(&coalescer, QUEUE_CAPACITY).await;
         callers.extend(spawn_callers(
             &coalescer,
             (0..QUEUE_CAPACITY).map(|index| format!("queued-{index}")),
         ));
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        assert_eq!(coalescer.queue.capacity(), 0, "the queue is full");
+        wait_for_capacity(&coalescer, 0).await;
         let refused = tokio::time::timeout(
             Duration::from_millis(100),
             coalescer.reserve(request("one-too-many")),

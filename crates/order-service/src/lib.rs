@@ -108,9 +108,10 @@ pub struct RejectedOrder {
 #[utoipa::path(
     post,
     path = "/api/orders",
-    request_body = PlaceOrderRequest,
+    request_body = stockroom_contract::OrderShape,
     params(("Idempotency-Key" = Option<String>, Header,
-        description = "retrying with the same key and body returns the first answer and creates nothing")),
+        min_length = 1, max_length = 255, pattern = "^[\\x21-\\x7E]+$",
+        description = "1 to 255 visible ASCII characters; retrying with the same key and body returns the first answer and creates nothing")),
     responses(
         (status = 201, body = OrderDocument, description = "reserved"),
         (status = 409, body = RejectedOrder, description = "rejected: insufficient stock"),
@@ -204,6 +205,7 @@ async fn get_order(
 pub struct ListQuery {
     /// reserved, rejected, fulfilled or cancelled.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[param(value_type = Option<stockroom_contract::OrderStatusName>, inline)]
     status: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     customer_id: Option<String>,
@@ -212,6 +214,7 @@ pub struct ListQuery {
     after: Option<String>,
     /// Page size, 1 to 500 (default 100).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<u32>,
 }
 

@@ -108,15 +108,15 @@ pub async fn stock_loading_restock_and_lookup(storage: Arc<dyn Storage>) {
         .restock(product("Laptop"), MAX_STOCK_PER_PRODUCT)
         .await
     {
-        Err(StorageError::Invalid(_)) => {}
-        other => panic!("a restock past the stock limit must be invalid, got {other:?}"),
+        Err(StorageError::Refused(_)) => {}
+        other => panic!("a restock past the stock limit must be refused, got {other:?}"),
     }
     match storage
         .restock(product("Huge"), MAX_STOCK_PER_PRODUCT + 1)
         .await
     {
-        Err(StorageError::Invalid(_)) => {}
-        other => panic!("a restock past the stock limit must be invalid, got {other:?}"),
+        Err(StorageError::Refused(_)) => {}
+        other => panic!("a restock past the stock limit must be refused, got {other:?}"),
     }
     assert!(
         storage

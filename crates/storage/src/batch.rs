@@ -383,7 +383,7 @@ pub fn decide(
                     tracing::info!(operation = "restock", product = name, quantity, on_hand_after = stock.on_hand(), "inventory restocked");
                     Ok(Answer::Ready(Reply::Item(InventoryItem::from_stock(name, &stock))))
                 }
-                Err(error) => Err(StorageError::Invalid(error.to_string())),
+                Err(error) => Err(StorageError::Refused(error.to_string())),
             },
         };
         answers.push(answer);

@@ -62,10 +62,14 @@ pub enum StorageError {
     /// The request names a product that does not exist.
     #[error("unknown product {0}")]
     UnknownProduct(String),
-    /// The request is well-formed but impossible (for example a restock that
-    /// would exceed the stock limit).
+    /// The request is well-formed but impossible whatever the state (a
+    /// schema name the database cannot have).
     #[error("{0}")]
     Invalid(String),
+    /// The request is valid, but the stored state refuses it now: a restock
+    /// that would take a product beyond the stock limit.
+    #[error("{0}")]
+    Refused(String),
 }
 
 impl StorageError {
