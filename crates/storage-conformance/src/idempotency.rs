@@ -224,7 +224,11 @@ pub async fn retention_prunes_only_what_is_old(storage: Arc<dyn Storage>) {
     }
     let payment = PaymentRecord {
         order_id: order.id.clone(),
-        event_id: "payment-event-1".into(),
+        event_id: stockroom_domain::rules::event_id(
+            stockroom_domain::EventKind::OrderReserved,
+            &order.id,
+            1,
+        ),
         approved: true,
     };
     storage

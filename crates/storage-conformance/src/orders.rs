@@ -144,7 +144,7 @@ pub async fn payment_and_settlement_move_forward_only(storage: Arc<dyn Storage>)
     assert_eq!(
         settle_one(
             &storage,
-            settlement(&id, "commit-event", SettlementAction::Commit)
+            settlement(&id, &paid_event.event_id, SettlementAction::Commit)
         )
         .await,
         (EffectOutcome::Applied, Some(OrderStatus::Fulfilled))
@@ -152,7 +152,7 @@ pub async fn payment_and_settlement_move_forward_only(storage: Arc<dyn Storage>)
     assert_eq!(
         settle_one(
             &storage,
-            settlement(&id, "commit-event", SettlementAction::Commit)
+            settlement(&id, &paid_event.event_id, SettlementAction::Commit)
         )
         .await,
         (EffectOutcome::Duplicate, Some(OrderStatus::Fulfilled))
@@ -186,7 +186,15 @@ pub async fn payment_and_settlement_move_forward_only(storage: Arc<dyn Storage>)
     // A declined payment releases the stock and cancels with its reason.
     let declined = reserve_ok(&storage, request("c2", &[("Laptop", 3)])).await;
     assert_eq!(
-        pay(&storage, payment(&declined.id, "declined-event", false)).await,
+        pay(
+            &storage,
+            payment(
+                &declined.id,
+                &stockroom_domain::rules::event_id(EventKind::OrderReserved, &declined.id, 1),
+                false
+            )
+        )
+        .await,
         EffectOutcome::Applied
     );
     assert_eq!(
@@ -201,7 +209,11 @@ pub async fn payment_and_settlement_move_forward_only(storage: Arc<dyn Storage>)
     assert_eq!(
         settle_one(
             &storage,
-            settlement(&declined.id, "declined-release", SettlementAction::Release)
+            settlement(
+                &declined.id,
+                &stockroom_domain::rules::event_id(EventKind::PaymentFailed, &declined.id, 2),
+                SettlementAction::Release
+            )
         )
         .await,
         (EffectOutcome::Applied, Some(OrderStatus::Cancelled))
@@ -348,8 +360,11 @@ pub async fn concurrent_cancel_and_payment_pick_one_winner(storage: Arc<dyn Stor
                         ReleaseOutcome::UnknownOrder => panic!("order {id} vanished"),
                     }
                 } else {
-                    match pay(&storage, payment(id, &format!("payment-{index}"), true)).await {
+                    let reserved =
+                        stockroom_domain::rules::event_id(EventKind::OrderReserved, id, 1);
+                    match pay(&storage, payment(id, &reserved, true)).await {
                         EffectOutcome::Applied => (index % ORDERS, "paid"),
+                        EffectOutcome::Duplicate => (index % ORDERS, "duplicate"),
                         EffectOutcome::NotApplicable => (index % ORDERS, "not_applicable"),
                         other => panic!("unexpected payment outcome {other:?}"),
                     }
@@ -462,11 +477,27 @@ pub async fn sweep_ends_every_overdue_reservation_once(storage: Arc<dyn Storage>
         .await
         .id;
     assert_eq!(
-        pay(&storage, payment(&charged, "pay-charged", true)).await,
+        pay(
+            &storage,
+            payment(
+                &charged,
+                &stockroom_domain::rules::event_id(EventKind::OrderReserved, &charged, 1),
+                true
+            )
+        )
+        .await,
         EffectOutcome::Applied
     );
     assert_eq!(
-        pay(&storage, payment(&declined, "pay-declined", false)).await,
+        pay(
+            &storage,
+            payment(
+                &declined,
+                &stockroom_domain::rules::event_id(EventKind::OrderReserved, &declined, 1),
+                false
+            )
+        )
+        .await,
         EffectOutcome::Applied
     );
 

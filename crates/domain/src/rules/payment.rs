@@ -38,7 +38,11 @@ impl Book {
         if self.was_processed(Consumer::Payment, event_id) {
             return Effect::Duplicate(status);
         }
-        if !payment_applies(order) {
+        // Only the order's own reservation event is answered: a verdict
+        // naming any other event (a forged or mistaken id) changes nothing
+        // and records nothing.
+        let reserved_event = super::event_id(EventKind::OrderReserved, order_id, order.version);
+        if !payment_applies(order) || event_id != reserved_event {
             return Effect::NotApplicable(status);
         }
         let (payment, kind, note) = if approved {

@@ -1,6 +1,6 @@
 //! Settlement: a paid reservation is sold, a declined one goes back on sale.
 
-use crate::order::{Consumer, OrderStatus, PaymentStatus, Reason};
+use crate::order::{Consumer, EventKind, OrderStatus, PaymentStatus, Reason};
 use crate::rules::{Book, Effect, OrderRecord, RuleError};
 use crate::stock::Stock;
 
@@ -36,10 +36,17 @@ impl Book {
             return Ok(Effect::UnknownOrder);
         };
         let (status, applies) = (order.status, settlement_applies(order, action));
+        // Only the payment event that put the order where it is may settle
+        // it: a settlement naming any other event changes nothing.
+        let kind = match action {
+            Settle::Commit => EventKind::PaymentSucceeded,
+            Settle::Release => EventKind::PaymentFailed,
+        };
+        let own_event = super::event_id(kind, order_id, order.version);
         if self.was_processed(Consumer::Inventory, event_id) {
             return Ok(Effect::Duplicate(status));
         }
-        if !applies {
+        if !applies || event_id != own_event {
             return Ok(Effect::NotApplicable(status));
         }
         let after = match action {

@@ -226,27 +226,63 @@ fn a_paid_order_is_fulfilled_once() {
 fn a_declined_order_is_released_and_a_late_payment_voided() {
     let mut book = reserved_book();
     assert_eq!(
-        book.record_payment("a", "e1", false),
+        book.record_payment("a", &event_id(EventKind::OrderReserved, "a", 1), false),
         Effect::Applied(OrderStatus::Reserved)
     );
     assert_eq!(
-        book.settle("a", "e2", Settle::Commit),
+        book.settle(
+            "a",
+            &event_id(EventKind::PaymentFailed, "a", 2),
+            Settle::Commit
+        ),
         Ok(Effect::NotApplicable(OrderStatus::Reserved))
     );
     assert_eq!(
-        book.settle("a", "e2", Settle::Release),
+        book.settle(
+            "a",
+            &event_id(EventKind::PaymentFailed, "a", 2),
+            Settle::Release
+        ),
         Ok(Effect::Applied(OrderStatus::Cancelled))
     );
     assert_eq!(
         book.order("a").unwrap().reason,
         Some(Reason::PaymentDeclined)
     );
+    // A late approval of the same reservation is the event already
+    // answered: it changes nothing.
     assert_eq!(
-        book.record_payment("a", "e3", true),
-        Effect::NotApplicable(OrderStatus::Cancelled)
+        book.record_payment("a", &event_id(EventKind::OrderReserved, "a", 1), true),
+        Effect::Duplicate(OrderStatus::Cancelled)
     );
     assert_eq!(book.stock("laptop").unwrap().1.available(), 3);
     assert_eq!(book.record_payment("zzz", "e4", true), Effect::UnknownOrder);
+}
+
+#[test]
+fn a_verdict_or_settlement_naming_another_event_changes_nothing() {
+    let mut book = reserved_book();
+    for forged in ["anything", "OrderReserved:a:7", "OrderReserved:b:1"] {
+        assert_eq!(
+            book.record_payment("a", forged, true),
+            Effect::NotApplicable(OrderStatus::Reserved),
+            "{forged}"
+        );
+    }
+    assert_eq!(
+        book.record_payment("a", &event_id(EventKind::OrderReserved, "a", 1), true),
+        Effect::Applied(OrderStatus::Reserved)
+    );
+    assert_eq!(
+        book.settle("a", "PaymentSucceeded:a:9", Settle::Commit),
+        Ok(Effect::NotApplicable(OrderStatus::Reserved))
+    );
+    let changes = book.into_changes();
+    assert_eq!(
+        changes.processed.len(),
+        1,
+        "only the genuine verdict is recorded"
+    );
 }
 
 #[test]
@@ -281,8 +317,16 @@ fn the_sweep_ends_every_overdue_reservation() {
             ReserveDecision::Reserved(_)
         ));
     }
-    book.record_payment("declined", "e1", false);
-    book.record_payment("charged", "e2", true);
+    book.record_payment(
+        "declined",
+        &event_id(EventKind::OrderReserved, "declined", 1),
+        false,
+    );
+    book.record_payment(
+        "charged",
+        &event_id(EventKind::OrderReserved, "charged", 1),
+        true,
+    );
     let now = book.now_ms();
     assert_eq!(
         book.sweep("unpaid", now - 1),
@@ -344,7 +388,11 @@ fn a_settlement_of_stock_that_is_not_reserved_changes_nothing() {
         }],
     });
     assert!(matches!(
-        book.settle("a", "e", Settle::Commit),
+        book.settle(
+            "a",
+            &event_id(EventKind::PaymentSucceeded, "a", 2),
+            Settle::Commit
+        ),
         Err(RuleError::Stock { .. })
     ));
     assert!(book.into_changes().is_empty());

@@ -67,3 +67,26 @@ async fn fifty_concurrent_requests_with_one_key_create_one_order() {
     assert_eq!(test.item("Laptop").await["reservedQuantity"], 1);
     Arc::into_inner(test).unwrap().stop().await;
 }
+
+/// Keys belong to their customer: another customer's identical key (and
+/// even an identical body but for the customer) creates that customer's own
+/// order, never replays or refuses someone else's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_customers_key_never_collides_with_anothers() {
+    let test = TestSystem::start(|config| config.payment_latency_ms = 60_000).await;
+    let order_of = |customer: &str, quantity: u32| serde_json::json!({"productName": "Laptop", "quantity": quantity, "customerId": customer});
+    let (status, first, replayed) = place_with_key(&test, "shared-key", order_of("alice", 1)).await;
+    assert_eq!((status, replayed), (201, false), "{first}");
+    let (status, second, replayed) = place_with_key(&test, "shared-key", order_of("bob", 1)).await;
+    assert_eq!((status, replayed), (201, false), "{second}");
+    assert_ne!(first["order"]["id"], second["order"]["id"]);
+    assert_eq!(second["order"]["customerId"], "bob");
+    // A different body under bob's key is refused for bob only.
+    let (status, refused, _) = place_with_key(&test, "shared-key", order_of("bob", 2)).await;
+    assert_eq!(status, 422, "{refused}");
+    let (status, again, replayed) = place_with_key(&test, "shared-key", order_of("alice", 1)).await;
+    assert_eq!((status, replayed), (201, true), "{again}");
+    assert_eq!(again["order"]["id"], first["order"]["id"]);
+    assert_eq!(test.all_orders().await.len(), 2);
+    test.stop().await;
+}
