@@ -225,7 +225,8 @@ mod tests {
                         axum::Json(document)
                     },
                 ),
-            );
+            )
+            .layer(axum::extract::DefaultBodyLimit::max(16 * 1024));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(serve_with_limits(
             listener,
@@ -287,6 +288,33 @@ mod tests {
             .unwrap();
         let answer = read_to_end(&mut client).await;
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
+
+    #[tokio::test]
+    async fn a_client_still_sending_a_body_over_the_limit_reads_its_413() {
+        let limits = ListenerLimits {
+            max_connections: 8,
+            header_read_timeout_ms: 10_000,
+            body_read_timeout_ms: 10_000,
+        };
+        let (address, _stop) = start(limits).await;
+        for _ in 0..20 {
+            let body = format!("{{\"x\":\"{}\"}}", "x".repeat(256 * 1024));
+            let stream = TcpStream::connect(address).await.unwrap();
+            let (mut reader, mut writer) = stream.into_split();
+            let request = format!(
+                "POST /json HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            // Like most clients, send the whole request before reading the
+            // answer; the server may stop reading at any point.
+            let _ = writer.write_all(request.as_bytes()).await;
+            let mut answer = Vec::new();
+            let _ =
+                tokio::time::timeout(Duration::from_secs(5), reader.read_to_end(&mut answer)).await;
+            let answer = String::from_utf8_lossy(&answer);
+            assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+        }
     }
 
     #[tokio::test]
