@@ -1,7 +1,8 @@
 //! HTTP plumbing every Stockroom service shares: JSON error bodies, a JSON body
 //! extractor whose failures are client errors in the same shape, binding and
 //! serving with graceful shutdown, a client for calling the other services,
-//! the bounded wait for a dependency's `/health`, and Prometheus metrics.
+//! the bounded wait for a dependency's `/health`, and Prometheus metrics
+//! (one registry per service, lock-free on the request path).
 //!
 //! Each service keeps its own error enum and its own single mapping to HTTP;
 //! this crate only supplies the body shape they all answer with.
@@ -14,7 +15,7 @@ mod serve;
 
 pub use body::{BodyError, JsonBody};
 pub use client::{ClientError, INTERNAL_REQUEST_TIMEOUT_MS, ServiceClient, split_urls};
-pub use metrics::{Metrics, MetricsLayer};
+pub use metrics::{Metrics, MetricsLayer, names as metric_names};
 pub use readiness::{
     DEPENDENCY_LOG_INTERVAL_MS, MAX_DEPENDENCY_BACKOFF_MS, MIN_DEPENDENCY_BACKOFF_MS, PartStatus,
     Readiness,

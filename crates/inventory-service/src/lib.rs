@@ -29,7 +29,7 @@ use stockroom_contract::{
     RestockRequest, Settlement, SettlementAction, SettlementBatch,
 };
 use stockroom_domain::EventKind;
-use stockroom_http_kit::{JsonBody, Metrics, Readiness, ServiceClient};
+use stockroom_http_kit::{JsonBody, Metrics, Readiness, ServiceClient, metric_names};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use utoipa::OpenApi;
@@ -237,6 +237,7 @@ async fn run_workers(
             .run(audit::DEFAULT_AUDIT_INTERVAL_MS, stop.clone()),
     );
     let data = state.data.clone();
+    let settled = SettlementMetrics::new(&state.metrics);
     stockroom_bus::consume(
         "inventory",
         events,
@@ -244,7 +245,8 @@ async fn run_workers(
         state.readiness.clone(),
         move |deliveries| {
             let data = data.clone();
-            async move { settle_batch(&data, deliveries).await }
+            let settled = settled.clone();
+            async move { settle_batch(&data, &settled, deliveries).await }
         },
     )
     .await;
@@ -256,7 +258,12 @@ async fn run_workers(
 /// payment failed, in one data-service call. A batch data-service refuses
 /// outright, or an event whose order contradicts the stock, is poison;
 /// anything else that fails is retried.
-async fn settle_batch(data: &ServiceClient, deliveries: Vec<Delivery>) -> Result<Handled, String> {
+async fn settle_batch(
+    data: &ServiceClient,
+    metrics: &SettlementMetrics,
+    deliveries: Vec<Delivery>,
+) -> Result<Handled, String> {
+    metrics.batch_size.record(deliveries.len() as f64);
     let (settlements, ids): (Vec<Settlement>, Vec<i64>) = deliveries
         .iter()
         .filter_map(|delivery| {
@@ -292,6 +299,7 @@ async fn settle_batch(data: &ServiceClient, deliveries: Vec<Delivery>) -> Result
         }
         Err(error) => return Err(error.to_string()),
     };
+    metrics.record_lag(&deliveries);
     let mut handled = Handled::default();
     for ((settlement, effect), id) in settlements.iter().zip(&result.results).zip(ids) {
         if effect.outcome == EffectOutcome::Inconsistent {
@@ -300,6 +308,47 @@ async fn settle_batch(data: &ServiceClient, deliveries: Vec<Delivery>) -> Result
         tracing::debug!(order_id = %settlement.order_id, action = ?settlement.action, outcome = ?effect.outcome, "settlement handled");
     }
     Ok(handled)
+}
+
+/// The settlement consumer's handles: how many events each batch carried,
+/// and how long each payment verdict waited between its event and its
+/// settlement (the lag an operator watches during an outage).
+#[derive(Clone)]
+struct SettlementMetrics {
+    batch_size: metrics::Histogram,
+    lag_seconds: metrics::Histogram,
+}
+
+impl SettlementMetrics {
+    fn new(metrics: &Metrics) -> SettlementMetrics {
+        SettlementMetrics {
+            batch_size: metrics.histogram(
+                metric_names::EVENT_BATCH_SIZE,
+                metric_names::help(metric_names::EVENT_BATCH_SIZE),
+                &[("consumer", "inventory")],
+            ),
+            lag_seconds: metrics.histogram(
+                metric_names::SETTLEMENT_LAG_SECONDS,
+                metric_names::help(metric_names::SETTLEMENT_LAG_SECONDS),
+                &[],
+            ),
+        }
+    }
+
+    fn record_lag(&self, deliveries: &[Delivery]) {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_millis() as i64);
+        for delivery in deliveries {
+            if delivery.event.kind == EventKind::OrderReserved {
+                continue;
+            }
+            if let Some(occurred_ms) = stockroom_contract::parse_time(&delivery.event.occurred_at) {
+                self.lag_seconds
+                    .record((now_ms - occurred_ms).max(0) as f64 / 1_000.0);
+            }
+        }
+    }
 }
 
 /// Ends reservations whose next step is overdue by the TTL, every sweep

@@ -26,7 +26,7 @@ use stockroom_contract::{
     ReserveBatchResult, ReserveOutcome, ReserveRequest, ReserveResult, Shortage,
 };
 use stockroom_domain::ReleaseReason;
-use stockroom_http_kit::{JsonBody, Readiness, ServiceClient};
+use stockroom_http_kit::{JsonBody, Metrics, Readiness, ServiceClient, metric_names};
 use tokio::net::TcpListener;
 use utoipa::{IntoParams, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -57,6 +57,7 @@ pub struct OrderState {
     data: ServiceClient,
     /// `None` when coalescing is off: each order is then its own exchange.
     coalescer: Option<Coalescer>,
+    metrics: Metrics,
 }
 
 impl OrderState {
@@ -137,9 +138,11 @@ async fn place_order(
     let result = state.reserve(request).await?;
     let mut response = match result.outcome {
         ReserveOutcome::Reserved { order } => {
+            state.metrics.record_reservations(1);
             (StatusCode::CREATED, Json(OrderDocument { order })).into_response()
         }
         ReserveOutcome::Rejected { order, shortages } => {
+            state.metrics.record_rejections(1);
             let message = shortages
                 .iter()
                 .map(|shortage| {
@@ -271,7 +274,7 @@ pub fn router(state: OrderState) -> Router {
     let (router, api) = api_router().split_for_parts();
     stockroom_http_kit::with_openapi_and_fallbacks(router, api)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(stockroom_http_kit::MetricsLayer::new("order-service"))
+        .layer(state.metrics.layer())
         .with_state(state)
 }
 
@@ -295,10 +298,17 @@ pub async fn run_with_coalescing(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let inventory = ServiceClient::new("inventory-service", &config.inventory_url);
+    let metrics = Metrics::new("order-service");
     let coalescer = coalesce.is_enabled().then(|| {
         let client = inventory.clone();
+        let batch_size = metrics.histogram(
+            metric_names::ORDER_BATCH_SIZE,
+            metric_names::help(metric_names::ORDER_BATCH_SIZE),
+            &[],
+        );
         Coalescer::start(coalesce, move |batch: ReserveBatch| {
             let client = client.clone();
+            batch_size.record(batch.requests.len() as f64);
             async move { client.post("/reservations", &batch).await }
         })
     });
@@ -307,6 +317,7 @@ pub async fn run_with_coalescing(
         inventory,
         data: ServiceClient::new("data-service", &config.data_url),
         coalescer,
+        metrics,
     };
     let readiness = state.readiness.clone();
     let http = state.data.http().clone();

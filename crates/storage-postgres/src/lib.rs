@@ -52,7 +52,7 @@ use stockroom_domain::Consumer;
 use stockroom_storage::batch::{Command, Reply};
 use stockroom_storage::{
     DeliveryOutcome, OrderFilter, OutboxCounts, Prune, Pruned, StatusCount, Storage, StorageError,
-    cause,
+    WriteStats, cause,
 };
 use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
@@ -657,6 +657,14 @@ impl Storage for PostgresStorage {
 
     fn statements_executed(&self) -> u64 {
         self.statements.load(Ordering::Relaxed)
+    }
+
+    fn write_stats(&self) -> WriteStats {
+        // Without group commit every call is its own transaction and nothing
+        // queues: there is nothing to report.
+        self.group_commit
+            .as_ref()
+            .map_or_else(WriteStats::default, GroupCommit::stats)
     }
 
     async fn execute_unchecked(&self, statement: &str) -> Result<u64, StorageError> {
