@@ -40,7 +40,7 @@ use lapin::{
 use stockroom_bus::{BusError, EventPublisher, EventSource};
 use stockroom_contract::{BuryRequest, Delivery, Event, Receipt};
 use stockroom_domain::{CONSUMER_INVENTORY, CONSUMER_PAYMENT, EventKind};
-use stockroom_http_kit::ServiceClient;
+use stockroom_http_kit::{ServiceClient, TRACEPARENT_HEADER};
 use tokio::sync::Mutex;
 
 /// The names of the exchanges and queues. Every name starts with a prefix,
@@ -114,6 +114,19 @@ fn kinds_of(consumer: &str) -> &'static [EventKind] {
         CONSUMER_PAYMENT => &[EventKind::OrderReserved],
         CONSUMER_INVENTORY => &[EventKind::PaymentSucceeded, EventKind::PaymentFailed],
         _ => &[],
+    }
+}
+
+/// The `traceparent` header of a message, when it has a readable one.
+fn trace_header(properties: &BasicProperties) -> Option<String> {
+    match properties
+        .headers()
+        .as_ref()?
+        .inner()
+        .get(TRACEPARENT_HEADER)?
+    {
+        AMQPValue::LongString(value) => String::from_utf8(value.as_bytes().to_vec()).ok(),
+        _ => None,
     }
 }
 
@@ -256,10 +269,20 @@ impl RabbitPublisher {
         let mut confirms = Vec::with_capacity(events.len());
         for event in events {
             let payload = serde_json::to_vec(event).map_err(unavailable)?;
-            let properties = BasicProperties::default()
+            let mut properties = BasicProperties::default()
                 .with_delivery_mode(2)
                 .with_content_type("application/json".into())
                 .with_message_id(event.event_id.as_str().into());
+            // The order's trace context travels as the W3C header, as any
+            // AMQP tracing client expects it.
+            if let Some(traceparent) = &event.trace_parent {
+                let mut headers = FieldTable::default();
+                headers.insert(
+                    TRACEPARENT_HEADER.into(),
+                    AMQPValue::LongString(traceparent.as_str().into()),
+                );
+                properties = properties.with_headers(headers);
+            }
             let confirm = channel
                 .basic_publish(
                     exchange.into(),
@@ -393,8 +416,11 @@ impl RabbitEventSource {
         generation: u64,
         message: lapin::message::Delivery,
     ) -> Result<Delivery, BusError> {
-        let event: Event = serde_json::from_slice(&message.data)
+        let mut event: Event = serde_json::from_slice(&message.data)
             .map_err(|error| unavailable(format!("unreadable event on the bus: {error}")))?;
+        if let Some(traceparent) = trace_header(&message.properties) {
+            event.trace_parent = Some(traceparent);
+        }
         let earlier_deliveries = message
             .properties
             .headers()

@@ -238,7 +238,7 @@ impl ServiceClient {
         let response = loop {
             let index = order[attempt];
             let base = &self.base_urls[index];
-            match build(base).send().await {
+            match crate::trace::inject(build(base)).send().await {
                 Ok(response) => {
                     self.down_until_ms[index].store(0, Ordering::Relaxed);
                     break response;

@@ -2,7 +2,8 @@
 //! extractor whose failures are client errors in the same shape, binding and
 //! serving with graceful shutdown, a client for calling the other services,
 //! the bounded wait for a dependency's `/health`, and Prometheus metrics
-//! (one registry per service, lock-free on the request path).
+//! (one registry per service, lock-free on the request path), and the W3C
+//! trace context carried from service to service.
 //!
 //! Each service keeps its own error enum and its own single mapping to HTTP;
 //! this crate only supplies the body shape they all answer with.
@@ -12,6 +13,7 @@ mod client;
 pub mod metrics;
 mod readiness;
 mod serve;
+pub mod trace;
 
 pub use body::{BodyError, JsonBody};
 pub use client::{ClientError, INTERNAL_REQUEST_TIMEOUT_MS, ServiceClient, split_urls};
@@ -24,4 +26,7 @@ pub use serve::{
     BindError, HEALTH_POLL_ATTEMPTS, HEALTH_POLL_INTERVAL_MS, HealthWait, RETRY_AFTER_SECONDS,
     bind, error_response, fallback_not_found, method_not_allowed, serve, wait_for_health,
     with_openapi_and_fallbacks,
+};
+pub use trace::{
+    TRACEPARENT_HEADER, TraceLayer, current_traceparent, event_span, follow, traceparent_of,
 };

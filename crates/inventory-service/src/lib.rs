@@ -29,9 +29,10 @@ use stockroom_contract::{
     RestockRequest, Settlement, SettlementAction, SettlementBatch,
 };
 use stockroom_domain::EventKind;
-use stockroom_http_kit::{JsonBody, Metrics, Readiness, ServiceClient, metric_names};
+use stockroom_http_kit::{JsonBody, Metrics, Readiness, ServiceClient, event_span, metric_names};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -187,6 +188,7 @@ pub fn router(state: InventoryState) -> Router {
     stockroom_http_kit::with_openapi_and_fallbacks(router, api)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(state.metrics.layer())
+        .layer(stockroom_http_kit::TraceLayer::new("inventory-service"))
         .with_state(state)
 }
 
@@ -264,6 +266,34 @@ async fn settle_batch(
     deliveries: Vec<Delivery>,
 ) -> Result<Handled, String> {
     metrics.batch_size.record(deliveries.len() as f64);
+    // One span per settlement, each continuing its order's trace; the
+    // batch's call runs in the first one's.
+    let spans: Vec<tracing::Span> = deliveries
+        .iter()
+        .filter(|delivery| delivery.event.kind != EventKind::OrderReserved)
+        .map(|delivery| {
+            event_span(
+                "inventory-service",
+                "settlement",
+                &delivery.event.order_id,
+                delivery.event.trace_parent.as_deref(),
+            )
+        })
+        .collect();
+    let Some(first) = spans.first().cloned() else {
+        return Ok(Handled::default());
+    };
+    settle_deliveries(data, metrics, &deliveries)
+        .instrument(first)
+        .await
+}
+
+/// Settles the payment verdicts of a batch in one data-service call.
+async fn settle_deliveries(
+    data: &ServiceClient,
+    metrics: &SettlementMetrics,
+    deliveries: &[Delivery],
+) -> Result<Handled, String> {
     let (settlements, ids): (Vec<Settlement>, Vec<i64>) = deliveries
         .iter()
         .filter_map(|delivery| {
@@ -299,7 +329,7 @@ async fn settle_batch(
         }
         Err(error) => return Err(error.to_string()),
     };
-    metrics.record_lag(&deliveries);
+    metrics.record_lag(deliveries);
     let mut handled = Handled::default();
     for ((settlement, effect), id) in settlements.iter().zip(&result.results).zip(ids) {
         if effect.outcome == EffectOutcome::Inconsistent {

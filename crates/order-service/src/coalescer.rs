@@ -256,6 +256,7 @@ mod tests {
             .expect("valid items"),
             idempotency_key: None,
             request_fingerprint: None,
+            trace_parent: None,
         }
     }
 

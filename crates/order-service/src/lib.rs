@@ -118,6 +118,7 @@ pub struct RejectedOrder {
         (status = 503, body = ErrorBody, description = "overloaded or a dependency is unavailable; retry after Retry-After")
     )
 )]
+#[tracing::instrument(name = "place order", skip_all, fields(order_id))]
 async fn place_order(
     State(state): State<OrderState>,
     headers: HeaderMap,
@@ -128,12 +129,15 @@ async fn place_order(
     let request_fingerprint = idempotency_key
         .as_ref()
         .map(|_| request::fingerprint(&customer_id, &items));
+    let order_id = uuid::Uuid::now_v7().to_string();
+    tracing::Span::current().record("order_id", order_id.as_str());
     let request = ReserveRequest {
-        order_id: uuid::Uuid::now_v7().to_string(),
+        order_id,
         customer_id,
         items,
         idempotency_key,
         request_fingerprint,
+        trace_parent: stockroom_http_kit::current_traceparent(),
     };
     let result = state.reserve(request).await?;
     let mut response = match result.outcome {
@@ -190,6 +194,7 @@ async fn place_order(
     params(("id" = String, Path)),
     responses((status = 200, body = OrderDocument), (status = 404, body = ErrorBody))
 )]
+#[tracing::instrument(skip_all)]
 async fn get_order(
     State(state): State<OrderState>,
     Path(order_id): Path<String>,
@@ -222,6 +227,7 @@ pub struct ListQuery {
     params(ListQuery),
     responses((status = 200, body = OrderList), (status = 422, body = ErrorBody))
 )]
+#[tracing::instrument(skip_all)]
 async fn list_orders(
     State(state): State<OrderState>,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
@@ -242,6 +248,7 @@ async fn list_orders(
         (status = 409, body = ErrorBody, description = "paid, fulfilled or rejected")
     )
 )]
+#[tracing::instrument(skip_all)]
 async fn cancel_order(
     State(state): State<OrderState>,
     Path(order_id): Path<String>,
@@ -275,6 +282,7 @@ pub fn router(state: OrderState) -> Router {
     stockroom_http_kit::with_openapi_and_fallbacks(router, api)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(state.metrics.layer())
+        .layer(stockroom_http_kit::TraceLayer::new("order-service"))
         .with_state(state)
 }
 

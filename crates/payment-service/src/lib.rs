@@ -22,9 +22,10 @@ use stockroom_contract::{
     ProviderChargeBatch, ProviderStats, ProviderVerdictBatch,
 };
 use stockroom_domain::EventKind;
-use stockroom_http_kit::{Readiness, ServiceClient};
+use stockroom_http_kit::{Readiness, ServiceClient, event_span, traceparent_of};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 use utoipa::{OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -142,6 +143,7 @@ pub fn router(state: PaymentState) -> Router {
     let (router, api) = api_router().split_for_parts();
     stockroom_http_kit::with_openapi_and_fallbacks(router, api)
         .layer(stockroom_http_kit::MetricsLayer::new("payment-service"))
+        .layer(stockroom_http_kit::TraceLayer::new("payment-service"))
         .with_state(state)
 }
 
@@ -219,6 +221,35 @@ async fn charge_batch(
     if orders.is_empty() {
         return Ok(Handled::default());
     }
+    // One span per order, each continuing its order's trace; the batch's
+    // calls run in the first one's.
+    let spans: Vec<tracing::Span> = orders
+        .iter()
+        .map(|delivery| {
+            event_span(
+                "payment-service",
+                "payment",
+                &delivery.event.order_id,
+                delivery.event.trace_parent.as_deref(),
+            )
+        })
+        .collect();
+    let first = spans[0].clone();
+    charge_orders(config, data, counters, stop, &orders, &spans)
+        .instrument(first)
+        .await
+}
+
+/// Charges the orders of a batch and records the verdicts, each carrying its
+/// own order's trace context.
+async fn charge_orders(
+    config: &PaymentConfig,
+    data: &ServiceClient,
+    counters: &Counters,
+    stop: &CancellationToken,
+    orders: &[&Delivery],
+    spans: &[tracing::Span],
+) -> Result<Handled, String> {
     if config.latency_ms > 0 {
         // A shutdown abandons charges still "at the provider": nothing is
         // recorded, so the events are delivered again after a restart.
@@ -264,11 +295,13 @@ async fn charge_batch(
     let (payments, ids): (Vec<PaymentRecord>, Vec<i64>) = orders
         .iter()
         .zip(&verdicts.verdicts)
-        .map(|(delivery, verdict)| {
+        .zip(spans)
+        .map(|((delivery, verdict), span)| {
             let record = PaymentRecord {
                 order_id: delivery.event.order_id.clone(),
                 event_id: delivery.event.event_id.clone(),
                 approved: verdict.approved,
+                trace_parent: traceparent_of(span),
             };
             (record, delivery.delivery_id)
         })

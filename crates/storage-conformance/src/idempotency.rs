@@ -226,6 +226,7 @@ pub async fn retention_prunes_only_what_is_old(storage: Arc<dyn Storage>) {
         order_id: order.id.clone(),
         event_id: "payment-event-1".into(),
         approved: true,
+        trace_parent: None,
     };
     storage
         .record_payments(vec![payment.clone()])

@@ -72,6 +72,7 @@ static MIGRATIONS: LazyLock<Migrations<'static>> = LazyLock::new(|| {
     Migrations::new(vec![
         M::up(include_str!("migrations/0001_initial_schema.sql")),
         M::up(include_str!("migrations/0002_rules_engine.sql")),
+        M::up(include_str!("migrations/0003_outbox_trace_context.sql")),
     ])
 });
 
@@ -319,6 +320,7 @@ impl Storage for SqliteStorage {
         }
     }
 
+    #[tracing::instrument(name = "storage", skip_all, fields(backend = "sqlite", calls = command.size()))]
     async fn run(&self, command: Command) -> Result<Reply, StorageError> {
         match self.write(WriteCommand::Rules(command)).await? {
             WriteReply::Rules(reply) => Ok(reply),
@@ -348,6 +350,7 @@ impl Storage for SqliteStorage {
         self.read(move |sql| read::order_counts(sql, cap)).await
     }
 
+    #[tracing::instrument(name = "storage", skip_all, fields(backend = "sqlite"))]
     async fn lease_events(
         &self,
         consumer: Consumer,
@@ -365,6 +368,7 @@ impl Storage for SqliteStorage {
         }
     }
 
+    #[tracing::instrument(name = "storage", skip_all, fields(backend = "sqlite"))]
     async fn finish_deliveries(
         &self,
         consumer: Consumer,

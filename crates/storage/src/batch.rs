@@ -17,7 +17,7 @@
 //! Nothing here does I/O; this is the one place where the contract's
 //! documents meet the rules' decisions, so the backends cannot disagree.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use stockroom_contract::{
     EffectOutcome, EffectResult, InventoryItem, Order, PaymentRecord, ReserveOutcome,
@@ -389,7 +389,8 @@ pub fn decide(
         answers.push(answer);
     }
     let created_at_ms = book.now_ms();
-    let changes = book.into_changes();
+    let mut changes = book.into_changes();
+    carry_trace_context(commands, &mut changes);
     let mut keys = Vec::with_capacity(changes.keys.len());
     for claim in &changes.keys {
         let outcome = outcomes[claim.position]
@@ -410,6 +411,34 @@ pub fn decide(
             created_at_ms,
         },
     )
+}
+
+/// Gives each event the trace context of the call that caused it (the
+/// order's request or the payment verdict), so that its consumer continues
+/// the order's trace. The rules never see it: it only rides along.
+fn carry_trace_context(commands: &[Command], changes: &mut Changes) {
+    let mut by_order: HashMap<&str, &str> = HashMap::new();
+    for command in commands {
+        match command {
+            Command::Reserve(requests) => by_order.extend(requests.iter().filter_map(|request| {
+                Some((request.order_id.as_str(), request.trace_parent.as_deref()?))
+            })),
+            Command::RecordPayments(payments) => {
+                by_order.extend(payments.iter().filter_map(|payment| {
+                    Some((payment.order_id.as_str(), payment.trace_parent.as_deref()?))
+                }))
+            }
+            _ => {}
+        }
+    }
+    if by_order.is_empty() {
+        return;
+    }
+    for event in &mut changes.events {
+        event.trace_parent = by_order
+            .get(event.order_id.as_str())
+            .map(|traceparent| (*traceparent).to_owned());
+    }
 }
 
 fn reserve(

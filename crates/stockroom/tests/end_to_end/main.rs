@@ -16,3 +16,4 @@ mod metrics;
 mod redelivery;
 mod reservations;
 mod scale_out;
+mod traces;
