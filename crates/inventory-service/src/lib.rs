@@ -93,6 +93,7 @@ async fn health(State(state): State<InventoryState>) -> Response {
     request_body = ReserveBatch,
     responses((status = 200, body = ReserveBatchResult), (status = 503, body = ErrorBody))
 )]
+#[tracing::instrument(skip_all)]
 async fn reserve(
     State(state): State<InventoryState>,
     body: axum::body::Bytes,
@@ -121,6 +122,7 @@ async fn reserve(
         (status = 409, body = ErrorBody)
     )
 )]
+#[tracing::instrument(skip_all)]
 async fn release(
     State(state): State<InventoryState>,
     Path(order_id): Path<String>,
@@ -142,6 +144,7 @@ async fn release(
     request_body = RestockRequest,
     responses((status = 200, body = InventoryItemDocument), (status = 422, body = ErrorBody))
 )]
+#[tracing::instrument(skip_all)]
 async fn restock(
     State(state): State<InventoryState>,
     Path(product_name): Path<String>,

@@ -127,7 +127,7 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let code = match runtime.block_on(run(cli.command)) {
+    let code = match runtime.block_on(run(cli.command, cli.otlp_endpoint)) {
         Ok(code) => code,
         Err(error) => {
             eprintln!("stockroom: {error:#}");
@@ -139,7 +139,7 @@ pub fn main() -> ExitCode {
     code
 }
 
-async fn run(command: Command) -> anyhow::Result<ExitCode> {
+async fn run(command: Command, otlp_endpoint: Option<String>) -> anyhow::Result<ExitCode> {
     match command {
         Command::Up(args) if args.mode.mode == Mode::Naive => {
             up::up_naive(args).await.map(|()| ExitCode::SUCCESS)
@@ -149,7 +149,9 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             serve::serve_naive(args).await.map(|()| ExitCode::SUCCESS)
         }
         Command::Serve(args) => serve::serve(args).await.map(|()| ExitCode::SUCCESS),
-        Command::Cluster(args) => cluster::cluster(args).await.map(|()| ExitCode::SUCCESS),
+        Command::Cluster(args) => cluster::cluster(args, otlp_endpoint)
+            .await
+            .map(|()| ExitCode::SUCCESS),
         Command::Bench(args) => bench::bench(args).await,
         Command::Storm(args) => storm::storm(args).await,
         Command::Check(args) => check::check(args).await,

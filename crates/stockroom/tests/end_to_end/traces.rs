@@ -179,7 +179,17 @@ async fn one_order_is_one_trace_across_every_service_and_its_settlement() {
         expected.is_subset(&services),
         "the trace spans {services:?}; names: {names:?}"
     );
-    for name in ["place order", "payment", "settlement"] {
+    for name in [
+        "order-service POST /api/orders",
+        "place order",
+        "inventory-service POST /reservations",
+        "data-service POST /reservations",
+        "storage",
+        "payment",
+        "data-service POST /payments",
+        "settlement",
+        "data-service POST /settlements",
+    ] {
         assert!(names.contains(name), "no {name} span in {names:?}");
     }
 }
