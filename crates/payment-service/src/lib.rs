@@ -22,7 +22,9 @@ use stockroom_contract::{
     ProviderChargeBatch, ProviderStats, ProviderVerdictBatch,
 };
 use stockroom_domain::EventKind;
-use stockroom_http_kit::{Readiness, ServiceClient, event_span, traceparent_of};
+use stockroom_http_kit::{
+    Metrics, Readiness, ServiceClient, event_span, metric_names, traceparent_of,
+};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -96,6 +98,7 @@ pub struct PaymentState {
     readiness: Readiness,
     counters: Arc<Counters>,
     data: ServiceClient,
+    metrics: Metrics,
 }
 
 #[derive(OpenApi)]
@@ -142,7 +145,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 pub fn router(state: PaymentState) -> Router {
     let (router, api) = api_router().split_for_parts();
     stockroom_http_kit::with_openapi_and_fallbacks(router, api)
-        .layer(stockroom_http_kit::MetricsLayer::new("payment-service"))
+        .layer(state.metrics.layer())
         .layer(stockroom_http_kit::TraceLayer::new("payment-service"))
         .with_state(state)
 }
@@ -158,6 +161,7 @@ pub async fn run(
         readiness: Readiness::new("payment-service"),
         counters: Arc::new(Counters::default()),
         data: ServiceClient::new("data-service", &config.data_url),
+        metrics: Metrics::new("payment-service"),
     };
     let stop = CancellationToken::new();
     let worker = tokio::spawn(run_worker(config, events, state.clone(), stop.clone()));
@@ -182,6 +186,11 @@ async fn run_worker(
     }
     let config = Arc::new(config);
     let consumer_stop = stop.clone();
+    let batch_size = state.metrics.histogram(
+        metric_names::EVENT_BATCH_SIZE,
+        metric_names::help(metric_names::EVENT_BATCH_SIZE),
+        &[("consumer", "payment")],
+    );
     stockroom_bus::consume(
         "payment",
         events,
@@ -192,6 +201,7 @@ async fn run_worker(
             let data = data.clone();
             let counters = Arc::clone(&state.counters);
             let stop = stop.clone();
+            batch_size.record(deliveries.len() as f64);
             async move { charge_batch(&config, &data, &counters, &stop, deliveries).await }
         },
     )

@@ -94,6 +94,12 @@ async fn one_order_shows_in_the_business_metrics() {
     .await;
     wait_for_series(
         client,
+        &urls.payment,
+        &["stockroom_event_batch_size_count{service=\"payment-service\",consumer=\"payment\"} 1"],
+    )
+    .await;
+    wait_for_series(
+        client,
         &urls.data,
         &[
             "stockroom_outbox_pending{service=\"data-service\",consumer=",
