@@ -117,6 +117,18 @@ fn kinds_of(consumer: &str) -> &'static [EventKind] {
     }
 }
 
+/// The headers that carry an event's trace context as the W3C
+/// `traceparent`, as any AMQP tracing client expects it.
+fn trace_headers(event: &Event) -> Option<FieldTable> {
+    let traceparent = event.trace_parent.as_deref()?;
+    let mut headers = FieldTable::default();
+    headers.insert(
+        TRACEPARENT_HEADER.into(),
+        AMQPValue::LongString(traceparent.into()),
+    );
+    Some(headers)
+}
+
 /// The `traceparent` header of a message, when it has a readable one.
 fn trace_header(properties: &BasicProperties) -> Option<String> {
     match properties
@@ -273,14 +285,7 @@ impl RabbitPublisher {
                 .with_delivery_mode(2)
                 .with_content_type("application/json".into())
                 .with_message_id(event.event_id.as_str().into());
-            // The order's trace context travels as the W3C header, as any
-            // AMQP tracing client expects it.
-            if let Some(traceparent) = &event.trace_parent {
-                let mut headers = FieldTable::default();
-                headers.insert(
-                    TRACEPARENT_HEADER.into(),
-                    AMQPValue::LongString(traceparent.as_str().into()),
-                );
+            if let Some(headers) = trace_headers(event) {
                 properties = properties.with_headers(headers);
             }
             let confirm = channel
@@ -646,5 +651,31 @@ impl RabbitAdmin {
                 .map_err(unavailable)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_trace_context_travels_in_the_message_headers() {
+        let traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        let mut event = Event {
+            event_id: "OrderReserved:a:1".into(),
+            kind: EventKind::OrderReserved,
+            order_id: "a".into(),
+            order_version: 1,
+            occurred_at: "2026-01-01T00:00:00.000Z".into(),
+            total_units: 1,
+            trace_parent: Some(traceparent.into()),
+        };
+        let headers = trace_headers(&event).expect("a traced event has headers");
+        let properties = BasicProperties::default().with_headers(headers);
+        assert_eq!(trace_header(&properties).as_deref(), Some(traceparent));
+
+        event.trace_parent = None;
+        assert!(trace_headers(&event).is_none());
+        assert_eq!(trace_header(&BasicProperties::default()), None);
     }
 }

@@ -18,6 +18,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use prost::Message;
+use stockroom_bus_rabbitmq::{RabbitAdmin, Topology};
 
 use crate::harness::{SETTLE_TIMEOUT_MS, laptops, post as post_json};
 
@@ -72,8 +73,9 @@ async fn collector() -> (String, Received) {
     (url, received)
 }
 
-/// `stockroom up` on free ports, exporting to `otlp_endpoint`; its order URL.
-fn start(data_dir: &std::path::Path, otlp_endpoint: &str) -> (Child, String) {
+/// `stockroom up` on free ports with `extra` arguments, exporting to
+/// `otlp_endpoint`; its order URL.
+fn start(data_dir: &std::path::Path, otlp_endpoint: &str, extra: &[String]) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_stockroom"))
         .args(["up", "--data-dir"])
         .arg(data_dir)
@@ -91,6 +93,7 @@ fn start(data_dir: &std::path::Path, otlp_endpoint: &str) -> (Child, String) {
             "--otlp-endpoint",
             otlp_endpoint,
         ])
+        .args(extra)
         .env("STOCKROOM_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -141,9 +144,41 @@ fn order_trace(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_order_is_one_trace_across_every_service_and_its_settlement() {
+    one_order_is_one_trace(&[]).await;
+}
+
+/// The same over RabbitMQ: the context crosses the broker in the message
+/// headers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_order_is_one_trace_over_rabbitmq() {
+    let Some(url) = crate::bus::rabbit_url() else {
+        return;
+    };
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let prefix = format!("stockroom-traces-{nanos:x}-{}", std::process::id());
+    let topology = Topology::with_prefix(&prefix);
+    one_order_is_one_trace(&[
+        "--bus-url".to_owned(),
+        url.clone(),
+        "--bus-prefix".to_owned(),
+        prefix,
+    ])
+    .await;
+    RabbitAdmin::connect(&url)
+        .await
+        .unwrap()
+        .delete(&topology)
+        .await
+        .unwrap();
+}
+
+async fn one_order_is_one_trace(extra: &[String]) {
     let (endpoint, received) = collector().await;
     let directory = tempfile::tempdir().unwrap();
-    let (mut child, order_url) = start(directory.path(), &endpoint);
+    let (mut child, order_url) = start(directory.path(), &endpoint, extra);
     let client = reqwest::Client::new();
     let (status, body) = post_json(&client, &format!("{order_url}/api/orders"), laptops(1)).await;
     assert_eq!(status, 201, "{body}");
