@@ -413,6 +413,11 @@ pub fn decide(
     )
 }
 
+/// The longest trace context an event carries into the outbox: a W3C
+/// `traceparent` is 55 bytes; anything much longer is not one and is dropped
+/// rather than stored with every event.
+pub const MAX_TRACE_CONTEXT_BYTES: usize = 128;
+
 /// Gives each event the trace context of the call that caused it (the
 /// order's request or the payment verdict), so that its consumer continues
 /// the order's trace. The rules never see it: it only rides along.
@@ -421,11 +426,17 @@ fn carry_trace_context(commands: &[Command], changes: &mut Changes) {
     for command in commands {
         match command {
             Command::Reserve(requests) => by_order.extend(requests.iter().filter_map(|request| {
-                Some((request.order_id.as_str(), request.trace_parent.as_deref()?))
+                Some((
+                    request.order_id.as_str(),
+                    bounded(request.trace_parent.as_deref())?,
+                ))
             })),
             Command::RecordPayments(payments) => {
                 by_order.extend(payments.iter().filter_map(|payment| {
-                    Some((payment.order_id.as_str(), payment.trace_parent.as_deref()?))
+                    Some((
+                        payment.order_id.as_str(),
+                        bounded(payment.trace_parent.as_deref())?,
+                    ))
                 }))
             }
             _ => {}
@@ -439,6 +450,10 @@ fn carry_trace_context(commands: &[Command], changes: &mut Changes) {
             .get(event.order_id.as_str())
             .map(|traceparent| (*traceparent).to_owned());
     }
+}
+
+fn bounded(trace_context: Option<&str>) -> Option<&str> {
+    trace_context.filter(|value| value.len() <= MAX_TRACE_CONTEXT_BYTES)
 }
 
 fn reserve(
@@ -564,4 +579,57 @@ fn sweep(book: &mut Book, query: &SweepQuery) -> Vec<SweptOrder> {
         }
     }
     swept
+}
+
+#[cfg(test)]
+mod tests {
+    use stockroom_contract::PaymentRecord;
+    use stockroom_domain::EventKind;
+    use stockroom_domain::rules::EventRecord;
+
+    use super::*;
+
+    fn event(order_id: &str) -> EventRecord {
+        EventRecord {
+            event_id: format!("PaymentSucceeded:{order_id}:2"),
+            kind: EventKind::PaymentSucceeded,
+            order_id: order_id.to_owned(),
+            order_version: 2,
+            total_units: 1,
+            occurred_at_ms: 0,
+            trace_parent: None,
+        }
+    }
+
+    fn payment(order_id: &str, trace_parent: Option<String>) -> PaymentRecord {
+        PaymentRecord {
+            order_id: order_id.to_owned(),
+            event_id: format!("OrderReserved:{order_id}:1"),
+            approved: true,
+            trace_parent,
+        }
+    }
+
+    #[test]
+    fn each_event_gets_its_own_calls_trace_context_if_it_is_bounded() {
+        let traced = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        let commands = [
+            Command::RecordPayments(vec![payment("a", Some(traced.into())), payment("b", None)]),
+            Command::RecordPayments(vec![payment(
+                "c",
+                Some("x".repeat(MAX_TRACE_CONTEXT_BYTES + 1)),
+            )]),
+        ];
+        let mut changes = Changes {
+            events: vec![event("a"), event("b"), event("c")],
+            ..Changes::default()
+        };
+        carry_trace_context(&commands, &mut changes);
+        let carried: Vec<Option<&str>> = changes
+            .events
+            .iter()
+            .map(|event| event.trace_parent.as_deref())
+            .collect();
+        assert_eq!(carried, [Some(traced), None, None]);
+    }
 }
