@@ -25,7 +25,7 @@ use axum::Json;
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use stockroom_domain::invariants::{self, StockFigures};
-use stockroom_http_kit::{Metrics, ServiceClient};
+use stockroom_http_kit::{Metrics, ServiceClient, metric_names};
 use tokio_util::sync::CancellationToken;
 
 /// Default pause between two audits.
@@ -37,6 +37,10 @@ pub const AUDIT_PAGE_SIZE: u32 = 500;
 /// The most pages of reserved orders one audit reads; beyond that the
 /// reserved-sum check is skipped for that audit rather than made expensive.
 pub const MAX_AUDIT_PAGES: u32 = 20;
+
+/// The most products whose stock the auditor publishes as gauges (three
+/// series each), so the metrics stay bounded whatever the catalogue's size.
+pub const MAX_STOCK_GAUGE_PRODUCTS: usize = 1_000;
 
 /// The most violations kept in one report, so a badly broken store cannot make
 /// the report unbounded.
@@ -196,12 +200,37 @@ impl Auditor {
         report.audits += 1;
         report.checked_at = Some(humantime::format_rfc3339_millis(SystemTime::now()).to_string());
         self.metrics.set_gauge(
-            "stockroom_invariant_violations_current",
-            "invariant violations found by the last audit",
+            metric_names::INVARIANT_VIOLATIONS_CURRENT,
+            metric_names::help(metric_names::INVARIANT_VIOLATIONS_CURRENT),
             &[],
             report.violations.len() as i64,
         );
         report.clone()
+    }
+
+    /// Sets the stock gauges of the first [`MAX_STOCK_GAUGE_PRODUCTS`]
+    /// products: the catalogue is the operator's, but a bound keeps a huge
+    /// one from flooding the metrics.
+    fn publish_stock(&self, stock: &[StockFigures]) {
+        let help = metric_names::help(metric_names::STOCK_UNITS);
+        for figures in stock.iter().take(MAX_STOCK_GAUGE_PRODUCTS) {
+            let product = figures.product.as_str();
+            let available = figures
+                .available
+                .unwrap_or(figures.on_hand - figures.reserved);
+            for (figure, units) in [
+                ("on_hand", figures.on_hand),
+                ("reserved", figures.reserved),
+                ("available", available),
+            ] {
+                self.metrics.set_gauge(
+                    metric_names::STOCK_UNITS,
+                    help,
+                    &[("product", product), ("figure", figure)],
+                    units,
+                );
+            }
+        }
     }
 
     async fn examine(&self) -> Result<Findings, String> {
@@ -211,6 +240,7 @@ impl Auditor {
             .await
             .map_err(|error| error.to_string())?;
         let stock = &before.inventory;
+        self.publish_stock(stock);
         let mut violations: Vec<Violation> = stock
             .iter()
             .flat_map(invariants::check_stock)

@@ -40,7 +40,7 @@ use lapin::{
 use stockroom_bus::{BusError, EventPublisher, EventSource};
 use stockroom_contract::{BuryRequest, Delivery, Event, Receipt};
 use stockroom_domain::{CONSUMER_INVENTORY, CONSUMER_PAYMENT, EventKind};
-use stockroom_http_kit::ServiceClient;
+use stockroom_http_kit::{ServiceClient, TRACEPARENT_HEADER};
 use tokio::sync::Mutex;
 
 /// The names of the exchanges and queues. Every name starts with a prefix,
@@ -114,6 +114,31 @@ fn kinds_of(consumer: &str) -> &'static [EventKind] {
         CONSUMER_PAYMENT => &[EventKind::OrderReserved],
         CONSUMER_INVENTORY => &[EventKind::PaymentSucceeded, EventKind::PaymentFailed],
         _ => &[],
+    }
+}
+
+/// The headers that carry an event's trace context as the W3C
+/// `traceparent`, as any AMQP tracing client expects it.
+fn trace_headers(event: &Event) -> Option<FieldTable> {
+    let traceparent = event.trace_parent.as_deref()?;
+    let mut headers = FieldTable::default();
+    headers.insert(
+        TRACEPARENT_HEADER.into(),
+        AMQPValue::LongString(traceparent.into()),
+    );
+    Some(headers)
+}
+
+/// The `traceparent` header of a message, when it has a readable one.
+fn trace_header(properties: &BasicProperties) -> Option<String> {
+    match properties
+        .headers()
+        .as_ref()?
+        .inner()
+        .get(TRACEPARENT_HEADER)?
+    {
+        AMQPValue::LongString(value) => String::from_utf8(value.as_bytes().to_vec()).ok(),
+        _ => None,
     }
 }
 
@@ -256,10 +281,13 @@ impl RabbitPublisher {
         let mut confirms = Vec::with_capacity(events.len());
         for event in events {
             let payload = serde_json::to_vec(event).map_err(unavailable)?;
-            let properties = BasicProperties::default()
+            let mut properties = BasicProperties::default()
                 .with_delivery_mode(2)
                 .with_content_type("application/json".into())
                 .with_message_id(event.event_id.as_str().into());
+            if let Some(headers) = trace_headers(event) {
+                properties = properties.with_headers(headers);
+            }
             let confirm = channel
                 .basic_publish(
                     exchange.into(),
@@ -398,8 +426,11 @@ impl RabbitEventSource {
         generation: u64,
         message: lapin::message::Delivery,
     ) -> Result<Delivery, BusError> {
-        let event: Event = serde_json::from_slice(&message.data)
+        let mut event: Event = serde_json::from_slice(&message.data)
             .map_err(|error| unavailable(format!("unreadable event on the bus: {error}")))?;
+        if let Some(traceparent) = trace_header(&message.properties) {
+            event.trace_parent = Some(traceparent);
+        }
         let earlier_deliveries = message
             .properties
             .headers()
@@ -625,5 +656,31 @@ impl RabbitAdmin {
                 .map_err(unavailable)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_trace_context_travels_in_the_message_headers() {
+        let traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        let mut event = Event {
+            event_id: "OrderReserved:a:1".into(),
+            kind: EventKind::OrderReserved,
+            order_id: "a".into(),
+            order_version: 1,
+            occurred_at: "2026-01-01T00:00:00.000Z".into(),
+            total_units: 1,
+            trace_parent: Some(traceparent.into()),
+        };
+        let headers = trace_headers(&event).expect("a traced event has headers");
+        let properties = BasicProperties::default().with_headers(headers);
+        assert_eq!(trace_header(&properties).as_deref(), Some(traceparent));
+
+        event.trace_parent = None;
+        assert!(trace_headers(&event).is_none());
+        assert_eq!(trace_header(&BasicProperties::default()), None);
     }
 }

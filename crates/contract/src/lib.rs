@@ -294,6 +294,10 @@ pub struct ReserveRequest {
     /// A hash of the normalised request, to tell a retry from a different
     /// request that reuses a key.
     pub request_fingerprint: Option<String>,
+    /// The W3C `traceparent` of this order's request, carried to the
+    /// `OrderReserved` event so that the order stays one trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_parent: Option<String>,
 }
 
 /// One line of a reservation (the schema of [`OrderItem`]).
@@ -365,6 +369,10 @@ pub struct Event {
     /// Units of the order, for the payment amount and for logs.
     #[serde(deserialize_with = "whole::whole")]
     pub total_units: u64,
+    /// The W3C `traceparent` of the call that caused the event: the consumer
+    /// handles it as part of the same trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_parent: Option<String>,
 }
 
 /// The kinds of event (the schema of [`EventKind`]).
@@ -490,6 +498,9 @@ pub struct PaymentRecord {
     /// The `OrderReserved` event this answers; the record is de-duplicated on it.
     pub event_id: String,
     pub approved: bool,
+    /// The W3C `traceparent` of the payment, carried to its verdict's event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_parent: Option<String>,
 }
 
 /// A charge payment-service asks the simulated provider for. The provider

@@ -1,7 +1,8 @@
 //! data-service's own health, part by part, and its gauges: every
 //! [`MONITOR_INTERVAL_MS`] it writes through the storage's write path (a full
 //! or read-only disk, a dead writer or an unreachable database shows at once)
-//! and counts the outbox per consumer.
+//! and counts the outbox per consumer, and it publishes the write path's
+//! queue depth and batch counts.
 //!
 //! Parts: `storage` (down while writes fail), `outbox` (waiting events and
 //! the oldest one's age per consumer), `deadLetters` (degraded while any
@@ -11,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::json;
-use stockroom_http_kit::{Metrics, PartStatus, Readiness};
+use stockroom_http_kit::{Metrics, PartStatus, Readiness, metric_names};
 use stockroom_storage::Storage;
 use tokio_util::sync::CancellationToken;
 
@@ -54,6 +55,7 @@ pub async fn look(storage: &dyn Storage, readiness: &Readiness, metrics: &Metric
             );
         }
     }
+    publish_write_stats(storage, metrics);
     let counts = match storage.outbox_counts().await {
         Ok(counts) => counts,
         Err(error) => {
@@ -83,20 +85,20 @@ pub async fn look(storage: &dyn Storage, readiness: &Readiness, metrics: &Metric
         dead.insert(consumer.to_owned(), json!(count.dead));
         any_dead |= count.dead > 0;
         metrics.set_gauge(
-            "stockroom_outbox_pending",
-            "events waiting for their consumer, per consumer",
+            metric_names::OUTBOX_PENDING,
+            metric_names::help(metric_names::OUTBOX_PENDING),
             &[("consumer", consumer)],
             count.pending as i64,
         );
         metrics.set_gauge(
-            "stockroom_outbox_oldest_age_ms",
-            "how long the oldest waiting event has waited, per consumer",
+            metric_names::OUTBOX_OLDEST_AGE_MS,
+            metric_names::help(metric_names::OUTBOX_OLDEST_AGE_MS),
             &[("consumer", consumer)],
             oldest_age_ms,
         );
         metrics.set_gauge(
-            "stockroom_dead_letters",
-            "events refused as poison and kept for redrive, per consumer",
+            metric_names::DEAD_LETTERS,
+            metric_names::help(metric_names::DEAD_LETTERS),
             &[("consumer", consumer)],
             count.dead as i64,
         );
@@ -108,4 +110,29 @@ pub async fn look(storage: &dyn Storage, readiness: &Readiness, metrics: &Metric
         PartStatus::Ok
     };
     readiness.set("deadLetters", dead_status, serde_json::Value::Object(dead));
+}
+
+/// The write path's queue depth and batch counts: the mean batch size is the
+/// rate of calls over the rate of batches.
+fn publish_write_stats(storage: &dyn Storage, metrics: &Metrics) {
+    let stats = storage.write_stats();
+    let backend = [("backend", storage.backend_name())];
+    metrics.set_gauge(
+        metric_names::WRITE_QUEUE_DEPTH,
+        metric_names::help(metric_names::WRITE_QUEUE_DEPTH),
+        &backend,
+        stats.queued as i64,
+    );
+    metrics.set_counter(
+        metric_names::WRITE_BATCHES_TOTAL,
+        metric_names::help(metric_names::WRITE_BATCHES_TOTAL),
+        &backend,
+        stats.batches,
+    );
+    metrics.set_counter(
+        metric_names::WRITE_BATCH_CALLS_TOTAL,
+        metric_names::help(metric_names::WRITE_BATCH_CALLS_TOTAL),
+        &backend,
+        stats.batched_calls,
+    );
 }

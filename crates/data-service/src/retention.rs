@@ -12,7 +12,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use stockroom_http_kit::Metrics;
+use stockroom_http_kit::{Metrics, metric_names};
 use stockroom_storage::{Prune, Storage};
 use tokio_util::sync::CancellationToken;
 
@@ -105,8 +105,8 @@ pub async fn prune_once(storage: &dyn Storage, retention: Retention, metrics: &M
                 ] {
                     if count > 0 {
                         metrics.increment(
-                            "stockroom_pruned_rows_total",
-                            "rows deleted by retention, per kind",
+                            metric_names::PRUNED_ROWS_TOTAL,
+                            metric_names::help(metric_names::PRUNED_ROWS_TOTAL),
                             &[("kind", table)],
                             count,
                         );

@@ -256,7 +256,7 @@ impl ServiceClient {
         let response = loop {
             let index = order[attempt];
             let base = &self.base_urls[index];
-            let mut request = build(base);
+            let mut request = crate::trace::inject(build(base));
             if let Some(token) = &self.token {
                 request = request.header(reqwest::header::AUTHORIZATION, token.header_value());
             }

@@ -1,7 +1,9 @@
 //! HTTP plumbing every Stockroom service shares: JSON error bodies, a JSON body
 //! extractor whose failures are client errors in the same shape, binding and
 //! serving with graceful shutdown, a client for calling the other services,
-//! the bounded wait for a dependency's `/health`, and Prometheus metrics.
+//! the bounded wait for a dependency's `/health`, and Prometheus metrics
+//! (one registry per service, lock-free on the request path), and the W3C
+//! trace context carried from service to service.
 //!
 //! Each service keeps its own error enum and its own single mapping to HTTP;
 //! this crate only supplies the body shape they all answer with.
@@ -14,6 +16,7 @@ pub mod metrics;
 mod readiness;
 mod routes;
 mod serve;
+pub mod trace;
 
 pub use auth::{
     INTERNAL_TOKEN_ENV, INTERNAL_TOKEN_SCHEME, InternalToken, MAX_INTERNAL_TOKEN_CHARS,
@@ -26,7 +29,7 @@ pub use listener::{
     MAX_CONNECTIONS_PER_LISTENER, OPEN_FILES_PER_LISTENER_SHARE, REFUSAL_WRITE_TIMEOUT_MS,
     raise_open_file_limit, serve, serve_with_limits,
 };
-pub use metrics::{Metrics, MetricsLayer};
+pub use metrics::{Metrics, MetricsLayer, names as metric_names};
 pub use readiness::{
     DEPENDENCY_LOG_INTERVAL_MS, MAX_DEPENDENCY_BACKOFF_MS, MIN_DEPENDENCY_BACKOFF_MS, PartStatus,
     Readiness,
@@ -36,4 +39,7 @@ pub use serve::{
     BindError, HEALTH_POLL_ATTEMPTS, HEALTH_POLL_INTERVAL_MS, HealthWait, RETRY_AFTER_SECONDS,
     bind, error_response, fallback_not_found, method_not_allowed, wait_for_health,
     with_openapi_and_fallbacks,
+};
+pub use trace::{
+    TRACEPARENT_HEADER, TraceLayer, current_traceparent, event_span, follow, traceparent_of,
 };

@@ -13,6 +13,7 @@
 //! It holds no state, so any number of instances may run.
 
 mod error;
+mod settlement;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -22,13 +23,11 @@ use axum::extract::{DefaultBodyLimit, FromRef, Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use stockroom_audit as audit;
-use stockroom_bus::{EventSource, Handled};
+use stockroom_bus::EventSource;
 use stockroom_contract::{
-    Delivery, EffectBatchResult, EffectOutcome, ErrorBody, ExpireRequest, ExpireResult,
-    InventoryItemDocument, OrderDocument, ReleaseRequest, ReserveBatch, ReserveBatchResult,
-    RestockRequest, Settlement, SettlementAction, SettlementBatch,
+    ErrorBody, ExpireRequest, ExpireResult, InventoryItemDocument, OrderDocument, ReleaseRequest,
+    ReserveBatch, ReserveBatchResult, RestockRequest,
 };
-use stockroom_domain::EventKind;
 use stockroom_http_kit::{
     InternalToken, JsonBody, Metrics, Readiness, ServiceClient, ServiceRoutes,
 };
@@ -98,6 +97,7 @@ async fn health(State(state): State<InventoryState>) -> Response {
     request_body = ReserveBatch,
     responses((status = 200, body = ReserveBatchResult), (status = 503, body = ErrorBody))
 )]
+#[tracing::instrument(skip_all)]
 async fn reserve(
     State(state): State<InventoryState>,
     body: axum::body::Bytes,
@@ -126,6 +126,7 @@ async fn reserve(
         (status = 409, body = ErrorBody)
     )
 )]
+#[tracing::instrument(skip_all)]
 async fn release(
     State(state): State<InventoryState>,
     Path(order_id): Path<String>,
@@ -151,6 +152,7 @@ async fn release(
         (status = 422, body = ErrorBody)
     )
 )]
+#[tracing::instrument(skip_all)]
 async fn restock(
     State(state): State<InventoryState>,
     Path(product_name): Path<String>,
@@ -200,6 +202,7 @@ pub fn router(state: InventoryState) -> Router {
         .into_router(state.internal_token.clone())
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(state.metrics.layer())
+        .layer(stockroom_http_kit::TraceLayer::new("inventory-service"))
         .with_state(state)
 }
 
@@ -252,6 +255,7 @@ async fn run_workers(
             .run(audit::DEFAULT_AUDIT_INTERVAL_MS, stop.clone()),
     );
     let data = state.data.clone();
+    let settled = settlement::SettlementMetrics::new(&state.metrics);
     stockroom_bus::consume(
         "inventory",
         events,
@@ -259,62 +263,13 @@ async fn run_workers(
         state.readiness.clone(),
         move |deliveries| {
             let data = data.clone();
-            async move { settle_batch(&data, deliveries).await }
+            let settled = settled.clone();
+            async move { settlement::settle_batch(&data, &settled, deliveries).await }
         },
     )
     .await;
     let _ = sweeper.await;
     let _ = auditor.await;
-}
-
-/// Commits the reservations whose payment succeeded and releases those whose
-/// payment failed, in one data-service call. A batch data-service refuses
-/// outright, or an event whose order contradicts the stock, is poison;
-/// anything else that fails is retried.
-async fn settle_batch(data: &ServiceClient, deliveries: Vec<Delivery>) -> Result<Handled, String> {
-    let (settlements, ids): (Vec<Settlement>, Vec<i64>) = deliveries
-        .iter()
-        .filter_map(|delivery| {
-            let action = match delivery.event.kind {
-                EventKind::PaymentSucceeded => SettlementAction::Commit,
-                EventKind::PaymentFailed => SettlementAction::Release,
-                EventKind::OrderReserved => return None,
-            };
-            let settlement = Settlement {
-                order_id: delivery.event.order_id.clone(),
-                event_id: delivery.event.event_id.clone(),
-                action,
-            };
-            Some((settlement, delivery.delivery_id))
-        })
-        .unzip();
-    if settlements.is_empty() {
-        return Ok(Handled::default());
-    }
-    let result: EffectBatchResult = match data
-        .post(
-            "/settlements",
-            &SettlementBatch {
-                settlements: settlements.clone(),
-            },
-        )
-        .await
-    {
-        Ok(result) => result,
-        Err(error) if error.is_refusal() => {
-            tracing::error!(%error, "data-service refused a batch of settlements");
-            return Ok(Handled { poison: ids });
-        }
-        Err(error) => return Err(error.to_string()),
-    };
-    let mut handled = Handled::default();
-    for ((settlement, effect), id) in settlements.iter().zip(&result.results).zip(ids) {
-        if effect.outcome == EffectOutcome::Inconsistent {
-            handled.poison.push(id);
-        }
-        tracing::debug!(order_id = %settlement.order_id, action = ?settlement.action, outcome = ?effect.outcome, "settlement handled");
-    }
-    Ok(handled)
 }
 
 /// Ends reservations whose next step is overdue by the TTL, every sweep

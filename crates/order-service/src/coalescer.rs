@@ -25,6 +25,7 @@ use stockroom_http_kit::ClientError;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::OrderError;
 
@@ -206,7 +207,11 @@ where
         return;
     }
     let sent = requests.len();
-    match send(ReserveBatch { requests }).await {
+    // The exchange continues the first order's trace; every order still
+    // carries its own trace context to its event.
+    let span = tracing::info_span!("reserve batch", orders = sent);
+    stockroom_http_kit::follow(&span, requests[0].trace_parent.as_deref());
+    match send(ReserveBatch { requests }).instrument(span).await {
         Ok(result) if result.results.len() == sent => {
             for (reply, result) in replies.into_iter().zip(result.results) {
                 let _ = reply.send(Ok(result));
@@ -256,6 +261,7 @@ mod tests {
             .expect("valid items"),
             idempotency_key: None,
             request_fingerprint: None,
+            trace_parent: None,
         }
     }
 

@@ -26,7 +26,9 @@ use stockroom_contract::{
     ReserveBatchResult, ReserveOutcome, ReserveRequest, ReserveResult, Shortage,
 };
 use stockroom_domain::ReleaseReason;
-use stockroom_http_kit::{InternalToken, JsonBody, Readiness, ServiceClient};
+use stockroom_http_kit::{
+    InternalToken, JsonBody, Metrics, Readiness, ServiceClient, metric_names,
+};
 use tokio::net::TcpListener;
 use utoipa::{IntoParams, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -60,6 +62,7 @@ pub struct OrderState {
     data: ServiceClient,
     /// `None` when coalescing is off: each order is then its own exchange.
     coalescer: Option<Coalescer>,
+    metrics: Metrics,
 }
 
 impl OrderState {
@@ -121,6 +124,7 @@ pub struct RejectedOrder {
         (status = 503, body = ErrorBody, description = "overloaded or a dependency is unavailable; retry after Retry-After")
     )
 )]
+#[tracing::instrument(name = "place order", skip_all, fields(order_id))]
 async fn place_order(
     State(state): State<OrderState>,
     headers: HeaderMap,
@@ -131,19 +135,24 @@ async fn place_order(
     let request_fingerprint = idempotency_key
         .as_ref()
         .map(|_| request::fingerprint(&customer_id, &items));
+    let order_id = uuid::Uuid::now_v7().to_string();
+    tracing::Span::current().record("order_id", order_id.as_str());
     let request = ReserveRequest {
-        order_id: uuid::Uuid::now_v7().to_string(),
+        order_id,
         customer_id,
         items,
         idempotency_key,
         request_fingerprint,
+        trace_parent: stockroom_http_kit::current_traceparent(),
     };
     let result = state.reserve(request).await?;
     let mut response = match result.outcome {
         ReserveOutcome::Reserved { order } => {
+            state.metrics.record_reservations(1);
             (StatusCode::CREATED, Json(OrderDocument { order })).into_response()
         }
         ReserveOutcome::Rejected { order, shortages } => {
+            state.metrics.record_rejections(1);
             let message = shortages
                 .iter()
                 .map(|shortage| {
@@ -191,6 +200,7 @@ async fn place_order(
     params(("id" = String, Path)),
     responses((status = 200, body = OrderDocument), (status = 404, body = ErrorBody))
 )]
+#[tracing::instrument(skip_all)]
 async fn get_order(
     State(state): State<OrderState>,
     Path(order_id): Path<String>,
@@ -225,6 +235,7 @@ pub struct ListQuery {
     params(ListQuery),
     responses((status = 200, body = OrderList), (status = 422, body = ErrorBody))
 )]
+#[tracing::instrument(skip_all)]
 async fn list_orders(
     State(state): State<OrderState>,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
@@ -245,6 +256,7 @@ async fn list_orders(
         (status = 409, body = ErrorBody, description = "paid, fulfilled or rejected")
     )
 )]
+#[tracing::instrument(skip_all)]
 async fn cancel_order(
     State(state): State<OrderState>,
     Path(order_id): Path<String>,
@@ -277,7 +289,8 @@ pub fn router(state: OrderState) -> Router {
     let (router, api) = api_router().split_for_parts();
     stockroom_http_kit::with_openapi_and_fallbacks(router, api)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(stockroom_http_kit::MetricsLayer::new("order-service"))
+        .layer(state.metrics.layer())
+        .layer(stockroom_http_kit::TraceLayer::new("order-service"))
         .with_state(state)
 }
 
@@ -302,10 +315,17 @@ pub async fn run_with_coalescing(
 ) -> std::io::Result<()> {
     let inventory = ServiceClient::new("inventory-service", &config.inventory_url)
         .with_token(config.internal_token.clone());
+    let metrics = Metrics::new("order-service");
     let coalescer = coalesce.is_enabled().then(|| {
         let client = inventory.clone();
+        let batch_size = metrics.histogram(
+            metric_names::ORDER_BATCH_SIZE,
+            metric_names::help(metric_names::ORDER_BATCH_SIZE),
+            &[],
+        );
         Coalescer::start(coalesce, move |batch: ReserveBatch| {
             let client = client.clone();
+            batch_size.record(batch.requests.len() as f64);
             async move { client.post("/reservations", &batch).await }
         })
     });
@@ -315,6 +335,7 @@ pub async fn run_with_coalescing(
         data: ServiceClient::new("data-service", &config.data_url)
             .with_token(config.internal_token.clone()),
         coalescer,
+        metrics,
     };
     let readiness = state.readiness.clone();
     let http = state.data.http().clone();

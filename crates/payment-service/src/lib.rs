@@ -22,9 +22,13 @@ use stockroom_contract::{
     ProviderChargeBatch, ProviderStats, ProviderVerdictBatch,
 };
 use stockroom_domain::EventKind;
-use stockroom_http_kit::{InternalToken, Readiness, ServiceClient, ServiceRoutes};
+use stockroom_http_kit::{
+    InternalToken, Metrics, Readiness, ServiceClient, ServiceRoutes, event_span, metric_names,
+    traceparent_of,
+};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 use utoipa::{OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -98,6 +102,7 @@ pub struct PaymentState {
     counters: Arc<Counters>,
     data: ServiceClient,
     internal_token: InternalToken,
+    metrics: Metrics,
 }
 
 #[derive(OpenApi)]
@@ -145,7 +150,8 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 pub fn router(state: PaymentState) -> Router {
     service_routes()
         .into_router(state.internal_token.clone())
-        .layer(stockroom_http_kit::MetricsLayer::new("payment-service"))
+        .layer(state.metrics.layer())
+        .layer(stockroom_http_kit::TraceLayer::new("payment-service"))
         .with_state(state)
 }
 
@@ -162,6 +168,7 @@ pub async fn run(
         data: ServiceClient::new("data-service", &config.data_url)
             .with_token(config.internal_token.clone()),
         internal_token: config.internal_token.clone(),
+        metrics: Metrics::new("payment-service"),
     };
     let stop = CancellationToken::new();
     let worker = tokio::spawn(run_worker(config, events, state.clone(), stop.clone()));
@@ -187,6 +194,11 @@ async fn run_worker(
     }
     let config = Arc::new(config);
     let consumer_stop = stop.clone();
+    let batch_size = state.metrics.histogram(
+        metric_names::EVENT_BATCH_SIZE,
+        metric_names::help(metric_names::EVENT_BATCH_SIZE),
+        &[("consumer", "payment")],
+    );
     stockroom_bus::consume(
         "payment",
         events,
@@ -197,6 +209,7 @@ async fn run_worker(
             let data = data.clone();
             let counters = Arc::clone(&state.counters);
             let stop = stop.clone();
+            batch_size.record(deliveries.len() as f64);
             async move { charge_batch(&config, &data, &counters, &stop, deliveries).await }
         },
     )
@@ -226,6 +239,35 @@ async fn charge_batch(
     if orders.is_empty() {
         return Ok(Handled::default());
     }
+    // One span per order, each continuing its order's trace; the batch's
+    // calls run in the first one's.
+    let spans: Vec<tracing::Span> = orders
+        .iter()
+        .map(|delivery| {
+            event_span(
+                "payment-service",
+                "payment",
+                &delivery.event.order_id,
+                delivery.event.trace_parent.as_deref(),
+            )
+        })
+        .collect();
+    let first = spans[0].clone();
+    charge_orders(config, data, counters, stop, &orders, &spans)
+        .instrument(first)
+        .await
+}
+
+/// Charges the orders of a batch and records the verdicts, each carrying its
+/// own order's trace context.
+async fn charge_orders(
+    config: &PaymentConfig,
+    data: &ServiceClient,
+    counters: &Counters,
+    stop: &CancellationToken,
+    orders: &[&Delivery],
+    spans: &[tracing::Span],
+) -> Result<Handled, String> {
     if config.latency_ms > 0 {
         // A shutdown abandons charges still "at the provider": nothing is
         // recorded, so the events are delivered again after a restart.
@@ -271,11 +313,13 @@ async fn charge_batch(
     let (payments, ids): (Vec<PaymentRecord>, Vec<i64>) = orders
         .iter()
         .zip(&verdicts.verdicts)
-        .map(|(delivery, verdict)| {
+        .zip(spans)
+        .map(|((delivery, verdict), span)| {
             let record = PaymentRecord {
                 order_id: delivery.event.order_id.clone(),
                 event_id: delivery.event.event_id.clone(),
                 approved: verdict.approved,
+                trace_parent: traceparent_of(span),
             };
             (record, delivery.delivery_id)
         })

@@ -10,3 +10,4 @@ pub mod cli;
 pub mod cluster;
 pub mod stock;
 pub mod system;
+pub mod telemetry;

@@ -230,6 +230,7 @@ pub async fn retention_prunes_only_what_is_old(storage: Arc<dyn Storage>) {
             1,
         ),
         approved: true,
+        trace_parent: None,
     };
     storage
         .record_payments(vec![payment.clone()])

@@ -38,7 +38,7 @@ pub use orders::{
     sweep_ends_every_overdue_reservation_once,
 };
 pub use outbox::{
-    concurrent_leasers_never_share_a_delivery,
+    concurrent_leasers_never_share_a_delivery, events_carry_their_calls_trace_context,
     only_poison_is_dead_lettered_and_redrive_restores_it, provider_charges_are_kept_by_key,
     reserved_orders_are_leased_until_acknowledged,
 };
@@ -77,6 +77,7 @@ macro_rules! conformance_tests {
             reserved_orders_are_leased_until_acknowledged,
             only_poison_is_dead_lettered_and_redrive_restores_it,
             concurrent_leasers_never_share_a_delivery,
+            events_carry_their_calls_trace_context,
             idempotent_replay_and_key_reuse,
             concurrent_same_key_requests_create_one_order,
             stock_loading_restock_and_lookup,

@@ -25,6 +25,7 @@ fn payment(order_id: &str, event_id: &str, approved: bool) -> PaymentRecord {
         order_id: order_id.to_owned(),
         event_id: event_id.to_owned(),
         approved,
+        trace_parent: None,
     }
 }
 

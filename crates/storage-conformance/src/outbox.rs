@@ -385,3 +385,80 @@ pub async fn provider_charges_are_kept_by_key(storage: Arc<dyn Storage>) {
         (2, 1, 20, 0)
     );
 }
+
+/// The W3C trace context of a reservation rides on its `OrderReserved`
+/// event, and that of a payment on its verdict's event, so that each
+/// consumer continues the order's trace; an untraced call's event carries
+/// none, and a dead letter keeps its context through burial and redrive.
+pub async fn events_carry_their_calls_trace_context(storage: Arc<dyn Storage>) {
+    const ORDER_TRACE: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    const PAYMENT_TRACE: &str = "00-0af7651916cd43dd8448eb211c80319c-00f067aa0ba902b7-01";
+    stock(&storage, &[("Laptop", 10)]).await;
+    let traced = reserve_ok(
+        &storage,
+        stockroom_contract::ReserveRequest {
+            trace_parent: Some(ORDER_TRACE.to_owned()),
+            ..request("c1", &[("Laptop", 1)])
+        },
+    )
+    .await;
+    let untraced = reserve_ok(&storage, request("c2", &[("Laptop", 1)])).await;
+    let leased = lease(&storage, LONG_LEASE_MS).await;
+    let context_of = |order_id: &str| {
+        leased
+            .iter()
+            .find(|delivery| delivery.event.order_id == order_id)
+            .expect("each reservation has its event")
+            .event
+            .trace_parent
+            .clone()
+    };
+    assert_eq!(context_of(&traced.id).as_deref(), Some(ORDER_TRACE));
+    assert_eq!(context_of(&untraced.id), None);
+
+    let reserved_event = leased
+        .iter()
+        .find(|delivery| delivery.event.order_id == traced.id)
+        .expect("the traced order's event")
+        .event
+        .clone();
+    storage
+        .record_payments(vec![stockroom_contract::PaymentRecord {
+            order_id: traced.id.clone(),
+            event_id: reserved_event.event_id.clone(),
+            approved: true,
+            trace_parent: Some(PAYMENT_TRACE.to_owned()),
+        }])
+        .await
+        .expect("record_payments");
+    let verdicts = storage
+        .lease_events(Consumer::Inventory, 10, LONG_LEASE_MS)
+        .await
+        .expect("lease_events");
+    assert_eq!(verdicts.len(), 1);
+    assert_eq!(verdicts[0].event.kind, EventKind::PaymentSucceeded);
+    assert_eq!(
+        verdicts[0].event.trace_parent.as_deref(),
+        Some(PAYMENT_TRACE)
+    );
+
+    // A broker's consumer buries what it cannot handle with the event itself
+    // (here one the outbox does not hold, as after a relay).
+    let relayed = stockroom_contract::Event {
+        event_id: format!("{}:relayed", reserved_event.event_id),
+        ..reserved_event
+    };
+    storage
+        .bury_events(Consumer::Payment, vec![relayed])
+        .await
+        .expect("bury_events");
+    let dead = storage
+        .dead_letters(Consumer::Payment, 10)
+        .await
+        .expect("dead_letters");
+    assert!(
+        dead.iter()
+            .any(|letter| letter.event.trace_parent.as_deref() == Some(ORDER_TRACE)),
+        "{dead:?}"
+    );
+}

@@ -336,6 +336,7 @@ pub async fn opposite_lock_orders_never_deadlock(storage: Arc<dyn Storage>) {
                                 order_id: order.id.clone(),
                                 event_id: format!("OrderReserved:{}:1", order.id),
                                 approved,
+                                trace_parent: None,
                             }])
                             .await
                             .expect("record_payments");

@@ -49,6 +49,7 @@ pub fn request(customer: &str, lines: &[(&str, u32)]) -> ReserveRequest {
         items: items(lines),
         idempotency_key: None,
         request_fingerprint: None,
+        trace_parent: None,
     }
 }
 

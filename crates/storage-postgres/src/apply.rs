@@ -247,12 +247,18 @@ async fn insert_events(tx: Tx<'_>, changes: &Changes) -> Result<(), Failure> {
         .collect();
     let at: Vec<i64> = events.iter().map(|event| event.occurred_at_ms).collect();
     let consumers: Vec<&str> = events.iter().map(|event| event.kind.consumer()).collect();
+    let traces: Vec<Option<&str>> = events
+        .iter()
+        .map(|event| event.trace_parent.as_deref())
+        .collect();
     tx.execute(
         "INSERT INTO outbox (event_id, kind, order_id, order_version, total_units,
-                             occurred_at_ms, consumer)
+                             occurred_at_ms, consumer, trace_parent)
          SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[],
-                              $6::bigint[], $7::text[])",
-        &[&ids, &kinds, &orders, &versions, &units, &at, &consumers],
+                              $6::bigint[], $7::text[], $8::text[])",
+        &[
+            &ids, &kinds, &orders, &versions, &units, &at, &consumers, &traces,
+        ],
     )
     .await?;
     Ok(())

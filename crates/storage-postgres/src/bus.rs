@@ -14,7 +14,11 @@ use crate::load::inconsistent;
 use crate::sql::Tx;
 
 /// The columns [`event`] reads, in its order.
-const EVENT_COLUMNS: &str = "seq, deliveries, rejections, event_id, kind, order_id, order_version, total_units, occurred_at_ms";
+const EVENT_COLUMNS: &str = "seq, deliveries, rejections, event_id, kind, order_id, order_version, total_units, occurred_at_ms, trace_parent";
+
+/// How many columns [`EVENT_COLUMNS`] names: the index of the first column
+/// a query selects after them.
+const EVENT_COLUMN_COUNT: usize = 10;
 
 /// The event of a row of [`EVENT_COLUMNS`].
 fn event(row: &Row) -> Result<Event, Failure> {
@@ -27,6 +31,7 @@ fn event(row: &Row) -> Result<Event, Failure> {
         order_version: row.try_get(6)?,
         total_units: total_units as u64,
         occurred_at: format_time(row.try_get(8)?),
+        trace_parent: row.try_get(9)?,
     })
 }
 
@@ -60,7 +65,7 @@ pub(crate) async fn lease_events(
              FROM picked WHERE outbox.seq = picked.seq
              RETURNING outbox.seq, outbox.deliveries, outbox.rejections, outbox.event_id,
                        outbox.kind, outbox.order_id, outbox.order_version, outbox.total_units,
-                       outbox.occurred_at_ms",
+                       outbox.occurred_at_ms, outbox.trace_parent",
             &[
                 &consumer.as_str(),
                 &now,
@@ -171,7 +176,7 @@ pub(crate) async fn dead_letters(
             consumer: consumer.as_str().to_owned(),
             deliveries: count(row, 1)?,
             rejections: count(row, 2)?,
-            dead_at: format_time(row.try_get(9)?),
+            dead_at: format_time(row.try_get(EVENT_COLUMN_COUNT)?),
             event: event(row)?,
         });
     }
@@ -225,13 +230,19 @@ pub(crate) async fn bury(
         .iter()
         .map(|event| parse_time(&event.occurred_at).unwrap_or(0))
         .collect();
+    let traces: Vec<Option<&str>> = events
+        .iter()
+        .map(|event| event.trace_parent.as_deref())
+        .collect();
     tx.execute(
         "INSERT INTO outbox (event_id, kind, order_id, order_version, total_units,
-                             occurred_at_ms, consumer, rejections, dead_at_ms)
-         SELECT event_id, kind, order_id, order_version, total_units, occurred_at_ms, $7, 1, $8
+                             occurred_at_ms, trace_parent, consumer, rejections, dead_at_ms)
+         SELECT event_id, kind, order_id, order_version, total_units, occurred_at_ms,
+                trace_parent, $7, 1, $8
          FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[],
-                     $6::bigint[])
-              AS event (event_id, kind, order_id, order_version, total_units, occurred_at_ms)",
+                     $6::bigint[], $9::text[])
+              AS event (event_id, kind, order_id, order_version, total_units, occurred_at_ms,
+                        trace_parent)",
         &[
             &ids,
             &kinds,
@@ -241,6 +252,7 @@ pub(crate) async fn bury(
             &at,
             &consumer.as_str(),
             &now,
+            &traces,
         ],
     )
     .await
@@ -282,4 +294,14 @@ pub(crate) async fn counts(tx: Tx<'_>) -> Result<Vec<OutboxCounts>, Failure> {
         entry.dead = dead as u64;
     }
     Ok(counts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_column_count_matches_the_columns() {
+        assert_eq!(EVENT_COLUMNS.split(',').count(), EVENT_COLUMN_COUNT);
+    }
 }

@@ -19,8 +19,8 @@ use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use deadpool_postgres::Pool;
-use stockroom_storage::StorageError;
 use stockroom_storage::batch::{Command, Needs, Reply, decide};
+use stockroom_storage::{StorageError, WriteCounters, WriteStats};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{Mutex, RwLock, mpsc, oneshot};
 
@@ -87,6 +87,7 @@ pub(crate) struct GroupCommit {
     /// Held shared by each collector while it applies a batch, so that
     /// [`GroupCommit::flush`] can wait for every batch in flight.
     in_flight: Arc<RwLock<()>>,
+    counters: Arc<WriteCounters>,
 }
 
 impl GroupCommit {
@@ -99,16 +100,28 @@ impl GroupCommit {
         let (queue, receiver) = mpsc::channel(GROUP_COMMIT_QUEUE_CAPACITY);
         let receiver = Arc::new(Mutex::new(receiver));
         let in_flight = Arc::new(RwLock::new(()));
+        let counters = Arc::new(WriteCounters::default());
         for _ in 0..config.collectors.max(1) {
             tokio::spawn(collect(
                 pool.clone(),
                 Arc::clone(&statements),
+                Arc::clone(&counters),
                 Arc::clone(&receiver),
                 Arc::clone(&in_flight),
                 config.max_requests.max(1),
             ));
         }
-        GroupCommit { queue, in_flight }
+        GroupCommit {
+            queue,
+            in_flight,
+            counters,
+        }
+    }
+
+    /// The queue's depth and the batches run so far.
+    pub(crate) fn stats(&self) -> WriteStats {
+        self.counters
+            .stats(self.queue.max_capacity() - self.queue.capacity())
     }
 
     /// Runs `command` in the next batch transaction and returns its reply
@@ -153,6 +166,7 @@ fn stopped() -> StorageError {
 async fn collect(
     pool: Pool,
     statements: Arc<AtomicU64>,
+    counters: Arc<WriteCounters>,
     queue: Arc<Mutex<mpsc::Receiver<Job>>>,
     in_flight: Arc<RwLock<()>>,
     max_requests: usize,
@@ -179,6 +193,7 @@ async fn collect(
             // these calls finds this batch in flight.
             Arc::clone(&in_flight).read_owned().await
         };
+        counters.record_batch(batch.len());
         apply_batch(&pool, &statements, batch).await;
         drop(applying);
     }

@@ -52,7 +52,7 @@ use stockroom_domain::Consumer;
 use stockroom_storage::batch::{Command, Reply};
 use stockroom_storage::{
     DeliveryOutcome, OrderFilter, OutboxCounts, Prune, Pruned, StatusCount, Storage, StorageError,
-    cause,
+    WriteStats, cause,
 };
 use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
@@ -514,6 +514,7 @@ impl Storage for PostgresStorage {
         Ok(true)
     }
 
+    #[tracing::instrument(name = "storage", skip_all, fields(backend = "postgres", calls = command.size()))]
     async fn run(&self, command: Command) -> Result<Reply, StorageError> {
         match &self.group_commit {
             Some(group_commit) => group_commit.run(command).await,
@@ -545,6 +546,7 @@ impl Storage for PostgresStorage {
         transaction!(self, read, |tx| read::order_counts(tx, cap).await?)
     }
 
+    #[tracing::instrument(name = "storage", skip_all, fields(backend = "postgres"))]
     async fn lease_events(
         &self,
         consumer: Consumer,
@@ -563,6 +565,7 @@ impl Storage for PostgresStorage {
         .await?)
     }
 
+    #[tracing::instrument(name = "storage", skip_all, fields(backend = "postgres"))]
     async fn finish_deliveries(
         &self,
         consumer: Consumer,
@@ -657,6 +660,14 @@ impl Storage for PostgresStorage {
 
     fn statements_executed(&self) -> u64 {
         self.statements.load(Ordering::Relaxed)
+    }
+
+    fn write_stats(&self) -> WriteStats {
+        // Without group commit every call is its own transaction and nothing
+        // queues: there is nothing to report.
+        self.group_commit
+            .as_ref()
+            .map_or_else(WriteStats::default, GroupCommit::stats)
     }
 
     async fn execute_unchecked(&self, statement: &str) -> Result<u64, StorageError> {

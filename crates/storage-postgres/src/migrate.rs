@@ -29,6 +29,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "rules engine: customer-scoped idempotency keys, list indexes",
         sql: include_str!("migrations/0002_rules_engine.sql"),
     },
+    Migration {
+        version: 3,
+        name: "outbox trace context",
+        sql: include_str!("migrations/0003_outbox_trace_context.sql"),
+    },
 ];
 
 /// The advisory lock key migrations hold: the ASCII bytes of "Stockroo".

@@ -68,6 +68,7 @@ fn order(customer: &CustomerId, product: &ProductName) -> ReserveRequest {
         .expect("one item is a valid order"),
         idempotency_key: None,
         request_fingerprint: None,
+        trace_parent: None,
     }
 }
 

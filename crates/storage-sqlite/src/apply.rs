@@ -211,14 +211,15 @@ fn insert_events(sql: Sql<'_>, changes: &Changes) -> Result<(), StorageError> {
                 event.total_units,
                 event.occurred_at_ms,
                 event.kind.consumer(),
+                &event.trace_parent,
             )
         })
         .collect();
     sql.execute(
         "INSERT INTO outbox (event_id, kind, order_id, order_version, total_units, occurred_at_ms,
-                             consumer)
+                             consumer, trace_parent)
          SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5,
-                value ->> 6
+                value ->> 6, value ->> 7
          FROM json_each(?1)",
         [json_list(&rows)],
     )?;

@@ -10,7 +10,11 @@ use crate::records::json_list;
 use crate::sql::Sql;
 
 /// The event columns [`event_row`] reads, after the delivery's own three.
-const EVENT_COLUMNS: &str = "seq, deliveries, rejections, event_id, kind, order_id, order_version, total_units, occurred_at_ms";
+const EVENT_COLUMNS: &str = "seq, deliveries, rejections, event_id, kind, order_id, order_version, total_units, occurred_at_ms, trace_parent";
+
+/// How many columns [`EVENT_COLUMNS`] names: the index of the first column
+/// a query selects after them.
+const EVENT_COLUMN_COUNT: usize = 10;
 
 /// An outbox row as [`EVENT_COLUMNS`] reads it.
 struct EventRow {
@@ -23,6 +27,7 @@ struct EventRow {
     order_version: i64,
     total_units: i64,
     occurred_at_ms: i64,
+    trace_parent: Option<String>,
 }
 
 fn event_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<EventRow> {
@@ -36,6 +41,7 @@ fn event_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<EventRow> {
         order_version: row.get(6)?,
         total_units: row.get(7)?,
         occurred_at_ms: row.get(8)?,
+        trace_parent: row.get(9)?,
     })
 }
 
@@ -48,6 +54,7 @@ impl EventRow {
             order_version: self.order_version,
             total_units: self.total_units as u64,
             occurred_at: format_time(self.occurred_at_ms),
+            trace_parent: self.trace_parent,
         })
     }
 }
@@ -151,7 +158,7 @@ pub(crate) fn dead_letters(
              WHERE consumer = ?1 AND dead_at_ms IS NOT NULL ORDER BY seq LIMIT ?2"
         ),
         rusqlite::params![consumer.as_str(), limit],
-        |row| Ok((event_row(row)?, row.get::<_, i64>(9)?)),
+        |row| Ok((event_row(row)?, row.get::<_, i64>(EVENT_COLUMN_COUNT)?)),
     )?;
     let mut letters = Vec::with_capacity(rows.len());
     for (row, dead_at_ms) in rows {
@@ -209,14 +216,15 @@ pub(crate) fn bury(
                 event.order_version,
                 event.total_units,
                 parse_time(&event.occurred_at).unwrap_or(0),
+                &event.trace_parent,
             )
         })
         .collect();
     let buried = sql.execute(
         "INSERT INTO outbox (event_id, kind, order_id, order_version, total_units, occurred_at_ms,
-                             consumer, rejections, dead_at_ms)
+                             trace_parent, consumer, rejections, dead_at_ms)
          SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5,
-                ?2, 1, ?3
+                value ->> 6, ?2, 1, ?3
          FROM json_each(?1)",
         rusqlite::params![json_list(&rows), consumer.as_str(), now_ms],
     )?;
@@ -243,4 +251,14 @@ pub(crate) fn counts(sql: Sql<'_>) -> Result<Vec<OutboxCounts>, StorageError> {
         });
     }
     Ok(counts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_column_count_matches_the_columns() {
+        assert_eq!(EVENT_COLUMNS.split(',').count(), EVENT_COLUMN_COUNT);
+    }
 }

@@ -41,7 +41,7 @@ use stockroom_domain::Consumer;
 use stockroom_storage::batch::{Command, Reply};
 use stockroom_storage::{
     DeliveryOutcome, OrderFilter, OutboxCounts, Prune, Pruned, StatusCount, Storage, StorageError,
-    cause,
+    WriteCounters, WriteStats, cause,
 };
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
@@ -72,6 +72,7 @@ static MIGRATIONS: LazyLock<Migrations<'static>> = LazyLock::new(|| {
     Migrations::new(vec![
         M::up(include_str!("migrations/0001_initial_schema.sql")),
         M::up(include_str!("migrations/0002_rules_engine.sql")),
+        M::up(include_str!("migrations/0003_outbox_trace_context.sql")),
     ])
 });
 
@@ -96,6 +97,7 @@ pub struct SqliteStorage {
     writer: mpsc::Sender<WriteJob>,
     readers: Arc<ReaderPool>,
     statements: Arc<AtomicU64>,
+    write_counters: Arc<WriteCounters>,
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -112,9 +114,19 @@ impl SqliteStorage {
         let statements = Arc::new(AtomicU64::new(0));
         let (sender, receiver) = mpsc::channel(WRITE_QUEUE_CAPACITY);
         let writer_statements = Arc::clone(&statements);
+        let write_counters = Arc::new(WriteCounters::default());
+        let writer_counters = Arc::clone(&write_counters);
         let writer_thread = std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || write::run_writer(connection, writer_statements, receiver, config))
+            .spawn(move || {
+                write::run_writer(
+                    connection,
+                    writer_statements,
+                    writer_counters,
+                    receiver,
+                    config,
+                )
+            })
             .map_err(|error| StorageError::Unavailable {
                 context: "cannot start the sqlite writer thread".into(),
                 source: Some(cause(error)),
@@ -128,6 +140,7 @@ impl SqliteStorage {
                 permits: Semaphore::new(MAX_CONCURRENT_READS),
             }),
             statements,
+            write_counters,
             writer_thread: Mutex::new(Some(writer_thread)),
         })
     }
@@ -307,6 +320,7 @@ impl Storage for SqliteStorage {
         }
     }
 
+    #[tracing::instrument(name = "storage", skip_all, fields(backend = "sqlite", calls = command.size()))]
     async fn run(&self, command: Command) -> Result<Reply, StorageError> {
         match self.write(WriteCommand::Rules(command)).await? {
             WriteReply::Rules(reply) => Ok(reply),
@@ -336,6 +350,7 @@ impl Storage for SqliteStorage {
         self.read(move |sql| read::order_counts(sql, cap)).await
     }
 
+    #[tracing::instrument(name = "storage", skip_all, fields(backend = "sqlite"))]
     async fn lease_events(
         &self,
         consumer: Consumer,
@@ -353,6 +368,7 @@ impl Storage for SqliteStorage {
         }
     }
 
+    #[tracing::instrument(name = "storage", skip_all, fields(backend = "sqlite"))]
     async fn finish_deliveries(
         &self,
         consumer: Consumer,
@@ -453,6 +469,11 @@ impl Storage for SqliteStorage {
 
     fn statements_executed(&self) -> u64 {
         self.statements.load(Ordering::Relaxed)
+    }
+
+    fn write_stats(&self) -> WriteStats {
+        let queued = self.writer.max_capacity() - self.writer.capacity();
+        self.write_counters.stats(queued)
     }
 
     async fn execute_unchecked(&self, statement: &str) -> Result<u64, StorageError> {

@@ -15,7 +15,7 @@ use rusqlite::Connection;
 use stockroom_contract::{Delivery, Event, ProviderCharge, ProviderVerdict, Receipt, StockLine};
 use stockroom_domain::Consumer;
 use stockroom_storage::batch::{Command, Needs, Reply, decide};
-use stockroom_storage::{DeliveryOutcome, Prune, Pruned, StorageError};
+use stockroom_storage::{DeliveryOutcome, Prune, Pruned, StorageError, WriteCounters};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::sql::Sql;
@@ -75,6 +75,7 @@ type Replier = oneshot::Sender<Result<WriteReply, StorageError>>;
 pub fn run_writer(
     mut connection: Connection,
     statements: Arc<AtomicU64>,
+    counters: Arc<WriteCounters>,
     mut receiver: mpsc::Receiver<WriteJob>,
     config: WriterConfig,
 ) {
@@ -90,6 +91,7 @@ pub fn run_writer(
                 Err(_) => break,
             }
         }
+        counters.record_batch(batch.len());
         let stop = batch
             .iter()
             .any(|job| matches!(job.command, WriteCommand::Shutdown));

@@ -17,7 +17,7 @@
 //! Nothing here does I/O; this is the one place where the contract's
 //! documents meet the rules' decisions, so the backends cannot disagree.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use stockroom_contract::{
     EffectOutcome, EffectResult, InventoryItem, Order, PaymentRecord, ReserveOutcome,
@@ -389,7 +389,8 @@ pub fn decide(
         answers.push(answer);
     }
     let created_at_ms = book.now_ms();
-    let changes = book.into_changes();
+    let mut changes = book.into_changes();
+    carry_trace_context(commands, &mut changes);
     let mut keys = Vec::with_capacity(changes.keys.len());
     for claim in &changes.keys {
         let outcome = outcomes[claim.position]
@@ -410,6 +411,49 @@ pub fn decide(
             created_at_ms,
         },
     )
+}
+
+/// The longest trace context an event carries into the outbox: a W3C
+/// `traceparent` is 55 bytes; anything much longer is not one and is dropped
+/// rather than stored with every event.
+pub const MAX_TRACE_CONTEXT_BYTES: usize = 128;
+
+/// Gives each event the trace context of the call that caused it (the
+/// order's request or the payment verdict), so that its consumer continues
+/// the order's trace. The rules never see it: it only rides along.
+fn carry_trace_context(commands: &[Command], changes: &mut Changes) {
+    let mut by_order: HashMap<&str, &str> = HashMap::new();
+    for command in commands {
+        match command {
+            Command::Reserve(requests) => by_order.extend(requests.iter().filter_map(|request| {
+                Some((
+                    request.order_id.as_str(),
+                    bounded(request.trace_parent.as_deref())?,
+                ))
+            })),
+            Command::RecordPayments(payments) => {
+                by_order.extend(payments.iter().filter_map(|payment| {
+                    Some((
+                        payment.order_id.as_str(),
+                        bounded(payment.trace_parent.as_deref())?,
+                    ))
+                }))
+            }
+            _ => {}
+        }
+    }
+    if by_order.is_empty() {
+        return;
+    }
+    for event in &mut changes.events {
+        event.trace_parent = by_order
+            .get(event.order_id.as_str())
+            .map(|traceparent| (*traceparent).to_owned());
+    }
+}
+
+fn bounded(trace_context: Option<&str>) -> Option<&str> {
+    trace_context.filter(|value| value.len() <= MAX_TRACE_CONTEXT_BYTES)
 }
 
 fn reserve(
@@ -535,4 +579,57 @@ fn sweep(book: &mut Book, query: &SweepQuery) -> Vec<SweptOrder> {
         }
     }
     swept
+}
+
+#[cfg(test)]
+mod tests {
+    use stockroom_contract::PaymentRecord;
+    use stockroom_domain::EventKind;
+    use stockroom_domain::rules::EventRecord;
+
+    use super::*;
+
+    fn event(order_id: &str) -> EventRecord {
+        EventRecord {
+            event_id: format!("PaymentSucceeded:{order_id}:2"),
+            kind: EventKind::PaymentSucceeded,
+            order_id: order_id.to_owned(),
+            order_version: 2,
+            total_units: 1,
+            occurred_at_ms: 0,
+            trace_parent: None,
+        }
+    }
+
+    fn payment(order_id: &str, trace_parent: Option<String>) -> PaymentRecord {
+        PaymentRecord {
+            order_id: order_id.to_owned(),
+            event_id: format!("OrderReserved:{order_id}:1"),
+            approved: true,
+            trace_parent,
+        }
+    }
+
+    #[test]
+    fn each_event_gets_its_own_calls_trace_context_if_it_is_bounded() {
+        let traced = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        let commands = [
+            Command::RecordPayments(vec![payment("a", Some(traced.into())), payment("b", None)]),
+            Command::RecordPayments(vec![payment(
+                "c",
+                Some("x".repeat(MAX_TRACE_CONTEXT_BYTES + 1)),
+            )]),
+        ];
+        let mut changes = Changes {
+            events: vec![event("a"), event("b"), event("c")],
+            ..Changes::default()
+        };
+        carry_trace_context(&commands, &mut changes);
+        let carried: Vec<Option<&str>> = changes
+            .events
+            .iter()
+            .map(|event| event.trace_parent.as_deref())
+            .collect();
+        assert_eq!(carried, [Some(traced), None, None]);
+    }
 }

@@ -23,6 +23,7 @@
 pub mod batch;
 mod error;
 pub mod lines;
+mod write_stats;
 
 use std::collections::HashMap;
 
@@ -38,6 +39,7 @@ use stockroom_domain::{Consumer, OrderStatus, ProductName, ReleaseReason};
 pub use batch::SweptOrder;
 use batch::{Command, Reply};
 pub use error::{Cause, StorageError, cause};
+pub use write_stats::{WriteCounters, WriteStats};
 
 /// How many times consumers may refuse one event as poison before it is
 /// dead-lettered. A consumer refuses an event only when it can never handle
@@ -382,6 +384,12 @@ pub trait Storage: Send + Sync + 'static {
     /// SQL statements executed since the storage was opened, transaction
     /// control included: what a benchmark divides by the orders it placed.
     fn statements_executed(&self) -> u64;
+
+    /// The write path's queue depth and batch counts, for the metrics. A
+    /// backend without a write queue reports zeros.
+    fn write_stats(&self) -> WriteStats {
+        WriteStats::default()
+    }
 
     /// Runs one statement of the backend's SQL outside the rules and maps its
     /// failure like any other. Only for tests that inject faults (a broken

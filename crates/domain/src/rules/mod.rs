@@ -87,6 +87,10 @@ pub struct EventRecord {
     pub order_version: i64,
     pub total_units: u64,
     pub occurred_at_ms: i64,
+    /// The W3C trace context of the call that caused the event, so that its
+    /// consumer continues the same trace. The rules never set or read it;
+    /// the storage layer fills it in from the call.
+    pub trace_parent: Option<String>,
 }
 
 /// The id of the event reporting that `order_id` reached `order_version`
@@ -357,6 +361,7 @@ impl Book {
             order_version: order.version,
             total_units: order.total_units(),
             occurred_at_ms: self.now_ms,
+            trace_parent: None,
         });
     }
 

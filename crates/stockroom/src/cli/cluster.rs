@@ -36,7 +36,10 @@ pub(super) struct ClusterArgs {
     token: TokenArgs,
 }
 
-pub(super) async fn cluster(args: ClusterArgs) -> anyhow::Result<()> {
+pub(super) async fn cluster(
+    args: ClusterArgs,
+    otlp_endpoint: Option<String>,
+) -> anyhow::Result<()> {
     anyhow::ensure!(
         matches!(
             system::DatabaseChoice::from_url(Some(&args.database_url), std::path::Path::new(".")),
@@ -80,7 +83,10 @@ pub(super) async fn cluster(args: ClusterArgs) -> anyhow::Result<()> {
         data_args: bus_prefix,
         inventory_urls_for_order: None,
         data_urls_for_consumers: None,
-        environment: Vec::new(),
+        // Each process exports its own spans, under its own service name.
+        environment: otlp_endpoint
+            .map(|endpoint| vec![("STOCKROOM_OTLP_ENDPOINT".to_owned(), endpoint)])
+            .unwrap_or_default(),
         internal_token: args.token.or_generate()?,
         log_directory: None,
     };

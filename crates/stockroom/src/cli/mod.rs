@@ -53,6 +53,10 @@ pub struct Cli {
     /// Log format on standard error.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "STOCKROOM_LOG_FORMAT")]
     log_format: LogFormat,
+    /// Export traces over OTLP/HTTP to this collector (its base URL, e.g.
+    /// Jaeger's `http://127.0.0.1:4318`). Without it nothing is exported.
+    #[arg(long, global = true, env = "STOCKROOM_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -99,7 +103,23 @@ pub fn main() -> ExitCode {
         }
         Command::Up(_) | Command::Serve(_) | Command::Cluster(_) => "info",
     };
-    init_logging(cli.log_format, default_filter);
+    let service_name = match &cli.command {
+        Command::Serve(args) => args.service_name(),
+        _ => "stockroom",
+    };
+    // Before the runtime: the trace exporter owns a blocking HTTP client.
+    let telemetry = match crate::telemetry::init(
+        matches!(cli.log_format, LogFormat::Json),
+        default_filter,
+        cli.otlp_endpoint.as_deref(),
+        service_name,
+    ) {
+        Ok(telemetry) => telemetry,
+        Err(error) => {
+            eprintln!("stockroom: {:#}", anyhow::Error::new(error));
+            return ExitCode::FAILURE;
+        }
+    };
     // Every service and every storm needs a file per connection; the usual
     // soft limit (1,024) is far below what a flash sale opens.
     stockroom_http_kit::raise_open_file_limit();
@@ -110,29 +130,19 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli.command)) {
+    let code = match runtime.block_on(run(cli.command, cli.otlp_endpoint)) {
         Ok(code) => code,
         Err(error) => {
             eprintln!("stockroom: {error:#}");
             ExitCode::FAILURE
         }
-    }
+    };
+    drop(runtime);
+    telemetry.shutdown();
+    code
 }
 
-fn init_logging(format: LogFormat, default_filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("STOCKROOM_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
-}
-
-async fn run(command: Command) -> anyhow::Result<ExitCode> {
+async fn run(command: Command, otlp_endpoint: Option<String>) -> anyhow::Result<ExitCode> {
     match command {
         Command::Up(args) if args.mode.mode == Mode::Naive => {
             up::up_naive(args).await.map(|()| ExitCode::SUCCESS)
@@ -142,7 +152,9 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             serve::serve_naive(args).await.map(|()| ExitCode::SUCCESS)
         }
         Command::Serve(args) => serve::serve(args).await.map(|()| ExitCode::SUCCESS),
-        Command::Cluster(args) => cluster::cluster(args).await.map(|()| ExitCode::SUCCESS),
+        Command::Cluster(args) => cluster::cluster(args, otlp_endpoint)
+            .await
+            .map(|()| ExitCode::SUCCESS),
         Command::Bench(args) => bench::bench(args).await,
         Command::Storm(args) => storm::storm(args).await,
         Command::Check(args) => check::check(args).await,

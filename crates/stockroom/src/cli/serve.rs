@@ -99,6 +99,19 @@ enum ServiceCommand {
     },
 }
 
+impl ServeArgs {
+    /// The name the service's traces carry.
+    pub(super) fn service_name(&self) -> &'static str {
+        match self.service {
+            ServiceCommand::Order { .. } => "order-service",
+            ServiceCommand::Data { .. } => "data-service",
+            ServiceCommand::Inventory { .. } => "inventory-service",
+            ServiceCommand::Payment { .. } => "payment-service",
+            ServiceCommand::Dashboard(_) => "dashboard",
+        }
+    }
+}
+
 pub(super) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let signal = async {
         shutdown_signal().await;
