@@ -101,7 +101,7 @@ pub async fn run(
 }
 
 async fn health() -> Json<serde_json::Value> {
-    Json(serde_json::json!({"status": "ok", "service": "data-service", "mode": "naive"}))
+    crate::health_document("data-service")
 }
 
 async fn inventory(State(state): State<DataState>) -> Result<Json<InventoryList>, NaiveError> {

@@ -106,7 +106,7 @@ pub async fn run(
 }
 
 async fn health() -> Json<serde_json::Value> {
-    Json(serde_json::json!({"status": "ok", "service": "inventory-service", "mode": "naive"}))
+    crate::health_document("inventory-service")
 }
 
 /// The naive bus: an event goes to the worker as often as it is delivered.

@@ -41,6 +41,21 @@ use tokio_util::sync::CancellationToken;
 
 pub use error::NaiveError;
 
+/// What the naive system says about itself wherever it announces itself:
+/// its ready line and every service's `/health`.
+pub const RACY_NOTICE: &str = "racy on purpose: the original system, which oversells and corrupts its data, for the race lab only";
+
+/// The `/health` document of a naive service: healthy, and racy on purpose.
+pub(crate) fn health_document(service: &str) -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({
+        "status": "ok",
+        "service": service,
+        "mode": "naive",
+        "racy": true,
+        "warning": RACY_NOTICE,
+    }))
+}
+
 /// The default race window: wide enough that every race of the lab shows
 /// within a few seconds of load, short enough that a run stays quick.
 pub const DEFAULT_RACE_WINDOW_MS: u64 = 50;

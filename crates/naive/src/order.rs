@@ -63,7 +63,7 @@ pub async fn run(
 }
 
 async fn health() -> Json<serde_json::Value> {
-    Json(serde_json::json!({"status": "ok", "service": "order-service", "mode": "naive"}))
+    crate::health_document("order-service")
 }
 
 /// Stores the order as `pending`, publishes it to the inventory worker, and

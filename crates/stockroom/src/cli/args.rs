@@ -1,6 +1,7 @@
 //! The argument groups several commands share: which system to run, where its
 //! storage and bus are, and how payment and expiry behave.
 
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -23,7 +24,9 @@ pub(super) enum Mode {
 #[derive(Debug, Args)]
 pub(super) struct ModeArgs {
     /// Which system to run; naive is wrong on purpose and only for the lab.
-    #[arg(long, global = true, value_enum, default_value_t = Mode::Fixed, env = "STOCKROOM_MODE")]
+    /// Only this flag selects it (no environment variable does), so a stray
+    /// setting can never start the racy system in place of Stockroom.
+    #[arg(long, global = true, value_enum, default_value_t = Mode::Fixed)]
     pub(super) mode: Mode,
     /// Naive mode: the pause at each spot where the original system races;
     /// wider makes every race happen.
@@ -44,6 +47,16 @@ fn parse_flow(text: &str) -> Result<NaiveFlow, String> {
 }
 
 impl ModeArgs {
+    /// Refuses to run the naive system on an address other machines can
+    /// reach: it oversells and corrupts its data on purpose.
+    pub(super) fn refuse_exposed_naive(&self, host: IpAddr) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.mode != Mode::Naive || host.is_loopback(),
+            "--mode naive runs the original, racy system and listens on loopback only; {host} is not a loopback address (use --host 127.0.0.1)"
+        );
+        Ok(())
+    }
+
     pub(super) fn windows(&self) -> anyhow::Result<RaceWindows> {
         anyhow::ensure!(
             self.race_window_ms <= stockroom_naive::MAX_RACE_WINDOW_MS,

@@ -203,6 +203,7 @@ pub(super) async fn serve_naive(args: ServeArgs) -> anyhow::Result<()> {
         shutdown_signal().await;
         tracing::info!("shutting down");
     };
+    args.mode.refuse_exposed_naive(args.host)?;
     let windows = args.mode.windows()?;
     tracing::warn!("NAIVE MODE: this service is racy on purpose; only for the race lab");
     match args.service {

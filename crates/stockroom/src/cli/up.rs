@@ -89,6 +89,7 @@ pub(super) async fn up(args: UpArgs) -> anyhow::Result<()> {
 
 /// `up --mode naive`: the original, racy system, for the lab only.
 pub(super) async fn up_naive(args: UpArgs) -> anyhow::Result<()> {
+    args.mode.refuse_exposed_naive(args.host)?;
     let config = NaiveConfig {
         data_dir: args.storage.data_dir.clone(),
         stock: read_stock(&args.storage)?.unwrap_or_else(crate::stock::default_stock),
@@ -117,8 +118,12 @@ pub(super) async fn up_naive(args: UpArgs) -> anyhow::Result<()> {
         dashboard::config(&urls.order, &urls.data, &urls.inventory, &urls.payment),
     );
     println!(
-        "stockroom ready: order={} data={} inventory={} payment={} dashboard={dashboard_url}",
-        urls.order, urls.data, urls.inventory, urls.payment
+        "stockroom ready: order={} data={} inventory={} payment={} dashboard={dashboard_url} mode=naive {}",
+        urls.order,
+        urls.data,
+        urls.inventory,
+        urls.payment,
+        stockroom_naive::RACY_NOTICE
     );
     shutdown_signal().await;
     tracing::info!("shutting down");

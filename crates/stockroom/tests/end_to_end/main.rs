@@ -12,6 +12,7 @@ mod faults;
 mod flow;
 mod harness;
 mod idempotency;
+mod naive_fence;
 mod redelivery;
 mod reservations;
 mod scale_out;
