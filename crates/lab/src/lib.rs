@@ -13,7 +13,8 @@ pub mod storm;
 pub use check::{CheckConfig, CheckError, CheckReport, HistorySource, run_check};
 pub use history::{EventType, HistoryEvent, HistoryWriter, OpValue, read_history};
 pub use lab::{
-    FixedLauncher, FixedRunning, FixedSpec, LabConfig, LabError, LabReport, Scenario,
-    ScenarioResult, SystemUrls, run_lab, run_scenario,
+    Cell, FixChoice, FixLabConfig, FixMatrix, FixRow, FixSubject, FixedLauncher, FixedRunning,
+    FixedSpec, LabConfig, LabError, LabReport, Scenario, ScenarioResult, SystemUrls, Verdict,
+    run_cell, run_fix_lab, run_lab, run_scenario, run_subject,
 };
 pub use storm::{RetryPolicy, StormConfig, StormError, StormReport, StormSummary, run_storm};

@@ -103,6 +103,9 @@ pub(super) async fn up_naive(args: UpArgs) -> anyhow::Result<()> {
         },
         windows: args.mode.windows()?,
         flow: args.mode.naive_flow,
+        fix: stockroom_naive::Fix::None,
+        redis_url: None,
+        crash_after_publish: false,
     };
     tracing::warn!(
         race_window_ms = args.mode.race_window_ms,

@@ -1,0 +1,170 @@
+//! What `lab --fixes` reports: one row per fix (with the write-up it comes
+//! from and its flash-sale throughput), one cell per scenario, and the
+//! matrix a user sees.
+
+use serde::{Deserialize, Serialize};
+
+use super::Scenario;
+
+/// What one run of one scenario against one fix decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    /// The scenario's race never showed.
+    Holds,
+    /// The scenario's race showed.
+    Breaks,
+    /// The cell could not run (no Redis, a start that failed).
+    NotRun,
+}
+
+/// One cell of the matrix.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Cell {
+    /// The scenario's name.
+    pub name: String,
+    /// Whether the fix held; false also when the cell could not run.
+    pub holds: bool,
+    pub verdict: Verdict,
+    /// What broke (the first finding of the scenario's race), what a holding
+    /// run did, or why the cell could not run.
+    pub evidence: String,
+    /// Runs it took: the first that broke, or every one that held.
+    pub attempts: u32,
+}
+
+impl Cell {
+    pub fn held(scenario: Scenario, evidence: String, attempts: u32) -> Cell {
+        Cell {
+            name: scenario.name().to_owned(),
+            holds: true,
+            verdict: Verdict::Holds,
+            evidence,
+            attempts,
+        }
+    }
+
+    pub fn broke(scenario: Scenario, evidence: String, attempts: u32) -> Cell {
+        Cell {
+            name: scenario.name().to_owned(),
+            holds: false,
+            verdict: Verdict::Breaks,
+            evidence,
+            attempts,
+        }
+    }
+
+    pub fn not_run(scenario: Scenario, reason: String) -> Cell {
+        Cell {
+            name: scenario.name().to_owned(),
+            holds: false,
+            verdict: Verdict::NotRun,
+            evidence: reason,
+            attempts: 0,
+        }
+    }
+
+    /// The cell as the matrix prints it: "holds", what broke ("available
+    /// -3" out of a check's "expected …, actual available -3"), or why it
+    /// did not run.
+    fn short(&self) -> String {
+        match self.verdict {
+            Verdict::Holds => "holds".to_owned(),
+            Verdict::Breaks => self
+                .evidence
+                .split_once(", actual ")
+                .map_or_else(|| self.evidence.clone(), |(_, actual)| actual.to_owned()),
+            Verdict::NotRun => self.evidence.clone(),
+        }
+    }
+}
+
+/// One fix's row.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FixRow {
+    pub name: String,
+    pub source: String,
+    /// Orders decided per second on the flash sale; `None` when not measured.
+    pub orders_per_s: Option<f64>,
+    pub scenarios: Vec<Cell>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FixMatrix {
+    /// The scenarios' names, in column order.
+    pub scenarios: Vec<String>,
+    pub fixes: Vec<FixRow>,
+}
+
+/// The widest a printed cell gets; longer evidence is cut (the JSON has it
+/// whole).
+pub const MAX_CELL_CHARS: usize = 30;
+
+fn cut(text: &str) -> String {
+    if text.chars().count() <= MAX_CELL_CHARS {
+        return text.to_owned();
+    }
+    let kept: String = text.chars().take(MAX_CELL_CHARS - 1).collect();
+    format!("{kept}…")
+}
+
+impl FixMatrix {
+    /// The matrix a user sees: one line per fix, one column per scenario,
+    /// then the throughput.
+    pub fn render(&self) -> String {
+        let mut header = vec!["fix".to_owned(), "from".to_owned()];
+        header.extend(self.scenarios.iter().cloned());
+        header.push("orders/s".to_owned());
+        let rows: Vec<Vec<String>> = self
+            .fixes
+            .iter()
+            .map(|row| {
+                let mut cells = vec![row.name.clone(), row.source.clone()];
+                cells.extend(row.scenarios.iter().map(|cell| cut(&cell.short())));
+                cells.push(
+                    row.orders_per_s
+                        .map_or_else(|| "-".to_owned(), |rate| format!("{rate:.0}")),
+                );
+                cells
+            })
+            .collect();
+        let widths: Vec<usize> = (0..header.len())
+            .map(|column| {
+                rows.iter()
+                    .chain([&header])
+                    .map(|row| row.get(column).map_or(0, |cell| cell.chars().count()))
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        let mut text = String::new();
+        for row in [&header].into_iter().chain(rows.iter()) {
+            let line: Vec<String> = row
+                .iter()
+                .zip(&widths)
+                .map(|(cell, width)| format!("{cell:width$}"))
+                .collect();
+            text.push_str(line.join("  ").trim_end());
+            text.push('\n');
+        }
+        let held: Vec<String> = self
+            .fixes
+            .iter()
+            .filter(|row| {
+                row.scenarios
+                    .iter()
+                    .all(|cell| cell.verdict == Verdict::Holds)
+            })
+            .map(|row| row.name.clone())
+            .collect();
+        text.push_str(&format!(
+            "\nholds every scenario: {}",
+            if held.is_empty() {
+                "none".to_owned()
+            } else {
+                held.join(", ")
+            }
+        ));
+        text
+    }
+}
