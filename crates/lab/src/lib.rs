@@ -8,6 +8,7 @@
 pub mod check;
 pub mod history;
 pub mod lab;
+pub mod last_byte;
 pub mod storm;
 
 pub use check::{CheckConfig, CheckError, CheckReport, HistorySource, run_check};
@@ -15,6 +16,6 @@ pub use history::{EventType, HistoryEvent, HistoryWriter, OpValue, read_history}
 pub use lab::{
     Cell, FixChoice, FixLabConfig, FixMatrix, FixRow, FixSubject, FixedLauncher, FixedRunning,
     FixedSpec, LabConfig, LabError, LabReport, Scenario, ScenarioResult, SystemUrls, Verdict,
-    run_cell, run_fix_lab, run_lab, run_scenario, run_subject,
+    run_cell, run_fix_lab, run_lab, run_scenario, run_scenario_synced, run_subject,
 };
 pub use storm::{RetryPolicy, StormConfig, StormError, StormReport, StormSummary, run_storm};

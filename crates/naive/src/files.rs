@@ -207,7 +207,9 @@ impl JsonFiles {
                 let _writing = self.write_locks[lock_index(name)].lock().await;
                 return self.write_in_place(name, &bytes).await;
             }
-            StorageDiscipline::InPlace | StorageDiscipline::Sqlite => {}
+            StorageDiscipline::InPlace
+            | StorageDiscipline::ComparedCycles
+            | StorageDiscipline::Sqlite => {}
         }
         self.write_in_place(name, &bytes).await
     }

@@ -57,6 +57,9 @@ pub enum StorageDiscipline {
     /// Each request's whole read-modify-write under the file's lock, saved by
     /// temporary file, fsync and rename.
     LockedCycles,
+    /// Each write's fresh read, comparison and save under the file's lock,
+    /// rewritten in place; the reads a request decides on stay outside it.
+    ComparedCycles,
     /// An SQLite database, each request one deferred transaction.
     Sqlite,
 }
@@ -140,6 +143,7 @@ impl Fix {
         match self {
             Fix::FileLockOnWrite => StorageDiscipline::LockedWrites,
             Fix::LockedAtomicReplace => StorageDiscipline::LockedCycles,
+            Fix::VersionCompareAndSwap => StorageDiscipline::ComparedCycles,
             Fix::SqliteTransaction => StorageDiscipline::Sqlite,
             _ => StorageDiscipline::InPlace,
         }

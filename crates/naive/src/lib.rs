@@ -342,6 +342,7 @@ pub async fn start(config: NaiveConfig) -> Result<RunningNaive, NaiveError> {
             data_url: data_url.clone(),
             inventory_url: inventory_url.clone(),
             windows,
+            fix,
             dedupe: redis
                 .clone()
                 .filter(|_| fix.publisher_dedupe())

@@ -16,12 +16,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use stockroom_contract::PlaceOrderRequest;
-use stockroom_contract::{HistoryEntry, Order, OrderDocument, OrderList};
+use stockroom_contract::{HistoryEntry, Order, OrderDocument, OrderLine, OrderList};
 use stockroom_domain::{OrderStatus, PaymentStatus, ReleaseReason};
 use stockroom_http_kit::{JsonBody, ServiceClient};
 use tokio::net::TcpListener;
 
 use crate::data::{Units, now};
+use crate::fix::{Fix, VersionCheck};
 use crate::inventory::OrderEvent;
 use crate::publisher::{PublishDedupe, Published};
 use crate::{NaiveError, RaceWindows};
@@ -38,6 +39,9 @@ pub struct OrderConfig {
     pub data_url: String,
     pub inventory_url: String,
     pub windows: RaceWindows,
+    /// The fix the system runs with (the cancel's order of writes depends
+    /// on whether order writes check versions).
+    pub fix: Fix,
     /// Fix 5 as written, when set.
     pub dedupe: Option<PublishDedupe>,
     /// The lab's fault: crash right after publishing, before marking the
@@ -50,6 +54,7 @@ struct OrderState {
     data: ServiceClient,
     inventory: ServiceClient,
     windows: RaceWindows,
+    fix: Fix,
     dedupe: Option<PublishDedupe>,
     crash_after_publish: bool,
 }
@@ -59,6 +64,7 @@ pub fn router(config: &OrderConfig) -> Router {
         data: ServiceClient::new("data-service", &config.data_url),
         inventory: ServiceClient::new("inventory-service", &config.inventory_url),
         windows: config.windows,
+        fix: config.fix,
         dedupe: config.dedupe.clone(),
         crash_after_publish: config.crash_after_publish,
     };
@@ -142,6 +148,19 @@ async fn place_order(
     Ok((StatusCode::CREATED, Json(created)).into_response())
 }
 
+async fn release_items(state: &OrderState, items: &[OrderLine]) -> Result<(), NaiveError> {
+    for line in items {
+        let _: serde_json::Value = state
+            .data
+            .post(
+                &format!("/inventory/{}/release", line.product.name),
+                &Units::of(line.quantity),
+            )
+            .await?;
+    }
+    Ok(())
+}
+
 /// Publishes `event` to the inventory worker, through fix 5's Redis
 /// de-duplication when it is on.
 async fn publish(
@@ -209,16 +228,14 @@ async fn cancel_order(
             "order status changed meanwhile; continuing with the copy read first"
         );
     }
-    if stale.status == OrderStatus::Reserved {
-        for line in &stale.items {
-            let _: serde_json::Value = state
-                .data
-                .post(
-                    &format!("/inventory/{}/release", line.product.name),
-                    &Units::of(line.quantity),
-                )
-                .await?;
-        }
+    let release = stale.status == OrderStatus::Reserved;
+    let items = stale.items.clone();
+    // The original released the stock first and wrote the order after; with
+    // a version check, the write goes first, so that a refused write
+    // releases nothing.
+    let write_first = state.fix.version_check() != VersionCheck::None;
+    if release && !write_first {
+        release_items(&state, &items).await?;
     }
     let mut order = stale;
     let at = now();
@@ -237,5 +254,8 @@ async fn cancel_order(
         .data
         .post(&format!("/orders/{order_id}/replace"), &order)
         .await?;
+    if release && write_first {
+        release_items(&state, &items).await?;
+    }
     Ok(Json(saved))
 }

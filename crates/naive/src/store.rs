@@ -62,7 +62,12 @@ impl Store {
     /// storage discipline locks cycles; a transaction on SQLite.
     pub async fn begin(&self, document: Document) -> Result<Session, NaiveError> {
         match self {
-            Store::Files(files) if files.discipline() == StorageDiscipline::LockedCycles => {
+            Store::Files(files)
+                if matches!(
+                    files.discipline(),
+                    StorageDiscipline::LockedCycles | StorageDiscipline::ComparedCycles
+                ) =>
+            {
                 self.locked(document).await
             }
             Store::Files(_) => self.unlocked(),

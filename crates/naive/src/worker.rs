@@ -152,13 +152,19 @@ impl Worker {
         Ok(())
     }
 
-    /// "Is there stock?" for every item, in remote calls.
-    async fn enough_stock(&self, order: &Order) -> Result<bool, NaiveError> {
-        for line in &order.items {
+    /// "Is there stock?" for every item, in remote calls (with the fencing
+    /// token, when the fix fences).
+    async fn enough_stock(&self, run: &Run<'_>) -> Result<bool, NaiveError> {
+        for line in &run.order.items {
+            let fence = run
+                .tokens
+                .get(&line.product.name)
+                .map(|token| format!("&fencingToken={token}"))
+                .unwrap_or_default();
             let check: StockCheck = self
                 .data
                 .get(&format!(
-                    "/inventory/{}/check?quantity={}",
+                    "/inventory/{}/check?quantity={}{fence}",
                     line.product.name, line.quantity
                 ))
                 .await?;
@@ -256,7 +262,7 @@ impl Worker {
     async fn decide(&self, run: &mut Run<'_>) -> Result<(), NaiveError> {
         match self.flow {
             NaiveFlow::TwoCalls => {
-                if !self.enough_stock(run.order).await? {
+                if !self.enough_stock(run).await? {
                     return self.reject(run, INSUFFICIENT_STOCK).await;
                 }
                 tokio::time::sleep(Duration::from_millis(self.windows.two_call_ms)).await;
@@ -264,7 +270,7 @@ impl Worker {
             }
             NaiveFlow::StorageCheck => self.reserve_then_pay_with(run, "reserve").await,
             NaiveFlow::PayFirst => {
-                if !self.enough_stock(run.order).await? {
+                if !self.enough_stock(run).await? {
                     return self.reject(run, INSUFFICIENT_STOCK).await;
                 }
                 self.pay_and_commit(run, "sell").await

@@ -32,6 +32,7 @@ pub(super) async fn drive(
     scenario: Scenario,
     urls: &SystemUrls,
     side: Side,
+    sync: bool,
     data_dir: Option<PathBuf>,
 ) -> Result<SideOutcome, LabError> {
     let run_error = |message: String| LabError::Run {
@@ -43,6 +44,7 @@ pub(super) async fn drive(
     let mut storm = StormConfig::new(&urls.order, STORM_ORDERS);
     storm.concurrency = STORM_ORDERS as usize;
     storm.keep_history = true;
+    storm.sync = sync;
     match scenario {
         Scenario::DuplicateDelivery | Scenario::StaleOrder | Scenario::CrashAfterPublish => {
             storm.orders = Some(STORM_ORDERS / 2);

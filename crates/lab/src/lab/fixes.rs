@@ -84,6 +84,8 @@ pub struct FixLabConfig {
     pub redis_url: Option<String>,
     /// Whether to measure each row's flash-sale throughput.
     pub throughput: bool,
+    /// Send each scenario's storm with last-byte synchronisation.
+    pub sync: bool,
 }
 
 /// Whether Redis answers at `url`, and if not, why.
@@ -174,9 +176,11 @@ pub async fn run_cell(
                     fix,
                     redis_url: config.redis_url.clone(),
                 };
-                run_naive(scenario, config.race_window_ms, &choice).await
+                run_naive(scenario, config.race_window_ms, config.sync, &choice).await
             }
-            FixSubject::Stockroom => run_fixed(scenario, config.race_window_ms, launcher).await,
+            FixSubject::Stockroom => {
+                run_fixed(scenario, config.race_window_ms, config.sync, launcher).await
+            }
         };
         let outcome = match outcome {
             Ok(outcome) => outcome,

@@ -219,6 +219,8 @@ pub trait FixedLauncher: Send + Sync {
 pub struct LabConfig {
     pub scenarios: Vec<Scenario>,
     pub race_window_ms: u64,
+    /// Send each scenario's storm with last-byte synchronisation.
+    pub sync: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -243,11 +245,15 @@ pub async fn run_lab(
 ) -> Result<LabReport, LabError> {
     let mut scenarios = Vec::new();
     for scenario in &config.scenarios {
-        scenarios.push(run_scenario(*scenario, config.race_window_ms, launcher).await?);
+        scenarios.push(
+            run_scenario_synced(*scenario, config.race_window_ms, config.sync, launcher).await?,
+        );
     }
-    let passed = scenarios
-        .iter()
-        .all(|result| result.naive_reproduced && result.fixed_violations == 0);
+    // With every race window shut, whether a race still shows is a finding
+    // (the synchronised storm's), not a requirement.
+    let passed = scenarios.iter().all(|result| {
+        (result.naive_reproduced || config.race_window_ms == 0) && result.fixed_violations == 0
+    });
     Ok(LabReport { passed, scenarios })
 }
 
@@ -264,6 +270,17 @@ pub async fn run_scenario(
     race_window_ms: u64,
     launcher: &dyn FixedLauncher,
 ) -> Result<ScenarioResult, LabError> {
+    run_scenario_synced(scenario, race_window_ms, false, launcher).await
+}
+
+/// Runs one scenario on both systems, its storm synchronised by last bytes
+/// when `sync` is set.
+pub async fn run_scenario_synced(
+    scenario: Scenario,
+    race_window_ms: u64,
+    sync: bool,
+    launcher: &dyn FixedLauncher,
+) -> Result<ScenarioResult, LabError> {
     let started = Instant::now();
     let signatures = scenario.signatures();
     let reproduced = |outcome: &SideOutcome| {
@@ -275,14 +292,17 @@ pub async fn run_scenario(
     let naive_runs = async {
         let mut attempts = 1;
         loop {
-            let outcome = run_naive(scenario, race_window_ms, &FixChoice::default()).await?;
+            let outcome = run_naive(scenario, race_window_ms, sync, &FixChoice::default()).await?;
             if reproduced(&outcome) || attempts >= MAX_NAIVE_ATTEMPTS {
                 return Ok::<_, LabError>((outcome, attempts));
             }
             attempts += 1;
         }
     };
-    let (naive, fixed) = tokio::join!(naive_runs, run_fixed(scenario, race_window_ms, launcher));
+    let (naive, fixed) = tokio::join!(
+        naive_runs,
+        run_fixed(scenario, race_window_ms, sync, launcher)
+    );
     let (naive, naive_attempts) = naive?;
     let fixed = fixed?;
     let mut anomalies = naive.anomalies;

@@ -149,10 +149,10 @@ pub(super) fn fixed_summary(
         storm.reserved, storm.rejected
     )];
     parts.extend(notes.iter().cloned());
+    let checked = check.checked().count();
     parts.push(format!(
-        "{}/{} checks hold",
-        check.checks.len() - check.violations,
-        check.checks.len()
+        "{}/{checked} checks hold",
+        checked - check.violations
     ));
     parts.join(", ")
 }

@@ -86,6 +86,7 @@ fn temporary_directory(scenario: Scenario) -> Result<tempfile::TempDir, LabError
 pub(super) async fn run_naive(
     scenario: Scenario,
     window_ms: u64,
+    sync: bool,
     choice: &FixChoice,
 ) -> Result<SideOutcome, LabError> {
     let directory = temporary_directory(scenario)?;
@@ -114,6 +115,7 @@ pub(super) async fn run_naive(
         scenario,
         &urls,
         Side::Naive,
+        sync,
         Some(directory.path().to_owned()),
     )
     .await;
@@ -124,6 +126,7 @@ pub(super) async fn run_naive(
 pub(super) async fn run_fixed(
     scenario: Scenario,
     window_ms: u64,
+    sync: bool,
     launcher: &dyn FixedLauncher,
 ) -> Result<SideOutcome, LabError> {
     let directory = temporary_directory(scenario)?;
@@ -148,6 +151,7 @@ pub(super) async fn run_fixed(
         scenario,
         &running.urls(),
         Side::Fixed,
+        sync,
         Some(directory.path().to_owned()),
     )
     .await;

@@ -21,8 +21,8 @@ pub const FLASH_PAYMENT_MS: u64 = 10;
 /// How often the sale's orders are read while they are decided.
 pub const FLASH_POLL_MS: u64 = 25;
 
-/// The sale ends when no order was decided for this long (a fix whose
-/// requests fail leaves orders stuck; they are not waited for).
+/// The sale ends when no order changed for this long (a fix whose requests
+/// fail leaves orders stuck; they are not waited for).
 pub const FLASH_IDLE_MS: u64 = 2_000;
 
 /// The longest a sale may take.
@@ -75,8 +75,10 @@ pub async fn flash_sale_fixed(launcher: &dyn FixedLauncher) -> Result<f64, Strin
     rate
 }
 
-/// Places the sale's orders at once and waits until they are decided;
-/// answers orders decided per second.
+/// Places the sale's orders at once and waits until the system is done with
+/// them: every order in a final status, or nothing changing any more (a fix
+/// whose requests fail, or that loses orders, never gets every order to a
+/// final status). Answers the sale's orders per second of that time.
 async fn flash_sale(urls: &SystemUrls) -> Result<f64, String> {
     let started = Instant::now();
     let mut storm = StormConfig::new(&urls.order, FLASH_ORDERS);
@@ -88,32 +90,34 @@ async fn flash_sale(urls: &SystemUrls) -> Result<f64, String> {
         .build()
         .map_err(|error| error.to_string())?;
     let deadline = started + Duration::from_millis(FLASH_TIMEOUT_MS);
-    let mut decided = 0;
-    let mut last_progress = Instant::now();
-    let mut finished_at = Instant::now();
-    while Instant::now() < deadline
-        && last_progress.elapsed() < Duration::from_millis(FLASH_IDLE_MS)
+    let mut previous = None;
+    let mut last_change = Instant::now();
+    while Instant::now() < deadline && last_change.elapsed() < Duration::from_millis(FLASH_IDLE_MS)
     {
-        let now_decided = decided_orders(&http, &urls.data).await.unwrap_or(decided);
-        if now_decided > decided {
-            decided = now_decided;
-            last_progress = Instant::now();
-            finished_at = last_progress;
-        }
-        if decided >= FLASH_ORDERS as usize {
-            break;
+        if let Ok((statuses, decided)) = order_statuses(&http, &urls.data).await {
+            if previous.as_ref() != Some(&statuses) {
+                previous = Some(statuses);
+                last_change = Instant::now();
+            }
+            if decided >= FLASH_ORDERS as usize {
+                break;
+            }
         }
         tokio::time::sleep(Duration::from_millis(FLASH_POLL_MS)).await;
     }
-    let seconds = finished_at.duration_since(started).as_secs_f64();
-    if decided == 0 || seconds <= 0.0 {
-        return Err("no order was decided".into());
+    let seconds = last_change.duration_since(started).as_secs_f64();
+    if previous.is_none() || seconds <= 0.0 {
+        return Err("the orders could never be read".into());
     }
-    Ok(decided as f64 / seconds)
+    Ok(FLASH_ORDERS as f64 / seconds)
 }
 
-/// Orders in a final status (fulfilled, rejected, cancelled).
-async fn decided_orders(http: &reqwest::Client, data_url: &str) -> Result<usize, String> {
+/// Every order's status, and how many are final (fulfilled, rejected,
+/// cancelled).
+async fn order_statuses(
+    http: &reqwest::Client,
+    data_url: &str,
+) -> Result<(Vec<String>, usize), String> {
     let page: serde_json::Value = http
         .get(format!("{data_url}/orders?limit=500"))
         .send()
@@ -122,18 +126,18 @@ async fn decided_orders(http: &reqwest::Client, data_url: &str) -> Result<usize,
         .json()
         .await
         .map_err(|error| error.to_string())?;
-    Ok(page["orders"]
+    let statuses: Vec<String> = page["orders"]
         .as_array()
         .map(|orders| {
             orders
                 .iter()
-                .filter(|order| {
-                    matches!(
-                        order["status"].as_str(),
-                        Some("fulfilled" | "rejected" | "cancelled")
-                    )
-                })
-                .count()
+                .map(|order| order["status"].as_str().unwrap_or("").to_owned())
+                .collect()
         })
-        .unwrap_or(0))
+        .unwrap_or_default();
+    let decided = statuses
+        .iter()
+        .filter(|status| matches!(status.as_str(), "fulfilled" | "rejected" | "cancelled"))
+        .count();
+    Ok((statuses, decided))
 }

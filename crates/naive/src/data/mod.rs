@@ -186,8 +186,11 @@ async fn inventory_item(
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct CheckQuery {
     quantity: i64,
+    /// The fencing fix: the lock holder's token, registered with the read.
+    fencing_token: Option<u64>,
 }
 
 /// "Is there stock?": the first of the worker's two remote calls.
@@ -197,6 +200,9 @@ async fn check_stock(
     query: Result<Query<CheckQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<StockCheck>, NaiveError> {
     let Query(query) = query.map_err(|rejection| NaiveError::Invalid(rejection.body_text()))?;
+    if let Some(token) = query.fencing_token {
+        stock::register_fence(&state, &product, token).await?;
+    }
     let mut file = read(&state, Document::Inventory)
         .await?
         .load_inventory()

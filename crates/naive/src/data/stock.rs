@@ -93,14 +93,15 @@ async fn modify_item(
     save_item(session, file, product).await
 }
 
-/// Checks the stock and reserves it on one fresh read under the inventory's
-/// lock (or in one transaction): the fixed `reserveStock` of fixes 3 and 4,
-/// and the deployed conditional update. The processed-events fix records the
-/// event in the same write.
-async fn reserve_checked(
+/// Reserves on one fresh read under the inventory's lock (or in one
+/// transaction). With `check_stock`, it checks the stock first: the fixed
+/// `reserveStock` of fixes 3 and 4, and the deployed conditional update. The
+/// processed-events fix records the event in the same write.
+async fn reserve_locked(
     state: &DataState,
     product: &str,
     units: &Units,
+    check_stock: bool,
 ) -> Result<Json<InventoryItemDocument>, NaiveError> {
     let mut session = state.store.locked(Document::Inventory).await?;
     let mut file = session.load_inventory().await?;
@@ -108,7 +109,7 @@ async fn reserve_checked(
     check_fence(&mut file, product, units.fencing_token)?;
     let item = find_item(&mut file.inventory, product)?;
     let available = item.quantity - item.reserved_quantity;
-    if available < units.quantity {
+    if check_stock && available < units.quantity {
         return Err(insufficient(item, units.quantity, available));
     }
     item.reserved_quantity += units.quantity;
@@ -130,12 +131,27 @@ pub(super) async fn hold(
     JsonBody(units): JsonBody<Units>,
 ) -> Result<Json<InventoryItemDocument>, NaiveError> {
     if state.fix.checked_reserve() || units.event_id.is_some() {
-        return reserve_checked(&state, &product, &units).await;
+        return reserve_locked(&state, &product, &units, state.fix.checked_reserve()).await;
     }
     modify_item(&state, &product, &units, |item| {
         item.reserved_quantity += units.quantity
     })
     .await
+}
+
+/// The fencing fix's stock check: the lock holder presents its token with
+/// the read it decides on, so that storage refuses every later write of an
+/// older holder, whose decision rests on what may be a stale read.
+pub(super) async fn register_fence(
+    state: &DataState,
+    product: &str,
+    token: u64,
+) -> Result<(), NaiveError> {
+    let mut session = state.store.locked(Document::Inventory).await?;
+    let mut file = session.load_inventory().await?;
+    check_fence(&mut file, product, Some(token))?;
+    session.save_inventory(file).await?;
+    session.commit().await
 }
 
 /// Check-then-reserve in storage: available is computed, the window passes,

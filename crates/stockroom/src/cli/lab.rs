@@ -38,6 +38,11 @@ pub(super) struct LabArgs {
     /// With --fixes: skip the throughput runs.
     #[arg(long, requires = "fixes")]
     no_throughput: bool,
+    /// Send each scenario's storm with last-byte synchronisation, so its
+    /// orders reach the system in the same instant (try it with
+    /// --race-window-ms 0: which races still show without any widening).
+    #[arg(long)]
+    sync: bool,
     /// The Redis the Redis fixes use; without one their rows say so.
     #[arg(long, default_value = DEFAULT_REDIS_URL, env = "STOCKROOM_REDIS_URL")]
     redis_url: String,
@@ -76,6 +81,7 @@ pub(super) async fn lab(args: LabArgs) -> anyhow::Result<ExitCode> {
             race_window_ms: args.race_window_ms,
             redis_url: Some(args.redis_url),
             throughput: !args.no_throughput,
+            sync: args.sync,
         };
         let matrix = stockroom_lab::run_fix_lab(&config, &InProcessLauncher).await;
         // Every cell ran, and Stockroom (when in the matrix) held everywhere:
@@ -92,6 +98,7 @@ pub(super) async fn lab(args: LabArgs) -> anyhow::Result<ExitCode> {
     let config = LabConfig {
         scenarios,
         race_window_ms: args.race_window_ms,
+        sync: args.sync,
     };
     let report = stockroom_lab::run_lab(&config, &InProcessLauncher).await?;
     print_verdict(args.json, &report, report.render(), report.passed)

@@ -218,6 +218,7 @@ pub(super) async fn serve_naive(args: ServeArgs) -> anyhow::Result<()> {
                 data_url,
                 inventory_url,
                 windows,
+                fix: stockroom_naive::Fix::None,
                 dedupe: None,
                 crash_after_publish: false,
             };
