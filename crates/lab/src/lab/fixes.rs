@@ -86,6 +86,24 @@ pub struct FixLabConfig {
     pub throughput: bool,
     /// Send each scenario's storm with last-byte synchronisation.
     pub sync: bool,
+    /// Runs of a cell before it is said to hold (it breaks at the first run
+    /// that shows its race); the lab uses [`MAX_NAIVE_ATTEMPTS`].
+    pub attempts: u32,
+}
+
+impl FixLabConfig {
+    /// Every fix against every scenario, as `lab --fixes` runs them.
+    pub fn new(race_window_ms: u64, redis_url: Option<String>) -> FixLabConfig {
+        FixLabConfig {
+            subjects: FixSubject::all(),
+            scenarios: Scenario::ALL.to_vec(),
+            race_window_ms,
+            redis_url,
+            throughput: true,
+            sync: false,
+            attempts: MAX_NAIVE_ATTEMPTS,
+        }
+    }
 }
 
 /// Whether Redis answers at `url`, and if not, why.
@@ -160,7 +178,7 @@ pub async fn run_subject(
 }
 
 /// Runs one scenario against one subject until its race shows, at most
-/// [`MAX_NAIVE_ATTEMPTS`] times.
+/// `config.attempts` times.
 pub async fn run_cell(
     subject: FixSubject,
     scenario: Scenario,
@@ -169,7 +187,8 @@ pub async fn run_cell(
 ) -> Cell {
     let signatures = scenario.signatures();
     let mut last = None;
-    for attempt in 1..=MAX_NAIVE_ATTEMPTS {
+    let attempts = config.attempts.max(1);
+    for attempt in 1..=attempts {
         let outcome = match subject {
             FixSubject::Naive(fix) => {
                 let choice = FixChoice {
@@ -199,7 +218,7 @@ pub async fn run_cell(
         anomalies: Vec::new(),
         summary: String::new(),
     });
-    Cell::held(scenario, held_evidence(&outcome), MAX_NAIVE_ATTEMPTS)
+    Cell::held(scenario, held_evidence(&outcome), attempts)
 }
 
 /// What a holding run still showed besides its scenario's race (stuck

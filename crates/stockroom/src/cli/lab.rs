@@ -71,18 +71,13 @@ pub(super) async fn lab(args: LabArgs) -> anyhow::Result<ExitCode> {
         args.scenario
     };
     if args.fixes {
-        let config = FixLabConfig {
-            subjects: if args.fix.is_empty() {
-                FixSubject::all()
-            } else {
-                args.fix
-            },
-            scenarios,
-            race_window_ms: args.race_window_ms,
-            redis_url: Some(args.redis_url),
-            throughput: !args.no_throughput,
-            sync: args.sync,
-        };
+        let mut config = FixLabConfig::new(args.race_window_ms, Some(args.redis_url));
+        if !args.fix.is_empty() {
+            config.subjects = args.fix;
+        }
+        config.scenarios = scenarios;
+        config.throughput = !args.no_throughput;
+        config.sync = args.sync;
         let matrix = stockroom_lab::run_fix_lab(&config, &InProcessLauncher).await;
         // Every cell ran, and Stockroom (when in the matrix) held everywhere:
         // the other rows' verdicts are findings, not failures.
