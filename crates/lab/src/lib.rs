@@ -1,6 +1,8 @@
 //! Stockroom's race lab as a library: the `storm` load generator, the `check`
 //! invariant checker, Jepsen-shaped histories, and the `lab` that runs the
-//! original system's seven races against the naive mode and the fixed system.
+//! original system's races against the naive mode and the fixed system (and
+//! every fix its authors proposed against every race), and `last_byte`, the
+//! synchronised sending of a storm's requests.
 //!
 //! Everything here talks plain HTTP to the contract's endpoints, so `storm`
 //! and `check` work against any service that speaks it.

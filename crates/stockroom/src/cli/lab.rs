@@ -17,7 +17,8 @@ use crate::system::{self, Ports, RunningSystem, SystemConfig};
 #[derive(Debug, Args)]
 pub(super) struct LabArgs {
     /// Run only this scenario (repeatable): lost-update, toctou, torn-writes,
-    /// stale-order, two-calls, pay-before-reserve, duplicate-delivery.
+    /// stale-order, two-calls, pay-before-reserve, duplicate-delivery,
+    /// lock-expiry, crash-after-publish.
     #[arg(long, value_parser = parse_scenario)]
     scenario: Vec<Scenario>,
     /// The naive system's race window.
