@@ -64,19 +64,39 @@ impl Cell {
         }
     }
 
-    /// The cell as the matrix prints it: "holds", what broke ("available
-    /// -3" out of a check's "expected …, actual available -3"), or why it
-    /// did not run.
-    fn short(&self) -> String {
+    /// The cell as the matrix prints it: "holds", what broke in a few words
+    /// (see [`short_evidence`]), or why it did not run.
+    pub fn short(&self) -> String {
         match self.verdict {
             Verdict::Holds => "holds".to_owned(),
-            Verdict::Breaks => self
-                .evidence
-                .split_once(", actual ")
-                .map_or_else(|| self.evidence.clone(), |(_, actual)| actual.to_owned()),
+            Verdict::Breaks => short_evidence(&self.evidence),
             Verdict::NotRun => self.evidence.clone(),
         }
     }
+}
+
+/// A finding in a few words: "available -3" out of a check's "expected …,
+/// actual available -3", "status reverted" out of the watcher's "status
+/// reverted fulfilled→cancelled (3 orders)", "torn reads" out of a torn
+/// file's headline, "10 charged twice" out of "order charged twice (10
+/// orders)".
+pub fn short_evidence(evidence: &str) -> String {
+    if let Some((_, actual)) = evidence.split_once(", actual ") {
+        return actual.to_owned();
+    }
+    if evidence.starts_with("status reverted") {
+        return "status reverted".to_owned();
+    }
+    if evidence.contains("mid-write") || evidence.contains("garbled") {
+        return "torn reads".to_owned();
+    }
+    if let Some(count) = evidence
+        .strip_prefix("order charged twice (")
+        .and_then(|rest| rest.split_whitespace().next())
+    {
+        return format!("{count} charged twice");
+    }
+    evidence.to_owned()
 }
 
 /// One fix's row.
@@ -98,7 +118,7 @@ pub struct FixMatrix {
 
 /// The widest a printed cell gets; longer evidence is cut (the JSON has it
 /// whole).
-pub const MAX_CELL_CHARS: usize = 30;
+pub const MAX_CELL_CHARS: usize = 24;
 
 fn cut(text: &str) -> String {
     if text.chars().count() <= MAX_CELL_CHARS {

@@ -29,7 +29,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use stockroom_contract::StockLine;
 
-pub use self::fix_report::{Cell, FixMatrix, FixRow, MAX_CELL_CHARS, Verdict};
+pub use self::fix_report::{Cell, FixMatrix, FixRow, MAX_CELL_CHARS, Verdict, short_evidence};
 pub use self::fixes::{FixLabConfig, FixSubject, probe_redis, run_cell, run_fix_lab, run_subject};
 pub use self::report::{LabReport, ScenarioResult};
 pub use self::scenario::FixChoice;
