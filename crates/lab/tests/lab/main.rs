@@ -8,3 +8,4 @@ mod fixes;
 mod history;
 mod monitor;
 mod scenarios;
+mod sync;
