@@ -2,12 +2,11 @@
 //! original, racy system (an environment variable never does), it refuses an
 //! address other machines can reach, and it says it is racy on purpose.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 
 use serde_json::Value;
 
-use crate::harness::get;
+use crate::harness::{get, ready_url, spawn_up};
 
 /// A `stockroom up` child process and its ready line.
 struct Up {
@@ -25,50 +24,16 @@ impl Drop for Up {
 
 impl Up {
     fn url(&self, name: &str) -> String {
-        self.ready
-            .split_whitespace()
-            .find_map(|field| field.strip_prefix(&format!("{name}=")))
-            .unwrap_or_else(|| panic!("no {name}= in the ready line {:?}", self.ready))
-            .to_owned()
+        ready_url(&self.ready, name)
     }
 }
-
-const EPHEMERAL_PORTS: [&str; 10] = [
-    "--order-port",
-    "0",
-    "--data-port",
-    "0",
-    "--inventory-port",
-    "0",
-    "--payment-port",
-    "0",
-    "--dashboard-port",
-    "0",
-];
 
 /// Starts `stockroom up` with `extra` arguments and `STOCKROOM_MODE=naive` in
 /// its environment, and reads its ready line.
 fn up_with_naive_environment(extra: &[&str]) -> Up {
     let directory = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_stockroom"))
-        .args(["up", "--data-dir"])
-        .arg(directory.path())
-        .args(EPHEMERAL_PORTS)
-        .args(extra)
-        .env("STOCKROOM_MODE", "naive")
-        .env("STOCKROOM_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("stockroom starts");
-    let mut ready = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut ready)
-        .unwrap();
-    assert!(
-        ready.starts_with("stockroom ready:"),
-        "unexpected first line: {ready:?}"
-    );
+    let environment = [("STOCKROOM_MODE", "naive"), ("STOCKROOM_LOG", "error")];
+    let (child, ready) = spawn_up(directory.path(), extra, &environment);
     Up {
         child,
         ready,
