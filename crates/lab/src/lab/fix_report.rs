@@ -8,7 +8,7 @@ use super::Scenario;
 
 /// What one run of one scenario against one fix decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum Verdict {
     /// The scenario's race never showed.
     Holds,
@@ -70,7 +70,12 @@ impl Cell {
         match self.verdict {
             Verdict::Holds => "holds".to_owned(),
             Verdict::Breaks => short_evidence(&self.evidence),
-            Verdict::NotRun => self.evidence.clone(),
+            // "skipped: no Redis (…why…)": the reason's first words; the
+            // JSON has it whole.
+            Verdict::NotRun => self
+                .evidence
+                .split_once(" (")
+                .map_or_else(|| self.evidence.clone(), |(first, _)| first.to_owned()),
         }
     }
 }
