@@ -208,3 +208,42 @@ impl std::str::FromStr for Fix {
             })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_fix_parses_back_from_its_name() {
+        for fix in Fix::ALL {
+            assert_eq!(fix.name().parse::<Fix>(), Ok(fix));
+        }
+        assert!("no-such-fix".parse::<Fix>().is_err());
+    }
+
+    #[test]
+    fn only_the_redis_rows_need_redis() {
+        let needing: Vec<Fix> = Fix::ALL
+            .into_iter()
+            .filter(|fix| fix.needs_redis())
+            .collect();
+        assert_eq!(
+            needing,
+            [
+                Fix::RedisPublisherDedupe,
+                Fix::RedisLock,
+                Fix::RedisLockFencing,
+                Fix::RedisLockConditionalUpdate
+            ]
+        );
+    }
+
+    #[test]
+    fn the_original_system_fixes_nothing() {
+        let none = Fix::None;
+        assert_eq!(none.storage(), StorageDiscipline::InPlace);
+        assert_eq!(none.version_check(), VersionCheck::None);
+        assert!(!none.checked_reserve() && !none.processed_events() && !none.publisher_dedupe());
+        assert_eq!(none.worker_lock(), None);
+    }
+}

@@ -68,7 +68,11 @@ impl Cell {
     /// (see [`short_evidence`]), or why it did not run.
     pub fn short(&self) -> String {
         match self.verdict {
-            Verdict::Holds => "holds".to_owned(),
+            // A fix that holds by refusing orders says so.
+            Verdict::Holds => match failed_orders(&self.evidence) {
+                Some(failed) => format!("holds, {failed} failed"),
+                None => "holds".to_owned(),
+            },
             Verdict::Breaks => short_evidence(&self.evidence),
             // "skipped: no Redis (…why…)": the reason's first words; the
             // JSON has it whole.
@@ -102,6 +106,15 @@ pub fn short_evidence(evidence: &str) -> String {
         return format!("{count} charged twice");
     }
     evidence.to_owned()
+}
+
+/// The "N failed" of a run's summary ("5 reserved, 0 rejected, 15 failed,
+/// …"): orders the system answered with an error.
+fn failed_orders(evidence: &str) -> Option<u64> {
+    evidence.split(", ").find_map(|part| {
+        part.strip_suffix(" failed")
+            .and_then(|count| count.parse().ok())
+    })
 }
 
 /// One fix's row.
@@ -191,5 +204,45 @@ impl FixMatrix {
             }
         ));
         text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn findings_print_in_a_few_words() {
+        assert_eq!(
+            short_evidence("Laptop: expected available >= 0, actual available -3"),
+            "available -3"
+        );
+        assert_eq!(
+            short_evidence("status reverted fulfilled→cancelled (3 orders)"),
+            "status reverted"
+        );
+        assert_eq!(
+            short_evidence("orders.json truncated mid-write: 7 reads failed"),
+            "torn reads"
+        );
+        assert_eq!(
+            short_evidence("order charged twice (10 orders)"),
+            "10 charged twice"
+        );
+    }
+
+    #[test]
+    fn a_cell_that_holds_by_refusing_orders_says_so() {
+        let held = Cell::held(
+            Scenario::Toctou,
+            "5 reserved, 0 rejected, 15 failed, 13/14 checks hold".into(),
+            3,
+        );
+        assert_eq!(held.short(), "holds, 15 failed");
+        let clean = Cell::held(Scenario::Toctou, "5 reserved, 15 rejected".into(), 3);
+        assert_eq!(clean.short(), "holds");
+        let skipped = Cell::not_run(Scenario::Toctou, "skipped: no Redis (refused)".into());
+        assert_eq!(skipped.short(), "skipped: no Redis");
+        assert!(!skipped.holds);
     }
 }

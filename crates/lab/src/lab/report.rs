@@ -148,6 +148,9 @@ pub(super) fn fixed_summary(
         "{} reserved, {} rejected",
         storm.reserved, storm.rejected
     )];
+    if storm.errors > 0 {
+        parts.push(format!("{} failed", storm.errors));
+    }
     parts.extend(notes.iter().cloned());
     let checked = check.checked().count();
     parts.push(format!(
