@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use stockroom_naive::{NaiveConfig, NaiveFlow, RaceWindows};
 
+use super::probes::get_json;
 use super::scenario::{FixChoice, stock};
 use super::{AMPLE_STOCK, FixedLauncher, FixedSpec, LAB_REQUEST_TIMEOUT_MS, SystemUrls};
 use crate::storm::{StormConfig, run_storm};
@@ -121,14 +122,7 @@ async fn order_statuses(
     http: &reqwest::Client,
     data_url: &str,
 ) -> Result<(Vec<String>, usize), String> {
-    let page: serde_json::Value = http
-        .get(format!("{data_url}/orders?limit=500"))
-        .send()
-        .await
-        .map_err(|error| error.to_string())?
-        .json()
-        .await
-        .map_err(|error| error.to_string())?;
+    let page: serde_json::Value = get_json(http, &format!("{data_url}/orders?limit=500")).await?;
     let statuses: Vec<String> = page["orders"]
         .as_array()
         .map(|orders| {
