@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use stockroom_data_service::Retention;
-use stockroom_naive::{NaiveFlow, RaceWindows};
+use stockroom_naive::{Fix, NaiveFlow, RaceWindows};
 use stockroom_storage_sqlite::WriterConfig;
 
 use crate::system;
@@ -40,9 +40,20 @@ pub(super) struct ModeArgs {
     /// storage-check or pay-first), one version of the original each.
     #[arg(long, global = true, default_value = "two-calls", value_parser = parse_flow)]
     pub(super) naive_flow: NaiveFlow,
+    /// Naive mode (`up` only): run the original system with one of the fixes
+    /// its authors proposed (see `stockroom lab --fixes`), e.g. redis-lock.
+    #[arg(long, global = true, default_value = "no-fix", value_parser = parse_fix)]
+    pub(super) naive_fix: Fix,
+    /// Naive mode: the Redis the Redis fixes use.
+    #[arg(long, global = true, default_value = super::lab::DEFAULT_REDIS_URL)]
+    pub(super) naive_redis_url: String,
 }
 
 fn parse_flow(text: &str) -> Result<NaiveFlow, String> {
+    text.parse()
+}
+
+fn parse_fix(text: &str) -> Result<Fix, String> {
     text.parse()
 }
 

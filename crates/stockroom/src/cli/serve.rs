@@ -204,6 +204,10 @@ pub(super) async fn serve_naive(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!("shutting down");
     };
     args.mode.refuse_exposed_naive(args.host)?;
+    anyhow::ensure!(
+        args.mode.naive_fix == stockroom_naive::Fix::None,
+        "--naive-fix works with `stockroom up --mode naive`, which runs the four services together"
+    );
     let windows = args.mode.windows()?;
     tracing::warn!("NAIVE MODE: this service is racy on purpose; only for the race lab");
     match args.service {

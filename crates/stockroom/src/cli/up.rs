@@ -103,13 +103,14 @@ pub(super) async fn up_naive(args: UpArgs) -> anyhow::Result<()> {
         },
         windows: args.mode.windows()?,
         flow: args.mode.naive_flow,
-        fix: stockroom_naive::Fix::None,
-        redis_url: None,
+        fix: args.mode.naive_fix,
+        redis_url: Some(args.mode.naive_redis_url.clone()),
         crash_after_publish: false,
     };
     tracing::warn!(
         race_window_ms = args.mode.race_window_ms,
         flow = args.mode.naive_flow.as_str(),
+        fix = args.mode.naive_fix.name(),
         "NAIVE MODE: running the original system, which oversells and corrupts its data on purpose"
     );
     let (dashboard_listener, dashboard_url) =
