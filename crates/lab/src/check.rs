@@ -85,17 +85,72 @@ pub enum CheckError {
     InitialStock { path: PathBuf, message: String },
 }
 
+/// What the checker concluded about one invariant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckVerdict {
+    #[default]
+    Holds,
+    Violated,
+    /// The checker had nothing to check it against (no history, no data
+    /// directory, a document it could not read); it neither holds nor fails.
+    NotChecked,
+}
+
 /// The verdict of one invariant.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckOutcome {
     pub name: String,
+    /// False only when violated; a check that could not run passes, and says
+    /// so in `verdict`.
     pub passed: bool,
+    #[serde(default)]
+    pub verdict: CheckVerdict,
     pub expected: String,
     pub actual: String,
+    /// Why the verdict is what it is, in one line: what was seen when it
+    /// holds, the first offenders when violated, why it was not checked.
+    #[serde(default)]
+    pub evidence: String,
     /// How many products, orders or files break it (0 when it holds).
     pub count: usize,
     /// One line per offending product or order, at most [`MAX_DETAILS`].
     pub details: Vec<String>,
+}
+
+impl CheckOutcome {
+    fn not_checked(name: &str, reason: &str) -> CheckOutcome {
+        CheckOutcome {
+            name: name.to_owned(),
+            passed: true,
+            verdict: CheckVerdict::NotChecked,
+            expected: "-".into(),
+            actual: "-".into(),
+            evidence: reason.to_owned(),
+            count: 0,
+            details: Vec::new(),
+        }
+    }
+}
+
+/// Every invariant the checker knows beside the domain's, so that the report
+/// names each one, checked or not.
+const CHECKER_INVARIANTS: [&str; 6] = [
+    "data_readable",
+    "orders_unique",
+    "no_stuck_orders",
+    "acknowledged_orders_exist",
+    "no_unknown_orders",
+    "data_files_parse",
+];
+
+/// Why an invariant absent from a run was not checked.
+fn not_checked_reason(name: &str) -> &'static str {
+    match name {
+        "acknowledged_orders_exist" | "no_unknown_orders" => "no storm history was given",
+        "data_files_parse" => "no data directory was given",
+        _ => "the inventory or the orders could not be read",
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,6 +171,13 @@ impl CheckReport {
         self.checks.iter().find(|check| check.name == name)
     }
 
+    /// The checks that ran (holding or violated).
+    pub fn checked(&self) -> impl Iterator<Item = &CheckOutcome> {
+        self.checks
+            .iter()
+            .filter(|check| check.verdict != CheckVerdict::NotChecked)
+    }
+
     /// The human report: one line per check, details under failures.
     pub fn render(&self) -> String {
         let width = self
@@ -129,6 +191,13 @@ impl CheckReport {
             self.products, self.orders
         );
         for check in &self.checks {
+            if check.verdict == CheckVerdict::NotChecked {
+                text.push_str(&format!(
+                    "SKIP  {:width$}  not checked: {}\n",
+                    check.name, check.evidence
+                ));
+                continue;
+            }
             text.push_str(&format!(
                 "{}  {:width$}  expected: {}\n{:>6}  {:width$}  actual:   {}\n",
                 if check.passed { "PASS" } else { "FAIL" },
@@ -144,15 +213,19 @@ impl CheckReport {
                 }
             }
         }
+        let checked = self.checked().count();
         text.push_str(&if self.passed {
-            format!("result: PASS (all {} checks hold)", self.checks.len())
+            format!("result: PASS (all {checked} checks hold)")
         } else {
             format!(
-                "result: FAIL ({} of {} checks violated)",
-                self.violations,
-                self.checks.len()
+                "result: FAIL ({} of {checked} checks violated)",
+                self.violations
             )
         });
+        let skipped = self.checks.len() - checked;
+        if skipped > 0 {
+            text.push_str(&format!("; {skipped} not checked"));
+        }
         text
     }
 }
@@ -331,18 +404,12 @@ pub async fn run_check(config: &CheckConfig) -> Result<CheckReport, CheckError> 
         }
     };
     let orders = read_orders(&reader, config, &mut unreadable).await?;
-    let mut checks = vec![CheckOutcome {
-        name: "data_readable".into(),
-        passed: unreadable.is_empty(),
-        expected: "GET /inventory and GET /orders answer their documents".into(),
-        actual: if unreadable.is_empty() {
-            "both read".into()
-        } else {
-            unreadable.join("; ")
-        },
-        count: unreadable.len(),
-        details: unreadable.clone(),
-    }];
+    let mut checks = vec![outcome(
+        "data_readable",
+        "GET /inventory and GET /orders answer their documents".into(),
+        "both read".into(),
+        unreadable.clone(),
+    )];
     if let Some(items) = &inventory {
         checks.extend(stock_checks(items, orders.as_deref(), config));
     }
@@ -358,6 +425,15 @@ pub async fn run_check(config: &CheckConfig) -> Result<CheckReport, CheckError> 
     }
     if let Some(directory) = &config.data_dir {
         checks.push(data_files(directory));
+    }
+    let every = Invariant::ALL
+        .iter()
+        .map(|invariant| invariant.name())
+        .chain(CHECKER_INVARIANTS);
+    for name in every {
+        if !checks.iter().any(|check| check.name == name) {
+            checks.push(CheckOutcome::not_checked(name, not_checked_reason(name)));
+        }
     }
     let violations = checks.iter().filter(|check| !check.passed).count();
     Ok(CheckReport {
@@ -425,7 +501,13 @@ fn outcome(name: &str, expected: String, good: String, details: Vec<String>) -> 
     CheckOutcome {
         name: name.to_owned(),
         passed,
+        verdict: if passed {
+            CheckVerdict::Holds
+        } else {
+            CheckVerdict::Violated
+        },
         expected,
+        evidence: actual.clone(),
         actual,
         count: details.len(),
         details: details.into_iter().take(MAX_DETAILS).collect(),

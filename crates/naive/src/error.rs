@@ -16,6 +16,12 @@ pub enum NaiveError {
         file: String,
         source: std::io::Error,
     },
+    /// The SQLite fix's database refused or failed ("database is locked").
+    #[error("database: {0}")]
+    Database(String),
+    /// Redis, which the Redis fixes need, failed or is unreachable.
+    #[error("redis: {0}")]
+    Redis(String),
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -24,6 +30,9 @@ pub enum NaiveError {
     InsufficientStock(String),
     #[error("{0}")]
     Conflict(String),
+    /// The processed-events fix: this event's effect is already written.
+    #[error("{0}")]
+    Duplicate(String),
     #[error(transparent)]
     Dependency(#[from] ClientError),
 }
@@ -43,6 +52,14 @@ impl IntoResponse for NaiveError {
             NaiveError::Io { .. } => {
                 error_response(StatusCode::INTERNAL_SERVER_ERROR, "storage_error", &message)
             }
+            NaiveError::Database(_) => error_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "database_error",
+                &message,
+            ),
+            NaiveError::Redis(_) => {
+                error_response(StatusCode::SERVICE_UNAVAILABLE, "redis_error", &message)
+            }
             NaiveError::NotFound(_) => error_response(StatusCode::NOT_FOUND, "not_found", &message),
             NaiveError::Invalid(_) => error_response(
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -53,6 +70,9 @@ impl IntoResponse for NaiveError {
                 error_response(StatusCode::CONFLICT, "insufficient_stock", &message)
             }
             NaiveError::Conflict(_) => error_response(StatusCode::CONFLICT, "conflict", &message),
+            NaiveError::Duplicate(_) => {
+                error_response(StatusCode::CONFLICT, "duplicate_event", &message)
+            }
             NaiveError::Dependency(error) => error.relay(),
         }
     }

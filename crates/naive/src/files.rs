@@ -7,16 +7,22 @@
 //! JSON input") and two concurrent writers interleave their bytes (see
 //! [`JsonFiles`]'s `save` for how the window is narrowed when closed). The fixed
 //! system's answer is a database with transactions; the original authors'
-//! was a lock plus write-to-temporary-and-rename.
+//! was a lock plus write-to-temporary-and-rename, which the fixes of
+//! [`StorageDiscipline`] add on request (see [`crate::fix`]).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 use stockroom_contract::{InventoryItem, Order, StockLine};
+use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use crate::NaiveError;
+use crate::fix::StorageDiscipline;
 
 /// The orders file's name in the data directory.
 pub const ORDERS_FILE: &str = "orders.json";
@@ -34,6 +40,40 @@ pub struct OrdersFile {
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct InventoryFile {
     pub inventory: Vec<InventoryItem>,
+    /// Events whose stock effect is already in this file (the processed-events
+    /// fix writes them with the effect).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub processed_events: Vec<String>,
+    /// The highest fencing token each product's stock was written with (the
+    /// fencing fix refuses a lower one).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub fencing_tokens: BTreeMap<String, u64>,
+}
+
+/// The most processed events the inventory file remembers; the oldest are
+/// forgotten first, long after any redelivery of the lab's short runs.
+pub const MAX_PROCESSED_EVENTS: usize = 100_000;
+
+/// The inventory document that `stock` starts as.
+pub fn inventory_from(stock: &[StockLine]) -> InventoryFile {
+    let inventory = stock
+        .iter()
+        .map(|line| {
+            let quantity = i64::try_from(line.quantity).unwrap_or(i64::MAX);
+            InventoryItem {
+                product_name: line.product_name.to_string(),
+                quantity,
+                reserved_quantity: 0,
+                available: quantity,
+                sold: 0,
+                received: quantity,
+            }
+        })
+        .collect();
+    InventoryFile {
+        inventory,
+        ..InventoryFile::default()
+    }
 }
 
 /// The two data files of one naive data-service.
@@ -41,7 +81,16 @@ pub struct InventoryFile {
 pub struct JsonFiles {
     directory: PathBuf,
     torn_write_ms: u64,
-    bytes: std::sync::Arc<std::sync::Mutex<()>>,
+    discipline: StorageDiscipline,
+    bytes: Arc<std::sync::Mutex<()>>,
+    /// Taken around a whole read-modify-write cycle, per file.
+    cycle_locks: Arc<[Arc<Mutex<()>>; 2]>,
+    /// Taken around a physical write only (fix 1 as written), per file.
+    write_locks: Arc<[Mutex<()>; 2]>,
+}
+
+fn lock_index(name: &str) -> usize {
+    usize::from(name == INVENTORY_FILE)
 }
 
 impl JsonFiles {
@@ -49,8 +98,28 @@ impl JsonFiles {
         JsonFiles {
             directory: directory.to_owned(),
             torn_write_ms,
-            bytes: std::sync::Arc::new(std::sync::Mutex::new(())),
+            discipline: StorageDiscipline::InPlace,
+            bytes: Arc::new(std::sync::Mutex::new(())),
+            cycle_locks: Arc::new([Arc::new(Mutex::new(())), Arc::new(Mutex::new(()))]),
+            write_locks: Arc::new([Mutex::new(()), Mutex::new(())]),
         }
+    }
+
+    /// The same files, read and written with `discipline`.
+    pub fn with_discipline(mut self, discipline: StorageDiscipline) -> JsonFiles {
+        self.discipline = discipline;
+        self
+    }
+
+    pub fn discipline(&self) -> StorageDiscipline {
+        self.discipline
+    }
+
+    /// Takes `name`'s read-modify-write lock, held until the guard drops.
+    pub async fn lock_cycle(&self, name: &str) -> OwnedMutexGuard<()> {
+        Arc::clone(&self.cycle_locks[lock_index(name)])
+            .lock_owned()
+            .await
     }
 
     pub fn directory(&self) -> &Path {
@@ -67,21 +136,7 @@ impl JsonFiles {
         if !fresh && self.directory.join(INVENTORY_FILE).exists() {
             return Ok(());
         }
-        let inventory = stock
-            .iter()
-            .map(|line| {
-                let quantity = i64::try_from(line.quantity).unwrap_or(i64::MAX);
-                InventoryItem {
-                    product_name: line.product_name.to_string(),
-                    quantity,
-                    reserved_quantity: 0,
-                    available: quantity,
-                    sold: 0,
-                    received: quantity,
-                }
-            })
-            .collect();
-        self.save_inventory(&InventoryFile { inventory }).await?;
+        self.save_inventory(&inventory_from(stock)).await?;
         self.save_orders(&OrdersFile::default()).await
     }
 
@@ -144,12 +199,42 @@ impl JsonFiles {
     /// without every file tearing. The read-modify-write cycle around it stays
     /// unlocked, which is what the other races need.
     async fn save<T: Serialize>(&self, name: &str, document: &T) -> Result<(), NaiveError> {
+        let bytes = serde_json::to_vec_pretty(document)
+            .map_err(|error| NaiveError::Invalid(error.to_string()))?;
+        match self.discipline {
+            StorageDiscipline::LockedCycles => return self.replace_atomically(name, &bytes).await,
+            StorageDiscipline::LockedWrites => {
+                let _writing = self.write_locks[lock_index(name)].lock().await;
+                return self.write_in_place(name, &bytes).await;
+            }
+            StorageDiscipline::InPlace
+            | StorageDiscipline::ComparedCycles
+            | StorageDiscipline::Sqlite => {}
+        }
+        self.write_in_place(name, &bytes).await
+    }
+
+    /// Writes a temporary file beside `name`, syncs it and renames it over
+    /// `name`: a reader sees the old document or the new one, never half.
+    async fn replace_atomically(&self, name: &str, bytes: &[u8]) -> Result<(), NaiveError> {
         let io_error = |source| NaiveError::Io {
             file: name.to_owned(),
             source,
         };
-        let bytes = serde_json::to_vec_pretty(document)
-            .map_err(|error| NaiveError::Invalid(error.to_string()))?;
+        let temporary = self
+            .directory
+            .join(format!(".{name}.{}.tmp", uuid::Uuid::now_v7()));
+        let mut file = std::fs::File::create(&temporary).map_err(io_error)?;
+        file.write_all(bytes).map_err(io_error)?;
+        file.sync_all().map_err(io_error)?;
+        std::fs::rename(&temporary, self.directory.join(name)).map_err(io_error)
+    }
+
+    async fn write_in_place(&self, name: &str, bytes: &[u8]) -> Result<(), NaiveError> {
+        let io_error = |source| NaiveError::Io {
+            file: name.to_owned(),
+            source,
+        };
         let torn = self.torn_write_ms > 0;
         let mut file = std::fs::OpenOptions::new()
             .create(true)
@@ -159,7 +244,7 @@ impl JsonFiles {
             .map_err(io_error)?;
         if !torn {
             let _whole = self.bytes_lock();
-            file.write_all(&bytes).map_err(io_error)?;
+            file.write_all(bytes).map_err(io_error)?;
             return file.set_len(bytes.len() as u64).map_err(io_error);
         }
         let chunk_size = bytes.len().div_ceil(WRITE_CHUNKS).max(1);

@@ -25,9 +25,15 @@
 pub mod data;
 mod error;
 pub mod files;
+pub mod fix;
 pub mod inventory;
 pub mod order;
 pub mod payment;
+pub mod publisher;
+pub mod redis_lock;
+pub mod sqlite;
+pub mod store;
+mod worker;
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -40,6 +46,22 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use error::NaiveError;
+pub use fix::Fix;
+
+/// What the naive system says about itself wherever it announces itself:
+/// its ready line and every service's `/health`.
+pub const RACY_NOTICE: &str = "racy on purpose: the original system, which oversells and corrupts its data, for the race lab only";
+
+/// The `/health` document of a naive service: healthy, and racy on purpose.
+pub(crate) fn health_document(service: &str) -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({
+        "status": "ok",
+        "service": service,
+        "mode": "naive",
+        "racy": true,
+        "warning": RACY_NOTICE,
+    }))
+}
 
 /// The default race window: wide enough that every race of the lab shows
 /// within a few seconds of load, short enough that a run stays quick.
@@ -179,6 +201,13 @@ pub struct NaiveConfig {
     pub ports: NaivePorts,
     pub windows: RaceWindows,
     pub flow: NaiveFlow,
+    /// The proposed fix the system runs with ([`Fix::None`]: the original).
+    pub fix: Fix,
+    /// The Redis the Redis fixes use.
+    pub redis_url: Option<String>,
+    /// The lab's fault: order-service crashes between publishing an order's
+    /// message and marking it as sent, and publishes it again on restart.
+    pub crash_after_publish: bool,
 }
 
 impl NaiveConfig {
@@ -191,6 +220,9 @@ impl NaiveConfig {
             ports: NaivePorts::EPHEMERAL,
             windows: RaceWindows::uniform(DEFAULT_RACE_WINDOW_MS),
             flow: NaiveFlow::default(),
+            fix: Fix::None,
+            redis_url: None,
+            crash_after_publish: false,
         }
     }
 }
@@ -253,15 +285,32 @@ async fn bind(host: IpAddr, port: u16) -> Result<(TcpListener, String), NaiveErr
 /// Writes the initial data files (when `fresh` or missing), starts the four
 /// naive services, and waits until each answers `/health`.
 pub async fn start(config: NaiveConfig) -> Result<RunningNaive, NaiveError> {
-    let store = files::JsonFiles::new(&config.data_dir, config.windows.torn_write_ms);
-    store.initialize(&config.stock, config.fresh).await?;
+    let fix = config.fix;
+    let redis = match (fix.needs_redis(), config.redis_url.as_deref()) {
+        (false, _) => None,
+        (true, None) => {
+            return Err(NaiveError::Redis(format!(
+                "the {} fix needs a Redis and none was given",
+                fix.name()
+            )));
+        }
+        (true, Some(url)) => Some(redis_lock::connect_redis(url).await?),
+    };
+    // Every system's keys apart, so that systems sharing a Redis never meet.
+    let prefix = format!("stockroom-naive:{}:", uuid::Uuid::now_v7());
+    let files = files::JsonFiles::new(&config.data_dir, config.windows.torn_write_ms);
+    let data_state = data::DataState::new(files, config.windows, fix);
+    data_state
+        .store()
+        .initialize(&config.stock, config.fresh)
+        .await?;
     let (data_listener, data_url) = bind(config.host, config.ports.data).await?;
     let (inventory_listener, inventory_url) = bind(config.host, config.ports.inventory).await?;
     let (payment_listener, payment_url) = bind(config.host, config.ports.payment).await?;
     let (order_listener, order_url) = bind(config.host, config.ports.order).await?;
     let windows = config.windows;
     let data = {
-        let state = data::DataState::new(store, windows);
+        let state = data_state;
         spawn("naive data-service", move |stop| {
             data::run(data_listener, state, stop.cancelled_owned())
         })
@@ -278,6 +327,11 @@ pub async fn start(config: NaiveConfig) -> Result<RunningNaive, NaiveError> {
             payment_url: payment_url.clone(),
             flow: config.flow,
             windows,
+            fix,
+            locks: redis
+                .clone()
+                .filter(|_| fix.worker_lock().is_some())
+                .map(|connection| redis_lock::RedisLocks::new(connection, &prefix)),
         };
         spawn("naive inventory-service", move |stop| {
             inventory::run(inventory_listener, config, stop.cancelled_owned())
@@ -288,6 +342,12 @@ pub async fn start(config: NaiveConfig) -> Result<RunningNaive, NaiveError> {
             data_url: data_url.clone(),
             inventory_url: inventory_url.clone(),
             windows,
+            fix,
+            dedupe: redis
+                .clone()
+                .filter(|_| fix.publisher_dedupe())
+                .map(|connection| publisher::PublishDedupe::new(connection, &prefix)),
+            crash_after_publish: config.crash_after_publish,
         };
         spawn("naive order-service", move |stop| {
             order::run(order_listener, config, stop.cancelled_owned())

@@ -3,7 +3,9 @@
 //!
 //! WRONG ON PURPOSE. Its cancel reads the order, pauses, reads it again,
 //! notices when the status changed meanwhile, logs that, and writes its first
-//! (stale) copy back anyway (stale order object).
+//! (stale) copy back anyway (stale order object). It publishes and forgets;
+//! with fix 5 it de-duplicates the publishing in Redis, and the lab can make
+//! it crash between publishing and marking the message as sent.
 
 use std::future::Future;
 use std::time::Duration;
@@ -14,20 +16,37 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use stockroom_contract::PlaceOrderRequest;
-use stockroom_contract::{HistoryEntry, Order, OrderDocument, OrderList};
+use stockroom_contract::{HistoryEntry, Order, OrderDocument, OrderLine, OrderList};
 use stockroom_domain::{OrderStatus, PaymentStatus, ReleaseReason};
 use stockroom_http_kit::{JsonBody, ServiceClient};
 use tokio::net::TcpListener;
 
 use crate::data::{Units, now};
+use crate::fix::{Fix, VersionCheck};
 use crate::inventory::OrderEvent;
+use crate::publisher::{PublishDedupe, Published};
 use crate::{NaiveError, RaceWindows};
+
+/// How long the order-service takes to come back after it crashed between
+/// publishing and marking the message as sent; longer than the publishing
+/// lock lives, as a real restart outlasts the write-up's 10 s.
+pub const RESTART_DELAY_MS: u64 = 300;
+
+const _: () = assert!(RESTART_DELAY_MS > crate::publisher::PUBLISH_LOCK_TTL_MS);
 
 #[derive(Debug, Clone)]
 pub struct OrderConfig {
     pub data_url: String,
     pub inventory_url: String,
     pub windows: RaceWindows,
+    /// The fix the system runs with (the cancel's order of writes depends
+    /// on whether order writes check versions).
+    pub fix: Fix,
+    /// Fix 5 as written, when set.
+    pub dedupe: Option<PublishDedupe>,
+    /// The lab's fault: crash right after publishing, before marking the
+    /// message as sent, and publish again after [`RESTART_DELAY_MS`].
+    pub crash_after_publish: bool,
 }
 
 #[derive(Clone)]
@@ -35,6 +54,9 @@ struct OrderState {
     data: ServiceClient,
     inventory: ServiceClient,
     windows: RaceWindows,
+    fix: Fix,
+    dedupe: Option<PublishDedupe>,
+    crash_after_publish: bool,
 }
 
 pub fn router(config: &OrderConfig) -> Router {
@@ -42,6 +64,9 @@ pub fn router(config: &OrderConfig) -> Router {
         data: ServiceClient::new("data-service", &config.data_url),
         inventory: ServiceClient::new("inventory-service", &config.inventory_url),
         windows: config.windows,
+        fix: config.fix,
+        dedupe: config.dedupe.clone(),
+        crash_after_publish: config.crash_after_publish,
     };
     Router::new()
         .route("/health", get(health))
@@ -63,7 +88,7 @@ pub async fn run(
 }
 
 async fn health() -> Json<serde_json::Value> {
-    Json(serde_json::json!({"status": "ok", "service": "order-service", "mode": "naive"}))
+    crate::health_document("order-service")
 }
 
 /// Stores the order as `pending`, publishes it to the inventory worker, and
@@ -96,20 +121,76 @@ async fn place_order(
     };
     let created: OrderDocument = state.data.post("/orders", &order).await?;
     let event = OrderEvent {
-        event_id: uuid::Uuid::now_v7().to_string(),
+        // One id per order's message, as the write-up's message key.
+        event_id: format!("order:{}:created", order.id),
         kind: "OrderCreated".into(),
         order_id: order.id.clone(),
     };
     // The original published and forgot: a failed publish leaves the order
     // pending forever, which the checker reports as stuck.
-    if let Err(error) = state
-        .inventory
-        .post::<serde_json::Value, _>("/events", &event)
-        .await
-    {
-        tracing::warn!(order_id = %order.id, %error, "could not publish the order event");
+    match publish(&state, &event, state.crash_after_publish).await {
+        Ok(Published::SentThenCrashed) => {
+            let state = state.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(RESTART_DELAY_MS)).await;
+                // Back up, the service sends again what it has no record of
+                // having sent.
+                if let Err(error) = publish(&state, &event, false).await {
+                    tracing::warn!(order_id = %event.order_id, %error, "could not publish the order event after the restart");
+                }
+            });
+        }
+        Ok(_) => {}
+        Err(error) => {
+            tracing::warn!(order_id = %order.id, %error, "could not publish the order event");
+        }
     }
     Ok((StatusCode::CREATED, Json(created)).into_response())
+}
+
+async fn release_items(state: &OrderState, items: &[OrderLine]) -> Result<(), NaiveError> {
+    for line in items {
+        let _: serde_json::Value = state
+            .data
+            .post(
+                &format!("/inventory/{}/release", line.product.name),
+                &Units::of(line.quantity),
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+/// Publishes `event` to the inventory worker, through fix 5's Redis
+/// de-duplication when it is on.
+async fn publish(
+    state: &OrderState,
+    event: &OrderEvent,
+    crash_before_mark: bool,
+) -> Result<Published, NaiveError> {
+    let send = async {
+        state
+            .inventory
+            .post::<serde_json::Value, _>("/events", event)
+            .await
+            .map(|_| ())
+            .map_err(NaiveError::from)
+    };
+    match &state.dedupe {
+        Some(dedupe) => {
+            dedupe
+                .publish_once(&event.order_id, send, crash_before_mark)
+                .await
+        }
+        None => {
+            send.await?;
+            Ok(if crash_before_mark {
+                Published::SentThenCrashed
+            } else {
+                Published::Sent
+            })
+        }
+    }
 }
 
 async fn get_order(
@@ -147,18 +228,14 @@ async fn cancel_order(
             "order status changed meanwhile; continuing with the copy read first"
         );
     }
-    if stale.status == OrderStatus::Reserved {
-        for line in &stale.items {
-            let _: serde_json::Value = state
-                .data
-                .post(
-                    &format!("/inventory/{}/release", line.product.name),
-                    &Units {
-                        quantity: i64::from(line.quantity),
-                    },
-                )
-                .await?;
-        }
+    let release = stale.status == OrderStatus::Reserved;
+    let items = stale.items.clone();
+    // The original released the stock first and wrote the order after; with
+    // a version check, the write goes first, so that a refused write
+    // releases nothing.
+    let write_first = state.fix.version_check() != VersionCheck::None;
+    if release && !write_first {
+        release_items(&state, &items).await?;
     }
     let mut order = stale;
     let at = now();
@@ -177,5 +254,8 @@ async fn cancel_order(
         .data
         .post(&format!("/orders/{order_id}/replace"), &order)
         .await?;
+    if release && write_first {
+        release_items(&state, &items).await?;
+    }
     Ok(Json(saved))
 }

@@ -78,7 +78,7 @@ pub async fn run(
 }
 
 async fn health() -> Json<serde_json::Value> {
-    Json(serde_json::json!({"status": "ok", "service": "payment-service", "mode": "naive"}))
+    crate::health_document("payment-service")
 }
 
 /// Charges after the provider's latency, whatever was charged before.

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use super::probes::{Watcher, double_charges, monitor_anomalies, redeliver_fixed, redeliver_naive};
 use super::report::{check_anomalies, fixed_summary, torn_headline};
 use super::{
-    Anomaly, LAB_REQUEST_TIMEOUT_MS, LabError, QUIESCE_POLL_MS, QUIESCE_QUIET_POLLS,
-    QUIESCE_TIMEOUT_MS, STORM_ORDERS, Scenario, SideOutcome, SystemUrls,
+    Anomaly, LAB_REQUEST_TIMEOUT_MS, LOCK_EXPIRY_ORDERS, LabError, QUIESCE_POLL_MS,
+    QUIESCE_QUIET_POLLS, QUIESCE_TIMEOUT_MS, STORM_ORDERS, Scenario, SideOutcome, SystemUrls,
 };
 use crate::check::{CheckConfig, HistorySource, run_check};
 use crate::storm::{StormConfig, run_storm};
@@ -42,6 +42,7 @@ pub(super) async fn drive(
     scenario: Scenario,
     urls: &SystemUrls,
     side: Side,
+    sync: bool,
     data_dir: Option<PathBuf>,
 ) -> Result<SideOutcome, LabError> {
     let run_error = |message: String| LabError::Run {
@@ -53,8 +54,13 @@ pub(super) async fn drive(
     let mut storm = StormConfig::new(&urls.order, STORM_ORDERS);
     storm.concurrency = STORM_ORDERS as usize;
     storm.keep_history = true;
-    if scenario == Scenario::DuplicateDelivery || scenario == Scenario::StaleOrder {
-        storm.orders = Some(STORM_ORDERS / 2);
+    storm.sync = sync;
+    match scenario {
+        Scenario::DuplicateDelivery | Scenario::StaleOrder | Scenario::CrashAfterPublish => {
+            storm.orders = Some(STORM_ORDERS / 2);
+        }
+        Scenario::LockExpiry => storm.orders = Some(LOCK_EXPIRY_ORDERS),
+        _ => {}
     }
     let report = run_storm(storm)
         .await
@@ -87,7 +93,17 @@ pub(super) async fn drive(
                 "{cancelled} cancelled, {refused} too late to cancel"
             ));
         }
-        Scenario::DuplicateDelivery => {
+        Scenario::CrashAfterPublish if side == Side::Naive => {
+            // The crashed publisher comes back and publishes again.
+            tokio::time::sleep(Duration::from_millis(
+                stockroom_naive::order::RESTART_DELAY_MS,
+            ))
+            .await;
+        }
+        // Stockroom has no publisher to crash: its relay publishes from the
+        // outbox and marks a row sent only after the broker confirmed it, so
+        // a crash in between is a redelivery, which its consumers ignore.
+        Scenario::DuplicateDelivery | Scenario::CrashAfterPublish => {
             quiesce(&http, urls).await;
             let redelivered = match side {
                 Side::Naive => redeliver_naive(&http, urls).await,

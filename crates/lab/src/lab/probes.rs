@@ -96,6 +96,20 @@ impl Watcher {
     }
 }
 
+/// Reads a JSON document, any failure as its message.
+pub(super) async fn get_json<T: serde::de::DeserializeOwned>(
+    http: &reqwest::Client,
+    url: &str,
+) -> Result<T, String> {
+    http.get(url)
+        .send()
+        .await
+        .map_err(|error| error.to_string())?
+        .json()
+        .await
+        .map_err(|error| error.to_string())
+}
+
 pub(super) struct Redelivery {
     pub(super) sent: usize,
     pub(super) ignored: usize,
@@ -108,14 +122,8 @@ pub(super) async fn redeliver_naive(
     http: &reqwest::Client,
     urls: &SystemUrls,
 ) -> Result<Redelivery, String> {
-    let log: stockroom_naive::inventory::EventLog = http
-        .get(format!("{}/events", urls.inventory))
-        .send()
-        .await
-        .map_err(|error| error.to_string())?
-        .json()
-        .await
-        .map_err(|error| error.to_string())?;
+    let log: stockroom_naive::inventory::EventLog =
+        get_json(http, &format!("{}/events", urls.inventory)).await?;
     let mut sent = 0;
     for event in &log.events {
         let response = http
@@ -160,14 +168,8 @@ pub(super) async fn redeliver_fixed(
         applied: 0,
     };
     for order_id in placed {
-        let document: serde_json::Value = http
-            .get(format!("{}/orders/{order_id}", urls.data))
-            .send()
-            .await
-            .map_err(|error| error.to_string())?
-            .json()
-            .await
-            .map_err(|error| error.to_string())?;
+        let document: serde_json::Value =
+            get_json(http, &format!("{}/orders/{order_id}", urls.data)).await?;
         let history = document["order"]["history"]
             .as_array()
             .cloned()

@@ -148,11 +148,14 @@ pub(super) fn fixed_summary(
         "{} reserved, {} rejected",
         storm.reserved, storm.rejected
     )];
+    if storm.errors > 0 {
+        parts.push(format!("{} failed", storm.errors));
+    }
     parts.extend(notes.iter().cloned());
+    let checked = check.checked().count();
     parts.push(format!(
-        "{}/{} checks hold",
-        check.checks.len() - check.violations,
-        check.checks.len()
+        "{}/{checked} checks hold",
+        checked - check.violations
     ));
     parts.join(", ")
 }

@@ -4,15 +4,23 @@
 
 use stockroom_contract::StockLine;
 use stockroom_domain::ProductName;
-use stockroom_naive::{NaiveConfig, NaiveFlow, RaceWindows};
+use stockroom_naive::{Fix, NaiveConfig, NaiveFlow, RaceWindows};
 
 use super::drive::{Side, drive};
 use super::{
-    AMPLE_STOCK, FixedLauncher, FixedSpec, HOT_PRODUCT, LabError, SCARCE_STOCK,
+    AMPLE_STOCK, FixedLauncher, FixedSpec, HOT_PRODUCT, LOCK_PAUSE_MS, LabError, SCARCE_STOCK,
     STALE_WINDOW_FACTOR, Scenario, SideOutcome, SystemUrls,
 };
 
-fn stock(hot: u64) -> Vec<StockLine> {
+/// Which proposed fix the naive system runs with, and the Redis the Redis
+/// fixes use.
+#[derive(Debug, Clone, Default)]
+pub struct FixChoice {
+    pub fix: Fix,
+    pub redis_url: Option<String>,
+}
+
+pub(super) fn stock(hot: u64) -> Vec<StockLine> {
     vec![StockLine {
         product_name: ProductName::new(HOT_PRODUCT).expect("a valid constant name"),
         quantity: hot,
@@ -21,7 +29,10 @@ fn stock(hot: u64) -> Vec<StockLine> {
 
 fn hot_stock(scenario: Scenario) -> u64 {
     match scenario {
-        Scenario::Toctou | Scenario::TwoCalls | Scenario::PayBeforeReserve => SCARCE_STOCK,
+        Scenario::Toctou
+        | Scenario::TwoCalls
+        | Scenario::PayBeforeReserve
+        | Scenario::LockExpiry => SCARCE_STOCK,
         _ => AMPLE_STOCK,
     }
 }
@@ -53,7 +64,11 @@ fn naive_setup(scenario: Scenario, window_ms: u64) -> (NaiveFlow, RaceWindows) {
             windows.payment_ms = window_ms;
             NaiveFlow::PayFirst
         }
-        Scenario::DuplicateDelivery => NaiveFlow::TwoCalls,
+        Scenario::DuplicateDelivery | Scenario::CrashAfterPublish => NaiveFlow::TwoCalls,
+        Scenario::LockExpiry => {
+            windows.payment_ms = LOCK_PAUSE_MS;
+            NaiveFlow::PayFirst
+        }
     };
     (flow, windows)
 }
@@ -68,13 +83,21 @@ fn temporary_directory(scenario: Scenario) -> Result<tempfile::TempDir, LabError
         })
 }
 
-pub(super) async fn run_naive(scenario: Scenario, window_ms: u64) -> Result<SideOutcome, LabError> {
+pub(super) async fn run_naive(
+    scenario: Scenario,
+    window_ms: u64,
+    sync: bool,
+    choice: &FixChoice,
+) -> Result<SideOutcome, LabError> {
     let directory = temporary_directory(scenario)?;
     let (flow, windows) = naive_setup(scenario, window_ms);
     let mut config = NaiveConfig::new(directory.path(), stock(hot_stock(scenario)));
     config.fresh = true;
     config.flow = flow;
     config.windows = windows;
+    config.fix = choice.fix;
+    config.redis_url = choice.redis_url.clone();
+    config.crash_after_publish = scenario == Scenario::CrashAfterPublish;
     let running = stockroom_naive::start(config)
         .await
         .map_err(|error| LabError::Start {
@@ -93,6 +116,7 @@ pub(super) async fn run_naive(scenario: Scenario, window_ms: u64) -> Result<Side
         scenario,
         &urls,
         Side::Naive,
+        sync,
         Some(directory.path().to_owned()),
     )
     .await;
@@ -103,16 +127,17 @@ pub(super) async fn run_naive(scenario: Scenario, window_ms: u64) -> Result<Side
 pub(super) async fn run_fixed(
     scenario: Scenario,
     window_ms: u64,
+    sync: bool,
     launcher: &dyn FixedLauncher,
 ) -> Result<SideOutcome, LabError> {
     let directory = temporary_directory(scenario)?;
     let spec = FixedSpec {
         data_dir: directory.path().to_owned(),
         stock: stock(hot_stock(scenario)),
-        payment_latency_ms: if scenario == Scenario::PayBeforeReserve {
-            window_ms
-        } else {
-            0
+        payment_latency_ms: match scenario {
+            Scenario::PayBeforeReserve => window_ms,
+            Scenario::LockExpiry => LOCK_PAUSE_MS,
+            _ => 0,
         },
     };
     let running = launcher
@@ -127,6 +152,7 @@ pub(super) async fn run_fixed(
         scenario,
         &running.urls(),
         Side::Fixed,
+        sync,
         Some(directory.path().to_owned()),
     )
     .await;

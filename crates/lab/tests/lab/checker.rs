@@ -308,3 +308,64 @@ async fn an_unreachable_service_is_an_error_not_a_pass() {
     let error = run_check(&CheckConfig::new(&url, &url)).await.unwrap_err();
     assert!(matches!(error, CheckError::Unreachable { .. }), "{error}");
 }
+
+/// `check --json` names every invariant with a verdict and its evidence:
+/// those it could not check (no history, no data directory, an unreadable
+/// inventory) say why instead of being left out.
+#[tokio::test]
+async fn every_invariant_has_a_verdict_and_evidence() {
+    use stockroom_lab::check::CheckVerdict;
+
+    let report = check_state(vec![item(10, 12, 5, 15)], good_orders()).await;
+    let document = serde_json::to_value(&report).unwrap();
+    let checks = document["checks"].as_array().unwrap();
+    let names: Vec<&str> = checks
+        .iter()
+        .map(|check| check["name"].as_str().unwrap())
+        .collect();
+    for invariant in stockroom_domain::invariants::Invariant::ALL {
+        assert!(names.contains(&invariant.name()), "{names:?}");
+    }
+    for check in checks {
+        assert!(check["verdict"].is_string(), "{check}");
+        assert!(
+            !check["evidence"].as_str().unwrap_or_default().is_empty(),
+            "{check}"
+        );
+    }
+    let verdict = |name: &str| report.outcome(name).map(|check| check.verdict);
+    assert_eq!(
+        verdict("available_non_negative"),
+        Some(CheckVerdict::Violated)
+    );
+    assert_eq!(verdict("orders_unique"), Some(CheckVerdict::Holds));
+    assert_eq!(
+        verdict("acknowledged_orders_exist"),
+        Some(CheckVerdict::NotChecked)
+    );
+    assert_eq!(verdict("data_files_parse"), Some(CheckVerdict::NotChecked));
+
+    let unreadable = stub(
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            json!({"error": "data_corrupted", "message": "torn"}),
+        ),
+        (
+            StatusCode::OK,
+            json!({"orders": good_orders(), "nextCursor": null}),
+        ),
+    )
+    .await;
+    let report = run_check(&CheckConfig::new(&unreadable, &unreadable))
+        .await
+        .unwrap();
+    assert_eq!(
+        report
+            .outcome("available_non_negative")
+            .map(|check| check.verdict),
+        Some(CheckVerdict::NotChecked),
+        "{}",
+        report.render()
+    );
+    assert!(!report.passed, "{}", report.render());
+}

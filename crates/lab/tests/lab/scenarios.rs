@@ -61,3 +61,13 @@ async fn pay_before_reserve() {
 async fn duplicate_delivery() {
     both_halves(Scenario::DuplicateDelivery).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lock_holder_paused_past_its_timeout() {
+    both_halves(Scenario::LockExpiry).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_between_publish_and_mark_sent() {
+    both_halves(Scenario::CrashAfterPublish).await;
+}

@@ -383,6 +383,7 @@ fn storm_config(config: &ChaosConfig, order_urls: &[String]) -> StormConfig {
         progress: false,
         request_timeout_ms: stockroom_lab::storm::DEFAULT_REQUEST_TIMEOUT_MS,
         rate_per_s: Some(config.rate_per_s),
+        sync: false,
     }
 }
 

@@ -1,13 +1,14 @@
 //! The argument groups several commands share: which system to run, where its
 //! storage and bus are, and how payment and expiry behave.
 
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use stockroom_data_service::Retention;
 use stockroom_http_kit::InternalToken;
-use stockroom_naive::{NaiveFlow, RaceWindows};
+use stockroom_naive::{Fix, NaiveFlow, RaceWindows};
 use stockroom_storage_sqlite::WriterConfig;
 
 use crate::system;
@@ -24,7 +25,9 @@ pub(super) enum Mode {
 #[derive(Debug, Args)]
 pub(super) struct ModeArgs {
     /// Which system to run; naive is wrong on purpose and only for the lab.
-    #[arg(long, global = true, value_enum, default_value_t = Mode::Fixed, env = "STOCKROOM_MODE")]
+    /// Only this flag selects it (no environment variable does), so a stray
+    /// setting can never start the racy system in place of Stockroom.
+    #[arg(long, global = true, value_enum, default_value_t = Mode::Fixed)]
     pub(super) mode: Mode,
     /// Naive mode: the pause at each spot where the original system races;
     /// wider makes every race happen.
@@ -38,13 +41,34 @@ pub(super) struct ModeArgs {
     /// storage-check or pay-first), one version of the original each.
     #[arg(long, global = true, default_value = "two-calls", value_parser = parse_flow)]
     pub(super) naive_flow: NaiveFlow,
+    /// Naive mode (`up` only): run the original system with one of the fixes
+    /// its authors proposed (see `stockroom lab --fixes`), e.g. redis-lock.
+    #[arg(long, global = true, default_value = "no-fix", value_parser = parse_fix)]
+    pub(super) naive_fix: Fix,
+    /// Naive mode: the Redis the Redis fixes use.
+    #[arg(long, global = true, default_value = super::lab::DEFAULT_REDIS_URL)]
+    pub(super) naive_redis_url: String,
 }
 
 fn parse_flow(text: &str) -> Result<NaiveFlow, String> {
     text.parse()
 }
 
+fn parse_fix(text: &str) -> Result<Fix, String> {
+    text.parse()
+}
+
 impl ModeArgs {
+    /// Refuses to run the naive system on an address other machines can
+    /// reach: it oversells and corrupts its data on purpose.
+    pub(super) fn refuse_exposed_naive(&self, host: IpAddr) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.mode != Mode::Naive || host.is_loopback(),
+            "--mode naive runs the original, racy system and listens on loopback only; {host} is not a loopback address (use --host 127.0.0.1)"
+        );
+        Ok(())
+    }
+
     pub(super) fn windows(&self) -> anyhow::Result<RaceWindows> {
         anyhow::ensure!(
             self.race_window_ms <= stockroom_naive::MAX_RACE_WINDOW_MS,

@@ -1,11 +1,15 @@
 //! `stockroom lab`: reproduces each race of the original system and shows
 //! Stockroom surviving it, with the launcher that starts the fixed system in
-//! this process.
+//! this process. `lab --fixes` runs every race against every fix the
+//! original authors proposed instead.
 
 use std::process::ExitCode;
 
 use clap::Args;
-use stockroom_lab::{FixedLauncher, FixedRunning, FixedSpec, LabConfig, Scenario, SystemUrls};
+use stockroom_lab::{
+    FixLabConfig, FixSubject, FixedLauncher, FixedRunning, FixedSpec, LabConfig, Scenario,
+    SystemUrls, Verdict,
+};
 
 use super::print_verdict;
 use crate::system::{self, Ports, RunningSystem, SystemConfig};
@@ -13,18 +17,46 @@ use crate::system::{self, Ports, RunningSystem, SystemConfig};
 #[derive(Debug, Args)]
 pub(super) struct LabArgs {
     /// Run only this scenario (repeatable): lost-update, toctou, torn-writes,
-    /// stale-order, two-calls, pay-before-reserve, duplicate-delivery.
+    /// stale-order, two-calls, pay-before-reserve, duplicate-delivery,
+    /// lock-expiry, crash-after-publish.
     #[arg(long, value_parser = parse_scenario)]
     scenario: Vec<Scenario>,
     /// The naive system's race window.
     #[arg(long, default_value_t = stockroom_naive::DEFAULT_RACE_WINDOW_MS)]
     race_window_ms: u64,
-    /// Print `{"scenarios":[…]}` as one JSON object.
+    /// Print `{"scenarios":[…]}` (with --fixes `{"fixes":[…]}`) as one JSON
+    /// object.
     #[arg(long)]
     json: bool,
+    /// Run every scenario against every fix the original authors proposed
+    /// (and Stockroom as shipped) and print the matrix, with each one's
+    /// flash-sale throughput.
+    #[arg(long)]
+    fixes: bool,
+    /// With --fixes: only this fix (repeatable; `stockroom` for Stockroom).
+    #[arg(long, value_parser = parse_subject, requires = "fixes")]
+    fix: Vec<FixSubject>,
+    /// With --fixes: skip the throughput runs.
+    #[arg(long, requires = "fixes")]
+    no_throughput: bool,
+    /// Send each scenario's storm with last-byte synchronisation, so its
+    /// orders reach the system in the same instant (try it with
+    /// --race-window-ms 0: which races still show without any widening).
+    #[arg(long)]
+    sync: bool,
+    /// The Redis the Redis fixes use; without one their rows say so.
+    #[arg(long, default_value = DEFAULT_REDIS_URL, env = "STOCKROOM_REDIS_URL")]
+    redis_url: String,
 }
 
+/// Where `lab --fixes` looks for Redis unless told.
+pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
+
 fn parse_scenario(text: &str) -> Result<Scenario, String> {
+    text.parse()
+}
+
+fn parse_subject(text: &str) -> Result<FixSubject, String> {
     text.parse()
 }
 
@@ -39,9 +71,30 @@ pub(super) async fn lab(args: LabArgs) -> anyhow::Result<ExitCode> {
     } else {
         args.scenario
     };
+    if args.fixes {
+        let mut config = FixLabConfig::new(args.race_window_ms, Some(args.redis_url));
+        if !args.fix.is_empty() {
+            config.subjects = args.fix;
+        }
+        config.scenarios = scenarios;
+        config.throughput = !args.no_throughput;
+        config.sync = args.sync;
+        let matrix = stockroom_lab::run_fix_lab(&config, &InProcessLauncher).await;
+        // Every cell ran, and Stockroom (when in the matrix) held everywhere:
+        // the other rows' verdicts are findings, not failures.
+        let passed = matrix.fixes.iter().all(|row| {
+            row.scenarios.iter().all(|cell| match cell.verdict {
+                Verdict::NotRun => false,
+                Verdict::Breaks => row.name != FixSubject::Stockroom.name(),
+                Verdict::Holds => true,
+            })
+        });
+        return print_verdict(args.json, &matrix, matrix.render(), passed);
+    }
     let config = LabConfig {
         scenarios,
         race_window_ms: args.race_window_ms,
+        sync: args.sync,
     };
     let report = stockroom_lab::run_lab(&config, &InProcessLauncher).await?;
     print_verdict(args.json, &report, report.render(), report.passed)

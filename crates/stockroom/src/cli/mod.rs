@@ -1,9 +1,10 @@
 //! Command-line parsing and the top-level error handling of `stockroom`.
 //!
 //! Besides running the system (`up`, `serve`), it carries the race lab's
-//! commands: `storm` (load), `check` (invariants), `lab` (the seven races of
-//! the original system, naive versus fixed). `--mode naive` runs the original,
-//! racy system and exists only for the lab.
+//! commands: `storm` (load), `check` (invariants), `lab` (the races of the
+//! original system, naive versus fixed; with `--fixes`, every fix its authors
+//! proposed against every race). `--mode naive` runs the original, racy
+//! system and exists only for the lab.
 //!
 //! Each command lives in its own file with its arguments and its function;
 //! the argument groups several commands share live in `args`.
@@ -81,7 +82,8 @@ enum Command {
     Storm(StormArgs),
     /// Verify the invariants against running services; exit 0 only if all hold.
     Check(CheckArgs),
-    /// Reproduce each race of the original system and show Stockroom surviving it.
+    /// Reproduce each race of the original system and show Stockroom surviving
+    /// it; with --fixes, try every proposed fix against every race.
     Lab(LabArgs),
     /// List or redrive the events consumers refused as poison.
     DeadLetters(DeadLetterArgs),

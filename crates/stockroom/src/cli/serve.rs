@@ -235,6 +235,11 @@ pub(super) async fn serve_naive(args: ServeArgs) -> anyhow::Result<()> {
         shutdown_signal().await;
         tracing::info!("shutting down");
     };
+    args.mode.refuse_exposed_naive(args.host)?;
+    anyhow::ensure!(
+        args.mode.naive_fix == stockroom_naive::Fix::None,
+        "--naive-fix works with `stockroom up --mode naive`, which runs the four services together"
+    );
     let windows = args.mode.windows()?;
     tracing::warn!("NAIVE MODE: this service is racy on purpose; only for the race lab");
     match args.service {
@@ -249,6 +254,9 @@ pub(super) async fn serve_naive(args: ServeArgs) -> anyhow::Result<()> {
                 data_url,
                 inventory_url,
                 windows,
+                fix: stockroom_naive::Fix::None,
+                dedupe: None,
+                crash_after_publish: false,
             };
             stockroom_naive::order::run(listener, config, signal)
                 .await
@@ -259,10 +267,11 @@ pub(super) async fn serve_naive(args: ServeArgs) -> anyhow::Result<()> {
             let (listener, url) = system::bind("data-service", args.host, port).await?;
             let files =
                 stockroom_naive::files::JsonFiles::new(&storage.data_dir, windows.torn_write_ms);
+            let state =
+                stockroom_naive::data::DataState::new(files, windows, stockroom_naive::Fix::None);
             let stock = read_stock(&storage)?.unwrap_or_else(crate::stock::default_stock);
-            files.initialize(&stock, storage.fresh).await?;
+            state.store().initialize(&stock, storage.fresh).await?;
             tracing::info!(%url, "naive data-service listening");
-            let state = stockroom_naive::data::DataState::new(files, windows);
             stockroom_naive::data::run(listener, state, signal)
                 .await
                 .context("naive data-service failed")
@@ -280,6 +289,8 @@ pub(super) async fn serve_naive(args: ServeArgs) -> anyhow::Result<()> {
                 payment_url,
                 flow: args.mode.naive_flow,
                 windows,
+                fix: stockroom_naive::Fix::None,
+                locks: None,
             };
             stockroom_naive::inventory::run(listener, config, signal)
                 .await

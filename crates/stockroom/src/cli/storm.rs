@@ -62,6 +62,12 @@ pub(super) struct StormArgs {
     /// workers go).
     #[arg(long, value_parser = parse_rate)]
     rate: Option<f64>,
+    /// Last-byte synchronisation: send the orders in waves of --concurrency,
+    /// each request written but for its last byte on its own connection,
+    /// then every last byte at once, so the wave reaches the server in the
+    /// same instant. One http:// URL; no retries.
+    #[arg(long, conflicts_with = "rate")]
+    sync: bool,
     /// Print the summary as one JSON object.
     #[arg(long)]
     json: bool,
@@ -104,6 +110,7 @@ pub(super) async fn storm(args: StormArgs) -> anyhow::Result<ExitCode> {
         progress: true,
         request_timeout_ms: args.timeout_ms,
         rate_per_s: args.rate,
+        sync: args.sync,
     };
     let report = stockroom_lab::run_storm(config).await?;
     if args.json {

@@ -98,6 +98,7 @@ pub(super) async fn up(args: UpArgs) -> anyhow::Result<()> {
 
 /// `up --mode naive`: the original, racy system, for the lab only.
 pub(super) async fn up_naive(args: UpArgs) -> anyhow::Result<()> {
+    args.mode.refuse_exposed_naive(args.host)?;
     let config = NaiveConfig {
         data_dir: args.storage.data_dir.clone(),
         stock: read_stock(&args.storage)?.unwrap_or_else(crate::stock::default_stock),
@@ -111,10 +112,14 @@ pub(super) async fn up_naive(args: UpArgs) -> anyhow::Result<()> {
         },
         windows: args.mode.windows()?,
         flow: args.mode.naive_flow,
+        fix: args.mode.naive_fix,
+        redis_url: Some(args.mode.naive_redis_url.clone()),
+        crash_after_publish: false,
     };
     tracing::warn!(
         race_window_ms = args.mode.race_window_ms,
         flow = args.mode.naive_flow.as_str(),
+        fix = args.mode.naive_fix.name(),
         "NAIVE MODE: running the original system, which oversells and corrupts its data on purpose"
     );
     let (dashboard_listener, dashboard_url) =
@@ -126,8 +131,12 @@ pub(super) async fn up_naive(args: UpArgs) -> anyhow::Result<()> {
         dashboard::config(&urls.order, &urls.data, &urls.inventory, &urls.payment),
     );
     println!(
-        "stockroom ready: order={} data={} inventory={} payment={} dashboard={dashboard_url}",
-        urls.order, urls.data, urls.inventory, urls.payment
+        "stockroom ready: order={} data={} inventory={} payment={} dashboard={dashboard_url} mode=naive {}",
+        urls.order,
+        urls.data,
+        urls.inventory,
+        urls.payment,
+        stockroom_naive::RACY_NOTICE
     );
     shutdown_signal().await;
     tracing::info!("shutting down");

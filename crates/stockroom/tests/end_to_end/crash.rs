@@ -1,15 +1,16 @@
 //! Durability: `kill -9` in the middle of a storm loses no acknowledged order,
 //! and the events not yet delivered go out after the restart.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::harness::{SETTLE_TIMEOUT_MS, all_orders, assert_stock_reconciles, get};
+use crate::harness::{
+    SETTLE_TIMEOUT_MS, all_orders, assert_stock_reconciles, get, ready_url, spawn_up,
+};
 
 /// How long the storm runs before the process is killed.
 const STORM_BEFORE_KILL_MS: u64 = 1_500;
@@ -24,44 +25,11 @@ struct Child9 {
 /// Starts `stockroom up` as a child process on free ports and waits for its
 /// ready line.
 fn start(data_dir: &std::path::Path, payment_latency_ms: u64) -> Child9 {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_stockroom"))
-        .args(["up", "--data-dir"])
-        .arg(data_dir)
-        .args([
-            "--order-port",
-            "0",
-            "--data-port",
-            "0",
-            "--inventory-port",
-            "0",
-            "--payment-port",
-            "0",
-            "--dashboard-port",
-            "0",
-        ])
-        .args(["--payment-latency-ms", &payment_latency_ms.to_string()])
-        .env("STOCKROOM_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("stockroom starts");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(
-        line.starts_with("stockroom ready:"),
-        "unexpected first line: {line:?}"
-    );
-    let url = |name: &str| {
-        line.split_whitespace()
-            .find_map(|field| field.strip_prefix(&format!("{name}=")))
-            .unwrap()
-            .to_owned()
-    };
+    let latency = payment_latency_ms.to_string();
+    let (child, line) = spawn_up(data_dir, &["--payment-latency-ms", &latency], &[]);
     Child9 {
-        order_url: url("order"),
-        data_url: url("data"),
+        order_url: ready_url(&line, "order"),
+        data_url: ready_url(&line, "data"),
         child,
     }
 }

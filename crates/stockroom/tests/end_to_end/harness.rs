@@ -243,3 +243,56 @@ pub fn using_shared_servers_blocking() -> tokio::sync::RwLockReadGuard<'static, 
 pub fn faulting_shared_servers_blocking() -> tokio::sync::RwLockWriteGuard<'static, ()> {
     SHARED_SERVERS.blocking_write()
 }
+
+/// Every port of `stockroom up` picked free (`--…-port 0`).
+pub const EPHEMERAL_UP_PORTS: [&str; 10] = [
+    "--order-port",
+    "0",
+    "--data-port",
+    "0",
+    "--inventory-port",
+    "0",
+    "--payment-port",
+    "0",
+    "--dashboard-port",
+    "0",
+];
+
+/// Starts `stockroom up --data-dir DIR` with `extra` arguments and
+/// environment on free ports, and returns the child and its ready line.
+pub fn spawn_up(
+    data_dir: &std::path::Path,
+    extra: &[&str],
+    environment: &[(&str, &str)],
+) -> (std::process::Child, String) {
+    use std::io::BufRead;
+
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_stockroom"))
+        .args(["up", "--data-dir"])
+        .arg(data_dir)
+        .args(EPHEMERAL_UP_PORTS)
+        .args(extra)
+        .env("STOCKROOM_LOG", "warn")
+        .envs(environment.iter().copied())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .expect("stockroom starts");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout is piped"))
+        .read_line(&mut line)
+        .expect("the ready line is read");
+    assert!(
+        line.starts_with("stockroom ready:"),
+        "unexpected first line: {line:?}"
+    );
+    (child, line)
+}
+
+/// The URL a ready line gives for `name` (`order=…`).
+pub fn ready_url(line: &str, name: &str) -> String {
+    line.split_whitespace()
+        .find_map(|field| field.strip_prefix(&format!("{name}=")))
+        .unwrap_or_else(|| panic!("no {name}= in the ready line {line:?}"))
+        .to_owned()
+}

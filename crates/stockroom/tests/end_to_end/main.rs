@@ -14,6 +14,7 @@ mod harness;
 mod idempotency;
 mod internal_routes;
 mod metrics;
+mod naive_fence;
 mod redelivery;
 mod reservations;
 mod scale_out;

@@ -18,6 +18,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::history::{EventType, HistoryError, HistoryEvent, HistoryWriter, OpValue, PLACE_ORDER};
 
+mod sync;
+
 /// The longest one order request may take before it counts as an error.
 pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 10_000;
 
@@ -79,6 +81,11 @@ pub struct StormConfig {
     /// At most this many new orders per second over the whole storm (`None`:
     /// as fast as the workers go), so that a long run stays a steady load.
     pub rate_per_s: Option<f64>,
+    /// Last-byte synchronisation: orders go in waves of `concurrency`, each
+    /// wave's requests written but for their last byte and then released
+    /// together (see [`crate::last_byte`]). Needs one `http://` URL; sends
+    /// each order once, without retries.
+    pub sync: bool,
 }
 
 impl StormConfig {
@@ -98,6 +105,7 @@ impl StormConfig {
             progress: false,
             request_timeout_ms: DEFAULT_REQUEST_TIMEOUT_MS,
             rate_per_s: None,
+            sync: false,
         }
     }
 }
@@ -217,6 +225,15 @@ fn validate(config: &StormConfig) -> Result<(), StormError> {
             "retry attempts must be from 1 to {MAX_RETRY_ATTEMPTS}"
         )));
     }
+    if config.sync {
+        if config.order_urls.len() != 1 {
+            return invalid("a synchronised storm takes exactly one order URL");
+        }
+        if config.rate_per_s.is_some() {
+            return invalid("a synchronised storm sends waves, not a rate");
+        }
+        crate::last_byte::SyncTarget::parse(&config.order_urls[0]).map_err(StormError::Invalid)?;
+    }
     if config.retry.max_attempts > 1 && !config.idempotency {
         return invalid(
             "retrying without an idempotency key could place an order twice; add idempotency",
@@ -271,7 +288,11 @@ pub async fn run_storm(config: StormConfig) -> Result<StormReport, StormError> {
         config,
     });
     let mut workers = Vec::with_capacity(shared.config.concurrency);
-    for process in 0..shared.config.concurrency {
+    if shared.config.sync {
+        let shared = Arc::clone(&shared);
+        workers.push(tokio::spawn(async move { sync::waves(&shared).await }));
+    }
+    for process in (0..shared.config.concurrency).filter(|_| !shared.config.sync) {
         let shared = Arc::clone(&shared);
         workers.push(tokio::spawn(async move {
             worker(&shared, process as u64).await
@@ -365,25 +386,8 @@ async fn worker(
         if config.orders.is_some_and(|orders| number >= orders) {
             break;
         }
-        let (product, first_url) = {
-            let mut random = rand::rng();
-            let product = if config.products.len() == 1 || random.random::<f64>() < config.hot_share
-            {
-                &config.products[0]
-            } else {
-                &config.products[random.random_range(1..config.products.len())]
-            };
-            (product.clone(), number as usize)
-        };
-        let request = OpValue {
-            product: Some(product.clone()),
-            quantity: Some(config.quantity),
-            customer_id: Some(format!("storm-{}", number % 1_000)),
-            idempotency_key: config
-                .idempotency
-                .then(|| format!("storm-{}-{number}", shared.run_id)),
-            ..OpValue::default()
-        };
+        let request = order_request(shared, number);
+        let first_url = number as usize;
         let invoke = HistoryEvent {
             kind: EventType::Invoke,
             process,
@@ -401,13 +405,51 @@ async fn worker(
             f: PLACE_ORDER.to_owned(),
             value,
         };
-        tally.orders += 1;
-        tally.requests += u64::from(attempts);
-        tally.retries += u64::from(attempts.saturating_sub(1));
+        tally.record(shared, invoke, done, attempts, &mut write_error);
+    }
+    (tally, latency, write_error)
+}
+
+/// Order number `number`'s request: a product (the hot one at the hot
+/// share), the quantity, a customer, and an idempotency key when asked.
+fn order_request(shared: &Shared, number: u64) -> OpValue {
+    let config = &shared.config;
+    let product = {
+        let mut random = rand::rng();
+        if config.products.len() == 1 || random.random::<f64>() < config.hot_share {
+            config.products[0].clone()
+        } else {
+            config.products[random.random_range(1..config.products.len())].clone()
+        }
+    };
+    OpValue {
+        product: Some(product),
+        quantity: Some(config.quantity),
+        customer_id: Some(format!("storm-{}", number % 1_000)),
+        idempotency_key: config
+            .idempotency
+            .then(|| format!("storm-{}-{number}", shared.run_id)),
+        ..OpValue::default()
+    }
+}
+
+impl WorkerTally {
+    /// Counts one completed order and keeps (or writes) its two events.
+    fn record(
+        &mut self,
+        shared: &Shared,
+        invoke: HistoryEvent,
+        done: HistoryEvent,
+        attempts: u32,
+        write_error: &mut Option<HistoryError>,
+    ) {
+        self.orders += 1;
+        self.requests += u64::from(attempts);
+        self.retries += u64::from(attempts.saturating_sub(1));
         match done.value.outcome.as_deref() {
-            Some("reserved") => tally.reserved += 1,
-            Some("rejected") => tally.rejected += 1,
-            _ => tally.errors += 1,
+            Some("reserved") => self.reserved += 1,
+            Some("rejected") => self.rejected += 1,
+            _ => self.errors += 1,
         }
         if let Some(writer) = &shared.writer {
             for event in [&invoke, &done] {
@@ -416,13 +458,36 @@ async fn worker(
                 }
             }
         }
-        if config.keep_history {
-            tally.events.push(invoke);
-            tally.events.push(done);
+        if shared.config.keep_history {
+            self.events.push(invoke);
+            self.events.push(done);
         }
         shared.progress.inc(1);
     }
-    (tally, latency, write_error)
+}
+
+/// Fills `value` from an order-service answer; `None` when the answer is a
+/// 503 or a 5xx, whose outcome is unknown (retryable when it is a 503).
+fn settle_answer(
+    value: &mut OpValue,
+    status: u16,
+    document: &serde_json::Value,
+    attempt: u32,
+) -> Result<EventType, bool> {
+    value.status_code = Some(status);
+    value.order_id = document["order"]["id"].as_str().map(str::to_owned);
+    value.order_status = document["order"]["status"].as_str().map(str::to_owned);
+    value.error = document["error"].as_str().map(str::to_owned);
+    let (outcome, kind) = match status {
+        200..=299 => ("reserved", EventType::Ok),
+        409 => ("rejected", EventType::Fail),
+        400..=499 => ("refused", EventType::Fail),
+        503 => return Err(true),
+        _ => return Err(false),
+    };
+    value.outcome = Some(outcome.into());
+    value.attempts = Some(attempt);
+    Ok(kind)
 }
 
 /// Places one order, retrying as the policy allows; returns the completion
@@ -449,28 +514,9 @@ async fn place(shared: &Shared, first_url: usize, mut value: OpValue) -> (EventT
             Ok(response) => {
                 let status = response.status().as_u16();
                 let document: serde_json::Value = response.json().await.unwrap_or_default();
-                value.status_code = Some(status);
-                value.order_id = document["order"]["id"].as_str().map(str::to_owned);
-                value.order_status = document["order"]["status"].as_str().map(str::to_owned);
-                value.error = document["error"].as_str().map(str::to_owned);
-                match status {
-                    200..=299 => {
-                        value.outcome = Some("reserved".into());
-                        value.attempts = Some(attempt);
-                        return (EventType::Ok, value, attempt);
-                    }
-                    409 => {
-                        value.outcome = Some("rejected".into());
-                        value.attempts = Some(attempt);
-                        return (EventType::Fail, value, attempt);
-                    }
-                    400..=499 => {
-                        value.outcome = Some("refused".into());
-                        value.attempts = Some(attempt);
-                        return (EventType::Fail, value, attempt);
-                    }
-                    503 => true,
-                    _ => false,
+                match settle_answer(&mut value, status, &document, attempt) {
+                    Ok(kind) => return (kind, value, attempt),
+                    Err(retryable) => retryable,
                 }
             }
             // No answer (a refused or cut connection, a timeout): the same

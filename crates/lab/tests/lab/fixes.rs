@@ -1,0 +1,183 @@
+//! The fix lab's verdicts, pinned: every proposed fix against every scenario,
+//! each cell decided by a run. A cell expected to break gets the lab's
+//! bounded retries (a race is a matter of chance); a cell expected to hold
+//! runs once, and fails the test if the race shows. The Redis rows run
+//! against the real Redis in `STOCKROOM_TEST_REDIS_URL` (under CI a missing
+//! one fails the test instead of skipping it).
+
+use stockroom::cli::InProcessLauncher;
+use stockroom_lab::lab::MAX_NAIVE_ATTEMPTS;
+use stockroom_lab::{FixLabConfig, FixSubject, Scenario, Verdict, run_cell};
+use stockroom_naive::Fix;
+
+/// The scenario holds.
+const H: bool = true;
+/// The scenario's race shows.
+const B: bool = false;
+
+/// The Redis for the Redis rows, or `None` (test skipped) outside CI.
+fn redis_url() -> Option<String> {
+    match std::env::var("STOCKROOM_TEST_REDIS_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if std::env::var_os("CI").is_some() => {
+            panic!("STOCKROOM_TEST_REDIS_URL is not set, and CI must run the Redis rows")
+        }
+        _ => {
+            eprintln!("skipped: STOCKROOM_TEST_REDIS_URL is not set");
+            None
+        }
+    }
+}
+
+/// Runs every scenario against `subject` and checks each verdict against
+/// `expected` (in [`Scenario::ALL`]'s order).
+async fn pin(subject: FixSubject, expected: [bool; 9]) {
+    let redis = match subject {
+        FixSubject::Naive(fix) if fix.needs_redis() => match redis_url() {
+            Some(url) => Some(url),
+            None => return,
+        },
+        _ => None,
+    };
+    let mut wrong = Vec::new();
+    for (scenario, holds) in Scenario::ALL.into_iter().zip(expected) {
+        let mut config = FixLabConfig::new(stockroom_naive::DEFAULT_RACE_WINDOW_MS, redis.clone());
+        config.attempts = if holds { 1 } else { MAX_NAIVE_ATTEMPTS };
+        let cell = run_cell(subject, scenario, &config, &InProcessLauncher).await;
+        assert_ne!(
+            cell.verdict,
+            Verdict::NotRun,
+            "{} on {}: {}",
+            subject.name(),
+            scenario.name(),
+            cell.evidence
+        );
+        if cell.holds != holds {
+            wrong.push(format!(
+                "{}: expected {}, got {} ({})",
+                scenario.name(),
+                if holds { "holds" } else { "breaks" },
+                if cell.holds { "holds" } else { "breaks" },
+                cell.evidence
+            ));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{}:\n{}",
+        subject.name(),
+        wrong.join("\n")
+    );
+}
+
+// Columns: lost-update, toctou, torn-writes, stale-order, two-calls,
+// pay-before-reserve, duplicate-delivery, lock-expiry, crash-after-publish.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_fix_breaks_everywhere() {
+    pin(FixSubject::Naive(Fix::None), [B, B, B, B, B, B, B, B, B]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_lock_on_write_as_written() {
+    pin(
+        FixSubject::Naive(Fix::FileLockOnWrite),
+        [B, B, B, B, B, B, B, B, B],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locked_read_modify_write_with_atomic_replace() {
+    pin(
+        FixSubject::Naive(Fix::LockedAtomicReplace),
+        [H, H, H, B, B, B, B, B, B],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn version_check_in_memory_as_written() {
+    pin(
+        FixSubject::Naive(Fix::VersionInMemory),
+        [B, B, B, B, B, B, B, B, B],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn version_compare_and_swap() {
+    pin(
+        FixSubject::Naive(Fix::VersionCompareAndSwap),
+        [H, H, B, H, B, B, B, B, B],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_and_reserve_under_one_lock_as_written() {
+    pin(
+        FixSubject::Naive(Fix::CheckAndReserveUnderLock),
+        [B, H, B, B, H, B, B, B, B],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_transaction_as_written() {
+    pin(
+        FixSubject::Naive(Fix::SqliteTransaction),
+        [H, H, H, B, H, H, B, H, B],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_publisher_dedupe_as_written() {
+    pin(
+        FixSubject::Naive(Fix::RedisPublisherDedupe),
+        [B, B, B, B, B, B, B, B, B],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processed_events_record_with_the_effect() {
+    pin(
+        FixSubject::Naive(Fix::ProcessedEventsRecord),
+        [B, B, B, B, B, B, H, B, H],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_lock_alone() {
+    pin(
+        FixSubject::Naive(Fix::RedisLock),
+        [B, H, B, B, H, H, B, B, B],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_lock_with_fencing_tokens() {
+    pin(
+        FixSubject::Naive(Fix::RedisLockFencing),
+        [B, H, B, B, H, H, B, H, B],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_lock_around_a_conditional_update_as_deployed() {
+    pin(
+        FixSubject::Naive(Fix::RedisLockConditionalUpdate),
+        [B, H, B, B, H, H, B, H, B],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stockroom_as_shipped_holds_everywhere() {
+    pin(FixSubject::Stockroom, [H, H, H, H, H, H, H, H, H]).await;
+}
