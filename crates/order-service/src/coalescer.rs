@@ -209,7 +209,7 @@ where
     let sent = requests.len();
     // The exchange continues the first order's trace; every order still
     // carries its own trace context to its event.
-    let span = tracing::info_span!("reserve batch", orders = sent);
+    let span = tracing::debug_span!("reserve batch", orders = sent);
     stockroom_http_kit::follow(&span, requests[0].trace_parent.as_deref());
     match send(ReserveBatch { requests }).instrument(span).await {
         Ok(result) if result.results.len() == sent => {
