@@ -237,6 +237,7 @@ where
 #[cfg(test)]
 mod tests {
     use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 
     use axum::http::StatusCode;
     use axum::response::IntoResponse;
@@ -376,12 +377,27 @@ mod tests {
         assert_eq!(*batches.lock().unwrap(), vec![ids]);
     }
 
+    /// The longest the queue test waits for its callers to be queued or
+    /// taken: thousands of tasks on a loaded machine can take a while.
+    const QUEUEING_WAIT_MS: u64 = 5_000;
+
+    /// Lets the callers and the collector run until `done` holds or
+    /// [`QUEUEING_WAIT_MS`] have passed; the caller asserts what it needs.
+    async fn wait_until(done: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_millis(QUEUEING_WAIT_MS);
+        while !done() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     /// When every batch slot is busy and the queue is full, a new order is
     /// refused at once with 503 and `Retry-After`, and the orders already
     /// queued are still answered once the slots free up.
     #[tokio::test]
     async fn a_full_queue_is_a_503_with_retry_after() {
         let (open, gate) = watch::channel(false);
+        let sent_batches = Arc::new(AtomicUsize::new(0));
+        let sent = Arc::clone(&sent_batches);
         let coalescer = Coalescer::start(
             CoalesceConfig {
                 max_batch: 2,
@@ -389,6 +405,7 @@ mod tests {
             },
             move |batch: ReserveBatch| {
                 let mut gate = gate.clone();
+                sent.fetch_add(1, AtomicOrdering::SeqCst);
                 async move {
                     // Every batch waits until the test opens the gate, so
                     // that the queue behind them fills up.
@@ -409,7 +426,7 @@ mod tests {
             (0..in_slots).map(|index| format!("slot-{index}")),
         );
         // Let the callers and the collector run until every slot is busy.
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        wait_until(|| sent_batches.load(AtomicOrdering::SeqCst) == MAX_BATCHES_IN_FLIGHT).await;
         assert_eq!(
             coalescer.queue.capacity(),
             QUEUE_CAPACITY,
@@ -419,7 +436,7 @@ mod tests {
             &coalescer,
             (0..QUEUE_CAPACITY).map(|index| format!("queued-{index}")),
         ));
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        wait_until(|| coalescer.queue.capacity() == 0).await;
         assert_eq!(coalescer.queue.capacity(), 0, "the queue is full");
         let refused = tokio::time::timeout(
             Duration::from_millis(100),
