@@ -101,7 +101,7 @@ async fn health(State(state): State<DataState>) -> axum::response::Response {
 
 /// Every product's stock.
 #[utoipa::path(get, path = "/inventory", responses((status = 200, body = InventoryList)))]
-#[tracing::instrument(skip_all)]
+#[tracing::instrument(level = "debug", skip_all)]
 async fn inventory(State(state): State<DataState>) -> Result<Json<InventoryList>, DataError> {
     Ok(Json(InventoryList {
         inventory: state.storage.inventory().await?,
@@ -118,7 +118,7 @@ async fn inventory(State(state): State<DataState>) -> Result<Json<InventoryList>
         (status = 404, body = ErrorBody, description = "no such product")
     )
 )]
-#[tracing::instrument(skip_all)]
+#[tracing::instrument(level = "debug", skip_all)]
 async fn inventory_item(
     State(state): State<DataState>,
     Path(product_name): Path<String>,
@@ -143,7 +143,7 @@ async fn inventory_item(
         (status = 422, body = ErrorBody)
     )
 )]
-#[tracing::instrument(skip_all)]
+#[tracing::instrument(level = "debug", skip_all)]
 async fn restock(
     State(state): State<DataState>,
     Path(product_name): Path<String>,
@@ -198,7 +198,7 @@ pub fn order_filter(query: OrderQuery) -> Result<OrderFilter, String> {
     params(OrderQuery),
     responses((status = 200, body = OrderList), (status = 422, body = ErrorBody))
 )]
-#[tracing::instrument(skip_all)]
+#[tracing::instrument(level = "debug", skip_all)]
 async fn orders(
     State(state): State<DataState>,
     query: Result<Query<OrderQuery>, axum::extract::rejection::QueryRejection>,
@@ -211,7 +211,7 @@ async fn orders(
 /// How many orders are in each status, each count stopping at
 /// `MAX_COUNTED_ORDERS` so that it stays cheap however many orders are stored.
 #[utoipa::path(get, path = "/orders/counts", responses((status = 200, body = OrderCounts)))]
-#[tracing::instrument(skip_all)]
+#[tracing::instrument(level = "debug", skip_all)]
 async fn order_counts(State(state): State<DataState>) -> Result<Json<OrderCounts>, DataError> {
     let counts = state.storage.order_counts(MAX_COUNTED_ORDERS).await?;
     Ok(Json(OrderCounts {
@@ -234,7 +234,7 @@ async fn order_counts(State(state): State<DataState>) -> Result<Json<OrderCounts
     params(("id" = String, Path)),
     responses((status = 200, body = OrderDocument), (status = 404, body = ErrorBody))
 )]
-#[tracing::instrument(skip_all)]
+#[tracing::instrument(level = "debug", skip_all)]
 async fn order(
     State(state): State<DataState>,
     Path(order_id): Path<String>,
@@ -252,7 +252,7 @@ async fn order(
     request_body = ReserveBatch,
     responses((status = 200, body = ReserveBatchResult), (status = 503, body = ErrorBody))
 )]
-#[tracing::instrument(skip_all)]
+#[tracing::instrument(level = "debug", skip_all)]
 async fn reserve(
     State(state): State<DataState>,
     JsonBody(batch): JsonBody<ReserveBatch>,
@@ -275,7 +275,7 @@ async fn reserve(
     request_body = PaymentBatch,
     responses((status = 200, body = EffectBatchResult))
 )]
-#[tracing::instrument(skip_all)]
+#[tracing::instrument(level = "debug", skip_all)]
 async fn record_payments(
     State(state): State<DataState>,
     JsonBody(batch): JsonBody<PaymentBatch>,
@@ -298,7 +298,7 @@ async fn record_payments(
     request_body = SettlementBatch,
     responses((status = 200, body = EffectBatchResult))
 )]
-#[tracing::instrument(skip_all)]
+#[tracing::instrument(level = "debug", skip_all)]
 async fn settle(
     State(state): State<DataState>,
     JsonBody(batch): JsonBody<SettlementBatch>,
@@ -326,7 +326,7 @@ async fn settle(
         (status = 409, body = ErrorBody, description = "paid, fulfilled or rejected")
     )
 )]
-#[tracing::instrument(skip_all)]
+#[tracing::instrument(level = "debug", skip_all)]
 async fn release(
     State(state): State<DataState>,
     Path(order_id): Path<String>,
@@ -355,7 +355,7 @@ async fn release(
     request_body = ExpireRequest,
     responses((status = 200, body = ExpireResult))
 )]
-#[tracing::instrument(skip_all)]
+#[tracing::instrument(level = "debug", skip_all)]
 async fn expire(
     State(state): State<DataState>,
     JsonBody(request): JsonBody<ExpireRequest>,
@@ -411,7 +411,7 @@ fn known_consumer(consumer: &str) -> Result<Consumer, DataError> {
         (status = 422, body = ErrorBody, description = "a lease outside its bounds")
     )
 )]
-#[tracing::instrument(skip_all)]
+#[tracing::instrument(level = "debug", skip_all)]
 async fn lease_events(
     State(state): State<DataState>,
     Path(consumer): Path<String>,
@@ -477,7 +477,7 @@ async fn finish(
     request_body = AckRequest,
     responses((status = 204), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody))
 )]
-#[tracing::instrument(skip_all)]
+#[tracing::instrument(level = "debug", skip_all)]
 async fn acknowledge_events(
     State(state): State<DataState>,
     Path(consumer): Path<String>,
@@ -495,7 +495,7 @@ async fn acknowledge_events(
     request_body = AckRequest,
     responses((status = 204), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody))
 )]
-#[tracing::instrument(skip_all)]
+#[tracing::instrument(level = "debug", skip_all)]
 async fn release_events(
     State(state): State<DataState>,
     Path(consumer): Path<String>,
@@ -512,7 +512,7 @@ async fn release_events(
     request_body = AckRequest,
     responses((status = 204), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody))
 )]
-#[tracing::instrument(skip_all)]
+#[tracing::instrument(level = "debug", skip_all)]
 async fn reject_events(
     State(state): State<DataState>,
     Path(consumer): Path<String>,
@@ -540,7 +540,7 @@ pub struct DeadLetterQuery {
         (status = 422, body = ErrorBody)
     )
 )]
-#[tracing::instrument(skip_all)]
+#[tracing::instrument(level = "debug", skip_all)]
 async fn dead_letters(
     State(state): State<DataState>,
     Path(consumer): Path<String>,
@@ -566,7 +566,7 @@ async fn dead_letters(
     request_body = BuryRequest,
     responses((status = 204), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody))
 )]
-#[tracing::instrument(skip_all)]
+#[tracing::instrument(level = "debug", skip_all)]
 async fn bury_events(
     State(state): State<DataState>,
     Path(consumer): Path<String>,
@@ -595,7 +595,7 @@ async fn bury_events(
         (status = 422, body = ErrorBody)
     )
 )]
-#[tracing::instrument(skip_all)]
+#[tracing::instrument(level = "debug", skip_all)]
 async fn redrive(
     State(state): State<DataState>,
     Path(consumer): Path<String>,
@@ -625,7 +625,7 @@ async fn redrive(
     request_body = ProviderChargeBatch,
     responses((status = 200, body = ProviderVerdictBatch), (status = 422, body = ErrorBody))
 )]
-#[tracing::instrument(skip_all)]
+#[tracing::instrument(level = "debug", skip_all)]
 async fn provider_charge(
     State(state): State<DataState>,
     JsonBody(batch): JsonBody<ProviderChargeBatch>,
@@ -645,7 +645,7 @@ async fn provider_charge(
     path = "/provider/stats",
     responses((status = 200, body = ProviderStats))
 )]
-#[tracing::instrument(skip_all)]
+#[tracing::instrument(level = "debug", skip_all)]
 async fn provider_stats(State(state): State<DataState>) -> Result<Json<ProviderStats>, DataError> {
     Ok(Json(state.storage.provider_stats().await?))
 }

@@ -4,10 +4,10 @@
 //! caller's, and the bus carries the same string with each event
 //! ([`current_traceparent`], [`follow`]).
 //!
-//! Spans become traces only when the process installed an OpenTelemetry
-//! layer (`--otlp-endpoint`). Without one a span has no OpenTelemetry
-//! context: nothing is injected, nothing is exported, and the spans only
-//! give log lines their fields.
+//! The spans are at `debug` level, so that they exist only when something
+//! wants them: the OpenTelemetry layer a process installs with
+//! `--otlp-endpoint`, or logs at `debug`. Without either, creating one costs
+//! a cached level check, nothing is injected and nothing is exported.
 //!
 //! [`ServiceClient`]: crate::ServiceClient
 
@@ -82,6 +82,9 @@ pub fn traceparent_of(span: &tracing::Span) -> Option<String> {
 /// an absent, oversized or malformed value leaves `span` a root. Call it
 /// before `span` is first entered.
 pub fn follow(span: &tracing::Span, traceparent: Option<&str>) {
+    if span.is_disabled() {
+        return;
+    }
     let Some(traceparent) = traceparent.filter(|value| value.len() <= MAX_TRACEPARENT_LENGTH)
     else {
         return;
@@ -102,7 +105,7 @@ pub fn event_span(
     order_id: &str,
     traceparent: Option<&str>,
 ) -> tracing::Span {
-    let span = tracing::info_span!(
+    let span = tracing::debug_span!(
         "event",
         otel.name = name,
         otel.kind = "consumer",
@@ -171,7 +174,7 @@ where
             .extensions()
             .get::<MatchedPath>()
             .map_or(UNMATCHED_ROUTE, MatchedPath::as_str);
-        let span = tracing::info_span!(
+        let span = tracing::debug_span!(
             "request",
             otel.name = %format_args!("{} {method} {route}", self.service),
             otel.kind = "server",
@@ -211,7 +214,7 @@ mod tests {
 
     #[test]
     fn without_an_exporter_nothing_is_propagated() {
-        let span = tracing::info_span!("request");
+        let span = tracing::debug_span!("request");
         follow(&span, Some(INCOMING));
         assert_eq!(traceparent_of(&span), None);
     }
@@ -222,7 +225,7 @@ mod tests {
         let subscriber = tracing_subscriber::registry()
             .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
         tracing::subscriber::with_default(subscriber, || {
-            let span = tracing::info_span!("request");
+            let span = tracing::debug_span!("request");
             follow(&span, Some(INCOMING));
             let outgoing = traceparent_of(&span).expect("a traced span has a context");
             assert!(
@@ -234,7 +237,7 @@ mod tests {
                 "a child has its own id"
             );
 
-            let root = tracing::info_span!("request");
+            let root = tracing::debug_span!("request");
             follow(&root, Some("not a traceparent"));
             let own = traceparent_of(&root).expect("a root is traced too");
             assert!(!own.contains("0af7651916cd43dd8448eb211c80319c"), "{own}");

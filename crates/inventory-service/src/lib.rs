@@ -97,7 +97,7 @@ async fn health(State(state): State<InventoryState>) -> Response {
     request_body = ReserveBatch,
     responses((status = 200, body = ReserveBatchResult), (status = 503, body = ErrorBody))
 )]
-#[tracing::instrument(skip_all)]
+#[tracing::instrument(level = "debug", skip_all)]
 async fn reserve(
     State(state): State<InventoryState>,
     body: axum::body::Bytes,
@@ -126,7 +126,7 @@ async fn reserve(
         (status = 409, body = ErrorBody)
     )
 )]
-#[tracing::instrument(skip_all)]
+#[tracing::instrument(level = "debug", skip_all)]
 async fn release(
     State(state): State<InventoryState>,
     Path(order_id): Path<String>,
@@ -152,7 +152,7 @@ async fn release(
         (status = 422, body = ErrorBody)
     )
 )]
-#[tracing::instrument(skip_all)]
+#[tracing::instrument(level = "debug", skip_all)]
 async fn restock(
     State(state): State<InventoryState>,
     Path(product_name): Path<String>,

@@ -209,7 +209,7 @@ where
     let sent = requests.len();
     // The exchange continues the first order's trace; every order still
     // carries its own trace context to its event.
-    let span = tracing::info_span!("reserve batch", orders = sent);
+    let span = tracing::debug_span!("reserve batch", orders = sent);
     stockroom_http_kit::follow(&span, requests[0].trace_parent.as_deref());
     match send(ReserveBatch { requests }).instrument(span).await {
         Ok(result) if result.results.len() == sent => {
@@ -237,6 +237,7 @@ where
 #[cfg(test)]
 mod tests {
     use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 
     use axum::http::StatusCode;
     use axum::response::IntoResponse;
@@ -376,16 +377,15 @@ mod tests {
         assert_eq!(*batches.lock().unwrap(), vec![ids]);
     }
 
-    /// Waits until the queue has exactly `capacity` free places, or fails
-    /// after a few seconds.
-    async fn wait_for_capacity(coalescer: &Coalescer, capacity: usize) {
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while coalescer.queue.capacity() != capacity {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the queue kept {} free places, not {capacity}",
-                coalescer.queue.capacity()
-            );
+    /// The longest the queue test waits for its callers to be queued or
+    /// taken: thousands of tasks on a loaded machine can take a while.
+    const QUEUEING_WAIT_MS: u64 = 5_000;
+
+    /// Lets the callers and the collector run until `done` holds or
+    /// [`QUEUEING_WAIT_MS`] have passed; the caller asserts what it needs.
+    async fn wait_until(done: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_millis(QUEUEING_WAIT_MS);
+        while !done() && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
@@ -396,8 +396,8 @@ mod tests {
     #[tokio::test]
     async fn a_full_queue_is_a_503_with_retry_after() {
         let (open, gate) = watch::channel(false);
-        let started = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let started_in_closure = Arc::clone(&started);
+        let sent_batches = Arc::new(AtomicUsize::new(0));
+        let sent = Arc::clone(&sent_batches);
         let coalescer = Coalescer::start(
             CoalesceConfig {
                 max_batch: 2,
@@ -405,7 +405,7 @@ mod tests {
             },
             move |batch: ReserveBatch| {
                 let mut gate = gate.clone();
-                started_in_closure.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                sent.fetch_add(1, AtomicOrdering::SeqCst);
                 async move {
                     // Every batch waits until the test opens the gate, so
                     // that the queue behind them fills up.
@@ -425,22 +425,19 @@ mod tests {
             &coalescer,
             (0..in_slots).map(|index| format!("slot-{index}")),
         );
-        // Let the callers and the collector run until every slot is busy
-        // (polled, since a loaded machine may take a while to run them).
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while started.load(std::sync::atomic::Ordering::SeqCst) < MAX_BATCHES_IN_FLIGHT {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the slots never filled"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        wait_for_capacity(&coalescer, QUEUE_CAPACITY).await;
+        // Let the callers and the collector run until every slot is busy.
+        wait_until(|| sent_batches.load(AtomicOrdering::SeqCst) == MAX_BATCHES_IN_FLIGHT).await;
+        assert_eq!(
+            coalescer.queue.capacity(),
+            QUEUE_CAPACITY,
+            "the slots took every order"
+        );
         callers.extend(spawn_callers(
             &coalescer,
             (0..QUEUE_CAPACITY).map(|index| format!("queued-{index}")),
         ));
-        wait_for_capacity(&coalescer, 0).await;
+        wait_until(|| coalescer.queue.capacity() == 0).await;
+        assert_eq!(coalescer.queue.capacity(), 0, "the queue is full");
         let refused = tokio::time::timeout(
             Duration::from_millis(100),
             coalescer.reserve(request("one-too-many")),

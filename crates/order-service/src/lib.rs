@@ -124,7 +124,7 @@ pub struct RejectedOrder {
         (status = 503, body = ErrorBody, description = "overloaded or a dependency is unavailable; retry after Retry-After")
     )
 )]
-#[tracing::instrument(name = "place order", skip_all, fields(order_id))]
+#[tracing::instrument(name = "place order", level = "debug", skip_all, fields(order_id))]
 async fn place_order(
     State(state): State<OrderState>,
     headers: HeaderMap,
@@ -200,7 +200,7 @@ async fn place_order(
     params(("id" = String, Path)),
     responses((status = 200, body = OrderDocument), (status = 404, body = ErrorBody))
 )]
-#[tracing::instrument(skip_all)]
+#[tracing::instrument(level = "debug", skip_all)]
 async fn get_order(
     State(state): State<OrderState>,
     Path(order_id): Path<String>,
@@ -235,7 +235,7 @@ pub struct ListQuery {
     params(ListQuery),
     responses((status = 200, body = OrderList), (status = 422, body = ErrorBody))
 )]
-#[tracing::instrument(skip_all)]
+#[tracing::instrument(level = "debug", skip_all)]
 async fn list_orders(
     State(state): State<OrderState>,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
@@ -256,7 +256,7 @@ async fn list_orders(
         (status = 409, body = ErrorBody, description = "paid, fulfilled or rejected")
     )
 )]
-#[tracing::instrument(skip_all)]
+#[tracing::instrument(level = "debug", skip_all)]
 async fn cancel_order(
     State(state): State<OrderState>,
     Path(order_id): Path<String>,

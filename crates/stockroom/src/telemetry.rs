@@ -1,11 +1,11 @@
 //! The process's logs and, with `--otlp-endpoint`, its traces.
 //!
 //! Logs go to standard error, filtered by `STOCKROOM_LOG`. Traces are the
-//! same `tracing` spans (each request, each handler, each storage call, each
-//! event a consumer handles) exported over OTLP/HTTP in batches. Without an
-//! endpoint no OpenTelemetry layer is installed at all: there is no exporter,
-//! no background thread, and spans carry no trace context, so nothing is
-//! propagated either.
+//! `tracing` spans of each request, handler, storage call and event a
+//! consumer handles, made at `debug` level, exported over OTLP/HTTP in
+//! batches. Without an endpoint no OpenTelemetry layer is installed at all:
+//! there is no exporter and no background thread, and unless the logs ask
+//! for `debug` the spans are not even made, so nothing is propagated either.
 
 use std::time::Duration;
 
@@ -28,10 +28,23 @@ pub const MAX_QUEUED_SPANS: usize = 8_192;
 /// The path of the OTLP/HTTP traces endpoint under a collector's base URL.
 pub const OTLP_TRACES_PATH: &str = "/v1/traces";
 
-/// Which spans are exported: Stockroom's own at `info` (requests, handlers,
-/// storage calls, events), none of its libraries' (the exporter's own HTTP
-/// client among them, which must not trace itself).
-const EXPORTED_SPANS: &str = "off,stockroom=info";
+/// The crates whose spans are exported: Stockroom's own, none of its
+/// libraries' (the exporter's own HTTP client among them, which must not
+/// trace itself).
+const EXPORTED_TARGET_PREFIX: &str = "stockroom";
+
+/// Whether the trace exporter takes a span or event: Stockroom's spans down
+/// to `debug`, the level they are made at so that they cost nothing when no
+/// exporter wants them, and its events (span events in the trace) down to
+/// `info`, as the logs show them.
+fn exported(metadata: &tracing::Metadata<'_>) -> bool {
+    let lowest = if metadata.is_span() {
+        tracing::Level::DEBUG
+    } else {
+        tracing::Level::INFO
+    };
+    metadata.target().starts_with(EXPORTED_TARGET_PREFIX) && *metadata.level() <= lowest
+}
 
 /// Keeps the exporter alive; [`Telemetry::shutdown`] sends what is left.
 #[must_use = "dropping it without shutdown loses the last spans"]
@@ -119,7 +132,7 @@ pub fn init(
         .build();
     let traces = tracing_opentelemetry::layer()
         .with_tracer(provider.tracer("stockroom"))
-        .with_filter(EnvFilter::new(EXPORTED_SPANS));
+        .with_filter(tracing_subscriber::filter::filter_fn(exported));
     tracing_subscriber::registry()
         .with(logs)
         .with(traces)

@@ -514,7 +514,7 @@ impl Storage for PostgresStorage {
         Ok(true)
     }
 
-    #[tracing::instrument(name = "storage", skip_all, fields(backend = "postgres", calls = command.size()))]
+    #[tracing::instrument(name = "storage", level = "debug", skip_all, fields(backend = "postgres", calls = command.size()))]
     async fn run(&self, command: Command) -> Result<Reply, StorageError> {
         match &self.group_commit {
             Some(group_commit) => group_commit.run(command).await,
@@ -546,7 +546,12 @@ impl Storage for PostgresStorage {
         transaction!(self, read, |tx| read::order_counts(tx, cap).await?)
     }
 
-    #[tracing::instrument(name = "storage", skip_all, fields(backend = "postgres"))]
+    #[tracing::instrument(
+        name = "storage",
+        level = "debug",
+        skip_all,
+        fields(backend = "postgres")
+    )]
     async fn lease_events(
         &self,
         consumer: Consumer,
@@ -565,7 +570,12 @@ impl Storage for PostgresStorage {
         .await?)
     }
 
-    #[tracing::instrument(name = "storage", skip_all, fields(backend = "postgres"))]
+    #[tracing::instrument(
+        name = "storage",
+        level = "debug",
+        skip_all,
+        fields(backend = "postgres")
+    )]
     async fn finish_deliveries(
         &self,
         consumer: Consumer,

@@ -320,7 +320,7 @@ impl Storage for SqliteStorage {
         }
     }
 
-    #[tracing::instrument(name = "storage", skip_all, fields(backend = "sqlite", calls = command.size()))]
+    #[tracing::instrument(name = "storage", level = "debug", skip_all, fields(backend = "sqlite", calls = command.size()))]
     async fn run(&self, command: Command) -> Result<Reply, StorageError> {
         match self.write(WriteCommand::Rules(command)).await? {
             WriteReply::Rules(reply) => Ok(reply),
@@ -350,7 +350,12 @@ impl Storage for SqliteStorage {
         self.read(move |sql| read::order_counts(sql, cap)).await
     }
 
-    #[tracing::instrument(name = "storage", skip_all, fields(backend = "sqlite"))]
+    #[tracing::instrument(
+        name = "storage",
+        level = "debug",
+        skip_all,
+        fields(backend = "sqlite")
+    )]
     async fn lease_events(
         &self,
         consumer: Consumer,
@@ -368,7 +373,12 @@ impl Storage for SqliteStorage {
         }
     }
 
-    #[tracing::instrument(name = "storage", skip_all, fields(backend = "sqlite"))]
+    #[tracing::instrument(
+        name = "storage",
+        level = "debug",
+        skip_all,
+        fields(backend = "sqlite")
+    )]
     async fn finish_deliveries(
         &self,
         consumer: Consumer,

@@ -94,7 +94,9 @@ fn start(data_dir: &std::path::Path, otlp_endpoint: &str, extra: &[String]) -> (
             otlp_endpoint,
         ])
         .args(extra)
-        .env("STOCKROOM_LOG", "warn")
+        // Errors only: a service waiting for another while they all start
+        // is expected here, not news.
+        .env("STOCKROOM_LOG", "error")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
