@@ -13,7 +13,12 @@ use crate::NaiveError;
 
 /// How long a lock lives unless released: the story's lock timeout, scaled
 /// to the lab's short runs (a payment slower than this outlives the lock).
-pub const LOCK_TIMEOUT_MS: u64 = 100;
+/// Five times the lab's default race window, so that a holder slowed by a
+/// busy machine still finishes a scenario's flow (a window and a few
+/// requests) well inside it; only the lock-expiry scenario outlives it.
+pub const LOCK_TIMEOUT_MS: u64 = 250;
+
+const _: () = assert!(LOCK_TIMEOUT_MS >= 5 * crate::DEFAULT_RACE_WINDOW_MS);
 
 /// The pause between two attempts to take a busy lock.
 pub const LOCK_RETRY_MS: u64 = 2;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use super::probes::{Watcher, double_charges, monitor_anomalies, redeliver_fixed, redeliver_naive};
 use super::report::{check_anomalies, fixed_summary, torn_headline};
 use super::{
-    Anomaly, LAB_REQUEST_TIMEOUT_MS, LOCK_EXPIRY_ORDERS, LabError, QUIESCE_POLL_MS,
+    Anomaly, LAB_REQUEST_TIMEOUT_MS, LOCK_EXPIRY_ORDERS, LOCK_PAUSE_MS, LabError, QUIESCE_POLL_MS,
     QUIESCE_QUIET_POLLS, QUIESCE_TIMEOUT_MS, STORM_ORDERS, Scenario, SideOutcome, SystemUrls,
 };
 use crate::check::{CheckConfig, HistorySource, run_check};
@@ -104,7 +104,7 @@ pub(super) async fn drive(
         // outbox and marks a row sent only after the broker confirmed it, so
         // a crash in between is a redelivery, which its consumers ignore.
         Scenario::DuplicateDelivery | Scenario::CrashAfterPublish => {
-            quiesce(&http, urls).await;
+            quiesce(&http, urls, quiet_polls(scenario)).await;
             let redelivered = match side {
                 Side::Naive => redeliver_naive(&http, urls).await,
                 Side::Fixed => redeliver_fixed(&http, urls, &placed).await,
@@ -123,7 +123,7 @@ pub(super) async fn drive(
         }
         _ => {}
     }
-    quiesce(&http, urls).await;
+    quiesce(&http, urls, quiet_polls(scenario)).await;
     let watched = watcher.stop().await;
     if watched.reverted > 0 {
         anomalies.push(Anomaly {
@@ -158,13 +158,25 @@ pub(super) async fn drive(
     Ok(SideOutcome { anomalies, summary })
 }
 
-/// Waits until two reads of the stock and orders in a row are the same for a
-/// few polls (or the timeout passes).
-async fn quiesce(http: &reqwest::Client, urls: &SystemUrls) {
+/// How many identical reads in a row count as quiet for `scenario`: in the
+/// lock-expiry scenario nothing changes while a payment pauses its worker, so
+/// quiet must last longer than that pause.
+fn quiet_polls(scenario: Scenario) -> u32 {
+    if scenario == Scenario::LockExpiry {
+        let pause_polls = LOCK_PAUSE_MS.div_ceil(QUIESCE_POLL_MS) as u32;
+        QUIESCE_QUIET_POLLS.max(pause_polls + 2)
+    } else {
+        QUIESCE_QUIET_POLLS
+    }
+}
+
+/// Waits until the reads of the stock and orders stay the same for
+/// `quiet_polls` polls in a row (or the timeout passes).
+async fn quiesce(http: &reqwest::Client, urls: &SystemUrls, quiet_polls: u32) {
     let deadline = Instant::now() + Duration::from_millis(QUIESCE_TIMEOUT_MS);
     let mut previous = String::new();
     let mut quiet = 0;
-    while Instant::now() < deadline && quiet < QUIESCE_QUIET_POLLS {
+    while Instant::now() < deadline && quiet < quiet_polls {
         tokio::time::sleep(Duration::from_millis(QUIESCE_POLL_MS)).await;
         let mut snapshot = String::new();
         for path in ["/inventory", "/orders?limit=500"] {

@@ -87,8 +87,8 @@ impl Cell {
 /// A finding in a few words: "available -3" out of a check's "expected …,
 /// actual available -3", "status reverted" out of the watcher's "status
 /// reverted fulfilled→cancelled (3 orders)", "torn reads" out of a torn
-/// file's headline, "10 charged twice" out of "order charged twice (10
-/// orders)".
+/// file's headline, "orders lost" out of "acknowledged order … is missing
+/// (lost)", "10 charged twice" out of "order charged twice (10 orders)".
 pub fn short_evidence(evidence: &str) -> String {
     if let Some((_, actual)) = evidence.split_once(", actual ") {
         return actual.to_owned();
@@ -98,6 +98,9 @@ pub fn short_evidence(evidence: &str) -> String {
     }
     if evidence.contains("mid-write") || evidence.contains("garbled") {
         return "torn reads".to_owned();
+    }
+    if evidence.contains("is missing (lost)") {
+        return "orders lost".to_owned();
     }
     if let Some(count) = evidence
         .strip_prefix("order charged twice (")
@@ -228,6 +231,10 @@ mod tests {
         assert_eq!(
             short_evidence("order charged twice (10 orders)"),
             "10 charged twice"
+        );
+        assert_eq!(
+            short_evidence("acknowledged order 01a2 is missing (lost) (+1 more)"),
+            "orders lost"
         );
     }
 

@@ -258,7 +258,12 @@ pub async fn run_lab(
     let passed = scenarios.iter().all(|result| {
         (result.naive_reproduced || config.race_window_ms == 0) && result.fixed_violations == 0
     });
-    Ok(LabReport { passed, scenarios })
+    Ok(LabReport {
+        passed,
+        race_window_ms: config.race_window_ms,
+        sync: config.sync,
+        scenarios,
+    })
 }
 
 /// A finding of a probe or of the checker.

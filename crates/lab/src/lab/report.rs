@@ -27,6 +27,12 @@ pub struct ScenarioResult {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LabReport {
     pub passed: bool,
+    /// The naive system's race window in this run.
+    #[serde(default)]
+    pub race_window_ms: u64,
+    /// Whether each storm was synchronised by last bytes.
+    #[serde(default)]
+    pub sync: bool,
     pub scenarios: Vec<ScenarioResult>,
 }
 
@@ -69,6 +75,18 @@ impl LabReport {
             })
             .collect();
         let mut text = String::new();
+        if self.sync || self.race_window_ms == 0 {
+            // Which races show without help is the point of such a run.
+            text.push_str(&format!(
+                "{} storms, naive race windows at {} ms\n\n",
+                if self.sync {
+                    "last-byte synchronised"
+                } else {
+                    "plain"
+                },
+                self.race_window_ms
+            ));
+        }
         for row in [&header].into_iter().chain(rows.iter()) {
             text.push_str(&format!(
                 "{:w0$}  {:w1$}  {}\n",
