@@ -15,36 +15,13 @@ use stockroom_domain::{
 };
 use utoipa::ToSchema;
 
+pub mod schemas;
 pub mod whole;
 
-/// The schema of a product name or customer id: 1 to 100 characters, no
-/// control characters, and something besides spaces (the rules of
-/// [`ProductName`] and [`CustomerId`]).
-pub struct Name;
-
-/// [`Name`]'s pattern: no control characters (C0, DEL or C1, as Rust's
-/// `char::is_control` counts them), one character that is not a space.
-pub const NAME_PATTERN: &str =
-    r"^[^\x00-\x1F\x7F-\x9F]*[^\s\x00-\x1F\x7F-\x9F][^\x00-\x1F\x7F-\x9F]*$";
-
-impl utoipa::PartialSchema for Name {
-    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        utoipa::openapi::ObjectBuilder::new()
-            .schema_type(utoipa::openapi::Type::String)
-            .min_length(Some(1))
-            .max_length(Some(stockroom_domain::MAX_PRODUCT_NAME_LENGTH))
-            .pattern(Some(NAME_PATTERN))
-            .into()
-    }
-}
-
-impl ToSchema for Name {
-    fn name() -> std::borrow::Cow<'static, str> {
-        std::borrow::Cow::Borrowed("Name")
-    }
-}
-const _: () =
-    assert!(stockroom_domain::MAX_PRODUCT_NAME_LENGTH == stockroom_domain::MAX_CUSTOMER_ID_LENGTH);
+pub use schemas::{
+    EventKindName, NAME_PATTERN, Name, OneProductOrder, OrderShape, OrderStatusName,
+    ReleaseReasonName, ReserveItem, SeveralProductsOrder,
+};
 
 /// Every error any service returns: a stable machine code and a sentence.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -199,41 +176,6 @@ pub struct PlaceOrderRequest {
     items: Option<Vec<ItemRequest>>,
 }
 
-/// The body of `POST /api/orders`: one product, or several.
-#[derive(ToSchema)]
-#[serde(untagged)]
-#[allow(dead_code)] // Only its schema is used; requests parse as PlaceOrderRequest.
-pub enum OrderShape {
-    #[schema(title = "one product")]
-    One(OneProductOrder),
-    #[schema(title = "several products")]
-    Several(SeveralProductsOrder),
-}
-
-/// An order for one product, the original system's shape.
-#[derive(ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-#[allow(dead_code)] // Only its schema is used.
-pub struct OneProductOrder {
-    #[schema(value_type = Name, example = "c1")]
-    customer_id: String,
-    #[schema(value_type = Name, example = "Laptop")]
-    product_name: String,
-    #[schema(minimum = 1, maximum = 1000, example = 2)]
-    quantity: u32,
-}
-
-/// An order for several products, each named once.
-#[derive(ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-#[allow(dead_code)] // Only its schema is used.
-pub struct SeveralProductsOrder {
-    #[schema(value_type = Name, example = "c1")]
-    customer_id: String,
-    #[schema(min_items = 1, max_items = 50)]
-    items: Vec<ItemRequest>,
-}
-
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ItemRequest {
@@ -300,17 +242,6 @@ pub struct ReserveRequest {
     pub trace_parent: Option<String>,
 }
 
-/// One line of a reservation (the schema of [`OrderItem`]).
-#[derive(ToSchema)]
-#[serde(deny_unknown_fields)]
-#[allow(dead_code)] // Only its schema is used.
-pub struct ReserveItem {
-    #[schema(value_type = Name)]
-    product: String,
-    #[schema(minimum = 1, maximum = 1000)]
-    quantity: u32,
-}
-
 /// Many reservations in one exchange; each gets its own outcome, in order.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -373,15 +304,6 @@ pub struct Event {
     /// handles it as part of the same trace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace_parent: Option<String>,
-}
-
-/// The kinds of event (the schema of [`EventKind`]).
-#[derive(ToSchema)]
-#[allow(dead_code)] // Only its schema is used.
-pub enum EventKindName {
-    OrderReserved,
-    PaymentSucceeded,
-    PaymentFailed,
 }
 
 /// An event handed to one consumer under a lease; acknowledge, release or
@@ -626,28 +548,6 @@ pub struct SettlementBatch {
 pub struct ReleaseRequest {
     #[schema(value_type = ReleaseReasonName)]
     pub reason: ReleaseReason,
-}
-
-/// Why a reservation is released (the schema of [`ReleaseReason`]).
-#[derive(ToSchema)]
-#[serde(rename_all = "snake_case")]
-#[allow(dead_code)] // Only its schema is used.
-pub enum ReleaseReasonName {
-    PaymentDeclined,
-    ReservationExpired,
-    CancelledByCustomer,
-}
-
-/// An order status, as filters name it (the schema of [`OrderStatus`]).
-#[derive(ToSchema)]
-#[serde(rename_all = "snake_case")]
-#[allow(dead_code)] // Only its schema is used.
-pub enum OrderStatusName {
-    Pending,
-    Reserved,
-    Rejected,
-    Fulfilled,
-    Cancelled,
 }
 
 /// Release every unpaid reservation older than a cutoff.

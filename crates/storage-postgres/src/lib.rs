@@ -29,6 +29,7 @@
 mod apply;
 pub mod baseline;
 mod bus;
+mod failure;
 pub mod group;
 mod load;
 mod migrate;
@@ -38,12 +39,14 @@ mod read;
 mod sql;
 mod vacuum;
 
+pub(crate) use self::failure::{Failure, database_error};
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use stockroom_contract::{
     DeadLetter, Delivery, Event, InventoryItem, Order, OrderList, ProviderCharge, ProviderStats,
     ProviderVerdict, Receipt, StockLine,
@@ -55,7 +58,6 @@ use stockroom_storage::{
     WriteStats, cause,
 };
 use tokio_postgres::NoTls;
-use tokio_postgres::error::SqlState;
 
 use crate::group::GroupCommit;
 pub use crate::group::GroupCommitConfig;
@@ -310,126 +312,6 @@ fn check_schema_name(schema: &str) -> Result<(), StorageError> {
         )));
     }
     Ok(())
-}
-
-/// Why one run of a transaction failed: the database, the pool, a race this
-/// code detected, or a decision of the storage logic itself.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum Failure {
-    #[error("{}", describe(.0))]
-    Database(#[from] tokio_postgres::Error),
-    #[error("cannot get a postgres connection")]
-    Pool(#[from] PoolError),
-    /// Another process stored an answer for one of the batch's idempotency
-    /// keys after this batch looked for it.
-    #[error("an idempotency key was claimed by a concurrent batch")]
-    KeyRace,
-    /// The COMMIT was sent but no answer came back.
-    #[error("the answer to a commit was lost")]
-    CommitLost(#[source] tokio_postgres::Error),
-    #[error(transparent)]
-    Storage(#[from] StorageError),
-}
-
-impl Failure {
-    /// A failure of COMMIT: refused by the server (nothing was stored), or
-    /// lost on the way (nobody knows).
-    fn commit(error: tokio_postgres::Error) -> Failure {
-        if error.code().is_some() {
-            Failure::Database(error)
-        } else {
-            Failure::CommitLost(error)
-        }
-    }
-
-    /// Whether running the whole transaction again may succeed.
-    fn is_retryable(&self) -> bool {
-        match self {
-            Failure::Database(error) => aborted_by_concurrency(error),
-            Failure::KeyRace => true,
-            _ => false,
-        }
-    }
-
-    fn into_storage_error(self, attempts: u32) -> StorageError {
-        match self {
-            Failure::Storage(error) => error,
-            Failure::KeyRace => StorageError::Contention {
-                attempts,
-                source: cause(Failure::KeyRace),
-            },
-            Failure::CommitLost(error) => StorageError::OutcomeUnknown {
-                source: cause(error),
-            },
-            Failure::Pool(PoolError::Timeout(deadpool_postgres::TimeoutType::Wait)) => {
-                StorageError::Overloaded
-            }
-            Failure::Pool(PoolError::Backend(error)) => StorageError::Unavailable {
-                context: "cannot connect to postgres".into(),
-                source: Some(cause(error)),
-            },
-            Failure::Pool(error) => StorageError::Unavailable {
-                context: "cannot get a postgres connection".into(),
-                source: Some(cause(error)),
-            },
-            Failure::Database(error) => database_error(error, attempts),
-        }
-    }
-}
-
-/// The storage error kind of an error PostgreSQL (or the connection to it)
-/// reported.
-fn database_error(error: tokio_postgres::Error, attempts: u32) -> StorageError {
-    let Some(code) = error.code().cloned() else {
-        // No SQLSTATE: the connection broke or was closed.
-        return StorageError::Unavailable {
-            context: "the connection to postgres failed".into(),
-            source: Some(cause(error)),
-        };
-    };
-    if aborted_by_concurrency(&error) {
-        return StorageError::Contention {
-            attempts,
-            source: cause(error),
-        };
-    }
-    match code.code().get(..2) {
-        // Class 23: integrity constraint violations. A constraint restates
-        // an invariant; tripping one means the code tried to store an
-        // impossible state.
-        Some("23") => StorageError::ConstraintViolated {
-            source: cause(error),
-        },
-        // Class 22 (data exception) and 42 (syntax or access rule): the
-        // statement does not fit the schema, a bug or a foreign schema.
-        Some("22" | "42") => StorageError::Inconsistent(describe(&error)),
-        // Everything else passes: connection exceptions (08), insufficient
-        // resources such as a full disk (53), operator intervention such as
-        // a restart (57), a read-only transaction (25006).
-        _ => StorageError::Unavailable {
-            context: format!("postgres refused the operation (sqlstate {})", code.code()),
-            source: Some(cause(error)),
-        },
-    }
-}
-
-/// Whether PostgreSQL aborted the transaction only because of a concurrent
-/// one, so that running it again may succeed.
-fn aborted_by_concurrency(error: &tokio_postgres::Error) -> bool {
-    matches!(
-        error.code(),
-        Some(code) if *code == SqlState::T_R_SERIALIZATION_FAILURE
-            || *code == SqlState::T_R_DEADLOCK_DETECTED
-    )
-}
-
-/// The server's own message and SQLSTATE when there is one, which says more
-/// than the driver's generic "db error".
-fn describe(error: &tokio_postgres::Error) -> String {
-    match error.as_db_error() {
-        Some(db) => format!("{} (sqlstate {})", db.message(), db.code().code()),
-        None => error.to_string(),
-    }
 }
 
 /// Runs `$body` in one transaction on a pooled connection, commits it, and

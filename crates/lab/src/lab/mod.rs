@@ -198,6 +198,19 @@ pub struct SystemUrls {
     pub internal_token: Option<String>,
 }
 
+impl SystemUrls {
+    /// The original system's URLs; it guards no route with a token.
+    pub fn of_naive(urls: &stockroom_naive::NaiveUrls) -> SystemUrls {
+        SystemUrls {
+            order: urls.order.clone(),
+            data: urls.data.clone(),
+            inventory: urls.inventory.clone(),
+            payment: urls.payment.clone(),
+            internal_token: None,
+        }
+    }
+}
+
 /// What the fixed system is started with.
 #[derive(Debug, Clone)]
 pub struct FixedSpec {

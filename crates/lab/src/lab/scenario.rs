@@ -105,13 +105,7 @@ pub(super) async fn run_naive(
             side: "naive",
             message: error.to_string(),
         })?;
-    let urls = SystemUrls {
-        order: running.urls.order.clone(),
-        data: running.urls.data.clone(),
-        inventory: running.urls.inventory.clone(),
-        payment: running.urls.payment.clone(),
-        internal_token: None,
-    };
+    let urls = SystemUrls::of_naive(&running.urls);
     let driven = drive(
         scenario,
         &urls,

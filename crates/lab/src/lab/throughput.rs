@@ -47,13 +47,7 @@ pub async fn flash_sale_naive(choice: &FixChoice) -> Result<f64, String> {
     let running = stockroom_naive::start(config)
         .await
         .map_err(|error| error.to_string())?;
-    let urls = SystemUrls {
-        order: running.urls.order.clone(),
-        data: running.urls.data.clone(),
-        inventory: running.urls.inventory.clone(),
-        payment: running.urls.payment.clone(),
-        internal_token: None,
-    };
+    let urls = SystemUrls::of_naive(&running.urls);
     let rate = flash_sale(&urls).await;
     let _ = running.stop().await;
     rate

@@ -154,18 +154,10 @@ fn a_taken_port_is_a_one_line_error_naming_it() {
     let output = Command::new(env!("CARGO_BIN_EXE_stockroom"))
         .args(["up", "--data-dir"])
         .arg(directory.path())
-        .args([
-            "--order-port",
-            &port,
-            "--data-port",
-            "0",
-            "--inventory-port",
-            "0",
-            "--payment-port",
-            "0",
-            "--dashboard-port",
-            "0",
-        ])
+        // Order-service's port taken, the others as `spawn_up` picks them
+        // (`EPHEMERAL_UP_PORTS` names the order port first).
+        .args(["--order-port", &port])
+        .args(&crate::harness::EPHEMERAL_UP_PORTS[2..])
         .env("STOCKROOM_LOG", "off")
         .output()
         .unwrap();

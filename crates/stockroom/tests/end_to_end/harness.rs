@@ -244,7 +244,8 @@ pub fn faulting_shared_servers_blocking() -> tokio::sync::RwLockWriteGuard<'stat
     SHARED_SERVERS.blocking_write()
 }
 
-/// Every port of `stockroom up` picked free (`--…-port 0`).
+/// Every port of `stockroom up` picked free (`--…-port 0`), the order port
+/// first.
 pub const EPHEMERAL_UP_PORTS: [&str; 10] = [
     "--order-port",
     "0",

@@ -4,8 +4,7 @@
 //! this test that decodes what it receives.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -76,45 +75,13 @@ async fn collector() -> (String, Received) {
 /// `stockroom up` on free ports with `extra` arguments, exporting to
 /// `otlp_endpoint`; its order URL.
 fn start(data_dir: &std::path::Path, otlp_endpoint: &str, extra: &[String]) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_stockroom"))
-        .args(["up", "--data-dir"])
-        .arg(data_dir)
-        .args([
-            "--order-port",
-            "0",
-            "--data-port",
-            "0",
-            "--inventory-port",
-            "0",
-            "--payment-port",
-            "0",
-            "--dashboard-port",
-            "0",
-            "--otlp-endpoint",
-            otlp_endpoint,
-        ])
-        .args(extra)
-        // Errors only: a service waiting for another while they all start
-        // is expected here, not news.
-        .env("STOCKROOM_LOG", "error")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("stockroom starts");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(
-        line.starts_with("stockroom ready:"),
-        "unexpected first line: {line:?}"
-    );
-    let order_url = line
-        .split_whitespace()
-        .find_map(|field| field.strip_prefix("order="))
-        .unwrap()
-        .to_owned();
-    (child, order_url)
+    let mut arguments = vec!["--otlp-endpoint", otlp_endpoint];
+    arguments.extend(extra.iter().map(String::as_str));
+    // Errors only: a service waiting for another while they all start is
+    // expected here, not news.
+    let (child, line) =
+        crate::harness::spawn_up(data_dir, &arguments, &[("STOCKROOM_LOG", "error")]);
+    (child, crate::harness::ready_url(&line, "order"))
 }
 
 /// The services and span names of the trace that holds `order_id`'s spans,

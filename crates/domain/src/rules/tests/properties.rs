@@ -1,0 +1,318 @@
+//! Property tests of the rules: random batches through a book, the changes
+//! written to an in-memory store the way a backend would, and every invariant
+//! checked after each batch.
+
+use super::*;
+
+const PRODUCTS: [&str; 3] = ["Laptop", "Phone", "Tablet"];
+
+/// What a backend stores, kept in memory.
+#[derive(Default)]
+struct Store {
+    stock: BTreeMap<String, (String, Stock)>,
+    orders: BTreeMap<String, OrderRecord>,
+    history: Vec<HistoryRecord>,
+    events: Vec<EventRecord>,
+    processed: HashSet<(Consumer, String)>,
+    keys: HashMap<(String, String), StoredKey>,
+}
+
+impl Store {
+    /// Loads everything into a book: a backend loads only what a batch
+    /// touches, and the rules must not care.
+    fn book(&self, now_ms: i64) -> Book {
+        let mut book = Book::new(now_ms);
+        for (key, (name, stock)) in &self.stock {
+            book.load_stock(key.clone(), name.clone(), *stock);
+        }
+        for order in self.orders.values() {
+            book.load_order(order.clone());
+        }
+        for (consumer, event_id) in &self.processed {
+            book.load_processed(*consumer, event_id.clone());
+        }
+        for ((customer, key), stored) in &self.keys {
+            book.load_key(customer.clone(), key.clone(), stored.clone());
+        }
+        book
+    }
+
+    /// Writes a batch's changes as a backend does, with its conditional
+    /// writes: each one must find the row as the batch loaded it.
+    fn apply(&mut self, changes: Changes) {
+        for change in changes.stock {
+            let current = self.stock.get(&change.product_key).map(|(_, stock)| *stock);
+            assert_eq!(current, change.before, "stock changed under the batch");
+            self.stock
+                .insert(change.product_key, (change.product_name, change.after));
+        }
+        for order in changes.new_orders {
+            assert!(order.version >= 1);
+            assert!(
+                self.orders.insert(order.id.clone(), order).is_none(),
+                "an order id was reused"
+            );
+        }
+        for change in changes.changed_orders {
+            let stored = self
+                .orders
+                .get_mut(&change.order.id)
+                .expect("changed orders exist");
+            assert_eq!(
+                stored.version, change.loaded_version,
+                "order changed under the batch"
+            );
+            assert!(change.order.version > stored.version);
+            *stored = change.order;
+        }
+        for record in changes.processed {
+            assert!(
+                self.processed.insert((record.consumer, record.event_id)),
+                "an event was applied twice"
+            );
+        }
+        for claim in changes.keys {
+            let stored = StoredKey {
+                fingerprint: claim.fingerprint,
+                answer: claim.position.to_string(),
+            };
+            assert!(
+                self.keys
+                    .insert((claim.customer_id, claim.key), stored)
+                    .is_none()
+            );
+        }
+        self.history.extend(changes.history);
+        self.events.extend(changes.events);
+    }
+
+    fn check(&self) {
+        let stock: Vec<StockFigures> = self
+            .stock
+            .values()
+            .map(|(name, stock)| StockFigures {
+                product: name.clone(),
+                on_hand: stock.on_hand() as i64,
+                reserved: stock.reserved() as i64,
+                available: Some(stock.available() as i64),
+                sold: Some(stock.sold() as i64),
+                received: Some(stock.received_total() as i64),
+            })
+            .collect();
+        let mut histories: HashMap<&str, Vec<&HistoryRecord>> = HashMap::new();
+        for record in &self.history {
+            histories
+                .entry(record.order_id.as_str())
+                .or_default()
+                .push(record);
+        }
+        let orders: Vec<OrderFigures> = self
+            .orders
+            .values()
+            .map(|order| {
+                let history = &histories[order.id.as_str()];
+                // Versions are consecutive from 1: no change was lost.
+                let versions: Vec<i64> = history.iter().map(|record| record.version).collect();
+                assert_eq!(versions, (1..=order.version).collect::<Vec<_>>());
+                OrderFigures {
+                    id: order.id.clone(),
+                    status: order.status.as_str().into(),
+                    lines: order
+                        .lines
+                        .iter()
+                        .map(|line| (line.product_name.clone(), i64::from(line.quantity.get())))
+                        .collect(),
+                    history: history
+                        .iter()
+                        .map(|record| {
+                            (
+                                record.status.as_str().to_owned(),
+                                record.reason.map(|reason| reason.as_str().to_owned()),
+                            )
+                        })
+                        .collect(),
+                }
+            })
+            .collect();
+        let violations = invariants::check_snapshot(&stock, &orders);
+        assert!(violations.is_empty(), "{violations:#?}");
+        let mut event_ids = HashSet::new();
+        for event in &self.events {
+            assert!(
+                event_ids.insert(&event.event_id),
+                "event {} written twice",
+                event.event_id
+            );
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Step {
+    Reserve {
+        lines: Vec<(usize, u32)>,
+        key: Option<(u8, u8)>,
+    },
+    Pay {
+        order: usize,
+        approved: bool,
+        /// A verdict under an event id of its own, as a second provider
+        /// callback would carry: still at most one charge per order.
+        own_event: bool,
+    },
+    Settle {
+        order: usize,
+        commit: bool,
+    },
+    Cancel {
+        order: usize,
+    },
+    Sweep {
+        order: usize,
+        age_ms: i64,
+    },
+    Restock {
+        product: usize,
+        units: u64,
+    },
+    /// Redeliver a random event already written, to its consumer.
+    Redeliver {
+        event: usize,
+    },
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        4 => (
+            proptest::collection::btree_map(0..PRODUCTS.len(), 1..4u32, 1..=3),
+            proptest::option::of((0..3u8, 0..2u8)),
+        )
+            .prop_map(|(lines, key)| Step::Reserve { lines: lines.into_iter().collect(), key }),
+        3 => (any::<usize>(), proptest::bool::weighted(0.8), proptest::bool::weighted(0.2))
+            .prop_map(|(order, approved, own_event)| Step::Pay { order, approved, own_event }),
+        3 => (any::<usize>(), any::<bool>()).prop_map(|(order, commit)| Step::Settle { order, commit }),
+        1 => any::<usize>().prop_map(|order| Step::Cancel { order }),
+        1 => (any::<usize>(), 0..3_000i64).prop_map(|(order, age_ms)| Step::Sweep { order, age_ms }),
+        1 => (0..PRODUCTS.len(), 1..5u64).prop_map(|(product, units)| Step::Restock { product, units }),
+        2 => any::<usize>().prop_map(|event| Step::Redeliver { event }),
+    ]
+}
+
+/// Runs one batch of steps on `store` and writes its changes back.
+fn run_batch(store: &mut Store, steps: &[Step], now_ms: i64, next_id: &mut u32) {
+    let mut book = store.book(now_ms);
+    let order_ids: Vec<String> = store.orders.keys().cloned().collect();
+    let pick = |index: usize| order_ids.get(index % order_ids.len().max(1)).cloned();
+    let customer = CustomerId::new("c1").unwrap();
+    for (position, step) in steps.iter().enumerate() {
+        match step {
+            Step::Reserve { lines, key } => {
+                let names: Vec<(&str, u32)> = lines
+                    .iter()
+                    .map(|(product, units)| (PRODUCTS[*product], *units))
+                    .collect();
+                let order_items = items(&names);
+                *next_id += 1;
+                let order_id = format!("o{next_id:05}");
+                let key_text = key.map(|(key, _)| format!("k{key}"));
+                let fingerprint = key.map(|(_, fingerprint)| format!("f{fingerprint}"));
+                book.reserve(
+                    position,
+                    ReserveInput {
+                        order_id: &order_id,
+                        customer_id: &customer,
+                        items: &order_items,
+                        idempotency_key: key_text.as_deref(),
+                        fingerprint: fingerprint.as_deref(),
+                    },
+                );
+            }
+            Step::Pay {
+                order,
+                approved,
+                own_event,
+            } => {
+                if let Some(id) = pick(*order) {
+                    let event = if *own_event {
+                        format!("callback:{id}:{position}:{now_ms}")
+                    } else {
+                        event_id(EventKind::OrderReserved, &id, 1)
+                    };
+                    book.record_payment(&id, &event, *approved);
+                }
+            }
+            Step::Settle { order, commit } => {
+                if let Some(id) = pick(*order) {
+                    let version = book.order(&id).map_or(0, |order| order.version);
+                    let (kind, action) = if *commit {
+                        (EventKind::PaymentSucceeded, Settle::Commit)
+                    } else {
+                        (EventKind::PaymentFailed, Settle::Release)
+                    };
+                    let event = event_id(kind, &id, version);
+                    book.settle(&id, &event, action)
+                        .expect("stored data is consistent");
+                }
+            }
+            Step::Cancel { order } => {
+                if let Some(id) = pick(*order) {
+                    book.release(&id, ReleaseReason::CancelledByCustomer)
+                        .expect("stored data is consistent");
+                }
+            }
+            Step::Sweep { order, age_ms } => {
+                if let Some(id) = pick(*order) {
+                    book.sweep(&id, now_ms - age_ms)
+                        .expect("stored data is consistent");
+                }
+            }
+            Step::Restock { product, units } => {
+                let name = ProductName::new(PRODUCTS[*product]).unwrap();
+                book.restock(&name, *units).expect("far below the limit");
+            }
+            Step::Redeliver { event } => {
+                if store.events.is_empty() {
+                    continue;
+                }
+                let event = &store.events[event % store.events.len()];
+                match event.kind {
+                    EventKind::OrderReserved => {
+                        book.record_payment(&event.order_id, &event.event_id, true);
+                    }
+                    EventKind::PaymentSucceeded => {
+                        book.settle(&event.order_id, &event.event_id, Settle::Commit)
+                            .expect("stored data is consistent");
+                    }
+                    EventKind::PaymentFailed => {
+                        book.settle(&event.order_id, &event.event_id, Settle::Release)
+                            .expect("stored data is consistent");
+                    }
+                }
+            }
+        }
+    }
+    store.apply(book.into_changes());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// Whatever arrives in whatever batches: nothing is oversold, every unit
+    /// is on hand or sold, reserved and sold units match the orders, statuses
+    /// only move forward, and no event has a second effect.
+    #[test]
+    fn every_batch_keeps_every_invariant(
+        initial in proptest::collection::vec(0..8u64, PRODUCTS.len()),
+        batches in proptest::collection::vec(proptest::collection::vec(step(), 1..12), 1..8),
+    ) {
+        let mut store = Store::default();
+        for (name, units) in PRODUCTS.iter().zip(&initial) {
+            store.stock.insert(name.to_lowercase(), ((*name).into(), Stock::received(*units).unwrap()));
+        }
+        let mut next_id = 0;
+        for (round, steps) in batches.iter().enumerate() {
+            run_batch(&mut store, steps, 1_000 * (round as i64 + 1), &mut next_id);
+            store.check();
+        }
+    }
+}
