@@ -235,6 +235,32 @@ pub fn assert_order_consistent(order: &Order) {
     assert_timestamp(&order.updated_at);
 }
 
+/// Checks order `a` of the version-1 database both backends' migration tests
+/// build (two lines, one history entry at 1,000 ms) after it was migrated to
+/// the current schema: its lines in key order, its history moved with it.
+pub fn assert_migrated_order(order: &Order) {
+    let lines: Vec<(&str, u32)> = order
+        .items
+        .iter()
+        .map(|line| (line.product.name.as_str(), line.quantity))
+        .collect();
+    assert_eq!(
+        lines,
+        [("Laptop", 2), ("Phone", 1)],
+        "its lines, in key order"
+    );
+    let history: Vec<(i64, &str, &str)> = order
+        .history
+        .iter()
+        .map(|entry| (entry.version, entry.status.as_str(), entry.at.as_str()))
+        .collect();
+    assert_eq!(
+        history,
+        [(1, "reserved", "1970-01-01T00:00:01.000Z")],
+        "its history, moved into its row"
+    );
+}
+
 /// The invariants that hold after any sequence of calls, checked at the end of
 /// every test with the one definition the auditor and `stockroom check` use
 /// ([`stockroom_domain::invariants`]): nothing oversold, conservation, the

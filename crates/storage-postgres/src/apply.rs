@@ -5,9 +5,11 @@
 //! is conditional on the row being as the batch loaded it, and checked: the
 //! rows are locked, so a mismatch is a bug, reported instead of written.
 
+use std::collections::HashMap;
 use stockroom_domain::rules::{Changes, OrderRecord};
+
 use stockroom_storage::batch::Writes;
-use stockroom_storage::lines;
+use stockroom_storage::{history, lines};
 
 use crate::Failure;
 use crate::load::inconsistent;
@@ -15,11 +17,11 @@ use crate::sql::Tx;
 
 pub(crate) async fn apply(tx: Tx<'_>, writes: &Writes) -> Result<(), Failure> {
     let changes = &writes.changes;
+    let histories = history::encode_by_order(&changes.history);
     tokio::try_join!(
         apply_stock(tx, changes),
-        insert_orders(tx, &changes.new_orders),
-        update_orders(tx, changes),
-        insert_history(tx, changes),
+        insert_orders(tx, &changes.new_orders, &histories),
+        update_orders(tx, changes, &histories),
         insert_events(tx, changes),
         insert_processed(tx, changes, writes.created_at_ms),
         insert_keys(tx, writes),
@@ -116,7 +118,11 @@ async fn apply_stock(tx: Tx<'_>, changes: &Changes) -> Result<(), Failure> {
     Ok(())
 }
 
-async fn insert_orders(tx: Tx<'_>, orders: &[OrderRecord]) -> Result<(), Failure> {
+async fn insert_orders(
+    tx: Tx<'_>,
+    orders: &[OrderRecord],
+    histories: &HashMap<&str, String>,
+) -> Result<(), Failure> {
     if orders.is_empty() {
         return Ok(());
     }
@@ -138,11 +144,15 @@ async fn insert_orders(tx: Tx<'_>, orders: &[OrderRecord]) -> Result<(), Failure
         .iter()
         .map(|order| lines::encode(&order.lines))
         .collect();
+    let histories: Vec<&str> = orders
+        .iter()
+        .map(|order| history::of(histories, &order.id))
+        .collect();
     tx.execute(
         "INSERT INTO orders (id, customer_id, status, reason, payment_status, version,
-                             created_at_ms, updated_at_ms, lines)
+                             created_at_ms, updated_at_ms, lines, history)
          SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
-                              $6::bigint[], $7::bigint[], $8::bigint[], $9::text[])",
+                              $6::bigint[], $7::bigint[], $8::bigint[], $9::text[], $10::text[])",
         &[
             &ids,
             &customers,
@@ -153,13 +163,18 @@ async fn insert_orders(tx: Tx<'_>, orders: &[OrderRecord]) -> Result<(), Failure
             &created,
             &updated,
             &order_lines,
+            &histories,
         ],
     )
     .await?;
     Ok(())
 }
 
-async fn update_orders(tx: Tx<'_>, changes: &Changes) -> Result<(), Failure> {
+async fn update_orders(
+    tx: Tx<'_>,
+    changes: &Changes,
+    histories: &HashMap<&str, String>,
+) -> Result<(), Failure> {
     if changes.changed_orders.is_empty() {
         return Ok(());
     }
@@ -186,48 +201,27 @@ async fn update_orders(tx: Tx<'_>, changes: &Changes) -> Result<(), Failure> {
         .map(|change| change.order.updated_at_ms)
         .collect();
     let loaded: Vec<i64> = orders.iter().map(|change| change.loaded_version).collect();
+    let added: Vec<&str> = ids.iter().map(|id| history::of(histories, id)).collect();
     let changed = tx
         .execute(
-            "UPDATE orders
-             SET status = change.status, reason = change.reason,
-                 payment_status = change.payment_status, version = change.version,
-                 updated_at_ms = change.updated_at_ms
-             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[],
-                         $6::bigint[], $7::bigint[])
-                  AS change (id, status, reason, payment_status, version, updated_at_ms,
-                             loaded_version)
-             WHERE orders.id = change.id AND orders.version = change.loaded_version",
+            &format!(
+                "UPDATE orders
+                 SET status = change.status, reason = change.reason,
+                     payment_status = change.payment_status, version = change.version,
+                     updated_at_ms = change.updated_at_ms, history = {}
+                 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[],
+                             $6::bigint[], $7::bigint[], $8::text[])
+                      AS change (id, status, reason, payment_status, version, updated_at_ms,
+                                 loaded_version, added)
+                 WHERE orders.id = change.id AND orders.version = change.loaded_version",
+                history::append_sql("orders.history", "change.added")
+            ),
             &[
-                &ids, &statuses, &reasons, &payments, &versions, &updated, &loaded,
+                &ids, &statuses, &reasons, &payments, &versions, &updated, &loaded, &added,
             ],
         )
         .await?;
     expect_rows("order update", changed, ids.len())
-}
-
-async fn insert_history(tx: Tx<'_>, changes: &Changes) -> Result<(), Failure> {
-    if changes.history.is_empty() {
-        return Ok(());
-    }
-    let history = &changes.history;
-    let ids: Vec<&str> = history
-        .iter()
-        .map(|entry| entry.order_id.as_str())
-        .collect();
-    let versions: Vec<i64> = history.iter().map(|entry| entry.version).collect();
-    let statuses: Vec<&str> = history.iter().map(|entry| entry.status.as_str()).collect();
-    let reasons: Vec<Option<&str>> = history
-        .iter()
-        .map(|entry| entry.reason.map(|reason| reason.as_str()))
-        .collect();
-    let at: Vec<i64> = history.iter().map(|entry| entry.at_ms).collect();
-    tx.execute(
-        "INSERT INTO order_history (order_id, version, status, reason, at_ms)
-         SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::bigint[])",
-        &[&ids, &versions, &statuses, &reasons, &at],
-    )
-    .await?;
-    Ok(())
 }
 
 /// Writes the events to the outbox, each addressed to the consumer the

@@ -24,6 +24,10 @@ use crate::sql::Tx;
 pub(crate) const ORDER_COLUMNS: &str =
     "id, customer_id, status, reason, payment_status, version, created_at_ms, updated_at_ms, lines";
 
+/// How many columns [`ORDER_COLUMNS`] names: a query that reads more
+/// columns after them finds the first at this index.
+pub(crate) const ORDER_COLUMN_COUNT: usize = 9;
+
 /// The columns of [`stock_row`], in its order.
 pub(crate) const STOCK_COLUMNS: &str =
     "product_key, product_name, quantity, reserved, sold, received";

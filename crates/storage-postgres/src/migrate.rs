@@ -34,6 +34,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "outbox trace context",
         sql: include_str!("migrations/0003_outbox_trace_context.sql"),
     },
+    Migration {
+        version: 4,
+        name: "history in the order's row",
+        sql: include_str!("migrations/0004_history_in_order_row.sql"),
+    },
 ];
 
 /// The advisory lock key migrations hold: the ASCII bytes of "Stockroo".

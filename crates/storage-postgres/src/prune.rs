@@ -30,8 +30,6 @@ pub(crate) async fn prune(tx: Tx<'_>, prune: Prune) -> Result<Pruned, Failure> {
             "WITH doomed AS (
                  SELECT id FROM orders WHERE status = 'rejected' AND created_at_ms < $1
                  ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED
-             ), history AS (
-                 DELETE FROM order_history USING doomed WHERE order_history.order_id = doomed.id
              )
              DELETE FROM orders USING doomed WHERE orders.id = doomed.id",
             &[&prune.rejected_orders_before_ms, &limit],

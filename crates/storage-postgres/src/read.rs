@@ -4,18 +4,20 @@
 //!
 //! Every list filter is served by an index (`orders_by_status`,
 //! `orders_by_customer`, or the primary key for the plain cursor), and a page
-//! of orders is assembled from two queries whatever its size, so a read
+//! of orders is assembled from two queries (ids, then documents) whatever its size, so a read
 //! costs the same with ten thousand orders stored as with ten million.
 
 use std::collections::HashMap;
 
 use stockroom_contract::{HistoryEntry, InventoryItem, Order, OrderList};
 use stockroom_domain::OrderStatus;
-use stockroom_storage::{MAX_ORDERS_PER_PAGE, OrderFilter, StatusCount, assemble_documents};
+use stockroom_storage::{
+    MAX_ORDERS_PER_PAGE, OrderFilter, StatusCount, assemble_documents, history,
+};
 use tokio_postgres::types::ToSql;
 
 use crate::Failure;
-use crate::load::{ORDER_COLUMNS, STOCK_COLUMNS, inconsistent, order_records, stock_row};
+use crate::load::{ORDER_COLUMN_COUNT, ORDER_COLUMNS, STOCK_COLUMNS, order_records, stock_row};
 use crate::sql::Tx;
 
 fn item(row: &tokio_postgres::Row) -> Result<InventoryItem, Failure> {
@@ -53,28 +55,24 @@ pub(crate) async fn order(tx: Tx<'_>, order_id: &str) -> Result<Option<Order>, F
 }
 
 /// The documents of the orders with these ids, in the order given (ids of
-/// no order are left out): two pipelined queries for any number of orders.
+/// no order are left out): one query for any number of orders.
 async fn documents(tx: Tx<'_>, ids: &[String]) -> Result<Vec<Order>, Failure> {
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    let orders_sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = ANY($1)");
-    let params: [&(dyn ToSql + Sync); 1] = [&ids];
-    let (rows, history_rows) = tokio::try_join!(
-        tx.query(&orders_sql, &params),
-        tx.query(
-            "SELECT order_id, version, status, reason, at_ms FROM order_history
-             WHERE order_id = ANY($1) ORDER BY order_id, version",
-            &params,
-        ),
-    )?;
+    // The history follows the columns `order_records` reads.
+    let rows = tx
+        .query(
+            &format!("SELECT {ORDER_COLUMNS}, history FROM orders WHERE id = ANY($1)"),
+            &[&ids],
+        )
+        .await?;
     let mut histories: HashMap<String, Vec<HistoryEntry>> = HashMap::with_capacity(ids.len());
-    for row in &history_rows {
-        let status: String = row.try_get(2)?;
-        let entry =
-            HistoryEntry::from_columns(row.try_get(1)?, &status, row.try_get(3)?, row.try_get(4)?)
-                .map_err(inconsistent)?;
-        histories.entry(row.try_get(0)?).or_default().push(entry);
+    for row in &rows {
+        let id: String = row.try_get(0)?;
+        let text: String = row.try_get(ORDER_COLUMN_COUNT)?;
+        let entries = history::decode(&id, &text).map_err(Failure::Storage)?;
+        histories.insert(id, entries);
     }
     Ok(assemble_documents(ids, order_records(&rows)?, histories))
 }

@@ -3,7 +3,7 @@
 //! with a million. Never used by the system itself.
 
 use stockroom_domain::ProductName;
-use stockroom_storage::StorageError;
+use stockroom_storage::{StorageError, history};
 
 use crate::sql::{Tx, count_transaction_control};
 use crate::{Failure, MAX_TRANSACTION_ATTEMPTS, PostgresStorage, RETRY_BACKOFF_MS};
@@ -23,6 +23,8 @@ impl PostgresStorage {
     ) -> Result<(), StorageError> {
         let (key, name) = (product.key(), product.as_str().to_owned());
         let lines = format!(r#"[["{key}","{name}",1]]"#);
+        let (finished_history, reserved_history) =
+            (history::SEEDED_FULFILLED, history::SEEDED_RESERVED);
         let (total, finished, reserved) = (
             (finished + reserved) as i64,
             finished as i64,
@@ -31,22 +33,20 @@ impl PostgresStorage {
         transaction!(self, write, |tx| {
             tx.execute(
                 "INSERT INTO orders (id, customer_id, status, reason, payment_status, version,
-                                     created_at_ms, updated_at_ms, lines)
+                                     created_at_ms, updated_at_ms, lines, history)
                  SELECT '00000000-0000-7000-8000-' || lpad(i::text, 12, '0'), 'c' || (i % 1000),
                         CASE WHEN i <= $2::bigint THEN 'fulfilled' ELSE 'reserved' END, NULL,
                         CASE WHEN i <= $2::bigint THEN 'charged' ELSE 'none' END,
-                        CASE WHEN i <= $2::bigint THEN 3 ELSE 1 END, i, i, $3
+                        CASE WHEN i <= $2::bigint THEN 3 ELSE 1 END, i, i, $3,
+                        replace(CASE WHEN i <= $2::bigint THEN $4 ELSE $5 END, 'AT', i::text)
                  FROM generate_series(1, $1::bigint) AS i",
-                &[&total, &finished, &lines],
-            )
-            .await?;
-            tx.execute(
-                "INSERT INTO order_history (order_id, version, status, reason, at_ms)
-                 SELECT id, v.version, v.status, v.reason, created_at_ms FROM orders
-                 JOIN (VALUES (1, 'reserved', NULL), (2, 'reserved', 'payment_charged'),
-                              (3, 'fulfilled', NULL)) AS v (version, status, reason)
-                   ON v.version <= orders.version",
-                &[],
+                &[
+                    &total,
+                    &finished,
+                    &lines,
+                    &finished_history,
+                    &reserved_history,
+                ],
             )
             .await?;
             tx.execute(

@@ -196,7 +196,7 @@ async fn migrations_are_idempotent_and_safe_to_run_concurrently() {
             panic!("a concurrent or repeated connect failed: {error}");
         }
     }
-    assert_eq!(versions.expect("read schema_migrations"), [1, 2, 3]);
+    assert_eq!(versions.expect("read schema_migrations"), [1, 2, 3, 4]);
 }
 
 /// A database of schema version 1, with an event waiting, one dead-lettered
@@ -286,16 +286,7 @@ async fn a_version_one_database_is_migrated_without_loss() {
         [("c7".to_owned(), "k1".to_owned())],
         "answered keys keep their customer; a key never answered is dropped"
     );
-    let lines: Vec<(&str, u32)> = order
-        .items
-        .iter()
-        .map(|line| (line.product.name.as_str(), line.quantity))
-        .collect();
-    assert_eq!(
-        lines,
-        [("Laptop", 2), ("Phone", 1)],
-        "its lines, in key order"
-    );
+    stockroom_storage_conformance::support::assert_migrated_order(&order);
 }
 
 /// A URL that points nowhere fails as unavailable, with a message, instead of

@@ -5,39 +5,21 @@
 //! mismatch means the rows changed under the rules, which the single writer
 //! makes impossible, so it is reported as a bug rather than written.
 
+use std::collections::HashMap;
+
 use stockroom_domain::rules::{Changes, OrderRecord};
 use stockroom_storage::batch::Writes;
-use stockroom_storage::{StorageError, lines};
+use stockroom_storage::{StorageError, history, lines};
 
 use crate::records::json_list;
 use crate::sql::Sql;
 
 pub(crate) fn apply(sql: Sql<'_>, writes: &Writes) -> Result<(), StorageError> {
     let changes = &writes.changes;
+    let histories = history::encode_by_order(&changes.history);
     apply_stock(sql, changes)?;
-    insert_orders(sql, &changes.new_orders)?;
-    update_orders(sql, changes)?;
-    if !changes.history.is_empty() {
-        let rows: Vec<_> = changes
-            .history
-            .iter()
-            .map(|entry| {
-                (
-                    &entry.order_id,
-                    entry.version,
-                    entry.status.as_str(),
-                    entry.reason.map(|reason| reason.as_str()),
-                    entry.at_ms,
-                )
-            })
-            .collect();
-        sql.execute(
-            "INSERT INTO order_history (order_id, version, status, reason, at_ms)
-             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4
-             FROM json_each(?1)",
-            [json_list(&rows)],
-        )?;
-    }
+    insert_orders(sql, &changes.new_orders, &histories)?;
+    update_orders(sql, changes, &histories)?;
     insert_events(sql, changes)?;
     if !changes.processed.is_empty() {
         let rows: Vec<_> = changes
@@ -131,7 +113,11 @@ fn apply_stock(sql: Sql<'_>, changes: &Changes) -> Result<(), StorageError> {
     Ok(())
 }
 
-fn insert_orders(sql: Sql<'_>, orders: &[OrderRecord]) -> Result<(), StorageError> {
+fn insert_orders(
+    sql: Sql<'_>,
+    orders: &[OrderRecord],
+    histories: &HashMap<&str, String>,
+) -> Result<(), StorageError> {
     if orders.is_empty() {
         return Ok(());
     }
@@ -148,21 +134,26 @@ fn insert_orders(sql: Sql<'_>, orders: &[OrderRecord]) -> Result<(), StorageErro
                 order.created_at_ms,
                 order.updated_at_ms,
                 lines::encode(&order.lines),
+                history::of(histories, &order.id),
             )
         })
         .collect();
     sql.execute(
         "INSERT INTO orders (id, customer_id, status, reason, payment_status, version,
-                             created_at_ms, updated_at_ms, lines)
+                             created_at_ms, updated_at_ms, lines, history)
          SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5,
-                value ->> 6, value ->> 7, value ->> 8
+                value ->> 6, value ->> 7, value ->> 8, value ->> 9
          FROM json_each(?1)",
         [json_list(&rows)],
     )?;
     Ok(())
 }
 
-fn update_orders(sql: Sql<'_>, changes: &Changes) -> Result<(), StorageError> {
+fn update_orders(
+    sql: Sql<'_>,
+    changes: &Changes,
+    histories: &HashMap<&str, String>,
+) -> Result<(), StorageError> {
     if changes.changed_orders.is_empty() {
         return Ok(());
     }
@@ -179,16 +170,20 @@ fn update_orders(sql: Sql<'_>, changes: &Changes) -> Result<(), StorageError> {
                 order.version,
                 order.updated_at_ms,
                 change.loaded_version,
+                history::of(histories, &order.id),
             )
         })
         .collect();
     let changed = sql.execute(
-        "UPDATE orders
-         SET status = change.value ->> 1, reason = change.value ->> 2,
-             payment_status = change.value ->> 3, version = change.value ->> 4,
-             updated_at_ms = change.value ->> 5
-         FROM json_each(?1) AS change
-         WHERE orders.id = change.value ->> 0 AND orders.version = change.value ->> 6",
+        &format!(
+            "UPDATE orders
+             SET status = change.value ->> 1, reason = change.value ->> 2,
+                 payment_status = change.value ->> 3, version = change.value ->> 4,
+                 updated_at_ms = change.value ->> 5, history = {}
+             FROM json_each(?1) AS change
+             WHERE orders.id = change.value ->> 0 AND orders.version = change.value ->> 6",
+            history::append_sql("orders.history", "(change.value ->> 7)")
+        ),
         [json_list(&rows)],
     )?;
     expect_rows("order update", changed, rows.len())

@@ -28,10 +28,6 @@ pub(crate) fn prune(sql: Sql<'_>, prune: Prune) -> Result<Pruned, StorageError> 
     if !rejected.is_empty() {
         let ids = crate::records::json_list(&rejected);
         sql.execute(
-            "DELETE FROM order_history WHERE order_id IN (SELECT value FROM json_each(?1))",
-            [&ids],
-        )?;
-        sql.execute(
             "DELETE FROM orders WHERE id IN (SELECT value FROM json_each(?1))",
             [&ids],
         )?;

@@ -3,7 +3,7 @@
 //!
 //! Every list filter is served by an index (`orders_by_status`,
 //! `orders_by_customer`, or the primary key for the plain cursor), and a page
-//! of orders is assembled from two queries whatever its size, so a read
+//! of orders is assembled from two queries (ids, then documents) whatever its size, so a read
 //! costs the same with ten thousand orders stored as with ten million.
 
 use std::collections::HashMap;
@@ -11,11 +11,12 @@ use std::collections::HashMap;
 use stockroom_contract::{HistoryEntry, InventoryItem, Order, OrderList};
 use stockroom_domain::OrderStatus;
 use stockroom_storage::{
-    MAX_ORDERS_PER_PAGE, OrderFilter, StatusCount, StorageError, assemble_documents,
+    MAX_ORDERS_PER_PAGE, OrderFilter, StatusCount, StorageError, assemble_documents, history,
 };
 
 use crate::records::{
-    ORDER_COLUMNS, STOCK_COLUMNS, json_list, order_records, order_row, stock, stock_row,
+    ORDER_COLUMN_COUNT, ORDER_COLUMNS, STOCK_COLUMNS, json_list, order_records, order_row, stock,
+    stock_row,
 };
 use crate::sql::Sql;
 
@@ -53,40 +54,27 @@ pub(crate) fn order(sql: Sql<'_>, order_id: &str) -> Result<Option<Order>, Stora
 }
 
 /// The documents of the orders with these ids, in the order given (ids of
-/// no order are left out): two queries for any number of orders.
+/// no order are left out): one query for any number of orders.
 fn documents(sql: Sql<'_>, ids: &[String]) -> Result<Vec<Order>, StorageError> {
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    let list = json_list(ids);
+    // The history follows the columns `order_row` reads.
     let rows = sql.rows(
         &format!(
-            "SELECT {ORDER_COLUMNS} FROM orders WHERE id IN (SELECT value FROM json_each(?1))"
+            "SELECT {ORDER_COLUMNS}, history FROM orders
+             WHERE id IN (SELECT value FROM json_each(?1))"
         ),
-        [&list],
-        order_row,
+        [json_list(ids)],
+        |row| Ok((order_row(row)?, row.get::<_, String>(ORDER_COLUMN_COUNT)?)),
     )?;
-    let history_rows = sql.rows(
-        "SELECT order_id, version, status, reason, at_ms FROM order_history
-         WHERE order_id IN (SELECT value FROM json_each(?1)) ORDER BY order_id, version",
-        [&list],
-        |row| {
-            Ok((
-                row.get::<_, String>(0)?,
-                row.get::<_, i64>(1)?,
-                row.get::<_, String>(2)?,
-                row.get::<_, Option<String>>(3)?,
-                row.get::<_, i64>(4)?,
-            ))
-        },
-    )?;
+    let (rows, texts): (Vec<_>, Vec<String>) = rows.into_iter().unzip();
+    let orders = order_records(rows)?;
     let mut histories: HashMap<String, Vec<HistoryEntry>> = HashMap::with_capacity(ids.len());
-    for (order_id, version, status, reason, at_ms) in history_rows {
-        let entry = HistoryEntry::from_columns(version, &status, reason, at_ms)
-            .map_err(StorageError::Inconsistent)?;
-        histories.entry(order_id).or_default().push(entry);
+    for (order, text) in orders.iter().zip(&texts) {
+        histories.insert(order.id.clone(), history::decode(&order.id, text)?);
     }
-    Ok(assemble_documents(ids, order_records(rows)?, histories))
+    Ok(assemble_documents(ids, orders, histories))
 }
 
 /// The query listing order ids for a filter. Each combination gets its own

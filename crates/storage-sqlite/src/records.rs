@@ -10,6 +10,10 @@ use stockroom_storage::{StorageError, lines};
 pub(crate) const ORDER_COLUMNS: &str =
     "id, customer_id, status, reason, payment_status, version, created_at_ms, updated_at_ms, lines";
 
+/// How many columns [`ORDER_COLUMNS`] names: a query that reads more
+/// columns after them finds the first at this index.
+pub(crate) const ORDER_COLUMN_COUNT: usize = 9;
+
 /// The columns [`stock_row`] reads, in its order.
 pub(crate) const STOCK_COLUMNS: &str =
     "product_key, product_name, quantity, reserved, sold, received";

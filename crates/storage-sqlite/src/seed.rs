@@ -3,7 +3,7 @@
 //! with a million. Never used by the system itself.
 
 use stockroom_domain::ProductName;
-use stockroom_storage::StorageError;
+use stockroom_storage::{StorageError, history};
 
 use crate::SqliteStorage;
 use crate::sql::storage_error;
@@ -30,24 +30,20 @@ impl SqliteStorage {
                 .execute(
                     "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?1)
                      INSERT INTO orders (id, customer_id, status, reason, payment_status, version,
-                                         created_at_ms, updated_at_ms, lines)
+                                         created_at_ms, updated_at_ms, lines, history)
                      SELECT printf('00000000-0000-7000-8000-%012d', i), 'c' || (i % 1000),
                             CASE WHEN i <= ?2 THEN 'fulfilled' ELSE 'reserved' END, NULL,
                             CASE WHEN i <= ?2 THEN 'charged' ELSE 'none' END,
-                            CASE WHEN i <= ?2 THEN 3 ELSE 1 END, i, i, ?3
+                            CASE WHEN i <= ?2 THEN 3 ELSE 1 END, i, i, ?3,
+                            replace(CASE WHEN i <= ?2 THEN ?4 ELSE ?5 END, 'AT', i)
                      FROM n",
-                    rusqlite::params![finished + reserved, finished, lines],
-                )
-                .map_err(storage_error)?;
-            transaction
-                .execute(
-                    "INSERT INTO order_history (order_id, version, status, reason, at_ms)
-                     SELECT id, v.version, v.status, v.reason, created_at_ms FROM orders
-                     JOIN (SELECT 1 AS version, 'reserved' AS status, NULL AS reason
-                           UNION ALL SELECT 2, 'reserved', 'payment_charged'
-                           UNION ALL SELECT 3, 'fulfilled', NULL) AS v
-                       ON v.version <= orders.version",
-                    [],
+                    rusqlite::params![
+                        finished + reserved,
+                        finished,
+                        lines,
+                        history::SEEDED_FULFILLED,
+                        history::SEEDED_RESERVED
+                    ],
                 )
                 .map_err(storage_error)?;
             transaction

@@ -22,6 +22,7 @@
 
 pub mod batch;
 mod error;
+pub mod history;
 pub mod lines;
 mod write_stats;
 
