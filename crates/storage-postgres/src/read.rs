@@ -4,8 +4,9 @@
 //!
 //! Every list filter is served by an index (`orders_by_status`,
 //! `orders_by_customer`, or the primary key for the plain cursor), and a page
-//! of orders is assembled from two queries (ids, then documents) whatever its size, so a read
-//! costs the same with ten thousand orders stored as with ten million.
+//! of orders is assembled from two queries (its ids, then its documents)
+//! whatever its size, so a read costs the same with ten thousand orders
+//! stored as with ten million.
 
 use std::collections::HashMap;
 
