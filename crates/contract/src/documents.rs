@@ -1,12 +1,13 @@
-//! Documents built from domain records and stored values: an order with its
-//! history, a product's stock, and the one time format every document uses.
+//! Documents built from domain records: an order with its history, a
+//! product's stock, an event, and the one time format every document uses.
+//! Storage returns records; the services make documents of them here.
 
 use std::time::{Duration, UNIX_EPOCH};
 
-use stockroom_domain::rules::{HistoryRecord, OrderRecord};
+use stockroom_domain::rules::{EventRecord, HistoryRecord, OrderRecord, StockRecord, StoredOrder};
 use stockroom_domain::{ProductName, Quantity, Stock};
 
-use crate::{HistoryEntry, InventoryItem, Order, OrderLine, ProductRef};
+use crate::{Event, HistoryEntry, InventoryItem, Order, OrderLine, ProductRef};
 
 /// A time stored as milliseconds since the Unix epoch, as every document
 /// shows it: RFC 3339, UTC, milliseconds, `Z`.
@@ -38,23 +39,14 @@ impl InventoryItem {
     }
 }
 
-impl HistoryEntry {
-    /// An entry from its stored columns; the status must be one this build
-    /// knows.
-    pub fn from_columns(
-        version: i64,
-        status: &str,
-        reason: Option<String>,
-        at_ms: i64,
-    ) -> Result<HistoryEntry, String> {
-        Ok(HistoryEntry {
-            version,
-            status: status.parse()?,
-            reason,
-            at: format_time(at_ms),
-        })
+impl InventoryItem {
+    /// The document of a stored product.
+    pub fn from_record(record: &StockRecord) -> InventoryItem {
+        InventoryItem::from_stock(&record.product_name, &record.stock)
     }
+}
 
+impl HistoryEntry {
     pub fn from_record(record: &HistoryRecord) -> HistoryEntry {
         HistoryEntry {
             version: record.version,
@@ -91,6 +83,16 @@ impl Order {
         }
     }
 
+    /// The document of a stored order with its history.
+    pub fn from_stored(stored: &StoredOrder) -> Order {
+        let history = stored
+            .history
+            .iter()
+            .map(HistoryEntry::from_record)
+            .collect();
+        Order::from_record(&stored.order, history)
+    }
+
     /// The document of an order created by this batch: its history is the
     /// one entry of its creation.
     pub fn created(order: &OrderRecord) -> Order {
@@ -112,5 +114,40 @@ pub fn order_line(product: &ProductName, quantity: Quantity) -> OrderLine {
             name: product.to_string(),
         },
         quantity: quantity.get(),
+    }
+}
+
+impl Event {
+    /// The document of an event as the bus carries it.
+    pub fn from_record(event: &EventRecord) -> Event {
+        Event {
+            event_id: event.event_id.clone(),
+            kind: event.kind,
+            order_id: event.order_id.clone(),
+            order_version: event.order_version,
+            occurred_at: format_time(event.occurred_at_ms),
+            total_units: event.total_units,
+            trace_parent: event.trace_parent.clone(),
+        }
+    }
+
+    /// The record of an event document, or why it is not one: its time must
+    /// be an RFC 3339 time after the epoch.
+    pub fn to_record(&self) -> Result<EventRecord, String> {
+        let occurred_at_ms = parse_time(&self.occurred_at).ok_or_else(|| {
+            format!(
+                "event {} has occurredAt {:?}, not an RFC 3339 time",
+                self.event_id, self.occurred_at
+            )
+        })?;
+        Ok(EventRecord {
+            event_id: self.event_id.clone(),
+            kind: self.kind,
+            order_id: self.order_id.clone(),
+            order_version: self.order_version,
+            total_units: self.total_units,
+            occurred_at_ms,
+            trace_parent: self.trace_parent.clone(),
+        })
     }
 }

@@ -269,6 +269,12 @@ pub enum ReserveOutcome {
     /// never sends a taken id, so this is a caller's bug.
     #[serde(rename_all = "camelCase")]
     OrderIdTaken { order_id: String },
+    /// The idempotency key was answered before, but the order its answer
+    /// created is no longer stored, so the answer cannot be given again;
+    /// nothing was created. Retention keeps orders longer than keys, so
+    /// this means damaged data.
+    #[serde(rename_all = "camelCase")]
+    AnswerGone { order_id: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

@@ -1,14 +1,18 @@
 //! data-service: the only process that touches storage.
 //!
-//! It turns the [`Storage`] trait into HTTP for the other services and for
-//! clients of the original system (`GET /inventory`, `GET /orders`). It holds
-//! no state of its own besides the storage handle, so any number of instances
-//! may run over one shared database. It also serves the embedded event bus:
-//! consumers lease events from the outbox over HTTP and acknowledge them once
-//! their effect is committed. Its `/health` reports its parts ([`monitor`]):
-//! whether the storage accepts writes, the outbox's backlog, dead letters,
-//! and the relay when a broker carries the events.
+//! It turns the storage traits into HTTP for the other services and for
+//! clients of the original system (`GET /inventory`, `GET /orders`): storage
+//! speaks domain records, and this service makes the contract's documents of
+//! them ([`documents`]) and storage calls of the documents it receives
+//! ([`calls`]). It holds no state of its own besides the storage handles, so
+//! any number of instances may run over one shared database. It also serves
+//! the embedded event bus: consumers lease events from the outbox over HTTP
+//! and acknowledge them once their effect is committed. Its `/health` reports
+//! its parts ([`monitor`]): whether the storage accepts writes, the outbox's
+//! backlog, dead letters, and the relay when a broker carries the events.
 
+mod calls;
+mod documents;
 mod error;
 pub mod monitor;
 mod relay;
@@ -20,7 +24,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use stockroom_http_kit::{InternalToken, Metrics, Readiness};
-use stockroom_storage::Storage;
+use stockroom_storage::{EventOutbox, Maintenance, OrderFlow, ProviderLedger, Storage};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -42,18 +46,22 @@ pub const MAX_LEASE_WAIT_MS: u64 = 5_000;
 /// acknowledgement carries.
 pub const MAX_EVENTS_PER_LEASE: u32 = 1_000;
 
-/// The shortest lease a consumer may ask for: shorter ones would run out
-/// while the consumer is still handling the events.
-pub const MIN_LEASE_MS: u64 = 100;
+/// The shortest and longest lease a consumer may ask for: the outbox's own
+/// bounds (see [`stockroom_domain::outbox`]).
+pub use stockroom_domain::outbox::{MAX_LEASE_MS, MIN_LEASE_MS};
 
-/// The longest lease a consumer may ask for: a consumer that dies holding
-/// its events delays them by at most this much.
-pub const MAX_LEASE_MS: u64 = 600_000;
-
-/// What every handler shares.
+/// What every handler shares: the storage, as one handle per concern, so
+/// that each part of the service takes only what it uses.
 #[derive(Clone)]
 pub struct DataState {
-    pub storage: Arc<dyn Storage>,
+    /// Stock and orders.
+    pub flow: Arc<dyn OrderFlow>,
+    /// The outbox and its dead letters.
+    pub outbox: Arc<dyn EventOutbox>,
+    /// The simulated payment provider's ledger.
+    pub ledger: Arc<dyn ProviderLedger>,
+    /// Retention, the probe and the write path's statistics.
+    pub maintenance: Arc<dyn Maintenance>,
     /// Woken whenever a write may have added events, so that waiting lease
     /// requests answer at once instead of at their timeout.
     pub events_written: Arc<Notify>,
@@ -76,7 +84,10 @@ impl DataState {
             serde_json::Value::Null,
         );
         DataState {
-            storage,
+            flow: storage.clone(),
+            outbox: storage.clone(),
+            ledger: storage.clone(),
+            maintenance: storage,
             events_written: Arc::new(Notify::new()),
             readiness,
             metrics: Metrics::new("data-service"),
@@ -112,13 +123,14 @@ pub async fn run(
 ) -> std::io::Result<()> {
     let stop = CancellationToken::new();
     let monitor = tokio::spawn(monitor::run(
-        Arc::clone(&state.storage),
+        Arc::clone(&state.maintenance),
+        Arc::clone(&state.outbox),
         state.readiness.clone(),
         state.metrics.clone(),
         stop.clone(),
     ));
     let pruner = tokio::spawn(retention::run(
-        Arc::clone(&state.storage),
+        Arc::clone(&state.maintenance),
         state.retention,
         state.metrics.clone(),
         stop.clone(),

@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::json;
 use stockroom_http_kit::{Metrics, PartStatus, Readiness, metric_names};
-use stockroom_storage::Storage;
+use stockroom_storage::{EventOutbox, Maintenance};
 use tokio_util::sync::CancellationToken;
 
 /// The pause between two looks at the storage.
@@ -21,13 +21,14 @@ pub const MONITOR_INTERVAL_MS: u64 = 1_000;
 
 /// Looks at the storage until `stop` is cancelled.
 pub async fn run(
-    storage: Arc<dyn Storage>,
+    storage: Arc<dyn Maintenance>,
+    outbox: Arc<dyn EventOutbox>,
     readiness: Readiness,
     metrics: Metrics,
     stop: CancellationToken,
 ) {
     loop {
-        look(storage.as_ref(), &readiness, &metrics).await;
+        look(storage.as_ref(), outbox.as_ref(), &readiness, &metrics).await;
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(Duration::from_millis(MONITOR_INTERVAL_MS)) => {}
@@ -36,7 +37,12 @@ pub async fn run(
 }
 
 /// One look: the storage's parts and gauges, now.
-pub async fn look(storage: &dyn Storage, readiness: &Readiness, metrics: &Metrics) {
+pub async fn look(
+    storage: &dyn Maintenance,
+    outbox: &dyn EventOutbox,
+    readiness: &Readiness,
+    metrics: &Metrics,
+) {
     match storage.probe().await {
         Ok(()) => readiness.set(
             "storage",
@@ -56,7 +62,7 @@ pub async fn look(storage: &dyn Storage, readiness: &Readiness, metrics: &Metric
         }
     }
     publish_write_stats(storage, metrics);
-    let counts = match storage.outbox_counts().await {
+    let counts = match outbox.outbox_counts().await {
         Ok(counts) => counts,
         Err(error) => {
             readiness.set(
@@ -114,7 +120,7 @@ pub async fn look(storage: &dyn Storage, readiness: &Readiness, metrics: &Metric
 
 /// The write path's queue depth and batch counts: the mean batch size is the
 /// rate of calls over the rate of batches.
-fn publish_write_stats(storage: &dyn Storage, metrics: &Metrics) {
+fn publish_write_stats(storage: &dyn Maintenance, metrics: &Metrics) {
     let stats = storage.write_stats();
     let backend = [("backend", storage.backend_name())];
     metrics.set_gauge(

@@ -16,13 +16,23 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use stockroom_http_kit::{PartStatus, Readiness};
 
-use stockroom_contract::Delivery;
+use stockroom_contract::Event;
 use stockroom_domain::Consumer;
-use stockroom_storage::{DeliveryOutcome, Storage};
+use stockroom_domain::outbox::{Delivery, DeliveryOutcome};
+use stockroom_storage::{EventOutbox, StorageError};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use stockroom_bus::{EventPublisher, MAX_RETRY_BACKOFF_MS, MIN_RETRY_BACKOFF_MS};
+use stockroom_bus::{BusError, EventPublisher, MAX_RETRY_BACKOFF_MS, MIN_RETRY_BACKOFF_MS};
+
+/// Why a round of the relay failed; the events it held are given back.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error("cannot read or settle the outbox")]
+    Storage(#[from] StorageError),
+    #[error("cannot publish to the broker")]
+    Broker(#[from] BusError),
+}
 
 /// The most events published per round and consumer queue.
 pub const RELAY_BATCH_SIZE: u32 = 500;
@@ -60,7 +70,7 @@ impl Default for RelaySettings {
 /// down forever (backing off up to `settings.max_backoff_ms`) and reporting
 /// itself as the `relay` part of `readiness`.
 pub async fn relay_outbox(
-    storage: Arc<dyn Storage>,
+    storage: Arc<dyn EventOutbox>,
     publisher: Arc<dyn EventPublisher>,
     wake: Arc<Notify>,
     readiness: Readiness,
@@ -102,7 +112,7 @@ pub async fn relay_outbox(
                 readiness.set(
                     "relay",
                     status,
-                    json!({"relayed": relayed, "failedRounds": failed_rounds, "failingForMs": since.elapsed().as_millis() as u64, "error": error}),
+                    json!({"relayed": relayed, "failedRounds": failed_rounds, "failingForMs": since.elapsed().as_millis() as u64, "error": error_chain(error)}),
                 );
             }
         }
@@ -122,7 +132,11 @@ pub async fn relay_outbox(
                 }
             }
             Err(error) => {
-                tracing::warn!(%error, backoff_ms, "outbox relay failed; retrying");
+                tracing::warn!(
+                    error = &error as &dyn std::error::Error,
+                    backoff_ms,
+                    "outbox relay failed; retrying"
+                );
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
                     _ = tokio::time::sleep(Duration::from_millis(backoff_ms)) => {}
@@ -137,21 +151,20 @@ pub async fn relay_outbox(
 /// Events whose publish failed are given back at once without counting an
 /// attempt: a broker outage delays events, it never dead-letters them.
 async fn relay_round(
-    storage: &dyn Storage,
+    storage: &dyn EventOutbox,
     publisher: &dyn EventPublisher,
-) -> Result<usize, String> {
+) -> Result<usize, RelayError> {
     let mut moved = 0;
     for consumer in Consumer::ALL {
         let deliveries = storage
             .lease_events(consumer, RELAY_BATCH_SIZE, RELAY_LEASE_MS)
-            .await
-            .map_err(|error| error.to_string())?;
+            .await?;
         if deliveries.is_empty() {
             continue;
         }
-        let events: Vec<_> = deliveries
+        let events: Vec<Event> = deliveries
             .iter()
-            .map(|delivery| delivery.event.clone())
+            .map(|delivery| Event::from_record(&delivery.event))
             .collect();
         let receipts: Vec<_> = deliveries.iter().map(Delivery::receipt).collect();
         if let Err(error) = publisher.publish(&events).await {
@@ -159,15 +172,28 @@ async fn relay_round(
                 .finish_deliveries(consumer, DeliveryOutcome::Release, receipts)
                 .await
             {
-                tracing::warn!(error = %release, "cannot give unpublished events back; they return when their lease ends");
+                tracing::warn!(
+                    error = &release as &dyn std::error::Error,
+                    "cannot give unpublished events back; they return when their lease ends"
+                );
             }
-            return Err(error.to_string());
+            return Err(error.into());
         }
         storage
             .finish_deliveries(consumer, DeliveryOutcome::Acknowledge, receipts)
-            .await
-            .map_err(|error| error.to_string())?;
+            .await?;
         moved += deliveries.len();
     }
     Ok(moved)
+}
+
+/// An error and its causes in one line, for the relay's health detail.
+fn error_chain(error: &RelayError) -> String {
+    let mut text = error.to_string();
+    let mut cause = std::error::Error::source(error);
+    while let Some(next) = cause {
+        text.push_str(&format!(": {next}"));
+        cause = next.source();
+    }
+    text
 }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use stockroom_http_kit::{Metrics, metric_names};
-use stockroom_storage::{Prune, Storage};
+use stockroom_storage::{Maintenance, Prune};
 use tokio_util::sync::CancellationToken;
 
 /// The pause between two prunes.
@@ -75,7 +75,7 @@ impl Retention {
 
 /// Prunes every [`PRUNE_INTERVAL_MS`] until `stop` is cancelled.
 pub async fn run(
-    storage: Arc<dyn Storage>,
+    storage: Arc<dyn Maintenance>,
     retention: Retention,
     metrics: Metrics,
     stop: CancellationToken,
@@ -90,7 +90,7 @@ pub async fn run(
 }
 
 /// One prune: rounds until nothing old is left or [`MAX_PRUNE_ROUNDS`].
-pub async fn prune_once(storage: &dyn Storage, retention: Retention, metrics: &Metrics) {
+pub async fn prune_once(storage: &dyn Maintenance, retention: Retention, metrics: &Metrics) {
     for _ in 0..MAX_PRUNE_ROUNDS {
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)

@@ -8,12 +8,14 @@
 //! unbalanced. Every other crate receives these values already checked, so the
 //! checks live in exactly one place.
 //!
-//! [`rules`] decides every step of the order flow in memory, for storage
-//! backends that only load and store; [`invariants`] states what must hold of
+//! [`rules`] decides every step of the order flow in memory, and [`outbox`]
+//! every lease and settlement of its events, for storage backends that only
+//! load and store; [`invariants`] states what must hold of
 //! any system's figures, for the auditor, the checker and the tests.
 
 pub mod invariants;
 mod order;
+pub mod outbox;
 pub mod rules;
 mod stock;
 mod values;

@@ -18,6 +18,11 @@ pub enum OrderError {
     NotFound(String),
     #[error("{0}")]
     Protocol(String),
+    /// The first answer to the request's Idempotency-Key cannot be rebuilt:
+    /// the order it created is no longer stored. Retention keeps orders
+    /// longer than keys, so this is damaged data, never the client's doing.
+    #[error("the first answer to this Idempotency-Key is lost: order {0} is no longer stored")]
+    AnswerGone(String),
     /// The queue of orders waiting for a batch is full.
     #[error("too many orders are waiting to be reserved, retry later")]
     Overloaded,
@@ -57,6 +62,10 @@ impl IntoResponse for OrderError {
             }
             OrderError::Stopped => {
                 error_response(StatusCode::SERVICE_UNAVAILABLE, "unavailable", &message)
+            }
+            OrderError::AnswerGone(_) => {
+                tracing::error!(%message, "an idempotent answer cannot be replayed");
+                error_response(StatusCode::INTERNAL_SERVER_ERROR, "answer_lost", &message)
             }
             OrderError::Protocol(_) => {
                 tracing::error!(%message, "unexpected answer from a dependency");

@@ -178,6 +178,7 @@ async fn place_order(
             return Err(OrderError::UnknownProduct(product_name));
         }
         ReserveOutcome::IdempotencyKeyReused => return Err(OrderError::IdempotencyKeyReused),
+        ReserveOutcome::AnswerGone { order_id } => return Err(OrderError::AnswerGone(order_id)),
         // Ids are fresh UUIDv7s, so a taken one means a broken dependency.
         ReserveOutcome::OrderIdTaken { order_id } => {
             return Err(OrderError::Protocol(format!(

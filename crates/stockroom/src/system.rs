@@ -310,7 +310,14 @@ pub async fn open_storage(
             )
         }
     };
-    let stock = stock.unwrap_or_else(crate::stock::default_stock);
+    let stock = stock
+        .unwrap_or_else(crate::stock::default_stock)
+        .into_iter()
+        .map(|line| stockroom_storage::InitialStock {
+            product: line.product_name,
+            quantity: line.quantity,
+        })
+        .collect();
     if storage.initialize_stock(stock).await? {
         tracing::info!(backend = storage.backend_name(), "initial stock loaded");
     }

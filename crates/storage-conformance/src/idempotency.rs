@@ -4,28 +4,35 @@
 
 use std::sync::Arc;
 
-use stockroom_contract::ReserveOutcome;
 use stockroom_domain::OrderStatus;
-use stockroom_storage::Storage;
+use stockroom_domain::rules::{ReserveAnswer, ReserveDecision};
 
 use crate::support::{
-    all_orders, assert_invariants, item, keyed_request, product, reserve_one, run_concurrently,
-    stock,
+    Outcome, Store, all_orders, assert_invariants, item, keyed_request, outcome, payment, product,
+    reserve_one, run_concurrently, stock,
 };
 
 /// How many requests with one key race each other.
 const SAME_KEY_REQUESTS: usize = 50;
 
-fn order_id_of(outcome: &ReserveOutcome) -> &str {
-    match outcome {
-        ReserveOutcome::Reserved { order } | ReserveOutcome::Rejected { order, .. } => &order.id,
-        other => panic!("expected an order, got {other:?}"),
+/// The answer a decision created or replays.
+fn answer_of(decision: &ReserveDecision) -> &ReserveAnswer {
+    match decision {
+        ReserveDecision::Created(answer) | ReserveDecision::Replay(answer) => answer,
+        other => panic!("expected an answer, got {other:?}"),
+    }
+}
+
+fn order_id_of(decision: &ReserveDecision) -> &str {
+    match crate::support::answered_order(decision) {
+        Some(order) => &order.id,
+        None => panic!("expected an order, got {decision:?}"),
     }
 }
 
 /// (f) Replays, key reuse, stored rejections, keys in one batch, and keys of
 /// requests that named an unknown product.
-pub async fn idempotent_replay_and_key_reuse(storage: Arc<dyn Storage>) {
+pub async fn idempotent_replay_and_key_reuse(storage: Store) {
     stock(&storage, &[("Laptop", 25)]).await;
 
     let first = reserve_one(
@@ -33,42 +40,43 @@ pub async fn idempotent_replay_and_key_reuse(storage: Arc<dyn Storage>) {
         keyed_request("c1", &[("Laptop", 2)], "key-1", Some("fp-1")),
     )
     .await;
-    assert!(!first.replayed);
-    let first_id = order_id_of(&first.outcome).to_owned();
-    assert!(matches!(first.outcome, ReserveOutcome::Reserved { .. }));
+    assert!(!matches!(first, ReserveDecision::Replay(_)));
+    let first_id = order_id_of(&first).to_owned();
+    assert!(matches!(
+        first,
+        ReserveDecision::Created(ReserveAnswer::Reserved(_))
+    ));
 
     // A retry arrives with a new order id (order-service makes one per
     // attempt) but the same key and body: it gets the first answer.
     let retry = keyed_request("c1", &[("Laptop", 2)], "key-1", Some("fp-1"));
     let retry_id = retry.order_id.clone();
     let replay = reserve_one(&storage, retry).await;
-    assert!(replay.replayed);
+    assert!(matches!(replay, ReserveDecision::Replay(_)));
     assert_eq!(
-        replay.outcome, first.outcome,
-        "a replay is the stored answer"
+        answer_of(&replay),
+        answer_of(&first),
+        "a replay is the first answer"
     );
     assert!(
         storage.order(&retry_id).await.expect("order").is_none(),
         "a replay creates nothing"
     );
-    assert_eq!(item(&storage, "Laptop").await.reserved_quantity, 2);
+    assert_eq!(item(&storage, "Laptop").await.stock.reserved(), 2);
 
     let reused = reserve_one(
         &storage,
         keyed_request("c1", &[("Laptop", 3)], "key-1", Some("fp-2")),
     )
     .await;
-    assert!(!reused.replayed);
-    assert_eq!(reused.outcome, ReserveOutcome::IdempotencyKeyReused);
+    assert!(!matches!(reused, ReserveDecision::Replay(_)));
+    assert_eq!(reused, ReserveDecision::KeyReused);
     let unfingerprinted = reserve_one(
         &storage,
         keyed_request("c1", &[("Laptop", 2)], "key-1", None),
     )
     .await;
-    assert_eq!(
-        unfingerprinted.outcome,
-        ReserveOutcome::IdempotencyKeyReused
-    );
+    assert_eq!(unfingerprinted, ReserveDecision::KeyReused);
 
     // A rejection is an answer too, and is replayed as such.
     let rejected = reserve_one(
@@ -76,14 +84,17 @@ pub async fn idempotent_replay_and_key_reuse(storage: Arc<dyn Storage>) {
         keyed_request("c2", &[("Laptop", 500)], "key-2", Some("fp-3")),
     )
     .await;
-    assert!(matches!(rejected.outcome, ReserveOutcome::Rejected { .. }));
+    assert!(matches!(
+        rejected,
+        ReserveDecision::Created(ReserveAnswer::Rejected { .. })
+    ));
     let rejected_again = reserve_one(
         &storage,
         keyed_request("c2", &[("Laptop", 500)], "key-2", Some("fp-3")),
     )
     .await;
-    assert!(rejected_again.replayed);
-    assert_eq!(rejected_again.outcome, rejected.outcome);
+    assert!(matches!(rejected_again, ReserveDecision::Replay(_)));
+    assert_eq!(answer_of(&rejected_again), answer_of(&rejected));
 
     // Two requests with one key in one call: the second replays the first.
     let results = storage
@@ -93,9 +104,9 @@ pub async fn idempotent_replay_and_key_reuse(storage: Arc<dyn Storage>) {
         ])
         .await
         .expect("reserve");
-    assert!(!results[0].replayed);
-    assert!(results[1].replayed);
-    assert_eq!(results[0].outcome, results[1].outcome);
+    assert!(!matches!(results[0], ReserveDecision::Replay(_)));
+    assert!(matches!(results[1], ReserveDecision::Replay(_)));
+    assert_eq!(answer_of(&results[0]), answer_of(&results[1]));
 
     // A request naming an unknown product stores nothing, not even its key:
     // once the product exists, the same key reserves.
@@ -104,20 +115,18 @@ pub async fn idempotent_replay_and_key_reuse(storage: Arc<dyn Storage>) {
         keyed_request("c4", &[("Drone", 1)], "key-4", Some("fp-5")),
     )
     .await;
-    assert_eq!(
-        unknown.outcome,
-        ReserveOutcome::UnknownProduct {
-            product_name: "Drone".into()
-        }
-    );
+    assert_eq!(unknown, ReserveDecision::UnknownProduct("Drone".into()));
     storage.restock(product("Drone"), 3).await.expect("restock");
     let now_known = reserve_one(
         &storage,
         keyed_request("c4", &[("Drone", 1)], "key-4", Some("fp-5")),
     )
     .await;
-    assert!(!now_known.replayed);
-    assert!(matches!(now_known.outcome, ReserveOutcome::Reserved { .. }));
+    assert!(!matches!(now_known, ReserveDecision::Replay(_)));
+    assert!(matches!(
+        now_known,
+        ReserveDecision::Created(ReserveAnswer::Reserved(_))
+    ));
 
     // Keys belong to their customer: another customer's identical key and
     // request is a new order, never a replay of someone else's.
@@ -126,8 +135,14 @@ pub async fn idempotent_replay_and_key_reuse(storage: Arc<dyn Storage>) {
         keyed_request("c5", &[("Laptop", 2)], "key-1", Some("fp-1")),
     )
     .await;
-    assert!(!theirs.replayed, "another customer's key never replays");
-    assert!(matches!(theirs.outcome, ReserveOutcome::Reserved { .. }));
+    assert!(
+        !matches!(theirs, ReserveDecision::Replay(_)),
+        "another customer's key never replays"
+    );
+    assert!(matches!(
+        theirs,
+        ReserveDecision::Created(ReserveAnswer::Reserved(_))
+    ));
 
     let orders = all_orders(&storage, None).await;
     assert_eq!(
@@ -135,13 +150,13 @@ pub async fn idempotent_replay_and_key_reuse(storage: Arc<dyn Storage>) {
         5,
         "key-1 (twice, for two customers), key-2, key-3 and key-4 made one order each"
     );
-    assert!(orders.iter().any(|order| order.id == first_id));
+    assert!(orders.iter().any(|order| order.order.id == first_id));
     assert_invariants(&storage).await;
 }
 
 /// (f) 50 concurrent requests with one key create exactly one order; every
 /// other caller gets that order back as a replay.
-pub async fn concurrent_same_key_requests_create_one_order(storage: Arc<dyn Storage>) {
+pub async fn concurrent_same_key_requests_create_one_order(storage: Store) {
     stock(&storage, &[("Laptop", 25)]).await;
     let results = run_concurrently(
         "50 requests with one idempotency key",
@@ -158,21 +173,24 @@ pub async fn concurrent_same_key_requests_create_one_order(storage: Arc<dyn Stor
         },
     )
     .await;
-    let fresh: Vec<_> = results.iter().filter(|result| !result.replayed).collect();
+    let fresh: Vec<_> = results
+        .iter()
+        .filter(|result| !matches!(result, ReserveDecision::Replay(_)))
+        .collect();
     assert_eq!(fresh.len(), 1, "exactly one request did the work");
-    let winner = order_id_of(&fresh[0].outcome).to_owned();
+    let winner = order_id_of(fresh[0]).to_owned();
     for result in &results {
         assert_eq!(
-            order_id_of(&result.outcome),
+            order_id_of(result),
             winner,
             "every caller sees the same order"
         );
-        assert!(matches!(result.outcome, ReserveOutcome::Reserved { .. }));
+        assert!(matches!(answer_of(result), ReserveAnswer::Reserved(_)));
     }
     let orders = all_orders(&storage, None).await;
     assert_eq!(orders.len(), 1, "exactly one order exists");
-    assert_eq!(orders[0].status, OrderStatus::Reserved);
-    assert_eq!(item(&storage, "Laptop").await.reserved_quantity, 2);
+    assert_eq!(orders[0].order.status, OrderStatus::Reserved);
+    assert_eq!(item(&storage, "Laptop").await.stock.reserved(), 2);
 
     // Racing requests that reuse the key with another body are all refused.
     let reused = run_concurrently("key reuse with another body", 10, |index| {
@@ -192,7 +210,7 @@ pub async fn concurrent_same_key_requests_create_one_order(storage: Arc<dyn Stor
     })
     .await;
     for result in &reused {
-        assert_eq!(result.outcome, ReserveOutcome::IdempotencyKeyReused);
+        assert_eq!(*result, ReserveDecision::KeyReused);
     }
     assert_eq!(all_orders(&storage, None).await.len(), 1);
     assert_invariants(&storage).await;
@@ -202,8 +220,7 @@ pub async fn concurrent_same_key_requests_create_one_order(storage: Arc<dyn Stor
 /// processed-event records and rejected orders older than its cutoffs, and
 /// nothing else; an event delivered again after its record is gone still
 /// has no second effect.
-pub async fn retention_prunes_only_what_is_old(storage: Arc<dyn Storage>) {
-    use stockroom_contract::PaymentRecord;
+pub async fn retention_prunes_only_what_is_old(storage: Store) {
     use stockroom_storage::Prune;
     stock(&storage, &[("Laptop", 10)]).await;
     let keyed = reserve_one(
@@ -211,7 +228,7 @@ pub async fn retention_prunes_only_what_is_old(storage: Arc<dyn Storage>) {
         keyed_request("c1", &[("Laptop", 2)], "key-1", Some("fp-1")),
     )
     .await;
-    let ReserveOutcome::Reserved { order } = keyed.outcome else {
+    let ReserveDecision::Created(ReserveAnswer::Reserved(order)) = keyed else {
         panic!("the keyed order is reserved");
     };
     for customer in ["c2", "c3"] {
@@ -220,18 +237,20 @@ pub async fn retention_prunes_only_what_is_old(storage: Arc<dyn Storage>) {
             crate::support::request(customer, &[("Laptop", 50)]),
         )
         .await;
-        assert!(matches!(rejected.outcome, ReserveOutcome::Rejected { .. }));
+        assert!(matches!(
+            rejected,
+            ReserveDecision::Created(ReserveAnswer::Rejected { .. })
+        ));
     }
-    let payment = PaymentRecord {
-        order_id: order.id.clone(),
-        event_id: stockroom_domain::rules::event_id(
+    let payment = payment(
+        &order.id,
+        &stockroom_domain::rules::event_id(
             stockroom_domain::EventKind::OrderReserved,
             &order.id,
             1,
         ),
-        approved: true,
-        trace_parent: None,
-    };
+        true,
+    );
     storage
         .record_payments(vec![payment.clone()])
         .await
@@ -278,16 +297,19 @@ pub async fn retention_prunes_only_what_is_old(storage: Arc<dyn Storage>) {
 
     let orders = all_orders(&storage, None).await;
     assert_eq!(orders.len(), 1, "only the rejected orders are gone");
-    assert_eq!(orders[0].id, order.id);
+    assert_eq!(orders[0].order.id, order.id);
     // Its record is gone, its effect is not: the payment applies no more.
     let again = storage
         .record_payments(vec![payment])
         .await
         .expect("record_payments");
+    assert_eq!(outcome(&again[0]).0, Outcome::NotApplicable);
     assert_eq!(
-        again[0].outcome,
-        stockroom_contract::EffectOutcome::NotApplicable
+        crate::support::order(&storage, &order.id)
+            .await
+            .order
+            .version,
+        2
     );
-    assert_eq!(crate::support::order(&storage, &order.id).await.version, 2);
     assert_invariants(&storage).await;
 }

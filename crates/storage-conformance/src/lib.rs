@@ -1,7 +1,7 @@
 //! The contract tests every Stockroom storage backend must pass.
 //!
-//! Each public async function is one test. It receives an
-//! `Arc<dyn Storage>` holding a fresh, empty database, drives it with real
+//! Each public async function is one test. It receives a
+//! [`support::Store`] holding a fresh, empty database, drives it with real
 //! concurrency (many tokio tasks at once, which on a pooled backend means
 //! many connections at once), asserts the contract of
 //! [`stockroom_storage::Storage`], and ends by checking the invariants that
@@ -14,7 +14,7 @@
 //! ```text
 //! async fn run<F, Fut>(name: &'static str, test: F)
 //! where
-//!     F: FnOnce(Arc<dyn Storage>) -> Fut,
+//!     F: FnOnce(Arc<dyn TestStorage>) -> Fut,
 //!     Fut: Future<Output = ()> + Send + 'static,
 //! { /* make a fresh database, then test(storage).await */ }
 //!
@@ -54,7 +54,7 @@ pub use stock::{
 
 /// Defines one `#[tokio::test]` per conformance test, each calling
 /// `$run(name, test)`. `$run` is an async function of the calling test file
-/// that makes a fresh database, hands it to `test` as an `Arc<dyn Storage>`,
+/// that makes a fresh database, hands it to `test` as an `Arc<dyn TestStorage>`,
 /// and cleans up afterwards. The calling crate needs `tokio` with the
 /// `macros` and `rt-multi-thread` features.
 ///

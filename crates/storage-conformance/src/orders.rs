@@ -3,14 +3,14 @@
 
 use std::sync::Arc;
 
-use stockroom_contract::{EffectOutcome, PaymentRecord, Settlement, SettlementAction};
-use stockroom_domain::rules::SweepDecision;
-use stockroom_domain::{Consumer, EventKind, OrderStatus, PaymentStatus, ReleaseReason};
-use stockroom_storage::{ReleaseOutcome, Storage};
+use stockroom_domain::rules::{ReserveAnswer, ReserveDecision, Settle, SweepDecision};
+use stockroom_domain::{Consumer, EventKind, OrderStatus, PaymentStatus, Reason, ReleaseReason};
+use stockroom_storage::ReleaseOutcome;
+use stockroom_storage::batch::{PaymentVerdict, SettlementCall};
 
 use crate::support::{
-    assert_invariants, assert_order_consistent, item, order, request, reserve_ok, run_concurrently,
-    stock,
+    Outcome, Store, assert_invariants, assert_order_consistent, item, order, outcome, payment,
+    request, reserve_ok, run_concurrently, settlement, stock,
 };
 
 /// How long a lease lasts where the test does not want it to end.
@@ -20,50 +20,30 @@ const LONG_LEASE_MS: u64 = 60_000;
 /// pay the same order.
 const RACERS: usize = 20;
 
-fn payment(order_id: &str, event_id: &str, approved: bool) -> PaymentRecord {
-    PaymentRecord {
-        order_id: order_id.to_owned(),
-        event_id: event_id.to_owned(),
-        approved,
-        trace_parent: None,
-    }
-}
-
-fn settlement(order_id: &str, event_id: &str, action: SettlementAction) -> Settlement {
-    Settlement {
-        order_id: order_id.to_owned(),
-        event_id: event_id.to_owned(),
-        action,
-    }
-}
-
-async fn pay(storage: &Arc<dyn Storage>, record: PaymentRecord) -> EffectOutcome {
+async fn pay(storage: &Store, record: PaymentVerdict) -> Outcome {
     let results = storage
         .record_payments(vec![record])
         .await
         .expect("record_payments");
     assert_eq!(results.len(), 1);
-    results[0].outcome
+    outcome(&results[0]).0
 }
 
-async fn settle_one(
-    storage: &Arc<dyn Storage>,
-    record: Settlement,
-) -> (EffectOutcome, Option<OrderStatus>) {
+async fn settle_one(storage: &Store, record: SettlementCall) -> (Outcome, Option<OrderStatus>) {
     let results = storage.settle(vec![record]).await.expect("settle");
     assert_eq!(results.len(), 1);
-    (results[0].outcome, results[0].status)
+    outcome(&results[0])
 }
 
 /// (d) The happy path and its refusals: reserved → charged → fulfilled, each
 /// step one version with a history entry, the events on the outbox carrying
 /// the versions, every duplicate ignored, and no step backwards.
-pub async fn payment_and_settlement_move_forward_only(storage: Arc<dyn Storage>) {
+pub async fn payment_and_settlement_move_forward_only(storage: Store) {
     stock(&storage, &[("Laptop", 10)]).await;
     let reserved = reserve_ok(&storage, request("c1", &[("Laptop", 2)])).await;
     let id = reserved.id.clone();
     assert_eq!(reserved.version, 1);
-    assert_eq!(reserved.payment_status, PaymentStatus::None);
+    assert_eq!(reserved.payment, PaymentStatus::None);
 
     let leased = storage
         .lease_events(Consumer::Payment, 10, LONG_LEASE_MS)
@@ -78,31 +58,28 @@ pub async fn payment_and_settlement_move_forward_only(storage: Arc<dyn Storage>)
 
     assert_eq!(
         pay(&storage, payment(&id, &reserved_event.event_id, true)).await,
-        EffectOutcome::Applied
+        Outcome::Applied
     );
     let charged = order(&storage, &id).await;
-    assert_eq!(charged.status, OrderStatus::Reserved);
-    assert_eq!(charged.payment_status, PaymentStatus::Charged);
-    assert_eq!(charged.version, 2);
+    assert_eq!(charged.order.status, OrderStatus::Reserved);
+    assert_eq!(charged.order.payment, PaymentStatus::Charged);
+    assert_eq!(charged.order.version, 2);
     assert_eq!(
-        charged.reason, None,
+        charged.order.reason, None,
         "a payment note does not become the order's reason"
     );
-    assert_eq!(
-        charged.history[1].reason.as_deref(),
-        Some("payment_charged")
-    );
+    assert_eq!(charged.history[1].reason, Some(Reason::PaymentCharged));
     assert_eq!(
         pay(&storage, payment(&id, &reserved_event.event_id, true)).await,
-        EffectOutcome::Duplicate,
+        Outcome::Duplicate,
         "the same event id has no second effect"
     );
     assert_eq!(
         pay(&storage, payment(&id, "another-payment-event", false)).await,
-        EffectOutcome::NotApplicable,
+        Outcome::NotApplicable,
         "a second verdict cannot replace the first"
     );
-    assert_eq!(order(&storage, &id).await.version, 2);
+    assert_eq!(order(&storage, &id).await.order.version, 2);
 
     // Paid reservations can be neither cancelled nor expired.
     match storage
@@ -110,7 +87,7 @@ pub async fn payment_and_settlement_move_forward_only(storage: Arc<dyn Storage>)
         .await
         .expect("release")
     {
-        ReleaseOutcome::NotCancellable(order) => assert_eq!(order.version, 2),
+        ReleaseOutcome::NotCancellable(order) => assert_eq!(order.order.version, 2),
         other => panic!("a charged order must not be cancellable, got {other:?}"),
     }
     assert!(
@@ -136,41 +113,37 @@ pub async fn payment_and_settlement_move_forward_only(storage: Arc<dyn Storage>)
     assert_eq!(
         settle_one(
             &storage,
-            settlement(&id, &paid_event.event_id, SettlementAction::Release)
+            settlement(&id, &paid_event.event_id, Settle::Release)
         )
         .await,
-        (EffectOutcome::NotApplicable, Some(OrderStatus::Reserved)),
+        (Outcome::NotApplicable, Some(OrderStatus::Reserved)),
         "a charged order's stock is never released"
     );
     assert_eq!(
         settle_one(
             &storage,
-            settlement(&id, &paid_event.event_id, SettlementAction::Commit)
+            settlement(&id, &paid_event.event_id, Settle::Commit)
         )
         .await,
-        (EffectOutcome::Applied, Some(OrderStatus::Fulfilled))
+        (Outcome::Applied, Some(OrderStatus::Fulfilled))
     );
     assert_eq!(
         settle_one(
             &storage,
-            settlement(&id, &paid_event.event_id, SettlementAction::Commit)
+            settlement(&id, &paid_event.event_id, Settle::Commit)
         )
         .await,
-        (EffectOutcome::Duplicate, Some(OrderStatus::Fulfilled))
+        (Outcome::Duplicate, Some(OrderStatus::Fulfilled))
     );
     assert_eq!(
-        settle_one(
-            &storage,
-            settlement(&id, "late-commit", SettlementAction::Commit)
-        )
-        .await,
-        (EffectOutcome::NotApplicable, Some(OrderStatus::Fulfilled)),
+        settle_one(&storage, settlement(&id, "late-commit", Settle::Commit)).await,
+        (Outcome::NotApplicable, Some(OrderStatus::Fulfilled)),
         "a fulfilled order is not fulfilled twice"
     );
     let fulfilled = order(&storage, &id).await;
-    assert_eq!(fulfilled.status, OrderStatus::Fulfilled);
-    assert_eq!(fulfilled.version, 3);
-    assert_eq!(fulfilled.reason, None);
+    assert_eq!(fulfilled.order.status, OrderStatus::Fulfilled);
+    assert_eq!(fulfilled.order.version, 3);
+    assert_eq!(fulfilled.order.reason, None);
     assert!(matches!(
         storage
             .release(&id, ReleaseReason::CancelledByCustomer)
@@ -180,7 +153,11 @@ pub async fn payment_and_settlement_move_forward_only(storage: Arc<dyn Storage>)
     ));
     let laptop = item(&storage, "Laptop").await;
     assert_eq!(
-        (laptop.quantity, laptop.reserved_quantity, laptop.sold),
+        (
+            laptop.stock.on_hand(),
+            laptop.stock.reserved(),
+            laptop.stock.sold()
+        ),
         (8, 0, 2)
     );
 
@@ -196,15 +173,15 @@ pub async fn payment_and_settlement_move_forward_only(storage: Arc<dyn Storage>)
             )
         )
         .await,
-        EffectOutcome::Applied
+        Outcome::Applied
     );
     assert_eq!(
         settle_one(
             &storage,
-            settlement(&declined.id, "declined-commit", SettlementAction::Commit)
+            settlement(&declined.id, "declined-commit", Settle::Commit)
         )
         .await,
-        (EffectOutcome::NotApplicable, Some(OrderStatus::Reserved)),
+        (Outcome::NotApplicable, Some(OrderStatus::Reserved)),
         "a declined order is never committed"
     );
     assert_eq!(
@@ -213,30 +190,26 @@ pub async fn payment_and_settlement_move_forward_only(storage: Arc<dyn Storage>)
             settlement(
                 &declined.id,
                 &stockroom_domain::rules::event_id(EventKind::PaymentFailed, &declined.id, 2),
-                SettlementAction::Release
+                Settle::Release
             )
         )
         .await,
-        (EffectOutcome::Applied, Some(OrderStatus::Cancelled))
+        (Outcome::Applied, Some(OrderStatus::Cancelled))
     );
     let cancelled = order(&storage, &declined.id).await;
-    assert_eq!(cancelled.status, OrderStatus::Cancelled);
-    assert_eq!(cancelled.payment_status, PaymentStatus::Declined);
-    assert_eq!(cancelled.reason.as_deref(), Some("payment_declined"));
-    assert_eq!(cancelled.version, 3);
+    assert_eq!(cancelled.order.status, OrderStatus::Cancelled);
+    assert_eq!(cancelled.order.payment, PaymentStatus::Declined);
+    assert_eq!(cancelled.order.reason, Some(Reason::PaymentDeclined));
+    assert_eq!(cancelled.order.version, 3);
 
     // Nothing is known about an order that does not exist.
     assert_eq!(
         pay(&storage, payment("no-such-order", "e1", true)).await,
-        EffectOutcome::UnknownOrder
+        Outcome::UnknownOrder
     );
     assert_eq!(
-        settle_one(
-            &storage,
-            settlement("no-such-order", "e2", SettlementAction::Commit)
-        )
-        .await,
-        (EffectOutcome::UnknownOrder, None)
+        settle_one(&storage, settlement("no-such-order", "e2", Settle::Commit)).await,
+        (Outcome::UnknownOrder, None)
     );
     assert_eq!(
         storage
@@ -250,7 +223,7 @@ pub async fn payment_and_settlement_move_forward_only(storage: Arc<dyn Storage>)
 
 /// (d) The same event delivered by many callers at once is applied exactly
 /// once; the others see `Duplicate`.
-pub async fn duplicate_events_have_no_second_effect(storage: Arc<dyn Storage>) {
+pub async fn duplicate_events_have_no_second_effect(storage: Store) {
     stock(&storage, &[("Laptop", 10)]).await;
     let id = reserve_ok(&storage, request("c1", &[("Laptop", 4)]))
         .await
@@ -264,16 +237,13 @@ pub async fn duplicate_events_have_no_second_effect(storage: Arc<dyn Storage>) {
     })
     .await;
     assert_eq!(
-        outcomes
-            .iter()
-            .filter(|o| **o == EffectOutcome::Applied)
-            .count(),
+        outcomes.iter().filter(|o| **o == Outcome::Applied).count(),
         1
     );
     assert_eq!(
         outcomes
             .iter()
-            .filter(|o| **o == EffectOutcome::Duplicate)
+            .filter(|o| **o == Outcome::Duplicate)
             .count(),
         RACERS - 1
     );
@@ -281,34 +251,35 @@ pub async fn duplicate_events_have_no_second_effect(storage: Arc<dyn Storage>) {
     let event_id = format!("PaymentSucceeded:{id}:2");
     let outcomes = run_concurrently("concurrent duplicate settlements", RACERS, |_| {
         let storage = Arc::clone(&storage);
-        let record = settlement(&id, &event_id, SettlementAction::Commit);
+        let record = settlement(&id, &event_id, Settle::Commit);
         async move { settle_one(&storage, record).await.0 }
     })
     .await;
     assert_eq!(
-        outcomes
-            .iter()
-            .filter(|o| **o == EffectOutcome::Applied)
-            .count(),
+        outcomes.iter().filter(|o| **o == Outcome::Applied).count(),
         1
     );
     assert_eq!(
         outcomes
             .iter()
-            .filter(|o| **o == EffectOutcome::Duplicate)
+            .filter(|o| **o == Outcome::Duplicate)
             .count(),
         RACERS - 1
     );
 
     let fulfilled = order(&storage, &id).await;
-    assert_eq!(fulfilled.status, OrderStatus::Fulfilled);
+    assert_eq!(fulfilled.order.status, OrderStatus::Fulfilled);
     assert_eq!(
-        fulfilled.version, 3,
+        fulfilled.order.version, 3,
         "one payment and one commit, nothing more"
     );
     let laptop = item(&storage, "Laptop").await;
     assert_eq!(
-        (laptop.quantity, laptop.reserved_quantity, laptop.sold),
+        (
+            laptop.stock.on_hand(),
+            laptop.stock.reserved(),
+            laptop.stock.sold()
+        ),
         (6, 0, 4)
     );
     let paid_events = storage
@@ -326,7 +297,7 @@ pub async fn duplicate_events_have_no_second_effect(storage: Arc<dyn Storage>) {
 /// (d) Many callers cancelling and paying the same orders at once: for each
 /// order exactly one of them wins, the version moves exactly once, and the
 /// loser is told why.
-pub async fn concurrent_cancel_and_payment_pick_one_winner(storage: Arc<dyn Storage>) {
+pub async fn concurrent_cancel_and_payment_pick_one_winner(storage: Store) {
     const ORDERS: usize = 5;
     stock(&storage, &[("Laptop", 100)]).await;
     let mut ids = Vec::with_capacity(ORDERS);
@@ -364,9 +335,9 @@ pub async fn concurrent_cancel_and_payment_pick_one_winner(storage: Arc<dyn Stor
                     let reserved =
                         stockroom_domain::rules::event_id(EventKind::OrderReserved, id, 1);
                     match pay(&storage, payment(id, &reserved, true)).await {
-                        EffectOutcome::Applied => (index % ORDERS, "paid"),
-                        EffectOutcome::Duplicate => (index % ORDERS, "duplicate"),
-                        EffectOutcome::NotApplicable => (index % ORDERS, "not_applicable"),
+                        Outcome::Applied => (index % ORDERS, "paid"),
+                        Outcome::Duplicate => (index % ORDERS, "duplicate"),
+                        Outcome::NotApplicable => (index % ORDERS, "not_applicable"),
                         other => panic!("unexpected payment outcome {other:?}"),
                     }
                 }
@@ -388,14 +359,17 @@ pub async fn concurrent_cancel_and_payment_pick_one_winner(storage: Arc<dyn Stor
             "order {id}: exactly one winner, got {released} releases and {paid} payments"
         );
         let final_order = order(&storage, id).await;
-        assert_eq!(final_order.version, 2, "order {id} changed exactly once");
+        assert_eq!(
+            final_order.order.version, 2,
+            "order {id} changed exactly once"
+        );
         if released == 1 {
-            assert_eq!(final_order.status, OrderStatus::Cancelled);
-            assert_eq!(final_order.payment_status, PaymentStatus::None);
+            assert_eq!(final_order.order.status, OrderStatus::Cancelled);
+            assert_eq!(final_order.order.payment, PaymentStatus::None);
             assert_eq!(count("not_cancellable"), 0);
         } else {
-            assert_eq!(final_order.status, OrderStatus::Reserved);
-            assert_eq!(final_order.payment_status, PaymentStatus::Charged);
+            assert_eq!(final_order.order.status, OrderStatus::Reserved);
+            assert_eq!(final_order.order.payment, PaymentStatus::Charged);
             assert_eq!(count("already_cancelled"), 0);
         }
         assert_order_consistent(&final_order);
@@ -404,7 +378,7 @@ pub async fn concurrent_cancel_and_payment_pick_one_winner(storage: Arc<dyn Stor
 }
 
 /// (d) Cancelling twice is harmless, and a cancelled order takes no payment.
-pub async fn cancel_is_idempotent_and_refused_after_charge(storage: Arc<dyn Storage>) {
+pub async fn cancel_is_idempotent_and_refused_after_charge(storage: Store) {
     stock(&storage, &[("Laptop", 10)]).await;
     let id = reserve_ok(&storage, request("c1", &[("Laptop", 3)]))
         .await
@@ -415,34 +389,34 @@ pub async fn cancel_is_idempotent_and_refused_after_charge(storage: Arc<dyn Stor
         .expect("release")
     {
         ReleaseOutcome::Released(order) => {
-            assert_eq!(order.status, OrderStatus::Cancelled);
-            assert_eq!(order.reason.as_deref(), Some("cancelled_by_customer"));
-            assert_eq!(order.version, 2);
+            assert_eq!(order.order.status, OrderStatus::Cancelled);
+            assert_eq!(order.order.reason, Some(Reason::CancelledByCustomer));
+            assert_eq!(order.order.version, 2);
         }
         other => panic!("expected a release, got {other:?}"),
     }
-    assert_eq!(item(&storage, "Laptop").await.reserved_quantity, 0);
+    assert_eq!(item(&storage, "Laptop").await.stock.reserved(), 0);
     match storage
         .release(&id, ReleaseReason::CancelledByCustomer)
         .await
         .expect("release")
     {
-        ReleaseOutcome::AlreadyCancelled(order) => assert_eq!(order.version, 2),
+        ReleaseOutcome::AlreadyCancelled(order) => assert_eq!(order.order.version, 2),
         other => panic!("a second cancel must be harmless, got {other:?}"),
     }
     assert_eq!(
         pay(&storage, payment(&id, "late-payment", true)).await,
-        EffectOutcome::NotApplicable,
+        Outcome::NotApplicable,
         "a cancelled reservation is never charged"
     );
-    assert_eq!(order(&storage, &id).await.version, 2);
-    assert_eq!(item(&storage, "Laptop").await.reserved_quantity, 0);
+    assert_eq!(order(&storage, &id).await.order.version, 2);
+    assert_eq!(item(&storage, "Laptop").await.stock.reserved(), 0);
 
     // A rejected order can never be cancelled.
     let rejected = crate::support::reserve_one(&storage, request("c2", &[("Laptop", 50)])).await;
-    let stockroom_contract::ReserveOutcome::Rejected {
+    let ReserveDecision::Created(ReserveAnswer::Rejected {
         order: rejected, ..
-    } = rejected.outcome
+    }) = rejected
     else {
         panic!("50 of 10 laptops must be rejected");
     };
@@ -460,7 +434,7 @@ pub async fn cancel_is_idempotent_and_refused_after_charge(storage: Arc<dyn Stor
 /// limit: unpaid ones expire, a declined one whose release never came is
 /// released, a charged one whose settlement never came is fulfilled (the
 /// money is taken). A second sweeper finds nothing left.
-pub async fn sweep_ends_every_overdue_reservation_once(storage: Arc<dyn Storage>) {
+pub async fn sweep_ends_every_overdue_reservation_once(storage: Store) {
     stock(&storage, &[("Laptop", 20)]).await;
     let unpaid_a = reserve_ok(&storage, request("c1", &[("Laptop", 1)]))
         .await
@@ -487,7 +461,7 @@ pub async fn sweep_ends_every_overdue_reservation_once(storage: Arc<dyn Storage>
             )
         )
         .await,
-        EffectOutcome::Applied
+        Outcome::Applied
     );
     assert_eq!(
         pay(
@@ -499,7 +473,7 @@ pub async fn sweep_ends_every_overdue_reservation_once(storage: Arc<dyn Storage>
             )
         )
         .await,
-        EffectOutcome::Applied
+        Outcome::Applied
     );
 
     assert!(
@@ -535,17 +509,17 @@ pub async fn sweep_ends_every_overdue_reservation_once(storage: Arc<dyn Storage>
     assert_eq!(swept, expected, "every overdue reservation ends once");
     for id in [&unpaid_a, &unpaid_b, &unpaid_c] {
         let expired_order = order(&storage, id).await;
-        assert_eq!(expired_order.status, OrderStatus::Cancelled);
-        assert_eq!(expired_order.reason.as_deref(), Some("reservation_expired"));
+        assert_eq!(expired_order.order.status, OrderStatus::Cancelled);
+        assert_eq!(expired_order.order.reason, Some(Reason::ReservationExpired));
     }
     let declined_order = order(&storage, &declined).await;
-    assert_eq!(declined_order.status, OrderStatus::Cancelled);
-    assert_eq!(declined_order.reason.as_deref(), Some("payment_declined"));
+    assert_eq!(declined_order.order.status, OrderStatus::Cancelled);
+    assert_eq!(declined_order.order.reason, Some(Reason::PaymentDeclined));
     let fulfilled = order(&storage, &charged).await;
-    assert_eq!(fulfilled.status, OrderStatus::Fulfilled);
-    assert_eq!(fulfilled.payment_status, PaymentStatus::Charged);
+    assert_eq!(fulfilled.order.status, OrderStatus::Fulfilled);
+    assert_eq!(fulfilled.order.payment, PaymentStatus::Charged);
     let laptop = item(&storage, "Laptop").await;
-    assert_eq!((laptop.reserved_quantity, laptop.sold), (0, 4));
+    assert_eq!((laptop.stock.reserved(), laptop.stock.sold()), (0, 4));
     assert!(storage.sweep(0, 100).await.expect("sweep").is_empty());
     assert_invariants(&storage).await;
 }

@@ -8,12 +8,13 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use stockroom_contract::{Delivery, Receipt};
+use stockroom_domain::outbox::{Delivery, DeliveryOutcome, MAX_REJECTIONS, Receipt};
+use stockroom_domain::rules::EventRecord;
 use stockroom_domain::{Consumer, EventKind};
-use stockroom_storage::{DeliveryOutcome, MAX_REJECTIONS, Storage};
+use stockroom_storage::Charge;
 
 use crate::support::{
-    assert_invariants, assert_timestamp, request, reserve_ok, run_concurrently, stock,
+    Store, assert_invariants, payment, request, reserve_ok, run_concurrently, stock,
 };
 
 /// A lease short enough to wait out in a test.
@@ -26,18 +27,14 @@ const SHORT_LEASE_WAIT_MS: u64 = 300;
 const LONG_LEASE_MS: u64 = 60_000;
 
 /// Leases of payment-service's events.
-async fn lease(storage: &Arc<dyn Storage>, lease_ms: u64) -> Vec<Delivery> {
+async fn lease(storage: &Store, lease_ms: u64) -> Vec<Delivery> {
     storage
         .lease_events(Consumer::Payment, 10, lease_ms)
         .await
         .expect("lease_events")
 }
 
-async fn finish(
-    storage: &Arc<dyn Storage>,
-    outcome: DeliveryOutcome,
-    deliveries: &[&Delivery],
-) -> u64 {
+async fn finish(storage: &Store, outcome: DeliveryOutcome, deliveries: &[&Delivery]) -> u64 {
     storage
         .finish_deliveries(
             Consumer::Payment,
@@ -55,7 +52,7 @@ async fn finish(
 /// not handed out again while leased, is handed out again once its lease
 /// ends unacknowledged, and never once acknowledged; only the lease's own
 /// token settles it.
-pub async fn reserved_orders_are_leased_until_acknowledged(storage: Arc<dyn Storage>) {
+pub async fn reserved_orders_are_leased_until_acknowledged(storage: Store) {
     stock(&storage, &[("Laptop", 10)]).await;
     let mut ids = Vec::new();
     for (index, units) in [1, 2, 3].into_iter().enumerate() {
@@ -90,10 +87,13 @@ pub async fn reserved_orders_are_leased_until_acknowledged(storage: Arc<dyn Stor
         assert_eq!(delivery.event.total_units, units);
         assert!(!delivery.event.event_id.is_empty());
         assert!(
-            delivery.lease_token.len() >= 16,
+            delivery.token.len() >= 16,
             "a lease token is a secret, not a counter"
         );
-        assert_timestamp(&delivery.event.occurred_at);
+        assert!(
+            delivery.event.occurred_at_ms > 0,
+            "an event carries the time it happened"
+        );
     }
     assert!(
         lease(&storage, SHORT_LEASE_MS).await.is_empty(),
@@ -102,8 +102,8 @@ pub async fn reserved_orders_are_leased_until_acknowledged(storage: Arc<dyn Stor
     // A receipt with another token (a forged one, or a lease that ran out)
     // settles nothing.
     let forged = Receipt {
-        delivery_id: first[0].delivery_id,
-        lease_token: "not-the-token".into(),
+        seq: first[0].seq,
+        token: "not-the-token".into(),
     };
     assert_eq!(
         storage
@@ -129,9 +129,9 @@ pub async fn reserved_orders_are_leased_until_acknowledged(storage: Arc<dyn Stor
     tokio::time::sleep(Duration::from_millis(SHORT_LEASE_WAIT_MS)).await;
     let again = lease(&storage, SHORT_LEASE_MS).await;
     assert_eq!(again.len(), 1, "only the unacknowledged event comes back");
-    assert_eq!(again[0].delivery_id, first[1].delivery_id);
+    assert_eq!(again[0].seq, first[1].seq);
     assert_eq!(again[0].attempt, 2);
-    assert_ne!(again[0].lease_token, first[1].lease_token);
+    assert_ne!(again[0].token, first[1].token);
     assert_eq!(
         again[0].event, first[1].event,
         "a redelivery is the same event"
@@ -170,7 +170,7 @@ pub async fn reserved_orders_are_leased_until_acknowledged(storage: Arc<dyn Stor
 /// dead-letters anything); an event rejected as poison [`MAX_REJECTIONS`]
 /// times is dead-lettered, listed, not handed out again, and once redriven
 /// is handed out again with a clean slate.
-pub async fn only_poison_is_dead_lettered_and_redrive_restores_it(storage: Arc<dyn Storage>) {
+pub async fn only_poison_is_dead_lettered_and_redrive_restores_it(storage: Store) {
     stock(&storage, &[("Laptop", 10)]).await;
     let poison = reserve_ok(&storage, request("c1", &[("Laptop", 1)]))
         .await
@@ -227,7 +227,7 @@ pub async fn only_poison_is_dead_lettered_and_redrive_restores_it(storage: Arc<d
     assert_eq!(letters.len(), 1);
     assert_eq!(letters[0].event.order_id, poison);
     assert_eq!(letters[0].rejections, MAX_REJECTIONS);
-    assert_timestamp(&letters[0].dead_at);
+    assert!(letters[0].dead_at_ms > 0, "a dead letter says when it died");
     assert_eq!(
         storage
             .dead_letter_count(Consumer::Inventory)
@@ -242,7 +242,7 @@ pub async fn only_poison_is_dead_lettered_and_redrive_restores_it(storage: Arc<d
 
     assert_eq!(
         storage
-            .redrive(Consumer::Payment, vec![letters[0].delivery_id])
+            .redrive(Consumer::Payment, vec![letters[0].seq])
             .await
             .expect("redrive"),
         1
@@ -263,7 +263,7 @@ pub async fn only_poison_is_dead_lettered_and_redrive_restores_it(storage: Arc<d
 
 /// (e) Many leasers at once, acknowledging as they go: every event is handed
 /// out exactly once while the leases last.
-pub async fn concurrent_leasers_never_share_a_delivery(storage: Arc<dyn Storage>) {
+pub async fn concurrent_leasers_never_share_a_delivery(storage: Store) {
     const EVENTS: usize = 60;
     const LEASERS: usize = 6;
     const BATCH: u32 = 4;
@@ -298,7 +298,7 @@ pub async fn concurrent_leasers_never_share_a_delivery(storage: Arc<dyn Storage>
                         .await
                         .expect("finish_deliveries");
                 }
-                mine.extend(batch.into_iter().map(|delivery| delivery.delivery_id));
+                mine.extend(batch.into_iter().map(|delivery| delivery.seq));
             }
         }
     })
@@ -325,9 +325,8 @@ pub async fn concurrent_leasers_never_share_a_delivery(storage: Arc<dyn Storage>
 /// The simulated provider keeps its charges by key: the first request's
 /// verdict stands for every later request of the key, however many arrive
 /// at once, and a key is charged once.
-pub async fn provider_charges_are_kept_by_key(storage: Arc<dyn Storage>) {
-    use stockroom_contract::ProviderCharge;
-    let charge = |key: &str, approved: bool| ProviderCharge {
+pub async fn provider_charges_are_kept_by_key(storage: Store) {
+    let charge = |key: &str, approved: bool| Charge {
         charge_key: key.to_owned(),
         order_id: key.to_owned(),
         units: 2,
@@ -390,13 +389,13 @@ pub async fn provider_charges_are_kept_by_key(storage: Arc<dyn Storage>) {
 /// event, and that of a payment on its verdict's event, so that each
 /// consumer continues the order's trace; an untraced call's event carries
 /// none, and a dead letter keeps its context through burial and redrive.
-pub async fn events_carry_their_calls_trace_context(storage: Arc<dyn Storage>) {
+pub async fn events_carry_their_calls_trace_context(storage: Store) {
     const ORDER_TRACE: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
     const PAYMENT_TRACE: &str = "00-0af7651916cd43dd8448eb211c80319c-00f067aa0ba902b7-01";
     stock(&storage, &[("Laptop", 10)]).await;
     let traced = reserve_ok(
         &storage,
-        stockroom_contract::ReserveRequest {
+        stockroom_storage::batch::Reservation {
             trace_parent: Some(ORDER_TRACE.to_owned()),
             ..request("c1", &[("Laptop", 1)])
         },
@@ -423,11 +422,9 @@ pub async fn events_carry_their_calls_trace_context(storage: Arc<dyn Storage>) {
         .event
         .clone();
     storage
-        .record_payments(vec![stockroom_contract::PaymentRecord {
-            order_id: traced.id.clone(),
-            event_id: reserved_event.event_id.clone(),
-            approved: true,
+        .record_payments(vec![stockroom_storage::batch::PaymentVerdict {
             trace_parent: Some(PAYMENT_TRACE.to_owned()),
+            ..payment(&traced.id, &reserved_event.event_id, true)
         }])
         .await
         .expect("record_payments");
@@ -444,7 +441,7 @@ pub async fn events_carry_their_calls_trace_context(storage: Arc<dyn Storage>) {
 
     // A broker's consumer buries what it cannot handle with the event itself
     // (here one the outbox does not hold, as after a relay).
-    let relayed = stockroom_contract::Event {
+    let relayed = EventRecord {
         event_id: format!("{}:relayed", reserved_event.event_id),
         ..reserved_event
     };

@@ -6,12 +6,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use stockroom_contract::{PaymentRecord, ReserveOutcome, Settlement, SettlementAction};
-use stockroom_domain::{Consumer, OrderStatus, ReleaseReason};
-use stockroom_storage::{ReleaseOutcome, Storage};
+use stockroom_domain::rules::{ReserveAnswer, ReserveDecision, Settle};
+use stockroom_domain::{Consumer, OrderStatus, Reason, ReleaseReason};
+use stockroom_storage::ReleaseOutcome;
 
 use crate::support::{
-    assert_invariants, item, order, request, reserve_one, run_concurrently, stock, within_deadline,
+    Store, assert_invariants, item, order, outcome, payment, request, reserve_one,
+    run_concurrently, settlement, stock, within_deadline,
 };
 
 /// The stock of the hot product in the oversell tests.
@@ -30,7 +31,7 @@ const WATCH_INTERVAL_MS: u64 = 1;
 /// negative availability or more reserved than on hand. Returns how many
 /// readings it took.
 fn watch_stock(
-    storage: &Arc<dyn Storage>,
+    storage: &Store,
     product: &'static str,
     done: &Arc<AtomicBool>,
 ) -> tokio::task::JoinHandle<u64> {
@@ -41,7 +42,7 @@ fn watch_stock(
         while !done.load(Ordering::Acquire) {
             let stock = item(&storage, product).await;
             assert!(
-                stock.available >= 0 && stock.reserved_quantity <= stock.quantity,
+                stock.stock.reserved() <= stock.stock.on_hand(),
                 "a reader saw an oversold state: {stock:?}"
             );
             readings += 1;
@@ -53,7 +54,7 @@ fn watch_stock(
 
 /// (a) 200 concurrent single-unit orders on 25 units: exactly 25 are
 /// reserved, 175 rejected, and no reader ever sees availability below zero.
-pub async fn concurrent_single_unit_orders_never_oversell(storage: Arc<dyn Storage>) {
+pub async fn concurrent_single_unit_orders_never_oversell(storage: Store) {
     stock(&storage, &[("Laptop", HOT_STOCK_UNITS)]).await;
     let done = Arc::new(AtomicBool::new(false));
     let watcher = watch_stock(&storage, "laptop", &done);
@@ -82,17 +83,20 @@ pub async fn concurrent_single_unit_orders_never_oversell(storage: Arc<dyn Stora
     let mut reserved = HashSet::new();
     let mut rejected = 0;
     for result in &results {
-        assert!(!result.replayed, "no request carried an idempotency key");
-        match &result.outcome {
-            ReserveOutcome::Reserved { order } => {
+        assert!(
+            !matches!(result, ReserveDecision::Replay(_)),
+            "no request carried an idempotency key"
+        );
+        match &result {
+            ReserveDecision::Created(ReserveAnswer::Reserved(order)) => {
                 assert_eq!(order.status, OrderStatus::Reserved);
                 assert_eq!(order.version, 1);
                 assert_eq!(order.reason, None);
                 reserved.insert(order.id.clone());
             }
-            ReserveOutcome::Rejected { order, shortages } => {
+            ReserveDecision::Created(ReserveAnswer::Rejected { order, shortages }) => {
                 assert_eq!(order.status, OrderStatus::Rejected);
-                assert_eq!(order.reason.as_deref(), Some("insufficient_stock"));
+                assert_eq!(order.reason, Some(Reason::InsufficientStock));
                 assert_eq!(shortages.len(), 1, "only the laptop can be short");
                 assert_eq!(shortages[0].product_name, "Laptop");
                 assert_eq!(shortages[0].requested, 1);
@@ -110,9 +114,9 @@ pub async fn concurrent_single_unit_orders_never_oversell(storage: Arc<dyn Stora
     assert_eq!(rejected, SINGLE_UNIT_ORDERS - HOT_STOCK_UNITS as usize);
 
     let laptop = item(&storage, "Laptop").await;
-    assert_eq!(laptop.quantity, HOT_STOCK_UNITS as i64);
-    assert_eq!(laptop.reserved_quantity, HOT_STOCK_UNITS as i64);
-    assert_eq!(laptop.available, 0);
+    assert_eq!(laptop.stock.on_hand(), HOT_STOCK_UNITS);
+    assert_eq!(laptop.stock.reserved(), HOT_STOCK_UNITS);
+    assert_eq!(laptop.stock.available(), 0);
 
     // Every reservation, and nothing else, put one OrderReserved event in the
     // outbox for payment-service.
@@ -131,7 +135,7 @@ pub async fn concurrent_single_unit_orders_never_oversell(storage: Arc<dyn Stora
 
 /// (a, batched) 40 concurrent calls of 5 requests each on 25 units: still
 /// exactly 25 reserved, and every call gets one result per request, in order.
-pub async fn concurrent_batches_never_oversell(storage: Arc<dyn Storage>) {
+pub async fn concurrent_batches_never_oversell(storage: Store) {
     const CALLS: usize = 40;
     const REQUESTS_PER_CALL: usize = 5;
     stock(&storage, &[("Laptop", HOT_STOCK_UNITS)]).await;
@@ -151,12 +155,12 @@ pub async fn concurrent_batches_never_oversell(storage: Arc<dyn Storage>) {
     for (ids, results) in &batches {
         assert_eq!(results.len(), ids.len(), "one result per request");
         for (id, result) in ids.iter().zip(results) {
-            match &result.outcome {
-                ReserveOutcome::Reserved { order } => {
+            match &result {
+                ReserveDecision::Created(ReserveAnswer::Reserved(order)) => {
                     assert_eq!(&order.id, id, "results come in request order");
                     reserved += 1;
                 }
-                ReserveOutcome::Rejected { order, .. } => {
+                ReserveDecision::Created(ReserveAnswer::Rejected { order, .. }) => {
                     assert_eq!(&order.id, id, "results come in request order");
                 }
                 other => panic!("unexpected outcome {other:?}"),
@@ -164,13 +168,13 @@ pub async fn concurrent_batches_never_oversell(storage: Arc<dyn Storage>) {
         }
     }
     assert_eq!(reserved, HOT_STOCK_UNITS as usize);
-    assert_eq!(item(&storage, "Laptop").await.available, 0);
+    assert_eq!(item(&storage, "Laptop").await.stock.available(), 0);
     assert_invariants(&storage).await;
 }
 
 /// One call with several requests: each gets its own outcome, and one
 /// request's rejection or unknown product does not undo the others.
-pub async fn batched_requests_each_get_their_own_result(storage: Arc<dyn Storage>) {
+pub async fn batched_requests_each_get_their_own_result(storage: Store) {
     stock(&storage, &[("Laptop", 10)]).await;
     let first = request("c1", &[("Laptop", 2)]);
     let too_big = request("c2", &[("Laptop", 100)]);
@@ -187,12 +191,12 @@ pub async fn batched_requests_each_get_their_own_result(storage: Arc<dyn Storage
         .await
         .expect("reserve");
     assert_eq!(results.len(), 4);
-    match &results[0].outcome {
-        ReserveOutcome::Reserved { order } => assert_eq!(order.id, ids[0]),
+    match &results[0] {
+        ReserveDecision::Created(ReserveAnswer::Reserved(order)) => assert_eq!(order.id, ids[0]),
         other => panic!("first request: expected reserved, got {other:?}"),
     }
-    match &results[1].outcome {
-        ReserveOutcome::Rejected { order, shortages } => {
+    match &results[1] {
+        ReserveDecision::Created(ReserveAnswer::Rejected { order, shortages }) => {
             assert_eq!(order.id, ids[1]);
             assert_eq!(shortages.len(), 1);
             assert_eq!(shortages[0].requested, 100);
@@ -201,13 +205,11 @@ pub async fn batched_requests_each_get_their_own_result(storage: Arc<dyn Storage
         other => panic!("second request: expected rejected, got {other:?}"),
     }
     assert_eq!(
-        results[2].outcome,
-        ReserveOutcome::UnknownProduct {
-            product_name: "Hoverboard".into()
-        }
+        results[2],
+        ReserveDecision::UnknownProduct("Hoverboard".into())
     );
-    match &results[3].outcome {
-        ReserveOutcome::Reserved { order } => assert_eq!(order.id, ids[2]),
+    match &results[3] {
+        ReserveDecision::Created(ReserveAnswer::Reserved(order)) => assert_eq!(order.id, ids[2]),
         other => panic!("last request: expected reserved, got {other:?}"),
     }
     assert!(
@@ -215,23 +217,23 @@ pub async fn batched_requests_each_get_their_own_result(storage: Arc<dyn Storage
         "a request naming an unknown product leaves no order"
     );
     let laptop = item(&storage, "laptop").await;
-    assert_eq!(laptop.reserved_quantity, 10);
-    assert_eq!(laptop.available, 0);
+    assert_eq!(laptop.stock.reserved(), 10);
+    assert_eq!(laptop.stock.available(), 0);
     assert_invariants(&storage).await;
 }
 
 /// (b) One short item means nothing is held, and an unknown product means
 /// nothing is held and no order exists; under concurrency, multi-item orders
 /// never leave one product held without the other.
-pub async fn multi_item_reservation_is_all_or_nothing(storage: Arc<dyn Storage>) {
+pub async fn multi_item_reservation_is_all_or_nothing(storage: Store) {
     stock(&storage, &[("Laptop", 25), ("Phone", 2), ("Tablet", 10)]).await;
 
     let result = reserve_one(&storage, request("c1", &[("Laptop", 5), ("Phone", 3)])).await;
-    match &result.outcome {
-        ReserveOutcome::Rejected { order, shortages } => {
+    match &result {
+        ReserveDecision::Created(ReserveAnswer::Rejected { order, shortages }) => {
             assert_eq!(order.status, OrderStatus::Rejected);
             assert_eq!(
-                order.items.len(),
+                order.lines.len(),
                 2,
                 "a rejected order still lists its items"
             );
@@ -242,19 +244,17 @@ pub async fn multi_item_reservation_is_all_or_nothing(storage: Arc<dyn Storage>)
         }
         other => panic!("expected a rejection, got {other:?}"),
     }
-    assert_eq!(item(&storage, "Laptop").await.reserved_quantity, 0);
-    assert_eq!(item(&storage, "Phone").await.reserved_quantity, 0);
+    assert_eq!(item(&storage, "Laptop").await.stock.reserved(), 0);
+    assert_eq!(item(&storage, "Phone").await.stock.reserved(), 0);
 
     let unknown = request("c2", &[("Laptop", 5), ("Unicorn", 1)]);
     let unknown_id = unknown.order_id.clone();
     assert_eq!(
-        reserve_one(&storage, unknown).await.outcome,
-        ReserveOutcome::UnknownProduct {
-            product_name: "Unicorn".into()
-        }
+        reserve_one(&storage, unknown).await,
+        ReserveDecision::UnknownProduct("Unicorn".into())
     );
     assert!(storage.order(&unknown_id).await.expect("order").is_none());
-    assert_eq!(item(&storage, "Laptop").await.reserved_quantity, 0);
+    assert_eq!(item(&storage, "Laptop").await.stock.reserved(), 0);
 
     // Phone now has 10 like Tablet; 30 racing three-item orders fit 10 times.
     storage
@@ -277,24 +277,24 @@ pub async fn multi_item_reservation_is_all_or_nothing(storage: Arc<dyn Storage>)
     .await;
     let reserved = results
         .iter()
-        .filter(|result| matches!(result.outcome, ReserveOutcome::Reserved { .. }))
+        .filter(|result| matches!(result, ReserveDecision::Created(ReserveAnswer::Reserved(_))))
         .count();
     assert_eq!(reserved, 10);
     for result in &results {
-        if let ReserveOutcome::Rejected { shortages, .. } = &result.outcome {
+        if let ReserveDecision::Created(ReserveAnswer::Rejected { shortages, .. }) = &result {
             assert!(!shortages.is_empty(), "a rejection names what was short");
         }
     }
-    assert_eq!(item(&storage, "Laptop").await.reserved_quantity, 10);
-    assert_eq!(item(&storage, "Phone").await.reserved_quantity, 10);
-    assert_eq!(item(&storage, "Tablet").await.reserved_quantity, 10);
+    assert_eq!(item(&storage, "Laptop").await.stock.reserved(), 10);
+    assert_eq!(item(&storage, "Phone").await.stock.reserved(), 10);
+    assert_eq!(item(&storage, "Tablet").await.stock.reserved(), 10);
     assert_invariants(&storage).await;
 }
 
 /// (c) Orders naming the same two products in opposite orders, reserved,
 /// paid, settled and cancelled all at once, never deadlock and leave the
 /// stock consistent.
-pub async fn opposite_lock_orders_never_deadlock(storage: Arc<dyn Storage>) {
+pub async fn opposite_lock_orders_never_deadlock(storage: Store) {
     const UNITS: u64 = 60;
     const ORDERS: usize = 120;
     stock(&storage, &[("Alpha", UNITS), ("Omega", UNITS)]).await;
@@ -309,12 +309,10 @@ pub async fn opposite_lock_orders_never_deadlock(storage: Arc<dyn Storage>) {
                 } else {
                     &[("Omega", 1), ("Alpha", 1)]
                 };
-                let order = match reserve_one(&storage, request(&format!("c{index}"), lines))
-                    .await
-                    .outcome
+                let order = match reserve_one(&storage, request(&format!("c{index}"), lines)).await
                 {
-                    ReserveOutcome::Reserved { order } => order,
-                    ReserveOutcome::Rejected { .. } => return None,
+                    ReserveDecision::Created(ReserveAnswer::Reserved(order)) => order,
+                    ReserveDecision::Created(ReserveAnswer::Rejected { .. }) => return None,
                     other => panic!("unexpected outcome {other:?}"),
                 };
                 // Resolve each reservation one of three ways, so that commits,
@@ -332,36 +330,27 @@ pub async fn opposite_lock_orders_never_deadlock(storage: Arc<dyn Storage>) {
                     branch => {
                         let approved = branch == 1;
                         storage
-                            .record_payments(vec![PaymentRecord {
-                                order_id: order.id.clone(),
-                                event_id: format!("OrderReserved:{}:1", order.id),
+                            .record_payments(vec![payment(
+                                &order.id,
+                                &format!("OrderReserved:{}:1", order.id),
                                 approved,
-                                trace_parent: None,
-                            }])
+                            )])
                             .await
                             .expect("record_payments");
                         let (kind, action, status) = if approved {
-                            (
-                                "PaymentSucceeded",
-                                SettlementAction::Commit,
-                                OrderStatus::Fulfilled,
-                            )
+                            ("PaymentSucceeded", Settle::Commit, OrderStatus::Fulfilled)
                         } else {
-                            (
-                                "PaymentFailed",
-                                SettlementAction::Release,
-                                OrderStatus::Cancelled,
-                            )
+                            ("PaymentFailed", Settle::Release, OrderStatus::Cancelled)
                         };
                         let results = storage
-                            .settle(vec![Settlement {
-                                order_id: order.id.clone(),
-                                event_id: format!("{kind}:{}:2", order.id),
+                            .settle(vec![settlement(
+                                &order.id,
+                                &format!("{kind}:{}:2", order.id),
                                 action,
-                            }])
+                            )])
                             .await
                             .expect("settle");
-                        assert_eq!(results[0].status, Some(status));
+                        assert_eq!(outcome(&results[0]).1, Some(status));
                         status
                     }
                 };
@@ -375,21 +364,23 @@ pub async fn opposite_lock_orders_never_deadlock(storage: Arc<dyn Storage>) {
     let fulfilled = settled
         .iter()
         .filter(|(_, status)| *status == OrderStatus::Fulfilled)
-        .count() as i64;
+        .count() as u64;
     for (id, status) in &settled {
-        assert_eq!(order(&storage, id).await.status, *status);
+        assert_eq!(order(&storage, id).await.order.status, *status);
     }
     for name in ["Alpha", "Omega"] {
         let stock = item(&storage, name).await;
         assert_eq!(
-            stock.reserved_quantity, 0,
+            stock.stock.reserved(),
+            0,
             "{name}: every reservation was resolved"
         );
         assert_eq!(
-            stock.sold, fulfilled,
+            stock.stock.sold(),
+            fulfilled,
             "{name}: sold equals fulfilled orders"
         );
-        assert_eq!(stock.quantity, UNITS as i64 - fulfilled);
+        assert_eq!(stock.stock.on_hand(), UNITS - fulfilled);
     }
     assert_invariants(&storage).await;
 }

@@ -3,31 +3,31 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use stockroom_contract::{ReserveOutcome, StockLine};
+use stockroom_domain::rules::{ReserveAnswer, ReserveDecision};
 use stockroom_domain::{MAX_STOCK_PER_PRODUCT, OrderStatus, ReleaseReason};
-use stockroom_storage::{MAX_ORDERS_PER_PAGE, OrderFilter, Storage, StorageError};
+use stockroom_storage::{InitialStock, MAX_ORDERS_PER_PAGE, OrderFilter, StorageError};
 
 use crate::support::{
-    all_orders, assert_invariants, item, product, request, reserve_ok, reserve_one,
+    Store, all_orders, assert_invariants, item, product, request, reserve_ok, reserve_one,
     run_concurrently, stock,
 };
 
 /// Initial stock loads once even when many instances start together;
 /// restock adds to on hand and received; lookups ignore case; the stock limit
 /// holds.
-pub async fn stock_loading_restock_and_lookup(storage: Arc<dyn Storage>) {
+pub async fn stock_loading_restock_and_lookup(storage: Store) {
     assert!(storage.inventory().await.expect("inventory").is_empty());
     let loads = run_concurrently("concurrent initial stock loads", 10, |_| {
         let storage = Arc::clone(&storage);
         async move {
             storage
                 .initialize_stock(vec![
-                    StockLine {
-                        product_name: product("Laptop"),
+                    InitialStock {
+                        product: product("Laptop"),
                         quantity: 25,
                     },
-                    StockLine {
-                        product_name: product("Phone"),
+                    InitialStock {
+                        product: product("Phone"),
                         quantity: 50,
                     },
                 ])
@@ -55,10 +55,10 @@ pub async fn stock_loading_restock_and_lookup(storage: Arc<dyn Storage>) {
     );
     assert_eq!(
         (
-            laptop.quantity,
-            laptop.received,
-            laptop.sold,
-            laptop.available
+            laptop.stock.on_hand(),
+            laptop.stock.received_total(),
+            laptop.stock.sold(),
+            laptop.stock.available()
         ),
         (25, 25, 0, 25)
     );
@@ -86,7 +86,7 @@ pub async fn stock_loading_restock_and_lookup(storage: Arc<dyn Storage>) {
     );
     let laptop = item(&storage, "Laptop").await;
     assert_eq!(
-        (laptop.quantity, laptop.received),
+        (laptop.stock.on_hand(), laptop.stock.received_total()),
         (75, 75),
         "no restock was lost"
     );
@@ -97,9 +97,9 @@ pub async fn stock_loading_restock_and_lookup(storage: Arc<dyn Storage>) {
         .expect("restock");
     assert_eq!(
         (
-            created.quantity,
-            created.received,
-            created.reserved_quantity
+            created.stock.on_hand(),
+            created.stock.received_total(),
+            created.stock.reserved()
         ),
         (7, 7, 0)
     );
@@ -125,18 +125,18 @@ pub async fn stock_loading_restock_and_lookup(storage: Arc<dyn Storage>) {
             .expect("inventory_item")
             .is_none()
     );
-    assert_eq!(item(&storage, "Laptop").await.quantity, 75);
+    assert_eq!(item(&storage, "Laptop").await.stock.on_hand(), 75);
     assert!(
         !storage
-            .initialize_stock(vec![StockLine {
-                product_name: product("Laptop"),
+            .initialize_stock(vec![InitialStock {
+                product: product("Laptop"),
                 quantity: 1_000,
             }])
             .await
             .expect("initialize_stock"),
         "the stock never loads twice"
     );
-    assert_eq!(item(&storage, "Laptop").await.quantity, 75);
+    assert_eq!(item(&storage, "Laptop").await.stock.on_hand(), 75);
 
     // An order id that is already taken is refused, and only that request
     // of its call: the others are decided as usual.
@@ -148,32 +148,29 @@ pub async fn stock_loading_restock_and_lookup(storage: Arc<dyn Storage>) {
         .await
         .expect("reserve");
     assert_eq!(
-        results[0].outcome,
-        ReserveOutcome::OrderIdTaken {
-            order_id: taken.id.clone()
-        },
+        results[0],
+        ReserveDecision::OrderIdTaken,
         "a second order with a taken id is refused"
     );
     assert!(matches!(
-        results[1].outcome,
-        ReserveOutcome::Reserved { .. }
+        results[1],
+        ReserveDecision::Created(ReserveAnswer::Reserved(_))
     ));
-    assert_eq!(item(&storage, "Laptop").await.reserved_quantity, 2);
+    assert_eq!(item(&storage, "Laptop").await.stock.reserved(), 2);
     assert_invariants(&storage).await;
 }
 
 /// Listing filters by status and customer and pages by id without gaps or
 /// repeats; the counts per status agree with the listings and stop at their
 /// cap.
-pub async fn order_listing_filters_and_pages(storage: Arc<dyn Storage>) {
+pub async fn order_listing_filters_and_pages(storage: Store) {
     crate::support::stock(&storage, &[("Laptop", 12)]).await;
     let mut ids = Vec::new();
     for index in 0..15 {
         let customer = if index % 3 == 0 { "alice" } else { "bob" };
         let result = reserve_one(&storage, request(customer, &[("Laptop", 1)])).await;
-        let id = match result.outcome {
-            stockroom_contract::ReserveOutcome::Reserved { order }
-            | stockroom_contract::ReserveOutcome::Rejected { order, .. } => order.id,
+        let id = match result {
+            ReserveDecision::Created(answer) => answer.order().id.clone(),
             other => panic!("unexpected outcome {other:?}"),
         };
         ids.push(id);
@@ -196,7 +193,7 @@ pub async fn order_listing_filters_and_pages(storage: Arc<dyn Storage>) {
             .await
             .expect("orders");
         assert!(page.orders.len() <= 4);
-        seen.extend(page.orders.into_iter().map(|order| order.id));
+        seen.extend(page.orders.into_iter().map(|order| order.order.id));
         match page.next_cursor {
             Some(cursor) => after = Some(cursor),
             None => break,
@@ -262,9 +259,9 @@ pub async fn order_listing_filters_and_pages(storage: Arc<dyn Storage>) {
         alice
             .orders
             .iter()
-            .all(|order| order.customer_id == "alice")
+            .all(|order| order.order.customer_id == "alice")
     );
-    let distinct: HashSet<_> = alice.orders.iter().map(|order| &order.id).collect();
+    let distinct: HashSet<_> = alice.orders.iter().map(|order| &order.order.id).collect();
     assert_eq!(distinct.len(), 5);
     let none = storage
         .orders(OrderFilter {
@@ -281,7 +278,7 @@ pub async fn order_listing_filters_and_pages(storage: Arc<dyn Storage>) {
 
 /// A write the schema's constraints refuse is the same error kind on every
 /// backend, keeps the driver's error as its cause, and changes nothing.
-pub async fn constraint_violations_are_one_error_kind(storage: Arc<dyn Storage>) {
+pub async fn constraint_violations_are_one_error_kind(storage: Store) {
     stock(&storage, &[("Laptop", 5)]).await;
     reserve_ok(&storage, request("c1", &[("Laptop", 2)])).await;
     let error = storage
@@ -307,7 +304,7 @@ pub async fn constraint_violations_are_one_error_kind(storage: Arc<dyn Storage>)
         causes.to_lowercase().contains("check"),
         "the causes name the constraint{causes}"
     );
-    assert_eq!(item(&storage, "Laptop").await.reserved_quantity, 2);
+    assert_eq!(item(&storage, "Laptop").await.stock.reserved(), 2);
     reserve_ok(&storage, request("c2", &[("Laptop", 3)])).await;
     assert_invariants(&storage).await;
 }

@@ -5,12 +5,18 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use stockroom_contract::{
-    InventoryItem, Order, ReserveOutcome, ReserveRequest, ReserveResult, StockLine,
-};
 use stockroom_domain::invariants::{self, OrderFigures, StockFigures};
+use stockroom_domain::rules::{
+    Effect, OrderRecord, ReserveAnswer, ReserveDecision, RuleError, Settle, StockRecord,
+    StoredOrder,
+};
 use stockroom_domain::{CustomerId, OrderItem, OrderItems, OrderStatus, ProductName, Quantity};
-use stockroom_storage::{MAX_ORDERS_PER_PAGE, OrderFilter, Storage};
+use stockroom_storage::batch::{PaymentVerdict, Reservation, SettlementCall};
+use stockroom_storage::testing::TestStorage;
+use stockroom_storage::{InitialStock, MAX_ORDERS_PER_PAGE, OrderFilter};
+
+/// A backend under test: a fresh store, and raw access to it.
+pub type Store = Arc<dyn TestStorage>;
 
 /// How long one concurrent phase of a test may take. Far more than any
 /// healthy backend needs on a small machine, so reaching it means a deadlock
@@ -42,13 +48,13 @@ pub fn new_order_id() -> String {
 }
 
 /// A reservation request without an idempotency key.
-pub fn request(customer: &str, lines: &[(&str, u32)]) -> ReserveRequest {
-    ReserveRequest {
+pub fn request(customer: &str, lines: &[(&str, u32)]) -> Reservation {
+    Reservation {
         order_id: new_order_id(),
         customer_id: CustomerId::new(customer).expect("test customer ids are valid"),
         items: items(lines),
         idempotency_key: None,
-        request_fingerprint: None,
+        fingerprint: None,
         trace_parent: None,
     }
 }
@@ -59,22 +65,22 @@ pub fn keyed_request(
     lines: &[(&str, u32)],
     key: &str,
     fingerprint: Option<&str>,
-) -> ReserveRequest {
-    ReserveRequest {
+) -> Reservation {
+    Reservation {
         idempotency_key: Some(key.to_owned()),
-        request_fingerprint: fingerprint.map(str::to_owned),
+        fingerprint: fingerprint.map(str::to_owned),
         ..request(customer, lines)
     }
 }
 
 /// Loads the initial stock of a fresh database.
-pub async fn stock(storage: &Arc<dyn Storage>, lines: &[(&str, u64)]) {
+pub async fn stock(storage: &Store, lines: &[(&str, u64)]) {
     let loaded = storage
         .initialize_stock(
             lines
                 .iter()
-                .map(|(name, quantity)| StockLine {
-                    product_name: product(name),
+                .map(|(name, quantity)| InitialStock {
+                    product: product(name),
                     quantity: *quantity,
                 })
                 .collect(),
@@ -84,23 +90,31 @@ pub async fn stock(storage: &Arc<dyn Storage>, lines: &[(&str, u64)]) {
     assert!(loaded, "a fresh database must accept the initial stock");
 }
 
-/// Reserves one request on its own and returns its result.
-pub async fn reserve_one(storage: &Arc<dyn Storage>, request: ReserveRequest) -> ReserveResult {
+/// Reserves one request on its own and returns its decision.
+pub async fn reserve_one(storage: &Store, request: Reservation) -> ReserveDecision {
     let mut results = storage.reserve(vec![request]).await.expect("reserve");
     assert_eq!(results.len(), 1, "one request gives one result");
     results.remove(0)
 }
 
 /// Reserves one request that must succeed and returns its order.
-pub async fn reserve_ok(storage: &Arc<dyn Storage>, request: ReserveRequest) -> Order {
-    match reserve_one(storage, request).await.outcome {
-        ReserveOutcome::Reserved { order } => order,
+pub async fn reserve_ok(storage: &Store, request: Reservation) -> OrderRecord {
+    match reserve_one(storage, request).await {
+        ReserveDecision::Created(ReserveAnswer::Reserved(order)) => order,
         other => panic!("expected a reservation, got {other:?}"),
     }
 }
 
+/// The order a decision created or replays, if any.
+pub fn answered_order(decision: &ReserveDecision) -> Option<&OrderRecord> {
+    match decision {
+        ReserveDecision::Created(answer) | ReserveDecision::Replay(answer) => Some(answer.order()),
+        _ => None,
+    }
+}
+
 /// One product's stock, which must exist.
-pub async fn item(storage: &Arc<dyn Storage>, name: &str) -> InventoryItem {
+pub async fn item(storage: &Store, name: &str) -> StockRecord {
     storage
         .inventory_item(name)
         .await
@@ -108,8 +122,8 @@ pub async fn item(storage: &Arc<dyn Storage>, name: &str) -> InventoryItem {
         .unwrap_or_else(|| panic!("product {name} must exist"))
 }
 
-/// One order, which must exist.
-pub async fn order(storage: &Arc<dyn Storage>, order_id: &str) -> Order {
+/// One order with its history, which must exist.
+pub async fn order(storage: &Store, order_id: &str) -> StoredOrder {
     storage
         .order(order_id)
         .await
@@ -118,7 +132,7 @@ pub async fn order(storage: &Arc<dyn Storage>, order_id: &str) -> Order {
 }
 
 /// Every order, read page by page.
-pub async fn all_orders(storage: &Arc<dyn Storage>, status: Option<OrderStatus>) -> Vec<Order> {
+pub async fn all_orders(storage: &Store, status: Option<OrderStatus>) -> Vec<StoredOrder> {
     let mut orders = Vec::new();
     let mut after = None;
     loop {
@@ -175,90 +189,90 @@ where
     .await
 }
 
-/// Checks that a timestamp has the backend-independent form: RFC 3339, UTC,
-/// milliseconds, such as `2025-01-31T12:00:00.123Z`.
-pub fn assert_timestamp(text: &str) {
-    let bytes = text.as_bytes();
-    let well_formed = bytes.len() == 24
-        && bytes[4] == b'-'
-        && bytes[7] == b'-'
-        && bytes[10] == b'T'
-        && bytes[13] == b':'
-        && bytes[16] == b':'
-        && bytes[19] == b'.'
-        && bytes[23] == b'Z'
-        && text
-            .char_indices()
-            .filter(|(index, _)| ![4, 7, 10, 13, 16, 19, 23].contains(index))
-            .all(|(_, character)| character.is_ascii_digit());
-    assert!(
-        well_formed,
-        "timestamp {text:?} is not RFC 3339 with milliseconds in UTC"
-    );
-}
-
 /// Checks an order's own consistency: its history runs through versions 1 to
-/// `version` without a gap, ends in its current status, and never moves a
-/// status backwards.
-pub fn assert_order_consistent(order: &Order) {
+/// `version` without a gap, ends in its current status, never moves a status
+/// backwards, and its times never run backwards.
+pub fn assert_order_consistent(stored: &StoredOrder) {
+    let order = &stored.order;
     assert_eq!(
-        order.history.len() as i64,
+        stored.history.len() as i64,
         order.version,
         "order {} at version {} must have one history entry per version",
         order.id,
         order.version
     );
-    for (index, entry) in order.history.iter().enumerate() {
+    for (index, entry) in stored.history.iter().enumerate() {
         assert_eq!(
-            entry.version,
-            index as i64 + 1,
+            (entry.order_id.as_str(), entry.version),
+            (order.id.as_str(), index as i64 + 1),
             "order {} history versions must be 1, 2, 3…",
             order.id
         );
-        assert_timestamp(&entry.at);
     }
-    for pair in order.history.windows(2) {
+    for pair in stored.history.windows(2) {
         let (earlier, later) = (pair[0].status, pair[1].status);
         assert!(
             earlier == later || earlier.transition_to(later).is_ok(),
             "order {} moved backwards from {earlier} to {later}",
             order.id
         );
+        assert!(
+            pair[0].at_ms <= pair[1].at_ms,
+            "order {} history runs backwards",
+            order.id
+        );
     }
-    let last = order.history.last().expect("an order has history");
+    let last = stored.history.last().expect("an order has history");
     assert_eq!(
         last.status, order.status,
         "order {} history must end in its status",
         order.id
     );
-    assert_timestamp(&order.created_at);
-    assert_timestamp(&order.updated_at);
+    assert!(order.created_at_ms <= order.updated_at_ms);
+    assert_eq!(stored.history[0].at_ms, order.created_at_ms);
 }
 
 /// Checks order `a` of the version-1 database both backends' migration tests
 /// build (two lines, one history entry at 1,000 ms) after it was migrated to
 /// the current schema: its lines in key order, its history moved with it.
-pub fn assert_migrated_order(order: &Order) {
-    let lines: Vec<(&str, u32)> = order
-        .items
+pub fn assert_migrated_order(stored: &StoredOrder) {
+    let lines: Vec<(&str, u32)> = stored
+        .order
+        .lines
         .iter()
-        .map(|line| (line.product.name.as_str(), line.quantity))
+        .map(|line| (line.product_name.as_str(), line.quantity.get()))
         .collect();
     assert_eq!(
         lines,
         [("Laptop", 2), ("Phone", 1)],
         "its lines, in key order"
     );
-    let history: Vec<(i64, &str, &str)> = order
+    let history: Vec<(i64, OrderStatus, i64)> = stored
         .history
         .iter()
-        .map(|entry| (entry.version, entry.status.as_str(), entry.at.as_str()))
+        .map(|entry| (entry.version, entry.status, entry.at_ms))
         .collect();
     assert_eq!(
         history,
-        [(1, "reserved", "1970-01-01T00:00:01.000Z")],
+        [(1, OrderStatus::Reserved, 1_000)],
         "its history, moved into its row"
     );
+}
+
+/// Checks the replay, after the migration, of key `k1` that the version-1
+/// databases of both backends' migration tests kept for order `a`: the
+/// answer its first request got, rebuilt from the order.
+pub fn assert_migrated_replay(decisions: &[ReserveDecision]) {
+    match decisions {
+        [ReserveDecision::Replay(ReserveAnswer::Reserved(order))] => {
+            assert_eq!(
+                (order.id.as_str(), order.version, order.status),
+                ("a", 1, OrderStatus::Reserved)
+            );
+            assert_eq!(order.created_at_ms, 1_000);
+        }
+        other => panic!("a key kept by the previous schema must replay, got {other:?}"),
+    }
 }
 
 /// The invariants that hold after any sequence of calls, checked at the end of
@@ -267,19 +281,11 @@ pub fn assert_migrated_order(order: &Order) {
 /// units held and sold equal those of the reserved and fulfilled orders,
 /// histories only move forward, no double effects. Each order's own record is
 /// checked too (see [`assert_order_consistent`]).
-pub async fn assert_invariants(storage: &Arc<dyn Storage>) {
+pub async fn assert_invariants(storage: &Store) {
     let inventory = storage.inventory().await.expect("inventory");
     let orders = all_orders(storage, None).await;
     for order in &orders {
         assert_order_consistent(order);
-    }
-    for product in &inventory {
-        assert_eq!(
-            product.available,
-            product.quantity - product.reserved_quantity,
-            "available is not on hand minus reserved for {}: {product:?}",
-            product.product_name
-        );
     }
     let violations =
         invariants::check_snapshot(&stock_figures(&inventory), &order_figures(&orders));
@@ -294,40 +300,57 @@ pub async fn assert_invariants(storage: &Arc<dyn Storage>) {
     );
 }
 
-/// Stock documents as the invariants read them.
-pub fn stock_figures(inventory: &[InventoryItem]) -> Vec<StockFigures> {
+/// Stock records as the invariants read them.
+pub fn stock_figures(inventory: &[StockRecord]) -> Vec<StockFigures> {
+    // Stock never exceeds MAX_STOCK_PER_PRODUCT, far inside i64.
+    let figure = |units: u64| units as i64;
     inventory
         .iter()
         .map(|item| StockFigures {
             product: item.product_name.clone(),
-            on_hand: item.quantity,
-            reserved: item.reserved_quantity,
-            available: Some(item.available),
-            sold: Some(item.sold),
-            received: Some(item.received),
+            on_hand: figure(item.stock.on_hand()),
+            reserved: figure(item.stock.reserved()),
+            available: Some(figure(item.stock.available())),
+            sold: Some(figure(item.stock.sold())),
+            received: Some(figure(item.stock.received_total())),
         })
         .collect()
 }
 
-/// Order documents as the invariants read them.
-pub fn order_figures(orders: &[Order]) -> Vec<OrderFigures> {
+/// Orders as the invariants read them.
+pub fn order_figures(orders: &[StoredOrder]) -> Vec<OrderFigures> {
     orders
         .iter()
-        .map(|order| OrderFigures {
-            id: order.id.clone(),
-            status: order.status.as_str().to_owned(),
-            lines: order
-                .items
+        .map(|stored| OrderFigures {
+            id: stored.order.id.clone(),
+            status: stored.order.status.as_str().to_owned(),
+            lines: stored
+                .order
+                .lines
                 .iter()
-                .map(|line| (line.product.name.clone(), i64::from(line.quantity)))
+                .map(|line| (line.product_name.clone(), i64::from(line.quantity.get())))
                 .collect(),
-            history: order
+            history: stored
                 .history
                 .iter()
-                .map(|entry| (entry.status.as_str().to_owned(), entry.reason.clone()))
+                .map(|entry| {
+                    (
+                        entry.status.as_str().to_owned(),
+                        entry.reason.map(|reason| reason.as_str().to_owned()),
+                    )
+                })
                 .collect(),
         })
         .collect()
+}
+
+/// A product's figures as plain numbers: (on hand, reserved, available).
+pub fn figures(item: &StockRecord) -> (u64, u64, u64) {
+    (
+        item.stock.on_hand(),
+        item.stock.reserved(),
+        item.stock.available(),
+    )
 }
 
 /// The messages of an error's causes, each after ": ", outermost first. A
@@ -340,4 +363,45 @@ pub fn causes(error: &(dyn std::error::Error + 'static)) -> String {
         cause = next.source();
     }
     text
+}
+
+/// What became of one event, as the tests compare it: the effect's kind and
+/// the order's status after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Applied,
+    Duplicate,
+    NotApplicable,
+    UnknownOrder,
+    Inconsistent,
+}
+
+/// The kind of an effect and the order's status after it.
+pub fn outcome(effect: &Result<Effect, RuleError>) -> (Outcome, Option<OrderStatus>) {
+    match effect {
+        Ok(Effect::Applied(status)) => (Outcome::Applied, Some(*status)),
+        Ok(Effect::Duplicate(status)) => (Outcome::Duplicate, Some(*status)),
+        Ok(Effect::NotApplicable(status)) => (Outcome::NotApplicable, Some(*status)),
+        Ok(Effect::UnknownOrder) => (Outcome::UnknownOrder, None),
+        Err(_) => (Outcome::Inconsistent, None),
+    }
+}
+
+/// A payment verdict for `order_id`, answering `event_id`.
+pub fn payment(order_id: &str, event_id: &str, approved: bool) -> PaymentVerdict {
+    PaymentVerdict {
+        order_id: order_id.to_owned(),
+        event_id: event_id.to_owned(),
+        approved,
+        trace_parent: None,
+    }
+}
+
+/// A settlement of `order_id`, answering `event_id`.
+pub fn settlement(order_id: &str, event_id: &str, action: Settle) -> SettlementCall {
+    SettlementCall {
+        order_id: order_id.to_owned(),
+        event_id: event_id.to_owned(),
+        action,
+    }
 }

@@ -6,23 +6,30 @@
 //! rows are locked, so a mismatch is a bug, reported instead of written.
 
 use std::collections::HashMap;
+
+use stockroom_domain::outbox::NewEntry;
 use stockroom_domain::rules::{Changes, OrderRecord};
-
 use stockroom_storage::batch::Writes;
-use stockroom_storage::{history, lines};
+use stockroom_storage::{history, keys, lines};
 
-use crate::Failure;
 use crate::load::inconsistent;
 use crate::sql::Tx;
+use crate::{Failure, bus};
 
 pub(crate) async fn apply(tx: Tx<'_>, writes: &Writes) -> Result<(), Failure> {
     let changes = &writes.changes;
     let histories = history::encode_by_order(&changes.history);
+    let entries: Vec<NewEntry> = changes
+        .events
+        .iter()
+        .cloned()
+        .map(NewEntry::routed)
+        .collect();
     tokio::try_join!(
         apply_stock(tx, changes),
         insert_orders(tx, &changes.new_orders, &histories),
         update_orders(tx, changes, &histories),
-        insert_events(tx, changes),
+        bus::insert(tx, &entries),
         insert_processed(tx, changes, writes.created_at_ms),
         insert_keys(tx, writes),
     )?;
@@ -224,40 +231,6 @@ async fn update_orders(
     expect_rows("order update", changed, ids.len())
 }
 
-/// Writes the events to the outbox, each addressed to the consumer the
-/// domain routes its kind to.
-async fn insert_events(tx: Tx<'_>, changes: &Changes) -> Result<(), Failure> {
-    if changes.events.is_empty() {
-        return Ok(());
-    }
-    let events = &changes.events;
-    let ids: Vec<&str> = events.iter().map(|event| event.event_id.as_str()).collect();
-    let kinds: Vec<&str> = events.iter().map(|event| event.kind.as_str()).collect();
-    let orders: Vec<&str> = events.iter().map(|event| event.order_id.as_str()).collect();
-    let versions: Vec<i64> = events.iter().map(|event| event.order_version).collect();
-    let units: Vec<i64> = events
-        .iter()
-        .map(|event| event.total_units as i64)
-        .collect();
-    let at: Vec<i64> = events.iter().map(|event| event.occurred_at_ms).collect();
-    let consumers: Vec<&str> = events.iter().map(|event| event.kind.consumer()).collect();
-    let traces: Vec<Option<&str>> = events
-        .iter()
-        .map(|event| event.trace_parent.as_deref())
-        .collect();
-    tx.execute(
-        "INSERT INTO outbox (event_id, kind, order_id, order_version, total_units,
-                             occurred_at_ms, consumer, trace_parent)
-         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[],
-                              $6::bigint[], $7::text[], $8::text[])",
-        &[
-            &ids, &kinds, &orders, &versions, &units, &at, &consumers, &traces,
-        ],
-    )
-    .await?;
-    Ok(())
-}
-
 async fn insert_processed(tx: Tx<'_>, changes: &Changes, now_ms: i64) -> Result<(), Failure> {
     if changes.processed.is_empty() {
         return Ok(());
@@ -286,29 +259,47 @@ async fn insert_processed(tx: Tx<'_>, changes: &Changes, now_ms: i64) -> Result<
 /// this one looked (both saw it free): the insert then waits for that batch
 /// and skips the key, and this batch is run again, finding the stored answer.
 async fn insert_keys(tx: Tx<'_>, writes: &Writes) -> Result<(), Failure> {
-    if writes.keys.is_empty() {
+    let claims = &writes.changes.keys;
+    if claims.is_empty() {
         return Ok(());
     }
     // Sorted, so that two batches claiming overlapping keys take the unique
     // index's locks in one order and never wait for each other in a cycle.
-    let mut keys: Vec<_> = writes.keys.iter().collect();
-    keys.sort_by(|a, b| (&a.customer_id, &a.key).cmp(&(&b.customer_id, &b.key)));
-    let customers: Vec<&str> = keys.iter().map(|key| key.customer_id.as_str()).collect();
-    let names: Vec<&str> = keys.iter().map(|key| key.key.as_str()).collect();
-    let fingerprints: Vec<Option<&str>> =
-        keys.iter().map(|key| key.fingerprint.as_deref()).collect();
-    let answers: Vec<&str> = keys.iter().map(|key| key.answer.as_str()).collect();
+    let mut claims: Vec<_> = claims.iter().collect();
+    claims.sort_by(|a, b| (&a.customer_id, &a.key).cmp(&(&b.customer_id, &b.key)));
+    let customers: Vec<&str> = claims
+        .iter()
+        .map(|claim| claim.customer_id.as_str())
+        .collect();
+    let names: Vec<&str> = claims.iter().map(|claim| claim.key.as_str()).collect();
+    let fingerprints: Vec<Option<&str>> = claims
+        .iter()
+        .map(|claim| claim.fingerprint.as_deref())
+        .collect();
+    let orders: Vec<&str> = claims.iter().map(|claim| claim.answer.order_id()).collect();
+    let shortages: Vec<Option<String>> = claims
+        .iter()
+        .map(|claim| keys::encode_shortages(&claim.answer))
+        .collect();
     let claimed = tx
         .execute(
-            "INSERT INTO idempotency_keys (customer_id, key, fingerprint, result_json, created_at_ms)
-             SELECT customer_id, key, fingerprint, result_json, $5
-             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
-                  AS claim (customer_id, key, fingerprint, result_json)
+            "INSERT INTO idempotency_keys (customer_id, key, fingerprint, order_id, shortages,
+                                           created_at_ms)
+             SELECT customer_id, key, fingerprint, order_id, shortages, $6
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])
+                  AS claim (customer_id, key, fingerprint, order_id, shortages)
              ON CONFLICT (customer_id, key) DO NOTHING",
-            &[&customers, &names, &fingerprints, &answers, &writes.created_at_ms],
+            &[
+                &customers,
+                &names,
+                &fingerprints,
+                &orders,
+                &shortages,
+                &writes.created_at_ms,
+            ],
         )
         .await?;
-    if claimed != keys.len() as u64 {
+    if claimed != claims.len() as u64 {
         return Err(Failure::KeyRace);
     }
     Ok(())

@@ -1,37 +1,63 @@
-//! The embedded event bus's writes: leasing a consumer's next events, and
-//! settling them (acknowledged, released, or rejected as poison), listing
-//! and redriving dead letters. Each is one statement. Rows are picked with
-//! `FOR UPDATE SKIP LOCKED`, so concurrent leasers never hand out the same
-//! event while it is leased and never wait for each other.
+//! The outbox's rows: loading and locking the entries a bus call touches,
+//! writing what [`stockroom_domain::outbox::Outbox`] decided with one
+//! `unnest` statement per kind of change, and reading dead letters and
+//! counts.
+//!
+//! Several data-service processes lease from one outbox at once. A lease
+//! loads its candidates with `FOR UPDATE SKIP LOCKED`, so two leasers never
+//! take the same entry and never wait for each other; receipts and redrives
+//! lock the entries they name in `seq` order, so two of them never wait for
+//! each other in a cycle. Every delete and update is conditional on the entry
+//! being as loaded, and checked: the entries are locked, so a mismatch is a
+//! bug, reported instead of written.
 
-use stockroom_contract::{DeadLetter, Delivery, Event, Receipt, format_time, parse_time};
 use stockroom_domain::Consumer;
-use stockroom_storage::{DeliveryOutcome, MAX_REJECTIONS, OutboxCounts};
+use stockroom_domain::outbox::{DeadLetter, Entry, Lease, NewEntry, Outbox, OutboxChanges};
+use stockroom_domain::rules::EventRecord;
+use stockroom_storage::bus::{OutboxCommand, OutboxCounts, OutboxNeeds, OutboxReply, decide};
 use tokio_postgres::Row;
 
 use crate::Failure;
 use crate::load::inconsistent;
 use crate::sql::Tx;
 
-/// The columns [`event`] reads, in its order.
-const EVENT_COLUMNS: &str = "seq, deliveries, rejections, event_id, kind, order_id, order_version, total_units, occurred_at_ms, trace_parent";
+/// The columns [`entry`] reads, in its order.
+const ENTRY_COLUMNS: &str = "seq, consumer, deliveries, rejections, leased_until_ms, lease_token, dead_at_ms, event_id, kind, order_id, order_version, total_units, occurred_at_ms, trace_parent";
 
-/// How many columns [`EVENT_COLUMNS`] names: the index of the first column
-/// a query selects after them.
-const EVENT_COLUMN_COUNT: usize = 10;
-
-/// The event of a row of [`EVENT_COLUMNS`].
-fn event(row: &Row) -> Result<Event, Failure> {
-    let kind: String = row.try_get(4)?;
-    let total_units: i64 = row.try_get(7)?;
-    Ok(Event {
-        event_id: row.try_get(3)?,
-        kind: kind.parse().map_err(inconsistent)?,
-        order_id: row.try_get(5)?,
-        order_version: row.try_get(6)?,
-        total_units: total_units as u64,
-        occurred_at: format_time(row.try_get(8)?),
-        trace_parent: row.try_get(9)?,
+/// The entry of a row of [`ENTRY_COLUMNS`].
+fn entry(row: &Row) -> Result<Entry, Failure> {
+    let seq: i64 = row.try_get(0)?;
+    let damaged = |why: String| inconsistent(format!("outbox entry {seq}: {why}"));
+    let consumer: String = row.try_get(1)?;
+    let kind: String = row.try_get(8)?;
+    let total_units: i64 = row.try_get(11)?;
+    let token: Option<String> = row.try_get(5)?;
+    Ok(Entry {
+        seq,
+        consumer: consumer.parse().map_err(damaged)?,
+        deliveries: count(row, 2)?,
+        rejections: count(row, 3)?,
+        // A lease given back keeps no token; an entry never leased has none
+        // either.
+        lease: token
+            .map(|token| -> Result<Lease, Failure> {
+                Ok(Lease {
+                    token,
+                    until_ms: row.try_get(4)?,
+                })
+            })
+            .transpose()?,
+        dead_at_ms: row.try_get(6)?,
+        event: EventRecord {
+            event_id: row.try_get(7)?,
+            kind: kind.parse().map_err(damaged)?,
+            order_id: row.try_get(9)?,
+            order_version: row.try_get(10)?,
+            total_units: u64::try_from(total_units)
+                .map_err(|_| damaged(format!("{total_units} units")))?,
+            occurred_at_ms: row.try_get(12)?,
+            trace_parent: row.try_get(13)?,
+        },
     })
 }
 
@@ -40,118 +66,237 @@ fn count(row: &Row, index: usize) -> Result<u32, Failure> {
     Ok(value.max(0) as u32)
 }
 
-/// Leases up to `max_events` of `consumer`'s events whose lease ran out (or
-/// that were never leased) until `now + lease_ms`, under `token`, and returns
-/// them: one statement that picks, leases and reads.
-pub(crate) async fn lease_events(
+/// Runs one bus call: loads what it touches, decides it, writes the
+/// decision, and answers.
+pub(crate) async fn run(
     tx: Tx<'_>,
-    consumer: Consumer,
-    max_events: u32,
-    lease_ms: u64,
-    token: &str,
-    now: i64,
-) -> Result<Vec<Delivery>, Failure> {
-    let leased_until = now.saturating_add(i64::try_from(lease_ms).unwrap_or(i64::MAX));
-    let rows = tx
-        .query(
-            "WITH picked AS (
-                 SELECT seq FROM outbox
-                 WHERE consumer = $1 AND dead_at_ms IS NULL AND leased_until_ms <= $2
-                 ORDER BY seq LIMIT $3
-                 FOR UPDATE SKIP LOCKED
-             )
-             UPDATE outbox
-             SET deliveries = outbox.deliveries + 1, leased_until_ms = $4, lease_token = $5
-             FROM picked WHERE outbox.seq = picked.seq
-             RETURNING outbox.seq, outbox.deliveries, outbox.rejections, outbox.event_id,
-                       outbox.kind, outbox.order_id, outbox.order_version, outbox.total_units,
-                       outbox.occurred_at_ms, outbox.trace_parent",
-            &[
-                &consumer.as_str(),
-                &now,
-                &i64::from(max_events),
-                &leased_until,
-                &token,
-            ],
-        )
-        .await?;
-    let mut deliveries = Vec::with_capacity(rows.len());
-    for row in &rows {
-        deliveries.push(Delivery {
-            delivery_id: row.try_get(0)?,
-            lease_token: token.to_owned(),
-            attempt: count(row, 1)?,
-            event: event(row)?,
-        });
-    }
-    deliveries.sort_by_key(|delivery| delivery.delivery_id);
-    Ok(deliveries)
+    command: OutboxCommand,
+    now_ms: i64,
+) -> Result<OutboxReply, Failure> {
+    let commands = vec![command];
+    let needs = OutboxNeeds::of(&commands);
+    let outbox = load(tx, &needs, now_ms).await?;
+    let (mut replies, changes) = decide(outbox, commands);
+    apply(tx, &changes).await?;
+    replies
+        .pop()
+        .ok_or_else(|| inconsistent("the outbox gave no answer".into()))
 }
 
-/// Settles deliveries whose lease the receipts prove.
-pub(crate) async fn finish(
-    tx: Tx<'_>,
-    consumer: Consumer,
-    outcome: DeliveryOutcome,
-    receipts: &[Receipt],
-    now: i64,
-) -> Result<u64, Failure> {
-    let seqs: Vec<i64> = receipts.iter().map(|receipt| receipt.delivery_id).collect();
-    let tokens: Vec<&str> = receipts
-        .iter()
-        .map(|receipt| receipt.lease_token.as_str())
-        .collect();
-    // Each receipt finds its row through the primary key.
-    let receipts = "unnest($2::bigint[], $3::text[]) AS receipt (seq, lease_token)";
-    let matching = "outbox.seq = receipt.seq AND outbox.lease_token = receipt.lease_token
-                    AND outbox.consumer = $1 AND outbox.dead_at_ms IS NULL";
-    let changed = match outcome {
-        DeliveryOutcome::Acknowledge => {
-            tx.execute(
-                &format!("DELETE FROM outbox USING {receipts} WHERE {matching}"),
-                &[&consumer.as_str(), &seqs, &tokens],
-            )
-            .await?
-        }
-        DeliveryOutcome::Release => {
-            tx.execute(
+/// Loads and locks each consumer's due entries (as many as its leases may
+/// take, oldest first, skipping those another lease is taking) and every
+/// entry the calls name.
+async fn load(tx: Tx<'_>, needs: &OutboxNeeds, now_ms: i64) -> Result<Outbox, Failure> {
+    let mut outbox = Outbox::new(now_ms);
+    for (consumer, limit) in &needs.due {
+        let rows = tx
+            .query(
                 &format!(
-                    "UPDATE outbox SET leased_until_ms = 0, lease_token = NULL
-                     FROM {receipts} WHERE {matching}"
+                    "SELECT {ENTRY_COLUMNS} FROM outbox
+                     WHERE consumer = $1 AND dead_at_ms IS NULL AND leased_until_ms <= $2
+                     ORDER BY seq LIMIT $3
+                     FOR UPDATE SKIP LOCKED"
                 ),
-                &[&consumer.as_str(), &seqs, &tokens],
+                &[&consumer.as_str(), &now_ms, &i64::from(*limit)],
             )
-            .await?
+            .await?;
+        for row in &rows {
+            outbox.load(entry(row)?);
         }
-        DeliveryOutcome::Reject => {
-            let changed = tx
-                .execute(
-                    &format!(
-                        "UPDATE outbox
-                         SET rejections = outbox.rejections + 1, leased_until_ms = 0,
-                             lease_token = NULL,
-                             dead_at_ms = CASE WHEN outbox.rejections + 1 >= $4
-                                               THEN $5::bigint END
-                         FROM {receipts} WHERE {matching}"
-                    ),
-                    &[
-                        &consumer.as_str(),
-                        &seqs,
-                        &tokens,
-                        &(MAX_REJECTIONS as i32),
-                        &now,
-                    ],
-                )
-                .await?;
-            tracing::warn!(
-                consumer = consumer.as_str(),
-                count = changed,
-                "events rejected as poison"
-            );
-            changed
+    }
+    for (consumer, seqs) in &needs.named {
+        let seqs: Vec<i64> = seqs.iter().copied().collect();
+        let rows = tx
+            .query(
+                &format!(
+                    "SELECT {ENTRY_COLUMNS} FROM outbox
+                     WHERE consumer = $1 AND seq = ANY($2)
+                     ORDER BY seq FOR UPDATE"
+                ),
+                &[&consumer.as_str(), &seqs],
+            )
+            .await?;
+        for row in &rows {
+            outbox.load(entry(row)?);
         }
-    };
-    Ok(changed)
+    }
+    Ok(outbox)
+}
+
+/// An entry's state as parallel columns, for `unnest`.
+#[derive(Default)]
+struct States {
+    seqs: Vec<i64>,
+    deliveries: Vec<i32>,
+    rejections: Vec<i32>,
+    leased_until_ms: Vec<i64>,
+    lease_tokens: Vec<Option<String>>,
+    dead_at_ms: Vec<Option<i64>>,
+}
+
+impl States {
+    fn push(&mut self, entry: &Entry) {
+        let (until_ms, token) = match &entry.lease {
+            Some(lease) => (lease.until_ms, Some(lease.token.clone())),
+            None => (0, None),
+        };
+        self.seqs.push(entry.seq);
+        self.deliveries
+            .push(i32::try_from(entry.deliveries).unwrap_or(i32::MAX));
+        self.rejections
+            .push(i32::try_from(entry.rejections).unwrap_or(i32::MAX));
+        self.leased_until_ms.push(until_ms);
+        self.lease_tokens.push(token);
+        self.dead_at_ms.push(entry.dead_at_ms);
+    }
+}
+
+/// The `unnest` of six parameters from `$first` as `alias`, with the
+/// condition that the outbox row is in that state.
+fn loaded_state(first: usize, alias: &str) -> (String, String) {
+    let p = |offset: usize| first + offset;
+    let from = format!(
+        "unnest(${}::bigint[], ${}::int[], ${}::int[], ${}::bigint[], ${}::text[], ${}::bigint[])
+         AS {alias} (seq, deliveries, rejections, leased_until_ms, lease_token, dead_at_ms)",
+        p(0),
+        p(1),
+        p(2),
+        p(3),
+        p(4),
+        p(5)
+    );
+    let condition = format!(
+        "outbox.seq = {alias}.seq
+         AND outbox.deliveries = {alias}.deliveries
+         AND outbox.rejections = {alias}.rejections
+         AND outbox.lease_token IS NOT DISTINCT FROM {alias}.lease_token
+         AND (outbox.lease_token IS NULL OR outbox.leased_until_ms = {alias}.leased_until_ms)
+         AND outbox.dead_at_ms IS NOT DISTINCT FROM {alias}.dead_at_ms"
+    );
+    (from, condition)
+}
+
+fn expect_rows(what: &str, changed: u64, expected: usize) -> Result<(), Failure> {
+    if changed != expected as u64 {
+        return Err(inconsistent(format!(
+            "{what}: {changed} rows matched the loaded state, {expected} expected"
+        )));
+    }
+    Ok(())
+}
+
+/// Writes what the outbox decided: deletes, updates and inserts, each one
+/// statement.
+async fn apply(tx: Tx<'_>, changes: &OutboxChanges) -> Result<(), Failure> {
+    if !changes.deleted.is_empty() {
+        let mut loaded = States::default();
+        changes.deleted.iter().for_each(|entry| loaded.push(entry));
+        let (from, condition) = loaded_state(1, "loaded");
+        let deleted = tx
+            .execute(
+                &format!("DELETE FROM outbox USING {from} WHERE {condition}"),
+                &[
+                    &loaded.seqs,
+                    &loaded.deliveries,
+                    &loaded.rejections,
+                    &loaded.leased_until_ms,
+                    &loaded.lease_tokens,
+                    &loaded.dead_at_ms,
+                ],
+            )
+            .await?;
+        expect_rows("outbox delete", deleted, changes.deleted.len())?;
+    }
+    if !changes.updated.is_empty() {
+        let (mut loaded, mut after) = (States::default(), States::default());
+        for change in &changes.updated {
+            loaded.push(&change.loaded);
+            after.push(&change.after);
+        }
+        let (from, condition) = loaded_state(1, "loaded");
+        let updated = tx
+            .execute(
+                &format!(
+                    "UPDATE outbox
+                     SET deliveries = after.deliveries, rejections = after.rejections,
+                         leased_until_ms = after.leased_until_ms,
+                         lease_token = after.lease_token, dead_at_ms = after.dead_at_ms
+                     FROM {from},
+                          unnest($7::bigint[], $8::int[], $9::int[], $10::bigint[],
+                                 $11::text[], $12::bigint[])
+                          AS after (seq, deliveries, rejections, leased_until_ms, lease_token,
+                                    dead_at_ms)
+                     WHERE {condition} AND after.seq = loaded.seq"
+                ),
+                &[
+                    &loaded.seqs,
+                    &loaded.deliveries,
+                    &loaded.rejections,
+                    &loaded.leased_until_ms,
+                    &loaded.lease_tokens,
+                    &loaded.dead_at_ms,
+                    &after.seqs,
+                    &after.deliveries,
+                    &after.rejections,
+                    &after.leased_until_ms,
+                    &after.lease_tokens,
+                    &after.dead_at_ms,
+                ],
+            )
+            .await?;
+        expect_rows("outbox update", updated, changes.updated.len())?;
+    }
+    insert(tx, &changes.inserted).await
+}
+
+/// Adds new entries, each addressed to its consumer.
+pub(crate) async fn insert(tx: Tx<'_>, entries: &[NewEntry]) -> Result<(), Failure> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let events: Vec<&EventRecord> = entries.iter().map(|entry| &entry.event).collect();
+    let ids: Vec<&str> = events.iter().map(|event| event.event_id.as_str()).collect();
+    let kinds: Vec<&str> = events.iter().map(|event| event.kind.as_str()).collect();
+    let orders: Vec<&str> = events.iter().map(|event| event.order_id.as_str()).collect();
+    let versions: Vec<i64> = events.iter().map(|event| event.order_version).collect();
+    let units: Vec<i64> = events
+        .iter()
+        .map(|event| i64::try_from(event.total_units).unwrap_or(i64::MAX))
+        .collect();
+    let at: Vec<i64> = events.iter().map(|event| event.occurred_at_ms).collect();
+    let traces: Vec<Option<&str>> = events
+        .iter()
+        .map(|event| event.trace_parent.as_deref())
+        .collect();
+    let consumers: Vec<&str> = entries
+        .iter()
+        .map(|entry| entry.consumer.as_str())
+        .collect();
+    let rejections: Vec<i32> = entries
+        .iter()
+        .map(|entry| i32::try_from(entry.rejections).unwrap_or(i32::MAX))
+        .collect();
+    let dead: Vec<Option<i64>> = entries.iter().map(|entry| entry.dead_at_ms).collect();
+    tx.execute(
+        "INSERT INTO outbox (event_id, kind, order_id, order_version, total_units,
+                             occurred_at_ms, consumer, trace_parent, rejections, dead_at_ms)
+         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[],
+                              $6::bigint[], $7::text[], $8::text[], $9::int[], $10::bigint[])",
+        &[
+            &ids,
+            &kinds,
+            &orders,
+            &versions,
+            &units,
+            &at,
+            &consumers,
+            &traces,
+            &rejections,
+            &dead,
+        ],
+    )
+    .await?;
+    Ok(())
 }
 
 /// Up to `limit` dead letters of `consumer`, oldest first.
@@ -163,7 +308,7 @@ pub(crate) async fn dead_letters(
     let rows = tx
         .query(
             &format!(
-                "SELECT {EVENT_COLUMNS}, dead_at_ms FROM outbox
+                "SELECT {ENTRY_COLUMNS} FROM outbox
                  WHERE consumer = $1 AND dead_at_ms IS NOT NULL ORDER BY seq LIMIT $2"
             ),
             &[&consumer.as_str(), &i64::from(limit)],
@@ -171,91 +316,9 @@ pub(crate) async fn dead_letters(
         .await?;
     let mut letters = Vec::with_capacity(rows.len());
     for row in &rows {
-        letters.push(DeadLetter {
-            delivery_id: row.try_get(0)?,
-            consumer: consumer.as_str().to_owned(),
-            deliveries: count(row, 1)?,
-            rejections: count(row, 2)?,
-            dead_at: format_time(row.try_get(EVENT_COLUMN_COUNT)?),
-            event: event(row)?,
-        });
+        letters.extend(DeadLetter::of(&entry(row)?));
     }
     Ok(letters)
-}
-
-/// Puts dead letters back in line with a clean slate.
-pub(crate) async fn redrive(
-    tx: Tx<'_>,
-    consumer: Consumer,
-    delivery_ids: &[i64],
-) -> Result<u64, Failure> {
-    tx.execute(
-        "UPDATE outbox
-         SET dead_at_ms = NULL, rejections = 0, leased_until_ms = 0, lease_token = NULL
-         WHERE consumer = $1 AND dead_at_ms IS NOT NULL AND seq = ANY($2)",
-        &[&consumer.as_str(), &delivery_ids],
-    )
-    .await
-}
-
-pub(crate) async fn dead_letter_count(tx: Tx<'_>, consumer: Consumer) -> Result<u64, Failure> {
-    let count: i64 = tx
-        .query_opt(
-            "SELECT COUNT(*) FROM outbox WHERE consumer = $1 AND dead_at_ms IS NOT NULL",
-            &[&consumer.as_str()],
-        )
-        .await?
-        .map(|row| row.try_get(0))
-        .transpose()?
-        .unwrap_or(0);
-    Ok(count as u64)
-}
-
-/// Keeps refused events as dead letters.
-pub(crate) async fn bury(
-    tx: Tx<'_>,
-    consumer: Consumer,
-    events: &[Event],
-    now: i64,
-) -> Result<u64, Failure> {
-    let ids: Vec<&str> = events.iter().map(|event| event.event_id.as_str()).collect();
-    let kinds: Vec<&str> = events.iter().map(|event| event.kind.as_str()).collect();
-    let orders: Vec<&str> = events.iter().map(|event| event.order_id.as_str()).collect();
-    let versions: Vec<i64> = events.iter().map(|event| event.order_version).collect();
-    let units: Vec<i64> = events
-        .iter()
-        .map(|event| event.total_units as i64)
-        .collect();
-    let at: Vec<i64> = events
-        .iter()
-        .map(|event| parse_time(&event.occurred_at).unwrap_or(0))
-        .collect();
-    let traces: Vec<Option<&str>> = events
-        .iter()
-        .map(|event| event.trace_parent.as_deref())
-        .collect();
-    tx.execute(
-        "INSERT INTO outbox (event_id, kind, order_id, order_version, total_units,
-                             occurred_at_ms, trace_parent, consumer, rejections, dead_at_ms)
-         SELECT event_id, kind, order_id, order_version, total_units, occurred_at_ms,
-                trace_parent, $7, 1, $8
-         FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[],
-                     $6::bigint[], $9::text[])
-              AS event (event_id, kind, order_id, order_version, total_units, occurred_at_ms,
-                        trace_parent)",
-        &[
-            &ids,
-            &kinds,
-            &orders,
-            &versions,
-            &units,
-            &at,
-            &consumer.as_str(),
-            &now,
-            &traces,
-        ],
-    )
-    .await
 }
 
 /// Per consumer: waiting events, the oldest one's time, dead letters.
@@ -301,7 +364,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_column_count_matches_the_columns() {
-        assert_eq!(EVENT_COLUMNS.split(',').count(), EVENT_COLUMN_COUNT);
+    fn the_column_list_matches_the_row_reader() {
+        assert_eq!(ENTRY_COLUMNS.split(',').count(), 14);
+    }
+
+    #[test]
+    fn the_loaded_state_names_six_parameters_from_the_first() {
+        let (from, condition) = loaded_state(7, "loaded");
+        assert!(from.contains("$7::bigint[]") && from.contains("$12::bigint[]"));
+        assert!(!from.contains("$13"));
+        assert_eq!(condition.matches("loaded.").count(), 6);
     }
 }

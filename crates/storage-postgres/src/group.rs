@@ -273,11 +273,11 @@ async fn run_batch(
     for answer in answers {
         replies.push(match answer {
             Ok(answer) => {
-                let document = match answer.document_needed() {
+                let order = match answer.order_needed() {
                     Some(order_id) => read::order(tx, order_id).await?,
                     None => None,
                 };
-                answer.into_reply(document)
+                answer.into_reply(order)
             }
             Err(error) => Err(error),
         });

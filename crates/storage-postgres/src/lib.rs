@@ -47,15 +47,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use stockroom_contract::{
-    DeadLetter, Delivery, Event, InventoryItem, Order, OrderList, ProviderCharge, ProviderStats,
-    ProviderVerdict, Receipt, StockLine,
-};
 use stockroom_domain::Consumer;
+use stockroom_domain::outbox::{DeadLetter, DeliveryOutcome};
+use stockroom_domain::rules::{StockRecord, StoredOrder};
 use stockroom_storage::batch::{Command, Reply};
+use stockroom_storage::bus::{OutboxCommand, OutboxReply};
 use stockroom_storage::{
-    DeliveryOutcome, OrderFilter, OutboxCounts, Prune, Pruned, StatusCount, Storage, StorageError,
-    WriteStats, cause,
+    Charge, EventOutbox, InitialStock, LedgerStats, Maintenance, OrderFilter, OrderFlow, OrderPage,
+    OutboxCounts, ProviderLedger, Prune, Pruned, StatusCount, StorageError, Verdict, WriteStats,
+    cause,
 };
 use tokio_postgres::NoTls;
 
@@ -371,12 +371,8 @@ pub(crate) fn now_ms() -> i64 {
 }
 
 #[async_trait]
-impl Storage for PostgresStorage {
-    fn backend_name(&self) -> &'static str {
-        "postgres"
-    }
-
-    async fn initialize_stock(&self, lines: Vec<StockLine>) -> Result<bool, StorageError> {
+impl OrderFlow for PostgresStorage {
+    async fn initialize_stock(&self, lines: Vec<InitialStock>) -> Result<bool, StorageError> {
         // Claiming the marker first makes concurrent first starts safe: a
         // second instance's insert waits on the primary key until the first
         // commits, then finds the stock loaded.
@@ -384,16 +380,37 @@ impl Storage for PostgresStorage {
             .execute(
                 "INSERT INTO meta (key, value) VALUES ('stock_loaded', $1)
                  ON CONFLICT (key) DO NOTHING",
-                &[&stockroom_contract::format_time(now_ms())],
+                &[&now_ms().to_string()],
             )
             .await?)?;
         if claimed == 0 {
             return Ok(false);
         }
         for line in lines {
-            self.restock(line.product_name, line.quantity).await?;
+            self.restock(line.product, line.quantity).await?;
         }
         Ok(true)
+    }
+
+    async fn inventory(&self) -> Result<Vec<StockRecord>, StorageError> {
+        transaction!(self, read, |tx| read::inventory(tx).await?)
+    }
+
+    async fn inventory_item(&self, product: &str) -> Result<Option<StockRecord>, StorageError> {
+        let key = product.trim().to_lowercase();
+        transaction!(self, read, |tx| read::inventory_item(tx, &key).await?)
+    }
+
+    async fn order(&self, order_id: &str) -> Result<Option<StoredOrder>, StorageError> {
+        transaction!(self, read, |tx| read::order(tx, order_id).await?)
+    }
+
+    async fn orders(&self, filter: OrderFilter) -> Result<OrderPage, StorageError> {
+        transaction!(self, read, |tx| read::orders(tx, &filter).await?)
+    }
+
+    async fn order_counts(&self, cap: u64) -> Result<Vec<StatusCount>, StorageError> {
+        transaction!(self, read, |tx| read::order_counts(tx, cap).await?)
     }
 
     #[tracing::instrument(name = "storage", level = "debug", skip_all, fields(backend = "postgres", calls = command.size()))]
@@ -406,91 +423,34 @@ impl Storage for PostgresStorage {
                 .unwrap_or_else(|| Err(StorageError::unavailable("the batch gave no answer"))),
         }
     }
+}
 
-    async fn inventory(&self) -> Result<Vec<InventoryItem>, StorageError> {
-        transaction!(self, read, |tx| read::inventory(tx).await?)
-    }
-
-    async fn inventory_item(&self, product: &str) -> Result<Option<InventoryItem>, StorageError> {
-        let key = product.trim().to_lowercase();
-        transaction!(self, read, |tx| read::inventory_item(tx, &key).await?)
-    }
-
-    async fn order(&self, order_id: &str) -> Result<Option<Order>, StorageError> {
-        transaction!(self, read, |tx| read::order(tx, order_id).await?)
-    }
-
-    async fn orders(&self, filter: OrderFilter) -> Result<OrderList, StorageError> {
-        transaction!(self, read, |tx| read::orders(tx, &filter).await?)
-    }
-
-    async fn order_counts(&self, cap: u64) -> Result<Vec<StatusCount>, StorageError> {
-        transaction!(self, read, |tx| read::order_counts(tx, cap).await?)
-    }
-
+#[async_trait]
+impl EventOutbox for PostgresStorage {
+    /// Each bus call is a transaction of its own: a lease locks only the
+    /// entries it takes (skipping those others are taking), receipts only
+    /// the entries they name, so calls of many processes never wait for
+    /// each other in a cycle.
     #[tracing::instrument(
         name = "storage",
         level = "debug",
         skip_all,
         fields(backend = "postgres")
     )]
-    async fn lease_events(
-        &self,
-        consumer: Consumer,
-        max_events: u32,
-        lease_ms: u64,
-    ) -> Result<Vec<Delivery>, StorageError> {
-        let token = uuid::Uuid::new_v4().simple().to_string();
-        transaction!(self, write, |tx| bus::lease_events(
-            tx,
-            consumer,
-            max_events,
-            lease_ms,
-            &token,
-            now_ms()
-        )
-        .await?)
-    }
-
-    #[tracing::instrument(
-        name = "storage",
-        level = "debug",
-        skip_all,
-        fields(backend = "postgres")
-    )]
-    async fn finish_deliveries(
-        &self,
-        consumer: Consumer,
-        outcome: DeliveryOutcome,
-        receipts: Vec<Receipt>,
-    ) -> Result<u64, StorageError> {
-        if receipts.is_empty() {
-            return Ok(0);
+    async fn run_outbox(&self, command: OutboxCommand) -> Result<OutboxReply, StorageError> {
+        let acknowledgement = matches!(
+            command,
+            OutboxCommand::Finish {
+                outcome: DeliveryOutcome::Acknowledge,
+                ..
+            }
+        );
+        let reply = transaction!(self, write, |tx| bus::run(tx, command.clone(), now_ms())
+            .await?)?;
+        if acknowledgement && let OutboxReply::Count(deleted) = reply {
+            self.deleted_events.fetch_add(deleted, Ordering::Relaxed);
         }
-        let changed = transaction!(self, write, |tx| bus::finish(
-            tx,
-            consumer,
-            outcome,
-            &receipts,
-            now_ms()
-        )
-        .await?)?;
-        if outcome == DeliveryOutcome::Acknowledge {
-            self.deleted_events.fetch_add(changed, Ordering::Relaxed);
-        }
-        Ok(changed)
-    }
-
-    async fn bury_events(
-        &self,
-        consumer: Consumer,
-        events: Vec<Event>,
-    ) -> Result<u64, StorageError> {
-        if events.is_empty() {
-            return Ok(0);
-        }
-        transaction!(self, write, |tx| bus::bury(tx, consumer, &events, now_ms())
-            .await?)
+        Ok(reply)
     }
 
     async fn dead_letters(
@@ -502,24 +462,14 @@ impl Storage for PostgresStorage {
             .await?)
     }
 
-    async fn redrive(
-        &self,
-        consumer: Consumer,
-        delivery_ids: Vec<i64>,
-    ) -> Result<u64, StorageError> {
-        transaction!(self, write, |tx| bus::redrive(tx, consumer, &delivery_ids)
-            .await?)
+    async fn outbox_counts(&self) -> Result<Vec<OutboxCounts>, StorageError> {
+        transaction!(self, read, |tx| bus::counts(tx).await?)
     }
+}
 
-    async fn dead_letter_count(&self, consumer: Consumer) -> Result<u64, StorageError> {
-        transaction!(self, read, |tx| bus::dead_letter_count(tx, consumer)
-            .await?)
-    }
-
-    async fn provider_charge(
-        &self,
-        charges: Vec<ProviderCharge>,
-    ) -> Result<Vec<ProviderVerdict>, StorageError> {
+#[async_trait]
+impl ProviderLedger for PostgresStorage {
+    async fn provider_charge(&self, charges: Vec<Charge>) -> Result<Vec<Verdict>, StorageError> {
         if charges.is_empty() {
             return Ok(Vec::new());
         }
@@ -527,8 +477,15 @@ impl Storage for PostgresStorage {
             .await?)
     }
 
-    async fn provider_stats(&self) -> Result<ProviderStats, StorageError> {
+    async fn provider_stats(&self) -> Result<LedgerStats, StorageError> {
         transaction!(self, read, |tx| provider::stats(tx).await?)
+    }
+}
+
+#[async_trait]
+impl Maintenance for PostgresStorage {
+    fn backend_name(&self) -> &'static str {
+        "postgres"
     }
 
     async fn prune(&self, rules: Prune) -> Result<Pruned, StorageError> {
@@ -540,14 +497,10 @@ impl Storage for PostgresStorage {
             .execute(
                 "INSERT INTO meta (key, value) VALUES ('health_probe', $1)
                  ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                &[&stockroom_contract::format_time(now_ms())],
+                &[&now_ms().to_string()],
             )
             .await?)
         .map(|_| ())
-    }
-
-    async fn outbox_counts(&self) -> Result<Vec<OutboxCounts>, StorageError> {
-        transaction!(self, read, |tx| bus::counts(tx).await?)
     }
 
     fn statements_executed(&self) -> u64 {
@@ -562,10 +515,6 @@ impl Storage for PostgresStorage {
             .map_or_else(WriteStats::default, GroupCommit::stats)
     }
 
-    async fn execute_unchecked(&self, statement: &str) -> Result<u64, StorageError> {
-        transaction!(self, write, |tx| tx.execute(statement, &[]).await?)
-    }
-
     async fn close(&self) {
         // Calls already queued for group commit are finished first; every
         // other method commits before it returns, so after that closing the
@@ -575,6 +524,14 @@ impl Storage for PostgresStorage {
         }
         self.vacuum.abort();
         self.close_pool();
+    }
+}
+
+#[cfg(feature = "testing")]
+#[async_trait]
+impl stockroom_storage::testing::FaultInjection for PostgresStorage {
+    async fn execute_unchecked(&self, statement: &str) -> Result<u64, StorageError> {
+        transaction!(self, write, |tx| tx.execute(statement, &[]).await?)
     }
 }
 
@@ -650,8 +607,8 @@ mod tests {
             );
         }
         drop(client);
-        storage
-            .execute_unchecked(&format!("DROP SCHEMA {schema} CASCADE"))
+        storage.close_pool();
+        drop_schema(&url, &schema)
             .await
             .expect("drop the test schema");
     }

@@ -14,7 +14,7 @@
 use stockroom_domain::Stock;
 use stockroom_domain::rules::{Book, OrderRecord, StoredKey};
 use stockroom_storage::batch::Needs;
-use stockroom_storage::{StorageError, lines};
+use stockroom_storage::{StorageError, keys, lines};
 use tokio_postgres::Row;
 
 use crate::Failure;
@@ -62,27 +62,36 @@ pub(crate) async fn load(tx: Tx<'_>, needs: &mut Needs, now_ms: i64) -> Result<B
         needs.add_swept(index, found);
     }
     if !needs.keys.is_empty() {
-        let (customers, keys): (Vec<&str>, Vec<&str>) = needs
+        let (customers, names): (Vec<&str>, Vec<&str>) = needs
             .keys
             .iter()
             .map(|(customer, key)| (customer.as_str(), key.as_str()))
             .unzip();
+        let mut stored = Vec::new();
         for row in tx
             .query(
-                "SELECT customer_id, key, fingerprint, result_json FROM idempotency_keys
+                "SELECT customer_id, key, fingerprint, order_id, shortages FROM idempotency_keys
                  WHERE (customer_id, key) IN (SELECT * FROM unnest($1::text[], $2::text[]))",
-                &[&customers, &keys],
+                &[&customers, &names],
             )
             .await?
         {
-            book.load_key(
-                row.try_get(0)?,
-                row.try_get(1)?,
-                StoredKey {
-                    fingerprint: row.try_get(2)?,
-                    answer: row.try_get(3)?,
-                },
-            );
+            let shortages: Option<String> = row.try_get(4)?;
+            let answer =
+                keys::decode(row.try_get(3)?, shortages.as_deref()).map_err(Failure::Storage)?;
+            let key = StoredKey {
+                fingerprint: row.try_get(2)?,
+                answer,
+            };
+            stored.push((
+                row.try_get::<_, String>(0)?,
+                row.try_get::<_, String>(1)?,
+                key,
+            ));
+        }
+        needs.keys_loaded(stored.iter().map(|(_, _, key)| key));
+        for (customer_id, key, stored) in stored {
+            book.load_key(customer_id, key, stored);
         }
     }
     if !needs.order_ids.is_empty() {

@@ -39,6 +39,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "history in the order's row",
         sql: include_str!("migrations/0004_history_in_order_row.sql"),
     },
+    Migration {
+        version: 5,
+        name: "idempotency keys keep the decision they replay",
+        sql: include_str!("migrations/0005_keys_keep_decisions.sql"),
+    },
 ];
 
 /// The advisory lock key migrations hold: the ASCII bytes of "Stockroo".

@@ -1,7 +1,7 @@
 //! The simulated payment provider's ledger: one row per charge key, the
 //! first request's verdict standing for every later one.
 
-use stockroom_contract::{ProviderCharge, ProviderStats, ProviderVerdict};
+use stockroom_storage::{Charge, LedgerStats, Verdict};
 
 use crate::Failure;
 use crate::load::inconsistent;
@@ -12,10 +12,10 @@ use crate::sql::Tx;
 /// the unique index's locks in one order.
 pub(crate) async fn charge(
     tx: Tx<'_>,
-    charges: &[ProviderCharge],
+    charges: &[Charge],
     now: i64,
-) -> Result<Vec<ProviderVerdict>, Failure> {
-    let mut sorted: Vec<&ProviderCharge> = charges.iter().collect();
+) -> Result<Vec<Verdict>, Failure> {
+    let mut sorted: Vec<&Charge> = charges.iter().collect();
     sorted.sort_by(|a, b| a.charge_key.cmp(&b.charge_key));
     sorted.dedup_by(|a, b| a.charge_key == b.charge_key);
     let keys: Vec<&str> = sorted
@@ -45,7 +45,7 @@ pub(crate) async fn charge(
     let mut verdicts = Vec::with_capacity(rows.len());
     for row in &rows {
         let requests: i32 = row.try_get(2)?;
-        verdicts.push(ProviderVerdict {
+        verdicts.push(Verdict {
             charge_key: row.try_get(0)?,
             approved: row.try_get(1)?,
             requests: requests.max(0) as u32,
@@ -68,7 +68,7 @@ pub(crate) async fn charge(
         .collect()
 }
 
-pub(crate) async fn stats(tx: Tx<'_>) -> Result<ProviderStats, Failure> {
+pub(crate) async fn stats(tx: Tx<'_>) -> Result<LedgerStats, Failure> {
     let Some(row) = tx
         .query_opt(
             "SELECT COUNT(*) FILTER (WHERE approved), COUNT(*) FILTER (WHERE NOT approved),
@@ -81,13 +81,13 @@ pub(crate) async fn stats(tx: Tx<'_>) -> Result<ProviderStats, Failure> {
         )
         .await?
     else {
-        return Ok(ProviderStats::default());
+        return Ok(LedgerStats::default());
     };
     let figure = |index: usize| -> Result<u64, Failure> {
         let value: i64 = row.try_get(index)?;
         Ok(value.max(0) as u64)
     };
-    Ok(ProviderStats {
+    Ok(LedgerStats {
         charged: figure(0)?,
         declined: figure(1)?,
         repeated_requests: figure(2)?,

@@ -10,23 +10,25 @@
 
 use std::collections::HashMap;
 
-use stockroom_contract::{HistoryEntry, InventoryItem, Order, OrderList};
 use stockroom_domain::OrderStatus;
-use stockroom_storage::{
-    MAX_ORDERS_PER_PAGE, OrderFilter, StatusCount, assemble_documents, history,
-};
+use stockroom_domain::rules::{StockRecord, StoredOrder};
+use stockroom_storage::{MAX_ORDERS_PER_PAGE, OrderFilter, OrderPage, StatusCount, history};
 use tokio_postgres::types::ToSql;
 
 use crate::Failure;
 use crate::load::{ORDER_COLUMN_COUNT, ORDER_COLUMNS, STOCK_COLUMNS, order_records, stock_row};
 use crate::sql::Tx;
 
-fn item(row: &tokio_postgres::Row) -> Result<InventoryItem, Failure> {
-    let (_, name, stock) = stock_row(row)?;
-    Ok(InventoryItem::from_stock(&name, &stock))
+fn item(row: &tokio_postgres::Row) -> Result<StockRecord, Failure> {
+    let (product_key, product_name, stock) = stock_row(row)?;
+    Ok(StockRecord {
+        product_key,
+        product_name,
+        stock,
+    })
 }
 
-pub(crate) async fn inventory(tx: Tx<'_>) -> Result<Vec<InventoryItem>, Failure> {
+pub(crate) async fn inventory(tx: Tx<'_>) -> Result<Vec<StockRecord>, Failure> {
     tx.query(
         &format!("SELECT {STOCK_COLUMNS} FROM inventory ORDER BY product_key"),
         &[],
@@ -40,7 +42,7 @@ pub(crate) async fn inventory(tx: Tx<'_>) -> Result<Vec<InventoryItem>, Failure>
 pub(crate) async fn inventory_item(
     tx: Tx<'_>,
     product_key: &str,
-) -> Result<Option<InventoryItem>, Failure> {
+) -> Result<Option<StockRecord>, Failure> {
     tx.query_opt(
         &format!("SELECT {STOCK_COLUMNS} FROM inventory WHERE product_key = $1"),
         &[&product_key],
@@ -51,13 +53,13 @@ pub(crate) async fn inventory_item(
     .transpose()
 }
 
-pub(crate) async fn order(tx: Tx<'_>, order_id: &str) -> Result<Option<Order>, Failure> {
-    Ok(documents(tx, &[order_id.to_owned()]).await?.pop())
+pub(crate) async fn order(tx: Tx<'_>, order_id: &str) -> Result<Option<StoredOrder>, Failure> {
+    Ok(with_history(tx, &[order_id.to_owned()]).await?.pop())
 }
 
-/// The documents of the orders with these ids, in the order given (ids of
-/// no order are left out): one query for any number of orders.
-async fn documents(tx: Tx<'_>, ids: &[String]) -> Result<Vec<Order>, Failure> {
+/// The orders with these ids and their histories, in the order given (ids
+/// of no order are left out): one query for any number of orders.
+async fn with_history(tx: Tx<'_>, ids: &[String]) -> Result<Vec<StoredOrder>, Failure> {
     if ids.is_empty() {
         return Ok(Vec::new());
     }
@@ -68,14 +70,13 @@ async fn documents(tx: Tx<'_>, ids: &[String]) -> Result<Vec<Order>, Failure> {
             &[&ids],
         )
         .await?;
-    let mut histories: HashMap<String, Vec<HistoryEntry>> = HashMap::with_capacity(ids.len());
-    for row in &rows {
-        let id: String = row.try_get(0)?;
+    let mut by_id: HashMap<String, StoredOrder> = HashMap::with_capacity(ids.len());
+    for (row, order) in rows.iter().zip(order_records(&rows)?) {
         let text: String = row.try_get(ORDER_COLUMN_COUNT)?;
-        let entries = history::decode(&id, &text).map_err(Failure::Storage)?;
-        histories.insert(id, entries);
+        let history = history::decode(&order.id, &text).map_err(Failure::Storage)?;
+        by_id.insert(order.id.clone(), StoredOrder { order, history });
     }
-    Ok(assemble_documents(ids, order_records(&rows)?, histories))
+    Ok(ids.iter().filter_map(|id| by_id.remove(id)).collect())
 }
 
 /// The query listing order ids for a filter, with its parameters numbered
@@ -103,7 +104,7 @@ pub(crate) fn list_sql(filter: &OrderFilter) -> String {
     format!("SELECT id FROM orders {filter} ORDER BY id LIMIT ${next}")
 }
 
-pub(crate) async fn orders(tx: Tx<'_>, filter: &OrderFilter) -> Result<OrderList, Failure> {
+pub(crate) async fn orders(tx: Tx<'_>, filter: &OrderFilter) -> Result<OrderPage, Failure> {
     let limit = filter.limit.clamp(1, MAX_ORDERS_PER_PAGE);
     let status = filter.status.map(|status| status.as_str());
     // One more than asked, to learn whether a next page exists.
@@ -127,13 +128,13 @@ pub(crate) async fn orders(tx: Tx<'_>, filter: &OrderFilter) -> Result<OrderList
         .collect::<Result<_, _>>()?;
     let has_more = ids.len() > limit as usize;
     ids.truncate(limit as usize);
-    let orders = documents(tx, &ids).await?;
+    let orders = with_history(tx, &ids).await?;
     let next_cursor = if has_more {
-        orders.last().map(|last| last.id.clone())
+        orders.last().map(|last| last.order.id.clone())
     } else {
         None
     };
-    Ok(OrderList {
+    Ok(OrderPage {
         orders,
         next_cursor,
     })

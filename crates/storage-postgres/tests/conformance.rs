@@ -10,7 +10,8 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use stockroom_storage::Storage;
+use stockroom_storage::testing::TestStorage;
+use stockroom_storage::{EventOutbox, OrderFlow};
 use stockroom_storage_postgres::{GroupCommitConfig, PostgresConfig, PostgresStorage};
 use tokio_postgres::NoTls;
 
@@ -96,7 +97,7 @@ impl Admin {
 /// (also when the test fails).
 async fn run<F, Fut>(name: &'static str, test: F)
 where
-    F: FnOnce(Arc<dyn Storage>) -> Fut,
+    F: FnOnce(Arc<dyn TestStorage>) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
     run_with(name, test, GroupCommitConfig::default()).await;
@@ -105,7 +106,7 @@ where
 /// [`run`] with one transaction per `reserve` call.
 async fn run_without_group_commit<F, Fut>(name: &'static str, test: F)
 where
-    F: FnOnce(Arc<dyn Storage>) -> Fut,
+    F: FnOnce(Arc<dyn TestStorage>) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
     run_with(name, test, GroupCommitConfig::OFF).await;
@@ -113,7 +114,7 @@ where
 
 async fn run_with<F, Fut>(name: &'static str, test: F, group_commit: GroupCommitConfig)
 where
-    F: FnOnce(Arc<dyn Storage>) -> Fut,
+    F: FnOnce(Arc<dyn TestStorage>) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
     let Some(url) = test_url() else {
@@ -134,7 +135,7 @@ where
     let storage = Arc::new(storage);
     // The test runs as its own task so that a panic in it still lets the
     // schema be dropped before the failure is reported.
-    let outcome = tokio::spawn(test(Arc::clone(&storage) as Arc<dyn Storage>)).await;
+    let outcome = tokio::spawn(test(Arc::clone(&storage) as Arc<dyn TestStorage>)).await;
     storage.close_pool();
     drop(storage);
     admin.drop_schema(&schema).await;
@@ -196,7 +197,7 @@ async fn migrations_are_idempotent_and_safe_to_run_concurrently() {
             panic!("a concurrent or repeated connect failed: {error}");
         }
     }
-    assert_eq!(versions.expect("read schema_migrations"), [1, 2, 3, 4]);
+    assert_eq!(versions.expect("read schema_migrations"), [1, 2, 3, 4, 5]);
 }
 
 /// A database of schema version 1, with an event waiting, one dead-lettered
@@ -225,8 +226,9 @@ async fn a_version_one_database_is_migrated_without_loss() {
              INSERT INTO dead_letters (consumer, seq, attempts, at_ms)
              SELECT 'payment', seq, 10, 2000 FROM outbox WHERE order_id = 'b';
              INSERT INTO idempotency_keys (key, fingerprint, result_json, created_at_ms)
-             VALUES ('k1', 'f1', '{{\"outcome\":\"reserved\",\"order\":{{\"customerId\":\"c7\"}}}}', 1000),
-                    ('k2', 'f2', NULL, 1000);
+             VALUES ('k1', 'f1', '{{\"outcome\":\"reserved\",\"order\":{{\"id\":\"a\",\"customerId\":\"c7\"}}}}', 1000),
+                    ('k2', 'f2', NULL, 1000),
+                    ('k3', 'f3', '{{\"outcome\":\"rejected\",\"order\":{{\"id\":\"r\",\"customerId\":\"c8\"}},\"shortages\":[{{\"productName\":\"Laptop\",\"requested\":3,\"available\":1}}]}}', 1000);
              INSERT INTO orders (id, customer_id, status, reason, payment_status, version,
                                  created_at_ms, updated_at_ms)
              VALUES ('a', 'c7', 'reserved', NULL, 'none', 1, 1000, 1000);
@@ -264,15 +266,34 @@ async fn a_version_one_database_is_migrated_without_loss() {
     let keys = admin
         .client
         .query(
-            &format!("SELECT customer_id, key FROM \"{schema}\".idempotency_keys ORDER BY key"),
+            &format!(
+                "SELECT customer_id, key, order_id, shortages FROM \"{schema}\".idempotency_keys
+                 ORDER BY key"
+            ),
             &[],
         )
         .await
         .map(|rows| {
             rows.iter()
-                .map(|row| (row.get::<_, String>(0), row.get::<_, String>(1)))
+                .map(|row| {
+                    (
+                        row.get::<_, String>(0),
+                        row.get::<_, String>(1),
+                        row.get::<_, String>(2),
+                        row.get::<_, Option<String>>(3),
+                    )
+                })
                 .collect::<Vec<_>>()
         });
+    let replay = storage
+        .reserve(vec![stockroom_storage_conformance::support::keyed_request(
+            "c7",
+            &[("Laptop", 2), ("Phone", 1)],
+            "k1",
+            Some("f1"),
+        )])
+        .await
+        .expect("a replay of a key kept by the previous schema");
     storage.close_pool();
     admin.drop_schema(&schema).await;
     admin.close().await;
@@ -283,10 +304,19 @@ async fn a_version_one_database_is_migrated_without_loss() {
     assert_eq!(dead[0].event.order_id, "b");
     assert_eq!(
         keys.expect("keys"),
-        [("c7".to_owned(), "k1".to_owned())],
-        "answered keys keep their customer; a key never answered is dropped"
+        [
+            ("c7".to_owned(), "k1".to_owned(), "a".to_owned(), None),
+            (
+                "c8".to_owned(),
+                "k3".to_owned(),
+                "r".to_owned(),
+                Some(r#"[["Laptop", 3, 1]]"#.to_owned())
+            )
+        ],
+        "answered keys keep their customer, order and shortages; a key never answered is dropped"
     );
     stockroom_storage_conformance::support::assert_migrated_order(&order);
+    stockroom_storage_conformance::support::assert_migrated_replay(&replay);
 }
 
 /// A URL that points nowhere fails as unavailable, with a message, instead of
@@ -337,7 +367,7 @@ mod without_group_commit {
 /// products in one global order before reserving, so they never deadlock.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_group_committing_instances_share_products_safely() {
-    use stockroom_contract::ReserveOutcome;
+    use stockroom_domain::rules::{ReserveAnswer, ReserveDecision};
     use stockroom_storage_conformance::support::{
         assert_invariants, item, request, run_concurrently, stock,
     };
@@ -356,7 +386,7 @@ async fn two_group_committing_instances_share_products_safely() {
         schema: Some(schema.clone()),
         pool_size: 4,
     };
-    let mut instances: Vec<Arc<dyn Storage>> = Vec::new();
+    let mut instances: Vec<Arc<dyn TestStorage>> = Vec::new();
     for _ in 0..2 {
         let storage = PostgresStorage::connect(&url, config.clone())
             .await
@@ -386,7 +416,9 @@ async fn two_group_committing_instances_share_products_safely() {
                         .expect("a group-committed call never fails");
                     results
                         .iter()
-                        .filter(|result| matches!(result.outcome, ReserveOutcome::Reserved { .. }))
+                        .filter(|result| {
+                            matches!(result, ReserveDecision::Created(ReserveAnswer::Reserved(_)))
+                        })
                         .count()
                 }
             })
@@ -395,8 +427,8 @@ async fn two_group_committing_instances_share_products_safely() {
             assert_eq!(reserved as u64, 2 * UNITS, "every unit sold exactly once");
             for name in ["Alpha", "Omega"] {
                 let stock = item(&instances[1], name).await;
-                assert_eq!(stock.reserved_quantity as u64, UNITS, "{name}: {stock:?}");
-                assert_eq!(stock.available, 0, "{name}: {stock:?}");
+                assert_eq!(stock.stock.reserved(), UNITS, "{name}: {stock:?}");
+                assert_eq!(stock.stock.available(), 0, "{name}: {stock:?}");
             }
             assert_invariants(&instances[1]).await;
         }

@@ -17,11 +17,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use stockroom_contract::{ReserveOutcome, ReserveRequest, StockLine};
+use stockroom_domain::rules::{ReserveAnswer, ReserveDecision};
 use stockroom_domain::{
     CustomerId, MAX_STOCK_PER_PRODUCT, OrderItem, OrderItems, ProductName, Quantity,
 };
-use stockroom_storage::Storage;
+use stockroom_storage::batch::Reservation;
+use stockroom_storage::{InitialStock, OrderFlow};
 use stockroom_storage_sqlite::{MAX_WRITE_BATCH, SqliteStorage, WriterConfig};
 use tokio::runtime::Runtime;
 
@@ -57,8 +58,8 @@ fn measurement_time() -> Duration {
     Duration::from_millis(ms)
 }
 
-fn order(customer: &CustomerId, product: &ProductName) -> ReserveRequest {
-    ReserveRequest {
+fn order(customer: &CustomerId, product: &ProductName) -> Reservation {
+    Reservation {
         order_id: uuid::Uuid::now_v7().to_string(),
         customer_id: customer.clone(),
         items: OrderItems::new(vec![OrderItem {
@@ -67,7 +68,7 @@ fn order(customer: &CustomerId, product: &ProductName) -> ReserveRequest {
         }])
         .expect("one item is a valid order"),
         idempotency_key: None,
-        request_fingerprint: None,
+        fingerprint: None,
         trace_parent: None,
     }
 }
@@ -84,8 +85,8 @@ fn open_storage(
     let product = ProductName::new(HOT_PRODUCT).expect("valid product name");
     runtime.block_on(async {
         storage
-            .initialize_stock(vec![StockLine {
-                product_name: product,
+            .initialize_stock(vec![InitialStock {
+                product,
                 quantity: MAX_STOCK_PER_PRODUCT,
             }])
             .await
@@ -116,7 +117,10 @@ fn storm(runtime: &Runtime, storage: &Arc<SqliteStorage>, orders: u64) -> Durati
                             .await
                             .expect("reserve");
                         assert!(
-                            matches!(results[0].outcome, ReserveOutcome::Reserved { .. }),
+                            matches!(
+                                results[0],
+                                ReserveDecision::Created(ReserveAnswer::Reserved(_))
+                            ),
                             "the stock never runs out in this benchmark"
                         );
                     }

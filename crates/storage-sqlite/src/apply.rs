@@ -7,10 +7,12 @@
 
 use std::collections::HashMap;
 
+use stockroom_domain::outbox::NewEntry;
 use stockroom_domain::rules::{Changes, OrderRecord};
 use stockroom_storage::batch::Writes;
-use stockroom_storage::{StorageError, history, lines};
+use stockroom_storage::{StorageError, history, keys, lines};
 
+use crate::bus;
 use crate::records::json_list;
 use crate::sql::Sql;
 
@@ -20,7 +22,13 @@ pub(crate) fn apply(sql: Sql<'_>, writes: &Writes) -> Result<(), StorageError> {
     apply_stock(sql, changes)?;
     insert_orders(sql, &changes.new_orders, &histories)?;
     update_orders(sql, changes, &histories)?;
-    insert_events(sql, changes)?;
+    let entries: Vec<NewEntry> = changes
+        .events
+        .iter()
+        .cloned()
+        .map(NewEntry::routed)
+        .collect();
+    bus::insert(sql, &entries)?;
     if !changes.processed.is_empty() {
         let rows: Vec<_> = changes
             .processed
@@ -33,15 +41,25 @@ pub(crate) fn apply(sql: Sql<'_>, writes: &Writes) -> Result<(), StorageError> {
             rusqlite::params![json_list(&rows), writes.created_at_ms],
         )?;
     }
-    if !writes.keys.is_empty() {
-        let rows: Vec<_> = writes
+    if !changes.keys.is_empty() {
+        let rows: Vec<_> = changes
             .keys
             .iter()
-            .map(|key| (&key.customer_id, &key.key, &key.fingerprint, &key.answer))
+            .map(|claim| {
+                (
+                    &claim.customer_id,
+                    &claim.key,
+                    &claim.fingerprint,
+                    claim.answer.order_id(),
+                    keys::encode_shortages(&claim.answer),
+                )
+            })
             .collect();
         sql.execute(
-            "INSERT INTO idempotency_keys (customer_id, key, fingerprint, result_json, created_at_ms)
-             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, ?2 FROM json_each(?1)",
+            "INSERT INTO idempotency_keys (customer_id, key, fingerprint, order_id, shortages,
+                                           created_at_ms)
+             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, ?2
+             FROM json_each(?1)",
             rusqlite::params![json_list(&rows), writes.created_at_ms],
         )?;
     }
@@ -187,36 +205,4 @@ fn update_orders(
         [json_list(&rows)],
     )?;
     expect_rows("order update", changed, rows.len())
-}
-
-/// Writes the events to the outbox, each addressed to its consumer.
-fn insert_events(sql: Sql<'_>, changes: &Changes) -> Result<(), StorageError> {
-    if changes.events.is_empty() {
-        return Ok(());
-    }
-    let rows: Vec<_> = changes
-        .events
-        .iter()
-        .map(|event| {
-            (
-                &event.event_id,
-                event.kind.as_str(),
-                &event.order_id,
-                event.order_version,
-                event.total_units,
-                event.occurred_at_ms,
-                event.kind.consumer(),
-                &event.trace_parent,
-            )
-        })
-        .collect();
-    sql.execute(
-        "INSERT INTO outbox (event_id, kind, order_id, order_version, total_units, occurred_at_ms,
-                             consumer, trace_parent)
-         SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5,
-                value ->> 6, value ->> 7
-         FROM json_each(?1)",
-        [json_list(&rows)],
-    )?;
-    Ok(())
 }

@@ -33,15 +33,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags};
 use rusqlite_migration::{M, Migrations};
-use stockroom_contract::{
-    DeadLetter, Delivery, Event, InventoryItem, Order, OrderList, ProviderCharge, ProviderStats,
-    ProviderVerdict, Receipt, StockLine,
-};
 use stockroom_domain::Consumer;
+use stockroom_domain::outbox::DeadLetter;
+use stockroom_domain::rules::{StockRecord, StoredOrder};
 use stockroom_storage::batch::{Command, Reply};
+use stockroom_storage::bus::{OutboxCommand, OutboxReply};
 use stockroom_storage::{
-    DeliveryOutcome, OrderFilter, OutboxCounts, Prune, Pruned, StatusCount, Storage, StorageError,
-    WriteCounters, WriteStats, cause,
+    Charge, EventOutbox, InitialStock, LedgerStats, Maintenance, OrderFilter, OrderFlow, OrderPage,
+    OutboxCounts, ProviderLedger, Prune, Pruned, StatusCount, StorageError, Verdict, WriteCounters,
+    WriteStats, cause,
 };
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
@@ -74,6 +74,7 @@ static MIGRATIONS: LazyLock<Migrations<'static>> = LazyLock::new(|| {
         M::up(include_str!("migrations/0002_rules_engine.sql")),
         M::up(include_str!("migrations/0003_outbox_trace_context.sql")),
         M::up(include_str!("migrations/0004_history_in_order_row.sql")),
+        M::up(include_str!("migrations/0005_keys_keep_decisions.sql")),
     ])
 });
 
@@ -309,16 +310,34 @@ pub(crate) fn now_ms() -> i64 {
 }
 
 #[async_trait]
-impl Storage for SqliteStorage {
-    fn backend_name(&self) -> &'static str {
-        "sqlite"
-    }
-
-    async fn initialize_stock(&self, lines: Vec<StockLine>) -> Result<bool, StorageError> {
+impl OrderFlow for SqliteStorage {
+    async fn initialize_stock(&self, lines: Vec<InitialStock>) -> Result<bool, StorageError> {
         match self.write(WriteCommand::InitializeStock(lines)).await? {
             WriteReply::Loaded(loaded) => Ok(loaded),
             other => Err(unexpected(other)),
         }
+    }
+
+    async fn inventory(&self) -> Result<Vec<StockRecord>, StorageError> {
+        self.read(read::inventory).await
+    }
+
+    async fn inventory_item(&self, product: &str) -> Result<Option<StockRecord>, StorageError> {
+        let key = product.trim().to_lowercase();
+        self.read(move |sql| read::inventory_item(sql, &key)).await
+    }
+
+    async fn order(&self, order_id: &str) -> Result<Option<StoredOrder>, StorageError> {
+        let order_id = order_id.to_owned();
+        self.read(move |sql| read::order(sql, &order_id)).await
+    }
+
+    async fn orders(&self, filter: OrderFilter) -> Result<OrderPage, StorageError> {
+        self.read(move |sql| read::orders(sql, &filter)).await
+    }
+
+    async fn order_counts(&self, cap: u64) -> Result<Vec<StatusCount>, StorageError> {
+        self.read(move |sql| read::order_counts(sql, cap)).await
     }
 
     #[tracing::instrument(name = "storage", level = "debug", skip_all, fields(backend = "sqlite", calls = command.size()))]
@@ -328,88 +347,19 @@ impl Storage for SqliteStorage {
             other => Err(unexpected(other)),
         }
     }
+}
 
-    async fn inventory(&self) -> Result<Vec<InventoryItem>, StorageError> {
-        self.read(read::inventory).await
-    }
-
-    async fn inventory_item(&self, product: &str) -> Result<Option<InventoryItem>, StorageError> {
-        let key = product.trim().to_lowercase();
-        self.read(move |sql| read::inventory_item(sql, &key)).await
-    }
-
-    async fn order(&self, order_id: &str) -> Result<Option<Order>, StorageError> {
-        let order_id = order_id.to_owned();
-        self.read(move |sql| read::order(sql, &order_id)).await
-    }
-
-    async fn orders(&self, filter: OrderFilter) -> Result<OrderList, StorageError> {
-        self.read(move |sql| read::orders(sql, &filter)).await
-    }
-
-    async fn order_counts(&self, cap: u64) -> Result<Vec<StatusCount>, StorageError> {
-        self.read(move |sql| read::order_counts(sql, cap)).await
-    }
-
+#[async_trait]
+impl EventOutbox for SqliteStorage {
     #[tracing::instrument(
         name = "storage",
         level = "debug",
         skip_all,
         fields(backend = "sqlite")
     )]
-    async fn lease_events(
-        &self,
-        consumer: Consumer,
-        max_events: u32,
-        lease_ms: u64,
-    ) -> Result<Vec<Delivery>, StorageError> {
-        let command = WriteCommand::LeaseEvents {
-            consumer,
-            max_events,
-            lease_ms,
-        };
-        match self.write(command).await? {
-            WriteReply::Deliveries(deliveries) => Ok(deliveries),
-            other => Err(unexpected(other)),
-        }
-    }
-
-    #[tracing::instrument(
-        name = "storage",
-        level = "debug",
-        skip_all,
-        fields(backend = "sqlite")
-    )]
-    async fn finish_deliveries(
-        &self,
-        consumer: Consumer,
-        outcome: DeliveryOutcome,
-        receipts: Vec<Receipt>,
-    ) -> Result<u64, StorageError> {
-        if receipts.is_empty() {
-            return Ok(0);
-        }
-        let command = WriteCommand::FinishDeliveries {
-            consumer,
-            outcome,
-            receipts,
-        };
-        match self.write(command).await? {
-            WriteReply::Changed(count) => Ok(count),
-            other => Err(unexpected(other)),
-        }
-    }
-
-    async fn bury_events(
-        &self,
-        consumer: Consumer,
-        events: Vec<Event>,
-    ) -> Result<u64, StorageError> {
-        if events.is_empty() {
-            return Ok(0);
-        }
-        match self.write(WriteCommand::Bury { consumer, events }).await? {
-            WriteReply::Changed(count) => Ok(count),
+    async fn run_outbox(&self, command: OutboxCommand) -> Result<OutboxReply, StorageError> {
+        match self.write(WriteCommand::Outbox(command)).await? {
+            WriteReply::Outbox(reply) => Ok(reply),
             other => Err(unexpected(other)),
         }
     }
@@ -423,30 +373,14 @@ impl Storage for SqliteStorage {
             .await
     }
 
-    async fn redrive(
-        &self,
-        consumer: Consumer,
-        delivery_ids: Vec<i64>,
-    ) -> Result<u64, StorageError> {
-        let command = WriteCommand::Redrive {
-            consumer,
-            delivery_ids,
-        };
-        match self.write(command).await? {
-            WriteReply::Changed(count) => Ok(count),
-            other => Err(unexpected(other)),
-        }
+    async fn outbox_counts(&self) -> Result<Vec<OutboxCounts>, StorageError> {
+        self.read(bus::counts).await
     }
+}
 
-    async fn dead_letter_count(&self, consumer: Consumer) -> Result<u64, StorageError> {
-        self.read(move |sql| bus::dead_letter_count(sql, consumer))
-            .await
-    }
-
-    async fn provider_charge(
-        &self,
-        charges: Vec<ProviderCharge>,
-    ) -> Result<Vec<ProviderVerdict>, StorageError> {
+#[async_trait]
+impl ProviderLedger for SqliteStorage {
+    async fn provider_charge(&self, charges: Vec<Charge>) -> Result<Vec<Verdict>, StorageError> {
         if charges.is_empty() {
             return Ok(Vec::new());
         }
@@ -456,8 +390,15 @@ impl Storage for SqliteStorage {
         }
     }
 
-    async fn provider_stats(&self) -> Result<ProviderStats, StorageError> {
+    async fn provider_stats(&self) -> Result<LedgerStats, StorageError> {
         self.read(provider::stats).await
+    }
+}
+
+#[async_trait]
+impl Maintenance for SqliteStorage {
+    fn backend_name(&self) -> &'static str {
+        "sqlite"
     }
 
     async fn prune(&self, prune: Prune) -> Result<Pruned, StorageError> {
@@ -474,10 +415,6 @@ impl Storage for SqliteStorage {
         }
     }
 
-    async fn outbox_counts(&self) -> Result<Vec<OutboxCounts>, StorageError> {
-        self.read(bus::counts).await
-    }
-
     fn statements_executed(&self) -> u64 {
         self.statements.load(Ordering::Relaxed)
     }
@@ -487,6 +424,14 @@ impl Storage for SqliteStorage {
         self.write_counters.stats(queued)
     }
 
+    async fn close(&self) {
+        self.shut_down().await;
+    }
+}
+
+#[cfg(feature = "testing")]
+#[async_trait]
+impl stockroom_storage::testing::FaultInjection for SqliteStorage {
     async fn execute_unchecked(&self, statement: &str) -> Result<u64, StorageError> {
         let path = self.path.clone();
         let statement = statement.to_owned();
@@ -499,10 +444,6 @@ impl Storage for SqliteStorage {
         })
         .await
         .map_err(|error| StorageError::unavailable(format!("fault injection failed: {error}")))?
-    }
-
-    async fn close(&self) {
-        self.shut_down().await;
     }
 }
 
@@ -539,7 +480,8 @@ mod tests {
                      INSERT INTO deliveries (consumer, seq, attempts, leased_until_ms) VALUES ('payment', 1, 2, 0);
                      INSERT INTO dead_letters (consumer, seq, attempts, at_ms) VALUES ('payment', 2, 10, 2000);
                      INSERT INTO idempotency_keys (key, fingerprint, result_json, created_at_ms)
-                     VALUES ('k1', 'f1', '{\"outcome\":\"reserved\",\"order\":{\"customerId\":\"c7\"}}', 1000);
+                     VALUES ('k1', 'f1', '{\"outcome\":\"reserved\",\"order\":{\"id\":\"a\",\"customerId\":\"c7\"}}', 1000),
+                            ('k3', 'f3', '{\"outcome\":\"rejected\",\"order\":{\"id\":\"r\",\"customerId\":\"c8\"},\"shortages\":[{\"productName\":\"Laptop\",\"requested\":3,\"available\":1}]}', 1000);
                      INSERT INTO orders (id, customer_id, status, reason, payment_status, version, created_at_ms, updated_at_ms)
                      VALUES ('a', 'c7', 'reserved', NULL, 'none', 1, 1000, 1000);
                      INSERT INTO order_items (order_id, product_key, product_name, quantity)
@@ -560,17 +502,47 @@ mod tests {
         let dead = storage.dead_letters(Consumer::Payment, 10).await.unwrap();
         assert_eq!(dead.len(), 1);
         assert_eq!(dead[0].event.order_id, "b");
-        let key = storage
+        let keys = storage
             .read(|sql| {
-                sql.row(
-                    "SELECT customer_id FROM idempotency_keys WHERE key = 'k1'",
+                sql.rows(
+                    "SELECT customer_id, key, order_id, shortages FROM idempotency_keys
+                     ORDER BY key",
                     [],
-                    |row| row.get::<_, String>(0),
+                    |row| {
+                        Ok((
+                            row.get::<_, String>(0)?,
+                            row.get::<_, String>(1)?,
+                            row.get::<_, String>(2)?,
+                            row.get::<_, Option<String>>(3)?,
+                        ))
+                    },
                 )
             })
             .await
             .unwrap();
-        assert_eq!(key.as_deref(), Some("c7"));
+        assert_eq!(
+            keys,
+            [
+                ("c7".into(), "k1".into(), "a".into(), None),
+                (
+                    "c8".into(),
+                    "k3".into(),
+                    "r".into(),
+                    Some(r#"[["Laptop",3,1]]"#.into())
+                )
+            ],
+            "keys keep their customer, order and shortages"
+        );
+        let replay = storage
+            .reserve(vec![stockroom_storage_conformance::support::keyed_request(
+                "c7",
+                &[("Laptop", 2), ("Phone", 1)],
+                "k1",
+                Some("f1"),
+            )])
+            .await
+            .unwrap();
+        stockroom_storage_conformance::support::assert_migrated_replay(&replay);
         let order = storage
             .order("a")
             .await

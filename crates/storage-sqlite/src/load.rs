@@ -2,8 +2,8 @@
 //! queries per batch, each unpacking its list of ids from one JSON parameter.
 
 use stockroom_domain::rules::{Book, StoredKey};
-use stockroom_storage::StorageError;
 use stockroom_storage::batch::Needs;
+use stockroom_storage::{StorageError, keys};
 
 use crate::records::{
     ORDER_COLUMNS, STOCK_COLUMNS, json_list, order_records, order_row, stock, stock_row,
@@ -31,8 +31,8 @@ pub(crate) fn load(sql: Sql<'_>, needs: &mut Needs, now_ms: i64) -> Result<Book,
     }
     if !needs.keys.is_empty() {
         let keys: Vec<&(String, String)> = needs.keys.iter().collect();
-        let stored = sql.rows(
-            "SELECT customer_id, key, fingerprint, result_json FROM idempotency_keys
+        let rows = sql.rows(
+            "SELECT customer_id, key, fingerprint, order_id, shortages FROM idempotency_keys
              WHERE (customer_id, key) IN (SELECT value ->> 0, value ->> 1 FROM json_each(?1))",
             [json_list(&keys)],
             |row| {
@@ -41,18 +41,25 @@ pub(crate) fn load(sql: Sql<'_>, needs: &mut Needs, now_ms: i64) -> Result<Book,
                     row.get::<_, String>(1)?,
                     row.get::<_, Option<String>>(2)?,
                     row.get::<_, String>(3)?,
+                    row.get::<_, Option<String>>(4)?,
                 ))
             },
         )?;
-        for (customer_id, key, fingerprint, answer) in stored {
-            book.load_key(
+        let mut stored = Vec::with_capacity(rows.len());
+        for (customer_id, key, fingerprint, order_id, shortages) in rows {
+            let answer = keys::decode(order_id, shortages.as_deref())?;
+            stored.push((
                 customer_id,
                 key,
                 StoredKey {
                     fingerprint,
                     answer,
                 },
-            );
+            ));
+        }
+        needs.keys_loaded(stored.iter().map(|(_, _, key)| key));
+        for (customer_id, key, stored) in stored {
+            book.load_key(customer_id, key, stored);
         }
     }
     if !needs.order_ids.is_empty() {

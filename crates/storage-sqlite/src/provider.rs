@@ -1,8 +1,7 @@
 //! The simulated payment provider's ledger: one row per charge key, the
 //! first request's verdict standing for every later one.
 
-use stockroom_contract::{ProviderCharge, ProviderStats, ProviderVerdict};
-use stockroom_storage::StorageError;
+use stockroom_storage::{Charge, LedgerStats, StorageError, Verdict};
 
 use crate::records::json_list;
 use crate::sql::Sql;
@@ -10,9 +9,9 @@ use crate::sql::Sql;
 /// Records each charge by its key and returns each key's verdict.
 pub(crate) fn charge(
     sql: Sql<'_>,
-    charges: &[ProviderCharge],
+    charges: &[Charge],
     now_ms: i64,
-) -> Result<Vec<ProviderVerdict>, StorageError> {
+) -> Result<Vec<Verdict>, StorageError> {
     let rows: Vec<_> = charges
         .iter()
         .map(|charge| {
@@ -33,7 +32,7 @@ pub(crate) fn charge(
          RETURNING charge_key, approved, requests",
         rusqlite::params![json_list(&rows), now_ms],
         |row| {
-            Ok(ProviderVerdict {
+            Ok(Verdict {
                 charge_key: row.get(0)?,
                 approved: row.get(1)?,
                 requests: row.get(2)?,
@@ -60,7 +59,7 @@ pub(crate) fn charge(
         .collect()
 }
 
-pub(crate) fn stats(sql: Sql<'_>) -> Result<ProviderStats, StorageError> {
+pub(crate) fn stats(sql: Sql<'_>) -> Result<LedgerStats, StorageError> {
     let stats = sql.row(
         "SELECT COALESCE(SUM(approved), 0), COALESCE(SUM(1 - approved), 0),
                 COALESCE(SUM(requests - 1), 0),
@@ -69,7 +68,7 @@ pub(crate) fn stats(sql: Sql<'_>) -> Result<ProviderStats, StorageError> {
          FROM provider_charges",
         [],
         |row| {
-            Ok(ProviderStats {
+            Ok(LedgerStats {
                 charged: row.get::<_, i64>(0)? as u64,
                 declined: row.get::<_, i64>(1)? as u64,
                 repeated_requests: row.get::<_, i64>(2)? as u64,

@@ -9,10 +9,10 @@
 
 use std::collections::HashMap;
 
-use stockroom_contract::{HistoryEntry, InventoryItem, Order, OrderList};
 use stockroom_domain::OrderStatus;
+use stockroom_domain::rules::{StockRecord, StoredOrder};
 use stockroom_storage::{
-    MAX_ORDERS_PER_PAGE, OrderFilter, StatusCount, StorageError, assemble_documents, history,
+    MAX_ORDERS_PER_PAGE, OrderFilter, OrderPage, StatusCount, StorageError, history,
 };
 
 use crate::records::{
@@ -21,12 +21,17 @@ use crate::records::{
 };
 use crate::sql::Sql;
 
-fn item(row: crate::records::StockRow) -> Result<InventoryItem, StorageError> {
-    let figures = stock(&row)?;
-    Ok(InventoryItem::from_stock(&row.1, &figures))
+fn item(row: crate::records::StockRow) -> Result<StockRecord, StorageError> {
+    let stock = stock(&row)?;
+    let (product_key, product_name, ..) = row;
+    Ok(StockRecord {
+        product_key,
+        product_name,
+        stock,
+    })
 }
 
-pub(crate) fn inventory(sql: Sql<'_>) -> Result<Vec<InventoryItem>, StorageError> {
+pub(crate) fn inventory(sql: Sql<'_>) -> Result<Vec<StockRecord>, StorageError> {
     sql.rows(
         &format!("SELECT {STOCK_COLUMNS} FROM inventory ORDER BY product_key"),
         [],
@@ -40,7 +45,7 @@ pub(crate) fn inventory(sql: Sql<'_>) -> Result<Vec<InventoryItem>, StorageError
 pub(crate) fn inventory_item(
     sql: Sql<'_>,
     product_key: &str,
-) -> Result<Option<InventoryItem>, StorageError> {
+) -> Result<Option<StockRecord>, StorageError> {
     sql.row(
         &format!("SELECT {STOCK_COLUMNS} FROM inventory WHERE product_key = ?1"),
         [product_key],
@@ -50,13 +55,13 @@ pub(crate) fn inventory_item(
     .transpose()
 }
 
-pub(crate) fn order(sql: Sql<'_>, order_id: &str) -> Result<Option<Order>, StorageError> {
-    Ok(documents(sql, &[order_id.to_owned()])?.pop())
+pub(crate) fn order(sql: Sql<'_>, order_id: &str) -> Result<Option<StoredOrder>, StorageError> {
+    Ok(with_history(sql, &[order_id.to_owned()])?.pop())
 }
 
-/// The documents of the orders with these ids, in the order given (ids of
-/// no order are left out): one query for any number of orders.
-fn documents(sql: Sql<'_>, ids: &[String]) -> Result<Vec<Order>, StorageError> {
+/// The orders with these ids and their histories, in the order given (ids
+/// of no order are left out): one query for any number of orders.
+fn with_history(sql: Sql<'_>, ids: &[String]) -> Result<Vec<StoredOrder>, StorageError> {
     if ids.is_empty() {
         return Ok(Vec::new());
     }
@@ -70,12 +75,12 @@ fn documents(sql: Sql<'_>, ids: &[String]) -> Result<Vec<Order>, StorageError> {
         |row| Ok((order_row(row)?, row.get::<_, String>(ORDER_COLUMN_COUNT)?)),
     )?;
     let (rows, texts): (Vec<_>, Vec<String>) = rows.into_iter().unzip();
-    let orders = order_records(rows)?;
-    let mut histories: HashMap<String, Vec<HistoryEntry>> = HashMap::with_capacity(ids.len());
-    for (order, text) in orders.iter().zip(&texts) {
-        histories.insert(order.id.clone(), history::decode(&order.id, text)?);
+    let mut by_id: HashMap<String, StoredOrder> = HashMap::with_capacity(ids.len());
+    for (order, text) in order_records(rows)?.into_iter().zip(&texts) {
+        let history = history::decode(&order.id, text)?;
+        by_id.insert(order.id.clone(), StoredOrder { order, history });
     }
-    Ok(assemble_documents(ids, orders, histories))
+    Ok(ids.iter().filter_map(|id| by_id.remove(id)).collect())
 }
 
 /// The query listing order ids for a filter. Each combination gets its own
@@ -100,7 +105,7 @@ fn list_sql(filter: &OrderFilter) -> String {
     format!("SELECT id FROM orders {filter} ORDER BY id LIMIT :limit")
 }
 
-pub(crate) fn orders(sql: Sql<'_>, filter: &OrderFilter) -> Result<OrderList, StorageError> {
+pub(crate) fn orders(sql: Sql<'_>, filter: &OrderFilter) -> Result<OrderPage, StorageError> {
     let limit = filter.limit.clamp(1, MAX_ORDERS_PER_PAGE);
     let text = list_sql(filter);
     let status = filter.status.map(|status| status.as_str());
@@ -120,13 +125,13 @@ pub(crate) fn orders(sql: Sql<'_>, filter: &OrderFilter) -> Result<OrderList, St
     let mut ids = sql.rows(&text, named.as_slice(), |row| row.get::<_, String>(0))?;
     let has_more = ids.len() > limit as usize;
     ids.truncate(limit as usize);
-    let orders = documents(sql, &ids)?;
+    let orders = with_history(sql, &ids)?;
     let next_cursor = if has_more {
-        orders.last().map(|last| last.id.clone())
+        orders.last().map(|last| last.order.id.clone())
     } else {
         None
     };
-    Ok(OrderList {
+    Ok(OrderPage {
         orders,
         next_cursor,
     })

@@ -5,17 +5,20 @@
 //! decide (reservations, payments, settlements, cancels, sweeps, restocks)
 //! run together as one batch of the rules: loaded with a fixed number of
 //! queries, decided in memory in arrival order, written with a fixed number
-//! of statements. The bus's jobs (leases, acknowledgements) follow, each in
-//! its own savepoint. No caller hears "done" before the commit is on disk.
+//! of statements. The bus's jobs (leases, acknowledgements, rejections,
+//! redrives) run together the same way as one batch of the outbox. The rest
+//! (the provider's charges, retention, the probe) follow, each in its own
+//! savepoint. No caller hears "done" before the commit is on disk.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
 use rusqlite::Connection;
-use stockroom_contract::{Delivery, Event, ProviderCharge, ProviderVerdict, Receipt, StockLine};
-use stockroom_domain::Consumer;
 use stockroom_storage::batch::{Command, Needs, Reply, decide};
-use stockroom_storage::{DeliveryOutcome, Prune, Pruned, StorageError, WriteCounters};
+use stockroom_storage::bus::{OutboxCommand, OutboxReply};
+use stockroom_storage::{
+    Charge, InitialStock, Prune, Pruned, StorageError, Verdict, WriteCounters,
+};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::sql::Sql;
@@ -29,27 +32,10 @@ pub struct WriteJob {
 #[derive(Debug)]
 pub enum WriteCommand {
     Rules(Command),
-    InitializeStock(Vec<StockLine>),
-    LeaseEvents {
-        consumer: Consumer,
-        max_events: u32,
-        lease_ms: u64,
-    },
-    FinishDeliveries {
-        consumer: Consumer,
-        outcome: DeliveryOutcome,
-        receipts: Vec<Receipt>,
-    },
-    Redrive {
-        consumer: Consumer,
-        delivery_ids: Vec<i64>,
-    },
-    Bury {
-        consumer: Consumer,
-        events: Vec<Event>,
-    },
+    Outbox(OutboxCommand),
+    InitializeStock(Vec<InitialStock>),
     /// The simulated provider's charges.
-    Charge(Vec<ProviderCharge>),
+    Charge(Vec<Charge>),
     /// Retention's deletions.
     Prune(Prune),
     /// Write and commit a marker: proves the write path works.
@@ -61,10 +47,9 @@ pub enum WriteCommand {
 #[derive(Debug)]
 pub enum WriteReply {
     Rules(Reply),
+    Outbox(OutboxReply),
     Loaded(bool),
-    Deliveries(Vec<Delivery>),
-    Changed(u64),
-    Verdicts(Vec<ProviderVerdict>),
+    Verdicts(Vec<Verdict>),
     Pruned(Pruned),
     Done,
 }
@@ -117,49 +102,74 @@ pub fn run_writer(
     drop(connection);
 }
 
+/// The jobs of one batch, sorted by how they run.
+#[derive(Default)]
+struct Sorted {
+    rules: Vec<Command>,
+    rule_repliers: Vec<Replier>,
+    outbox: Vec<OutboxCommand>,
+    outbox_repliers: Vec<Replier>,
+    others: Vec<(WriteCommand, Replier)>,
+}
+
+impl Sorted {
+    fn of(batch: &mut Vec<WriteJob>) -> Sorted {
+        let mut sorted = Sorted::default();
+        for job in batch.drain(..) {
+            match job.command {
+                WriteCommand::Rules(command) => {
+                    sorted.rules.push(command);
+                    sorted.rule_repliers.push(job.reply);
+                }
+                WriteCommand::Outbox(command) => {
+                    sorted.outbox.push(command);
+                    sorted.outbox_repliers.push(job.reply);
+                }
+                other => sorted.others.push((other, job.reply)),
+            }
+        }
+        sorted
+    }
+
+    fn repliers(self) -> impl Iterator<Item = Replier> {
+        self.rule_repliers
+            .into_iter()
+            .chain(self.outbox_repliers)
+            .chain(self.others.into_iter().map(|(_, reply)| reply))
+    }
+}
+
 /// Applies every job of the batch in one transaction, then answers each
 /// caller. A caller hears success only after the commit is on disk.
 fn apply_batch(connection: &mut Connection, statements: &AtomicU64, batch: &mut Vec<WriteJob>) {
-    let mut commands = Vec::new();
-    let mut rule_repliers: Vec<Replier> = Vec::new();
-    let mut others: Vec<(WriteCommand, Replier)> = Vec::new();
-    for job in batch.drain(..) {
-        match job.command {
-            WriteCommand::Rules(command) => {
-                commands.push(command);
-                rule_repliers.push(job.reply);
-            }
-            other => others.push((other, job.reply)),
-        }
-    }
+    let sorted = Sorted::of(batch);
     let sql = Sql::new(connection, statements);
     if let Err(error) = sql.batch("BEGIN IMMEDIATE") {
-        for reply in rule_repliers
-            .into_iter()
-            .chain(others.into_iter().map(|(_, reply)| reply))
-        {
+        for reply in sorted.repliers() {
             let _ = reply.send(Err(error.clone()));
         }
         return;
     }
     let mut answers: Vec<(Replier, Result<WriteReply, StorageError>)> = Vec::new();
-    if !commands.is_empty() {
-        let replies = in_savepoint(sql, |sql| run_rules(sql, &commands));
-        match replies {
-            Ok(replies) => answers.extend(
-                rule_repliers
-                    .into_iter()
-                    .zip(replies)
-                    .map(|(reply, answer)| (reply, answer.map(WriteReply::Rules))),
-            ),
-            Err(error) => answers.extend(
-                rule_repliers
-                    .into_iter()
-                    .map(|reply| (reply, Err(error.clone()))),
-            ),
-        }
+    if !sorted.rules.is_empty() {
+        let replies = in_savepoint(sql, |sql| run_rules(sql, &sorted.rules));
+        answer_each(
+            &mut answers,
+            sorted.rule_repliers,
+            replies,
+            WriteReply::Rules,
+        );
     }
-    for (command, reply) in others {
+    if !sorted.outbox.is_empty() {
+        let replies = in_savepoint(sql, |sql| bus::run(sql, sorted.outbox, now_ms()));
+        answer_each(
+            &mut answers,
+            sorted.outbox_repliers,
+            replies.map(|replies| replies.into_iter().map(Ok).collect()),
+            WriteReply::Outbox,
+        );
+    }
+    for (command, reply) in sorted.others {
         answers.push((reply, in_savepoint(sql, |sql| apply_other(sql, command))));
     }
     let commit = sql.batch("COMMIT");
@@ -174,6 +184,29 @@ fn apply_batch(connection: &mut Connection, statements: &AtomicU64, batch: &mut 
             Err(error) => Err(error.clone()),
         };
         let _ = reply.send(answer);
+    }
+}
+
+/// Pairs each caller with its own reply, or with the error that failed the
+/// whole group.
+fn answer_each<T>(
+    answers: &mut Vec<(Replier, Result<WriteReply, StorageError>)>,
+    repliers: Vec<Replier>,
+    replies: Result<Vec<Result<T, StorageError>>, StorageError>,
+    wrap: impl Fn(T) -> WriteReply,
+) {
+    match replies {
+        Ok(replies) => answers.extend(
+            repliers
+                .into_iter()
+                .zip(replies)
+                .map(|(reply, answer)| (reply, answer.map(&wrap))),
+        ),
+        Err(error) => answers.extend(
+            repliers
+                .into_iter()
+                .map(|reply| (reply, Err(error.clone()))),
+        ),
     }
 }
 
@@ -209,11 +242,11 @@ fn run_rules(
         .into_iter()
         .map(|answer| match answer {
             Ok(answer) => {
-                let document = match answer.document_needed() {
+                let order = match answer.order_needed() {
                     Some(order_id) => read::order(sql, order_id)?,
                     None => None,
                 };
-                Ok(answer.into_reply(document))
+                Ok(answer.into_reply(order))
             }
             Err(error) => Ok(Err(error)),
         })
@@ -225,27 +258,6 @@ fn apply_other(sql: Sql<'_>, command: WriteCommand) -> Result<WriteReply, Storag
         WriteCommand::InitializeStock(lines) => {
             initialize_stock(sql, lines).map(WriteReply::Loaded)
         }
-        WriteCommand::LeaseEvents {
-            consumer,
-            max_events,
-            lease_ms,
-        } => {
-            let token = uuid::Uuid::new_v4().simple().to_string();
-            bus::lease(sql, consumer, max_events, lease_ms, &token, now_ms())
-                .map(WriteReply::Deliveries)
-        }
-        WriteCommand::FinishDeliveries {
-            consumer,
-            outcome,
-            receipts,
-        } => bus::finish(sql, consumer, outcome, &receipts, now_ms()).map(WriteReply::Changed),
-        WriteCommand::Redrive {
-            consumer,
-            delivery_ids,
-        } => bus::redrive(sql, consumer, &delivery_ids).map(WriteReply::Changed),
-        WriteCommand::Bury { consumer, events } => {
-            bus::bury(sql, consumer, &events, now_ms()).map(WriteReply::Changed)
-        }
         WriteCommand::Prune(rules) => prune::prune(sql, rules).map(WriteReply::Pruned),
         WriteCommand::Charge(charges) => {
             provider::charge(sql, &charges, now_ms()).map(WriteReply::Verdicts)
@@ -254,20 +266,22 @@ fn apply_other(sql: Sql<'_>, command: WriteCommand) -> Result<WriteReply, Storag
             .execute(
                 "INSERT INTO meta (key, value) VALUES ('health_probe', ?1)
                  ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                [stockroom_contract::format_time(now_ms())],
+                [now_ms().to_string()],
             )
             .map(|_| WriteReply::Done),
         WriteCommand::Shutdown => Ok(WriteReply::Done),
-        WriteCommand::Rules(_) => unreachable!("rule commands run as one batch"),
+        WriteCommand::Rules(_) | WriteCommand::Outbox(_) => {
+            unreachable!("rule and outbox commands run as batches of their own")
+        }
     }
 }
 
 /// Loads the initial stock once: the first start claims the `stock_loaded`
 /// marker and restocks every line through the rules.
-fn initialize_stock(sql: Sql<'_>, lines: Vec<StockLine>) -> Result<bool, StorageError> {
+fn initialize_stock(sql: Sql<'_>, lines: Vec<InitialStock>) -> Result<bool, StorageError> {
     let claimed = sql.execute(
         "INSERT INTO meta (key, value) VALUES ('stock_loaded', ?1) ON CONFLICT (key) DO NOTHING",
-        [stockroom_contract::format_time(now_ms())],
+        [now_ms().to_string()],
     )?;
     if claimed == 0 {
         return Ok(false);
@@ -275,7 +289,7 @@ fn initialize_stock(sql: Sql<'_>, lines: Vec<StockLine>) -> Result<bool, Storage
     let commands: Vec<Command> = lines
         .into_iter()
         .map(|line| Command::Restock {
-            product: line.product_name,
+            product: line.product,
             quantity: line.quantity,
         })
         .collect();

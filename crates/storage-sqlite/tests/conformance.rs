@@ -4,14 +4,15 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use stockroom_storage::Storage;
+use stockroom_storage::Maintenance;
+use stockroom_storage::testing::TestStorage;
 use stockroom_storage_sqlite::{SqliteStorage, WriterConfig};
 
 /// Makes a fresh database, runs one conformance test on it, then closes the
 /// database and removes the directory (also when the test fails).
 async fn run<F, Fut>(name: &'static str, test: F)
 where
-    F: FnOnce(Arc<dyn Storage>) -> Fut,
+    F: FnOnce(Arc<dyn TestStorage>) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
     let directory = tempfile::Builder::new()
@@ -24,7 +25,7 @@ where
     );
     // The test runs as its own task so that a panic in it still lets the
     // database close cleanly before the failure is reported.
-    let outcome = tokio::spawn(test(Arc::clone(&storage) as Arc<dyn Storage>)).await;
+    let outcome = tokio::spawn(test(Arc::clone(&storage) as Arc<dyn TestStorage>)).await;
     storage.close().await;
     drop(directory);
     if let Err(error) = outcome {

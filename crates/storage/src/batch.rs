@@ -14,29 +14,63 @@
 //! 3. the backend writes [`Writes`] with a fixed number of set-based
 //!    statements, reads the documents a cancel answers with, and commits.
 //!
-//! Nothing here does I/O; this is the one place where the contract's
-//! documents meet the rules' decisions, so the backends cannot disagree.
+//! Nothing here does I/O, and everything is a domain record: the services
+//! turn the answers into documents. Both backends run batches through here,
+//! so they cannot disagree.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use stockroom_contract::{
-    EffectOutcome, EffectResult, InventoryItem, Order, PaymentRecord, ReserveOutcome,
-    ReserveRequest, ReserveResult, Settlement, SettlementAction, Shortage,
-};
 use stockroom_domain::rules::{
-    Book, Changes, Effect, OrderRecord, ReleaseDecision, ReserveDecision, ReserveInput, Settle,
-    SweepDecision, payment_applies, settlement_applies,
+    Book, Changes, Effect, OrderRecord, ReleaseDecision, ReserveDecision, ReserveInput, RuleError,
+    Settle, StockRecord, StoredKey, StoredOrder, SweepDecision, payment_applies,
+    settlement_applies,
 };
-use stockroom_domain::{Consumer, ProductName, ReleaseReason};
+use stockroom_domain::{Consumer, CustomerId, OrderItems, ProductName, ReleaseReason};
 
 use crate::{ReleaseOutcome, StorageError};
+
+/// One order to reserve, as order-service checked it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reservation {
+    pub order_id: String,
+    pub customer_id: CustomerId,
+    pub items: OrderItems,
+    /// The client's `Idempotency-Key`, scoped to the customer.
+    pub idempotency_key: Option<String>,
+    /// A hash of the normalised request, to tell a retry from a different
+    /// request that reuses the key.
+    pub fingerprint: Option<String>,
+    /// The W3C trace context of the order's request, carried to its
+    /// `OrderReserved` event (see [`MAX_TRACE_CONTEXT_BYTES`]).
+    pub trace_parent: Option<String>,
+}
+
+/// payment-service's verdict on one reserved order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaymentVerdict {
+    pub order_id: String,
+    /// The `OrderReserved` event this answers.
+    pub event_id: String,
+    pub approved: bool,
+    /// The W3C trace context of the payment, carried to its verdict's event.
+    pub trace_parent: Option<String>,
+}
+
+/// inventory-service's settlement of one paid or declined order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettlementCall {
+    pub order_id: String,
+    /// The payment event this answers.
+    pub event_id: String,
+    pub action: Settle,
+}
 
 /// A call the rules decide.
 #[derive(Debug, Clone)]
 pub enum Command {
-    Reserve(Vec<ReserveRequest>),
-    RecordPayments(Vec<PaymentRecord>),
-    Settle(Vec<Settlement>),
+    Reserve(Vec<Reservation>),
+    RecordPayments(Vec<PaymentVerdict>),
+    Settle(Vec<SettlementCall>),
     Release {
         order_id: String,
         reason: ReleaseReason,
@@ -77,15 +111,18 @@ pub struct SweptOrder {
 /// The answer to one [`Command`].
 #[derive(Debug, Clone)]
 pub enum Reply {
-    Reserved(Vec<ReserveResult>),
-    Effects(Vec<EffectResult>),
+    Reserved(Vec<ReserveDecision>),
+    /// One effect per event, in the order given; an error means the stored
+    /// order contradicts the stock (a bug or damaged data) and nothing was
+    /// changed for that event.
+    Effects(Vec<Result<Effect, RuleError>>),
     Release(ReleaseOutcome),
     Swept(Vec<SweptOrder>),
-    Item(InventoryItem),
+    Item(StockRecord),
 }
 
 /// What [`decide`] answers a command with: a reply, or a cancel's decision
-/// whose reply needs the order's document, read after the writes.
+/// whose reply needs the order with its history, read after the writes.
 #[derive(Debug, Clone)]
 pub enum Answer {
     Ready(Reply),
@@ -96,8 +133,8 @@ pub enum Answer {
 }
 
 impl Answer {
-    /// The order whose document the answer needs, if any.
-    pub fn document_needed(&self) -> Option<&str> {
+    /// The order the answer needs read, if any.
+    pub fn order_needed(&self) -> Option<&str> {
         match self {
             Answer::Release {
                 order_id,
@@ -110,13 +147,13 @@ impl Answer {
         }
     }
 
-    /// The reply, given the document [`Answer::document_needed`] asked for.
-    pub fn into_reply(self, document: Option<Order>) -> Result<Reply, StorageError> {
+    /// The reply, given the order [`Answer::order_needed`] asked for.
+    pub fn into_reply(self, order: Option<StoredOrder>) -> Result<Reply, StorageError> {
         match self {
             Answer::Ready(reply) => Ok(reply),
             Answer::Release { order_id, decision } => {
                 let document = || {
-                    document.ok_or_else(|| {
+                    order.ok_or_else(|| {
                         StorageError::Inconsistent(format!("order {order_id} vanished"))
                     })
                 };
@@ -199,7 +236,7 @@ impl Needs {
                         needs.events.push(CarriedEvent {
                             event_id: settlement.event_id.clone(),
                             order_id: settlement.order_id.clone(),
-                            step: Step::Settlement(settle_action(settlement.action)),
+                            step: Step::Settlement(settlement.action),
                         });
                     }
                 }
@@ -249,6 +286,14 @@ impl Needs {
         }
     }
 
+    /// Adds the orders that stored idempotency keys answered with, so that a
+    /// replay can rebuild its answer; call it with the keys before loading
+    /// the orders.
+    pub fn keys_loaded<'a>(&mut self, keys: impl IntoIterator<Item = &'a StoredKey>) {
+        self.order_ids
+            .extend(keys.into_iter().map(|key| key.answer.order_id().to_owned()));
+    }
+
     /// Adds the sweep candidates the backend found for sweep `index`.
     pub fn add_swept(&mut self, index: usize, ids: Vec<String>) {
         self.order_ids.extend(ids.iter().cloned());
@@ -276,34 +321,16 @@ enum Step {
     Settlement(Settle),
 }
 
-fn settle_action(action: SettlementAction) -> Settle {
-    match action {
-        SettlementAction::Commit => Settle::Commit,
-        SettlementAction::Release => Settle::Release,
-    }
-}
-
-/// An idempotency key to store, with the answer its request was given.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyAnswer {
-    pub customer_id: String,
-    pub key: String,
-    pub fingerprint: Option<String>,
-    /// The JSON of the [`ReserveOutcome`], replayed to a retry.
-    pub answer: String,
-}
-
 /// Everything a batch writes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Writes {
     pub changes: Changes,
-    pub keys: Vec<KeyAnswer>,
     pub created_at_ms: i64,
 }
 
 impl Writes {
     pub fn is_empty(&self) -> bool {
-        self.changes.is_empty() && self.keys.is_empty()
+        self.changes.is_empty()
     }
 
     /// Whether the batch wrote events, so that waiting consumers should look.
@@ -320,97 +347,129 @@ pub fn decide(
     commands: &[Command],
     needs: &Needs,
 ) -> (Vec<Result<Answer, StorageError>>, Writes) {
-    let total_requests: usize = commands
+    let mut sweeps = needs.sweeps.iter();
+    let answers = commands
         .iter()
         .map(|command| match command {
-            Command::Reserve(requests) => requests.len(),
-            _ => 0,
-        })
-        .sum();
-    let mut outcomes: Vec<Option<ReserveOutcome>> = vec![None; total_requests];
-    let mut position = 0;
-    let mut sweep_index = 0;
-    let mut answers = Vec::with_capacity(commands.len());
-    for command in commands {
-        let answer = match command {
             Command::Reserve(requests) => {
-                let start = position;
-                position += requests.len();
-                reserve(&mut book, requests, start, &mut outcomes).map(|results| Answer::Ready(Reply::Reserved(results)))
+                Ok(Answer::Ready(Reply::Reserved(reserve(&mut book, requests))))
             }
             Command::RecordPayments(payments) => Ok(Answer::Ready(Reply::Effects(
-                payments
-                    .iter()
-                    .map(|payment| {
-                        let effect =
-                            book.record_payment(&payment.order_id, &payment.event_id, payment.approved);
-                        tracing::debug!(order_id = %payment.order_id, approved = payment.approved, ?effect, "payment recorded");
-                        effect_result(&payment.order_id, Ok(effect))
-                    })
-                    .collect(),
+                record_payments(&mut book, payments),
             ))),
-            Command::Settle(settlements) => Ok(Answer::Ready(Reply::Effects(
-                settlements
-                    .iter()
-                    .map(|settlement| {
-                        let action = settle_action(settlement.action);
-                        let effect = book.settle(&settlement.order_id, &settlement.event_id, action);
-                        tracing::debug!(order_id = %settlement.order_id, ?action, ?effect, "settlement decided");
-                        effect_result(&settlement.order_id, effect)
-                    })
-                    .collect(),
-            ))),
-            Command::Release { order_id, reason } => match book.release(order_id, *reason) {
-                Ok(decision) => {
-                    tracing::info!(operation = "release", order_id, reason = reason.as_str(), ?decision, "release decided");
-                    Ok(Answer::Release {
-                        order_id: order_id.clone(),
-                        decision,
-                    })
-                }
-                Err(error) => Err(StorageError::Inconsistent(error.to_string())),
-            },
+            Command::Settle(settlements) => Ok(Answer::Ready(Reply::Effects(settle(
+                &mut book,
+                settlements,
+            )))),
+            Command::Release { order_id, reason } => release(&mut book, order_id, *reason),
             Command::Sweep { .. } => {
-                let query = &needs.sweeps[sweep_index];
-                sweep_index += 1;
+                let query = sweeps
+                    .next()
+                    .expect("Needs::of made one sweep query per sweep command");
                 Ok(Answer::Ready(Reply::Swept(sweep(&mut book, query))))
             }
-            Command::Restock { product, quantity } => match book.restock(product, *quantity) {
-                Ok(stock) => {
-                    let (name, _) = book
-                        .stock(&product.key())
-                        .expect("a restocked product is in the book");
-                    tracing::info!(operation = "restock", product = name, quantity, on_hand_after = stock.on_hand(), "inventory restocked");
-                    Ok(Answer::Ready(Reply::Item(InventoryItem::from_stock(name, &stock))))
-                }
-                Err(error) => Err(StorageError::Refused(error.to_string())),
-            },
-        };
-        answers.push(answer);
-    }
+            Command::Restock { product, quantity } => restock(&mut book, product, *quantity),
+        })
+        .collect();
     let created_at_ms = book.now_ms();
     let mut changes = book.into_changes();
     carry_trace_context(commands, &mut changes);
-    let mut keys = Vec::with_capacity(changes.keys.len());
-    for claim in &changes.keys {
-        let outcome = outcomes[claim.position]
-            .as_ref()
-            .expect("a claimed key's request was decided");
-        keys.push(KeyAnswer {
-            customer_id: claim.customer_id.clone(),
-            key: claim.key.clone(),
-            fingerprint: claim.fingerprint.clone(),
-            answer: serde_json::to_string(outcome).expect("outcomes always serialise"),
-        });
-    }
     (
         answers,
         Writes {
             changes,
-            keys,
             created_at_ms,
         },
     )
+}
+
+fn reserve(book: &mut Book, requests: &[Reservation]) -> Vec<ReserveDecision> {
+    requests
+        .iter()
+        .map(|request| {
+            let decision = book.reserve(ReserveInput {
+                order_id: &request.order_id,
+                customer_id: &request.customer_id,
+                items: &request.items,
+                idempotency_key: request.idempotency_key.as_deref(),
+                fingerprint: request.fingerprint.as_deref(),
+            });
+            match &decision {
+                ReserveDecision::AnswerGone { order_id } => tracing::error!(
+                    order_id,
+                    "an idempotency key's order is no longer stored; its answer cannot be replayed"
+                ),
+                decision => {
+                    tracing::debug!(order_id = %request.order_id, ?decision, "reservation decided")
+                }
+            }
+            decision
+        })
+        .collect()
+}
+
+fn record_payments(book: &mut Book, payments: &[PaymentVerdict]) -> Vec<Result<Effect, RuleError>> {
+    payments
+        .iter()
+        .map(|payment| {
+            let effect = book.record_payment(&payment.order_id, &payment.event_id, payment.approved);
+            tracing::debug!(order_id = %payment.order_id, approved = payment.approved, ?effect, "payment recorded");
+            Ok(effect)
+        })
+        .collect()
+}
+
+fn settle(book: &mut Book, settlements: &[SettlementCall]) -> Vec<Result<Effect, RuleError>> {
+    settlements
+        .iter()
+        .map(|settlement| {
+            let effect = book.settle(&settlement.order_id, &settlement.event_id, settlement.action);
+            match &effect {
+                Ok(effect) => tracing::debug!(order_id = %settlement.order_id, action = ?settlement.action, ?effect, "settlement decided"),
+                Err(error) => tracing::error!(order_id = %settlement.order_id, error = error as &dyn std::error::Error, "stored order is inconsistent; event not applied"),
+            }
+            effect
+        })
+        .collect()
+}
+
+fn release(book: &mut Book, order_id: &str, reason: ReleaseReason) -> Result<Answer, StorageError> {
+    let decision = book
+        .release(order_id, reason)
+        .map_err(|error| StorageError::Inconsistent(error.to_string()))?;
+    tracing::info!(
+        operation = "release",
+        order_id,
+        reason = reason.as_str(),
+        ?decision,
+        "release decided"
+    );
+    Ok(Answer::Release {
+        order_id: order_id.to_owned(),
+        decision,
+    })
+}
+
+fn restock(book: &mut Book, product: &ProductName, quantity: u64) -> Result<Answer, StorageError> {
+    let stock = book
+        .restock(product, quantity)
+        .map_err(|error| StorageError::Refused(error.to_string()))?;
+    let key = product.key();
+    let (name, _) = book
+        .stock(&key)
+        .expect("a restocked product is in the book");
+    tracing::info!(
+        operation = "restock",
+        product = name,
+        quantity,
+        on_hand_after = stock.on_hand(),
+        "inventory restocked"
+    );
+    Ok(Answer::Ready(Reply::Item(StockRecord {
+        product_name: name.to_owned(),
+        product_key: key,
+        stock,
+    })))
 }
 
 /// The longest trace context an event carries into the outbox: a W3C
@@ -456,106 +515,6 @@ fn bounded(trace_context: Option<&str>) -> Option<&str> {
     trace_context.filter(|value| value.len() <= MAX_TRACE_CONTEXT_BYTES)
 }
 
-fn reserve(
-    book: &mut Book,
-    requests: &[ReserveRequest],
-    start: usize,
-    outcomes: &mut [Option<ReserveOutcome>],
-) -> Result<Vec<ReserveResult>, StorageError> {
-    let mut results = Vec::with_capacity(requests.len());
-    for (offset, request) in requests.iter().enumerate() {
-        let position = start + offset;
-        let decision = book.reserve(
-            position,
-            ReserveInput {
-                order_id: &request.order_id,
-                customer_id: &request.customer_id,
-                items: &request.items,
-                idempotency_key: request.idempotency_key.as_deref(),
-                fingerprint: request.request_fingerprint.as_deref(),
-            },
-        );
-        let (replayed, outcome) = match decision {
-            ReserveDecision::Reserved(order) => {
-                tracing::debug!(order_id = %order.id, units = order.total_units(), "reservation held");
-                (
-                    false,
-                    ReserveOutcome::Reserved {
-                        order: Order::created(&order),
-                    },
-                )
-            }
-            ReserveDecision::Rejected { order, shortages } => {
-                tracing::debug!(order_id = %order.id, "reservation rejected: insufficient stock");
-                (
-                    false,
-                    ReserveOutcome::Rejected {
-                        order: Order::created(&order),
-                        shortages: shortages
-                            .into_iter()
-                            .map(|shortage| Shortage {
-                                product_name: shortage.product_name,
-                                requested: shortage.requested,
-                                available: shortage.available as i64,
-                            })
-                            .collect(),
-                    },
-                )
-            }
-            ReserveDecision::UnknownProduct(product_name) => {
-                (false, ReserveOutcome::UnknownProduct { product_name })
-            }
-            ReserveDecision::OrderIdTaken => (
-                false,
-                ReserveOutcome::OrderIdTaken {
-                    order_id: request.order_id.clone(),
-                },
-            ),
-            ReserveDecision::KeyReused => (false, ReserveOutcome::IdempotencyKeyReused),
-            ReserveDecision::Replay(answer) => {
-                let outcome = serde_json::from_str(&answer).map_err(|error| {
-                    StorageError::Inconsistent(format!(
-                        "stored idempotent answer unreadable: {error}"
-                    ))
-                })?;
-                (true, outcome)
-            }
-            ReserveDecision::SameAs(earlier) => {
-                let outcome = outcomes[earlier]
-                    .clone()
-                    .expect("an earlier request of the batch was decided");
-                (true, outcome)
-            }
-        };
-        if !replayed {
-            outcomes[position] = Some(outcome.clone());
-        }
-        results.push(ReserveResult { replayed, outcome });
-    }
-    Ok(results)
-}
-
-fn effect_result(
-    order_id: &str,
-    effect: Result<Effect, stockroom_domain::rules::RuleError>,
-) -> EffectResult {
-    let (outcome, status) = match effect {
-        Ok(Effect::Applied(status)) => (EffectOutcome::Applied, Some(status)),
-        Ok(Effect::Duplicate(status)) => (EffectOutcome::Duplicate, Some(status)),
-        Ok(Effect::NotApplicable(status)) => (EffectOutcome::NotApplicable, Some(status)),
-        Ok(Effect::UnknownOrder) => (EffectOutcome::UnknownOrder, None),
-        Err(error) => {
-            tracing::error!(order_id, %error, "stored order is inconsistent; event not applied");
-            (EffectOutcome::Inconsistent, None)
-        }
-    };
-    EffectResult {
-        order_id: order_id.to_owned(),
-        outcome,
-        status,
-    }
-}
-
 fn sweep(book: &mut Book, query: &SweepQuery) -> Vec<SweptOrder> {
     let mut swept = Vec::new();
     for order_id in &query.found {
@@ -583,7 +542,6 @@ fn sweep(book: &mut Book, query: &SweepQuery) -> Vec<SweptOrder> {
 
 #[cfg(test)]
 mod tests {
-    use stockroom_contract::PaymentRecord;
     use stockroom_domain::EventKind;
     use stockroom_domain::rules::EventRecord;
 
@@ -601,8 +559,8 @@ mod tests {
         }
     }
 
-    fn payment(order_id: &str, trace_parent: Option<String>) -> PaymentRecord {
-        PaymentRecord {
+    fn payment(order_id: &str, trace_parent: Option<String>) -> PaymentVerdict {
+        PaymentVerdict {
             order_id: order_id.to_owned(),
             event_id: format!("OrderReserved:{order_id}:1"),
             approved: true,

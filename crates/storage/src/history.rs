@@ -13,7 +13,6 @@
 
 use std::collections::HashMap;
 
-use stockroom_contract::HistoryEntry;
 use stockroom_domain::rules::HistoryRecord;
 
 use crate::StorageError;
@@ -77,7 +76,7 @@ pub fn encode(records: &[&HistoryRecord]) -> String {
 }
 
 /// The history of a stored column value, checked, oldest first.
-pub fn decode(order_id: &str, text: &str) -> Result<Vec<HistoryEntry>, StorageError> {
+pub fn decode(order_id: &str, text: &str) -> Result<Vec<HistoryRecord>, StorageError> {
     let damaged = |why: String| StorageError::Inconsistent(format!("order {order_id}: {why}"));
     let mut rows: Vec<(i64, String, Option<String>, i64)> = serde_json::from_str(text)
         .map_err(|error| damaged(format!("unreadable history: {error}")))?;
@@ -87,7 +86,17 @@ pub fn decode(order_id: &str, text: &str) -> Result<Vec<HistoryEntry>, StorageEr
     rows.sort_by_key(|row| row.0);
     rows.into_iter()
         .map(|(version, status, reason, at_ms)| {
-            HistoryEntry::from_columns(version, &status, reason, at_ms).map_err(damaged)
+            Ok(HistoryRecord {
+                order_id: order_id.to_owned(),
+                version,
+                status: status.parse().map_err(damaged)?,
+                reason: reason
+                    .as_deref()
+                    .map(str::parse)
+                    .transpose()
+                    .map_err(damaged)?,
+                at_ms,
+            })
         })
         .collect()
 }
@@ -125,7 +134,7 @@ mod tests {
             [(1, OrderStatus::Reserved), (2, OrderStatus::Fulfilled)]
         );
         let b = decode("b", &encoded["b"]).unwrap();
-        assert_eq!(b[0].reason.as_deref(), Some("payment_declined"));
+        assert_eq!(b[0].reason, Some(Reason::PaymentDeclined));
         assert!(decode("a", "not json").is_err());
         assert!(decode("a", "[[1,\"no such status\",null,0]]").is_err());
         assert!(decode("a", "[]").unwrap().is_empty());

@@ -14,6 +14,7 @@
 //! state an earlier one left, as if each call had its own transaction.
 
 mod payment;
+mod records;
 mod release;
 mod reserve;
 mod settle;
@@ -24,150 +25,16 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::order::{Consumer, EventKind, OrderStatus, PaymentStatus, Reason};
 use crate::stock::{Stock, StockError};
-use crate::values::{ProductName, Quantity};
+use crate::values::ProductName;
 
 pub use payment::{Effect, payment_applies};
+pub use records::{
+    Changes, EventRecord, HistoryRecord, KeptAnswer, KeyClaim, OrderChange, OrderLine, OrderRecord,
+    ProcessedRecord, StockChange, StockRecord, StoredKey, StoredOrder, event_id,
+};
 pub use release::{ReleaseDecision, SweepDecision};
-pub use reserve::{ReserveDecision, ReserveInput, Shortage};
+pub use reserve::{ReserveAnswer, ReserveDecision, ReserveInput, Shortage};
 pub use settle::{Settle, settlement_applies};
-
-/// One line of a stored order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OrderLine {
-    /// The product's lower-case key, by which stock is found and locked.
-    pub product_key: String,
-    /// The product's name as the stock spells it.
-    pub product_name: String,
-    pub quantity: Quantity,
-}
-
-/// An order as storage keeps it, without its history.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OrderRecord {
-    pub id: String,
-    pub customer_id: String,
-    pub status: OrderStatus,
-    /// Why the order ended, once it was rejected or cancelled.
-    pub reason: Option<Reason>,
-    pub payment: PaymentStatus,
-    /// 1 when created; every change adds one (optimistic locking).
-    pub version: i64,
-    pub created_at_ms: i64,
-    pub updated_at_ms: i64,
-    /// Sorted by product key, the one global lock order.
-    pub lines: Vec<OrderLine>,
-}
-
-impl OrderRecord {
-    pub fn total_units(&self) -> u64 {
-        self.lines
-            .iter()
-            .map(|line| u64::from(line.quantity.get()))
-            .sum()
-    }
-}
-
-/// One entry of an order's history: the status it had at a version.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HistoryRecord {
-    pub order_id: String,
-    pub version: i64,
-    pub status: OrderStatus,
-    pub reason: Option<Reason>,
-    pub at_ms: i64,
-}
-
-/// An event to write to the outbox with the change it reports.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EventRecord {
-    pub event_id: String,
-    pub kind: EventKind,
-    pub order_id: String,
-    /// The order's version right after the change.
-    pub order_version: i64,
-    pub total_units: u64,
-    pub occurred_at_ms: i64,
-    /// The W3C trace context of the call that caused the event, so that its
-    /// consumer continues the same trace. The rules never set or read it;
-    /// the storage layer fills it in from the call.
-    pub trace_parent: Option<String>,
-}
-
-/// The id of the event reporting that `order_id` reached `order_version`
-/// through a change of `kind`. A version is reached once, so the id is unique.
-pub fn event_id(kind: EventKind, order_id: &str, order_version: i64) -> String {
-    format!("{}:{order_id}:{order_version}", kind.as_str())
-}
-
-/// A consumer's record that it applied an event, written with the effect.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct ProcessedRecord {
-    pub consumer: Consumer,
-    pub event_id: String,
-}
-
-/// The answer an idempotency key was first given, as storage keeps it. The
-/// rules never look inside `answer`; they only hand it back.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredKey {
-    pub fingerprint: Option<String>,
-    pub answer: String,
-}
-
-/// An idempotency key to store with the answer of the request at `position`
-/// of the batch (the caller serialises the answer; the rules do not know its
-/// wire form).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyClaim {
-    pub customer_id: String,
-    pub key: String,
-    pub fingerprint: Option<String>,
-    pub position: usize,
-}
-
-/// A product's stock before and after the batch.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StockChange {
-    pub product_key: String,
-    pub product_name: String,
-    /// `None` for a product the batch created.
-    pub before: Option<Stock>,
-    pub after: Stock,
-}
-
-/// An existing order's state after the batch, and the version it was loaded
-/// at: the write is conditional on that version.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OrderChange {
-    pub loaded_version: i64,
-    pub order: OrderRecord,
-}
-
-/// Everything a batch writes. Each list is in a stable order (creation order,
-/// or key order for stock and orders), so backends write rows in one global
-/// order and concurrent batches cannot deadlock on them.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Changes {
-    pub new_orders: Vec<OrderRecord>,
-    pub changed_orders: Vec<OrderChange>,
-    pub history: Vec<HistoryRecord>,
-    pub events: Vec<EventRecord>,
-    pub processed: Vec<ProcessedRecord>,
-    pub stock: Vec<StockChange>,
-    pub keys: Vec<KeyClaim>,
-}
-
-impl Changes {
-    pub fn is_empty(&self) -> bool {
-        self.new_orders.is_empty()
-            && self.changed_orders.is_empty()
-            && self.history.is_empty()
-            && self.events.is_empty()
-            && self.processed.is_empty()
-            && self.stock.is_empty()
-            && self.keys.is_empty()
-    }
-}
 
 /// Stored data that breaks what the rules rely on: never a client's doing,
 /// always a bug or a damaged database.
@@ -201,12 +68,10 @@ struct OrderSlot {
 }
 
 enum KeySlot {
+    /// Answered by an earlier batch.
     Stored(StoredKey),
-    /// Claimed by the request at `position` of this batch.
-    Claimed {
-        fingerprint: Option<String>,
-        position: usize,
-    },
+    /// Answered by a request of this batch.
+    Claimed(StoredKey),
 }
 
 /// The rows a batch touches, and every decision made on them so far.

@@ -1,7 +1,10 @@
 //! Reservation: check and hold every item of an order, or none.
 
 use crate::order::{EventKind, OrderStatus, PaymentStatus, Reason};
-use crate::rules::{Book, HistoryRecord, KeyClaim, KeySlot, OrderLine, OrderRecord, OrderSlot};
+use crate::rules::{
+    Book, HistoryRecord, KeptAnswer, KeyClaim, KeySlot, OrderLine, OrderRecord, OrderSlot,
+    StoredKey,
+};
 use crate::values::{CustomerId, OrderItems};
 
 /// One order to reserve, as order-service checked it.
@@ -26,9 +29,11 @@ pub struct Shortage {
     pub available: u64,
 }
 
-/// What became of one reservation request.
+/// What a reservation request that created an order was answered: the
+/// order as it was created, and what was short if it was rejected. A replay
+/// of its idempotency key answers the same.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ReserveDecision {
+pub enum ReserveAnswer {
     /// Every item is held; the order was created `reserved`.
     Reserved(OrderRecord),
     /// Some item was short, so nothing is held; the order was created
@@ -37,39 +42,94 @@ pub enum ReserveDecision {
         order: OrderRecord,
         shortages: Vec<Shortage>,
     },
+}
+
+impl ReserveAnswer {
+    /// The answer kept in `kept`, rebuilt from its order as the order is
+    /// now: an order's creation (id, customer, lines, time) never changes,
+    /// and its first status, reason and version follow from the answer.
+    pub fn first(kept: &KeptAnswer, order: &OrderRecord) -> ReserveAnswer {
+        let (status, reason) = match kept {
+            KeptAnswer::Reserved { .. } => (OrderStatus::Reserved, None),
+            KeptAnswer::Rejected { .. } => (OrderStatus::Rejected, Some(Reason::InsufficientStock)),
+        };
+        let created = OrderRecord {
+            status,
+            reason,
+            payment: PaymentStatus::None,
+            version: 1,
+            updated_at_ms: order.created_at_ms,
+            ..order.clone()
+        };
+        match kept {
+            KeptAnswer::Reserved { .. } => ReserveAnswer::Reserved(created),
+            KeptAnswer::Rejected { shortages, .. } => ReserveAnswer::Rejected {
+                order: created,
+                shortages: shortages.clone(),
+            },
+        }
+    }
+
+    /// What storage keeps of this answer for its idempotency key.
+    pub fn kept(&self) -> KeptAnswer {
+        match self {
+            ReserveAnswer::Reserved(order) => KeptAnswer::Reserved {
+                order_id: order.id.clone(),
+            },
+            ReserveAnswer::Rejected { order, shortages } => KeptAnswer::Rejected {
+                order_id: order.id.clone(),
+                shortages: shortages.clone(),
+            },
+        }
+    }
+
+    pub fn order(&self) -> &OrderRecord {
+        match self {
+            ReserveAnswer::Reserved(order) | ReserveAnswer::Rejected { order, .. } => order,
+        }
+    }
+}
+
+/// What became of one reservation request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReserveDecision {
+    /// The request created an order, reserved or rejected.
+    Created(ReserveAnswer),
+    /// The key was answered before, by an earlier batch or an earlier
+    /// request of this one: this is that answer, and nothing was created.
+    Replay(ReserveAnswer),
     /// An item names a product the stock does not have; nothing was created.
     UnknownProduct(String),
     /// Another order already has this id; nothing was created.
     OrderIdTaken,
     /// The customer used this idempotency key before for a different request.
     KeyReused,
-    /// The key was answered before: this is the stored answer.
-    Replay(String),
-    /// The key was answered earlier in this batch, by the request at this
-    /// position: give the same answer.
-    SameAs(usize),
+    /// The key was answered before, but the order its answer created is no
+    /// longer stored (retention removed it), so the answer cannot be given
+    /// again; nothing was created. Retention keeps orders longer than keys,
+    /// so this means damaged or hand-edited data.
+    AnswerGone { order_id: String },
 }
 
 impl Book {
-    /// Decides the request at `position` of the batch.
-    pub fn reserve(&mut self, position: usize, request: ReserveInput<'_>) -> ReserveDecision {
+    /// Decides one reservation request of the batch.
+    pub fn reserve(&mut self, request: ReserveInput<'_>) -> ReserveDecision {
         let key = request
             .idempotency_key
             .map(|key| (request.customer_id.as_str().to_owned(), key.to_owned()));
         if let Some(key) = &key
             && let Some(answered) = self.keys.get(key)
         {
-            return match answered {
-                KeySlot::Stored(stored) if stored.fingerprint.as_deref() == request.fingerprint => {
-                    ReserveDecision::Replay(stored.answer.clone())
-                }
-                KeySlot::Claimed {
-                    fingerprint,
-                    position,
-                } if fingerprint.as_deref() == request.fingerprint => {
-                    ReserveDecision::SameAs(*position)
-                }
-                _ => ReserveDecision::KeyReused,
+            let (KeySlot::Stored(stored) | KeySlot::Claimed(stored)) = answered;
+            if stored.fingerprint.as_deref() != request.fingerprint {
+                return ReserveDecision::KeyReused;
+            }
+            let order_id = stored.answer.order_id();
+            return match self.order(order_id) {
+                Some(order) => ReserveDecision::Replay(ReserveAnswer::first(&stored.answer, order)),
+                None => ReserveDecision::AnswerGone {
+                    order_id: order_id.to_owned(),
+                },
             };
         }
         if self.orders.contains_key(request.order_id) {
@@ -102,37 +162,35 @@ impl Book {
             });
         }
 
-        let (status, reason) = if shortages.is_empty() {
-            (OrderStatus::Reserved, None)
-        } else {
-            (OrderStatus::Rejected, Some(Reason::InsufficientStock))
-        };
-        let order = self.create_order(request, status, reason, lines);
-        if shortages.is_empty() {
+        let answer = if shortages.is_empty() {
+            let order = self.create_order(request, OrderStatus::Reserved, None, lines);
             self.set_stock(held);
             self.emit(EventKind::OrderReserved, &order);
-        }
-        if let Some((customer_id, key)) = key {
-            let fingerprint = request.fingerprint.map(str::to_owned);
-            self.keys.insert(
-                (customer_id.clone(), key.clone()),
-                KeySlot::Claimed {
-                    fingerprint: fingerprint.clone(),
-                    position,
-                },
-            );
-            self.new_keys.push(KeyClaim {
-                customer_id,
-                key,
-                fingerprint,
-                position,
-            });
-        }
-        if shortages.is_empty() {
-            ReserveDecision::Reserved(order)
+            ReserveAnswer::Reserved(order)
         } else {
-            ReserveDecision::Rejected { order, shortages }
+            let order = self.create_order(
+                request,
+                OrderStatus::Rejected,
+                Some(Reason::InsufficientStock),
+                lines,
+            );
+            ReserveAnswer::Rejected { order, shortages }
+        };
+        if let Some((customer_id, key)) = key {
+            let stored = StoredKey {
+                fingerprint: request.fingerprint.map(str::to_owned),
+                answer: answer.kept(),
+            };
+            self.new_keys.push(KeyClaim {
+                customer_id: customer_id.clone(),
+                key: key.clone(),
+                fingerprint: stored.fingerprint.clone(),
+                answer: stored.answer.clone(),
+            });
+            self.keys
+                .insert((customer_id, key), KeySlot::Claimed(stored));
         }
+        ReserveDecision::Created(answer)
     }
 
     fn create_order(

@@ -63,11 +63,11 @@ fn a_reservation_holds_every_item_or_none() {
     let both = items(&[("laptop", 2), ("Phone", 1)]);
     let too_many = items(&[("Laptop", 1), ("Phone", 1)]);
     assert!(matches!(
-        book.reserve(0, input("a", &customer, &both)),
-        ReserveDecision::Reserved(order) if order.lines[0].product_name == "Laptop"
+        book.reserve(input("a", &customer, &both)),
+        ReserveDecision::Created(ReserveAnswer::Reserved(order)) if order.lines[0].product_name == "Laptop"
     ));
-    match book.reserve(1, input("b", &customer, &too_many)) {
-        ReserveDecision::Rejected { order, shortages } => {
+    match book.reserve(input("b", &customer, &too_many)) {
+        ReserveDecision::Created(ReserveAnswer::Rejected { order, shortages }) => {
             assert_eq!(order.reason, Some(Reason::InsufficientStock));
             assert_eq!(shortages.len(), 2);
             assert_eq!(shortages[0].available, 0);
@@ -88,16 +88,16 @@ fn unknown_products_and_taken_ids_create_nothing() {
     let customer = customer();
     let unknown = items(&[("Laptop", 1), ("Tablet", 1)]);
     assert_eq!(
-        book.reserve(0, input("a", &customer, &unknown)),
+        book.reserve(input("a", &customer, &unknown)),
         ReserveDecision::UnknownProduct("Tablet".into())
     );
     let known = items(&[("Laptop", 1)]);
     assert!(matches!(
-        book.reserve(1, input("b", &customer, &known)),
-        ReserveDecision::Reserved(_)
+        book.reserve(input("b", &customer, &known)),
+        ReserveDecision::Created(ReserveAnswer::Reserved(_))
     ));
     assert_eq!(
-        book.reserve(2, input("b", &customer, &known)),
+        book.reserve(input("b", &customer, &known)),
         ReserveDecision::OrderIdTaken
     );
     let changes = book.into_changes();
@@ -115,18 +115,16 @@ fn idempotency_keys_replay_within_and_across_batches() {
         fingerprint: Some(fingerprint),
         ..input(order_id, &customer, &one)
     };
-    assert!(matches!(
-        book.reserve(0, keyed("a", "f1")),
-        ReserveDecision::Reserved(_)
-    ));
+    let first = match book.reserve(keyed("a", "f1")) {
+        ReserveDecision::Created(answer) => answer,
+        other => panic!("expected a new order, got {other:?}"),
+    };
     assert_eq!(
-        book.reserve(1, keyed("b", "f1")),
-        ReserveDecision::SameAs(0)
+        book.reserve(keyed("b", "f1")),
+        ReserveDecision::Replay(first.clone()),
+        "a retry within the batch gets the first answer"
     );
-    assert_eq!(
-        book.reserve(2, keyed("c", "f2")),
-        ReserveDecision::KeyReused
-    );
+    assert_eq!(book.reserve(keyed("c", "f2")), ReserveDecision::KeyReused);
     let other_customer = CustomerId::new("c2").unwrap();
     let theirs = ReserveInput {
         idempotency_key: Some("k"),
@@ -134,7 +132,10 @@ fn idempotency_keys_replay_within_and_across_batches() {
         ..input("d", &other_customer, &one)
     };
     assert!(
-        matches!(book.reserve(3, theirs), ReserveDecision::Reserved(_)),
+        matches!(
+            book.reserve(theirs),
+            ReserveDecision::Created(ReserveAnswer::Reserved(_))
+        ),
         "keys are scoped to their customer"
     );
     let changes = book.into_changes();
@@ -142,23 +143,60 @@ fn idempotency_keys_replay_within_and_across_batches() {
     assert_eq!(changes.stock[0].after.reserved(), 2);
 
     let mut next = book_with(&[("Laptop", 5)]);
+    next.load_order(first.order().clone());
     next.load_key(
         "c1".into(),
         "k".into(),
         StoredKey {
             fingerprint: Some("f1".into()),
-            answer: "stored".into(),
+            answer: first.kept(),
         },
     );
     assert_eq!(
-        next.reserve(0, keyed("e", "f1")),
-        ReserveDecision::Replay("stored".into())
+        next.reserve(keyed("e", "f1")),
+        ReserveDecision::Replay(first.clone()),
+        "a retry in a later batch gets the first answer"
+    );
+    assert_eq!(next.reserve(keyed("f", "f2")), ReserveDecision::KeyReused);
+    assert!(next.into_changes().is_empty());
+}
+
+#[test]
+fn a_replay_answers_as_the_first_request_was_answered_whatever_happened_since() {
+    let mut book = book_with(&[("Laptop", 1)]);
+    let customer = customer();
+    let two = items(&[("Laptop", 2)]);
+    let keyed = ReserveInput {
+        idempotency_key: Some("k"),
+        fingerprint: Some("f"),
+        ..input("a", &customer, &two)
+    };
+    let ReserveDecision::Created(first) = book.reserve(keyed) else {
+        panic!("a new order");
+    };
+    assert!(matches!(first, ReserveAnswer::Rejected { .. }));
+    let mut later = first.order().clone();
+    later.version = 7;
+    later.updated_at_ms += 5_000;
+    assert_eq!(ReserveAnswer::first(&first.kept(), &later), first);
+
+    let mut gone = book_with(&[("Laptop", 1)]);
+    gone.load_key(
+        "c1".into(),
+        "k".into(),
+        StoredKey {
+            fingerprint: Some("f".into()),
+            answer: first.kept(),
+        },
     );
     assert_eq!(
-        next.reserve(1, keyed("f", "f2")),
-        ReserveDecision::KeyReused
+        gone.reserve(keyed),
+        ReserveDecision::AnswerGone {
+            order_id: "a".into()
+        },
+        "a key whose order is gone creates nothing"
     );
-    assert!(next.into_changes().is_empty());
+    assert!(gone.into_changes().is_empty());
 }
 
 fn reserved_book() -> Book {
@@ -166,8 +204,8 @@ fn reserved_book() -> Book {
     let customer = customer();
     let two = items(&[("Laptop", 2)]);
     assert!(matches!(
-        book.reserve(0, input("a", &customer, &two)),
-        ReserveDecision::Reserved(_)
+        book.reserve(input("a", &customer, &two)),
+        ReserveDecision::Created(ReserveAnswer::Reserved(_))
     ));
     book
 }
@@ -313,8 +351,8 @@ fn the_sweep_ends_every_overdue_reservation() {
     let mut book = book_with(&[("Laptop", 10)]);
     for id in ["unpaid", "declined", "charged", "young"] {
         assert!(matches!(
-            book.reserve(0, input(id, &customer, &one)),
-            ReserveDecision::Reserved(_)
+            book.reserve(input(id, &customer, &one)),
+            ReserveDecision::Created(ReserveAnswer::Reserved(_))
         ));
     }
     book.record_payment(

@@ -74,7 +74,7 @@ impl Store {
         for claim in changes.keys {
             let stored = StoredKey {
                 fingerprint: claim.fingerprint,
-                answer: claim.position.to_string(),
+                answer: claim.answer,
             };
             assert!(
                 self.keys
@@ -204,6 +204,11 @@ fn run_batch(store: &mut Store, steps: &[Step], now_ms: i64, next_id: &mut u32) 
     let order_ids: Vec<String> = store.orders.keys().cloned().collect();
     let pick = |index: usize| order_ids.get(index % order_ids.len().max(1)).cloned();
     let customer = CustomerId::new("c1").unwrap();
+    let mut answered: HashMap<String, String> = store
+        .keys
+        .iter()
+        .map(|((_, key), stored)| (key.clone(), stored.answer.order_id().to_owned()))
+        .collect();
     for (position, step) in steps.iter().enumerate() {
         match step {
             Step::Reserve { lines, key } => {
@@ -216,16 +221,29 @@ fn run_batch(store: &mut Store, steps: &[Step], now_ms: i64, next_id: &mut u32) 
                 let order_id = format!("o{next_id:05}");
                 let key_text = key.map(|(key, _)| format!("k{key}"));
                 let fingerprint = key.map(|(_, fingerprint)| format!("f{fingerprint}"));
-                book.reserve(
-                    position,
-                    ReserveInput {
-                        order_id: &order_id,
-                        customer_id: &customer,
-                        items: &order_items,
-                        idempotency_key: key_text.as_deref(),
-                        fingerprint: fingerprint.as_deref(),
-                    },
-                );
+                let decision = book.reserve(ReserveInput {
+                    order_id: &order_id,
+                    customer_id: &customer,
+                    items: &order_items,
+                    idempotency_key: key_text.as_deref(),
+                    fingerprint: fingerprint.as_deref(),
+                });
+                // An idempotency key never yields two orders: every later
+                // request with it replays the order of the first.
+                if let Some(key) = key_text {
+                    match &decision {
+                        ReserveDecision::Created(answer) => assert!(
+                            answered.insert(key, answer.order().id.clone()).is_none(),
+                            "a key created a second order"
+                        ),
+                        ReserveDecision::Replay(answer) => assert_eq!(
+                            answered.get(&key),
+                            Some(&answer.order().id),
+                            "a replay named another order"
+                        ),
+                        _ => {}
+                    }
+                }
             }
             Step::Pay {
                 order,

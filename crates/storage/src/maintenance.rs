@@ -1,0 +1,70 @@
+//! Keeping a store in shape: retention, the probe that proves the write path
+//! works, the write path's statistics, and closing.
+
+use async_trait::async_trait;
+
+use crate::{StorageError, WriteStats};
+
+/// What the retention pruner may delete, oldest first: rows older than each
+/// cutoff, at most `limit` rows per table per call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Prune {
+    /// Idempotency keys answered before this time (ms since the epoch).
+    pub idempotency_keys_before_ms: i64,
+    /// Processed-event records written before this time.
+    pub processed_events_before_ms: i64,
+    /// Rejected orders (with their history) created before this time.
+    pub rejected_orders_before_ms: i64,
+    pub limit: u32,
+}
+
+/// How many rows one prune deleted, per table.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub idempotency_keys: u64,
+    pub processed_events: u64,
+    pub rejected_orders: u64,
+}
+
+impl Pruned {
+    /// Whether some table had more to delete than the limit allowed.
+    pub fn hit_limit(&self, limit: u32) -> bool {
+        let limit = u64::from(limit);
+        self.idempotency_keys >= limit
+            || self.processed_events >= limit
+            || self.rejected_orders >= limit
+    }
+}
+
+/// Retention, health and statistics of a store.
+#[async_trait]
+pub trait Maintenance: Send + Sync + 'static {
+    /// A short name for logs and reports, such as `sqlite`.
+    fn backend_name(&self) -> &'static str;
+
+    /// Deletes, oldest first, the rows retention no longer keeps (see
+    /// [`Prune`]). Safe for the flow: a key's retries are long over; an event
+    /// delivered again after its processed record is gone finds its order
+    /// moved on and changes nothing; a rejected order holds no stock.
+    async fn prune(&self, prune: Prune) -> Result<Pruned, StorageError>;
+
+    /// Writes and commits a tiny change through the same path every write
+    /// takes: `Ok` means the storage accepts writes now (the writer is alive,
+    /// the disk is neither full nor read-only, the database answers).
+    async fn probe(&self) -> Result<(), StorageError>;
+
+    /// SQL statements executed since the storage was opened, transaction
+    /// control included: what a benchmark divides by the orders it placed.
+    fn statements_executed(&self) -> u64;
+
+    /// The write path's queue depth and batch counts, for the metrics. A
+    /// backend without a write queue reports zeros.
+    fn write_stats(&self) -> WriteStats {
+        WriteStats::default()
+    }
+
+    /// Finishes queued work and closes the database. Calls made after it
+    /// fail with [`StorageError::Unavailable`]. The default does nothing,
+    /// for backends whose connections need no orderly close.
+    async fn close(&self) {}
+}
