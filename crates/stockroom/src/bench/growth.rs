@@ -16,7 +16,7 @@ use stockroom_storage::Storage;
 use stockroom_storage_postgres::{PostgresConfig, PostgresStorage};
 use stockroom_storage_sqlite::{SqliteStorage, WriterConfig};
 
-use crate::system;
+use stockroom_launcher::system;
 
 /// The open reservations every database holds besides its finished orders:
 /// what the auditor and the sweep read each round.

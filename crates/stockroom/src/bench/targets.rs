@@ -21,7 +21,9 @@ use stockroom_storage_postgres::baseline::PerRequestStock;
 use stockroom_storage_sqlite::WriterConfig;
 use tokio_util::sync::CancellationToken;
 
-use crate::system::{self, BusChoice, DatabaseChoice, Ports, RunningSystem, SystemConfig};
+use stockroom_launcher::system::{
+    self, BusChoice, DatabaseChoice, Ports, RunningSystem, SystemConfig,
+};
 
 /// One of the compared systems.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

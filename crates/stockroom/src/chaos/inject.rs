@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::proxy::LinkState;
 use super::schedule::{Fault, FaultKind, Target};
 use super::stage::Stage;
-use crate::cluster::CHILD_CHECK_INTERVAL_MS;
+use stockroom_launcher::cluster::CHILD_CHECK_INTERVAL_MS;
 
 /// The longest an operator command (`rabbitmqctl`, `pg_ctlcluster`) may take.
 pub const COMMAND_TIMEOUT_MS: u64 = 120_000;

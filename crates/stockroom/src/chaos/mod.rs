@@ -330,7 +330,7 @@ pub async fn run(config: ChaosConfig) -> anyhow::Result<ChaosReport> {
     let unexpected_exits = injector.unexpected_exits();
     let injector = Arc::into_inner(injector).context("a fault task outlived the campaign")?;
     let processes = injector.into_stage().processes;
-    crate::cluster::Cluster {
+    stockroom_launcher::cluster::Cluster {
         instances: std::mem::take(&mut *processes.lock().await),
     }
     .stop()

@@ -16,8 +16,10 @@ use tokio::sync::Mutex;
 
 use super::proxy::Proxy;
 use super::schedule::{Link, Target};
-use crate::cluster::{self, ClusterConfig, Instance};
-use crate::system::{DASHBOARD_PORT, DATA_PORT, INVENTORY_PORT, ORDER_PORT, PAYMENT_PORT};
+use stockroom_launcher::cluster::{self, ClusterConfig, Instance};
+use stockroom_launcher::system::{
+    DASHBOARD_PORT, DATA_PORT, INVENTORY_PORT, ORDER_PORT, PAYMENT_PORT,
+};
 
 /// What the campaign runs against.
 #[derive(Debug, Clone)]

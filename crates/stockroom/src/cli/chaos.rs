@@ -81,9 +81,9 @@ pub(super) async fn chaos(args: ChaosArgs) -> anyhow::Result<ExitCode> {
     let stage = match args.target {
         Target::Cluster => {
             anyhow::ensure!(
-                (2..=crate::cluster::MAX_INSTANCES).contains(&args.instances),
+                (2..=stockroom_launcher::cluster::MAX_INSTANCES).contains(&args.instances),
                 "--instances must be from 2 to {}: a fault leaves one instance of each service",
-                crate::cluster::MAX_INSTANCES
+                stockroom_launcher::cluster::MAX_INSTANCES
             );
             StageConfig::Cluster {
                 instances: args.instances,

@@ -6,6 +6,7 @@ use std::net::IpAddr;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use stockroom_inventory_service::InventoryConfig;
+use stockroom_launcher::system;
 use stockroom_order_service::OrderConfig;
 use stockroom_payment_service::PaymentConfig;
 
@@ -14,7 +15,6 @@ use super::args::{
 };
 use super::dashboard::{DashboardArgs, serve_dashboard};
 use super::shutdown_signal;
-use crate::system;
 
 #[derive(Debug, Args)]
 pub(super) struct ServeArgs {
@@ -269,7 +269,8 @@ pub(super) async fn serve_naive(args: ServeArgs) -> anyhow::Result<()> {
                 stockroom_naive::files::JsonFiles::new(&storage.data_dir, windows.torn_write_ms);
             let state =
                 stockroom_naive::data::DataState::new(files, windows, stockroom_naive::Fix::None);
-            let stock = read_stock(&storage)?.unwrap_or_else(crate::stock::default_stock);
+            let stock =
+                read_stock(&storage)?.unwrap_or_else(stockroom_launcher::stock::default_stock);
             state.store().initialize(&stock, storage.fresh).await?;
             tracing::info!(%url, "naive data-service listening");
             stockroom_naive::data::run(listener, state, signal)

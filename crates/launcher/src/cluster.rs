@@ -8,6 +8,10 @@
 //! round-robin and skip an instance that refuses connections. Services start
 //! in dependency order (data, then inventory and payment, then order), each
 //! waited for until healthy.
+//!
+//! Each process is the running executable started again with `serve`
+//! arguments, so a cluster is launched from the `stockroom` binary (its
+//! `cluster` and `chaos` commands) and nowhere else.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
