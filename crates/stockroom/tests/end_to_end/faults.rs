@@ -180,7 +180,7 @@ async fn assert_settled_once(
     history: Vec<stockroom_lab::HistoryEvent>,
     initial: &[(&str, i64)],
 ) {
-    let quiet = stockroom::chaos::settle::wait_quiet(
+    let quiet = stockroom_chaos::settle::wait_quiet(
         std::slice::from_ref(&test.system.urls.data),
         RECOVERY_TIMEOUT_MS,
     )

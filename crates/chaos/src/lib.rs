@@ -33,10 +33,10 @@ use serde_json::json;
 use stockroom_lab::{CheckConfig, HistorySource, RetryPolicy, StormConfig};
 use tokio_util::sync::CancellationToken;
 
-use self::inject::{Commands, Injector};
-use self::report::{ChaosReport, Findings};
-use self::schedule::{Plan, Topology};
-use self::stage::{ServiceSettings, StageConfig};
+use crate::inject::{Commands, Injector};
+use crate::report::{ChaosReport, Findings};
+use crate::schedule::{Plan, Topology};
+use crate::stage::{ServiceSettings, StageConfig};
 
 /// The product every campaign sells out: its stock is sized so that it runs
 /// out about two thirds into the storm, so the sell-out happens under faults.
