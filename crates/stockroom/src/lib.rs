@@ -1,6 +1,4 @@
-//! The `stockroom` command: argument parsing and each command's wiring, with
-//! the benchmarks it runs.
+//! The `stockroom` command: argument parsing and each command's wiring.
 
-pub mod bench;
 pub mod cli;
 pub mod telemetry;

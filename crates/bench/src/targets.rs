@@ -16,14 +16,13 @@ use stockroom_bus_rabbitmq::{RabbitAdmin, Topology};
 use stockroom_contract::StockLine;
 use stockroom_domain::ProductName;
 use stockroom_http_kit::JsonBody;
+use stockroom_launcher::system::{
+    self, BusChoice, DatabaseChoice, Ports, RunningSystem, SystemConfig,
+};
 use stockroom_storage::Storage;
 use stockroom_storage_postgres::baseline::PerRequestStock;
 use stockroom_storage_sqlite::WriterConfig;
 use tokio_util::sync::CancellationToken;
-
-use stockroom_launcher::system::{
-    self, BusChoice, DatabaseChoice, Ports, RunningSystem, SystemConfig,
-};
 
 /// One of the compared systems.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

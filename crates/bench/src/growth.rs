@@ -12,11 +12,10 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use stockroom_domain::ProductName;
 use stockroom_http_kit::Metrics;
+use stockroom_launcher::system;
 use stockroom_storage::Storage;
 use stockroom_storage_postgres::{PostgresConfig, PostgresStorage};
 use stockroom_storage_sqlite::{SqliteStorage, WriterConfig};
-
-use stockroom_launcher::system;
 
 /// The open reservations every database holds besides its finished orders:
 /// what the auditor and the sweep read each round.
