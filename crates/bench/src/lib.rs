@@ -15,10 +15,17 @@
 //! the bus), from the start of the load until every order it accepted has
 //! settled, divided by the orders it answered: statements per order,
 //! amortised over the batches.
+//!
+//! What the benchmarks need besides Stockroom lives here too, talking to its
+//! database itself: the per-request PostgreSQL baseline ([`baseline`]) and
+//! the rows the growth benchmark ([`growth`]) seeds ([`seed`]). The
+//! production storage backends hold no benchmark code.
 
+pub mod baseline;
 mod chart;
 pub mod growth;
 mod load;
+pub mod seed;
 mod targets;
 
 use std::sync::Arc;

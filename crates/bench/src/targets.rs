@@ -20,9 +20,10 @@ use stockroom_launcher::system::{
     self, BusChoice, DatabaseChoice, Ports, RunningSystem, SystemConfig,
 };
 use stockroom_storage::Storage;
-use stockroom_storage_postgres::baseline::PerRequestStock;
 use stockroom_storage_sqlite::WriterConfig;
 use tokio_util::sync::CancellationToken;
+
+use crate::baseline::PerRequestStock;
 
 /// One of the compared systems.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
