@@ -1,4 +1,13 @@
-//! `stockroom`: run the system, or one of its services.
+//! `stockroom`: run the system, or one of its services, and the race lab,
+//! fault campaign and benchmarks around it.
+//!
+//! This crate parses the command line and wires each command to the crates
+//! that do the work (the services, `stockroom-launcher`, `stockroom-lab`,
+//! `stockroom-chaos`, `stockroom-bench`); it sets up logs and traces
+//! (`telemetry`) and nothing else.
+
+mod cli;
+mod telemetry;
 
 // Every request allocates and frees many small buffers (JSON, headers,
 // futures) across threads; mimalloc does that markedly faster than the
@@ -7,5 +16,5 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
-    stockroom::cli::main()
+    cli::main()
 }

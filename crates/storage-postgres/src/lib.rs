@@ -27,7 +27,6 @@
 //! Stockroom that knows PostgreSQL's SQL.
 
 mod apply;
-pub mod baseline;
 mod bus;
 mod failure;
 pub mod group;
@@ -359,9 +358,6 @@ macro_rules! transaction {
             .await?
     };
 }
-
-// Declared after `transaction!`, which it uses.
-mod seed;
 
 pub(crate) fn now_ms() -> i64 {
     SystemTime::now()

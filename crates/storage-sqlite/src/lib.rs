@@ -21,7 +21,6 @@ mod provider;
 mod prune;
 mod read;
 mod records;
-mod seed;
 mod sql;
 mod write;
 

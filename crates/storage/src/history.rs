@@ -23,13 +23,6 @@ pub const APPEND_SQL: &str = "CASE WHEN {added} = '[]' THEN {stored} \
      WHEN {stored} = '[]' THEN {added} \
      ELSE substr({stored}, 1, length({stored}) - 1) || ',' || substr({added}, 2) END";
 
-/// The history the growth benchmark seeds for a fulfilled order (reserved,
-/// the payment's note, fulfilled) and for an open reservation, with `AT`
-/// standing for the order's creation time.
-pub const SEEDED_FULFILLED: &str =
-    r#"[[1,"reserved",null,AT],[2,"reserved","payment_charged",AT],[3,"fulfilled",null,AT]]"#;
-pub const SEEDED_RESERVED: &str = r#"[[1,"reserved",null,AT]]"#;
-
 /// [`APPEND_SQL`] for these two column expressions.
 pub fn append_sql(stored: &str, added: &str) -> String {
     APPEND_SQL

@@ -5,9 +5,9 @@
 //! against the real Redis in `STOCKROOM_TEST_REDIS_URL` (under CI a missing
 //! one fails the test instead of skipping it).
 
-use stockroom::cli::InProcessLauncher;
 use stockroom_lab::lab::MAX_NAIVE_ATTEMPTS;
 use stockroom_lab::{FixLabConfig, FixSubject, Scenario, Verdict, run_cell};
+use stockroom_launcher::InProcessLauncher;
 use stockroom_naive::Fix;
 
 /// Runs a cell expected to break gets before the test calls it held. Twice

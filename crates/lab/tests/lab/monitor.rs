@@ -4,10 +4,10 @@
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use stockroom::system::{self, Ports, SystemConfig};
 use stockroom_contract::StockLine;
 use stockroom_domain::ProductName;
 use stockroom_lab::{StormConfig, run_storm};
+use stockroom_launcher::system::{self, Ports, SystemConfig};
 use stockroom_naive::{NaiveConfig, NaiveFlow, RaceWindows};
 
 /// The longest a test waits for the auditor's verdict.

@@ -1,8 +1,8 @@
 //! One test per scenario, asserting both halves: the naive system shows the
 //! race and the fixed system shows no violation under the same load.
 
-use stockroom::cli::InProcessLauncher;
 use stockroom_lab::{Scenario, run_scenario};
+use stockroom_launcher::InProcessLauncher;
 
 async fn both_halves(scenario: Scenario) {
     let result = run_scenario(

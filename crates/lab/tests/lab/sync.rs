@@ -2,11 +2,11 @@
 //! against the fixed system, and the original system's check-then-reserve
 //! race shows with its artificial window shut.
 
-use stockroom::cli::InProcessLauncher;
 use stockroom_lab::last_byte::parse_response;
 use stockroom_lab::{
     FixedLauncher, FixedSpec, Scenario, StormConfig, run_scenario_synced, run_storm,
 };
+use stockroom_launcher::InProcessLauncher;
 
 #[test]
 fn an_answer_is_parsed_plain_or_chunked() {

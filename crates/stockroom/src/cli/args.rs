@@ -8,10 +8,9 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 use stockroom_data_service::Retention;
 use stockroom_http_kit::InternalToken;
+use stockroom_launcher::system;
 use stockroom_naive::{Fix, NaiveFlow, RaceWindows};
 use stockroom_storage_sqlite::WriterConfig;
-
-use crate::system;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(super) enum Mode {
@@ -213,7 +212,7 @@ pub(super) fn read_stock(
     storage
         .inventory
         .as_deref()
-        .map(crate::stock::read_stock_file)
+        .map(stockroom_launcher::stock::read_stock_file)
         .transpose()
         .map_err(anyhow::Error::from)
 }

@@ -1,12 +1,13 @@
 //! `stockroom bench`: the arguments of the flash-sale benchmark and the
 //! command that runs it and prints its report (the benchmark itself is
-//! `crate::bench`).
+//! `stockroom_bench`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Args;
+use stockroom_bench::{BenchConfig, SystemKind};
 
 #[derive(Debug, Args)]
 pub(super) struct BenchArgs {
@@ -55,7 +56,7 @@ pub(super) struct BenchArgs {
     #[arg(long)]
     growth: bool,
     /// The stored orders --growth measures at, comma-separated.
-    #[arg(long, value_delimiter = ',', default_values_t = crate::bench::growth::DEFAULT_SIZES)]
+    #[arg(long, value_delimiter = ',', default_values_t = stockroom_bench::growth::DEFAULT_SIZES)]
     growth_sizes: Vec<u64>,
     /// Print the report as one JSON object.
     #[arg(long)]
@@ -63,7 +64,6 @@ pub(super) struct BenchArgs {
 }
 
 pub(super) async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
-    use crate::bench::{self, BenchConfig, SystemKind};
     if args.growth {
         let sizes = if args.smoke {
             vec![1_000, 10_000]
@@ -71,11 +71,11 @@ pub(super) async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
             args.growth_sizes.clone()
         };
         anyhow::ensure!(!sizes.is_empty(), "--growth-sizes needs at least one size");
-        let report = bench::growth::run(&sizes, args.postgres_url.as_deref()).await?;
+        let report = stockroom_bench::growth::run(&sizes, args.postgres_url.as_deref()).await?;
         if args.json {
             println!("{}", serde_json::to_string_pretty(&report)?);
         } else {
-            print!("{}", bench::growth::render(&report));
+            print!("{}", stockroom_bench::growth::render(&report));
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -112,15 +112,15 @@ pub(super) async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         config.cold_products = 10;
         config.latency_connections = 10;
     }
-    let report = bench::run(config).await?;
+    let report = stockroom_bench::run(config).await?;
     if let Some(path) = &args.chart {
-        std::fs::write(path, bench::render_svg(&report))
+        std::fs::write(path, stockroom_bench::render_svg(&report))
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        print!("{}", bench::render_table(&report));
+        print!("{}", stockroom_bench::render_table(&report));
     }
     Ok(ExitCode::SUCCESS)
 }

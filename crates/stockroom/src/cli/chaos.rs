@@ -6,10 +6,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
+use stockroom_chaos::inject::Commands;
+use stockroom_chaos::stage::StageConfig;
+use stockroom_chaos::{ChaosConfig, DEFAULT_PORT_OFFSET, Lengths};
 
 use super::print_verdict;
-use crate::chaos::stage::StageConfig;
-use crate::chaos::{self, ChaosConfig, Lengths};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Target {
@@ -55,22 +56,22 @@ pub(super) struct ChaosArgs {
     #[arg(long)]
     rate: Option<f64>,
     /// Shifts every port of the campaign's system by this much.
-    #[arg(long, default_value_t = chaos::DEFAULT_PORT_OFFSET)]
+    #[arg(long, default_value_t = DEFAULT_PORT_OFFSET)]
     port_offset: u16,
     /// Where the processes' logs go (kept when the campaign fails).
     #[arg(long)]
     work_dir: Option<PathBuf>,
     /// The command that stops the broker.
-    #[arg(long, default_value_t = chaos::inject::Commands::default().broker_stop)]
+    #[arg(long, default_value_t = Commands::default().broker_stop)]
     broker_stop_command: String,
     /// The command that starts it again.
-    #[arg(long, default_value_t = chaos::inject::Commands::default().broker_start)]
+    #[arg(long, default_value_t = Commands::default().broker_start)]
     broker_start_command: String,
     /// The command that closes every connection to the broker.
-    #[arg(long, default_value_t = chaos::inject::Commands::default().broker_close_connections)]
+    #[arg(long, default_value_t = Commands::default().broker_close_connections)]
     broker_close_command: String,
     /// The command that restarts the database server.
-    #[arg(long, default_value_t = chaos::inject::Commands::default().database_restart)]
+    #[arg(long, default_value_t = Commands::default().database_restart)]
     database_restart_command: String,
     /// Print the report as one JSON object.
     #[arg(long)]
@@ -81,9 +82,9 @@ pub(super) async fn chaos(args: ChaosArgs) -> anyhow::Result<ExitCode> {
     let stage = match args.target {
         Target::Cluster => {
             anyhow::ensure!(
-                (2..=crate::cluster::MAX_INSTANCES).contains(&args.instances),
+                (2..=stockroom_launcher::cluster::MAX_INSTANCES).contains(&args.instances),
                 "--instances must be from 2 to {}: a fault leaves one instance of each service",
-                crate::cluster::MAX_INSTANCES
+                stockroom_launcher::cluster::MAX_INSTANCES
             );
             StageConfig::Cluster {
                 instances: args.instances,
@@ -109,7 +110,7 @@ pub(super) async fn chaos(args: ChaosArgs) -> anyhow::Result<ExitCode> {
     }
     let seed = args.seed.unwrap_or_else(rand::random);
     let mut config = ChaosConfig::new(stage, seed, lengths, args.port_offset);
-    config.commands = chaos::inject::Commands {
+    config.commands = Commands {
         broker_stop: args.broker_stop_command,
         broker_start: args.broker_start_command,
         broker_close_connections: args.broker_close_command,
@@ -125,6 +126,6 @@ pub(super) async fn chaos(args: ChaosArgs) -> anyhow::Result<ExitCode> {
             lengths.duration_ms / 1_000
         );
     }
-    let report = chaos::run(config).await?;
+    let report = stockroom_chaos::run(config).await?;
     print_verdict(args.json, &report, report.render(), report.passed)
 }

@@ -4,10 +4,10 @@
 use std::path::PathBuf;
 
 use clap::Args;
+use stockroom_launcher::system;
 
 use super::args::{BusArgs, ExpiryArgs, PaymentArgs, TokenArgs};
 use super::shutdown_signal;
-use crate::system;
 
 #[derive(Debug, Args)]
 pub(super) struct ClusterArgs {
@@ -53,7 +53,7 @@ pub(super) async fn cluster(
     );
     args.bus.choice()?;
     let bus_prefix = vec!["--bus-prefix".to_owned(), args.bus.bus_prefix.clone()];
-    let config = crate::cluster::ClusterConfig {
+    let config = stockroom_launcher::cluster::ClusterConfig {
         instances: args.instances,
         database_url: args.database_url.clone(),
         bus_url: args.bus.bus_url.clone(),
@@ -90,7 +90,7 @@ pub(super) async fn cluster(
         internal_token: args.token.or_generate()?,
         log_directory: None,
     };
-    let mut running = crate::cluster::start(&config).await?;
+    let mut running = stockroom_launcher::cluster::start(&config).await?;
     for instance in &running.instances {
         println!(
             "instance {} {} pid {} {}",

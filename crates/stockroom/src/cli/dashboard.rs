@@ -10,9 +10,7 @@ use anyhow::Context;
 use clap::Args;
 use stockroom_dashboard::{DashboardConfig, Sources};
 use stockroom_http_kit::split_urls;
-
-use super::InProcessLauncher;
-use crate::system;
+use stockroom_launcher::{InProcessLauncher, system};
 
 /// Where the watched services are (`serve dashboard`).
 #[derive(Debug, Args)]

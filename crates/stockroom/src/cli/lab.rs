@@ -1,18 +1,15 @@
 //! `stockroom lab`: reproduces each race of the original system and shows
-//! Stockroom surviving it, with the launcher that starts the fixed system in
-//! this process. `lab --fixes` runs every race against every fix the
-//! original authors proposed instead.
+//! Stockroom surviving it, with the fixed system started in this process
+//! (`stockroom_launcher::InProcessLauncher`). `lab --fixes` runs every race
+//! against every fix the original authors proposed instead.
 
 use std::process::ExitCode;
 
 use clap::Args;
-use stockroom_lab::{
-    FixLabConfig, FixSubject, FixedLauncher, FixedRunning, FixedSpec, LabConfig, Scenario,
-    SystemUrls, Verdict,
-};
+use stockroom_lab::{FixLabConfig, FixSubject, LabConfig, Scenario, Verdict};
+use stockroom_launcher::InProcessLauncher;
 
 use super::print_verdict;
-use crate::system::{self, Ports, RunningSystem, SystemConfig};
 
 #[derive(Debug, Args)]
 pub(super) struct LabArgs {
@@ -98,43 +95,4 @@ pub(super) async fn lab(args: LabArgs) -> anyhow::Result<ExitCode> {
     };
     let report = stockroom_lab::run_lab(&config, &InProcessLauncher).await?;
     print_verdict(args.json, &report, report.render(), report.passed)
-}
-
-/// Starts the fixed system in this process for the lab, with
-/// [`system::start`] on ephemeral ports.
-pub struct InProcessLauncher;
-
-struct InProcessSystem(RunningSystem);
-
-#[async_trait::async_trait]
-impl FixedRunning for InProcessSystem {
-    fn urls(&self) -> SystemUrls {
-        let urls = &self.0.urls;
-        SystemUrls {
-            order: urls.order.clone(),
-            data: urls.data.clone(),
-            inventory: urls.inventory.clone(),
-            payment: urls.payment.clone(),
-            internal_token: Some(self.0.internal_token.expose().to_owned()),
-        }
-    }
-
-    async fn stop(self: Box<Self>) -> Result<(), String> {
-        self.0.stop().await.map_err(|error| format!("{error:#}"))
-    }
-}
-
-#[async_trait::async_trait]
-impl FixedLauncher for InProcessLauncher {
-    async fn start(&self, spec: FixedSpec) -> Result<Box<dyn FixedRunning>, String> {
-        let mut config = SystemConfig::new(&spec.data_dir);
-        config.ports = Ports::EPHEMERAL;
-        config.stock = Some(spec.stock);
-        config.fresh = true;
-        config.payment_latency_ms = spec.payment_latency_ms;
-        let running = system::start(config)
-            .await
-            .map_err(|error| format!("{error:#}"))?;
-        Ok(Box::new(InProcessSystem(running)))
-    }
 }

@@ -36,9 +36,6 @@ use self::serve::ServeArgs;
 use self::storm::StormArgs;
 use self::up::UpArgs;
 
-pub use self::lab::InProcessLauncher;
-pub use self::storm::{DEFAULT_STORM_CONCURRENCY, DEFAULT_STORM_ORDERS};
-
 /// Exit status of `check` and `lab` when an invariant is violated (or a race
 /// was not reproduced).
 pub const EXIT_VIOLATION: u8 = 1;

@@ -5,7 +5,10 @@ use std::net::IpAddr;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
+use stockroom_http_kit::InternalToken;
 use stockroom_inventory_service::InventoryConfig;
+use stockroom_launcher::system;
+use stockroom_naive::{Fix, NaiveFlow, RaceWindows};
 use stockroom_order_service::OrderConfig;
 use stockroom_payment_service::PaymentConfig;
 
@@ -14,7 +17,6 @@ use super::args::{
 };
 use super::dashboard::{DashboardArgs, serve_dashboard};
 use super::shutdown_signal;
-use crate::system;
 
 #[derive(Debug, Args)]
 pub(super) struct ServeArgs {
@@ -117,116 +119,164 @@ pub(super) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         shutdown_signal().await;
         tracing::info!("shutting down: finishing requests in flight");
     };
+    let at = Address {
+        host: args.host,
+        port: args.port,
+    };
     // The dashboard reads only public routes; every other service either
     // guards internal routes or calls them, so it cannot run without one.
-    let token = match args.service {
-        ServiceCommand::Dashboard(_) => None,
-        _ => Some(args.token.required()?),
-    };
-    let token = move || {
-        token
-            .clone()
-            .expect("every service but the dashboard has a token")
-    };
+    let token = &args.token;
     match args.service {
         ServiceCommand::Order {
             inventory_url,
             data_url,
-        } => {
-            let port = args.port.unwrap_or(system::ORDER_PORT);
-            let (listener, url) = system::bind("order-service", args.host, port).await?;
-            tracing::info!(%url, "order-service listening");
-            stockroom_order_service::run(
-                listener,
-                OrderConfig {
-                    inventory_url,
-                    data_url,
-                    internal_token: token(),
-                },
-                signal,
-            )
-            .await
-            .context("order-service failed")
-        }
+        } => serve_order(at, inventory_url, data_url, token.required()?, signal).await,
         ServiceCommand::Data { storage, bus } => {
-            let port = args.port.unwrap_or(system::DATA_PORT);
-            let bus = bus.choice()?;
-            let (listener, url) = system::bind("data-service", args.host, port).await?;
-            let opened = system::open_storage(
-                &storage.database(),
-                storage.fresh,
-                read_stock(&storage)?,
-                writer_config(&storage)?,
-            )
-            .await?;
-            tracing::info!(%url, backend = opened.backend_name(), "data-service listening");
-            let running = system::data_service_with(
-                listener,
-                opened.clone(),
-                &bus,
-                storage.retention.retention()?,
-                stockroom_data_service::RelaySettings::default(),
-                token(),
-            );
-            signal.await;
-            let stopped = running.stop().await;
-            opened.close().await;
-            stopped
+            serve_data(at, storage, bus, token.required()?, signal).await
         }
         ServiceCommand::Inventory {
             data_url,
             expiry,
             bus,
             ..
-        } => {
-            let port = args.port.unwrap_or(system::INVENTORY_PORT);
-            let (listener, url) = system::bind("inventory-service", args.host, port).await?;
-            tracing::info!(%url, "inventory-service listening");
-            let events = bus.choice()?.event_source_leased(
-                &data_url,
-                stockroom_domain::CONSUMER_INVENTORY,
-                bus.lease_ms,
-                &token(),
-            );
-            let config = InventoryConfig {
-                data_url,
-                reservation_ttl_ms: expiry.reservation_ttl_ms,
-                sweep_interval_ms: expiry.sweep_interval_ms,
-                internal_token: token(),
-            };
-            stockroom_inventory_service::run(listener, config, events, signal)
-                .await
-                .context("inventory-service failed")
-        }
+        } => serve_inventory(at, data_url, expiry, bus, token.required()?, signal).await,
         ServiceCommand::Dashboard(dashboard) => {
-            serve_dashboard(dashboard, args.host, args.port, signal).await
+            serve_dashboard(dashboard, at.host, at.port, signal).await
         }
         ServiceCommand::Payment {
             data_url,
             payment,
             bus,
-        } => {
-            let port = args.port.unwrap_or(system::PAYMENT_PORT);
-            let config = PaymentConfig {
-                data_url: data_url.clone(),
-                latency_ms: payment.payment_latency_ms,
-                decline_rate: payment.payment_decline_rate,
-                internal_token: token(),
-            };
-            config.validate().map_err(anyhow::Error::msg)?;
-            let (listener, url) = system::bind("payment-service", args.host, port).await?;
-            tracing::info!(%url, "payment-service listening");
-            let events = bus.choice()?.event_source_leased(
-                &data_url,
-                stockroom_domain::CONSUMER_PAYMENT,
-                bus.lease_ms,
-                &token(),
-            );
-            stockroom_payment_service::run(listener, config, events, signal)
-                .await
-                .context("payment-service failed")
-        }
+        } => serve_payment(at, data_url, payment, bus, token.required()?, signal).await,
     }
+}
+
+/// Where a service listens: `--host`, and `--port` or its default port.
+#[derive(Debug, Clone, Copy)]
+struct Address {
+    host: IpAddr,
+    port: Option<u16>,
+}
+
+impl Address {
+    /// Binds the address, on `default_port` unless `--port` says otherwise.
+    async fn bind(
+        self,
+        service: &str,
+        default_port: u16,
+    ) -> anyhow::Result<(tokio::net::TcpListener, String)> {
+        system::bind(service, self.host, self.port.unwrap_or(default_port)).await
+    }
+}
+
+/// A future that completes when a service should stop (Ctrl-C or SIGTERM).
+trait Signal: Future<Output = ()> + Send + 'static {}
+
+impl<F: Future<Output = ()> + Send + 'static> Signal for F {}
+
+async fn serve_order(
+    at: Address,
+    inventory_url: String,
+    data_url: String,
+    internal_token: InternalToken,
+    signal: impl Signal,
+) -> anyhow::Result<()> {
+    let (listener, url) = at.bind("order-service", system::ORDER_PORT).await?;
+    tracing::info!(%url, "order-service listening");
+    let config = OrderConfig {
+        inventory_url,
+        data_url,
+        internal_token,
+    };
+    stockroom_order_service::run(listener, config, signal)
+        .await
+        .context("order-service failed")
+}
+
+async fn serve_data(
+    at: Address,
+    storage: StorageArgs,
+    bus: BusArgs,
+    internal_token: InternalToken,
+    signal: impl Signal,
+) -> anyhow::Result<()> {
+    let bus = bus.choice()?;
+    let (listener, url) = at.bind("data-service", system::DATA_PORT).await?;
+    let opened = system::open_storage(
+        &storage.database(),
+        storage.fresh,
+        read_stock(&storage)?,
+        writer_config(&storage)?,
+    )
+    .await?;
+    tracing::info!(%url, backend = opened.backend_name(), "data-service listening");
+    let running = system::data_service_with(
+        listener,
+        opened.clone(),
+        &bus,
+        storage.retention.retention()?,
+        stockroom_data_service::RelaySettings::default(),
+        internal_token,
+    );
+    signal.await;
+    let stopped = running.stop().await;
+    opened.close().await;
+    stopped
+}
+
+async fn serve_inventory(
+    at: Address,
+    data_url: String,
+    expiry: ExpiryArgs,
+    bus: BusArgs,
+    internal_token: InternalToken,
+    signal: impl Signal,
+) -> anyhow::Result<()> {
+    let (listener, url) = at.bind("inventory-service", system::INVENTORY_PORT).await?;
+    tracing::info!(%url, "inventory-service listening");
+    let events = bus.choice()?.event_source_leased(
+        &data_url,
+        stockroom_domain::CONSUMER_INVENTORY,
+        bus.lease_ms,
+        &internal_token,
+    );
+    let config = InventoryConfig {
+        data_url,
+        reservation_ttl_ms: expiry.reservation_ttl_ms,
+        sweep_interval_ms: expiry.sweep_interval_ms,
+        internal_token,
+    };
+    stockroom_inventory_service::run(listener, config, events, signal)
+        .await
+        .context("inventory-service failed")
+}
+
+async fn serve_payment(
+    at: Address,
+    data_url: String,
+    payment: PaymentArgs,
+    bus: BusArgs,
+    internal_token: InternalToken,
+    signal: impl Signal,
+) -> anyhow::Result<()> {
+    let config = PaymentConfig {
+        data_url: data_url.clone(),
+        latency_ms: payment.payment_latency_ms,
+        decline_rate: payment.payment_decline_rate,
+        internal_token: internal_token.clone(),
+    };
+    config.validate().map_err(anyhow::Error::msg)?;
+    let (listener, url) = at.bind("payment-service", system::PAYMENT_PORT).await?;
+    tracing::info!(%url, "payment-service listening");
+    let events = bus.choice()?.event_source_leased(
+        &data_url,
+        stockroom_domain::CONSUMER_PAYMENT,
+        bus.lease_ms,
+        &internal_token,
+    );
+    stockroom_payment_service::run(listener, config, events, signal)
+        .await
+        .context("payment-service failed")
 }
 
 /// `serve <service> --mode naive`: one service of the original system.
@@ -237,77 +287,110 @@ pub(super) async fn serve_naive(args: ServeArgs) -> anyhow::Result<()> {
     };
     args.mode.refuse_exposed_naive(args.host)?;
     anyhow::ensure!(
-        args.mode.naive_fix == stockroom_naive::Fix::None,
+        args.mode.naive_fix == Fix::None,
         "--naive-fix works with `stockroom up --mode naive`, which runs the four services together"
     );
     let windows = args.mode.windows()?;
     tracing::warn!("NAIVE MODE: this service is racy on purpose; only for the race lab");
+    let at = Address {
+        host: args.host,
+        port: args.port,
+    };
     match args.service {
         ServiceCommand::Order {
             inventory_url,
             data_url,
-        } => {
-            let port = args.port.unwrap_or(system::ORDER_PORT);
-            let (listener, url) = system::bind("order-service", args.host, port).await?;
-            tracing::info!(%url, "naive order-service listening");
-            let config = stockroom_naive::order::OrderConfig {
-                data_url,
-                inventory_url,
-                windows,
-                fix: stockroom_naive::Fix::None,
-                dedupe: None,
-                crash_after_publish: false,
-            };
-            stockroom_naive::order::run(listener, config, signal)
-                .await
-                .context("naive order-service failed")
-        }
+        } => serve_naive_order(at, inventory_url, data_url, windows, signal).await,
         ServiceCommand::Data { storage, .. } => {
-            let port = args.port.unwrap_or(system::DATA_PORT);
-            let (listener, url) = system::bind("data-service", args.host, port).await?;
-            let files =
-                stockroom_naive::files::JsonFiles::new(&storage.data_dir, windows.torn_write_ms);
-            let state =
-                stockroom_naive::data::DataState::new(files, windows, stockroom_naive::Fix::None);
-            let stock = read_stock(&storage)?.unwrap_or_else(crate::stock::default_stock);
-            state.store().initialize(&stock, storage.fresh).await?;
-            tracing::info!(%url, "naive data-service listening");
-            stockroom_naive::data::run(listener, state, signal)
-                .await
-                .context("naive data-service failed")
+            serve_naive_data(at, storage, windows, signal).await
         }
         ServiceCommand::Inventory {
             data_url,
             payment_url,
             ..
         } => {
-            let port = args.port.unwrap_or(system::INVENTORY_PORT);
-            let (listener, url) = system::bind("inventory-service", args.host, port).await?;
-            tracing::info!(%url, "naive inventory-service listening");
-            let config = stockroom_naive::inventory::InventoryConfig {
-                data_url,
-                payment_url,
-                flow: args.mode.naive_flow,
-                windows,
-                fix: stockroom_naive::Fix::None,
-                locks: None,
-            };
-            stockroom_naive::inventory::run(listener, config, signal)
-                .await
-                .context("naive inventory-service failed")
+            let flow = args.mode.naive_flow;
+            serve_naive_inventory(at, data_url, payment_url, flow, windows, signal).await
         }
         // The dashboard is the same for both systems: it reads the contract.
         ServiceCommand::Dashboard(dashboard) => {
-            serve_dashboard(dashboard, args.host, args.port, signal).await
+            serve_dashboard(dashboard, at.host, at.port, signal).await
         }
-        ServiceCommand::Payment { .. } => {
-            let port = args.port.unwrap_or(system::PAYMENT_PORT);
-            let (listener, url) = system::bind("payment-service", args.host, port).await?;
-            tracing::info!(%url, "naive payment-service listening");
-            let state = stockroom_naive::payment::PaymentState::new(windows.payment_ms);
-            stockroom_naive::payment::run(listener, state, signal)
-                .await
-                .context("naive payment-service failed")
-        }
+        ServiceCommand::Payment { .. } => serve_naive_payment(at, windows, signal).await,
     }
+}
+
+async fn serve_naive_order(
+    at: Address,
+    inventory_url: String,
+    data_url: String,
+    windows: RaceWindows,
+    signal: impl Signal,
+) -> anyhow::Result<()> {
+    let (listener, url) = at.bind("order-service", system::ORDER_PORT).await?;
+    tracing::info!(%url, "naive order-service listening");
+    let config = stockroom_naive::order::OrderConfig {
+        data_url,
+        inventory_url,
+        windows,
+        fix: Fix::None,
+        dedupe: None,
+        crash_after_publish: false,
+    };
+    stockroom_naive::order::run(listener, config, signal)
+        .await
+        .context("naive order-service failed")
+}
+
+async fn serve_naive_data(
+    at: Address,
+    storage: StorageArgs,
+    windows: RaceWindows,
+    signal: impl Signal,
+) -> anyhow::Result<()> {
+    let (listener, url) = at.bind("data-service", system::DATA_PORT).await?;
+    let files = stockroom_naive::files::JsonFiles::new(&storage.data_dir, windows.torn_write_ms);
+    let state = stockroom_naive::data::DataState::new(files, windows, Fix::None);
+    let stock = read_stock(&storage)?.unwrap_or_else(stockroom_launcher::stock::default_stock);
+    state.store().initialize(&stock, storage.fresh).await?;
+    tracing::info!(%url, "naive data-service listening");
+    stockroom_naive::data::run(listener, state, signal)
+        .await
+        .context("naive data-service failed")
+}
+
+async fn serve_naive_inventory(
+    at: Address,
+    data_url: String,
+    payment_url: String,
+    flow: NaiveFlow,
+    windows: RaceWindows,
+    signal: impl Signal,
+) -> anyhow::Result<()> {
+    let (listener, url) = at.bind("inventory-service", system::INVENTORY_PORT).await?;
+    tracing::info!(%url, "naive inventory-service listening");
+    let config = stockroom_naive::inventory::InventoryConfig {
+        data_url,
+        payment_url,
+        flow,
+        windows,
+        fix: Fix::None,
+        locks: None,
+    };
+    stockroom_naive::inventory::run(listener, config, signal)
+        .await
+        .context("naive inventory-service failed")
+}
+
+async fn serve_naive_payment(
+    at: Address,
+    windows: RaceWindows,
+    signal: impl Signal,
+) -> anyhow::Result<()> {
+    let (listener, url) = at.bind("payment-service", system::PAYMENT_PORT).await?;
+    tracing::info!(%url, "naive payment-service listening");
+    let state = stockroom_naive::payment::PaymentState::new(windows.payment_ms);
+    stockroom_naive::payment::run(listener, state, signal)
+        .await
+        .context("naive payment-service failed")
 }

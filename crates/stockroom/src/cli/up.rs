@@ -4,6 +4,7 @@
 use std::net::IpAddr;
 
 use clap::Args;
+use stockroom_launcher::system::{self, Ports, SystemConfig};
 use stockroom_naive::{NaiveConfig, NaivePorts};
 
 use super::args::{
@@ -11,7 +12,6 @@ use super::args::{
 };
 use super::dashboard;
 use super::shutdown_signal;
-use crate::system::{self, Ports, SystemConfig};
 
 #[derive(Debug, Args)]
 pub(super) struct UpArgs {
@@ -101,7 +101,7 @@ pub(super) async fn up_naive(args: UpArgs) -> anyhow::Result<()> {
     args.mode.refuse_exposed_naive(args.host)?;
     let config = NaiveConfig {
         data_dir: args.storage.data_dir.clone(),
-        stock: read_stock(&args.storage)?.unwrap_or_else(crate::stock::default_stock),
+        stock: read_stock(&args.storage)?.unwrap_or_else(stockroom_launcher::stock::default_stock),
         fresh: args.storage.fresh,
         host: args.host,
         ports: NaivePorts {

@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use stockroom::system::{self, BusChoice, RunningService};
 use stockroom_bus::{EmbeddedEventSource, EventSource};
 use stockroom_bus_rabbitmq::{RabbitAdmin, RabbitEventSource, Topology};
 use stockroom_contract::Delivery;
+use stockroom_launcher::system::{self, BusChoice, RunningService};
 use stockroom_storage::Storage;
 use stockroom_storage_sqlite::WriterConfig;
 

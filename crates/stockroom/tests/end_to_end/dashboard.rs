@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use stockroom::system::{self, RunningService};
 use stockroom_dashboard::{DashboardConfig, Sources};
+use stockroom_launcher::system::{self, RunningService};
 
 use crate::harness::{TestSystem, get, laptops, post, stock};
 
@@ -39,7 +39,7 @@ impl Watched {
                 inventory: vec![urls.inventory.clone()],
                 payment: vec![urls.payment.clone()],
             },
-            lab: Some(Arc::new(stockroom::cli::InProcessLauncher)),
+            lab: Some(Arc::new(stockroom_launcher::InProcessLauncher)),
         };
         let dashboard = system::dashboard(listener, config);
         Watched {

@@ -11,9 +11,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use stockroom::system::{BusChoice, DatabaseChoice};
 use stockroom_bus_rabbitmq::{RabbitAdmin, Topology};
 use stockroom_lab::{CheckConfig, HistorySource, RetryPolicy, StormConfig};
+use stockroom_launcher::system::{BusChoice, DatabaseChoice};
 
 use crate::bus::rabbit_url;
 use crate::harness::{
@@ -180,7 +180,7 @@ async fn assert_settled_once(
     history: Vec<stockroom_lab::HistoryEvent>,
     initial: &[(&str, i64)],
 ) {
-    let quiet = stockroom::chaos::settle::wait_quiet(
+    let quiet = stockroom_chaos::settle::wait_quiet(
         std::slice::from_ref(&test.system.urls.data),
         RECOVERY_TIMEOUT_MS,
     )
@@ -258,10 +258,11 @@ async fn a_payment_slower_than_the_lease_is_charged_once_by_two_instances() {
         config.lease_ms = LEASE_MS;
     })
     .await;
-    let (listener, _) = stockroom::system::bind("payment-service", [127, 0, 0, 1].into(), 0)
-        .await
-        .unwrap();
-    let second = stockroom::system::payment_service(
+    let (listener, _) =
+        stockroom_launcher::system::bind("payment-service", [127, 0, 0, 1].into(), 0)
+            .await
+            .unwrap();
+    let second = stockroom_launcher::system::payment_service(
         listener,
         stockroom_payment_service::PaymentConfig {
             data_url: test.system.urls.data.clone(),

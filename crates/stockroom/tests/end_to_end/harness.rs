@@ -3,9 +3,9 @@
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use stockroom::system::{self, Ports, RunningSystem, SystemConfig};
 use stockroom_contract::StockLine;
 use stockroom_domain::ProductName;
+use stockroom_launcher::system::{self, Ports, RunningSystem, SystemConfig};
 
 /// The longest a test waits for the order flow to settle.
 pub const SETTLE_TIMEOUT_MS: u64 = 20_000;

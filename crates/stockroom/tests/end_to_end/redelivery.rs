@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use serde_json::{Value, json};
-use stockroom::system;
+use stockroom_launcher::system;
 use stockroom_storage_sqlite::WriterConfig;
 
 use crate::harness::{get, post};

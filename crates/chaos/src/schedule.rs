@@ -227,53 +227,197 @@ pub fn schedule(seed: u64, plan: &Plan, topology: &Topology) -> Vec<Fault> {
         plan.fault_interval_ms > 0,
         "the fault interval must be positive"
     );
-    let mut random = ChaCha8Rng::seed_from_u64(seed);
-    let first_ms = plan.duration_ms * QUIET_START_PERCENT / 100;
-    let last_ms = plan.duration_ms * LAST_START_PERCENT / 100;
-    let mut busy = Busy::default();
-    let mut faults = Vec::new();
+    // The phases draw from one random source in a fixed order (outages, the
+    // deck, the services' order, then each slot), so a seed always gives
+    // the same schedule.
+    let mut draw = Draw::new(seed, plan, topology);
+    let mut faults = draw.outages();
+    let deck = draw.deck();
+    faults.extend(draw.regular_faults(deck));
+    faults.sort_by_key(|fault| (fault.at_ms, fault.kind));
+    faults
+}
 
-    // The one long outage of each server, each at its own random time.
-    for (offered, kind, target, hold_ms) in [
-        (
-            topology.broker,
-            FaultKind::BrokerOutage,
-            Target::Broker,
-            plan.broker_outage_ms,
-        ),
-        (
-            topology.database,
-            FaultKind::DatabaseRestart,
-            Target::Database,
-            0,
-        ),
-    ] {
-        if !offered {
-            continue;
+/// One drawing of a schedule: the seeded random source, the windows already
+/// taken, and the span in which faults may start.
+struct Draw<'a> {
+    random: ChaCha8Rng,
+    busy: Busy,
+    plan: &'a Plan,
+    topology: &'a Topology,
+    /// The earliest start of a fault.
+    first_ms: u64,
+    /// The latest start of a fault.
+    last_ms: u64,
+}
+
+impl<'a> Draw<'a> {
+    fn new(seed: u64, plan: &'a Plan, topology: &'a Topology) -> Draw<'a> {
+        Draw {
+            random: ChaCha8Rng::seed_from_u64(seed),
+            busy: Busy::default(),
+            plan,
+            topology,
+            first_ms: plan.duration_ms * QUIET_START_PERCENT / 100,
+            last_ms: plan.duration_ms * LAST_START_PERCENT / 100,
         }
-        let latest = last_ms.saturating_sub(hold_ms).max(first_ms);
-        let at_ms = random.random_range(first_ms..=latest);
-        // The server takes a while to stop and to start again around the
-        // hold; nothing else strikes it meanwhile.
-        busy.hold(target, at_ms, at_ms + hold_ms + plan.recovery_ms);
-        faults.push(Fault {
-            at_ms,
-            kind,
-            target,
-            hold_ms,
-        });
     }
 
-    // The regular slots, each kind getting its share; the shares are counted
-    // out before shuffling so that every seed has the same mix.
-    let slots = (last_ms.saturating_sub(first_ms) / plan.fault_interval_ms) as usize;
-    let kinds: Vec<FaultKind> = FaultKind::ALL
-        .into_iter()
-        .filter(|kind| topology.offers(*kind) && kind.share_percent() > 0)
-        .collect();
+    /// The one long outage of each server, each at its own random time.
+    fn outages(&mut self) -> Vec<Fault> {
+        let mut faults = Vec::new();
+        for (offered, kind, target, hold_ms) in [
+            (
+                self.topology.broker,
+                FaultKind::BrokerOutage,
+                Target::Broker,
+                self.plan.broker_outage_ms,
+            ),
+            (
+                self.topology.database,
+                FaultKind::DatabaseRestart,
+                Target::Database,
+                0,
+            ),
+        ] {
+            if !offered {
+                continue;
+            }
+            let latest = self.last_ms.saturating_sub(hold_ms).max(self.first_ms);
+            let at_ms = self.random.random_range(self.first_ms..=latest);
+            // The server takes a while to stop and to start again around the
+            // hold; nothing else strikes it meanwhile.
+            self.busy
+                .hold(target, at_ms, at_ms + hold_ms + self.plan.recovery_ms);
+            faults.push(Fault {
+                at_ms,
+                kind,
+                target,
+                hold_ms,
+            });
+        }
+        faults
+    }
+
+    /// The kinds of the regular slots, one per slot, shuffled. The shares
+    /// are counted out before shuffling so that every seed has the same mix.
+    fn deck(&mut self) -> Vec<FaultKind> {
+        let slots =
+            (self.last_ms.saturating_sub(self.first_ms) / self.plan.fault_interval_ms) as usize;
+        let kinds: Vec<FaultKind> = FaultKind::ALL
+            .into_iter()
+            .filter(|kind| self.topology.offers(*kind) && kind.share_percent() > 0)
+            .collect();
+        let mut deck = Vec::with_capacity(slots);
+        for (kind, count) in shares(slots, &kinds) {
+            deck.extend(std::iter::repeat_n(kind, count));
+        }
+        deck.resize(slots, FaultKind::Kill);
+        deck.shuffle(&mut self.random);
+        deck
+    }
+
+    /// Each slot of the deck at its time, on a target free then; a slot
+    /// that finds none is left out.
+    fn regular_faults(&mut self, deck: Vec<FaultKind>) -> Vec<Fault> {
+        // Kills go round the services in a shuffled order, so every kind of
+        // service is killed about as often.
+        let mut services = Service::ALL;
+        services.shuffle(&mut self.random);
+        let mut next_service = 0;
+        let mut faults = Vec::new();
+        for (slot, kind) in deck.into_iter().enumerate() {
+            let at_ms = self.first_ms
+                + slot as u64 * self.plan.fault_interval_ms
+                + self
+                    .random
+                    .random_range(0..self.plan.fault_interval_ms / 2 + 1);
+            let hold_ms = self.hold_ms(kind);
+            let (at_ms, target) = match kind {
+                FaultKind::Kill | FaultKind::Pause => (
+                    at_ms,
+                    self.process_target(kind, at_ms, &services, &mut next_service),
+                ),
+                _ => self.server_or_link_target(kind, at_ms),
+            };
+            let Some(target) = target else {
+                continue;
+            };
+            let recovery_ms = match kind {
+                FaultKind::Kill => self.plan.recovery_ms,
+                _ => 0,
+            };
+            self.busy.hold(target, at_ms, at_ms + hold_ms + recovery_ms);
+            faults.push(Fault {
+                at_ms,
+                kind,
+                target,
+                hold_ms,
+            });
+        }
+        faults
+    }
+
+    /// How long a regular fault of `kind` lasts.
+    fn hold_ms(&mut self, kind: FaultKind) -> u64 {
+        match kind {
+            FaultKind::Pause => {
+                self.plan.pause_ms + self.random.random_range(0..=self.plan.pause_ms / 2)
+            }
+            FaultKind::Kill => self.plan.dead_ms,
+            FaultKind::LinkCut | FaultKind::LinkSlow => self.plan.link_hold_ms,
+            _ => 0,
+        }
+    }
+
+    /// The process a kill or a pause at `at_ms` strikes: the one process of
+    /// an `up` system, or a free instance of the next service in turn (kills)
+    /// or of a random one (pauses) that leaves another instance unharmed.
+    fn process_target(
+        &mut self,
+        kind: FaultKind,
+        at_ms: u64,
+        services: &[Service; 4],
+        next_service: &mut usize,
+    ) -> Option<Target> {
+        if self.topology.instances == 0 {
+            return Some(Target::System).filter(|target| self.busy.is_free(*target, at_ms));
+        }
+        let start = if kind == FaultKind::Kill {
+            *next_service += 1;
+            *next_service - 1
+        } else {
+            self.random.random_range(0..services.len())
+        };
+        (0..services.len())
+            .map(|step| services[(start + step) % services.len()])
+            .find_map(|service| {
+                self.busy
+                    .free_instance(&mut self.random, service, self.topology.instances, at_ms)
+            })
+    }
+
+    /// The server or link a fault strikes, and when: a server or a link
+    /// struck already is struck again once that fault is over, if the
+    /// campaign is not.
+    fn server_or_link_target(&mut self, kind: FaultKind, at_ms: u64) -> (u64, Option<Target>) {
+        let target = match kind {
+            FaultKind::LinkCut | FaultKind::LinkSlow => {
+                Target::Link(Link::ALL[self.random.random_range(0..Link::ALL.len())])
+            }
+            FaultKind::BrokerConnectionsClosed => Target::Broker,
+            _ => Target::Database,
+        };
+        let free_ms = self.busy.free_from(target, at_ms);
+        (free_ms, Some(target).filter(|_| free_ms <= self.last_ms))
+    }
+}
+
+/// How many of the `slots` each of `kinds` gets: its share, and every kind
+/// at least once when there are slots enough, so that even a short campaign
+/// exercises each; the largest shares give way first.
+fn shares(slots: usize, kinds: &[FaultKind]) -> Vec<(FaultKind, usize)> {
     let offered_percent: u64 = kinds.iter().map(|kind| kind.share_percent()).sum();
-    // Every kind at least once when there are slots enough, so that even a
-    // short campaign exercises each; the largest shares give way first.
     let mut shares: Vec<(FaultKind, usize)> = kinds
         .iter()
         .map(|kind| {
@@ -290,78 +434,7 @@ pub fn schedule(seed: u64, plan: &Plan, topology: &Topology) -> Vec<Fault> {
         }
         largest.1 -= 1;
     }
-    let mut deck = Vec::with_capacity(slots);
-    for (kind, count) in shares {
-        deck.extend(std::iter::repeat_n(kind, count));
-    }
-    deck.resize(slots, FaultKind::Kill);
-    deck.shuffle(&mut random);
-
-    // Kills go round the services in a shuffled order, so every kind of
-    // service is killed about as often.
-    let mut services = Service::ALL;
-    services.shuffle(&mut random);
-    let mut next_service = 0;
-    for (slot, kind) in deck.into_iter().enumerate() {
-        let at_ms = first_ms
-            + slot as u64 * plan.fault_interval_ms
-            + random.random_range(0..plan.fault_interval_ms / 2 + 1);
-        let hold_ms = match kind {
-            FaultKind::Pause => plan.pause_ms + random.random_range(0..=plan.pause_ms / 2),
-            FaultKind::Kill => plan.dead_ms,
-            FaultKind::LinkCut | FaultKind::LinkSlow => plan.link_hold_ms,
-            _ => 0,
-        };
-        let (at_ms, target) = match kind {
-            FaultKind::Kill | FaultKind::Pause if topology.instances == 0 => (
-                at_ms,
-                Some(Target::System).filter(|target| busy.is_free(*target, at_ms)),
-            ),
-            FaultKind::Kill | FaultKind::Pause => {
-                let start = if kind == FaultKind::Kill {
-                    next_service += 1;
-                    next_service - 1
-                } else {
-                    random.random_range(0..services.len())
-                };
-                let target = (0..services.len())
-                    .map(|step| services[(start + step) % services.len()])
-                    .find_map(|service| {
-                        busy.free_instance(&mut random, service, topology.instances, at_ms)
-                    });
-                (at_ms, target)
-            }
-            // A server or a link struck already is struck again once that
-            // fault is over, if the campaign is not.
-            _ => {
-                let target = match kind {
-                    FaultKind::LinkCut | FaultKind::LinkSlow => {
-                        Target::Link(Link::ALL[random.random_range(0..Link::ALL.len())])
-                    }
-                    FaultKind::BrokerConnectionsClosed => Target::Broker,
-                    _ => Target::Database,
-                };
-                let free_ms = busy.free_from(target, at_ms);
-                (free_ms, Some(target).filter(|_| free_ms <= last_ms))
-            }
-        };
-        let Some(target) = target else {
-            continue;
-        };
-        let recovery_ms = match kind {
-            FaultKind::Kill => plan.recovery_ms,
-            _ => 0,
-        };
-        busy.hold(target, at_ms, at_ms + hold_ms + recovery_ms);
-        faults.push(Fault {
-            at_ms,
-            kind,
-            target,
-            hold_ms,
-        });
-    }
-    faults.sort_by_key(|fault| (fault.at_ms, fault.kind));
-    faults
+    shares
 }
 
 /// When each target is struck, so that a target is never struck twice at

@@ -1,7 +1,7 @@
 //! An SVG chart of a benchmark report: throughput and p99 latency of every
 //! system's throughput phase, hot product and cold catalogue side by side.
 
-use super::{BenchReport, Scenario};
+use crate::{BenchReport, PhaseResult, Scenario};
 
 const WIDTH: f64 = 900.0;
 const PANEL_HEIGHT: f64 = 260.0;
@@ -20,7 +20,7 @@ fn panel(
     report: &BenchReport,
     top: f64,
     title: &str,
-    value: impl Fn(&super::PhaseResult) -> f64,
+    value: impl Fn(&PhaseResult) -> f64,
     unit: &str,
 ) {
     let rows: Vec<_> = report

@@ -2,23 +2,20 @@
 //! transaction per request, a single conditional `UPDATE … WHERE available >=
 //! q` on a stock row, as most order APIs do it. It is correct (it cannot
 //! oversell) but every order waits for its own commit flush, so a hot row is
-//! limited by the disk. Used only by `stockroom bench`; not part of the order
-//! flow.
+//! limited by the disk. It is the benchmark's own table in the benchmark's
+//! own schema, written with its own connections: nothing of it is part of
+//! the order flow or of Stockroom's storage backends.
 
+use anyhow::Context;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use stockroom_storage::StorageError;
 use tokio_postgres::NoTls;
 
 /// Connections of the baseline's pool: enough for the database to be the
 /// limit, not the pool.
 pub const BASELINE_POOL_SIZE: usize = 32;
 
-fn unavailable(error: impl std::error::Error + Send + Sync + 'static) -> StorageError {
-    StorageError::Unavailable {
-        context: "the per-request baseline failed".into(),
-        source: Some(stockroom_storage::cause(error)),
-    }
-}
+/// What every failure of the baseline says it was doing.
+const BASELINE_FAILED: &str = "the per-request baseline failed";
 
 /// A stock table with one row per product, in its own schema.
 pub struct PerRequestStock {
@@ -32,16 +29,16 @@ impl PerRequestStock {
         url: &str,
         schema: &str,
         products: &[(String, i64)],
-    ) -> Result<PerRequestStock, StorageError> {
-        if !schema
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-        {
-            return Err(StorageError::Invalid(format!(
-                "invalid schema name {schema}"
-            )));
-        }
-        let mut config: tokio_postgres::Config = url.parse().map_err(unavailable)?;
+    ) -> anyhow::Result<PerRequestStock> {
+        // The name is written into SQL as it is, so it may only hold what
+        // needs no quoting.
+        anyhow::ensure!(
+            schema
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
+            "invalid schema name {schema}"
+        );
+        let mut config: tokio_postgres::Config = url.parse().context(BASELINE_FAILED)?;
         config.options(format!("-c search_path={schema} -c synchronous_commit=on"));
         let manager = Manager::from_config(
             config,
@@ -54,8 +51,8 @@ impl PerRequestStock {
             .max_size(BASELINE_POOL_SIZE)
             .runtime(Runtime::Tokio1)
             .build()
-            .map_err(unavailable)?;
-        let client = pool.get().await.map_err(unavailable)?;
+            .context(BASELINE_FAILED)?;
+        let client = pool.get().await.context(BASELINE_FAILED)?;
         client
             .batch_execute(&format!(
                 "CREATE SCHEMA IF NOT EXISTS {schema};
@@ -66,18 +63,18 @@ impl PerRequestStock {
                  );"
             ))
             .await
-            .map_err(unavailable)?;
+            .context(BASELINE_FAILED)?;
         let insert = client
             .prepare(&format!(
                 "INSERT INTO {schema}.stock (product, available) VALUES ($1, $2)"
             ))
             .await
-            .map_err(unavailable)?;
+            .context(BASELINE_FAILED)?;
         for (product, available) in products {
             client
                 .execute(&insert, &[product, available])
                 .await
-                .map_err(unavailable)?;
+                .context(BASELINE_FAILED)?;
         }
         drop(client);
         Ok(PerRequestStock {
@@ -88,8 +85,8 @@ impl PerRequestStock {
 
     /// Takes `quantity` units in one autocommitted conditional update.
     /// Returns whether there were enough.
-    pub async fn reserve(&self, product: &str, quantity: i64) -> Result<bool, StorageError> {
-        let client = self.pool.get().await.map_err(unavailable)?;
+    pub async fn reserve(&self, product: &str, quantity: i64) -> anyhow::Result<bool> {
+        let client = self.pool.get().await.context(BASELINE_FAILED)?;
         let statement = client
             .prepare_cached(&format!(
                 "UPDATE {}.stock SET available = available - $2
@@ -97,17 +94,17 @@ impl PerRequestStock {
                 self.schema
             ))
             .await
-            .map_err(unavailable)?;
+            .context(BASELINE_FAILED)?;
         let changed = client
             .execute(&statement, &[&product, &quantity])
             .await
-            .map_err(unavailable)?;
+            .context(BASELINE_FAILED)?;
         Ok(changed == 1)
     }
 
     /// Units left of every product, summed.
-    pub async fn total_available(&self) -> Result<i64, StorageError> {
-        let client = self.pool.get().await.map_err(unavailable)?;
+    pub async fn total_available(&self) -> anyhow::Result<i64> {
+        let client = self.pool.get().await.context(BASELINE_FAILED)?;
         let row = client
             .query_one(
                 &format!(
@@ -117,16 +114,16 @@ impl PerRequestStock {
                 &[],
             )
             .await
-            .map_err(unavailable)?;
+            .context(BASELINE_FAILED)?;
         Ok(row.get(0))
     }
 
     /// Drops the schema.
-    pub async fn drop_schema(&self) -> Result<(), StorageError> {
-        let client = self.pool.get().await.map_err(unavailable)?;
+    pub async fn drop_schema(&self) -> anyhow::Result<()> {
+        let client = self.pool.get().await.context(BASELINE_FAILED)?;
         client
             .batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema))
             .await
-            .map_err(unavailable)
+            .context(BASELINE_FAILED)
     }
 }

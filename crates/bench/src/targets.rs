@@ -16,12 +16,14 @@ use stockroom_bus_rabbitmq::{RabbitAdmin, Topology};
 use stockroom_contract::StockLine;
 use stockroom_domain::ProductName;
 use stockroom_http_kit::JsonBody;
+use stockroom_launcher::system::{
+    self, BusChoice, DatabaseChoice, Ports, RunningSystem, SystemConfig,
+};
 use stockroom_storage::Storage;
-use stockroom_storage_postgres::baseline::PerRequestStock;
 use stockroom_storage_sqlite::WriterConfig;
 use tokio_util::sync::CancellationToken;
 
-use crate::system::{self, BusChoice, DatabaseChoice, Ports, RunningSystem, SystemConfig};
+use crate::baseline::PerRequestStock;
 
 /// One of the compared systems.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,70 +171,10 @@ pub async fn start(
     match kind {
         SystemKind::StockroomPostgres | SystemKind::StockroomPostgresRabbitmq => {
             let url = postgres_url.ok_or_else(|| anyhow::anyhow!("no PostgreSQL URL"))?;
-            // Dropped first, in case an earlier run was killed before it
-            // could drop it: every phase starts on empty tables.
-            stockroom_storage_postgres::drop_schema(url, schema).await?;
-            let directory = tempfile::tempdir()?;
-            let mut config = SystemConfig::new(directory.path());
-            config.database = DatabaseChoice::Postgres {
-                url: url.to_owned(),
-                schema: Some(schema.to_owned()),
-            };
-            let rabbit = match (kind, amqp_url) {
-                (SystemKind::StockroomPostgresRabbitmq, Some(amqp)) => {
-                    let topology = Topology::with_prefix(&format!("stockroom-bench-{schema}"));
-                    config.bus = BusChoice::RabbitMq {
-                        url: amqp.to_owned(),
-                        topology: topology.clone(),
-                    };
-                    Some((amqp.to_owned(), topology))
-                }
-                (SystemKind::StockroomPostgresRabbitmq, None) => {
-                    anyhow::bail!("no AMQP URL")
-                }
-                _ => None,
-            };
-            config.ports = Ports::EPHEMERAL;
-            config.stock = Some(stock_lines(products)?);
-            let running = system::start(config).await?;
-            Ok(Target {
-                address: address_of(&running.urls.order),
-                running: Running::StockroomPostgres {
-                    running,
-                    url: url.to_owned(),
-                    schema: schema.to_owned(),
-                    rabbit,
-                },
-            })
+            start_stockroom_postgres(kind, products, url, amqp_url, schema).await
         }
-        SystemKind::Shipped | SystemKind::BatchingOff => {
-            let directory = tempfile::tempdir()?;
-            let mut config = SystemConfig::new(directory.path());
-            config.ports = Ports::EPHEMERAL;
-            config.stock = Some(stock_lines(products)?);
-            if kind == SystemKind::BatchingOff {
-                config.writer = WriterConfig { max_batch: 1 };
-                config.order_coalescing = false;
-            }
-            let running = system::start(config).await?;
-            Ok(Target {
-                address: address_of(&running.urls.order),
-                running: Running::Stockroom(running, directory),
-            })
-        }
-        SystemKind::Naive => {
-            let directory = tempfile::tempdir()?;
-            let mut config =
-                stockroom_naive::NaiveConfig::new(directory.path(), stock_lines(products)?);
-            config.fresh = true;
-            // The lab's default race windows: the original system as the lab
-            // shows it, races included.
-            let running = stockroom_naive::start(config).await?;
-            Ok(Target {
-                address: address_of(&running.urls.order),
-                running: Running::Naive(running, directory),
-            })
-        }
+        SystemKind::Shipped | SystemKind::BatchingOff => start_stockroom(kind, products).await,
+        SystemKind::Naive => start_naive(products).await,
         SystemKind::NoopHttp => serve_http(noop_router(), None).await,
         SystemKind::PostgresPerRequest => {
             let url = postgres_url.ok_or_else(|| anyhow::anyhow!("no PostgreSQL URL"))?;
@@ -240,6 +182,85 @@ pub async fn start(
             serve_http(baseline_router(Arc::clone(&stock)), Some(stock)).await
         }
     }
+}
+
+/// Stockroom on PostgreSQL in `schema`, with the embedded bus or, for
+/// [`SystemKind::StockroomPostgresRabbitmq`], RabbitMQ in a topology of its
+/// own.
+async fn start_stockroom_postgres(
+    kind: SystemKind,
+    products: &[(String, i64)],
+    url: &str,
+    amqp_url: Option<&str>,
+    schema: &str,
+) -> anyhow::Result<Target> {
+    // Dropped first, in case an earlier run was killed before it could drop
+    // it: every phase starts on empty tables.
+    stockroom_storage_postgres::drop_schema(url, schema).await?;
+    let directory = tempfile::tempdir()?;
+    let mut config = SystemConfig::new(directory.path());
+    config.database = DatabaseChoice::Postgres {
+        url: url.to_owned(),
+        schema: Some(schema.to_owned()),
+    };
+    let rabbit = match (kind, amqp_url) {
+        (SystemKind::StockroomPostgresRabbitmq, Some(amqp)) => {
+            let topology = Topology::with_prefix(&format!("stockroom-bench-{schema}"));
+            config.bus = BusChoice::RabbitMq {
+                url: amqp.to_owned(),
+                topology: topology.clone(),
+            };
+            Some((amqp.to_owned(), topology))
+        }
+        (SystemKind::StockroomPostgresRabbitmq, None) => {
+            anyhow::bail!("no AMQP URL")
+        }
+        _ => None,
+    };
+    config.ports = Ports::EPHEMERAL;
+    config.stock = Some(stock_lines(products)?);
+    let running = system::start(config).await?;
+    Ok(Target {
+        address: address_of(&running.urls.order),
+        running: Running::StockroomPostgres {
+            running,
+            url: url.to_owned(),
+            schema: schema.to_owned(),
+            rabbit,
+        },
+    })
+}
+
+/// Stockroom on SQLite in a temporary directory, as shipped or with
+/// batching off.
+async fn start_stockroom(kind: SystemKind, products: &[(String, i64)]) -> anyhow::Result<Target> {
+    let directory = tempfile::tempdir()?;
+    let mut config = SystemConfig::new(directory.path());
+    config.ports = Ports::EPHEMERAL;
+    config.stock = Some(stock_lines(products)?);
+    if kind == SystemKind::BatchingOff {
+        config.writer = WriterConfig { max_batch: 1 };
+        config.order_coalescing = false;
+    }
+    let running = system::start(config).await?;
+    Ok(Target {
+        address: address_of(&running.urls.order),
+        running: Running::Stockroom(running, directory),
+    })
+}
+
+/// The naive system in a temporary directory.
+async fn start_naive(products: &[(String, i64)]) -> anyhow::Result<Target> {
+    let directory = tempfile::tempdir()?;
+    let mut config = stockroom_naive::NaiveConfig::new(directory.path(), stock_lines(products)?);
+    config.fresh = true;
+    // The lab's default race windows: the original system as the lab shows
+    // it, races included.
+    let running = stockroom_naive::start(config).await?;
+    Ok(Target {
+        address: address_of(&running.urls.order),
+        running: Running::Naive(running, directory),
+    })
 }
 
 async fn serve_http(router: Router, stock: Option<Arc<PerRequestStock>>) -> anyhow::Result<Target> {

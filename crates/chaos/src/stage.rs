@@ -12,12 +12,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
+use stockroom_launcher::cluster::{self, ClusterConfig, Instance};
+use stockroom_launcher::system::{
+    DASHBOARD_PORT, DATA_PORT, INVENTORY_PORT, ORDER_PORT, PAYMENT_PORT,
+};
 use tokio::sync::Mutex;
 
-use super::proxy::Proxy;
-use super::schedule::{Link, Target};
-use crate::cluster::{self, ClusterConfig, Instance};
-use crate::system::{DASHBOARD_PORT, DATA_PORT, INVENTORY_PORT, ORDER_PORT, PAYMENT_PORT};
+use crate::proxy::Proxy;
+use crate::schedule::{Link, Target};
 
 /// What the campaign runs against.
 #[derive(Debug, Clone)]

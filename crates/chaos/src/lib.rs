@@ -30,13 +30,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use serde_json::json;
-use stockroom_lab::{CheckConfig, HistorySource, RetryPolicy, StormConfig};
+use stockroom_lab::{
+    CheckConfig, CheckReport, HistorySource, RetryPolicy, StormConfig, StormReport,
+};
 use tokio_util::sync::CancellationToken;
 
-use self::inject::{Commands, Injector};
-use self::report::{ChaosReport, Findings};
-use self::schedule::{Plan, Topology};
-use self::stage::{ServiceSettings, StageConfig};
+use crate::inject::{Commands, Injector, Struck};
+use crate::report::{ChaosReport, Findings};
+use crate::schedule::{Plan, Topology};
+use crate::stage::{ServiceSettings, Stage, StageConfig};
 
 /// The product every campaign sells out: its stock is sized so that it runs
 /// out about two thirds into the storm, so the sell-out happens under faults.
@@ -229,15 +231,64 @@ fn write_stock(
 pub async fn run(config: ChaosConfig) -> anyhow::Result<ChaosReport> {
     let name = stage::run_name(config.seed);
     let directory = config.work_directory.join(&name);
-    std::fs::create_dir_all(&directory)
+    let (stage, initial_stock) = set_stage(&config, &name, &directory).await?;
+    let reach = Reach::of(&stage);
+    let after = storm_under_faults(&config, stage).await?;
+    let found = settle_and_check(&config, &reach, &after, initial_stock).await?;
+    let log = after.injector.log().await;
+    let tally = Tally::of(&log, &found.outcomes);
+    let passed = found.passed() && tally.faults_failed == 0 && tally.expired == 0;
+    let unexpected_exits = after.injector.unexpected_exits();
+    stop_processes(after.injector).await?;
+    if passed {
+        clean_up(reach.database.as_ref(), reach.broker.as_ref(), &directory).await;
+    }
+    let storm = after.storm.summary;
+    Ok(ChaosReport {
+        seed: config.seed,
+        target: config.describe(),
+        duration_s: storm.elapsed_s,
+        faults: tally.injected,
+        faults_failed: tally.faults_failed,
+        acknowledged: storm.reserved,
+        lost: found.findings.lost,
+        duplicated: found.findings.duplicated,
+        charged_twice: found.findings.charged_twice,
+        oversold: found.findings.oversold,
+        stuck: found.findings.stuck,
+        expired: tally.expired,
+        settle_s: found.settle_s,
+        unexpected_exits,
+        outcomes: found.outcomes,
+        storm,
+        failed_checks: found
+            .check
+            .failed()
+            .map(|outcome| outcome.name.clone())
+            .collect(),
+        passed,
+        log,
+        logs: (!passed).then(|| directory.display().to_string()),
+    })
+}
+
+/// The first phase: the campaign's work directory, its stock file, and the
+/// system started on them. Returns the stage and the initial stock the
+/// checker compares with.
+async fn set_stage(
+    config: &ChaosConfig,
+    name: &str,
+    directory: &Path,
+) -> anyhow::Result<(Stage, BTreeMap<String, i64>)> {
+    std::fs::create_dir_all(directory)
         .with_context(|| format!("cannot create {}", directory.display()))?;
-    let (stock_file, initial_stock) = write_stock(&config, &directory)?;
+    let (stock_file, initial_stock) = write_stock(config, directory)?;
     let stage = stage::start(
         &config.stage,
         &config.settings,
         &stock_file,
-        &directory,
-        &name,
+        directory,
+        name,
     )
     .await
     .with_context(|| {
@@ -246,13 +297,44 @@ pub async fn run(config: ChaosConfig) -> anyhow::Result<ChaosReport> {
             directory.display()
         )
     })?;
-    let order_urls = stage.order_urls.clone();
-    let data_urls = stage.data_urls.clone();
-    let database = stage.database.clone();
-    let broker = stage.broker.clone();
-    let internal_token = stage.internal_token.clone();
-    let faults = schedule::schedule(config.seed, &config.plan, &config.topology());
+    Ok((stage, initial_stock))
+}
 
+/// Where the campaign reaches its system once the injector owns the stage.
+struct Reach {
+    order_urls: Vec<String>,
+    data_urls: Vec<String>,
+    database: Option<stage::DatabaseHandle>,
+    broker: Option<stage::BrokerHandle>,
+    internal_token: stockroom_http_kit::InternalToken,
+}
+
+impl Reach {
+    fn of(stage: &Stage) -> Reach {
+        Reach {
+            order_urls: stage.order_urls.clone(),
+            data_urls: stage.data_urls.clone(),
+            database: stage.database.clone(),
+            broker: stage.broker.clone(),
+            internal_token: stage.internal_token.clone(),
+        }
+    }
+}
+
+/// What the storm phase leaves: the storm's history and the injector, which
+/// owns the stage's processes, with every fault healed.
+struct AfterStorm {
+    storm: StormReport,
+    injector: Arc<Injector>,
+    healed_at: Instant,
+}
+
+/// The second phase: the storm runs while every fault of the schedule
+/// strikes at its time and a supervisor restarts processes that die on
+/// their own; then everything is healed.
+async fn storm_under_faults(config: &ChaosConfig, stage: Stage) -> anyhow::Result<AfterStorm> {
+    let order_urls = stage.order_urls.clone();
+    let faults = schedule::schedule(config.seed, &config.plan, &config.topology());
     let began = Instant::now();
     let injector = Arc::new(Injector::new(
         stage,
@@ -277,89 +359,121 @@ pub async fn run(config: ChaosConfig) -> anyhow::Result<ChaosReport> {
             })
         })
         .collect();
-    let storm = stockroom_lab::run_storm(storm_config(&config, &order_urls)).await;
+    let storm = stockroom_lab::run_storm(storm_config(config, &order_urls)).await;
     for strike in strikes {
         let _ = strike.await;
     }
     let healed = injector.heal().await;
-    let heal_done = Instant::now();
+    let healed_at = Instant::now();
     stop_supervisor.cancel();
     let _ = supervisor.await;
     let storm = storm.context("the storm could not run")?;
     healed.context("the heal failed")?;
+    Ok(AfterStorm {
+        storm,
+        injector,
+        healed_at,
+    })
+}
 
-    let settle = settle::wait_quiet(&data_urls, config.settle_timeout_ms).await;
-    let settle_s = settle.map(|_| heal_done.elapsed().as_secs_f64());
+/// What the checker and the counts found after the heal.
+struct Found {
+    /// Seconds from the heal until the system was quiet, if it got there.
+    settle_s: Option<f64>,
+    check: CheckReport,
+    findings: Findings,
+    outcomes: BTreeMap<String, u64>,
+}
+
+impl Found {
+    /// The system settled, every check held, and no figure counts a harm.
+    fn passed(&self) -> bool {
+        let findings = &self.findings;
+        self.check.passed
+            && self.settle_s.is_some()
+            && findings.lost
+                + findings.duplicated
+                + findings.charged_twice
+                + findings.oversold
+                + findings.stuck
+                == 0
+    }
+}
+
+/// The third phase: waits (bounded) until no order is in flight, then runs
+/// the checker against the storm's history and counts how orders ended.
+async fn settle_and_check(
+    config: &ChaosConfig,
+    reach: &Reach,
+    after: &AfterStorm,
+    initial_stock: BTreeMap<String, i64>,
+) -> anyhow::Result<Found> {
+    let (order_url, data_url) = (&reach.order_urls[0], &reach.data_urls[0]);
+    let settle = settle::wait_quiet(&reach.data_urls, config.settle_timeout_ms).await;
+    let settle_s = settle.map(|_| after.healed_at.elapsed().as_secs_f64());
     let client = reqwest::Client::new();
-    for url in [&data_urls[0], &order_urls[0]] {
+    for url in [data_url, order_url] {
         stockroom_http_kit::wait_for_health(&client, "a campaign's service", url).await?;
     }
-    let mut check = CheckConfig::new(&order_urls[0], &data_urls[0]);
-    check.history = HistorySource::Events(storm.history.clone());
+    let mut check = CheckConfig::new(order_url, data_url);
+    check.history = HistorySource::Events(after.storm.history.clone());
     check.initial_stock = Some(initial_stock);
     check.stuck_after_ms = 0;
     let check = stockroom_lab::run_check(&check)
         .await
         .context("the checker could not read the system")?;
     let provider_charged_twice =
-        provider_charged_twice(&client, &data_urls[0], &internal_token).await?;
-    let outcomes = settle::outcomes(&data_urls[0]).await?;
-    let findings = Findings::from_check(&check, provider_charged_twice);
-    let log = injector.log().await;
-    let faults_failed = log.iter().filter(|struck| struck.error.is_some()).count() as u64;
-    let mut injected = schedule::counts(&[]);
-    for struck in log.iter().filter(|struck| struck.error.is_none()) {
-        *injected.entry(struck.kind.name()).or_default() += 1;
-    }
-    let expired = outcomes
-        .iter()
-        .filter(|(outcome, _)| outcome.ends_with("reservation_expired"))
-        .map(|(_, count)| *count)
-        .sum();
-    let passed = check.passed
-        && settle_s.is_some()
-        && faults_failed == 0
-        && expired == 0
-        && findings.lost
-            + findings.duplicated
-            + findings.charged_twice
-            + findings.oversold
-            + findings.stuck
-            == 0;
+        provider_charged_twice(&client, data_url, &reach.internal_token).await?;
+    let outcomes = settle::outcomes(data_url).await?;
+    Ok(Found {
+        settle_s,
+        findings: Findings::from_check(&check, provider_charged_twice),
+        check,
+        outcomes,
+    })
+}
 
-    let unexpected_exits = injector.unexpected_exits();
+/// The faults as they were carried out, counted.
+struct Tally {
+    /// Faults carried out, by kind (every kind named).
+    injected: BTreeMap<&'static str, u64>,
+    /// Faults that could not be carried out.
+    faults_failed: u64,
+    /// Orders cancelled because their reservation expired.
+    expired: u64,
+}
+
+impl Tally {
+    fn of(log: &[Struck], outcomes: &BTreeMap<String, u64>) -> Tally {
+        let faults_failed = log.iter().filter(|struck| struck.error.is_some()).count() as u64;
+        let mut injected = schedule::counts(&[]);
+        for struck in log.iter().filter(|struck| struck.error.is_none()) {
+            *injected.entry(struck.kind.name()).or_default() += 1;
+        }
+        let expired = outcomes
+            .iter()
+            .filter(|(outcome, _)| outcome.ends_with("reservation_expired"))
+            .map(|(_, count)| *count)
+            .sum();
+        Tally {
+            injected,
+            faults_failed,
+            expired,
+        }
+    }
+}
+
+/// The last phase: every process of the stage stopped, order-services
+/// first.
+async fn stop_processes(injector: Arc<Injector>) -> anyhow::Result<()> {
     let injector = Arc::into_inner(injector).context("a fault task outlived the campaign")?;
     let processes = injector.into_stage().processes;
-    crate::cluster::Cluster {
+    stockroom_launcher::cluster::Cluster {
         instances: std::mem::take(&mut *processes.lock().await),
     }
     .stop()
     .await;
-    if passed {
-        clean_up(database.as_ref(), broker.as_ref(), &directory).await;
-    }
-    Ok(ChaosReport {
-        seed: config.seed,
-        target: config.describe(),
-        duration_s: storm.summary.elapsed_s,
-        faults: injected,
-        faults_failed,
-        acknowledged: storm.summary.reserved,
-        lost: findings.lost,
-        duplicated: findings.duplicated,
-        charged_twice: findings.charged_twice,
-        oversold: findings.oversold,
-        stuck: findings.stuck,
-        expired,
-        settle_s,
-        unexpected_exits,
-        outcomes,
-        storm: storm.summary,
-        failed_checks: check.failed().map(|outcome| outcome.name.clone()).collect(),
-        passed,
-        log,
-        logs: (!passed).then(|| directory.display().to_string()),
-    })
+    Ok(())
 }
 
 fn storm_config(config: &ChaosConfig, order_urls: &[String]) -> StormConfig {

@@ -7,7 +7,7 @@ use serde::Serialize;
 use stockroom_lab::CheckReport;
 use stockroom_lab::storm::StormSummary;
 
-use super::inject::Struck;
+use crate::inject::Struck;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ChaosReport {

@@ -483,25 +483,15 @@ pub struct RunningSystem {
 /// Starts data-service, then the others, and waits until every service
 /// reports healthy.
 pub async fn start(config: SystemConfig) -> anyhow::Result<RunningSystem> {
-    let payment_config_check = PaymentConfig {
+    // Checked before anything starts; the data URL is filled in once bound.
+    let payment = PaymentConfig {
         data_url: String::new(),
         latency_ms: config.payment_latency_ms,
         decline_rate: config.payment_decline_rate,
         internal_token: config.internal_token.clone(),
     };
-    payment_config_check
-        .validate()
-        .map_err(anyhow::Error::msg)?;
-    // Bind every port before starting anything, so a taken port fails fast
-    // and leaves nothing half-started.
-    let (data_listener, data_url) = bind("data-service", config.host, config.ports.data).await?;
-    let (inventory_listener, inventory_url) =
-        bind("inventory-service", config.host, config.ports.inventory).await?;
-    let (payment_listener, payment_url) =
-        bind("payment-service", config.host, config.ports.payment).await?;
-    let (order_listener, order_url) =
-        bind("order-service", config.host, config.ports.order).await?;
-
+    payment.validate().map_err(anyhow::Error::msg)?;
+    let listeners = Listeners::bind(config.host, config.ports).await?;
     let storage = open_storage(
         &config.database,
         config.fresh,
@@ -509,49 +499,104 @@ pub async fn start(config: SystemConfig) -> anyhow::Result<RunningSystem> {
         config.writer,
     )
     .await?;
+    let running = start_services(config, listeners, storage, payment);
+    wait_until_healthy(&running.urls).await?;
+    Ok(running)
+}
+
+/// The four services' listeners and their URLs.
+struct Listeners {
+    data: tokio::net::TcpListener,
+    inventory: tokio::net::TcpListener,
+    payment: tokio::net::TcpListener,
+    order: tokio::net::TcpListener,
+    urls: Urls,
+}
+
+impl Listeners {
+    /// Binds every port before starting anything, so a taken port fails fast
+    /// and leaves nothing half-started.
+    async fn bind(host: IpAddr, ports: Ports) -> anyhow::Result<Listeners> {
+        let (data, data_url) = bind("data-service", host, ports.data).await?;
+        let (inventory, inventory_url) = bind("inventory-service", host, ports.inventory).await?;
+        let (payment, payment_url) = bind("payment-service", host, ports.payment).await?;
+        let (order, order_url) = bind("order-service", host, ports.order).await?;
+        Ok(Listeners {
+            data,
+            inventory,
+            payment,
+            order,
+            urls: Urls {
+                order: order_url,
+                data: data_url,
+                inventory: inventory_url,
+                payment: payment_url,
+            },
+        })
+    }
+}
+
+/// Starts data-service on `storage`, then the consumers and order-service
+/// pointed at it, each on its listener.
+fn start_services(
+    config: SystemConfig,
+    listeners: Listeners,
+    storage: Arc<dyn Storage>,
+    payment: PaymentConfig,
+) -> RunningSystem {
+    let urls = listeners.urls;
+    let token = config.internal_token;
     let data = data_service_with(
-        data_listener,
+        listeners.data,
         storage.clone(),
         &config.bus,
         config.retention,
         config.relay,
-        config.internal_token.clone(),
+        token.clone(),
     );
     let inventory = inventory_service(
-        inventory_listener,
+        listeners.inventory,
         InventoryConfig {
-            data_url: data_url.clone(),
+            data_url: urls.data.clone(),
             reservation_ttl_ms: config.reservation_ttl_ms,
             sweep_interval_ms: config.sweep_interval_ms,
-            internal_token: config.internal_token.clone(),
+            internal_token: token.clone(),
         },
         &config.bus,
         config.lease_ms,
     );
     let payment = payment_service(
-        payment_listener,
+        listeners.payment,
         PaymentConfig {
-            data_url: data_url.clone(),
-            ..payment_config_check
+            data_url: urls.data.clone(),
+            ..payment
         },
         &config.bus,
         config.lease_ms,
     );
     let order = order_service(
-        order_listener,
+        listeners.order,
         OrderConfig {
-            inventory_url: inventory_url.clone(),
-            data_url: data_url.clone(),
-            internal_token: config.internal_token.clone(),
+            inventory_url: urls.inventory.clone(),
+            data_url: urls.data.clone(),
+            internal_token: token.clone(),
         },
         config.order_coalescing,
     );
-    let urls = Urls {
-        order: order_url,
-        data: data_url,
-        inventory: inventory_url,
-        payment: payment_url,
-    };
+    RunningSystem {
+        urls,
+        internal_token: token,
+        storage,
+        order,
+        inventory,
+        payment,
+        data,
+    }
+}
+
+/// Waits for each service's `/health`, in the order they depend on each
+/// other.
+async fn wait_until_healthy(urls: &Urls) -> anyhow::Result<()> {
     let client = reqwest::Client::new();
     for (name, url) in [
         ("data-service", &urls.data),
@@ -561,15 +606,7 @@ pub async fn start(config: SystemConfig) -> anyhow::Result<RunningSystem> {
     ] {
         stockroom_http_kit::wait_for_health(&client, name, url).await?;
     }
-    Ok(RunningSystem {
-        urls,
-        internal_token: config.internal_token,
-        storage,
-        order,
-        inventory,
-        payment,
-        data,
-    })
+    Ok(())
 }
 
 impl RunningSystem {

@@ -8,6 +8,10 @@
 //! round-robin and skip an instance that refuses connections. Services start
 //! in dependency order (data, then inventory and payment, then order), each
 //! waited for until healthy.
+//!
+//! Each process is the running executable started again with `serve`
+//! arguments, so a cluster is launched from the `stockroom` binary (its
+//! `cluster` and `chaos` commands) and nowhere else.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -270,108 +274,35 @@ async fn terminate(child: &mut Child) {
     }
 }
 
+/// The services in the order they start: data-service first (its first
+/// instance alone, since it applies the migrations and loads the stock, so
+/// the others find both done), then the consumers, then order-service.
+const START_ORDER: [(&str, u16); 4] = [
+    ("data", DATA_PORT),
+    ("inventory", INVENTORY_PORT),
+    ("payment", PAYMENT_PORT),
+    ("order", ORDER_PORT),
+];
+
 /// Starts every process and waits until each is healthy.
 pub async fn start(config: &ClusterConfig) -> anyhow::Result<Cluster> {
     anyhow::ensure!(
         (1..=MAX_INSTANCES).contains(&config.instances),
         "--instances must be from 1 to {MAX_INSTANCES}"
     );
-    let executable = std::env::current_exe().context("cannot find the stockroom executable")?;
-    let inventory_for_order = config
-        .inventory_urls_for_order
-        .clone()
-        .unwrap_or_else(|| config.urls(INVENTORY_PORT))
-        .join(",");
-    let data_for_consumers = config
-        .data_urls_for_consumers
-        .clone()
-        .unwrap_or_else(|| config.urls(DATA_PORT))
-        .join(",");
-    let data_for_order = config.urls(DATA_PORT).join(",");
+    let wiring = Wiring::of(config)?;
     let client = reqwest::Client::new();
     let mut cluster = Cluster {
         instances: Vec::new(),
     };
-    let mut environment = config.environment.clone();
-    environment.push((
-        stockroom_http_kit::INTERNAL_TOKEN_ENV.to_owned(),
-        config.internal_token.expose().to_owned(),
-    ));
-    let mut bus_args = Vec::new();
-    if let Some(bus_url) = &config.bus_url {
-        bus_args = vec!["--bus-url".to_owned(), bus_url.clone()];
-    }
-    // Data-service 0 first and alone: it applies the migrations and loads
-    // the stock, so the others find both done.
-    for (service, base) in [
-        ("data", DATA_PORT),
-        ("inventory", INVENTORY_PORT),
-        ("payment", PAYMENT_PORT),
-        ("order", ORDER_PORT),
-    ] {
+    for (service, base) in START_ORDER {
         for index in 0..config.instances {
-            let mut arguments = vec![
-                "serve".to_owned(),
-                service.to_owned(),
-                "--host".to_owned(),
-                config.host.clone(),
-                "--port".to_owned(),
-                config.port(base, index).to_string(),
-            ];
-            match service {
-                "data" => {
-                    arguments.extend(["--database-url".to_owned(), config.database_url.clone()]);
-                    arguments.extend(bus_args.clone());
-                    arguments.extend(config.data_args.iter().cloned());
-                    if let Some(file) = &config.inventory_file {
-                        arguments.extend(["--inventory".to_owned(), file.display().to_string()]);
-                    }
-                }
-                "inventory" | "payment" => {
-                    arguments.extend(["--data-url".to_owned(), data_for_consumers.clone()]);
-                    arguments.extend(bus_args.clone());
-                    let extra = if service == "payment" {
-                        &config.payment_args
-                    } else {
-                        &config.inventory_args
-                    };
-                    arguments.extend(extra.iter().cloned());
-                }
-                _ => {
-                    arguments.extend(["--inventory-url".to_owned(), inventory_for_order.clone()]);
-                    arguments.extend(["--data-url".to_owned(), data_for_order.clone()]);
-                }
-            }
-            let log = config
-                .log_directory
-                .as_ref()
-                .map(|directory| directory.join(format!("{service}-{index}.log")));
-            let child = spawn(&executable, &arguments, &environment, log.as_deref())
-                .with_context(|| format!("cannot start {service}-service #{index}"))?;
-            let instance = Instance {
-                service: match service {
-                    "data" => "data",
-                    "inventory" => "inventory",
-                    "payment" => "payment",
-                    _ => "order",
-                },
-                index,
-                url: config.url(base, index),
-                program: executable.clone(),
-                arguments,
-                environment: environment.clone(),
-                log,
-                child,
-                exited: false,
-            };
+            let instance = start_instance(config, &wiring, service, base, index)?;
+            let url = instance.url.clone();
+            // Pushed before the wait, so that a failure stops it with the rest.
+            cluster.instances.push(instance);
             if service == "data" && index == 0 {
-                let healthy =
-                    stockroom_http_kit::wait_for_health(&client, "data-service #0", &instance.url)
-                        .await;
-                cluster.instances.push(instance);
-                healthy?;
-            } else {
-                cluster.instances.push(instance);
+                stockroom_http_kit::wait_for_health(&client, "data-service #0", &url).await?;
             }
         }
         for instance in cluster
@@ -383,4 +314,129 @@ pub async fn start(config: &ClusterConfig) -> anyhow::Result<Cluster> {
         }
     }
     Ok(cluster)
+}
+
+/// What every process of a cluster is started with besides its own service
+/// and port: the executable, its environment, and where the others are.
+struct Wiring {
+    executable: PathBuf,
+    environment: Vec<(String, String)>,
+    /// `--bus-url` and the broker's URL, when a broker carries the events.
+    bus_args: Vec<String>,
+    /// The inventory-service URLs order-service calls, comma-separated.
+    inventory_for_order: String,
+    /// The data-service URLs the consumers call, comma-separated.
+    data_for_consumers: String,
+    /// The data-service URLs order-service calls, comma-separated.
+    data_for_order: String,
+}
+
+impl Wiring {
+    fn of(config: &ClusterConfig) -> anyhow::Result<Wiring> {
+        let mut environment = config.environment.clone();
+        environment.push((
+            stockroom_http_kit::INTERNAL_TOKEN_ENV.to_owned(),
+            config.internal_token.expose().to_owned(),
+        ));
+        Ok(Wiring {
+            executable: std::env::current_exe().context("cannot find the stockroom executable")?,
+            environment,
+            bus_args: config
+                .bus_url
+                .iter()
+                .flat_map(|bus_url| ["--bus-url".to_owned(), bus_url.clone()])
+                .collect(),
+            inventory_for_order: config
+                .inventory_urls_for_order
+                .clone()
+                .unwrap_or_else(|| config.urls(INVENTORY_PORT))
+                .join(","),
+            data_for_consumers: config
+                .data_urls_for_consumers
+                .clone()
+                .unwrap_or_else(|| config.urls(DATA_PORT))
+                .join(","),
+            data_for_order: config.urls(DATA_PORT).join(","),
+        })
+    }
+}
+
+/// Starts instance `index` of `service`, whose first instance listens on
+/// `base`, logging to its own file when the cluster has a log directory.
+fn start_instance(
+    config: &ClusterConfig,
+    wiring: &Wiring,
+    service: &'static str,
+    base: u16,
+    index: u16,
+) -> anyhow::Result<Instance> {
+    let arguments = serve_arguments(config, wiring, service, base, index);
+    let log = config
+        .log_directory
+        .as_ref()
+        .map(|directory| directory.join(format!("{service}-{index}.log")));
+    let child = spawn(
+        &wiring.executable,
+        &arguments,
+        &wiring.environment,
+        log.as_deref(),
+    )
+    .with_context(|| format!("cannot start {service}-service #{index}"))?;
+    Ok(Instance {
+        service,
+        index,
+        url: config.url(base, index),
+        program: wiring.executable.clone(),
+        arguments,
+        environment: wiring.environment.clone(),
+        log,
+        child,
+        exited: false,
+    })
+}
+
+/// The `stockroom serve <service>` command line of one instance.
+fn serve_arguments(
+    config: &ClusterConfig,
+    wiring: &Wiring,
+    service: &str,
+    base: u16,
+    index: u16,
+) -> Vec<String> {
+    let mut arguments = vec![
+        "serve".to_owned(),
+        service.to_owned(),
+        "--host".to_owned(),
+        config.host.clone(),
+        "--port".to_owned(),
+        config.port(base, index).to_string(),
+    ];
+    match service {
+        "data" => {
+            arguments.extend(["--database-url".to_owned(), config.database_url.clone()]);
+            arguments.extend(wiring.bus_args.iter().cloned());
+            arguments.extend(config.data_args.iter().cloned());
+            if let Some(file) = &config.inventory_file {
+                arguments.extend(["--inventory".to_owned(), file.display().to_string()]);
+            }
+        }
+        "inventory" | "payment" => {
+            arguments.extend(["--data-url".to_owned(), wiring.data_for_consumers.clone()]);
+            arguments.extend(wiring.bus_args.iter().cloned());
+            let extra = if service == "payment" {
+                &config.payment_args
+            } else {
+                &config.inventory_args
+            };
+            arguments.extend(extra.iter().cloned());
+        }
+        _ => {
+            arguments.extend([
+                "--inventory-url".to_owned(),
+                wiring.inventory_for_order.clone(),
+            ]);
+            arguments.extend(["--data-url".to_owned(), wiring.data_for_order.clone()]);
+        }
+    }
+    arguments
 }

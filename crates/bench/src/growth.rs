@@ -12,11 +12,12 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use stockroom_domain::ProductName;
 use stockroom_http_kit::Metrics;
+use stockroom_launcher::system;
 use stockroom_storage::Storage;
 use stockroom_storage_postgres::{PostgresConfig, PostgresStorage};
 use stockroom_storage_sqlite::{SqliteStorage, WriterConfig};
 
-use crate::system;
+use crate::seed;
 
 /// The open reservations every database holds besides its finished orders:
 /// what the auditor and the sweep read each round.
@@ -67,9 +68,7 @@ pub async fn run(sizes: &[u64], postgres_url: Option<&str>) -> anyhow::Result<Gr
     for &orders in sizes {
         let directory = tempfile::tempdir()?;
         let storage = SqliteStorage::open_in_directory(directory.path(), WriterConfig::default())?;
-        storage
-            .seed_orders(&product(), orders, OPEN_RESERVATIONS)
-            .await?;
+        seed::sqlite::seed_orders(storage.path(), &product(), orders, OPEN_RESERVATIONS).await?;
         reads.extend(measure("sqlite", orders, Arc::new(storage)).await?);
     }
     if let Some(url) = postgres_url {
@@ -84,8 +83,7 @@ pub async fn run(sizes: &[u64], postgres_url: Option<&str>) -> anyhow::Result<Gr
                 },
             )
             .await?;
-            storage
-                .seed_orders(&product(), orders, OPEN_RESERVATIONS)
+            seed::postgres::seed_orders(url, &schema, &product(), orders, OPEN_RESERVATIONS)
                 .await?;
             let measured = measure("postgres", orders, Arc::new(storage)).await;
             stockroom_storage_postgres::drop_schema(url, &schema).await?;

@@ -8,13 +8,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
+use stockroom_launcher::cluster::CHILD_CHECK_INTERVAL_MS;
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
-use super::proxy::LinkState;
-use super::schedule::{Fault, FaultKind, Target};
-use super::stage::Stage;
-use crate::cluster::CHILD_CHECK_INTERVAL_MS;
+use crate::proxy::LinkState;
+use crate::schedule::{Fault, FaultKind, Target};
+use crate::stage::Stage;
 
 /// The longest an operator command (`rabbitmqctl`, `pg_ctlcluster`) may take.
 pub const COMMAND_TIMEOUT_MS: u64 = 120_000;
@@ -215,7 +215,7 @@ impl Injector {
         for instance in processes.iter_mut() {
             let target = match instance.service {
                 "system" => Target::System,
-                name => match super::schedule::Service::ALL
+                name => match crate::schedule::Service::ALL
                     .into_iter()
                     .find(|service| service.name() == name)
                 {

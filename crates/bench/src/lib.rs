@@ -1,0 +1,192 @@
+//! `stockroom bench`: the flash-sale benchmark. In one process run it sends
+//! the same orders, through the same HTTP load generator, to Stockroom as
+//! shipped and to its baselines, for a hot product and for a cold catalogue,
+//! and prints throughput, latency, oversold and undersold side by side with
+//! ratios. Every system is measured in the same run on the same machine, so
+//! the ratios hold even where absolute numbers are noisy.
+//!
+//! Each system and scenario gets two phases, each on a freshly started
+//! system: a throughput phase of fixed duration with stock that never runs
+//! out, and a sell-out phase (a fixed stock, twice as many single-unit
+//! orders) that must end with exactly the stock sold.
+//!
+//! For every Stockroom system a phase also counts the SQL statements its
+//! storage executed over the whole flow (reservation, payment, settlement,
+//! the bus), from the start of the load until every order it accepted has
+//! settled, divided by the orders it answered: statements per order,
+//! amortised over the batches.
+//!
+//! What the benchmarks need besides Stockroom lives here too, talking to its
+//! database itself: the per-request PostgreSQL baseline ([`baseline`]) and
+//! the rows the growth benchmark ([`growth`]) seeds ([`seed`]). The
+//! production storage backends hold no benchmark code.
+
+pub mod baseline;
+mod chart;
+pub mod growth;
+mod load;
+mod phase;
+mod report;
+pub mod seed;
+mod targets;
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+pub use chart::render_svg;
+pub use phase::PhaseResult;
+pub use report::{BenchReport, Machine, Settings, Summary, render_table};
+pub use targets::SystemKind;
+
+use self::phase::{Phase, SELL_OUT, run_phase};
+use self::report::summarize;
+
+/// Units of every product during a throughput phase: more than any run can sell.
+pub const UNLIMITED_STOCK: i64 = 1_000_000_000;
+
+/// How long a system may take to become quiet after a sell-out phase before
+/// its stock is read anyway.
+pub const SETTLE_TIMEOUT_MS: u64 = 20_000;
+
+/// The naive mode's sell-out is this many times smaller (stock and orders),
+/// because it answers a few hundred orders a second and the whole benchmark
+/// must stay within minutes. Its oversells show at any scale.
+pub const NAIVE_SELL_OUT_DIVISOR: i64 = 10;
+
+/// The longest one phase may run; a system slower than this is reported as
+/// not finishing.
+pub const PHASE_TIME_LIMIT_MS: u64 = 120_000;
+
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    pub connections: usize,
+    pub duration: Duration,
+    pub sell_out_stock: i64,
+    pub sell_out_orders: u64,
+    pub cold_products: usize,
+    /// Connections of the extra latency phase of Stockroom as shipped.
+    pub latency_connections: usize,
+    pub systems: Vec<SystemKind>,
+    pub postgres_url: Option<String>,
+    /// The broker of `stockroom-postgres-rabbitmq`; without it that system
+    /// is skipped.
+    pub amqp_url: Option<String>,
+    pub show_progress: bool,
+}
+
+impl BenchConfig {
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.connections >= 1, "--connections must be at least 1");
+        anyhow::ensure!(self.sell_out_stock >= 1, "--stock must be at least 1");
+        anyhow::ensure!(
+            self.cold_products >= 1,
+            "--cold-products must be at least 1"
+        );
+        anyhow::ensure!(
+            self.sell_out_stock % self.cold_products as i64 == 0,
+            "--stock must be a multiple of --cold-products, so every cold product sells out"
+        );
+        anyhow::ensure!(
+            self.sell_out_orders
+                .is_multiple_of(self.cold_products as u64),
+            "--orders must be a multiple of --cold-products"
+        );
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scenario {
+    /// Every order for one product.
+    HotSku,
+    /// Orders spread evenly over many products.
+    Cold,
+}
+
+impl Scenario {
+    fn products(self, config: &BenchConfig) -> Vec<String> {
+        match self {
+            Scenario::HotSku => vec!["Hot".to_owned()],
+            Scenario::Cold => (0..config.cold_products)
+                .map(|index| format!("Item{index:04}"))
+                .collect(),
+        }
+    }
+}
+
+/// Runs every phase of every system; a system that cannot run here (no
+/// PostgreSQL or AMQP URL) is skipped with a note.
+pub async fn run(config: BenchConfig) -> anyhow::Result<BenchReport> {
+    config.validate()?;
+    let mut phases = Vec::new();
+    let mut skipped = Vec::new();
+    for scenario in [Scenario::HotSku, Scenario::Cold] {
+        for &kind in &config.systems {
+            if let Some(missing) =
+                kind.missing(config.postgres_url.as_deref(), config.amqp_url.as_deref())
+            {
+                if scenario == Scenario::HotSku {
+                    skipped.push(format!("{}: skipped, {missing}", kind.name()));
+                }
+                continue;
+            }
+            for phase in phases_of(&config, kind, scenario) {
+                phases.push(run_phase(&config, phase).await?);
+            }
+        }
+    }
+    Ok(report(&config, phases, skipped))
+}
+
+/// The phases of one system in one scenario, in the order they run: its
+/// throughput, its sell-out when it keeps stock, and for Stockroom as
+/// shipped on the hot product the latency phase at fewer connections.
+fn phases_of(config: &BenchConfig, kind: SystemKind, scenario: Scenario) -> Vec<Phase> {
+    let phase = |name, connections| Phase {
+        kind,
+        scenario,
+        name,
+        connections,
+    };
+    let mut phases = vec![phase("throughput", config.connections)];
+    if kind.has_stock() {
+        phases.push(phase(SELL_OUT, config.connections));
+    }
+    if kind == SystemKind::Shipped && scenario == Scenario::HotSku && config.latency_connections > 0
+    {
+        phases.push(phase("latency", config.latency_connections));
+    }
+    phases
+}
+
+/// The run's report: its phases, each Stockroom system's summary, the
+/// machine and the settings.
+fn report(config: &BenchConfig, phases: Vec<PhaseResult>, skipped: Vec<String>) -> BenchReport {
+    let summary = |scenario, system| summarize(&phases, scenario, system);
+    BenchReport {
+        hot_sku: summary(Scenario::HotSku, SystemKind::Shipped).unwrap_or_default(),
+        cold: summary(Scenario::Cold, SystemKind::Shipped).unwrap_or_default(),
+        postgres_hot: summary(Scenario::HotSku, SystemKind::StockroomPostgres),
+        postgres_cold: summary(Scenario::Cold, SystemKind::StockroomPostgres),
+        postgres_rabbitmq_hot: summary(Scenario::HotSku, SystemKind::StockroomPostgresRabbitmq),
+        postgres_rabbitmq_cold: summary(Scenario::Cold, SystemKind::StockroomPostgresRabbitmq),
+        phases,
+        skipped,
+        machine: Machine {
+            cores: std::thread::available_parallelism()
+                .map(usize::from)
+                .unwrap_or(1),
+            os: std::env::consts::OS.to_owned(),
+        },
+        settings: Settings {
+            connections: config.connections,
+            duration_s: config.duration.as_secs_f64(),
+            sell_out_stock: config.sell_out_stock,
+            sell_out_orders: config.sell_out_orders,
+            cold_products: config.cold_products,
+            latency_connections: config.latency_connections,
+        },
+    }
+}

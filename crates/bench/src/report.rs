@@ -1,0 +1,234 @@
+//! The benchmark's report: every phase's measurement, a summary of each
+//! Stockroom system with its ratios to the baselines, and the table a person
+//! reads.
+
+use serde::Serialize;
+
+use crate::{PhaseResult, Scenario, SystemKind};
+
+/// Everything one run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    /// Stockroom as shipped (the embedded default), one hot product.
+    pub hot_sku: Summary,
+    /// Stockroom as shipped, the cold catalogue.
+    pub cold: Summary,
+    /// Stockroom on PostgreSQL with the embedded bus, when measured.
+    pub postgres_hot: Option<Summary>,
+    pub postgres_cold: Option<Summary>,
+    /// Stockroom on PostgreSQL with RabbitMQ, when measured.
+    pub postgres_rabbitmq_hot: Option<Summary>,
+    pub postgres_rabbitmq_cold: Option<Summary>,
+    pub phases: Vec<PhaseResult>,
+    pub skipped: Vec<String>,
+    pub machine: Machine,
+    pub settings: Settings,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Settings {
+    pub connections: usize,
+    pub duration_s: f64,
+    pub sell_out_stock: i64,
+    pub sell_out_orders: u64,
+    pub cold_products: usize,
+    pub latency_connections: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Machine {
+    pub cores: usize,
+    pub os: String,
+}
+
+/// One Stockroom system in one scenario, with its ratios to each baseline.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Summary {
+    pub system: String,
+    pub orders_per_s: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub p99_ms_at_latency_connections: Option<f64>,
+    pub ratio_vs_postgres_per_request: Option<f64>,
+    pub ratio_vs_noop_http: Option<f64>,
+    pub ratio_vs_batching_off: Option<f64>,
+    pub ratio_vs_naive: Option<f64>,
+    pub oversold: Option<i64>,
+    pub undersold: Option<i64>,
+    pub sell_out_orders_per_s: Option<f64>,
+    /// SQL statements per order over the whole flow, in the throughput phase.
+    pub statements_per_order: Option<f64>,
+}
+
+pub(crate) fn summarize(
+    phases: &[PhaseResult],
+    scenario: Scenario,
+    system: SystemKind,
+) -> Option<Summary> {
+    let find = |name: &str, phase_name: &str| {
+        phases.iter().find(|phase| {
+            phase.system == name && phase.scenario == scenario && phase.phase == phase_name
+        })
+    };
+    let throughput = |name: &str| find(name, "throughput");
+    let sell_out = find(system.name(), "sell-out");
+    let latency = find(system.name(), "latency");
+    let shipped = throughput(system.name())?;
+    let ratio = |system: &str| {
+        throughput(system).map(|other| shipped.orders_per_s / other.orders_per_s.max(1e-9))
+    };
+    Some(Summary {
+        system: system.name().to_owned(),
+        orders_per_s: shipped.orders_per_s,
+        p50_ms: shipped.p50_ms,
+        p99_ms: shipped.p99_ms,
+        p999_ms: shipped.p999_ms,
+        p99_ms_at_latency_connections: latency.map(|phase| phase.p99_ms),
+        ratio_vs_postgres_per_request: ratio("postgres-per-request"),
+        ratio_vs_noop_http: ratio("noop-http"),
+        ratio_vs_batching_off: ratio("stockroom-batching-off"),
+        ratio_vs_naive: ratio("naive"),
+        oversold: sell_out.and_then(|phase| phase.oversold),
+        undersold: sell_out.and_then(|phase| phase.undersold),
+        sell_out_orders_per_s: sell_out.map(|phase| phase.orders_per_s),
+        statements_per_order: shipped.statements_per_order,
+    })
+}
+
+fn optional(value: Option<i64>) -> String {
+    value.map_or_else(|| "-".to_owned(), |value| value.to_string())
+}
+
+fn ratio(value: Option<f64>) -> String {
+    value.map_or_else(|| "-".to_owned(), |value| format!("{value:.2}×"))
+}
+
+/// The report as a person reads it: a row per phase, then a paragraph per
+/// measured Stockroom system, then the systems skipped.
+pub fn render_table(report: &BenchReport) -> String {
+    let mut out = String::new();
+    out.push_str(&format!(
+        "{:<28} {:<9} {:<10} {:>6} {:>11} {:>8} {:>8} {:>8} {:>8} {:>9} {:>11}  {}\n",
+        "system",
+        "scenario",
+        "phase",
+        "conns",
+        "orders/s",
+        "p50 ms",
+        "p99 ms",
+        "p999 ms",
+        "oversold",
+        "undersold",
+        "stmts/order",
+        "durability"
+    ));
+    for phase in &report.phases {
+        out.push_str(&phase_row(phase));
+    }
+    for (label, summary) in measured_summaries(report) {
+        out.push_str(&summary_paragraph(
+            label,
+            summary,
+            report.settings.latency_connections,
+        ));
+    }
+    for note in &report.skipped {
+        out.push_str(&format!("{note}\n"));
+    }
+    out
+}
+
+/// One phase's row of the table, with a line for its errors and one for its
+/// note when it has them.
+fn phase_row(phase: &PhaseResult) -> String {
+    let mut out = format!(
+        "{:<28} {:<9} {:<10} {:>6} {:>11.0} {:>8.1} {:>8.1} {:>8.1} {:>8} {:>9} {:>11}  {}\n",
+        phase.system,
+        match phase.scenario {
+            Scenario::HotSku => "hot",
+            Scenario::Cold => "cold",
+        },
+        phase.phase,
+        phase.connections,
+        phase.orders_per_s,
+        phase.p50_ms,
+        phase.p99_ms,
+        phase.p999_ms,
+        optional(phase.oversold),
+        optional(phase.undersold),
+        statements(phase.statements_per_order),
+        phase.durability,
+    );
+    if phase.errors > 0 || phase.overloaded > 0 {
+        out.push_str(&format!(
+            "{:<28} {} errors, {} answered 503 (overloaded)\n",
+            "", phase.errors, phase.overloaded
+        ));
+    }
+    if let Some(note) = &phase.note {
+        out.push_str(&format!("{:<28} note: {note}\n", ""));
+    }
+    out
+}
+
+/// The summaries worth a paragraph, with their labels: Stockroom as shipped
+/// when it was measured, and Stockroom on PostgreSQL where it was.
+fn measured_summaries(report: &BenchReport) -> impl Iterator<Item = (&'static str, &Summary)> {
+    let measured_stockroom = report
+        .phases
+        .iter()
+        .any(|phase| phase.system == SystemKind::Shipped.name());
+    let shipped = [
+        ("Stockroom, hot product", Some(&report.hot_sku)),
+        ("Stockroom, cold catalogue", Some(&report.cold)),
+    ];
+    let on_postgres = [
+        (
+            "Stockroom on PostgreSQL, hot product",
+            report.postgres_hot.as_ref(),
+        ),
+        (
+            "Stockroom on PostgreSQL, cold catalogue",
+            report.postgres_cold.as_ref(),
+        ),
+        (
+            "Stockroom on PostgreSQL + RabbitMQ, hot product",
+            report.postgres_rabbitmq_hot.as_ref(),
+        ),
+        (
+            "Stockroom on PostgreSQL + RabbitMQ, cold catalogue",
+            report.postgres_rabbitmq_cold.as_ref(),
+        ),
+    ];
+    shipped
+        .into_iter()
+        .filter(move |_| measured_stockroom)
+        .chain(on_postgres)
+        .filter_map(|(label, summary)| Some((label, summary?)))
+}
+
+/// One system's paragraph: throughput, p99, its ratios to each baseline,
+/// what a sell-out left, and statements per order.
+fn summary_paragraph(label: &str, summary: &Summary, latency_connections: usize) -> String {
+    format!(
+        "\n{label}: {:.0} orders/s, p99 {:.1} ms{}; {} vs PostgreSQL per request, {} vs no-op HTTP, {} vs batching off, {} vs naive; oversold {}, undersold {}; {} SQL statements per order\n",
+        summary.orders_per_s,
+        summary.p99_ms,
+        summary
+            .p99_ms_at_latency_connections
+            .map(|p99| format!(" (p99 {p99:.1} ms at {latency_connections} connections)"))
+            .unwrap_or_default(),
+        ratio(summary.ratio_vs_postgres_per_request),
+        ratio(summary.ratio_vs_noop_http),
+        ratio(summary.ratio_vs_batching_off),
+        ratio(summary.ratio_vs_naive),
+        optional(summary.oversold),
+        optional(summary.undersold),
+        statements(summary.statements_per_order),
+    )
+}
+
+fn statements(per_order: Option<f64>) -> String {
+    per_order.map_or_else(|| "-".to_owned(), |value| format!("{value:.2}"))
+}
