@@ -37,9 +37,20 @@ pub(crate) fn inconsistent(message: String) -> Failure {
 }
 
 /// Fills `needs` in (the sweep's candidates, the products of loaded orders)
-/// and loads everything it names, locked.
+/// and loads everything it names, locked, in the one global lock order:
+/// the sweep's candidates, then orders by id, then stock by product key.
 pub(crate) async fn load(tx: Tx<'_>, needs: &mut Needs, now_ms: i64) -> Result<Book, Failure> {
     let mut book = Book::new(now_ms);
+    find_sweep_candidates(tx, needs).await?;
+    load_keys(tx, needs, &mut book).await?;
+    load_orders(tx, needs, &mut book).await?;
+    needs.orders_loaded(&book);
+    load_processed(tx, needs, &mut book).await?;
+    load_stock(tx, needs, &mut book).await?;
+    Ok(book)
+}
+
+async fn find_sweep_candidates(tx: Tx<'_>, needs: &mut Needs) -> Result<(), Failure> {
     for index in 0..needs.sweeps.len() {
         let query = &needs.sweeps[index];
         // SKIP LOCKED lets several sweepers work at once, each taking the
@@ -61,6 +72,10 @@ pub(crate) async fn load(tx: Tx<'_>, needs: &mut Needs, now_ms: i64) -> Result<B
             .collect::<Result<Vec<_>, _>>()?;
         needs.add_swept(index, found);
     }
+    Ok(())
+}
+
+async fn load_keys(tx: Tx<'_>, needs: &mut Needs, book: &mut Book) -> Result<(), Failure> {
     if !needs.keys.is_empty() {
         let (customers, names): (Vec<&str>, Vec<&str>) = needs
             .keys
@@ -94,6 +109,10 @@ pub(crate) async fn load(tx: Tx<'_>, needs: &mut Needs, now_ms: i64) -> Result<B
             book.load_key(customer_id, key, stored);
         }
     }
+    Ok(())
+}
+
+async fn load_orders(tx: Tx<'_>, needs: &mut Needs, book: &mut Book) -> Result<(), Failure> {
     if !needs.order_ids.is_empty() {
         let ids: Vec<&str> = needs.order_ids.iter().map(String::as_str).collect();
         let rows = tx
@@ -109,7 +128,10 @@ pub(crate) async fn load(tx: Tx<'_>, needs: &mut Needs, now_ms: i64) -> Result<B
             book.load_order(order);
         }
     }
-    needs.orders_loaded(&book);
+    Ok(())
+}
+
+async fn load_processed(tx: Tx<'_>, needs: &Needs, book: &mut Book) -> Result<(), Failure> {
     for (consumer, event_ids) in &needs.processed {
         let event_ids: Vec<&str> = event_ids.iter().map(String::as_str).collect();
         for row in tx
@@ -122,6 +144,10 @@ pub(crate) async fn load(tx: Tx<'_>, needs: &mut Needs, now_ms: i64) -> Result<B
             book.load_processed(*consumer, row.try_get(0)?);
         }
     }
+    Ok(())
+}
+
+async fn load_stock(tx: Tx<'_>, needs: &Needs, book: &mut Book) -> Result<(), Failure> {
     if !needs.product_keys.is_empty() {
         let keys: Vec<&str> = needs.product_keys.iter().map(String::as_str).collect();
         // `COLLATE "C"` sorts by bytes, as Rust sorts keys, whatever
@@ -140,7 +166,7 @@ pub(crate) async fn load(tx: Tx<'_>, needs: &mut Needs, now_ms: i64) -> Result<B
             book.load_stock(key, name, stock);
         }
     }
-    Ok(book)
+    Ok(())
 }
 
 /// A stock row, its figures checked.

@@ -11,9 +11,21 @@ use crate::records::{
 use crate::sql::Sql;
 
 /// Fills `needs` in (the sweep's candidates, the products of loaded orders)
-/// and loads everything it names.
+/// and loads everything it names, in the order each step needs: the sweep's
+/// candidates and the idempotency keys name orders, the orders name products
+/// and which processed-event records matter.
 pub(crate) fn load(sql: Sql<'_>, needs: &mut Needs, now_ms: i64) -> Result<Book, StorageError> {
     let mut book = Book::new(now_ms);
+    find_sweep_candidates(sql, needs)?;
+    load_keys(sql, needs, &mut book)?;
+    load_orders(sql, needs, &mut book)?;
+    needs.orders_loaded(&book);
+    load_processed(sql, needs, &mut book)?;
+    load_stock(sql, needs, &mut book)?;
+    Ok(book)
+}
+
+fn find_sweep_candidates(sql: Sql<'_>, needs: &mut Needs) -> Result<(), StorageError> {
     for index in 0..needs.sweeps.len() {
         let query = &needs.sweeps[index];
         // Reserved orders only, through the (status, id) index: the cost
@@ -29,6 +41,10 @@ pub(crate) fn load(sql: Sql<'_>, needs: &mut Needs, now_ms: i64) -> Result<Book,
         )?;
         needs.add_swept(index, found);
     }
+    Ok(())
+}
+
+fn load_keys(sql: Sql<'_>, needs: &mut Needs, book: &mut Book) -> Result<(), StorageError> {
     if !needs.keys.is_empty() {
         let keys: Vec<&(String, String)> = needs.keys.iter().collect();
         let rows = sql.rows(
@@ -62,6 +78,10 @@ pub(crate) fn load(sql: Sql<'_>, needs: &mut Needs, now_ms: i64) -> Result<Book,
             book.load_key(customer_id, key, stored);
         }
     }
+    Ok(())
+}
+
+fn load_orders(sql: Sql<'_>, needs: &mut Needs, book: &mut Book) -> Result<(), StorageError> {
     if !needs.order_ids.is_empty() {
         let ids = json_list(&needs.order_ids.iter().collect::<Vec<_>>());
         let rows = sql.rows(
@@ -76,7 +96,10 @@ pub(crate) fn load(sql: Sql<'_>, needs: &mut Needs, now_ms: i64) -> Result<Book,
             book.load_order(order);
         }
     }
-    needs.orders_loaded(&book);
+    Ok(())
+}
+
+fn load_processed(sql: Sql<'_>, needs: &Needs, book: &mut Book) -> Result<(), StorageError> {
     for (consumer, event_ids) in &needs.processed {
         let found = sql.rows(
             "SELECT event_id FROM processed_events
@@ -91,6 +114,10 @@ pub(crate) fn load(sql: Sql<'_>, needs: &mut Needs, now_ms: i64) -> Result<Book,
             book.load_processed(*consumer, event_id);
         }
     }
+    Ok(())
+}
+
+fn load_stock(sql: Sql<'_>, needs: &Needs, book: &mut Book) -> Result<(), StorageError> {
     if !needs.product_keys.is_empty() {
         let rows = sql.rows(
             &format!(
@@ -106,5 +133,5 @@ pub(crate) fn load(sql: Sql<'_>, needs: &mut Needs, now_ms: i64) -> Result<Book,
             book.load_stock(key, name, figures);
         }
     }
-    Ok(book)
+    Ok(())
 }
