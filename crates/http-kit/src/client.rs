@@ -8,6 +8,8 @@ use reqwest::StatusCode;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::ErrorChain;
+
 /// The longest one internal call may take before it is abandoned.
 pub const INTERNAL_REQUEST_TIMEOUT_MS: u64 = 10_000;
 
@@ -27,17 +29,30 @@ const _: () = assert!(POOL_IDLE_TIMEOUT_MS < crate::HEADER_READ_TIMEOUT_MS);
 pub const DOWN_INSTANCE_SKIP_MS: u64 = 1_000;
 
 /// Why a call to another service failed.
+///
+/// The transport's and the parser's errors are kept as sources (behind an
+/// `Arc`, so that one failure of a coalesced batch can be handed to each of
+/// its callers); the message names only what failed, and the chain says why.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ClientError {
     /// The peer could not be reached: the request never left this process,
     /// so it certainly had no effect.
-    #[error("{service} is unreachable: {message}")]
-    Unreachable { service: String, message: String },
+    #[error("{service} is unreachable")]
+    Unreachable {
+        service: String,
+        #[source]
+        source: Arc<reqwest::Error>,
+    },
     /// The request was sent but no answer came (a timeout, a connection cut
     /// midway): it may or may not have taken effect.
-    #[error("{service} did not answer: {message}")]
-    NoAnswer { service: String, message: String },
-    /// The peer answered with an error document.
+    #[error("{service} did not answer")]
+    NoAnswer {
+        service: String,
+        #[source]
+        source: Arc<reqwest::Error>,
+    },
+    /// The peer answered with an error document: its status, and the code
+    /// and message the document carried.
     #[error("{service} answered {status}: {code}: {message}")]
     Status {
         service: String,
@@ -46,8 +61,12 @@ pub enum ClientError {
         message: String,
     },
     /// The peer answered with something that is not the expected document.
-    #[error("{service} answered with an unexpected document: {message}")]
-    Protocol { service: String, message: String },
+    #[error("{service} answered with an unexpected document")]
+    Protocol {
+        service: String,
+        #[source]
+        source: Arc<serde_json::Error>,
+    },
 }
 
 impl ClientError {
@@ -76,9 +95,11 @@ impl ClientError {
     /// The answer a service gives its own caller when a call it depends on
     /// failed: the dependency's error document passes through unchanged
     /// (404, 409, 422, 503 with `Retry-After` …), an unreachable dependency
-    /// is a 503, and an unreadable answer a 502.
+    /// is a 503, and an unreadable answer a 502. The message of the last
+    /// three is the whole chain of causes, since the caller sees no log.
     pub fn relay(&self) -> axum::response::Response {
         use axum::http::StatusCode;
+        let chain = || ErrorChain(self).to_string();
         match self {
             ClientError::Status {
                 status,
@@ -93,7 +114,7 @@ impl ClientError {
             ClientError::Unreachable { .. } => crate::error_response(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "dependency_unavailable",
-                &self.to_string(),
+                &chain(),
             ),
             // The caller cannot tell whether its request took effect: it
             // must retry with the same Idempotency-Key, never without one.
@@ -101,12 +122,16 @@ impl ClientError {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "outcome_unknown",
                 &format!(
-                    "{self}; the request may or may not have taken effect: retry it with the same Idempotency-Key"
+                    "{}; the request may or may not have taken effect: retry it with the same Idempotency-Key",
+                    chain()
                 ),
             ),
             ClientError::Protocol { .. } => {
-                tracing::error!(error = %self, "unexpected answer from a dependency");
-                crate::error_response(StatusCode::BAD_GATEWAY, "bad_gateway", &self.to_string())
+                tracing::error!(
+                    error = self as &dyn std::error::Error,
+                    "unexpected answer from a dependency"
+                );
+                crate::error_response(StatusCode::BAD_GATEWAY, "bad_gateway", &chain())
             }
         }
     }
@@ -232,9 +257,9 @@ impl ServiceClient {
         let bytes = self.exchange(build).await?;
         // An empty success body (204) reads as JSON null, which `()` accepts.
         let document: &[u8] = if bytes.is_empty() { b"null" } else { &bytes };
-        serde_json::from_slice(document).map_err(|error| ClientError::Protocol {
+        serde_json::from_slice(document).map_err(|source| ClientError::Protocol {
             service: self.name.to_owned(),
-            message: error.to_string(),
+            source: Arc::new(source),
         })
     }
 
@@ -270,20 +295,25 @@ impl ServiceClient {
                 Err(error) if error.is_connect() && attempt + 1 < instances => {
                     let until = now_ms + DOWN_INSTANCE_SKIP_MS;
                     if self.down_until_ms[index].swap(until, Ordering::Relaxed) <= now_ms {
-                        tracing::warn!(service = self.name, instance = %base, %error, "instance unreachable; skipping it for a while");
+                        tracing::warn!(
+                            service = self.name,
+                            instance = %base,
+                            error = &error as &dyn std::error::Error,
+                            "instance unreachable; skipping it for a while"
+                        );
                     }
                     attempt += 1;
                 }
-                Err(error) if error.is_connect() => {
+                Err(source) if source.is_connect() => {
                     return Err(ClientError::Unreachable {
                         service: self.name.to_owned(),
-                        message: error.to_string(),
+                        source: Arc::new(source),
                     });
                 }
-                Err(error) => {
+                Err(source) => {
                     return Err(ClientError::NoAnswer {
                         service: self.name.to_owned(),
-                        message: error.to_string(),
+                        source: Arc::new(source),
                     });
                 }
             }
@@ -292,9 +322,9 @@ impl ServiceClient {
         let bytes = response
             .bytes()
             .await
-            .map_err(|error| ClientError::NoAnswer {
+            .map_err(|source| ClientError::NoAnswer {
                 service: self.name.to_owned(),
-                message: error.to_string(),
+                source: Arc::new(source),
             })?;
         if !status.is_success() {
             let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();

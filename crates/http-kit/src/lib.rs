@@ -6,11 +6,14 @@
 //! trace context carried from service to service.
 //!
 //! Each service keeps its own error enum and its own single mapping to HTTP;
-//! this crate only supplies the body shape they all answer with.
+//! this crate only supplies the body shape they all answer with, and
+//! [`ErrorChain`], which renders an error with its causes where it must
+//! travel as text.
 
 mod auth;
 mod body;
 mod client;
+mod error_chain;
 mod listener;
 pub mod metrics;
 mod readiness;
@@ -24,6 +27,7 @@ pub use auth::{
 };
 pub use body::{BodyError, JsonBody};
 pub use client::{ClientError, INTERNAL_REQUEST_TIMEOUT_MS, ServiceClient, split_urls};
+pub use error_chain::ErrorChain;
 pub use listener::{
     ACCEPT_ERROR_PAUSE_MS, BODY_READ_TIMEOUT_MS, HEADER_READ_TIMEOUT_MS, ListenerLimits,
     MAX_CONNECTIONS_PER_LISTENER, OPEN_FILES_PER_LISTENER_SHARE, REFUSAL_WRITE_TIMEOUT_MS,

@@ -33,6 +33,10 @@ pub enum NaiveError {
     /// The processed-events fix: this event's effect is already written.
     #[error("{0}")]
     Duplicate(String),
+    /// The inventory worker's queue of events is full: the bus cannot take
+    /// another until the worker catches up.
+    #[error("the inventory worker's event queue is full")]
+    WorkerQueueFull,
     #[error(transparent)]
     Dependency(#[from] ClientError),
 }
@@ -73,6 +77,11 @@ impl IntoResponse for NaiveError {
             NaiveError::Duplicate(_) => {
                 error_response(StatusCode::CONFLICT, "duplicate_event", &message)
             }
+            NaiveError::WorkerQueueFull => error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "dependency_unavailable",
+                &message,
+            ),
             NaiveError::Dependency(error) => error.relay(),
         }
     }
