@@ -40,9 +40,9 @@ pub use readiness::{
 };
 pub use routes::ServiceRoutes;
 pub use serve::{
-    BindError, HEALTH_POLL_ATTEMPTS, HEALTH_POLL_INTERVAL_MS, HealthWait, RETRY_AFTER_SECONDS,
-    bind, error_response, fallback_not_found, method_not_allowed, wait_for_health,
-    with_openapi_and_fallbacks,
+    BindError, HEALTH_POLL_ATTEMPTS, HEALTH_POLL_INTERVAL_MS, HEALTH_POLL_TIMEOUT_MS, HealthAnswer,
+    HealthWait, RETRY_AFTER_SECONDS, bind, error_response, fallback_not_found, method_not_allowed,
+    wait_for_health, with_openapi_and_fallbacks,
 };
 pub use trace::{
     TRACEPARENT_HEADER, TraceLayer, current_traceparent, event_span, follow, traceparent_of,

@@ -378,7 +378,9 @@ pub async fn start(config: NaiveConfig) -> Result<RunningNaive, NaiveError> {
     ] {
         if let Err(error) = stockroom_http_kit::wait_for_health(&client, name, url).await {
             let _ = running.stop().await;
-            return Err(NaiveError::Invalid(error.to_string()));
+            return Err(NaiveError::Invalid(
+                stockroom_http_kit::ErrorChain(&error).to_string(),
+            ));
         }
     }
     Ok(running)
