@@ -18,7 +18,7 @@ use stockroom_contract::{BuryRequest, Delivery, Event, Receipt};
 use stockroom_http_kit::{ServiceClient, TRACEPARENT_HEADER};
 use tokio::sync::Mutex;
 
-use crate::topology::{Topology, connect, declare_topology, unavailable};
+use crate::topology::{Topology, connect, declare_topology};
 
 /// Unacknowledged messages the broker sends one consumer ahead.
 pub const PREFETCH_COUNT: u16 = 512;
@@ -88,12 +88,15 @@ impl RabbitEventSource {
 
     async fn open(&self) -> Result<ConsumeSession, BusError> {
         let connection = connect(&self.url, &format!("stockroom-{}", self.consumer)).await?;
-        let channel = connection.create_channel().await.map_err(unavailable)?;
+        let channel = connection
+            .create_channel()
+            .await
+            .map_err(BusError::broker("cannot open a channel"))?;
         declare_topology(&channel, &self.topology).await?;
         channel
             .basic_qos(PREFETCH_COUNT, BasicQosOptions::default())
             .await
-            .map_err(unavailable)?;
+            .map_err(BusError::broker("cannot set the prefetch count"))?;
         let consumer = channel
             .basic_consume(
                 self.topology.queue(self.consumer).as_str().into(),
@@ -102,7 +105,7 @@ impl RabbitEventSource {
                 FieldTable::default(),
             )
             .await
-            .map_err(unavailable)?;
+            .map_err(BusError::broker("cannot start consuming the queue"))?;
         let generation = self.generations.fetch_add(1, Ordering::SeqCst) + 1;
         tracing::info!(
             consumer = self.consumer,
@@ -125,12 +128,13 @@ impl RabbitEventSource {
         }
     }
 
+    /// The delivery a message of connection `generation` is, or why it is
+    /// no event at all.
     fn to_delivery(
         generation: u64,
         message: lapin::message::Delivery,
-    ) -> Result<Delivery, BusError> {
-        let mut event: Event = serde_json::from_slice(&message.data)
-            .map_err(|error| unavailable(format!("unreadable event on the bus: {error}")))?;
+    ) -> Result<Delivery, serde_json::Error> {
+        let mut event: Event = serde_json::from_slice(&message.data)?;
         if let Some(traceparent) = trace_header(&message.properties) {
             event.trace_parent = Some(traceparent);
         }
@@ -163,8 +167,17 @@ impl RabbitEventSource {
 
     /// Dead-letters a message no consumer can read: left in the queue, it
     /// would block it forever.
-    async fn refuse_unreadable(&self, session: &ConsumeSession, tag: u64, error: BusError) {
-        tracing::error!(consumer = self.consumer, %error, "dead-lettering an unreadable message");
+    async fn refuse_unreadable(
+        &self,
+        session: &ConsumeSession,
+        tag: u64,
+        error: serde_json::Error,
+    ) {
+        tracing::error!(
+            consumer = self.consumer,
+            error = &error as &dyn std::error::Error,
+            "dead-lettering an unreadable message"
+        );
         let _ = session
             .channel
             .basic_nack(
@@ -192,7 +205,7 @@ impl RabbitEventSource {
                 .channel
                 .basic_nack(tag, options)
                 .await
-                .map_err(unavailable)?;
+                .map_err(BusError::broker("cannot give a message back"))?;
         }
         Ok(())
     }
@@ -232,7 +245,7 @@ impl EventSource for RabbitEventSource {
                 Some(Err(error)) => {
                     *guard = None;
                     if deliveries.is_empty() {
-                        return Err(unavailable(error));
+                        return Err(BusError::broker("cannot receive from the queue")(error));
                     }
                     return Ok(deliveries);
                 }
@@ -262,7 +275,7 @@ impl EventSource for RabbitEventSource {
                 .channel
                 .basic_ack(tag, BasicAckOptions::default())
                 .await
-                .map_err(unavailable)?;
+                .map_err(BusError::broker("cannot acknowledge a message"))?;
         }
         Ok(())
     }
@@ -292,9 +305,7 @@ impl EventSource for RabbitEventSource {
             Ok(()) => self.acknowledge(&receipts).await,
             Err(error) => {
                 self.nack(&receipts, true).await?;
-                Err(BusError::Unavailable(format!(
-                    "cannot keep dead letters: {error}"
-                )))
+                Err(BusError::DeadLetters(error))
             }
         }
     }

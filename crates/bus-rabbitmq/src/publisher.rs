@@ -11,7 +11,7 @@ use stockroom_contract::Event;
 use stockroom_http_kit::TRACEPARENT_HEADER;
 use tokio::sync::Mutex;
 
-use crate::topology::{Topology, connect, declare_topology, unavailable};
+use crate::topology::{Topology, connect, declare_topology};
 
 struct PublishSession {
     _connection: Connection,
@@ -36,12 +36,15 @@ impl RabbitPublisher {
 
     async fn open(&self) -> Result<PublishSession, BusError> {
         let connection = connect(&self.url, "stockroom-relay").await?;
-        let channel = connection.create_channel().await.map_err(unavailable)?;
+        let channel = connection
+            .create_channel()
+            .await
+            .map_err(BusError::broker("cannot open a channel"))?;
         declare_topology(&channel, &self.topology).await?;
         channel
             .confirm_select(ConfirmSelectOptions::default())
             .await
-            .map_err(unavailable)?;
+            .map_err(BusError::broker("cannot turn on publisher confirms"))?;
         Ok(PublishSession {
             _connection: connection,
             channel,
@@ -55,7 +58,10 @@ impl RabbitPublisher {
     ) -> Result<(), BusError> {
         let mut confirms = Vec::with_capacity(events.len());
         for event in events {
-            let payload = serde_json::to_vec(event).map_err(unavailable)?;
+            let payload = serde_json::to_vec(event).map_err(|source| BusError::Encode {
+                event_id: event.event_id.clone(),
+                source,
+            })?;
             let mut properties = BasicProperties::default()
                 .with_delivery_mode(2)
                 .with_content_type("application/json".into())
@@ -72,13 +78,21 @@ impl RabbitPublisher {
                     properties,
                 )
                 .await
-                .map_err(unavailable)?;
+                .map_err(BusError::broker("cannot publish an event"))?;
             confirms.push(confirm);
         }
-        for confirm in confirms {
-            match confirm.await.map_err(unavailable)? {
+        for (confirm, event) in confirms.into_iter().zip(events) {
+            match confirm
+                .await
+                .map_err(BusError::broker("cannot wait for the broker's confirm"))?
+            {
                 Confirmation::Ack(_) => {}
-                other => return Err(unavailable(format!("broker did not confirm: {other:?}"))),
+                other => {
+                    return Err(BusError::NotConfirmed {
+                        event_id: event.event_id.clone(),
+                        answer: format!("{other:?}"),
+                    });
+                }
             }
         }
         Ok(())

@@ -75,10 +75,6 @@ fn kinds_of(consumer: &str) -> &'static [EventKind] {
     }
 }
 
-pub(crate) fn unavailable(error: impl std::fmt::Display) -> BusError {
-    BusError::Unavailable(error.to_string())
-}
-
 /// Opens a connection named `name` (as the broker's management lists it),
 /// giving up after [`CONNECT_TIMEOUT_MS`].
 pub(crate) async fn connect(url: &str, name: &str) -> Result<Connection, BusError> {
@@ -88,8 +84,8 @@ pub(crate) async fn connect(url: &str, name: &str) -> Result<Connection, BusErro
         Connection::connect(url, properties),
     )
     .await
-    .map_err(|_| unavailable("connecting to rabbitmq timed out"))?
-    .map_err(unavailable)
+    .map_err(BusError::broker("timed out connecting to rabbitmq"))?
+    .map_err(BusError::broker("cannot connect to rabbitmq"))
 }
 
 /// Declares the exchanges and every consumer queue with its bindings.
@@ -142,7 +138,7 @@ async fn declare_exchanges(channel: &Channel, topology: &Topology) -> Result<(),
                 FieldTable::default(),
             )
             .await
-            .map_err(unavailable)?;
+            .map_err(BusError::broker("cannot declare an exchange"))?;
     }
     Ok(())
 }
@@ -155,7 +151,7 @@ async fn declare_queue(
     channel
         .queue_declare(queue.into(), QueueDeclareOptions::durable(), arguments)
         .await
-        .map_err(unavailable)?;
+        .map_err(BusError::broker("cannot declare a queue"))?;
     Ok(())
 }
 
@@ -174,7 +170,7 @@ async fn bind(
             FieldTable::default(),
         )
         .await
-        .map_err(unavailable)
+        .map_err(BusError::broker("cannot bind a queue to an exchange"))
 }
 
 /// Broker-side facts for tests and operators: queue depths, and deleting a
@@ -187,7 +183,10 @@ pub struct RabbitAdmin {
 impl RabbitAdmin {
     pub async fn connect(url: &str) -> Result<RabbitAdmin, BusError> {
         let connection = connect(url, "stockroom-admin").await?;
-        let channel = connection.create_channel().await.map_err(unavailable)?;
+        let channel = connection
+            .create_channel()
+            .await
+            .map_err(BusError::broker("cannot open a channel"))?;
         Ok(RabbitAdmin {
             _connection: connection,
             channel,
@@ -212,7 +211,7 @@ impl RabbitAdmin {
                 FieldTable::default(),
             )
             .await
-            .map_err(unavailable)?;
+            .map_err(BusError::broker("cannot read a queue's depth"))?;
         Ok(declared.message_count())
     }
 
@@ -224,7 +223,7 @@ impl RabbitAdmin {
                     lapin::options::QueueDeleteOptions::default(),
                 )
                 .await
-                .map_err(unavailable)?;
+                .map_err(BusError::broker("cannot delete a queue"))?;
         }
         for exchange in [topology.exchange(), topology.dead_letter_exchange()] {
             self.channel
@@ -233,7 +232,7 @@ impl RabbitAdmin {
                     lapin::options::ExchangeDeleteOptions::default(),
                 )
                 .await
-                .map_err(unavailable)?;
+                .map_err(BusError::broker("cannot delete an exchange"))?;
         }
         Ok(())
     }

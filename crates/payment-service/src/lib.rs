@@ -16,7 +16,7 @@ use axum::response::Response;
 use axum::{Json, Router};
 use rand::Rng;
 use serde::Serialize;
-use stockroom_bus::{EventSource, Handled};
+use stockroom_bus::{EventSource, Handled, HandlerError};
 use stockroom_contract::{
     Delivery, EffectBatchResult, EffectOutcome, PaymentBatch, PaymentRecord, ProviderCharge,
     ProviderChargeBatch, ProviderStats, ProviderVerdictBatch,
@@ -231,7 +231,7 @@ async fn charge_batch(
     counters: &Counters,
     stop: &CancellationToken,
     deliveries: Vec<Delivery>,
-) -> Result<Handled, String> {
+) -> Result<Handled, HandlerError> {
     let orders: Vec<&Delivery> = deliveries
         .iter()
         .filter(|delivery| delivery.event.kind == EventKind::OrderReserved)
@@ -267,12 +267,12 @@ async fn charge_orders(
     stop: &CancellationToken,
     orders: &[&Delivery],
     spans: &[tracing::Span],
-) -> Result<Handled, String> {
+) -> Result<Handled, HandlerError> {
     if config.latency_ms > 0 {
         // A shutdown abandons charges still "at the provider": nothing is
         // recorded, so the events are delivered again after a restart.
         tokio::select! {
-            _ = stop.cancelled() => return Err("shutting down during a charge".into()),
+            _ = stop.cancelled() => return Err(HandlerError::ShuttingDown),
             _ = tokio::time::sleep(Duration::from_millis(config.latency_ms)) => {}
         }
     }
@@ -294,13 +294,15 @@ async fn charge_orders(
     let verdicts: ProviderVerdictBatch = data
         .post("/provider/charges", &ProviderChargeBatch { charges })
         .await
-        .map_err(|error| error.to_string())?;
+        .map_err(HandlerError::dependency(
+            "charge the orders at the provider",
+        ))?;
     if verdicts.verdicts.len() != orders.len() {
-        return Err(format!(
-            "the provider answered {} verdicts for {} charges",
-            verdicts.verdicts.len(),
-            orders.len()
-        ));
+        return Err(HandlerError::ResultCount {
+            service: "the provider",
+            sent: orders.len(),
+            answered: verdicts.verdicts.len(),
+        });
     }
     let repeated = verdicts
         .verdicts
@@ -335,10 +337,13 @@ async fn charge_orders(
     {
         Ok(result) => result,
         Err(error) if error.is_refusal() => {
-            tracing::error!(%error, "data-service refused a batch of payments");
+            tracing::error!(
+                error = &error as &dyn std::error::Error,
+                "data-service refused a batch of payments"
+            );
             return Ok(Handled { poison: ids });
         }
-        Err(error) => return Err(error.to_string()),
+        Err(error) => return Err(HandlerError::dependency("record the payments")(error)),
     };
     let mut handled = Handled::default();
     for ((payment, effect), id) in payments.iter().zip(&result.results).zip(ids) {
