@@ -212,10 +212,9 @@ impl Worker {
         let Some(lock) = self.fix.worker_lock() else {
             return self.decide(&mut run).await;
         };
-        let locks = self
-            .locks
-            .as_ref()
-            .ok_or_else(|| NaiveError::Redis(format!("the {} fix needs Redis", self.fix.name())))?;
+        let locks = self.locks.as_ref().ok_or(NaiveError::RedisNotGiven {
+            fix: self.fix.name(),
+        })?;
         let mut products: Vec<&str> = order
             .items
             .iter()

@@ -112,8 +112,9 @@ impl FixLabConfig {
 pub enum RedisUnavailable {
     #[error("no Redis URL")]
     NoUrl,
-    #[error("Redis does not answer")]
-    Unreachable(#[source] stockroom_naive::NaiveError),
+    /// Redis could not be reached; the naive system's error says where.
+    #[error(transparent)]
+    Unreachable(stockroom_naive::NaiveError),
 }
 
 /// Whether Redis answers at `url`, and if not, why.
