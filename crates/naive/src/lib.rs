@@ -158,6 +158,8 @@ impl NaiveFlow {
 }
 
 impl std::str::FromStr for NaiveFlow {
+    // A message rather than a typed error: it is the whole answer to a bad
+    // name (clap shows it as it is), naming the choices.
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {

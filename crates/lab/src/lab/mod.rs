@@ -174,6 +174,8 @@ impl Scenario {
 }
 
 impl std::str::FromStr for Scenario {
+    // A message rather than a typed error: it is the whole answer to a bad
+    // name (clap and the dashboard show it as it is), naming the choices.
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
