@@ -346,6 +346,87 @@ impl ServiceClient {
 mod tests {
     use super::*;
 
+    /// The error of a connection nothing accepts: a port just freed.
+    async fn refused_connection() -> reqwest::Error {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+        let address = listener.local_addr().expect("a bound address");
+        drop(listener);
+        reqwest::get(format!("http://{address}/"))
+            .await
+            .expect_err("nothing listens on a freed port")
+    }
+
+    async fn answer(error: &ClientError) -> (u16, Option<String>, serde_json::Value) {
+        let response = error.relay();
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .map(|value| value.to_str().unwrap().to_owned());
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .expect("a whole body");
+        (status, retry_after, serde_json::from_slice(&body).unwrap())
+    }
+
+    /// Each kind of failure answers the caller with the same status and
+    /// code as ever; the message of an unreachable peer names its cause.
+    #[tokio::test]
+    async fn failures_are_relayed_with_their_status_and_code() {
+        let unreachable = ClientError::Unreachable {
+            service: "data-service".into(),
+            source: Arc::new(refused_connection().await),
+        };
+        assert!(!unreachable.is_refusal());
+        let (status, retry_after, body) = answer(&unreachable).await;
+        assert_eq!((status, retry_after.as_deref()), (503, Some("1")));
+        assert_eq!(body["error"], "dependency_unavailable");
+        let message = body["message"].as_str().unwrap();
+        assert!(
+            message.starts_with("data-service is unreachable: "),
+            "{message}"
+        );
+        assert_eq!(message, ErrorChain(&unreachable).to_string());
+
+        let no_answer = ClientError::NoAnswer {
+            service: "data-service".into(),
+            source: Arc::new(refused_connection().await),
+        };
+        let (status, _, body) = answer(&no_answer).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (503, Some("outcome_unknown"))
+        );
+
+        let unreadable = ClientError::Protocol {
+            service: "data-service".into(),
+            source: Arc::new(serde_json::from_str::<u32>("{").unwrap_err()),
+        };
+        assert!(!unreadable.is_refusal());
+        let (status, _, body) = answer(&unreadable).await;
+        assert_eq!((status, body["error"].as_str()), (502, Some("bad_gateway")));
+
+        for (status, refusal) in [
+            (404, true),
+            (409, true),
+            (401, false),
+            (429, false),
+            (503, false),
+        ] {
+            let answered = ClientError::Status {
+                service: "data-service".into(),
+                status: StatusCode::from_u16(status).unwrap(),
+                code: "some_code".into(),
+                message: "as the peer said".into(),
+            };
+            assert_eq!(answered.is_refusal(), refusal, "{status}");
+            let (relayed, _, body) = answer(&answered).await;
+            assert_eq!(relayed, status);
+            assert_eq!(body["error"], "some_code");
+            assert_eq!(body["message"], "as the peer said");
+        }
+    }
+
     #[test]
     fn splits_instance_lists() {
         assert_eq!(
