@@ -25,7 +25,7 @@ use axum::Json;
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use stockroom_domain::invariants::{self, StockFigures};
-use stockroom_http_kit::{Metrics, ServiceClient, metric_names};
+use stockroom_http_kit::{ClientError, ErrorChain, Metrics, ServiceClient, metric_names};
 use tokio_util::sync::CancellationToken;
 
 /// Default pause between two audits.
@@ -192,9 +192,12 @@ impl Auditor {
                 report.error = None;
             }
             Err(error) => {
-                tracing::warn!(%error, "invariant audit could not run; retrying next interval");
+                tracing::warn!(
+                    error = &error as &dyn std::error::Error,
+                    "invariant audit could not run; retrying next interval"
+                );
                 report.healthy = false;
-                report.error = Some(error);
+                report.error = Some(ErrorChain(&error).to_string());
             }
         }
         report.audits += 1;
@@ -233,12 +236,12 @@ impl Auditor {
         }
     }
 
-    async fn examine(&self) -> Result<Findings, String> {
+    async fn examine(&self) -> Result<Findings, ReadError> {
         let before: AuditInventory = self
             .data
             .get("/inventory")
             .await
-            .map_err(|error| error.to_string())?;
+            .map_err(ReadError::of("the stock"))?;
         let stock = &before.inventory;
         self.publish_stock(stock);
         let mut violations: Vec<Violation> = stock
@@ -262,7 +265,7 @@ impl Auditor {
                 .data
                 .get_query("/orders", &query)
                 .await
-                .map_err(|error| error.to_string())?;
+                .map_err(ReadError::of("the reserved orders"))?;
             for order in page
                 .orders
                 .iter()
@@ -287,7 +290,7 @@ impl Auditor {
             .data
             .get("/inventory")
             .await
-            .map_err(|error| error.to_string())?;
+            .map_err(ReadError::of("the stock again"))?;
         let reserved_sum_checked = complete && again.inventory == before.inventory;
         if reserved_sum_checked {
             violations.extend(
@@ -304,6 +307,21 @@ impl Auditor {
             reserved_orders,
             reserved_sum_checked,
         })
+    }
+}
+
+/// Why an audit could not run: a read of the system failed.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read {what}")]
+struct ReadError {
+    what: &'static str,
+    #[source]
+    source: ClientError,
+}
+
+impl ReadError {
+    fn of(what: &'static str) -> impl FnOnce(ClientError) -> ReadError {
+        move |source| ReadError { what, source }
     }
 }
 

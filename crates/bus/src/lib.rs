@@ -16,8 +16,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use stockroom_contract::{AckRequest, Delivery, DeliveryBatch, Event, PollRequest, Receipt};
-use stockroom_http_kit::{ClientError, PartStatus, Readiness, ServiceClient};
+use stockroom_http_kit::{ErrorChain, PartStatus, Readiness, ServiceClient};
 use tokio_util::sync::CancellationToken;
+
+mod error;
+
+use error::RoundError;
+pub use error::{BusError, HandlerError};
 
 /// How long a consumer may hold leased events before data-service presumes it
 /// dead and hands them to another consumer.
@@ -35,18 +40,6 @@ pub const MAX_EVENTS_PER_RECEIVE: u32 = 512;
 /// [`MAX_RETRY_BACKOFF_MS`].
 pub const MIN_RETRY_BACKOFF_MS: u64 = 100;
 pub const MAX_RETRY_BACKOFF_MS: u64 = 5_000;
-
-#[derive(Debug, thiserror::Error)]
-pub enum BusError {
-    #[error("event bus unavailable: {0}")]
-    Unavailable(String),
-}
-
-impl From<ClientError> for BusError {
-    fn from(error: ClientError) -> Self {
-        BusError::Unavailable(error.to_string())
-    }
-}
 
 /// Where a consumer's events come from.
 #[async_trait]
@@ -185,6 +178,7 @@ struct ConsumerState {
     /// How old the oldest event of the last batch was when it arrived.
     lag_ms: i64,
     failing_since: Option<std::time::Instant>,
+    /// The last failure and its causes, as the health document shows it.
     last_error: Option<String>,
 }
 
@@ -205,6 +199,33 @@ impl ConsumerState {
         };
         readiness.set("consumer", status, detail);
     }
+
+    /// Takes in how a round ended (`count` events handled, the oldest
+    /// `lag_ms` old) and reports the new state.
+    fn record(
+        &mut self,
+        outcome: &Result<(), RoundError>,
+        count: u64,
+        lag_ms: i64,
+        name: &str,
+        readiness: &Readiness,
+    ) {
+        match outcome {
+            Ok(()) => {
+                self.handled += count;
+                self.lag_ms = lag_ms;
+                self.failing_since = None;
+                self.last_error = None;
+            }
+            Err(error) => {
+                self.failing_since
+                    .get_or_insert_with(std::time::Instant::now);
+                // The health document is text: the whole chain, on one line.
+                self.last_error = Some(ErrorChain(error).to_string());
+            }
+        }
+        self.report(name, readiness);
+    }
 }
 
 /// Receives batches until `shutdown` is cancelled, [`BATCHES_IN_FLIGHT`] at a
@@ -223,7 +244,7 @@ pub async fn consume<H, F>(
     handle: H,
 ) where
     H: Fn(Vec<Delivery>) -> F + Send + Sync + 'static,
-    F: Future<Output = Result<Handled, String>> + Send + 'static,
+    F: Future<Output = Result<Handled, HandlerError>> + Send + 'static,
 {
     let handle = Arc::new(handle);
     let state = Arc::new(Mutex::new(ConsumerState {
@@ -259,7 +280,7 @@ async fn consume_loop<H, F>(
     readiness: Readiness,
 ) where
     H: Fn(Vec<Delivery>) -> F + Send + Sync,
-    F: Future<Output = Result<Handled, String>> + Send,
+    F: Future<Output = Result<Handled, HandlerError>> + Send,
 {
     let mut backoff_ms = MIN_RETRY_BACKOFF_MS;
     loop {
@@ -274,32 +295,21 @@ async fn consume_loop<H, F>(
         let outcome = match received {
             Ok(deliveries) if deliveries.is_empty() => Ok(()),
             Ok(deliveries) => finish_batch(source.as_ref(), handle.as_ref(), deliveries).await,
-            Err(error) => Err(error.to_string()),
+            Err(error) => Err(RoundError::Source(error)),
         };
-        {
-            let mut state = state
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            match &outcome {
-                Ok(()) => {
-                    state.handled += count;
-                    state.lag_ms = lag_ms;
-                    state.failing_since = None;
-                    state.last_error = None;
-                }
-                Err(error) => {
-                    state
-                        .failing_since
-                        .get_or_insert_with(std::time::Instant::now);
-                    state.last_error = Some(error.clone());
-                }
-            }
-            state.report(name, &readiness);
-        }
+        state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .record(&outcome, count, lag_ms, name, &readiness);
         match outcome {
             Ok(()) => backoff_ms = MIN_RETRY_BACKOFF_MS,
             Err(error) => {
-                tracing::warn!(consumer = name, %error, backoff_ms, "event batch not handled; it is delivered again, retrying");
+                tracing::warn!(
+                    consumer = name,
+                    error = &error as &dyn std::error::Error,
+                    backoff_ms,
+                    "event batch not handled; it is delivered again, retrying"
+                );
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
                     _ = tokio::time::sleep(Duration::from_millis(backoff_ms)) => {}
@@ -329,10 +339,10 @@ async fn finish_batch<H, F>(
     source: &dyn EventSource,
     handle: &H,
     deliveries: Vec<Delivery>,
-) -> Result<(), String>
+) -> Result<(), RoundError>
 where
     H: Fn(Vec<Delivery>) -> F + Send + Sync,
-    F: Future<Output = Result<Handled, String>> + Send,
+    F: Future<Output = Result<Handled, HandlerError>> + Send,
 {
     let receipts: Vec<Receipt> = deliveries.iter().map(Delivery::receipt).collect();
     let kept = deliveries.clone();
@@ -346,24 +356,21 @@ where
                     count = poison.len(),
                     "events refused as poison; dead-lettering them"
                 );
-                source
-                    .reject(&poison)
-                    .await
-                    .map_err(|error| error.to_string())?;
+                source.reject(&poison).await?;
             }
             let done: Vec<Receipt> = done.iter().map(Delivery::receipt).collect();
-            source
-                .acknowledge(&done)
-                .await
-                .map_err(|error| error.to_string())
+            Ok(source.acknowledge(&done).await?)
         }
         Err(error) => {
             // Given back at once, so the queue keeps moving; if even that
             // fails, the lease runs out and the events come back anyway.
             if let Err(release) = source.release(&receipts).await {
-                tracing::warn!(error = %release, "cannot give the batch back; it returns when its lease ends");
+                tracing::warn!(
+                    error = &release as &dyn std::error::Error,
+                    "cannot give the batch back; it returns when its lease ends"
+                );
             }
-            Err(error)
+            Err(RoundError::Handler(error))
         }
     }
 }

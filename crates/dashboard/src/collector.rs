@@ -12,14 +12,16 @@ use stockroom_contract::OrderCounts;
 use stockroom_domain::invariants::StockFigures;
 use stockroom_http_kit::{Metrics, PartStatus, Readiness};
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::lab::LabControl;
+use crate::prometheus::Sample;
 use crate::sale::SaleControl;
 use crate::snapshot::{
     AuditPanel, OrdersPanel, ProductRow, ServicePanel, Snapshot, StockPanel, TrafficPanel,
 };
-use crate::sources::{HealthReading, Reader};
+use crate::sources::{HealthReading, Reader, SourceError};
 use crate::traffic::{OrderCounters, Traffic};
 use crate::{POLL_INTERVAL_MS, Sources};
 
@@ -93,103 +95,21 @@ impl Collector {
 
     /// Reads every source once, at the same time, and builds the snapshot.
     pub async fn collect(&mut self) -> Snapshot {
-        let reader = &self.reader;
-        let health = self.sources.services().into_iter().map(|(name, url)| {
-            let reader = reader.clone();
-            tokio::spawn(async move {
-                let reading = reader.health(&url).await;
-                (name, url, reading)
-            })
-        });
-        let health: Vec<_> = health.collect();
-        let metrics: Vec<_> = self
-            .sources
-            .order
-            .iter()
-            .map(|url| {
-                let reader = reader.clone();
-                let url = url.clone();
-                tokio::spawn(async move { reader.metrics(&url).await })
-            })
-            .collect();
+        let health = self.start_health_reads();
+        let metrics = self.start_metrics_reads();
         let (inventory, counts) = tokio::join!(self.inventory(), self.order_counts());
-
-        let mut services = Vec::with_capacity(health.len());
-        for task in health {
-            if let Ok((name, url, HealthReading { status, document })) = task.await {
-                services.push(ServicePanel::from_health(name, &url, &status, &document));
-            }
-        }
-        let mut samples = Vec::new();
-        let mut metrics_error = None;
-        for task in metrics {
-            match task.await {
-                Ok(Ok(read)) => samples.extend(read),
-                Ok(Err(error)) => metrics_error = Some(error),
-                Err(error) => metrics_error = Some(error.to_string()),
-            }
-        }
-        if self.sources.order.is_empty() {
-            metrics_error = Some("no order-service URL was given".to_owned());
-        }
-        let counters = metrics_error
-            .is_none()
-            .then(|| OrderCounters::from_samples(&samples));
-        self.traffic.record(now_ms(), counters);
-
+        let services = services(health).await;
+        let metrics_error = self.record_traffic(metrics).await;
         let now = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
         self.audit.update(self.auditor.report(), &now);
-        let stock = match inventory {
-            Ok(figures) => {
-                let products: Vec<ProductRow> = figures.iter().map(ProductRow::judge).collect();
-                self.readiness
-                    .set("sources", PartStatus::Ok, json!({"lastPoll": now}));
-                StockPanel {
-                    oversold: products.iter().any(|row| row.oversold),
-                    products,
-                    error: None,
-                }
-            }
-            Err(error) => {
-                self.readiness.set(
-                    "sources",
-                    PartStatus::Degraded,
-                    json!({"lastPoll": now, "error": error}),
-                );
-                StockPanel {
-                    error: Some(error),
-                    ..StockPanel::default()
-                }
-            }
-        };
-        {
-            let mut observed = self.observed.lock();
-            if stock.error.is_none() {
-                observed.products = stock
-                    .products
-                    .iter()
-                    .map(|row| row.product.clone())
-                    .collect();
-            }
-            observed.answered = self.traffic.answered();
-        }
-        let orders = match counts {
-            Ok(counts) => OrdersPanel {
-                total: counts.counts.iter().map(|count| count.count).sum(),
-                counts: counts.counts,
-                error: None,
-            },
-            Err(error) => OrdersPanel {
-                error: Some(error),
-                ..OrdersPanel::default()
-            },
-        };
+        let stock = self.stock_panel(inventory, &now);
+        self.observe(&stock);
         self.sequence += 1;
         Snapshot {
             sequence: self.sequence,
             taken_at: now,
             stock,
-            orders,
+            orders: orders_panel(counts),
             traffic: TrafficPanel {
                 points: self.traffic.points(),
                 error: metrics_error,
@@ -201,9 +121,118 @@ impl Collector {
         }
     }
 
+    /// Starts reading every instance's `/health`, each in its own task.
+    fn start_health_reads(&self) -> Vec<JoinHandle<(&'static str, String, HealthReading)>> {
+        self.sources
+            .services()
+            .into_iter()
+            .map(|(name, url)| {
+                let reader = self.reader.clone();
+                tokio::spawn(async move {
+                    let reading = reader.health(&url).await;
+                    (name, url, reading)
+                })
+            })
+            .collect()
+    }
+
+    /// Starts reading every order-service instance's `/metrics`, each in its
+    /// own task.
+    fn start_metrics_reads(&self) -> Vec<JoinHandle<Result<Vec<Sample>, SourceError>>> {
+        self.sources
+            .order
+            .iter()
+            .map(|url| {
+                let reader = self.reader.clone();
+                let url = url.clone();
+                tokio::spawn(async move { reader.metrics(&url).await })
+            })
+            .collect()
+    }
+
+    /// Adds the order counters of every instance's metrics to the traffic
+    /// history, unless a read failed (a partial sum would look like a drop);
+    /// answers that failure, as the traffic panel shows it.
+    async fn record_traffic(
+        &mut self,
+        metrics: Vec<JoinHandle<Result<Vec<Sample>, SourceError>>>,
+    ) -> Option<String> {
+        let mut samples = Vec::new();
+        let mut metrics_error = None;
+        for task in metrics {
+            match task.await {
+                Ok(Ok(read)) => samples.extend(read),
+                Ok(Err(error)) => metrics_error = Some(error.for_page()),
+                Err(error) => metrics_error = Some(error.to_string()),
+            }
+        }
+        if self.sources.order.is_empty() {
+            metrics_error = Some(
+                SourceError::NotGiven {
+                    service: "order-service",
+                }
+                .for_page(),
+            );
+        }
+        let counters = metrics_error
+            .is_none()
+            .then(|| OrderCounters::from_samples(&samples));
+        self.traffic.record(now_ms(), counters);
+        metrics_error
+    }
+
+    /// The stock panel, and the `sources` part of the dashboard's health,
+    /// which follows whether the stock could be read.
+    fn stock_panel(
+        &self,
+        inventory: Result<Vec<StockFigures>, SourceError>,
+        now: &str,
+    ) -> StockPanel {
+        match inventory {
+            Ok(figures) => {
+                let products: Vec<ProductRow> = figures.iter().map(ProductRow::judge).collect();
+                self.readiness
+                    .set("sources", PartStatus::Ok, json!({"lastPoll": now}));
+                StockPanel {
+                    oversold: products.iter().any(|row| row.oversold),
+                    products,
+                    error: None,
+                }
+            }
+            Err(error) => {
+                let error = error.for_page();
+                self.readiness.set(
+                    "sources",
+                    PartStatus::Degraded,
+                    json!({"lastPoll": now, "error": error}),
+                );
+                StockPanel {
+                    error: Some(error),
+                    ..StockPanel::default()
+                }
+            }
+        }
+    }
+
+    /// Keeps what the handlers need from this poll: the products (when the
+    /// stock could be read) and the answered-orders counter.
+    fn observe(&self, stock: &StockPanel) {
+        let mut observed = self.observed.lock();
+        if stock.error.is_none() {
+            observed.products = stock
+                .products
+                .iter()
+                .map(|row| row.product.clone())
+                .collect();
+        }
+        observed.answered = self.traffic.answered();
+    }
+
     /// The stock, from the first data-service instance that answers.
-    async fn inventory(&self) -> Result<Vec<StockFigures>, String> {
-        let mut last_error = "no data-service URL was given".to_owned();
+    async fn inventory(&self) -> Result<Vec<StockFigures>, SourceError> {
+        let mut last_error = SourceError::NotGiven {
+            service: "data-service",
+        };
         for url in &self.sources.data {
             match self.reader.inventory(url).await {
                 Ok(figures) => return Ok(figures),
@@ -215,8 +244,10 @@ impl Collector {
 
     /// The orders per status, from the first data-service instance that
     /// answers.
-    async fn order_counts(&self) -> Result<OrderCounts, String> {
-        let mut last_error = "no data-service URL was given".to_owned();
+    async fn order_counts(&self) -> Result<OrderCounts, SourceError> {
+        let mut last_error = SourceError::NotGiven {
+            service: "data-service",
+        };
         for url in &self.sources.data {
             match self.reader.order_counts(url).await {
                 Ok(counts) => return Ok(counts),
@@ -224,6 +255,35 @@ impl Collector {
             }
         }
         Err(last_error)
+    }
+}
+
+/// Every instance's health panel, in the order the reads were started; a
+/// read whose task failed has no panel.
+async fn services(
+    health: Vec<JoinHandle<(&'static str, String, HealthReading)>>,
+) -> Vec<ServicePanel> {
+    let mut services = Vec::with_capacity(health.len());
+    for task in health {
+        if let Ok((name, url, HealthReading { status, document })) = task.await {
+            services.push(ServicePanel::from_health(name, &url, &status, &document));
+        }
+    }
+    services
+}
+
+/// The orders panel: the count per status and their total.
+fn orders_panel(counts: Result<OrderCounts, SourceError>) -> OrdersPanel {
+    match counts {
+        Ok(counts) => OrdersPanel {
+            total: counts.counts.iter().map(|count| count.count).sum(),
+            counts: counts.counts,
+            error: None,
+        },
+        Err(error) => OrdersPanel {
+            error: Some(error.for_page()),
+            ..OrdersPanel::default()
+        },
     }
 }
 

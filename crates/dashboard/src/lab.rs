@@ -12,8 +12,8 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
-use stockroom_http_kit::JsonBody;
-use stockroom_lab::{FixedLauncher, Scenario, ScenarioResult};
+use stockroom_http_kit::{ErrorChain, JsonBody};
+use stockroom_lab::{FixedLauncher, LabError, Scenario, ScenarioResult};
 
 use crate::DashboardState;
 use crate::error::{DashboardError, same_origin};
@@ -95,6 +95,15 @@ pub struct LabStatus {
     pub max_race_window_ms: u64,
 }
 
+/// Why a lab run from the dashboard failed.
+#[derive(Debug, thiserror::Error)]
+enum LabRunError {
+    #[error(transparent)]
+    Scenario(#[from] LabError),
+    #[error("the lab did not finish within {limit_s} s")]
+    TimedOut { limit_s: u64 },
+}
+
 /// The control, shared by the handlers and the collector. Cloning shares it.
 #[derive(Clone)]
 pub struct LabControl {
@@ -156,12 +165,9 @@ impl LabControl {
             let work = control.run_scenarios(&scenarios, race_window_ms, launcher.as_ref());
             let outcome = tokio::time::timeout(Duration::from_millis(MAX_LAB_DURATION_MS), work)
                 .await
-                .unwrap_or_else(|_| {
-                    Err(format!(
-                        "the lab did not finish within {} s",
-                        MAX_LAB_DURATION_MS / 1_000
-                    ))
-                });
+                .unwrap_or(Err(LabRunError::TimedOut {
+                    limit_s: MAX_LAB_DURATION_MS / 1_000,
+                }));
             control.finish(outcome);
         });
         let status = &mut slot.status;
@@ -181,18 +187,16 @@ impl LabControl {
         scenarios: &[Scenario],
         race_window_ms: u64,
         launcher: &dyn FixedLauncher,
-    ) -> Result<(), String> {
+    ) -> Result<(), LabRunError> {
         for scenario in scenarios {
             self.job.lock().status.current = Some(scenario.title().to_owned());
-            let result = stockroom_lab::run_scenario(*scenario, race_window_ms, launcher)
-                .await
-                .map_err(|error| error.to_string())?;
+            let result = stockroom_lab::run_scenario(*scenario, race_window_ms, launcher).await?;
             self.job.lock().status.results.push(result);
         }
         Ok(())
     }
 
-    fn finish(&self, outcome: Result<(), String>) {
+    fn finish(&self, outcome: Result<(), LabRunError>) {
         let mut slot = self.job.lock();
         let elapsed_ms = slot.end();
         let status = &mut slot.status;
@@ -210,9 +214,9 @@ impl LabControl {
                 );
             }
             Err(error) => {
-                tracing::warn!(%error, "race lab failed");
+                tracing::warn!(error = &error as &dyn std::error::Error, "race lab failed");
                 status.state = RunState::Failed;
-                status.error = Some(error);
+                status.error = Some(ErrorChain(&error).to_string());
             }
         }
     }

@@ -11,8 +11,8 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
-use stockroom_http_kit::JsonBody;
-use stockroom_lab::{RetryPolicy, StormConfig, StormSummary};
+use stockroom_http_kit::{ErrorChain, JsonBody};
+use stockroom_lab::{RetryPolicy, StormConfig, StormError, StormSummary};
 
 use crate::DashboardState;
 use crate::error::{DashboardError, same_origin};
@@ -187,11 +187,7 @@ impl SaleControl {
         let control = self.clone();
         let started_at = slot.begin(async move {
             let outcome = stockroom_lab::run_storm(config).await;
-            control.finish(
-                outcome
-                    .map(|report| report.summary)
-                    .map_err(|e| e.to_string()),
-            );
+            control.finish(outcome.map(|report| report.summary));
         });
         slot.status = Run {
             status: SaleStatus {
@@ -205,7 +201,7 @@ impl SaleControl {
         Ok(slot.status.status.clone())
     }
 
-    fn finish(&self, outcome: Result<StormSummary, String>) {
+    fn finish(&self, outcome: Result<StormSummary, StormError>) {
         let mut slot = self.job.lock();
         let elapsed_ms = slot.end();
         let status = &mut slot.status.status;
@@ -217,9 +213,12 @@ impl SaleControl {
                 status.summary = Some(summary);
             }
             Err(error) => {
-                tracing::warn!(%error, "flash sale failed");
+                tracing::warn!(
+                    error = &error as &dyn std::error::Error,
+                    "flash sale failed"
+                );
                 status.state = RunState::Failed;
-                status.error = Some(error);
+                status.error = Some(ErrorChain(&error).to_string());
             }
         }
     }

@@ -1,6 +1,7 @@
 //! The reads of one poll: each a public route of the system, each bounded by
 //! [`SOURCE_TIMEOUT_MS`](crate::SOURCE_TIMEOUT_MS), each failing on its own
-//! with a message for the page instead of failing the snapshot.
+//! ([`SourceError`], with a short line for the page) instead of failing the
+//! snapshot.
 
 use std::time::Duration;
 
@@ -43,6 +44,48 @@ struct StatusOnly {
     status: OrderStatus,
 }
 
+/// Why one source could not be read.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SourceError {
+    /// No instance of the service was given to read from.
+    #[error("no {service} URL was given")]
+    NotGiven { service: &'static str },
+    /// The request failed: refused, timed out, cut.
+    #[error("{url} did not answer")]
+    NoAnswer {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The route answered with a status that is not a success.
+    #[error("{url} answered {status}")]
+    Status {
+        url: String,
+        status: reqwest::StatusCode,
+    },
+    /// The route answered with something that is not its document.
+    #[error("{url} answered with an unexpected document")]
+    Unexpected {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+}
+
+impl SourceError {
+    /// The line a panel shows: the URL and the gist of the cause, since the
+    /// page has little room for a whole chain.
+    pub fn for_page(&self) -> String {
+        match self {
+            SourceError::NoAnswer { url, source } => format!("{url}: {}", short(source)),
+            SourceError::Unexpected { url, source } => {
+                format!("{url}: unexpected answer: {}", short(source))
+            }
+            SourceError::NotGiven { .. } | SourceError::Status { .. } => self.to_string(),
+        }
+    }
+}
+
 /// A service instance's `/health` as the page shows it.
 #[derive(Debug, Clone)]
 pub(crate) struct HealthReading {
@@ -60,50 +103,62 @@ impl Reader {
         Reader { client }
     }
 
-    async fn get(&self, url: &str) -> Result<reqwest::Response, String> {
+    async fn get(&self, url: &str) -> Result<reqwest::Response, SourceError> {
         self.client
             .get(url)
             .send()
             .await
-            .map_err(|error| format!("{url}: {}", short(&error)))
+            .map_err(|source| SourceError::NoAnswer {
+                url: url.to_owned(),
+                source,
+            })
     }
 
-    async fn json<T: DeserializeOwned>(&self, url: &str) -> Result<T, String> {
+    async fn json<T: DeserializeOwned>(&self, url: &str) -> Result<T, SourceError> {
         let response = self.get(url).await?;
         let status = response.status();
         if !status.is_success() {
-            return Err(format!("{url} answered {status}"));
+            return Err(SourceError::Status {
+                url: url.to_owned(),
+                status,
+            });
         }
         response
             .json()
             .await
-            .map_err(|error| format!("{url}: unexpected answer: {}", short(&error)))
+            .map_err(|source| SourceError::Unexpected {
+                url: url.to_owned(),
+                source,
+            })
     }
 
     /// Every product's stock figures.
-    pub async fn inventory(&self, data_url: &str) -> Result<Vec<StockFigures>, String> {
+    pub async fn inventory(&self, data_url: &str) -> Result<Vec<StockFigures>, SourceError> {
         let document: InventoryDocument = self.json(&format!("{data_url}/inventory")).await?;
         Ok(document.inventory)
     }
 
     /// Orders per status: data-service's counts route, or, where it has
     /// none, a count over the first pages of orders.
-    pub async fn order_counts(&self, data_url: &str) -> Result<OrderCounts, String> {
+    pub async fn order_counts(&self, data_url: &str) -> Result<OrderCounts, SourceError> {
         let url = format!("{data_url}/orders/counts");
         let response = self.get(&url).await?;
         if response.status().is_success() {
             return response
                 .json()
                 .await
-                .map_err(|error| format!("{url}: unexpected answer: {}", short(&error)));
+                .map_err(|source| SourceError::Unexpected { url, source });
         }
         if response.status() != reqwest::StatusCode::NOT_FOUND {
-            return Err(format!("{url} answered {}", response.status()));
+            return Err(SourceError::Status {
+                url,
+                status: response.status(),
+            });
         }
         self.count_pages(data_url).await
     }
 
-    async fn count_pages(&self, data_url: &str) -> Result<OrderCounts, String> {
+    async fn count_pages(&self, data_url: &str) -> Result<OrderCounts, SourceError> {
         let mut counts = [0u64; OrderStatus::ALL.len()];
         let mut after: Option<String> = None;
         let mut complete = false;
@@ -149,7 +204,7 @@ impl Reader {
                 .json::<Value>()
                 .await
                 .map_err(|error| short(&error)),
-            Err(error) => Err(error),
+            Err(error) => Err(error.for_page()),
         };
         match answer {
             Ok(document) => HealthReading {
@@ -164,16 +219,17 @@ impl Reader {
     }
 
     /// An instance's `/metrics` samples.
-    pub async fn metrics(&self, url: &str) -> Result<Vec<Sample>, String> {
+    pub async fn metrics(&self, url: &str) -> Result<Vec<Sample>, SourceError> {
         let url = format!("{url}/metrics");
         let response = self.get(&url).await?;
-        if !response.status().is_success() {
-            return Err(format!("{url} answered {}", response.status()));
+        let status = response.status();
+        if !status.is_success() {
+            return Err(SourceError::Status { url, status });
         }
         let text = response
             .text()
             .await
-            .map_err(|error| format!("{url}: {}", short(&error)))?;
+            .map_err(|source| SourceError::NoAnswer { url, source })?;
         Ok(prometheus::parse(&text))
     }
 }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use stockroom_http_kit::{PartStatus, Readiness};
+use stockroom_http_kit::{ErrorChain, PartStatus, Readiness};
 
 use stockroom_contract::Event;
 use stockroom_domain::Consumer;
@@ -112,7 +112,7 @@ pub async fn relay_outbox(
                 readiness.set(
                     "relay",
                     status,
-                    json!({"relayed": relayed, "failedRounds": failed_rounds, "failingForMs": since.elapsed().as_millis() as u64, "error": error_chain(error)}),
+                    json!({"relayed": relayed, "failedRounds": failed_rounds, "failingForMs": since.elapsed().as_millis() as u64, "error": ErrorChain(error).to_string()}),
                 );
             }
         }
@@ -185,15 +185,4 @@ async fn relay_round(
         moved += deliveries.len();
     }
     Ok(moved)
-}
-
-/// An error and its causes in one line, for the relay's health detail.
-fn error_chain(error: &RelayError) -> String {
-    let mut text = error.to_string();
-    let mut cause = std::error::Error::source(error);
-    while let Some(next) = cause {
-        text.push_str(&format!(": {next}"));
-        cause = next.source();
-    }
-    text
 }

@@ -8,6 +8,8 @@ use reqwest::StatusCode;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::ErrorChain;
+
 /// The longest one internal call may take before it is abandoned.
 pub const INTERNAL_REQUEST_TIMEOUT_MS: u64 = 10_000;
 
@@ -27,17 +29,30 @@ const _: () = assert!(POOL_IDLE_TIMEOUT_MS < crate::HEADER_READ_TIMEOUT_MS);
 pub const DOWN_INSTANCE_SKIP_MS: u64 = 1_000;
 
 /// Why a call to another service failed.
+///
+/// The transport's and the parser's errors are kept as sources (behind an
+/// `Arc`, so that one failure of a coalesced batch can be handed to each of
+/// its callers); the message names only what failed, and the chain says why.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ClientError {
     /// The peer could not be reached: the request never left this process,
     /// so it certainly had no effect.
-    #[error("{service} is unreachable: {message}")]
-    Unreachable { service: String, message: String },
+    #[error("{service} is unreachable")]
+    Unreachable {
+        service: String,
+        #[source]
+        source: Arc<reqwest::Error>,
+    },
     /// The request was sent but no answer came (a timeout, a connection cut
     /// midway): it may or may not have taken effect.
-    #[error("{service} did not answer: {message}")]
-    NoAnswer { service: String, message: String },
-    /// The peer answered with an error document.
+    #[error("{service} did not answer")]
+    NoAnswer {
+        service: String,
+        #[source]
+        source: Arc<reqwest::Error>,
+    },
+    /// The peer answered with an error document: its status, and the code
+    /// and message the document carried.
     #[error("{service} answered {status}: {code}: {message}")]
     Status {
         service: String,
@@ -46,8 +61,12 @@ pub enum ClientError {
         message: String,
     },
     /// The peer answered with something that is not the expected document.
-    #[error("{service} answered with an unexpected document: {message}")]
-    Protocol { service: String, message: String },
+    #[error("{service} answered with an unexpected document")]
+    Protocol {
+        service: String,
+        #[source]
+        source: Arc<serde_json::Error>,
+    },
 }
 
 impl ClientError {
@@ -76,9 +95,11 @@ impl ClientError {
     /// The answer a service gives its own caller when a call it depends on
     /// failed: the dependency's error document passes through unchanged
     /// (404, 409, 422, 503 with `Retry-After` …), an unreachable dependency
-    /// is a 503, and an unreadable answer a 502.
+    /// is a 503, and an unreadable answer a 502. The message of the last
+    /// three is the whole chain of causes, since the caller sees no log.
     pub fn relay(&self) -> axum::response::Response {
         use axum::http::StatusCode;
+        let chain = || ErrorChain(self).to_string();
         match self {
             ClientError::Status {
                 status,
@@ -93,7 +114,7 @@ impl ClientError {
             ClientError::Unreachable { .. } => crate::error_response(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "dependency_unavailable",
-                &self.to_string(),
+                &chain(),
             ),
             // The caller cannot tell whether its request took effect: it
             // must retry with the same Idempotency-Key, never without one.
@@ -101,12 +122,16 @@ impl ClientError {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "outcome_unknown",
                 &format!(
-                    "{self}; the request may or may not have taken effect: retry it with the same Idempotency-Key"
+                    "{}; the request may or may not have taken effect: retry it with the same Idempotency-Key",
+                    chain()
                 ),
             ),
             ClientError::Protocol { .. } => {
-                tracing::error!(error = %self, "unexpected answer from a dependency");
-                crate::error_response(StatusCode::BAD_GATEWAY, "bad_gateway", &self.to_string())
+                tracing::error!(
+                    error = self as &dyn std::error::Error,
+                    "unexpected answer from a dependency"
+                );
+                crate::error_response(StatusCode::BAD_GATEWAY, "bad_gateway", &chain())
             }
         }
     }
@@ -232,9 +257,9 @@ impl ServiceClient {
         let bytes = self.exchange(build).await?;
         // An empty success body (204) reads as JSON null, which `()` accepts.
         let document: &[u8] = if bytes.is_empty() { b"null" } else { &bytes };
-        serde_json::from_slice(document).map_err(|error| ClientError::Protocol {
+        serde_json::from_slice(document).map_err(|source| ClientError::Protocol {
             service: self.name.to_owned(),
-            message: error.to_string(),
+            source: Arc::new(source),
         })
     }
 
@@ -270,20 +295,25 @@ impl ServiceClient {
                 Err(error) if error.is_connect() && attempt + 1 < instances => {
                     let until = now_ms + DOWN_INSTANCE_SKIP_MS;
                     if self.down_until_ms[index].swap(until, Ordering::Relaxed) <= now_ms {
-                        tracing::warn!(service = self.name, instance = %base, %error, "instance unreachable; skipping it for a while");
+                        tracing::warn!(
+                            service = self.name,
+                            instance = %base,
+                            error = &error as &dyn std::error::Error,
+                            "instance unreachable; skipping it for a while"
+                        );
                     }
                     attempt += 1;
                 }
-                Err(error) if error.is_connect() => {
+                Err(source) if source.is_connect() => {
                     return Err(ClientError::Unreachable {
                         service: self.name.to_owned(),
-                        message: error.to_string(),
+                        source: Arc::new(source),
                     });
                 }
-                Err(error) => {
+                Err(source) => {
                     return Err(ClientError::NoAnswer {
                         service: self.name.to_owned(),
-                        message: error.to_string(),
+                        source: Arc::new(source),
                     });
                 }
             }
@@ -292,9 +322,9 @@ impl ServiceClient {
         let bytes = response
             .bytes()
             .await
-            .map_err(|error| ClientError::NoAnswer {
+            .map_err(|source| ClientError::NoAnswer {
                 service: self.name.to_owned(),
-                message: error.to_string(),
+                source: Arc::new(source),
             })?;
         if !status.is_success() {
             let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
@@ -315,6 +345,87 @@ impl ServiceClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The error of a connection nothing accepts: a port just freed.
+    async fn refused_connection() -> reqwest::Error {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+        let address = listener.local_addr().expect("a bound address");
+        drop(listener);
+        reqwest::get(format!("http://{address}/"))
+            .await
+            .expect_err("nothing listens on a freed port")
+    }
+
+    async fn answer(error: &ClientError) -> (u16, Option<String>, serde_json::Value) {
+        let response = error.relay();
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .map(|value| value.to_str().unwrap().to_owned());
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .expect("a whole body");
+        (status, retry_after, serde_json::from_slice(&body).unwrap())
+    }
+
+    /// Each kind of failure answers the caller with the same status and
+    /// code as ever; the message of an unreachable peer names its cause.
+    #[tokio::test]
+    async fn failures_are_relayed_with_their_status_and_code() {
+        let unreachable = ClientError::Unreachable {
+            service: "data-service".into(),
+            source: Arc::new(refused_connection().await),
+        };
+        assert!(!unreachable.is_refusal());
+        let (status, retry_after, body) = answer(&unreachable).await;
+        assert_eq!((status, retry_after.as_deref()), (503, Some("1")));
+        assert_eq!(body["error"], "dependency_unavailable");
+        let message = body["message"].as_str().unwrap();
+        assert!(
+            message.starts_with("data-service is unreachable: "),
+            "{message}"
+        );
+        assert_eq!(message, ErrorChain(&unreachable).to_string());
+
+        let no_answer = ClientError::NoAnswer {
+            service: "data-service".into(),
+            source: Arc::new(refused_connection().await),
+        };
+        let (status, _, body) = answer(&no_answer).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (503, Some("outcome_unknown"))
+        );
+
+        let unreadable = ClientError::Protocol {
+            service: "data-service".into(),
+            source: Arc::new(serde_json::from_str::<u32>("{").unwrap_err()),
+        };
+        assert!(!unreadable.is_refusal());
+        let (status, _, body) = answer(&unreadable).await;
+        assert_eq!((status, body["error"].as_str()), (502, Some("bad_gateway")));
+
+        for (status, refusal) in [
+            (404, true),
+            (409, true),
+            (401, false),
+            (429, false),
+            (503, false),
+        ] {
+            let answered = ClientError::Status {
+                service: "data-service".into(),
+                status: StatusCode::from_u16(status).unwrap(),
+                code: "some_code".into(),
+                message: "as the peer said".into(),
+            };
+            assert_eq!(answered.is_refusal(), refusal, "{status}");
+            let (relayed, _, body) = answer(&answered).await;
+            assert_eq!(relayed, status);
+            assert_eq!(body["error"], "some_code");
+            assert_eq!(body["message"], "as the peer said");
+        }
+    }
 
     #[test]
     fn splits_instance_lists() {

@@ -6,11 +6,14 @@
 //! trace context carried from service to service.
 //!
 //! Each service keeps its own error enum and its own single mapping to HTTP;
-//! this crate only supplies the body shape they all answer with.
+//! this crate only supplies the body shape they all answer with, and
+//! [`ErrorChain`], which renders an error with its causes where it must
+//! travel as text.
 
 mod auth;
 mod body;
 mod client;
+mod error_chain;
 mod listener;
 pub mod metrics;
 mod readiness;
@@ -24,6 +27,7 @@ pub use auth::{
 };
 pub use body::{BodyError, JsonBody};
 pub use client::{ClientError, INTERNAL_REQUEST_TIMEOUT_MS, ServiceClient, split_urls};
+pub use error_chain::ErrorChain;
 pub use listener::{
     ACCEPT_ERROR_PAUSE_MS, BODY_READ_TIMEOUT_MS, HEADER_READ_TIMEOUT_MS, ListenerLimits,
     MAX_CONNECTIONS_PER_LISTENER, OPEN_FILES_PER_LISTENER_SHARE, REFUSAL_WRITE_TIMEOUT_MS,
@@ -36,9 +40,9 @@ pub use readiness::{
 };
 pub use routes::ServiceRoutes;
 pub use serve::{
-    BindError, HEALTH_POLL_ATTEMPTS, HEALTH_POLL_INTERVAL_MS, HealthWait, RETRY_AFTER_SECONDS,
-    bind, error_response, fallback_not_found, method_not_allowed, wait_for_health,
-    with_openapi_and_fallbacks,
+    BindError, HEALTH_POLL_ATTEMPTS, HEALTH_POLL_INTERVAL_MS, HEALTH_POLL_TIMEOUT_MS, HealthAnswer,
+    HealthWait, RETRY_AFTER_SECONDS, bind, error_response, fallback_not_found, method_not_allowed,
+    wait_for_health, with_openapi_and_fallbacks,
 };
 pub use trace::{
     TRACEPARENT_HEADER, TraceLayer, current_traceparent, event_span, follow, traceparent_of,

@@ -93,7 +93,10 @@ pub fn raise_open_file_limit() -> u64 {
     match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(limit) => limit,
         Err(error) => {
-            tracing::warn!(%error, "cannot raise the open-file limit");
+            tracing::warn!(
+                error = &error as &dyn std::error::Error,
+                "cannot raise the open-file limit"
+            );
             rlimit::getrlimit(rlimit::Resource::NOFILE)
                 .map(|(soft, _hard)| soft)
                 .unwrap_or(1_024)
@@ -147,7 +150,7 @@ pub async fn serve_with_limits(
                 Err(error) => {
                     // Out of files, or a connection reset before it was
                     // accepted: either way the listener itself is fine.
-                    tracing::warn!(%error, "accept error");
+                    tracing::warn!(error = &error as &dyn std::error::Error, "accept error");
                     tokio::time::sleep(Duration::from_millis(ACCEPT_ERROR_PAUSE_MS)).await;
                     continue;
                 }
@@ -176,7 +179,10 @@ pub async fn serve_with_limits(
             // Errors here are the client's: it went away, sent garbage, or
             // was too slow. Nothing to do but close the connection.
             if let Err(error) = connection.await {
-                tracing::debug!(%error, "connection closed with an error");
+                tracing::debug!(
+                    error = &error as &dyn std::error::Error,
+                    "connection closed with an error"
+                );
             }
             drop(permit);
         });

@@ -172,25 +172,19 @@ async fn wait_until_healthy(client: &reqwest::Client, name: &str, url: &str) {
     let mut next_log = Duration::ZERO;
     let mut backoff_ms = MIN_DEPENDENCY_BACKOFF_MS;
     loop {
-        let outcome = client
-            .get(&health_url)
-            .timeout(Duration::from_secs(2))
-            .send()
-            .await;
-        let last = match outcome {
-            Ok(response) if response.status().is_success() => {
+        let last = match crate::serve::HealthAnswer::poll(client, &health_url).await {
+            Ok(()) => {
                 tracing::info!(dependency = name, url, "dependency is healthy");
                 return;
             }
-            Ok(response) => format!("status {}", response.status()),
-            Err(error) => error.to_string(),
+            Err(last) => last,
         };
         if started.elapsed() >= next_log {
             tracing::warn!(
                 dependency = name,
                 url,
                 waited_s = started.elapsed().as_secs(),
-                last,
+                last = &last as &dyn std::error::Error,
                 "waiting for a dependency; not giving up"
             );
             next_log = started.elapsed() + Duration::from_millis(DEPENDENCY_LOG_INTERVAL_MS);

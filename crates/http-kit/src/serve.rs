@@ -12,6 +12,8 @@ use tokio::net::TcpListener;
 /// How many times a service polls a dependency's `/health` before giving up.
 pub const HEALTH_POLL_ATTEMPTS: u32 = 100;
 
+const _: () = assert!(HEALTH_POLL_ATTEMPTS >= 1);
+
 /// The pause between two polls of a dependency's `/health`.
 pub const HEALTH_POLL_INTERVAL_MS: u64 = 100;
 
@@ -63,9 +65,10 @@ pub async fn method_not_allowed() -> Response {
 pub enum BindError {
     #[error("port {port} is already in use")]
     InUse { port: u16 },
-    #[error("cannot listen on {address}: {source}")]
+    #[error("cannot listen on {address}")]
     Other {
         address: SocketAddr,
+        #[source]
         source: std::io::Error,
     },
 }
@@ -83,15 +86,52 @@ pub async fn bind(address: SocketAddr) -> Result<TcpListener, BindError> {
     })
 }
 
-/// A dependency that never became healthy.
+/// A dependency that never became healthy; the source is what its last
+/// poll got.
 #[derive(Debug, thiserror::Error)]
-#[error("{name} at {url} did not become healthy after {attempts} attempts: {last_error}")]
+#[error("{name} at {url} did not become healthy after {attempts} attempts")]
 pub struct HealthWait {
     pub name: String,
     pub url: String,
     pub attempts: u32,
-    pub last_error: String,
+    #[source]
+    pub last: HealthAnswer,
 }
+
+/// What one poll of a dependency's `/health` got, when it was not a success.
+#[derive(Debug, thiserror::Error)]
+pub enum HealthAnswer {
+    /// It answered, with a status that is not a success.
+    #[error("its health answered {0}")]
+    Status(StatusCode),
+    /// No answer came: refused, timed out, cut.
+    #[error("its health did not answer")]
+    NoAnswer(#[source] reqwest::Error),
+}
+
+impl HealthAnswer {
+    /// What one poll of `health_url` got: `Ok` for a success.
+    pub(crate) async fn poll(
+        client: &reqwest::Client,
+        health_url: &str,
+    ) -> Result<(), HealthAnswer> {
+        let response = client
+            .get(health_url)
+            .timeout(Duration::from_millis(HEALTH_POLL_TIMEOUT_MS))
+            .send()
+            .await
+            .map_err(HealthAnswer::NoAnswer)?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        Err(HealthAnswer::Status(status))
+    }
+}
+
+/// The longest one poll of a dependency's `/health` may take: a healthy
+/// service answers at once, so a slow answer counts as none.
+pub const HEALTH_POLL_TIMEOUT_MS: u64 = 2_000;
 
 /// Polls `url/health` until it answers 200, at most [`HEALTH_POLL_ATTEMPTS`]
 /// times, logging which dependency it waits for.
@@ -101,32 +141,29 @@ pub async fn wait_for_health(
     url: &str,
 ) -> Result<(), HealthWait> {
     let health_url = format!("{}/health", url.trim_end_matches('/'));
-    let mut last_error = String::from("never answered");
-    for attempt in 1..=HEALTH_POLL_ATTEMPTS {
-        match client
-            .get(&health_url)
-            .timeout(Duration::from_secs(2))
-            .send()
-            .await
-        {
-            Ok(response) if response.status().is_success() => {
+    let mut attempt = 1;
+    loop {
+        let last = match HealthAnswer::poll(client, &health_url).await {
+            Ok(()) => {
                 tracing::info!(dependency = name, url, "dependency is healthy");
                 return Ok(());
             }
-            Ok(response) => last_error = format!("status {}", response.status()),
-            Err(error) => last_error = error.to_string(),
+            Err(last) => last,
+        };
+        if attempt == HEALTH_POLL_ATTEMPTS {
+            return Err(HealthWait {
+                name: name.to_owned(),
+                url: url.to_owned(),
+                attempts: HEALTH_POLL_ATTEMPTS,
+                last,
+            });
         }
         if attempt == 1 || attempt % 20 == 0 {
             tracing::info!(dependency = name, url, attempt, "waiting for dependency");
         }
         tokio::time::sleep(Duration::from_millis(HEALTH_POLL_INTERVAL_MS)).await;
+        attempt += 1;
     }
-    Err(HealthWait {
-        name: name.to_owned(),
-        url: url.to_owned(),
-        attempts: HEALTH_POLL_ATTEMPTS,
-        last_error,
-    })
 }
 
 /// Adds `/openapi.json` (the document generated from the routes), the JSON

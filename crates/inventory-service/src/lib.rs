@@ -319,7 +319,10 @@ async fn sweep_expired(config: InventoryConfig, data: ServiceClient, stop: Cance
                     }
                 }
                 Err(error) => {
-                    tracing::warn!(%error, "expiry sweep failed; retrying next interval");
+                    tracing::warn!(
+                        error = &error as &dyn std::error::Error,
+                        "expiry sweep failed; retrying next interval"
+                    );
                     break;
                 }
             }

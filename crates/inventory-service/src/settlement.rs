@@ -3,7 +3,7 @@
 //! per batch, each settlement continuing its order's trace, and the
 //! settlement lag and batch sizes it measures.
 
-use stockroom_bus::Handled;
+use stockroom_bus::{Handled, HandlerError};
 use stockroom_contract::{
     Delivery, EffectBatchResult, EffectOutcome, Settlement, SettlementAction, SettlementBatch,
 };
@@ -19,7 +19,7 @@ pub(crate) async fn settle_batch(
     data: &ServiceClient,
     metrics: &SettlementMetrics,
     deliveries: Vec<Delivery>,
-) -> Result<Handled, String> {
+) -> Result<Handled, HandlerError> {
     metrics.batch_size.record(deliveries.len() as f64);
     // One span per settlement, each continuing its order's trace; the
     // batch's call runs in the first one's.
@@ -48,7 +48,7 @@ async fn settle_deliveries(
     data: &ServiceClient,
     metrics: &SettlementMetrics,
     deliveries: &[Delivery],
-) -> Result<Handled, String> {
+) -> Result<Handled, HandlerError> {
     let (settlements, ids): (Vec<Settlement>, Vec<i64>) = deliveries
         .iter()
         .filter_map(|delivery| {
@@ -79,10 +79,13 @@ async fn settle_deliveries(
     {
         Ok(result) => result,
         Err(error) if error.is_refusal() => {
-            tracing::error!(%error, "data-service refused a batch of settlements");
+            tracing::error!(
+                error = &error as &dyn std::error::Error,
+                "data-service refused a batch of settlements"
+            );
             return Ok(Handled { poison: ids });
         }
-        Err(error) => return Err(error.to_string()),
+        Err(error) => return Err(HandlerError::dependency("record the settlements")(error)),
     };
     metrics.record_lag(deliveries);
     let mut handled = Handled::default();

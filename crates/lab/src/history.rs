@@ -67,23 +67,27 @@ pub struct HistoryEvent {
     pub value: OpValue,
 }
 
+/// Why a history file could not be written or read; the cause is the source.
 #[derive(Debug, thiserror::Error)]
 pub enum HistoryError {
-    #[error("cannot open history file {path}: {source}")]
+    #[error("cannot open history file {path}")]
     Open {
         path: PathBuf,
+        #[source]
         source: std::io::Error,
     },
-    #[error("cannot write history file {path}: {source}")]
+    #[error("cannot write history file {path}")]
     Write {
         path: PathBuf,
+        #[source]
         source: std::io::Error,
     },
-    #[error("history file {path} line {line} is not a history event: {message}")]
+    #[error("history file {path} line {line} is not a history event")]
     Parse {
         path: PathBuf,
         line: usize,
-        message: String,
+        #[source]
+        source: serde_json::Error,
     },
 }
 
@@ -145,10 +149,10 @@ pub fn read_history(path: &Path) -> Result<Vec<HistoryEvent>, HistoryError> {
         if line.trim().is_empty() {
             continue;
         }
-        let event = serde_json::from_str(&line).map_err(|error| HistoryError::Parse {
+        let event = serde_json::from_str(&line).map_err(|source| HistoryError::Parse {
             path: path.to_owned(),
             line: index + 1,
-            message: error.to_string(),
+            source,
         })?;
         events.push(event);
     }

@@ -39,17 +39,35 @@ pub struct SyncTarget {
     base_path: String,
 }
 
+/// Why a base URL cannot take a synchronised storm.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    #[error("{base_url} is not a URL")]
+    Url {
+        base_url: String,
+        #[source]
+        source: url::ParseError,
+    },
+    #[error("{base_url}: a synchronised storm speaks plain http:// only")]
+    NotHttp { base_url: String },
+    #[error("{base_url} has no host")]
+    NoHost { base_url: String },
+}
+
 impl SyncTarget {
-    pub fn parse(base_url: &str) -> Result<SyncTarget, String> {
-        let url = reqwest::Url::parse(base_url).map_err(|error| format!("{base_url}: {error}"))?;
+    pub fn parse(base_url: &str) -> Result<SyncTarget, TargetError> {
+        let url = reqwest::Url::parse(base_url).map_err(|source| TargetError::Url {
+            base_url: base_url.to_owned(),
+            source,
+        })?;
         if url.scheme() != "http" {
-            return Err(format!(
-                "{base_url}: a synchronised storm speaks plain http:// only"
-            ));
+            return Err(TargetError::NotHttp {
+                base_url: base_url.to_owned(),
+            });
         }
-        let host = url
-            .host_str()
-            .ok_or_else(|| format!("{base_url}: no host"))?;
+        let host = url.host_str().ok_or_else(|| TargetError::NoHost {
+            base_url: base_url.to_owned(),
+        })?;
         let port = url.port_or_known_default().unwrap_or(80);
         let host = if host.contains(':') {
             format!("[{host}]")
@@ -61,6 +79,39 @@ impl SyncTarget {
             base_path: url.path().trim_end_matches('/').to_owned(),
         })
     }
+}
+
+/// Why one request of a wave got no answer that could be read.
+#[derive(Debug, thiserror::Error)]
+pub enum WaveError {
+    #[error("cannot connect to {authority}")]
+    Connect {
+        authority: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Writing the request (all but its last byte, or the last byte) failed.
+    #[error("cannot send the request")]
+    Send(#[source] std::io::Error),
+    #[error("cannot read the answer")]
+    Read(#[source] std::io::Error),
+    #[error("the answer is over {MAX_RESPONSE_BYTES} bytes")]
+    TooLarge,
+    #[error("the answer is not HTTP")]
+    Unreadable(#[from] ResponseError),
+    /// The task that held the request's connection panicked or was
+    /// cancelled.
+    #[error("the request's task failed")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// Why bytes read back are not an HTTP answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ResponseError {
+    #[error("the answer has no end of headers")]
+    NoEndOfHeaders,
+    #[error("no status in {first_line:?}")]
+    NoStatus { first_line: String },
 }
 
 fn encode(target: &SyncTarget, request: &SyncRequest) -> Vec<u8> {
@@ -86,32 +137,26 @@ fn encode(target: &SyncTarget, request: &SyncRequest) -> Vec<u8> {
 pub async fn send_wave(
     target: &SyncTarget,
     requests: &[SyncRequest],
-) -> Vec<Result<SyncResponse, String>> {
+) -> Vec<Result<SyncResponse, WaveError>> {
     let prepared = requests.iter().map(|request| {
         let target = target.clone();
         let bytes = encode(&target, request);
         tokio::spawn(async move {
             let mut stream = TcpStream::connect(&target.authority)
                 .await
-                .map_err(|error| format!("cannot connect to {}: {error}", target.authority))?;
-            stream
-                .set_nodelay(true)
-                .map_err(|error| error.to_string())?;
+                .map_err(|source| WaveError::Connect {
+                    authority: target.authority.clone(),
+                    source,
+                })?;
+            stream.set_nodelay(true).map_err(WaveError::Send)?;
             let (head, last) = bytes.split_at(bytes.len() - 1);
-            stream
-                .write_all(head)
-                .await
-                .map_err(|error| error.to_string())?;
-            Ok::<_, String>((stream, last[0]))
+            stream.write_all(head).await.map_err(WaveError::Send)?;
+            Ok::<_, WaveError>((stream, last[0]))
         })
     });
     let mut ready = Vec::with_capacity(requests.len());
     for handle in prepared.collect::<Vec<_>>() {
-        ready.push(
-            handle
-                .await
-                .unwrap_or_else(|error| Err(format!("the connection task failed: {error}"))),
-        );
+        ready.push(handle.await.unwrap_or_else(|error| Err(error.into())));
     }
     let connected = ready.iter().filter(|stream| stream.is_ok()).count();
     let barrier = Arc::new(Barrier::new(connected));
@@ -122,55 +167,47 @@ pub async fn send_wave(
             tokio::spawn(async move {
                 let (mut stream, last) = stream?;
                 barrier.wait().await;
-                stream
-                    .write_all(&[last])
-                    .await
-                    .map_err(|error| error.to_string())?;
+                stream.write_all(&[last]).await.map_err(WaveError::Send)?;
                 read_response(&mut stream).await
             })
         })
         .collect();
     let mut responses = Vec::with_capacity(finishing.len());
     for handle in finishing {
-        responses.push(
-            handle
-                .await
-                .unwrap_or_else(|error| Err(format!("the request task failed: {error}"))),
-        );
+        responses.push(handle.await.unwrap_or_else(|error| Err(error.into())));
     }
     responses
 }
 
-async fn read_response(stream: &mut TcpStream) -> Result<SyncResponse, String> {
+async fn read_response(stream: &mut TcpStream) -> Result<SyncResponse, WaveError> {
     let mut bytes = Vec::new();
     let mut chunk = [0_u8; 8_192];
     loop {
-        let read = stream
-            .read(&mut chunk)
-            .await
-            .map_err(|error| error.to_string())?;
+        let read = stream.read(&mut chunk).await.map_err(WaveError::Read)?;
         if read == 0 {
             break;
         }
         bytes.extend_from_slice(&chunk[..read]);
         if bytes.len() > MAX_RESPONSE_BYTES {
-            return Err(format!("the answer is over {MAX_RESPONSE_BYTES} bytes"));
+            return Err(WaveError::TooLarge);
         }
     }
-    parse_response(&bytes)
+    Ok(parse_response(&bytes)?)
 }
 
 /// Parses an HTTP/1.1 answer read to its end (the connection was closed).
-pub fn parse_response(bytes: &[u8]) -> Result<SyncResponse, String> {
+pub fn parse_response(bytes: &[u8]) -> Result<SyncResponse, ResponseError> {
     let text = String::from_utf8_lossy(bytes);
     let (head, body) = text
         .split_once("\r\n\r\n")
-        .ok_or_else(|| "the answer has no end of headers".to_owned())?;
+        .ok_or(ResponseError::NoEndOfHeaders)?;
     let status = head
         .split_whitespace()
         .nth(1)
         .and_then(|code| code.parse().ok())
-        .ok_or_else(|| format!("no status in {:?}", head.lines().next().unwrap_or("")))?;
+        .ok_or_else(|| ResponseError::NoStatus {
+            first_line: head.lines().next().unwrap_or("").to_owned(),
+        })?;
     let chunked = head.lines().any(|line| {
         line.to_ascii_lowercase()
             .starts_with("transfer-encoding: chunked")

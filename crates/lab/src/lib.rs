@@ -17,7 +17,7 @@ pub use check::{CheckConfig, CheckError, CheckReport, HistorySource, run_check};
 pub use history::{EventType, HistoryEvent, HistoryWriter, OpValue, read_history};
 pub use lab::{
     Cell, FixChoice, FixLabConfig, FixMatrix, FixRow, FixSubject, FixedLauncher, FixedRunning,
-    FixedSpec, LabConfig, LabError, LabReport, Scenario, ScenarioResult, SystemUrls, Verdict,
-    run_cell, run_fix_lab, run_lab, run_scenario, run_scenario_synced, run_subject,
+    FixedSpec, LabConfig, LabError, LabReport, LaunchError, Scenario, ScenarioResult, SystemUrls,
+    Verdict, run_cell, run_fix_lab, run_lab, run_scenario, run_scenario_synced, run_subject,
 };
 pub use storm::{RetryPolicy, StormConfig, StormError, StormReport, StormSummary, run_storm};

@@ -25,22 +25,23 @@ impl FixedRunning for InProcessSystem {
         }
     }
 
-    async fn stop(self: Box<Self>) -> Result<(), String> {
-        self.0.stop().await.map_err(|error| format!("{error:#}"))
+    async fn stop(self: Box<Self>) -> Result<(), stockroom_lab::LaunchError> {
+        self.0.stop().await.map_err(Into::into)
     }
 }
 
 #[async_trait::async_trait]
 impl FixedLauncher for InProcessLauncher {
-    async fn start(&self, spec: FixedSpec) -> Result<Box<dyn FixedRunning>, String> {
+    async fn start(
+        &self,
+        spec: FixedSpec,
+    ) -> Result<Box<dyn FixedRunning>, stockroom_lab::LaunchError> {
         let mut config = SystemConfig::new(&spec.data_dir);
         config.ports = Ports::EPHEMERAL;
         config.stock = Some(spec.stock);
         config.fresh = true;
         config.payment_latency_ms = spec.payment_latency_ms;
-        let running = system::start(config)
-            .await
-            .map_err(|error| format!("{error:#}"))?;
+        let running = system::start(config).await?;
         Ok(Box::new(InProcessSystem(running)))
     }
 }

@@ -199,8 +199,7 @@ impl JsonFiles {
     /// without every file tearing. The read-modify-write cycle around it stays
     /// unlocked, which is what the other races need.
     async fn save<T: Serialize>(&self, name: &str, document: &T) -> Result<(), NaiveError> {
-        let bytes = serde_json::to_vec_pretty(document)
-            .map_err(|error| NaiveError::Invalid(error.to_string()))?;
+        let bytes = serde_json::to_vec_pretty(document).map_err(NaiveError::Encode)?;
         match self.discipline {
             StorageDiscipline::LockedCycles => return self.replace_atomically(name, &bytes).await,
             StorageDiscipline::LockedWrites => {

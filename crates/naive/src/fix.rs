@@ -196,6 +196,8 @@ impl Fix {
 }
 
 impl std::str::FromStr for Fix {
+    // A message rather than a typed error: it is the whole answer to a bad
+    // name (clap shows it as it is), naming the choices.
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {

@@ -125,12 +125,10 @@ async fn publish(
         }
         log.push_back(event.clone());
     }
-    state.queue.try_send(event).map_err(|_| {
-        NaiveError::Dependency(stockroom_http_kit::ClientError::Unreachable {
-            service: "inventory worker".into(),
-            message: "the event queue is full".into(),
-        })
-    })?;
+    state
+        .queue
+        .try_send(event)
+        .map_err(|_| NaiveError::WorkerQueueFull)?;
     Ok((
         StatusCode::ACCEPTED,
         Json(serde_json::json!({"accepted": true})),

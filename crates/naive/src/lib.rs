@@ -158,6 +158,8 @@ impl NaiveFlow {
 }
 
 impl std::str::FromStr for NaiveFlow {
+    // A message rather than a typed error: it is the whole answer to a bad
+    // name (clap shows it as it is), naming the choices.
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
@@ -260,7 +262,7 @@ impl Running {
                 file: self.name.to_owned(),
                 source,
             }),
-            Err(_) => Err(NaiveError::Invalid(format!("{} panicked", self.name))),
+            Err(_) => Err(NaiveError::Panicked { service: self.name }),
         }
     }
 }
@@ -271,120 +273,147 @@ pub struct RunningNaive {
     services: Vec<Running>,
 }
 
-async fn bind(host: IpAddr, port: u16) -> Result<(TcpListener, String), NaiveError> {
-    let listener = stockroom_http_kit::bind(SocketAddr::new(host, port))
-        .await
-        .map_err(|error| NaiveError::Invalid(error.to_string()))?;
+/// A service's listener and the base URL it answers at.
+struct Bound {
+    listener: TcpListener,
+    url: String,
+}
+
+async fn bind(host: IpAddr, port: u16) -> Result<Bound, NaiveError> {
+    let listener = stockroom_http_kit::bind(SocketAddr::new(host, port)).await?;
     let address = listener.local_addr().map_err(|source| NaiveError::Io {
         file: "listener".into(),
         source,
     })?;
-    Ok((listener, format!("http://{address}")))
+    Ok(Bound {
+        listener,
+        url: format!("http://{address}"),
+    })
 }
 
 /// Writes the initial data files (when `fresh` or missing), starts the four
 /// naive services, and waits until each answers `/health`.
 pub async fn start(config: NaiveConfig) -> Result<RunningNaive, NaiveError> {
-    let fix = config.fix;
-    let redis = match (fix.needs_redis(), config.redis_url.as_deref()) {
+    let redis = match (config.fix.needs_redis(), config.redis_url.as_deref()) {
         (false, _) => None,
         (true, None) => {
-            return Err(NaiveError::Redis(format!(
-                "the {} fix needs a Redis and none was given",
-                fix.name()
-            )));
+            return Err(NaiveError::RedisNotGiven {
+                fix: config.fix.name(),
+            });
         }
         (true, Some(url)) => Some(redis_lock::connect_redis(url).await?),
     };
-    // Every system's keys apart, so that systems sharing a Redis never meet.
-    let prefix = format!("stockroom-naive:{}:", uuid::Uuid::now_v7());
     let files = files::JsonFiles::new(&config.data_dir, config.windows.torn_write_ms);
-    let data_state = data::DataState::new(files, config.windows, fix);
+    let data_state = data::DataState::new(files, config.windows, config.fix);
     data_state
         .store()
         .initialize(&config.stock, config.fresh)
         .await?;
-    let (data_listener, data_url) = bind(config.host, config.ports.data).await?;
-    let (inventory_listener, inventory_url) = bind(config.host, config.ports.inventory).await?;
-    let (payment_listener, payment_url) = bind(config.host, config.ports.payment).await?;
-    let (order_listener, order_url) = bind(config.host, config.ports.order).await?;
-    let windows = config.windows;
-    let data = {
-        let state = data_state;
-        spawn("naive data-service", move |stop| {
-            data::run(data_listener, state, stop.cancelled_owned())
-        })
-    };
-    let payment = {
-        let state = payment::PaymentState::new(windows.payment_ms);
-        spawn("naive payment-service", move |stop| {
-            payment::run(payment_listener, state, stop.cancelled_owned())
-        })
-    };
-    let inventory = {
-        let config = inventory::InventoryConfig {
-            data_url: data_url.clone(),
-            payment_url: payment_url.clone(),
-            flow: config.flow,
-            windows,
-            fix,
-            locks: redis
-                .clone()
-                .filter(|_| fix.worker_lock().is_some())
-                .map(|connection| redis_lock::RedisLocks::new(connection, &prefix)),
-        };
-        spawn("naive inventory-service", move |stop| {
-            inventory::run(inventory_listener, config, stop.cancelled_owned())
-        })
-    };
-    let order = {
-        let config = order::OrderConfig {
-            data_url: data_url.clone(),
-            inventory_url: inventory_url.clone(),
-            windows,
-            fix,
-            dedupe: redis
-                .clone()
-                .filter(|_| fix.publisher_dedupe())
-                .map(|connection| publisher::PublishDedupe::new(connection, &prefix)),
-            crash_after_publish: config.crash_after_publish,
-        };
-        spawn("naive order-service", move |stop| {
-            order::run(order_listener, config, stop.cancelled_owned())
-        })
-    };
+    let data = bind(config.host, config.ports.data).await?;
+    let inventory = bind(config.host, config.ports.inventory).await?;
+    let payment = bind(config.host, config.ports.payment).await?;
+    let order = bind(config.host, config.ports.order).await?;
     let urls = NaiveUrls {
-        order: order_url,
-        data: data_url,
-        inventory: inventory_url,
-        payment: payment_url,
+        order: order.url.clone(),
+        data: data.url.clone(),
+        inventory: inventory.url.clone(),
+        payment: payment.url.clone(),
     };
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_millis(
-            stockroom_http_kit::INTERNAL_REQUEST_TIMEOUT_MS,
-        ))
-        .build()
-        .map_err(|error| NaiveError::Invalid(error.to_string()))?;
-    let running = RunningNaive {
-        urls,
-        services: vec![order, inventory, payment, data],
-    };
-    let urls = running.urls.clone();
-    for (name, url) in [
-        ("naive data-service", &urls.data),
-        ("naive inventory-service", &urls.inventory),
-        ("naive payment-service", &urls.payment),
-        ("naive order-service", &urls.order),
-    ] {
-        if let Err(error) = stockroom_http_kit::wait_for_health(&client, name, url).await {
+    // Every system's keys apart, so that systems sharing a Redis never meet.
+    let prefix = format!("stockroom-naive:{}:", uuid::Uuid::now_v7());
+    let data = spawn("naive data-service", move |stop| {
+        data::run(data.listener, data_state, stop.cancelled_owned())
+    });
+    let payment = spawn_payment(&config, payment.listener);
+    let inventory = spawn_inventory(&config, inventory.listener, &urls, redis.clone(), &prefix);
+    let order = spawn_order(&config, order.listener, &urls, redis, &prefix);
+    // In the order they stop: order-service first, data-service last.
+    let services = vec![order, inventory, payment, data];
+    let running = RunningNaive { urls, services };
+    match running.wait_until_healthy().await {
+        Ok(()) => Ok(running),
+        Err(error) => {
             let _ = running.stop().await;
-            return Err(NaiveError::Invalid(error.to_string()));
+            Err(error)
         }
     }
-    Ok(running)
+}
+
+fn spawn_payment(config: &NaiveConfig, listener: TcpListener) -> Running {
+    let state = payment::PaymentState::new(config.windows.payment_ms);
+    spawn("naive payment-service", move |stop| {
+        payment::run(listener, state, stop.cancelled_owned())
+    })
+}
+
+/// inventory-service, with the Redis locks when the fix takes them.
+fn spawn_inventory(
+    config: &NaiveConfig,
+    listener: TcpListener,
+    urls: &NaiveUrls,
+    redis: Option<redis::aio::MultiplexedConnection>,
+    prefix: &str,
+) -> Running {
+    let fix = config.fix;
+    let config = inventory::InventoryConfig {
+        data_url: urls.data.clone(),
+        payment_url: urls.payment.clone(),
+        flow: config.flow,
+        windows: config.windows,
+        fix,
+        locks: redis
+            .filter(|_| fix.worker_lock().is_some())
+            .map(|connection| redis_lock::RedisLocks::new(connection, prefix)),
+    };
+    spawn("naive inventory-service", move |stop| {
+        inventory::run(listener, config, stop.cancelled_owned())
+    })
+}
+
+/// order-service, with the Redis de-duplication when the fix takes it.
+fn spawn_order(
+    config: &NaiveConfig,
+    listener: TcpListener,
+    urls: &NaiveUrls,
+    redis: Option<redis::aio::MultiplexedConnection>,
+    prefix: &str,
+) -> Running {
+    let fix = config.fix;
+    let config = order::OrderConfig {
+        data_url: urls.data.clone(),
+        inventory_url: urls.inventory.clone(),
+        windows: config.windows,
+        fix,
+        dedupe: redis
+            .filter(|_| fix.publisher_dedupe())
+            .map(|connection| publisher::PublishDedupe::new(connection, prefix)),
+        crash_after_publish: config.crash_after_publish,
+    };
+    spawn("naive order-service", move |stop| {
+        order::run(listener, config, stop.cancelled_owned())
+    })
 }
 
 impl RunningNaive {
+    /// Waits until every service answers `/health`, data-service first.
+    async fn wait_until_healthy(&self) -> Result<(), NaiveError> {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_millis(
+                stockroom_http_kit::INTERNAL_REQUEST_TIMEOUT_MS,
+            ))
+            .build()
+            .map_err(NaiveError::Client)?;
+        for (name, url) in [
+            ("naive data-service", &self.urls.data),
+            ("naive inventory-service", &self.urls.inventory),
+            ("naive payment-service", &self.urls.payment),
+            ("naive order-service", &self.urls.order),
+        ] {
+            stockroom_http_kit::wait_for_health(&client, name, url).await?;
+        }
+        Ok(())
+    }
+
     /// Stops order-service first and data-service last.
     pub async fn stop(self) -> Result<(), NaiveError> {
         let mut first_error = None;

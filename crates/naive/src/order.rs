@@ -136,13 +136,13 @@ async fn place_order(
                 // Back up, the service sends again what it has no record of
                 // having sent.
                 if let Err(error) = publish(&state, &event, false).await {
-                    tracing::warn!(order_id = %event.order_id, %error, "could not publish the order event after the restart");
+                    tracing::warn!(order_id = %event.order_id, error = &error as &dyn std::error::Error, "could not publish the order event after the restart");
                 }
             });
         }
         Ok(_) => {}
         Err(error) => {
-            tracing::warn!(order_id = %order.id, %error, "could not publish the order event");
+            tracing::warn!(order_id = %order.id, error = &error as &dyn std::error::Error, "could not publish the order event");
         }
     }
     Ok((StatusCode::CREATED, Json(created)).into_response())

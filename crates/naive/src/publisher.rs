@@ -46,7 +46,7 @@ impl std::fmt::Debug for PublishDedupe {
 }
 
 fn redis_error(error: redis::RedisError) -> NaiveError {
-    NaiveError::Redis(error.to_string())
+    NaiveError::Redis(error)
 }
 
 impl PublishDedupe {

@@ -47,7 +47,10 @@ return 0
 
 /// Connects to Redis and checks that it answers.
 pub async fn connect_redis(url: &str) -> Result<MultiplexedConnection, NaiveError> {
-    let redis_error = |error: redis::RedisError| NaiveError::Redis(format!("{url}: {error}"));
+    let redis_error = |source: redis::RedisError| NaiveError::RedisUnreachable {
+        url: url.to_owned(),
+        source,
+    };
     let client = redis::Client::open(url).map_err(redis_error)?;
     let timeout = Some(Duration::from_millis(REDIS_TIMEOUT_MS));
     let config = redis::AsyncConnectionConfig::new()
@@ -115,7 +118,7 @@ impl RedisLocks {
                 .arg(LOCK_TIMEOUT_MS)
                 .invoke_async(&mut connection)
                 .await
-                .map_err(|error| NaiveError::Redis(error.to_string()))?;
+                .map_err(NaiveError::Redis)?;
             if let Some(token) = token {
                 return Ok(HeldLock {
                     key,
@@ -125,9 +128,9 @@ impl RedisLocks {
                 });
             }
             if Instant::now() >= deadline {
-                return Err(NaiveError::Redis(format!(
-                    "the lock on {resource} stayed busy for {LOCK_WAIT_MS} ms"
-                )));
+                return Err(NaiveError::LockBusy {
+                    resource: resource.to_owned(),
+                });
             }
             tokio::time::sleep(Duration::from_millis(LOCK_RETRY_MS)).await;
         }
@@ -143,6 +146,6 @@ impl RedisLocks {
             .invoke_async::<i64>(&mut connection)
             .await
             .map(|_| ())
-            .map_err(|error| NaiveError::Redis(error.to_string()))
+            .map_err(NaiveError::Redis)
     }
 }

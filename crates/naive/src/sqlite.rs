@@ -44,7 +44,7 @@ pub struct SqliteStore {
 }
 
 fn database_error(error: rusqlite::Error) -> NaiveError {
-    NaiveError::Database(error.to_string())
+    NaiveError::Database(error)
 }
 
 impl SqliteStore {
@@ -117,7 +117,7 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, NaiveError> {
     tokio::task::spawn_blocking(work)
         .await
-        .map_err(|error| NaiveError::Database(format!("the database task failed: {error}")))?
+        .map_err(NaiveError::DatabaseTask)?
 }
 
 /// One request's transaction; dropped without [`commit`](Self::commit), it
@@ -131,10 +131,7 @@ impl SqliteTransaction {
         &mut self,
         work: impl FnOnce(&Connection) -> Result<T, NaiveError> + Send + 'static,
     ) -> Result<T, NaiveError> {
-        let connection = self
-            .connection
-            .take()
-            .ok_or_else(|| NaiveError::Database("the transaction already ended".into()))?;
+        let connection = self.connection.take().ok_or(NaiveError::TransactionEnded)?;
         let (connection, result) = blocking(move || {
             let result = work(&connection);
             Ok((connection, result))
@@ -213,8 +210,7 @@ impl SqliteTransaction {
                 )
                 .map_err(database_error)?;
             for (position, order) in file.orders.iter().enumerate() {
-                let body = serde_json::to_string(order)
-                    .map_err(|error| NaiveError::Invalid(error.to_string()))?;
+                let body = serde_json::to_string(order).map_err(NaiveError::Encode)?;
                 statement
                     .execute(params![order.id, position as i64, body])
                     .map_err(database_error)?;

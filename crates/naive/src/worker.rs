@@ -58,7 +58,7 @@ pub(crate) async fn work(
         let worker = worker.clone();
         tokio::spawn(async move {
             if let Err(error) = worker.handle(&event).await {
-                tracing::warn!(order_id = %event.order_id, %error, "naive worker gave up on an order");
+                tracing::warn!(order_id = %event.order_id, error = &error as &dyn std::error::Error, "naive worker gave up on an order");
             }
             drop(permit);
         });
@@ -212,10 +212,9 @@ impl Worker {
         let Some(lock) = self.fix.worker_lock() else {
             return self.decide(&mut run).await;
         };
-        let locks = self
-            .locks
-            .as_ref()
-            .ok_or_else(|| NaiveError::Redis(format!("the {} fix needs Redis", self.fix.name())))?;
+        let locks = self.locks.as_ref().ok_or(NaiveError::RedisNotGiven {
+            fix: self.fix.name(),
+        })?;
         let mut products: Vec<&str> = order
             .items
             .iter()
@@ -252,7 +251,10 @@ impl Worker {
         };
         for lock in &held {
             if let Err(error) = locks.release(lock).await {
-                tracing::warn!(%error, "could not release a lock; it runs out by itself");
+                tracing::warn!(
+                    error = &error as &dyn std::error::Error,
+                    "could not release a lock; it runs out by itself"
+                );
             }
         }
         decided
@@ -355,7 +357,7 @@ impl Worker {
                 .await
             {
                 if !run.tokens.is_empty() && conflict_code(&error) == Some("conflict") {
-                    tracing::warn!(order_id = %run.order.id, %error, "the lock ran out during the payment");
+                    tracing::warn!(order_id = %run.order.id, error = &error as &dyn std::error::Error, "the lock ran out during the payment");
                     return self.reject(run, "lock_expired").await;
                 }
                 return Err(error);

@@ -284,6 +284,16 @@ mod tests {
         }
     }
 
+    /// The error of a connection nothing accepts: a port just freed.
+    async fn refused_connection() -> reqwest::Error {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+        let address = listener.local_addr().expect("a bound address");
+        drop(listener);
+        reqwest::get(format!("http://{address}/"))
+            .await
+            .expect_err("nothing listens on a freed port")
+    }
+
     /// Starts one caller task per id, in the order given.
     fn spawn_callers(
         coalescer: &Coalescer,
@@ -477,7 +487,7 @@ mod tests {
                 {
                     Err(ClientError::Unreachable {
                         service: "inventory-service".into(),
-                        message: "connection refused".into(),
+                        source: Arc::new(refused_connection().await),
                     })
                 } else {
                     Err(ClientError::Status {

@@ -6,29 +6,23 @@
 //! `PaymentFailed` in the same transaction. The record is keyed by the event
 //! id, so a redelivered `OrderReserved` never charges an order twice.
 
+mod charge;
+
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use axum::extract::State;
 use axum::response::Response;
 use axum::{Json, Router};
-use rand::Rng;
 use serde::Serialize;
-use stockroom_bus::{EventSource, Handled};
-use stockroom_contract::{
-    Delivery, EffectBatchResult, EffectOutcome, PaymentBatch, PaymentRecord, ProviderCharge,
-    ProviderChargeBatch, ProviderStats, ProviderVerdictBatch,
-};
-use stockroom_domain::EventKind;
+use stockroom_bus::EventSource;
+use stockroom_contract::ProviderStats;
 use stockroom_http_kit::{
-    InternalToken, Metrics, Readiness, ServiceClient, ServiceRoutes, event_span, metric_names,
-    traceparent_of,
+    InternalToken, Metrics, Readiness, ServiceClient, ServiceRoutes, metric_names,
 };
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 use utoipa::{OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -48,16 +42,22 @@ pub struct PaymentConfig {
     pub internal_token: InternalToken,
 }
 
+/// A payment setting out of its bounds.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PaymentConfigError {
+    #[error("decline rate must be from 0 to 1, got {0}")]
+    DeclineRate(f64),
+    #[error("latency may be at most {MAX_LATENCY_MS} ms, got {0} ms")]
+    Latency(u64),
+}
+
 impl PaymentConfig {
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), PaymentConfigError> {
         if !(0.0..=1.0).contains(&self.decline_rate) {
-            return Err(format!(
-                "decline rate must be from 0 to 1, got {}",
-                self.decline_rate
-            ));
+            return Err(PaymentConfigError::DeclineRate(self.decline_rate));
         }
         if self.latency_ms > MAX_LATENCY_MS {
-            return Err(format!("latency may be at most {MAX_LATENCY_MS} ms"));
+            return Err(PaymentConfigError::Latency(self.latency_ms));
         }
         Ok(())
     }
@@ -210,150 +210,8 @@ async fn run_worker(
             let counters = Arc::clone(&state.counters);
             let stop = stop.clone();
             batch_size.record(deliveries.len() as f64);
-            async move { charge_batch(&config, &data, &counters, &stop, deliveries).await }
+            async move { charge::charge_batch(&config, &data, &counters, &stop, deliveries).await }
         },
     )
     .await;
-}
-
-/// The provider's idempotency key of an order's charge.
-fn charge_key(order_id: &str) -> String {
-    format!("order:{order_id}")
-}
-
-/// Charges every reserved order of a batch (the provider calls run in
-/// parallel, hence one latency for the batch) and records the verdicts. A
-/// batch data-service refuses outright, or an event whose order contradicts
-/// the stock, is poison; anything else that fails is retried.
-async fn charge_batch(
-    config: &PaymentConfig,
-    data: &ServiceClient,
-    counters: &Counters,
-    stop: &CancellationToken,
-    deliveries: Vec<Delivery>,
-) -> Result<Handled, String> {
-    let orders: Vec<&Delivery> = deliveries
-        .iter()
-        .filter(|delivery| delivery.event.kind == EventKind::OrderReserved)
-        .collect();
-    if orders.is_empty() {
-        return Ok(Handled::default());
-    }
-    // One span per order, each continuing its order's trace; the batch's
-    // calls run in the first one's.
-    let spans: Vec<tracing::Span> = orders
-        .iter()
-        .map(|delivery| {
-            event_span(
-                "payment-service",
-                "payment",
-                &delivery.event.order_id,
-                delivery.event.trace_parent.as_deref(),
-            )
-        })
-        .collect();
-    let first = spans[0].clone();
-    charge_orders(config, data, counters, stop, &orders, &spans)
-        .instrument(first)
-        .await
-}
-
-/// Charges the orders of a batch and records the verdicts, each carrying its
-/// own order's trace context.
-async fn charge_orders(
-    config: &PaymentConfig,
-    data: &ServiceClient,
-    counters: &Counters,
-    stop: &CancellationToken,
-    orders: &[&Delivery],
-    spans: &[tracing::Span],
-) -> Result<Handled, String> {
-    if config.latency_ms > 0 {
-        // A shutdown abandons charges still "at the provider": nothing is
-        // recorded, so the events are delivered again after a restart.
-        tokio::select! {
-            _ = stop.cancelled() => return Err("shutting down during a charge".into()),
-            _ = tokio::time::sleep(Duration::from_millis(config.latency_ms)) => {}
-        }
-    }
-    let charges = {
-        let mut random = rand::rng();
-        orders
-            .iter()
-            .map(|delivery| ProviderCharge {
-                charge_key: charge_key(&delivery.event.order_id),
-                order_id: delivery.event.order_id.clone(),
-                units: delivery.event.total_units,
-                approved: random.random::<f64>() >= config.decline_rate,
-            })
-            .collect()
-    };
-    // Keyed by order: however often this order's event arrives, at however
-    // many instances, the provider charges it once and answers every repeat
-    // with its first verdict.
-    let verdicts: ProviderVerdictBatch = data
-        .post("/provider/charges", &ProviderChargeBatch { charges })
-        .await
-        .map_err(|error| error.to_string())?;
-    if verdicts.verdicts.len() != orders.len() {
-        return Err(format!(
-            "the provider answered {} verdicts for {} charges",
-            verdicts.verdicts.len(),
-            orders.len()
-        ));
-    }
-    let repeated = verdicts
-        .verdicts
-        .iter()
-        .filter(|verdict| verdict.requests > 1)
-        .count();
-    counters
-        .repeated_charges
-        .fetch_add(repeated as u64, Ordering::Relaxed);
-    let (payments, ids): (Vec<PaymentRecord>, Vec<i64>) = orders
-        .iter()
-        .zip(&verdicts.verdicts)
-        .zip(spans)
-        .map(|((delivery, verdict), span)| {
-            let record = PaymentRecord {
-                order_id: delivery.event.order_id.clone(),
-                event_id: delivery.event.event_id.clone(),
-                approved: verdict.approved,
-                trace_parent: traceparent_of(span),
-            };
-            (record, delivery.delivery_id)
-        })
-        .unzip();
-    let result: EffectBatchResult = match data
-        .post(
-            "/payments",
-            &PaymentBatch {
-                payments: payments.clone(),
-            },
-        )
-        .await
-    {
-        Ok(result) => result,
-        Err(error) if error.is_refusal() => {
-            tracing::error!(%error, "data-service refused a batch of payments");
-            return Ok(Handled { poison: ids });
-        }
-        Err(error) => return Err(error.to_string()),
-    };
-    let mut handled = Handled::default();
-    for ((payment, effect), id) in payments.iter().zip(&result.results).zip(ids) {
-        let counter = match effect.outcome {
-            EffectOutcome::Applied if payment.approved => &counters.charged,
-            EffectOutcome::Applied => &counters.declined,
-            EffectOutcome::Duplicate => &counters.duplicates,
-            EffectOutcome::NotApplicable | EffectOutcome::UnknownOrder => &counters.voided,
-            EffectOutcome::Inconsistent => {
-                handled.poison.push(id);
-                &counters.voided
-            }
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(order_id = %payment.order_id, approved = payment.approved, outcome = ?effect.outcome, "payment handled");
-    }
-    Ok(handled)
 }

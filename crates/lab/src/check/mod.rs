@@ -15,6 +15,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 use stockroom_domain::OrderStatus;
 use stockroom_domain::invariants::{self, Invariant, OrderFigures, StockFigures, Violation};
+use stockroom_http_kit::ErrorChain;
 
 use crate::history::{EventType, HistoryError, HistoryEvent, read_history};
 
@@ -83,10 +84,19 @@ pub enum CheckError {
     },
     #[error("{url} is not a Stockroom-compatible service: {message}")]
     Incompatible { url: String, message: String },
-    #[error(transparent)]
-    History(#[from] HistoryError),
+    /// The history could not be read. Its causes are named in the message
+    /// rather than returned as the source, as every variant here names its
+    /// cause: `stockroom check` prints the message alone.
+    #[error("{}", ErrorChain(.0))]
+    History(HistoryError),
     #[error("cannot read initial stock file {path}: {message}")]
     InitialStock { path: PathBuf, message: String },
+}
+
+impl From<HistoryError> for CheckError {
+    fn from(error: HistoryError) -> Self {
+        CheckError::History(error)
+    }
 }
 
 /// What the checker concluded about one invariant.

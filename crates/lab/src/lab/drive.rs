@@ -5,7 +5,9 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use super::probes::{Watcher, double_charges, monitor_anomalies, redeliver_fixed, redeliver_naive};
+use super::probes::{
+    Watched, Watcher, double_charges, monitor_anomalies, redeliver_fixed, redeliver_naive,
+};
 use super::report::{check_anomalies, fixed_summary, torn_headline};
 use super::{
     Anomaly, LAB_REQUEST_TIMEOUT_MS, LOCK_EXPIRY_ORDERS, LOCK_PAUSE_MS, LabError, QUIESCE_POLL_MS,
@@ -45,12 +47,44 @@ pub(super) async fn drive(
     sync: bool,
     data_dir: Option<PathBuf>,
 ) -> Result<SideOutcome, LabError> {
-    let run_error = |message: String| LabError::Run {
-        scenario: scenario.name(),
-        message,
-    };
     let http = client(urls);
     let watcher = Watcher::start(http.clone(), urls.data.clone());
+    let report = run_storm(storm_config(scenario, urls, sync))
+        .await
+        .map_err(|source| LabError::Storm {
+            scenario: scenario.name(),
+            source,
+        })?;
+    let placed: Vec<String> = report
+        .history
+        .iter()
+        .filter(|event| event.kind == crate::history::EventType::Ok)
+        .filter_map(|event| event.value.order_id.clone())
+        .collect();
+    let (mut anomalies, notes) = follow_up(scenario, side, &http, urls, &placed).await?;
+    quiesce(&http, urls, quiet_polls(scenario)).await;
+    anomalies.extend(watched_anomalies(watcher.stop().await));
+    if side == Side::Naive {
+        anomalies.extend(double_charges(&http, urls).await);
+    }
+    let mut check = CheckConfig::new(&urls.order, &urls.data);
+    check.history = HistorySource::Events(report.history.clone());
+    // The system is quiet now, so any order not in a final status is stuck.
+    check.stuck_after_ms = 0;
+    check.data_dir = data_dir;
+    let checked = run_check(&check).await.map_err(|source| LabError::Check {
+        scenario: scenario.name(),
+        source,
+    })?;
+    anomalies.extend(check_anomalies(&checked));
+    anomalies.extend(monitor_anomalies(&http, urls).await);
+    let summary = fixed_summary(&checked, &report.summary, &notes);
+    Ok(SideOutcome { anomalies, summary })
+}
+
+/// The storm that exposes `scenario`'s race: as many orders as workers, or
+/// fewer where the scenario's follow-up needs each order to count.
+fn storm_config(scenario: Scenario, urls: &SystemUrls, sync: bool) -> StormConfig {
     let mut storm = StormConfig::new(&urls.order, STORM_ORDERS);
     storm.concurrency = STORM_ORDERS as usize;
     storm.keep_history = true;
@@ -62,69 +96,83 @@ pub(super) async fn drive(
         Scenario::LockExpiry => storm.orders = Some(LOCK_EXPIRY_ORDERS),
         _ => {}
     }
-    let report = run_storm(storm)
-        .await
-        .map_err(|error| run_error(error.to_string()))?;
-    let placed: Vec<String> = report
-        .history
-        .iter()
-        .filter(|event| event.kind == crate::history::EventType::Ok)
-        .filter_map(|event| event.value.order_id.clone())
-        .collect();
-    let mut anomalies = Vec::new();
-    let mut notes = Vec::new();
+    storm
+}
+
+/// The traffic some scenarios need after their storm (cancels, a
+/// publisher's restart, redeliveries); answers the anomalies it saw and the
+/// notes for the scenario's summary.
+async fn follow_up(
+    scenario: Scenario,
+    side: Side,
+    http: &reqwest::Client,
+    urls: &SystemUrls,
+    placed: &[String],
+) -> Result<(Vec<Anomaly>, Vec<String>), LabError> {
     match scenario {
-        Scenario::StaleOrder => {
-            let cancels = placed.iter().map(|id| {
-                let http = http.clone();
-                let url = format!("{}/api/orders/{id}/cancel", urls.order);
-                async move {
-                    http.post(url)
-                        .send()
-                        .await
-                        .map(|response| response.status().as_u16())
-                        .unwrap_or(0)
-                }
-            });
-            let statuses = futures_join_all(cancels).await;
-            let cancelled = statuses.iter().filter(|status| **status == 200).count();
-            let refused = statuses.iter().filter(|status| **status == 409).count();
-            notes.push(format!(
-                "{cancelled} cancelled, {refused} too late to cancel"
-            ));
-        }
+        Scenario::StaleOrder => Ok((Vec::new(), vec![cancel_all(http, urls, placed).await])),
         Scenario::CrashAfterPublish if side == Side::Naive => {
             // The crashed publisher comes back and publishes again.
             tokio::time::sleep(Duration::from_millis(
                 stockroom_naive::order::RESTART_DELAY_MS,
             ))
             .await;
+            Ok((Vec::new(), Vec::new()))
         }
         // Stockroom has no publisher to crash: its relay publishes from the
         // outbox and marks a row sent only after the broker confirmed it, so
         // a crash in between is a redelivery, which its consumers ignore.
         Scenario::DuplicateDelivery | Scenario::CrashAfterPublish => {
-            quiesce(&http, urls, quiet_polls(scenario)).await;
+            quiesce(http, urls, quiet_polls(scenario)).await;
             let redelivered = match side {
-                Side::Naive => redeliver_naive(&http, urls).await,
-                Side::Fixed => redeliver_fixed(&http, urls, &placed).await,
+                Side::Naive => redeliver_naive(http, urls).await,
+                Side::Fixed => redeliver_fixed(http, urls, placed).await,
             }
-            .map_err(run_error)?;
+            .map_err(|source| LabError::Redelivery {
+                scenario: scenario.name(),
+                source,
+            })?;
+            let mut anomalies = Vec::new();
             if side == Side::Fixed && redelivered.applied > 0 {
                 anomalies.push(Anomaly {
                     kind: "redelivery_applied".into(),
                     text: format!("{} redelivered events had an effect", redelivered.applied),
                 });
             }
-            notes.push(format!(
+            let note = format!(
                 "{} events redelivered, {} ignored as duplicates",
                 redelivered.sent, redelivered.ignored
-            ));
+            );
+            Ok((anomalies, vec![note]))
         }
-        _ => {}
+        _ => Ok((Vec::new(), Vec::new())),
     }
-    quiesce(&http, urls, quiet_polls(scenario)).await;
-    let watched = watcher.stop().await;
+}
+
+/// Cancels every placed order at once; answers how many were cancelled and
+/// how many were already too far along.
+async fn cancel_all(http: &reqwest::Client, urls: &SystemUrls, placed: &[String]) -> String {
+    let cancels = placed.iter().map(|id| {
+        let http = http.clone();
+        let url = format!("{}/api/orders/{id}/cancel", urls.order);
+        async move {
+            http.post(url)
+                .send()
+                .await
+                .map(|response| response.status().as_u16())
+                .unwrap_or(0)
+        }
+    });
+    let statuses = futures_join_all(cancels).await;
+    let cancelled = statuses.iter().filter(|status| **status == 200).count();
+    let refused = statuses.iter().filter(|status| **status == 409).count();
+    format!("{cancelled} cancelled, {refused} too late to cancel")
+}
+
+/// What the status watcher saw, as anomalies: statuses that moved
+/// backwards, and reads that failed (torn files).
+fn watched_anomalies(watched: Watched) -> Vec<Anomaly> {
+    let mut anomalies = Vec::new();
     if watched.reverted > 0 {
         anomalies.push(Anomaly {
             kind: "status_reverted".into(),
@@ -141,21 +189,7 @@ pub(super) async fn drive(
             text: torn_headline(watched.unreadable, watched.first_unreadable.as_deref()),
         });
     }
-    if side == Side::Naive {
-        anomalies.extend(double_charges(&http, urls).await);
-    }
-    let mut check = CheckConfig::new(&urls.order, &urls.data);
-    check.history = HistorySource::Events(report.history.clone());
-    // The system is quiet now, so any order not in a final status is stuck.
-    check.stuck_after_ms = 0;
-    check.data_dir = data_dir;
-    let checked = run_check(&check)
-        .await
-        .map_err(|error| run_error(format!("the checker could not run: {error}")))?;
-    anomalies.extend(check_anomalies(&checked));
-    anomalies.extend(monitor_anomalies(&http, urls).await);
-    let summary = fixed_summary(&checked, &report.summary, &notes);
-    Ok(SideOutcome { anomalies, summary })
+    anomalies
 }
 
 /// How many identical reads in a row count as quiet for `scenario`: in the

@@ -7,6 +7,7 @@
 //! and holds when it shows in none; a cell that could not run says why.
 
 use serde::{Deserialize, Serialize};
+use stockroom_http_kit::ErrorChain;
 use stockroom_naive::Fix;
 
 use super::fix_report::{Cell, FixMatrix, FixRow};
@@ -65,6 +66,8 @@ impl FixSubject {
 }
 
 impl std::str::FromStr for FixSubject {
+    // A message rather than a typed error: it is the whole answer to a bad
+    // name (clap shows it as it is), naming the choices.
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
@@ -106,13 +109,23 @@ impl FixLabConfig {
     }
 }
 
+/// Why the Redis fixes cannot run.
+#[derive(Debug, thiserror::Error)]
+pub enum RedisUnavailable {
+    #[error("no Redis URL")]
+    NoUrl,
+    /// Redis could not be reached; the naive system's error says where.
+    #[error(transparent)]
+    Unreachable(stockroom_naive::NaiveError),
+}
+
 /// Whether Redis answers at `url`, and if not, why.
-pub async fn probe_redis(url: Option<&str>) -> Result<(), String> {
-    let url = url.ok_or_else(|| "no Redis URL".to_owned())?;
+pub async fn probe_redis(url: Option<&str>) -> Result<(), RedisUnavailable> {
+    let url = url.ok_or(RedisUnavailable::NoUrl)?;
     stockroom_naive::redis_lock::connect_redis(url)
         .await
         .map(|_| ())
-        .map_err(|error| error.to_string())
+        .map_err(RedisUnavailable::Unreachable)
 }
 
 /// Runs every scenario against every subject, one after the other.
@@ -136,11 +149,13 @@ pub async fn run_fix_lab(config: &FixLabConfig, launcher: &dyn FixedLauncher) ->
 pub async fn run_subject(
     subject: FixSubject,
     config: &FixLabConfig,
-    redis: &Result<(), String>,
+    redis: &Result<(), RedisUnavailable>,
     launcher: &dyn FixedLauncher,
 ) -> FixRow {
     let skipped = match redis {
-        Err(reason) if subject.needs_redis() => Some(format!("skipped: no Redis ({reason})")),
+        Err(reason) if subject.needs_redis() => {
+            Some(format!("skipped: no Redis ({})", ErrorChain(reason)))
+        }
         _ => None,
     };
     let mut scenarios = Vec::new();
@@ -164,7 +179,13 @@ pub async fn run_subject(
                 FixSubject::Stockroom => flash_sale_fixed(launcher).await,
             };
             measured
-                .map_err(|error| tracing::warn!(fix = subject.name(), %error, "no throughput"))
+                .map_err(|error| {
+                    tracing::warn!(
+                        fix = subject.name(),
+                        error = &error as &dyn std::error::Error,
+                        "no throughput"
+                    )
+                })
                 .ok()
         }
         _ => None,
@@ -203,7 +224,10 @@ pub async fn run_cell(
         };
         let outcome = match outcome {
             Ok(outcome) => outcome,
-            Err(error) => return Cell::not_run(scenario, format!("could not run: {error}")),
+            Err(error) => {
+                let reason = format!("could not run: {}", ErrorChain(&error));
+                return Cell::not_run(scenario, reason);
+            }
         };
         if let Some(race) = outcome
             .anomalies

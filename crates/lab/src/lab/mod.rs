@@ -30,11 +30,13 @@ use serde::{Deserialize, Serialize};
 use stockroom_contract::StockLine;
 
 pub use self::fix_report::{Cell, FixMatrix, FixRow, MAX_CELL_CHARS, Verdict, short_evidence};
-pub use self::fixes::{FixLabConfig, FixSubject, probe_redis, run_cell, run_fix_lab, run_subject};
+pub use self::fixes::{
+    FixLabConfig, FixSubject, RedisUnavailable, probe_redis, run_cell, run_fix_lab, run_subject,
+};
 pub use self::report::{LabReport, ScenarioResult};
 pub use self::scenario::FixChoice;
 use self::scenario::{run_fixed, run_naive};
-pub use self::throughput::{FLASH_ORDERS, FLASH_PAYMENT_MS};
+pub use self::throughput::{FLASH_ORDERS, FLASH_PAYMENT_MS, ThroughputError};
 
 /// How often the status watcher reads every order.
 pub const WATCH_INTERVAL_MS: u64 = 10;
@@ -172,6 +174,8 @@ impl Scenario {
 }
 
 impl std::str::FromStr for Scenario {
+    // A message rather than a typed error: it is the whole answer to a bad
+    // name (clap and the dashboard show it as it is), naming the choices.
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
@@ -219,17 +223,22 @@ pub struct FixedSpec {
     pub payment_latency_ms: u64,
 }
 
+/// Why a system could not be started or stopped. The launcher belongs to
+/// the binary crate, whose errors this crate does not know, so its error
+/// travels boxed, with its causes.
+pub type LaunchError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 /// A fixed system running for one scenario.
 #[async_trait::async_trait]
 pub trait FixedRunning: Send {
     fn urls(&self) -> SystemUrls;
-    async fn stop(self: Box<Self>) -> Result<(), String>;
+    async fn stop(self: Box<Self>) -> Result<(), LaunchError>;
 }
 
 /// Starts the fixed system (the binary crate passes `system::start`).
 #[async_trait::async_trait]
 pub trait FixedLauncher: Send + Sync {
-    async fn start(&self, spec: FixedSpec) -> Result<Box<dyn FixedRunning>, String>;
+    async fn start(&self, spec: FixedSpec) -> Result<Box<dyn FixedRunning>, LaunchError>;
 }
 
 #[derive(Debug, Clone)]
@@ -240,18 +249,39 @@ pub struct LabConfig {
     pub sync: bool,
 }
 
+/// Why a scenario could not be run to its verdict.
 #[derive(Debug, thiserror::Error)]
 pub enum LabError {
-    #[error("scenario {scenario}: cannot start the {side} system: {message}")]
+    #[error("scenario {scenario}: cannot create a temporary directory")]
+    TempDir {
+        scenario: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("scenario {scenario}: cannot start the {side} system")]
     Start {
         scenario: &'static str,
         side: &'static str,
-        message: String,
+        #[source]
+        source: LaunchError,
     },
-    #[error("scenario {scenario}: {message}")]
-    Run {
+    #[error("scenario {scenario}: the storm could not run")]
+    Storm {
         scenario: &'static str,
-        message: String,
+        #[source]
+        source: crate::storm::StormError,
+    },
+    #[error("scenario {scenario}: cannot deliver the events again")]
+    Redelivery {
+        scenario: &'static str,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("scenario {scenario}: the checker could not run")]
+    Check {
+        scenario: &'static str,
+        #[source]
+        source: crate::check::CheckError,
     },
 }
 

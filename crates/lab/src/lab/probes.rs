@@ -96,18 +96,12 @@ impl Watcher {
     }
 }
 
-/// Reads a JSON document, any failure as its message.
+/// Reads a JSON document.
 pub(super) async fn get_json<T: serde::de::DeserializeOwned>(
     http: &reqwest::Client,
     url: &str,
-) -> Result<T, String> {
-    http.get(url)
-        .send()
-        .await
-        .map_err(|error| error.to_string())?
-        .json()
-        .await
-        .map_err(|error| error.to_string())
+) -> Result<T, reqwest::Error> {
+    http.get(url).send().await?.json().await
 }
 
 pub(super) struct Redelivery {
@@ -121,7 +115,7 @@ pub(super) struct Redelivery {
 pub(super) async fn redeliver_naive(
     http: &reqwest::Client,
     urls: &SystemUrls,
-) -> Result<Redelivery, String> {
+) -> Result<Redelivery, reqwest::Error> {
     let log: stockroom_naive::inventory::EventLog =
         get_json(http, &format!("{}/events", urls.inventory)).await?;
     let mut sent = 0;
@@ -130,8 +124,7 @@ pub(super) async fn redeliver_naive(
             .post(format!("{}/events", urls.inventory))
             .json(event)
             .send()
-            .await
-            .map_err(|error| error.to_string())?;
+            .await?;
         if response.status().is_success() {
             sent += 1;
         }
@@ -161,7 +154,7 @@ pub(super) async fn redeliver_fixed(
     http: &reqwest::Client,
     urls: &SystemUrls,
     placed: &[String],
-) -> Result<Redelivery, String> {
+) -> Result<Redelivery, reqwest::Error> {
     let mut redelivery = Redelivery {
         sent: 0,
         ignored: 0,
@@ -212,11 +205,9 @@ pub(super) async fn redeliver_fixed(
                     .post(format!("{}{path}", urls.data))
                     .json(body)
                     .send()
-                    .await
-                    .map_err(|error| error.to_string())?
+                    .await?
                     .json()
-                    .await
-                    .map_err(|error| error.to_string())?;
+                    .await?;
                 for result in results.results {
                     redelivery.sent += 1;
                     if result.outcome == "applied" {

@@ -77,9 +77,9 @@ fn temporary_directory(scenario: Scenario) -> Result<tempfile::TempDir, LabError
     tempfile::Builder::new()
         .prefix("stockroom-lab-")
         .tempdir()
-        .map_err(|error| LabError::Run {
+        .map_err(|source| LabError::TempDir {
             scenario: scenario.name(),
-            message: format!("cannot create a temporary directory: {error}"),
+            source,
         })
 }
 
@@ -103,7 +103,7 @@ pub(super) async fn run_naive(
         .map_err(|error| LabError::Start {
             scenario: scenario.name(),
             side: "naive",
-            message: error.to_string(),
+            source: Box::new(error),
         })?;
     let urls = SystemUrls::of_naive(&running.urls);
     let driven = drive(
@@ -137,10 +137,10 @@ pub(super) async fn run_fixed(
     let running = launcher
         .start(spec)
         .await
-        .map_err(|message| LabError::Start {
+        .map_err(|source| LabError::Start {
             scenario: scenario.name(),
             side: "fixed",
-            message,
+            source,
         })?;
     let driven = drive(
         scenario,

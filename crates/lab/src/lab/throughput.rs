@@ -9,8 +9,10 @@ use stockroom_naive::{NaiveConfig, NaiveFlow, RaceWindows};
 
 use super::probes::get_json;
 use super::scenario::{FixChoice, stock};
-use super::{AMPLE_STOCK, FixedLauncher, FixedSpec, LAB_REQUEST_TIMEOUT_MS, SystemUrls};
-use crate::storm::{StormConfig, run_storm};
+use super::{
+    AMPLE_STOCK, FixedLauncher, FixedSpec, LAB_REQUEST_TIMEOUT_MS, LaunchError, SystemUrls,
+};
+use crate::storm::{StormConfig, StormError, run_storm};
 
 /// Orders in the flash sale.
 pub const FLASH_ORDERS: u64 = 100;
@@ -29,12 +31,31 @@ pub const FLASH_IDLE_MS: u64 = 2_000;
 /// The longest a sale may take.
 pub const FLASH_TIMEOUT_MS: u64 = 60_000;
 
-/// Runs the flash sale against the naive system with `choice`.
-pub async fn flash_sale_naive(choice: &FixChoice) -> Result<f64, String> {
-    let directory = tempfile::Builder::new()
+/// Why a fix's flash sale gave no throughput.
+#[derive(Debug, thiserror::Error)]
+pub enum ThroughputError {
+    #[error("cannot create a temporary directory")]
+    TempDir(#[source] std::io::Error),
+    #[error("cannot start the system")]
+    Start(#[source] LaunchError),
+    #[error("the sale's storm could not run")]
+    Storm(#[from] StormError),
+    #[error("cannot build the sale's HTTP client")]
+    Client(#[source] reqwest::Error),
+    #[error("no order of the sale reached a final status")]
+    NothingDecided,
+}
+
+fn temporary_directory() -> Result<tempfile::TempDir, ThroughputError> {
+    tempfile::Builder::new()
         .prefix("stockroom-lab-")
         .tempdir()
-        .map_err(|error| error.to_string())?;
+        .map_err(ThroughputError::TempDir)
+}
+
+/// Runs the flash sale against the naive system with `choice`.
+pub async fn flash_sale_naive(choice: &FixChoice) -> Result<f64, ThroughputError> {
+    let directory = temporary_directory()?;
     let mut config = NaiveConfig::new(directory.path(), stock(AMPLE_STOCK));
     config.fresh = true;
     config.flow = NaiveFlow::TwoCalls;
@@ -46,7 +67,7 @@ pub async fn flash_sale_naive(choice: &FixChoice) -> Result<f64, String> {
     config.redis_url = choice.redis_url.clone();
     let running = stockroom_naive::start(config)
         .await
-        .map_err(|error| error.to_string())?;
+        .map_err(|error| ThroughputError::Start(Box::new(error)))?;
     let urls = SystemUrls::of_naive(&running.urls);
     let rate = flash_sale(&urls).await;
     let _ = running.stop().await;
@@ -54,18 +75,16 @@ pub async fn flash_sale_naive(choice: &FixChoice) -> Result<f64, String> {
 }
 
 /// Runs the flash sale against Stockroom.
-pub async fn flash_sale_fixed(launcher: &dyn FixedLauncher) -> Result<f64, String> {
-    let directory = tempfile::Builder::new()
-        .prefix("stockroom-lab-")
-        .tempdir()
-        .map_err(|error| error.to_string())?;
+pub async fn flash_sale_fixed(launcher: &dyn FixedLauncher) -> Result<f64, ThroughputError> {
+    let directory = temporary_directory()?;
     let running = launcher
         .start(FixedSpec {
             data_dir: directory.path().to_owned(),
             stock: stock(AMPLE_STOCK),
             payment_latency_ms: FLASH_PAYMENT_MS,
         })
-        .await?;
+        .await
+        .map_err(ThroughputError::Start)?;
     let rate = flash_sale(&running.urls()).await;
     let _ = running.stop().await;
     rate
@@ -76,16 +95,16 @@ pub async fn flash_sale_fixed(launcher: &dyn FixedLauncher) -> Result<f64, Strin
 /// whose requests fail, or that loses orders, never gets every order to a
 /// final status). Answers the orders that reached a final status per second
 /// of that time: a lost or stuck order does not count.
-async fn flash_sale(urls: &SystemUrls) -> Result<f64, String> {
+async fn flash_sale(urls: &SystemUrls) -> Result<f64, ThroughputError> {
     let started = Instant::now();
     let mut storm = StormConfig::new(&urls.order, FLASH_ORDERS);
     storm.concurrency = FLASH_ORDERS as usize;
     storm.quantity = 1;
-    run_storm(storm).await.map_err(|error| error.to_string())?;
+    run_storm(storm).await?;
     let http = reqwest::Client::builder()
         .timeout(Duration::from_millis(LAB_REQUEST_TIMEOUT_MS))
         .build()
-        .map_err(|error| error.to_string())?;
+        .map_err(ThroughputError::Client)?;
     let deadline = started + Duration::from_millis(FLASH_TIMEOUT_MS);
     let mut previous = None;
     let mut decided_at_change = 0;
@@ -106,7 +125,7 @@ async fn flash_sale(urls: &SystemUrls) -> Result<f64, String> {
     }
     let seconds = last_change.duration_since(started).as_secs_f64();
     if decided_at_change == 0 || seconds <= 0.0 {
-        return Err("no order of the sale reached a final status".into());
+        return Err(ThroughputError::NothingDecided);
     }
     Ok(decided_at_change as f64 / seconds)
 }
@@ -116,7 +135,7 @@ async fn flash_sale(urls: &SystemUrls) -> Result<f64, String> {
 async fn order_statuses(
     http: &reqwest::Client,
     data_url: &str,
-) -> Result<(Vec<String>, usize), String> {
+) -> Result<(Vec<String>, usize), reqwest::Error> {
     let page: serde_json::Value = get_json(http, &format!("{data_url}/orders?limit=500")).await?;
     let statuses: Vec<String> = page["orders"]
         .as_array()

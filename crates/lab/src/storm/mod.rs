@@ -17,6 +17,7 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::history::{EventType, HistoryError, HistoryEvent, HistoryWriter, OpValue, PLACE_ORDER};
+use crate::last_byte::TargetError;
 
 mod sync;
 
@@ -114,6 +115,11 @@ impl StormConfig {
 pub enum StormError {
     #[error("invalid storm settings: {0}")]
     Invalid(String),
+    /// A synchronised storm's order URL cannot take waves.
+    #[error("invalid storm settings")]
+    SyncTarget(#[from] TargetError),
+    #[error("cannot build the storm's HTTP client")]
+    Client(#[source] reqwest::Error),
     #[error(transparent)]
     History(#[from] HistoryError),
 }
@@ -232,7 +238,7 @@ fn validate(config: &StormConfig) -> Result<(), StormError> {
         if config.rate_per_s.is_some() {
             return invalid("a synchronised storm sends waves, not a rate");
         }
-        crate::last_byte::SyncTarget::parse(&config.order_urls[0]).map_err(StormError::Invalid)?;
+        crate::last_byte::SyncTarget::parse(&config.order_urls[0])?;
     }
     if config.retry.max_attempts > 1 && !config.idempotency {
         return invalid(
@@ -270,7 +276,7 @@ pub async fn run_storm(config: StormConfig) -> Result<StormReport, StormError> {
         .pool_max_idle_per_host(config.concurrency)
         .tcp_nodelay(true)
         .build()
-        .map_err(|error| StormError::Invalid(error.to_string()))?;
+        .map_err(StormError::Client)?;
     let writer = config
         .history
         .as_deref()
@@ -287,17 +293,46 @@ pub async fn run_storm(config: StormConfig) -> Result<StormReport, StormError> {
         writer,
         config,
     });
+    let (mut total, latency, write_error) = gather(start_workers(&shared)).await;
+    let elapsed = started.elapsed();
+    shared.progress.finish_and_clear();
+    if let Some(writer) = &shared.writer {
+        writer.flush()?;
+    }
+    if let Some(error) = write_error {
+        return Err(error.into());
+    }
+    total.events.sort_by_key(|event| event.time);
+    Ok(StormReport {
+        summary: summary(&total, &latency, elapsed),
+        history: total.events,
+    })
+}
+
+/// What each worker task answers: its tally, its latencies, and the first
+/// history write that failed.
+type WorkerResult = (WorkerTally, Histogram<u64>, Option<HistoryError>);
+
+/// Starts the storm's workers: one that sends synchronised waves, or
+/// `concurrency` that each send one order at a time.
+fn start_workers(shared: &Arc<Shared>) -> Vec<tokio::task::JoinHandle<WorkerResult>> {
     let mut workers = Vec::with_capacity(shared.config.concurrency);
     if shared.config.sync {
-        let shared = Arc::clone(&shared);
+        let shared = Arc::clone(shared);
         workers.push(tokio::spawn(async move { sync::waves(&shared).await }));
     }
     for process in (0..shared.config.concurrency).filter(|_| !shared.config.sync) {
-        let shared = Arc::clone(&shared);
+        let shared = Arc::clone(shared);
         workers.push(tokio::spawn(async move {
             worker(&shared, process as u64).await
         }));
     }
+    workers
+}
+
+/// Waits for every worker and adds up their tallies and latencies, keeping
+/// at most [`MAX_KEPT_EVENTS`] events and the first failed history write.
+async fn gather(workers: Vec<tokio::task::JoinHandle<WorkerResult>>) -> WorkerResult {
     let mut total = WorkerTally::default();
     let mut latency = new_histogram();
     let mut write_error = None;
@@ -319,38 +354,32 @@ pub async fn run_storm(config: StormConfig) -> Result<StormReport, StormError> {
             write_error = error;
         }
     }
-    let elapsed = started.elapsed();
-    shared.progress.finish_and_clear();
-    if let Some(writer) = &shared.writer {
-        writer.flush()?;
-    }
-    if let Some(error) = write_error {
-        return Err(error.into());
-    }
-    total.events.sort_by_key(|event| event.time);
+    (total, latency, write_error)
+}
+
+/// The storm's figures: counts, throughput over `elapsed`, and latency
+/// quantiles.
+fn summary(total: &WorkerTally, latency: &Histogram<u64>, elapsed: Duration) -> StormSummary {
     let quantile_ms = |quantile: f64| latency.value_at_quantile(quantile) as f64 / 1_000.0;
     let elapsed_s = elapsed.as_secs_f64();
-    Ok(StormReport {
-        summary: StormSummary {
-            requests: total.requests,
-            orders: total.orders,
-            reserved: total.reserved,
-            rejected: total.rejected,
-            errors: total.errors,
-            retries: total.retries,
-            elapsed_s,
-            orders_per_s: if elapsed_s > 0.0 {
-                total.orders as f64 / elapsed_s
-            } else {
-                0.0
-            },
-            p50_ms: quantile_ms(0.5),
-            p99_ms: quantile_ms(0.99),
-            p999_ms: quantile_ms(0.999),
-            max_ms: latency.max() as f64 / 1_000.0,
+    StormSummary {
+        requests: total.requests,
+        orders: total.orders,
+        reserved: total.reserved,
+        rejected: total.rejected,
+        errors: total.errors,
+        retries: total.retries,
+        elapsed_s,
+        orders_per_s: if elapsed_s > 0.0 {
+            total.orders as f64 / elapsed_s
+        } else {
+            0.0
         },
-        history: total.events,
-    })
+        p50_ms: quantile_ms(0.5),
+        p99_ms: quantile_ms(0.99),
+        p999_ms: quantile_ms(0.999),
+        max_ms: latency.max() as f64 / 1_000.0,
+    }
 }
 
 fn new_histogram() -> Histogram<u64> {
@@ -358,10 +387,7 @@ fn new_histogram() -> Histogram<u64> {
 }
 
 /// One worker: takes the next order number until the storm is over.
-async fn worker(
-    shared: &Shared,
-    process: u64,
-) -> (WorkerTally, Histogram<u64>, Option<HistoryError>) {
+async fn worker(shared: &Shared, process: u64) -> WorkerResult {
     let config = &shared.config;
     let mut tally = WorkerTally::default();
     let mut latency = new_histogram();

@@ -66,3 +66,21 @@ fn a_bad_history_line_is_an_error() {
     let error = read_history(&path).unwrap_err().to_string();
     assert!(error.contains("line 1"), "{error}");
 }
+
+/// A history that cannot be read names its cause once, whether its chain is
+/// followed (the storm, through anyhow) or only the checker's message is
+/// printed (`stockroom check`).
+#[test]
+fn an_unreadable_history_names_its_cause_once() {
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("missing.jsonl");
+    let error = read_history(&path).expect_err("the file does not exist");
+    let chain = stockroom_http_kit::ErrorChain(&error).to_string();
+    assert!(chain.starts_with("cannot open history file "), "{chain}");
+    let cause = std::fs::File::open(&path).unwrap_err().to_string();
+    assert_eq!(chain.matches(cause.as_str()).count(), 1, "{chain}");
+
+    let checked = stockroom_lab::CheckError::from(error);
+    assert_eq!(checked.to_string(), chain);
+    assert!(std::error::Error::source(&checked).is_none());
+}

@@ -374,7 +374,15 @@ async fn a_failed_handler_batch_is_redelivered_and_the_queue_moves(bus: BusUnder
                 let handled = Arc::clone(&handled);
                 async move {
                     if calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < FAILURES {
-                        return Err("the provider is down".to_owned());
+                        return Err(stockroom_bus::HandlerError::Dependency {
+                            action: "charge the orders",
+                            source: stockroom_http_kit::ClientError::Status {
+                                service: "the provider".to_owned(),
+                                status: reqwest::StatusCode::SERVICE_UNAVAILABLE,
+                                code: "unavailable".to_owned(),
+                                message: "the provider is down".to_owned(),
+                            },
+                        });
                     }
                     let mut handled = handled.lock().unwrap();
                     handled.extend(batch.iter().map(|delivery| delivery.event.order_id.clone()));
