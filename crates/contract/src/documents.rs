@@ -133,12 +133,10 @@ impl Event {
 
     /// The record of an event document, or why it is not one: its time must
     /// be an RFC 3339 time after the epoch.
-    pub fn to_record(&self) -> Result<EventRecord, String> {
-        let occurred_at_ms = parse_time(&self.occurred_at).ok_or_else(|| {
-            format!(
-                "event {} has occurredAt {:?}, not an RFC 3339 time",
-                self.event_id, self.occurred_at
-            )
+    pub fn to_record(&self) -> Result<EventRecord, EventTimeError> {
+        let occurred_at_ms = parse_time(&self.occurred_at).ok_or_else(|| EventTimeError {
+            event_id: self.event_id.clone(),
+            occurred_at: self.occurred_at.clone(),
         })?;
         Ok(EventRecord {
             event_id: self.event_id.clone(),
@@ -150,4 +148,12 @@ impl Event {
             trace_parent: self.trace_parent.clone(),
         })
     }
+}
+
+/// An event document whose time is not an RFC 3339 time after the epoch.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("event {event_id} has occurredAt {occurred_at:?}, not an RFC 3339 time")]
+pub struct EventTimeError {
+    pub event_id: String,
+    pub occurred_at: String,
 }

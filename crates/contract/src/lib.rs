@@ -16,7 +16,7 @@ mod documents;
 pub mod schemas;
 pub mod whole;
 
-pub use documents::{format_time, order_line, parse_time};
+pub use documents::{EventTimeError, format_time, order_line, parse_time};
 
 pub use schemas::{
     EventKindName, NAME_PATTERN, Name, OneProductOrder, OrderShape, OrderStatusName,
@@ -185,9 +185,24 @@ pub struct ItemRequest {
     quantity: Quantity,
 }
 
+/// Why an order request is not an order; shown to the client as it is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OrderShapeError {
+    #[error("send either productName and quantity, or items, not both")]
+    BothShapes,
+    #[error("missing field `quantity`")]
+    MissingQuantity,
+    #[error("missing field `productName`")]
+    MissingProductName,
+    #[error("an order needs productName and quantity, or items")]
+    NeitherShape,
+    #[error(transparent)]
+    Items(#[from] stockroom_domain::DomainError),
+}
+
 impl PlaceOrderRequest {
-    /// The customer and the checked items; the error is shown to the client.
-    pub fn into_parts(self) -> Result<(CustomerId, OrderItems), String> {
+    /// The customer and the checked items.
+    pub fn into_parts(self) -> Result<(CustomerId, OrderItems), OrderShapeError> {
         let lines = match (self.product_name, self.quantity, self.items) {
             (Some(product), Some(quantity), None) => vec![OrderItem { product, quantity }],
             (None, None, Some(items)) => items
@@ -197,17 +212,12 @@ impl PlaceOrderRequest {
                     quantity: item.quantity,
                 })
                 .collect(),
-            (_, _, Some(_)) => {
-                return Err("send either productName and quantity, or items, not both".into());
-            }
-            (Some(_), None, None) => return Err("missing field `quantity`".into()),
-            (None, Some(_), None) => return Err("missing field `productName`".into()),
-            (None, None, None) => {
-                return Err("an order needs productName and quantity, or items".into());
-            }
+            (_, _, Some(_)) => return Err(OrderShapeError::BothShapes),
+            (Some(_), None, None) => return Err(OrderShapeError::MissingQuantity),
+            (None, Some(_), None) => return Err(OrderShapeError::MissingProductName),
+            (None, None, None) => return Err(OrderShapeError::NeitherShape),
         };
-        let items = OrderItems::new(lines).map_err(|error| error.to_string())?;
-        Ok((self.customer_id, items))
+        Ok((self.customer_id, OrderItems::new(lines)?))
     }
 }
 

@@ -12,6 +12,20 @@ use serde::de::{Deserializer, Error};
 /// The largest number any of these accept: the documents say `int64`.
 pub const MAX_WHOLE: u64 = i64::MAX as u64;
 
+/// Why a JSON number is not the whole number a field wants; serde shows it
+/// as the document's error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotWhole {
+    #[error("expected a whole number of at least 0, got {0}")]
+    NotNonNegative(serde_json::Number),
+    #[error("expected a whole number within int64, got {0}")]
+    NotWithinInt64(serde_json::Number),
+    #[error("the number {0} is beyond int64")]
+    BeyondInt64(serde_json::Number),
+    #[error("the number {0} is too large here")]
+    TooLarge(serde_json::Number),
+}
+
 /// A whole, non-negative number that fits `T` (and `int64`).
 pub fn whole<'de, D, T>(deserializer: D) -> Result<T, D::Error>
 where
@@ -35,7 +49,7 @@ where
         .map_err(D::Error::custom)
 }
 
-fn from_number<T: TryFrom<u64>>(number: &serde_json::Number) -> Result<T, String> {
+fn from_number<T: TryFrom<u64>>(number: &serde_json::Number) -> Result<T, NotWhole> {
     let value = match (number.as_u64(), number.as_f64()) {
         (Some(value), _) => value,
         (None, Some(value))
@@ -43,16 +57,12 @@ fn from_number<T: TryFrom<u64>>(number: &serde_json::Number) -> Result<T, String
         {
             value as u64
         }
-        _ => {
-            return Err(format!(
-                "expected a whole number of at least 0, got {number}"
-            ));
-        }
+        _ => return Err(NotWhole::NotNonNegative(number.clone())),
     };
     if value > MAX_WHOLE {
-        return Err(format!("the number {number} is beyond int64"));
+        return Err(NotWhole::BeyondInt64(number.clone()));
     }
-    T::try_from(value).map_err(|_| format!("the number {number} is too large here"))
+    T::try_from(value).map_err(|_| NotWhole::TooLarge(number.clone()))
 }
 
 /// A whole number, negative or not, that fits `i64`.
@@ -70,7 +80,7 @@ pub fn integers<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<i64>, 
         .map_err(D::Error::custom)
 }
 
-fn signed(number: &serde_json::Number) -> Result<i64, String> {
+fn signed(number: &serde_json::Number) -> Result<i64, NotWhole> {
     match (number.as_i64(), number.as_f64()) {
         (Some(value), _) => Ok(value),
         (None, Some(value))
@@ -78,9 +88,7 @@ fn signed(number: &serde_json::Number) -> Result<i64, String> {
         {
             Ok(value as i64)
         }
-        _ => Err(format!(
-            "expected a whole number within int64, got {number}"
-        )),
+        _ => Err(NotWhole::NotWithinInt64(number.clone())),
     }
 }
 

@@ -44,7 +44,11 @@ impl LabRequest {
     pub fn plan(&self) -> Result<(Vec<Scenario>, u64), DashboardError> {
         let mut chosen = Vec::new();
         for name in &self.scenarios {
-            let scenario: Scenario = name.parse().map_err(DashboardError::Invalid)?;
+            let scenario: Scenario =
+                name.parse()
+                    .map_err(|error: stockroom_domain::UnknownName| {
+                        DashboardError::Invalid(error.to_string())
+                    })?;
             if !chosen.contains(&scenario) {
                 chosen.push(scenario);
             }

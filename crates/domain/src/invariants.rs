@@ -293,7 +293,7 @@ pub fn check_order(order: &OrderFigures) -> Vec<Violation> {
         match text.parse::<OrderStatus>() {
             Ok(status) => statuses.push(status),
             Err(error) => {
-                violations.push(backwards(error));
+                violations.push(backwards(error.to_string()));
                 break;
             }
         }

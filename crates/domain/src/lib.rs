@@ -22,7 +22,7 @@ mod values;
 
 pub use order::{
     CONSUMER_INVENTORY, CONSUMER_PAYMENT, Consumer, EventKind, OrderStatus, PaymentStatus, Reason,
-    ReleaseReason, TransitionError,
+    ReleaseReason, TransitionError, UnknownName,
 };
 pub use stock::{Stock, StockError};
 pub use values::{

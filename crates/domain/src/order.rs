@@ -20,6 +20,37 @@ pub enum OrderStatus {
     Cancelled,
 }
 
+/// A name that names none of a kind's values (a stored status this build
+/// does not know, a consumer in a path), with the names that do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {kind} {name} (one of {})", choices.join(", "))]
+pub struct UnknownName {
+    /// What was named, such as `order status`.
+    pub kind: &'static str,
+    pub name: String,
+    pub choices: Vec<&'static str>,
+}
+
+impl UnknownName {
+    /// The value of `kind` among `values` whose name is `text`.
+    pub fn find<T: Copy>(
+        kind: &'static str,
+        values: &[T],
+        name_of: impl Fn(T) -> &'static str,
+        text: &str,
+    ) -> Result<T, UnknownName> {
+        values
+            .iter()
+            .copied()
+            .find(|value| name_of(*value) == text)
+            .ok_or_else(|| UnknownName {
+                kind,
+                name: text.to_owned(),
+                choices: values.iter().map(|value| name_of(*value)).collect(),
+            })
+    }
+}
+
 /// A status change that the rules forbid, such as `fulfilled → reserved`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("order cannot move from {from} to {to}")]
@@ -98,13 +129,10 @@ impl fmt::Display for OrderStatus {
 }
 
 impl FromStr for OrderStatus {
-    type Err = String;
+    type Err = UnknownName;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        OrderStatus::ALL
-            .into_iter()
-            .find(|status| status.as_str() == text)
-            .ok_or_else(|| format!("unknown order status {text}"))
+        UnknownName::find("order status", &OrderStatus::ALL, OrderStatus::as_str, text)
     }
 }
 
@@ -131,16 +159,24 @@ impl PaymentStatus {
     }
 }
 
+impl PaymentStatus {
+    pub const ALL: [PaymentStatus; 3] = [
+        PaymentStatus::None,
+        PaymentStatus::Charged,
+        PaymentStatus::Declined,
+    ];
+}
+
 impl FromStr for PaymentStatus {
-    type Err = String;
+    type Err = UnknownName;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        match text {
-            "none" => Ok(PaymentStatus::None),
-            "charged" => Ok(PaymentStatus::Charged),
-            "declined" => Ok(PaymentStatus::Declined),
-            other => Err(format!("unknown payment status {other}")),
-        }
+        UnknownName::find(
+            "payment status",
+            &PaymentStatus::ALL,
+            PaymentStatus::as_str,
+            text,
+        )
     }
 }
 
@@ -214,13 +250,10 @@ impl fmt::Display for Reason {
 }
 
 impl FromStr for Reason {
-    type Err = String;
+    type Err = UnknownName;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        Reason::ALL
-            .into_iter()
-            .find(|reason| reason.as_str() == text)
-            .ok_or_else(|| format!("unknown reason {text}"))
+        UnknownName::find("reason", &Reason::ALL, Reason::as_str, text)
     }
 }
 
@@ -252,13 +285,10 @@ impl fmt::Display for Consumer {
 }
 
 impl FromStr for Consumer {
-    type Err = String;
+    type Err = UnknownName;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        Consumer::ALL
-            .into_iter()
-            .find(|consumer| consumer.as_str() == text)
-            .ok_or_else(|| format!("unknown consumer {text}"))
+        UnknownName::find("consumer", &Consumer::ALL, Consumer::as_str, text)
     }
 }
 
@@ -300,16 +330,19 @@ impl EventKind {
     }
 }
 
+impl EventKind {
+    pub const ALL: [EventKind; 3] = [
+        EventKind::OrderReserved,
+        EventKind::PaymentSucceeded,
+        EventKind::PaymentFailed,
+    ];
+}
+
 impl FromStr for EventKind {
-    type Err = String;
+    type Err = UnknownName;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        match text {
-            "OrderReserved" => Ok(EventKind::OrderReserved),
-            "PaymentSucceeded" => Ok(EventKind::PaymentSucceeded),
-            "PaymentFailed" => Ok(EventKind::PaymentFailed),
-            other => Err(format!("unknown event kind {other}")),
-        }
+        UnknownName::find("event kind", &EventKind::ALL, EventKind::as_str, text)
     }
 }
 

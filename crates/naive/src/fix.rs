@@ -196,18 +196,10 @@ impl Fix {
 }
 
 impl std::str::FromStr for Fix {
-    // A message rather than a typed error: it is the whole answer to a bad
-    // name (clap shows it as it is), naming the choices.
-    type Err = String;
+    type Err = stockroom_domain::UnknownName;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        Fix::ALL
-            .into_iter()
-            .find(|fix| fix.name() == text)
-            .ok_or_else(|| {
-                let names: Vec<&str> = Fix::ALL.iter().map(|fix| fix.name()).collect();
-                format!("unknown fix {text} (one of {})", names.join(", "))
-            })
+        stockroom_domain::UnknownName::find("fix", &Fix::ALL, Fix::name, text)
     }
 }
 

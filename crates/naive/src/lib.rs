@@ -157,20 +157,28 @@ impl NaiveFlow {
     }
 }
 
+impl NaiveFlow {
+    pub const ALL: [NaiveFlow; 3] = [
+        NaiveFlow::TwoCalls,
+        NaiveFlow::StorageCheck,
+        NaiveFlow::PayFirst,
+    ];
+
+    /// The flow's name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            NaiveFlow::TwoCalls => "two-calls",
+            NaiveFlow::StorageCheck => "storage-check",
+            NaiveFlow::PayFirst => "pay-first",
+        }
+    }
+}
+
 impl std::str::FromStr for NaiveFlow {
-    // A message rather than a typed error: it is the whole answer to a bad
-    // name (clap shows it as it is), naming the choices.
-    type Err = String;
+    type Err = stockroom_domain::UnknownName;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        match text {
-            "two-calls" => Ok(NaiveFlow::TwoCalls),
-            "storage-check" => Ok(NaiveFlow::StorageCheck),
-            "pay-first" => Ok(NaiveFlow::PayFirst),
-            other => Err(format!(
-                "unknown naive flow {other} (two-calls, storage-check or pay-first)"
-            )),
-        }
+        stockroom_domain::UnknownName::find("naive flow", &NaiveFlow::ALL, NaiveFlow::name, text)
     }
 }
 

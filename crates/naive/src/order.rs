@@ -97,7 +97,9 @@ async fn place_order(
     State(state): State<OrderState>,
     JsonBody(body): JsonBody<PlaceOrderRequest>,
 ) -> Result<Response, NaiveError> {
-    let (customer_id, items) = body.into_parts().map_err(NaiveError::Invalid)?;
+    let (customer_id, items) = body
+        .into_parts()
+        .map_err(|error| NaiveError::Invalid(error.to_string()))?;
     let at = now();
     let order = Order {
         id: uuid::Uuid::now_v7().to_string(),

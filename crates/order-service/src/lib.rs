@@ -131,7 +131,9 @@ async fn place_order(
     JsonBody(body): JsonBody<PlaceOrderRequest>,
 ) -> Result<Response, OrderError> {
     let idempotency_key = request::idempotency_key(&headers)?;
-    let (customer_id, items) = body.into_parts().map_err(OrderError::Invalid)?;
+    let (customer_id, items) = body
+        .into_parts()
+        .map_err(|error| OrderError::Invalid(error.to_string()))?;
     let request_fingerprint = idempotency_key
         .as_ref()
         .map(|_| request::fingerprint(&customer_id, &items));

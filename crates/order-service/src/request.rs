@@ -65,6 +65,7 @@ mod tests {
         serde_json::from_str::<PlaceOrderRequest>(json)
             .map_err(|error| error.to_string())?
             .into_parts()
+            .map_err(|error| error.to_string())
     }
 
     #[test]

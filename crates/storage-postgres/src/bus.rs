@@ -34,7 +34,9 @@ fn entry(row: &Row) -> Result<Entry, Failure> {
     let token: Option<String> = row.try_get(5)?;
     Ok(Entry {
         seq,
-        consumer: consumer.parse().map_err(damaged)?,
+        consumer: consumer
+            .parse()
+            .map_err(|error: stockroom_domain::UnknownName| damaged(error.to_string()))?,
         deliveries: count(row, 2)?,
         rejections: count(row, 3)?,
         // A lease given back keeps no token; an entry never leased has none
@@ -50,7 +52,9 @@ fn entry(row: &Row) -> Result<Entry, Failure> {
         dead_at_ms: row.try_get(6)?,
         event: EventRecord {
             event_id: row.try_get(7)?,
-            kind: kind.parse().map_err(damaged)?,
+            kind: kind
+                .parse()
+                .map_err(|error: stockroom_domain::UnknownName| damaged(error.to_string()))?,
             order_id: row.try_get(9)?,
             order_version: row.try_get(10)?,
             total_units: u64::try_from(total_units)

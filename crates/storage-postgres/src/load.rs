@@ -197,13 +197,19 @@ pub(crate) fn order_records(orders: &[Row]) -> Result<Vec<OrderRecord>, Failure>
             let lines: String = row.try_get(8)?;
             Ok(OrderRecord {
                 customer_id: row.try_get(1)?,
-                status: status.parse().map_err(parse_error)?,
-                reason: reason
-                    .as_deref()
-                    .map(str::parse)
-                    .transpose()
-                    .map_err(parse_error)?,
-                payment: payment.parse().map_err(parse_error)?,
+                status: status
+                    .parse()
+                    .map_err(|error: stockroom_domain::UnknownName| {
+                        parse_error(error.to_string())
+                    })?,
+                reason: reason.as_deref().map(str::parse).transpose().map_err(
+                    |error: stockroom_domain::UnknownName| parse_error(error.to_string()),
+                )?,
+                payment: payment
+                    .parse()
+                    .map_err(|error: stockroom_domain::UnknownName| {
+                        parse_error(error.to_string())
+                    })?,
                 version: row.try_get(5)?,
                 created_at_ms: row.try_get(6)?,
                 updated_at_ms: row.try_get(7)?,

@@ -57,7 +57,10 @@ impl EntryRow {
             |why: String| StorageError::Inconsistent(format!("outbox entry {}: {why}", self.seq));
         Ok(Entry {
             seq: self.seq,
-            consumer: self.consumer.parse().map_err(damaged)?,
+            consumer: self
+                .consumer
+                .parse()
+                .map_err(|error: stockroom_domain::UnknownName| damaged(error.to_string()))?,
             deliveries: self.deliveries,
             rejections: self.rejections,
             // A lease given back keeps no token; an entry never leased has
@@ -69,7 +72,10 @@ impl EntryRow {
             dead_at_ms: self.dead_at_ms,
             event: EventRecord {
                 event_id: self.event_id,
-                kind: self.kind.parse().map_err(damaged)?,
+                kind: self
+                    .kind
+                    .parse()
+                    .map_err(|error: stockroom_domain::UnknownName| damaged(error.to_string()))?,
                 order_id: self.order_id,
                 order_version: self.order_version,
                 total_units: u64::try_from(self.total_units)

@@ -56,14 +56,21 @@ pub(crate) fn order_records(orders: Vec<OrderRow>) -> Result<Vec<OrderRecord>, S
         .map(|row| {
             let parse_error = |error: String| inconsistent(format!("order {}: {error}", row.id));
             Ok(OrderRecord {
-                status: row.status.parse().map_err(parse_error)?,
-                reason: row
-                    .reason
-                    .as_deref()
-                    .map(str::parse)
-                    .transpose()
-                    .map_err(parse_error)?,
-                payment: row.payment.parse().map_err(parse_error)?,
+                status: row
+                    .status
+                    .parse()
+                    .map_err(|error: stockroom_domain::UnknownName| {
+                        parse_error(error.to_string())
+                    })?,
+                reason: row.reason.as_deref().map(str::parse).transpose().map_err(
+                    |error: stockroom_domain::UnknownName| parse_error(error.to_string()),
+                )?,
+                payment: row
+                    .payment
+                    .parse()
+                    .map_err(|error: stockroom_domain::UnknownName| {
+                        parse_error(error.to_string())
+                    })?,
                 lines: lines::decode(&row.id, &row.lines)?,
                 id: row.id,
                 customer_id: row.customer_id,

@@ -14,6 +14,7 @@
 use std::collections::HashMap;
 
 use stockroom_domain::rules::HistoryRecord;
+use stockroom_domain::{OrderStatus, Reason};
 
 use crate::StorageError;
 
@@ -82,12 +83,14 @@ pub fn decode(order_id: &str, text: &str) -> Result<Vec<HistoryRecord>, StorageE
             Ok(HistoryRecord {
                 order_id: order_id.to_owned(),
                 version,
-                status: status.parse().map_err(damaged)?,
+                status: status
+                    .parse::<OrderStatus>()
+                    .map_err(|error| damaged(error.to_string()))?,
                 reason: reason
                     .as_deref()
-                    .map(str::parse)
+                    .map(str::parse::<Reason>)
                     .transpose()
-                    .map_err(damaged)?,
+                    .map_err(|error| damaged(error.to_string()))?,
                 at_ms,
             })
         })

@@ -218,8 +218,8 @@ pub(super) async fn bury_events(
         .events
         .iter()
         .map(|event| event.to_record())
-        .collect::<Result<Vec<EventRecord>, String>>()
-        .map_err(DataError::Invalid)?;
+        .collect::<Result<Vec<EventRecord>, _>>()
+        .map_err(|error| DataError::Invalid(error.to_string()))?;
     state.outbox.bury_events(consumer, events).await?;
     Ok(StatusCode::NO_CONTENT)
 }

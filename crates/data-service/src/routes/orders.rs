@@ -32,7 +32,7 @@ fn order_filter(query: OrderQuery) -> Result<OrderFilter, DataError> {
         .status
         .map(|status| status.parse::<OrderStatus>())
         .transpose()
-        .map_err(DataError::Invalid)?;
+        .map_err(|error| DataError::Invalid(error.to_string()))?;
     let limit = query.limit.unwrap_or(100);
     if limit == 0 || limit > MAX_ORDERS_PER_PAGE {
         return Err(DataError::Invalid(format!(

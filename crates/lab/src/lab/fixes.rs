@@ -66,15 +66,18 @@ impl FixSubject {
 }
 
 impl std::str::FromStr for FixSubject {
-    // A message rather than a typed error: it is the whole answer to a bad
-    // name (clap shows it as it is), naming the choices.
-    type Err = String;
+    type Err = stockroom_domain::UnknownName;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         if text == "stockroom" {
             return Ok(FixSubject::Stockroom);
         }
-        text.parse().map(FixSubject::Naive)
+        text.parse()
+            .map(FixSubject::Naive)
+            .map_err(|mut unknown: stockroom_domain::UnknownName| {
+                unknown.choices.insert(0, "stockroom");
+                unknown
+            })
     }
 }
 

@@ -174,18 +174,10 @@ impl Scenario {
 }
 
 impl std::str::FromStr for Scenario {
-    // A message rather than a typed error: it is the whole answer to a bad
-    // name (clap and the dashboard show it as it is), naming the choices.
-    type Err = String;
+    type Err = stockroom_domain::UnknownName;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        Scenario::ALL
-            .into_iter()
-            .find(|scenario| scenario.name() == text)
-            .ok_or_else(|| {
-                let names: Vec<&str> = Scenario::ALL.iter().map(|s| s.name()).collect();
-                format!("unknown scenario {text} (one of {})", names.join(", "))
-            })
+        stockroom_domain::UnknownName::find("scenario", &Scenario::ALL, Scenario::name, text)
     }
 }
 

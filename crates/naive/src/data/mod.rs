@@ -226,7 +226,7 @@ async fn list_orders(
         .status
         .map(|status| status.parse::<OrderStatus>())
         .transpose()
-        .map_err(NaiveError::Invalid)?;
+        .map_err(|error| NaiveError::Invalid(error.to_string()))?;
     let file = read(&state, Document::Orders).await?.load_orders().await?;
     let orders = file
         .orders

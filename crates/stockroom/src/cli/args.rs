@@ -38,23 +38,15 @@ pub(super) struct ModeArgs {
     torn_writes: bool,
     /// Naive mode: how the inventory worker decides orders (two-calls,
     /// storage-check or pay-first), one version of the original each.
-    #[arg(long, global = true, default_value = "two-calls", value_parser = parse_flow)]
+    #[arg(long, global = true, default_value = "two-calls")]
     pub(super) naive_flow: NaiveFlow,
     /// Naive mode (`up` only): run the original system with one of the fixes
     /// its authors proposed (see `stockroom lab --fixes`), e.g. redis-lock.
-    #[arg(long, global = true, default_value = "no-fix", value_parser = parse_fix)]
+    #[arg(long, global = true, default_value = "no-fix")]
     pub(super) naive_fix: Fix,
     /// Naive mode: the Redis the Redis fixes use.
     #[arg(long, global = true, default_value = super::lab::DEFAULT_REDIS_URL)]
     pub(super) naive_redis_url: String,
-}
-
-fn parse_flow(text: &str) -> Result<NaiveFlow, String> {
-    text.parse()
-}
-
-fn parse_fix(text: &str) -> Result<Fix, String> {
-    text.parse()
 }
 
 impl ModeArgs {

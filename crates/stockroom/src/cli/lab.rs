@@ -16,7 +16,7 @@ pub(super) struct LabArgs {
     /// Run only this scenario (repeatable): lost-update, toctou, torn-writes,
     /// stale-order, two-calls, pay-before-reserve, duplicate-delivery,
     /// lock-expiry, crash-after-publish.
-    #[arg(long, value_parser = parse_scenario)]
+    #[arg(long)]
     scenario: Vec<Scenario>,
     /// The naive system's race window.
     #[arg(long, default_value_t = stockroom_naive::DEFAULT_RACE_WINDOW_MS)]
@@ -31,7 +31,7 @@ pub(super) struct LabArgs {
     #[arg(long)]
     fixes: bool,
     /// With --fixes: only this fix (repeatable; `stockroom` for Stockroom).
-    #[arg(long, value_parser = parse_subject, requires = "fixes")]
+    #[arg(long, requires = "fixes")]
     fix: Vec<FixSubject>,
     /// With --fixes: skip the throughput runs.
     #[arg(long, requires = "fixes")]
@@ -48,14 +48,6 @@ pub(super) struct LabArgs {
 
 /// Where `lab --fixes` looks for Redis unless told.
 pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
-
-fn parse_scenario(text: &str) -> Result<Scenario, String> {
-    text.parse()
-}
-
-fn parse_subject(text: &str) -> Result<FixSubject, String> {
-    text.parse()
-}
 
 pub(super) async fn lab(args: LabArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(

@@ -73,6 +73,8 @@ pub(super) struct StormArgs {
     json: bool,
 }
 
+// A clap value parser: clap shows the message as the whole answer to a bad
+// value, so a sentence is the right error here.
 fn parse_rate(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
         Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
