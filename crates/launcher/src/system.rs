@@ -17,7 +17,7 @@ use stockroom_order_service::{CoalesceConfig, OrderConfig};
 use stockroom_payment_service::PaymentConfig;
 use stockroom_storage::Storage;
 use stockroom_storage_postgres::{PostgresConfig, PostgresStorage};
-use stockroom_storage_sqlite::{DATABASE_FILE_NAME, SqliteStorage, WriterConfig};
+use stockroom_storage_sqlite::{DataDirectory, SqliteStorage, WriterConfig};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -287,10 +287,13 @@ pub async fn open_storage(
 ) -> anyhow::Result<Arc<dyn Storage>> {
     let storage: Arc<dyn Storage> = match database {
         DatabaseChoice::Sqlite { data_dir } => {
+            // The directory is held before anything in it is touched, so
+            // `--fresh` never deletes a store another process has open.
+            let directory = DataDirectory::lock(data_dir)?;
             if fresh {
-                remove_sqlite_files(data_dir)?;
+                directory.remove_database()?;
             }
-            let storage = SqliteStorage::open_in_directory(data_dir, writer)
+            let storage = SqliteStorage::open_held(directory, writer)
                 .with_context(|| format!("cannot open the database in {}", data_dir.display()))?;
             Arc::new(storage)
         }
@@ -322,20 +325,6 @@ pub async fn open_storage(
         tracing::info!(backend = storage.backend_name(), "initial stock loaded");
     }
     Ok(storage)
-}
-
-fn remove_sqlite_files(data_dir: &Path) -> anyhow::Result<()> {
-    for suffix in ["", "-wal", "-shm"] {
-        let path = data_dir.join(format!("{DATABASE_FILE_NAME}{suffix}"));
-        match std::fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-            Err(error) => {
-                return Err(error).with_context(|| format!("cannot remove {}", path.display()));
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Serves data-service and, when a broker carries the events, runs the

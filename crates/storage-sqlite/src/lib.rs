@@ -16,6 +16,7 @@
 
 mod apply;
 mod bus;
+mod directory;
 mod load;
 mod provider;
 mod prune;
@@ -44,6 +45,7 @@ use stockroom_storage::{
 };
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
+pub use crate::directory::{DataDirectory, LOCK_FILE_NAME, MAX_HOLDER_DESCRIPTION_BYTES};
 use crate::sql::{Sql, storage_error};
 use crate::write::{WriteCommand, WriteJob, WriteReply};
 
@@ -100,11 +102,15 @@ pub struct SqliteStorage {
     statements: Arc<AtomicU64>,
     write_counters: Arc<WriteCounters>,
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The data directory this storage holds, released when it is shut
+    /// down (or dropped), so that the same process may open it again.
+    directory: Mutex<Option<DataDirectory>>,
 }
 
 impl SqliteStorage {
     /// Opens (creating if needed) the database at `path`, brings its schema
-    /// up to date and starts the writer.
+    /// up to date and starts the writer. It takes no lock on the directory:
+    /// the system opens its store with [`SqliteStorage::open_in_directory`].
     pub fn open(path: &Path, config: WriterConfig) -> Result<SqliteStorage, StorageError> {
         assert!(
             config.max_batch >= 1,
@@ -143,19 +149,29 @@ impl SqliteStorage {
             statements,
             write_counters,
             writer_thread: Mutex::new(Some(writer_thread)),
+            directory: Mutex::new(None),
         })
     }
 
-    /// Opens `stockroom.db` inside `directory`, creating the directory.
+    /// Opens `stockroom.db` inside `directory`, creating the directory, and
+    /// holds the directory for as long as the storage lives (see
+    /// [`DataDirectory`]): a second process is refused.
     pub fn open_in_directory(
         directory: &Path,
         config: WriterConfig,
     ) -> Result<SqliteStorage, StorageError> {
-        std::fs::create_dir_all(directory).map_err(|error| StorageError::Unavailable {
-            context: format!("cannot create {}", directory.display()),
-            source: Some(cause(error)),
-        })?;
-        SqliteStorage::open(&directory.join(DATABASE_FILE_NAME), config)
+        SqliteStorage::open_held(DataDirectory::lock(directory)?, config)
+    }
+
+    /// Opens the database of a directory this process already holds (for
+    /// `--fresh`, which empties it first), and keeps holding it.
+    pub fn open_held(
+        directory: DataDirectory,
+        config: WriterConfig,
+    ) -> Result<SqliteStorage, StorageError> {
+        let storage = SqliteStorage::open(&directory.database_path(), config)?;
+        *storage.directory.lock().expect("directory lock") = Some(directory);
+        Ok(storage)
     }
 
     pub fn path(&self) -> &Path {
@@ -186,6 +202,8 @@ impl SqliteStorage {
         if let Some(thread) = thread {
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
+        // The database is closed: let the directory go.
+        self.directory.lock().expect("directory lock").take();
     }
 
     async fn write(&self, command: WriteCommand) -> Result<WriteReply, StorageError> {

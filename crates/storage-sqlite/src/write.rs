@@ -172,18 +172,34 @@ fn apply_batch(connection: &mut Connection, statements: &AtomicU64, batch: &mut 
     for (command, reply) in sorted.others {
         answers.push((reply, in_savepoint(sql, |sql| apply_other(sql, command))));
     }
-    let commit = sql.batch("COMMIT");
-    if commit.is_err() {
+    let commit = sql.batch("COMMIT").map_err(|error| {
         // A failed COMMIT leaves the transaction open in some cases (a busy
         // database); roll it back so the next batch starts clean.
         let _ = sql.batch("ROLLBACK");
-    }
+        commit_failed(error)
+    });
     for (reply, answer) in answers {
         let answer = match &commit {
             Ok(()) => answer,
             Err(error) => Err(error.clone()),
         };
         let _ = reply.send(answer);
+    }
+}
+
+/// What every caller of a batch hears when its COMMIT failed. The outcome is
+/// not known: in WAL mode a commit that failed while writing its frames (a
+/// full disk, an I/O error) may still be found complete by the recovery at
+/// the next open, so "nothing was written" would be a promise SQLite does not
+/// make. A caller retries with the same idempotency key, which returns the
+/// order if it was stored and stores it once if it was not.
+fn commit_failed(error: StorageError) -> StorageError {
+    tracing::error!(
+        error = &error as &dyn std::error::Error,
+        "a write batch's commit failed; its outcome is unknown"
+    );
+    StorageError::OutcomeUnknown {
+        source: stockroom_storage::cause(error),
     }
 }
 

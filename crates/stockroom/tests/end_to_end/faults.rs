@@ -480,22 +480,29 @@ async fn a_full_disk_answers_503_and_writes_resume_when_space_returns() {
 
     let filler = disk.fill();
     // Writes fail as soon as the database needs a page it does not have;
-    // every answer is a 201 or a 503 naming the cause, never a 500.
+    // every answer is a 201 or a 503 naming the cause, never a 500. A batch
+    // whose COMMIT failed may yet be found complete by SQLite's recovery, so
+    // its orders answer `outcome_unknown`, and the client retries with the
+    // same key.
     let mut acknowledged = vec![first.clone()];
     let mut refused = None;
-    for _ in 0..200 {
-        let (status, body) = test.place(laptops(1)).await;
+    for attempt in 0..200 {
+        let key = format!("full-disk-{attempt}");
+        let (status, body) = test.place_keyed(laptops(1), &key).await;
         match status {
             201 => acknowledged.push(body["order"]["id"].as_str().unwrap().to_owned()),
             503 => {
-                refused = Some(body);
+                refused = Some((key, body));
                 break;
             }
             other => panic!("a full disk answered {other}: {body}"),
         }
     }
-    let refused = refused.expect("a full disk never refused an order");
-    assert!(refused["error"].is_string(), "{refused}");
+    let (refused_key, refused) = refused.expect("a full disk never refused an order");
+    assert_eq!(
+        refused["error"], "outcome_unknown",
+        "a failed commit must not say nothing was written: {refused}"
+    );
     let deadline = Instant::now() + Duration::from_millis(RECOVERY_TIMEOUT_MS);
     loop {
         let (status, health) = get(&test.client, &test.data_url("/health")).await;
@@ -525,6 +532,14 @@ async fn a_full_disk_answers_503_and_writes_resume_when_space_returns() {
     let (status, body) = test.place(laptops(1)).await;
     assert_eq!(status, 201, "writes did not resume: {body}");
     acknowledged.push(body["order"]["id"].as_str().unwrap().to_owned());
+    // The retry of the order whose outcome was unknown is answered with one
+    // order, created now or replayed, and a second retry is that same order.
+    let (status, retried) = test.place_keyed(laptops(1), &refused_key).await;
+    assert_eq!(status, 201, "the retry with the same key failed: {retried}");
+    let retried_id = retried["order"]["id"].as_str().unwrap().to_owned();
+    let (status, again) = test.place_keyed(laptops(1), &refused_key).await;
+    assert_eq!((status, &again["order"]["id"]), (201, &json!(retried_id)));
+    acknowledged.push(retried_id);
     let orders = all_orders(&test.client, &test.system.urls.data).await;
     for id in &acknowledged {
         assert!(

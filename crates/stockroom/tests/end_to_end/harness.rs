@@ -54,6 +54,20 @@ impl TestSystem {
         post(&self.client, &self.order_url("/api/orders"), body).await
     }
 
+    /// Places an order with an `Idempotency-Key`.
+    pub async fn place_keyed(&self, body: Value, key: &str) -> (u16, Value) {
+        let response = self
+            .client
+            .post(self.order_url("/api/orders"))
+            .header("Idempotency-Key", key)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
     pub async fn item(&self, product: &str) -> Value {
         get(
             &self.client,

@@ -8,6 +8,7 @@ mod browser;
 mod bus;
 mod crash;
 mod dashboard;
+mod data_dir;
 mod faults;
 mod flow;
 mod harness;
