@@ -147,9 +147,12 @@ pub struct OrderList {
 pub struct OrderCounts {
     /// One entry per status, in the order of the order's life.
     pub counts: Vec<StatusCount>,
-    /// The most orders counted in one status; a count that reached it says
-    /// `capped` (there may be more).
-    pub cap: u64,
+    /// The most orders counted in one status, when counts stop at a cap.
+    /// Stockroom counts exactly and leaves it out; a system that walks its
+    /// orders to count them (the dashboard's own count of another system)
+    /// says where it stopped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cap: Option<u64>,
 }
 
 /// The orders in one status.
@@ -159,7 +162,8 @@ pub struct StatusCount {
     #[schema(value_type = String, example = "fulfilled")]
     pub status: OrderStatus,
     pub count: u64,
-    /// Whether counting stopped at the cap.
+    /// Whether counting stopped at the cap (there may be more); always false
+    /// for Stockroom's exact counts.
     pub capped: bool,
 }
 

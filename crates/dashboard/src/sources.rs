@@ -181,7 +181,7 @@ impl Reader {
                 }
             }
         }
-        let cap = counts.iter().sum();
+        let cap = Some(counts.iter().sum());
         Ok(OrderCounts {
             counts: OrderStatus::ALL
                 .into_iter()

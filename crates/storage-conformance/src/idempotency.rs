@@ -217,9 +217,9 @@ pub async fn concurrent_same_key_requests_create_one_order(storage: Store) {
 }
 
 /// Retention deletes, oldest first and a bounded number at a time, the keys,
-/// processed-event records and rejected orders older than its cutoffs, and
-/// nothing else; an event delivered again after its record is gone still
-/// has no second effect.
+/// processed-event records, rejected orders (and their count), provider
+/// charges and dead letters older than its cutoffs, and nothing else; an
+/// event delivered again after its record is gone still has no second effect.
 pub async fn retention_prunes_only_what_is_old(storage: Store) {
     use stockroom_storage::Prune;
     stock(&storage, &[("Laptop", 10)]).await;
@@ -255,6 +255,37 @@ pub async fn retention_prunes_only_what_is_old(storage: Store) {
         .record_payments(vec![payment.clone()])
         .await
         .expect("record_payments");
+    for key in ["charge-a", "charge-b"] {
+        storage
+            .provider_charge(vec![stockroom_storage::Charge {
+                charge_key: key.into(),
+                order_id: order.id.clone(),
+                units: 2,
+                approved: true,
+            }])
+            .await
+            .expect("provider_charge");
+    }
+    // One dead letter, and one event still waiting, which is never pruned.
+    let leased = storage
+        .lease_events(stockroom_domain::Consumer::Inventory, 10, 60_000)
+        .await
+        .expect("lease_events");
+    storage
+        .finish_deliveries(
+            stockroom_domain::Consumer::Inventory,
+            stockroom_domain::outbox::DeliveryOutcome::Reject,
+            leased.iter().map(|delivery| delivery.receipt()).collect(),
+        )
+        .await
+        .expect("reject");
+    assert_eq!(
+        storage
+            .dead_letter_count(stockroom_domain::Consumer::Inventory)
+            .await
+            .expect("count"),
+        1
+    );
 
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -264,18 +295,16 @@ pub async fn retention_prunes_only_what_is_old(storage: Store) {
         idempotency_keys_before_ms: ms,
         processed_events_before_ms: ms,
         rejected_orders_before_ms: ms,
+        provider_charges_before_ms: ms,
+        dead_letters_before_ms: ms,
         limit: 1,
     };
     let nothing = storage.prune(before(now - 3_600_000)).await.expect("prune");
     assert_eq!(nothing, Default::default(), "nothing is an hour old");
     let first = storage.prune(before(now + 3_600_000)).await.expect("prune");
     assert_eq!(
-        (
-            first.idempotency_keys,
-            first.processed_events,
-            first.rejected_orders
-        ),
-        (1, 1, 1),
+        first.by_kind().map(|(_, count)| count),
+        [1, 1, 1, 1, 1],
         "at most the limit per table"
     );
     assert!(first.hit_limit(1));
@@ -286,14 +315,13 @@ pub async fn retention_prunes_only_what_is_old(storage: Store) {
         })
         .await
         .expect("prune");
-    assert_eq!(
-        (
-            rest.idempotency_keys,
-            rest.processed_events,
-            rest.rejected_orders
-        ),
-        (0, 0, 1)
-    );
+    assert_eq!(rest.by_kind().map(|(_, count)| count), [0, 0, 1, 1, 0]);
+    let counts = storage.order_counts().await.expect("order_counts");
+    let rejected = counts
+        .iter()
+        .find(|count| count.status == OrderStatus::Rejected)
+        .map(|count| count.count);
+    assert_eq!(rejected, Some(0), "pruned orders leave the counts");
 
     let orders = all_orders(&storage, None).await;
     assert_eq!(orders.len(), 1, "only the rejected orders are gone");

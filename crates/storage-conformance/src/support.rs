@@ -287,6 +287,14 @@ pub async fn assert_invariants(storage: &Store) {
     for order in &orders {
         assert_order_consistent(order);
     }
+    // The counters every write keeps agree with the orders themselves.
+    for count in storage.order_counts().await.expect("order_counts") {
+        let listed = orders
+            .iter()
+            .filter(|stored| stored.order.status == count.status)
+            .count() as u64;
+        assert_eq!(count.count, listed, "the {} counter drifted", count.status);
+    }
     let violations =
         invariants::check_snapshot(&stock_figures(&inventory), &order_figures(&orders));
     assert!(

@@ -25,6 +25,7 @@ pub(crate) async fn apply(tx: Tx<'_>, writes: &Writes) -> Result<(), Failure> {
         .cloned()
         .map(NewEntry::routed)
         .collect();
+    let status_deltas = changes.status_deltas();
     tokio::try_join!(
         apply_stock(tx, changes),
         insert_orders(tx, &changes.new_orders, &histories),
@@ -32,6 +33,7 @@ pub(crate) async fn apply(tx: Tx<'_>, writes: &Writes) -> Result<(), Failure> {
         bus::insert(tx, &entries),
         insert_processed(tx, changes, writes.created_at_ms),
         insert_keys(tx, writes),
+        count_statuses(tx, &status_deltas),
     )?;
     Ok(())
 }
@@ -302,5 +304,32 @@ async fn insert_keys(tx: Tx<'_>, writes: &Writes) -> Result<(), Failure> {
     if claimed != claims.len() as u64 {
         return Err(Failure::KeyRace);
     }
+    Ok(())
+}
+
+/// How many rows each status's counter is spread over. A transaction adds
+/// to one shard drawn at random, so two concurrent batches (of any instance)
+/// wait for each other's counter rows one time in this many; a count sums at
+/// most this many rows per status.
+pub const ORDER_COUNT_SHARDS: u8 = 16;
+
+/// Moves the orders-per-status counters by a batch's deltas, on one shard.
+pub(crate) async fn count_statuses(
+    tx: Tx<'_>,
+    deltas: &[(stockroom_domain::OrderStatus, i64)],
+) -> Result<(), Failure> {
+    if deltas.is_empty() {
+        return Ok(());
+    }
+    let shard = i32::from(uuid::Uuid::new_v4().as_bytes()[0] % ORDER_COUNT_SHARDS);
+    let statuses: Vec<&str> = deltas.iter().map(|(status, _)| status.as_str()).collect();
+    let counts: Vec<i64> = deltas.iter().map(|(_, delta)| *delta).collect();
+    tx.execute(
+        "INSERT INTO order_counts (status, shard, count)
+         SELECT status, $3, delta FROM unnest($1::text[], $2::bigint[]) AS moved (status, delta)
+         ON CONFLICT (status, shard) DO UPDATE SET count = order_counts.count + excluded.count",
+        &[&statuses, &counts, &shard],
+    )
+    .await?;
     Ok(())
 }

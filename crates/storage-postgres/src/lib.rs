@@ -405,8 +405,8 @@ impl OrderFlow for PostgresStorage {
         transaction!(self, read, |tx| read::orders(tx, &filter).await?)
     }
 
-    async fn order_counts(&self, cap: u64) -> Result<Vec<StatusCount>, StorageError> {
-        transaction!(self, read, |tx| read::order_counts(tx, cap).await?)
+    async fn order_counts(&self) -> Result<Vec<StatusCount>, StorageError> {
+        transaction!(self, read, |tx| read::order_counts(tx).await?)
     }
 
     #[tracing::instrument(name = "storage", level = "debug", skip_all, fields(backend = "postgres", calls = command.size()))]

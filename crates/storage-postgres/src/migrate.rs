@@ -44,6 +44,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "idempotency keys keep the decision they replay",
         sql: include_str!("migrations/0005_keys_keep_decisions.sql"),
     },
+    Migration {
+        version: 6,
+        name: "orders counted per status as written; retention indexes",
+        sql: include_str!("migrations/0006_counters_and_retention.sql"),
+    },
 ];
 
 /// The advisory lock key migrations hold: the ASCII bytes of "Stockroo".

@@ -2,6 +2,7 @@
 //! rows the system no longer needs. `SKIP LOCKED`, so that pruners of
 //! several instances share the work instead of waiting for each other.
 
+use stockroom_domain::OrderStatus;
 use stockroom_storage::{Prune, Pruned};
 
 use crate::Failure;
@@ -35,9 +36,31 @@ pub(crate) async fn prune(tx: Tx<'_>, prune: Prune) -> Result<Pruned, Failure> {
             &[&prune.rejected_orders_before_ms, &limit],
         )
         .await?;
+    if rejected_orders > 0 {
+        let gone = i64::try_from(rejected_orders).unwrap_or(i64::MAX);
+        crate::apply::count_statuses(tx, &[(OrderStatus::Rejected, -gone)]).await?;
+    }
+    let provider_charges = tx
+        .execute(
+            "DELETE FROM provider_charges WHERE charge_key IN (
+                 SELECT charge_key FROM provider_charges WHERE charged_at_ms < $1
+                 ORDER BY charged_at_ms LIMIT $2 FOR UPDATE SKIP LOCKED)",
+            &[&prune.provider_charges_before_ms, &limit],
+        )
+        .await?;
+    let dead_letters = tx
+        .execute(
+            "DELETE FROM outbox WHERE seq IN (
+                 SELECT seq FROM outbox WHERE dead_at_ms < $1
+                 ORDER BY dead_at_ms LIMIT $2 FOR UPDATE SKIP LOCKED)",
+            &[&prune.dead_letters_before_ms, &limit],
+        )
+        .await?;
     Ok(Pruned {
         idempotency_keys,
         processed_events,
         rejected_orders,
+        provider_charges,
+        dead_letters,
     })
 }

@@ -197,7 +197,10 @@ async fn migrations_are_idempotent_and_safe_to_run_concurrently() {
             panic!("a concurrent or repeated connect failed: {error}");
         }
     }
-    assert_eq!(versions.expect("read schema_migrations"), [1, 2, 3, 4, 5]);
+    assert_eq!(
+        versions.expect("read schema_migrations"),
+        [1, 2, 3, 4, 5, 6]
+    );
 }
 
 /// A database of schema version 1, with an event waiting, one dead-lettered

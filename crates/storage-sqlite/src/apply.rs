@@ -29,6 +29,7 @@ pub(crate) fn apply(sql: Sql<'_>, writes: &Writes) -> Result<(), StorageError> {
         .map(NewEntry::routed)
         .collect();
     bus::insert(sql, &entries)?;
+    count_statuses(sql, &changes.status_deltas())?;
     if !changes.processed.is_empty() {
         let rows: Vec<_> = changes
             .processed
@@ -205,4 +206,26 @@ fn update_orders(
         [json_list(&rows)],
     )?;
     expect_rows("order update", changed, rows.len())
+}
+
+/// Moves the orders-per-status counters by a batch's deltas (one row per
+/// status: the single writer never contends for them).
+pub(crate) fn count_statuses(
+    sql: Sql<'_>,
+    deltas: &[(stockroom_domain::OrderStatus, i64)],
+) -> Result<(), StorageError> {
+    if deltas.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<(&str, i64)> = deltas
+        .iter()
+        .map(|(status, delta)| (status.as_str(), *delta))
+        .collect();
+    sql.execute(
+        "INSERT INTO order_counts (status, shard, count)
+         SELECT value ->> 0, 0, value ->> 1 FROM json_each(?1) WHERE true
+         ON CONFLICT (status, shard) DO UPDATE SET count = count + excluded.count",
+        [json_list(&rows)],
+    )?;
+    Ok(())
 }

@@ -76,6 +76,7 @@ static MIGRATIONS: LazyLock<Migrations<'static>> = LazyLock::new(|| {
         M::up(include_str!("migrations/0003_outbox_trace_context.sql")),
         M::up(include_str!("migrations/0004_history_in_order_row.sql")),
         M::up(include_str!("migrations/0005_keys_keep_decisions.sql")),
+        M::up(include_str!("migrations/0006_counters_and_retention.sql")),
     ])
 });
 
@@ -353,8 +354,8 @@ impl OrderFlow for SqliteStorage {
         self.read(move |sql| read::orders(sql, &filter)).await
     }
 
-    async fn order_counts(&self, cap: u64) -> Result<Vec<StatusCount>, StorageError> {
-        self.read(move |sql| read::order_counts(sql, cap)).await
+    async fn order_counts(&self) -> Result<Vec<StatusCount>, StorageError> {
+        self.read(read::order_counts).await
     }
 
     #[tracing::instrument(name = "storage", level = "debug", skip_all, fields(backend = "sqlite", calls = command.size()))]
@@ -566,6 +567,126 @@ mod tests {
             .unwrap()
             .expect("the order survives");
         stockroom_storage_conformance::support::assert_migrated_order(&order);
+        storage.shut_down().await;
+    }
+
+    /// The largest rejected order anyone can make (50 products of
+    /// 100-character names in four-byte characters, the longest order id,
+    /// customer id and key) keeps at most `MAX_REJECTED_ORDER_BYTES` in its
+    /// rows and their index entries.
+    #[tokio::test]
+    async fn the_largest_rejected_order_keeps_at_most_its_ceiling() {
+        use stockroom_domain::rules::{ReserveAnswer, ReserveDecision};
+        use stockroom_domain::{
+            CustomerId, MAX_CUSTOMER_ID_LENGTH, MAX_ITEMS_PER_ORDER, MAX_PRODUCT_NAME_LENGTH,
+            OrderItem, OrderItems, ProductName, Quantity,
+        };
+        use stockroom_storage::batch::Reservation;
+        use stockroom_storage::{InitialStock, MAX_REJECTED_ORDER_BYTES, OrderFlow};
+
+        let directory = tempfile::tempdir().unwrap();
+        let storage =
+            SqliteStorage::open_in_directory(directory.path(), WriterConfig::default()).unwrap();
+        let wide = |seed: usize, length: usize| -> String {
+            (0..length)
+                .map(|index| char::from_u32(0x1_0000 + (seed * 131 + index) as u32).unwrap())
+                .collect()
+        };
+        let products: Vec<ProductName> = (0..MAX_ITEMS_PER_ORDER)
+            .map(|index| ProductName::new(&wide(index, MAX_PRODUCT_NAME_LENGTH)).unwrap())
+            .collect();
+        storage
+            .initialize_stock(
+                products
+                    .iter()
+                    .map(|product| InitialStock {
+                        product: product.clone(),
+                        quantity: 1,
+                    })
+                    .collect(),
+            )
+            .await
+            .unwrap();
+        let items = OrderItems::new(
+            products
+                .iter()
+                .map(|product| OrderItem {
+                    product: product.clone(),
+                    quantity: Quantity::new(1_000).unwrap(),
+                })
+                .collect(),
+        )
+        .unwrap();
+        let decision = storage
+            .reserve(vec![Reservation {
+                order_id: wide(999, 100),
+                customer_id: CustomerId::new(&wide(998, MAX_CUSTOMER_ID_LENGTH)).unwrap(),
+                items,
+                idempotency_key: Some("k".repeat(255)),
+                fingerprint: Some("f".repeat(64)),
+                trace_parent: None,
+            }])
+            .await
+            .unwrap();
+        assert!(matches!(
+            decision[0],
+            ReserveDecision::Created(ReserveAnswer::Rejected { .. })
+        ));
+        let bytes = |column: &str| format!("COALESCE(length(CAST({column} AS BLOB)), 8)");
+        let order_row = [
+            "id",
+            "customer_id",
+            "status",
+            "reason",
+            "payment_status",
+            "version",
+            "created_at_ms",
+            "updated_at_ms",
+            "lines",
+            "history",
+        ]
+        .map(bytes)
+        .join(" + ");
+        let key_row = [
+            "customer_id",
+            "key",
+            "fingerprint",
+            "order_id",
+            "shortages",
+            "created_at_ms",
+        ]
+        .map(bytes)
+        .join(" + ");
+        // Each index entry repeats its columns and the row's key.
+        let order_indexes = format!(
+            "3 * {} + {} + {}",
+            bytes("id"),
+            bytes("status"),
+            bytes("customer_id")
+        );
+        let key_indexes = format!("2 * ({} + {}) + 8", bytes("customer_id"), bytes("key"));
+        let kept: i64 = storage
+            .read(move |sql| {
+                sql.row(
+                    &format!(
+                        "SELECT (SELECT {order_row} + {order_indexes} FROM orders)
+                              + (SELECT {key_row} + {key_indexes} FROM idempotency_keys)"
+                    ),
+                    [],
+                    |row| row.get(0),
+                )
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            u64::try_from(kept).unwrap() <= MAX_REJECTED_ORDER_BYTES,
+            "the largest rejected order keeps {kept} bytes"
+        );
+        assert!(
+            kept > 16 * 1024,
+            "the order is really the largest: {kept} bytes"
+        );
         storage.shut_down().await;
     }
 }

@@ -1,6 +1,7 @@
 //! Retention: deleting, oldest first and a bounded number at a time, the
 //! rows the system no longer needs.
 
+use stockroom_domain::OrderStatus;
 use stockroom_storage::{Prune, Pruned, StorageError};
 
 use crate::sql::Sql;
@@ -31,10 +32,25 @@ pub(crate) fn prune(sql: Sql<'_>, prune: Prune) -> Result<Pruned, StorageError> 
             "DELETE FROM orders WHERE id IN (SELECT value FROM json_each(?1))",
             [&ids],
         )?;
+        let gone = i64::try_from(rejected.len()).unwrap_or(i64::MAX);
+        crate::apply::count_statuses(sql, &[(OrderStatus::Rejected, -gone)])?;
     }
+    let provider_charges = sql.execute(
+        "DELETE FROM provider_charges WHERE rowid IN (
+             SELECT rowid FROM provider_charges WHERE charged_at_ms < ?1
+             ORDER BY charged_at_ms LIMIT ?2)",
+        rusqlite::params![prune.provider_charges_before_ms, prune.limit],
+    )?;
+    let dead_letters = sql.execute(
+        "DELETE FROM outbox WHERE seq IN (
+             SELECT seq FROM outbox WHERE dead_at_ms < ?1 ORDER BY dead_at_ms LIMIT ?2)",
+        rusqlite::params![prune.dead_letters_before_ms, prune.limit],
+    )?;
     Ok(Pruned {
         idempotency_keys: idempotency_keys as u64,
         processed_events: processed_events as u64,
         rejected_orders: rejected.len() as u64,
+        provider_charges: provider_charges as u64,
+        dead_letters: dead_letters as u64,
     })
 }

@@ -11,34 +11,11 @@ use crate::batch::{Command, PaymentVerdict, Reply, Reservation, SettlementCall, 
 /// The largest page [`OrderFlow::orders`] returns.
 pub const MAX_ORDERS_PER_PAGE: u32 = 500;
 
-/// The most orders `order_counts` counts in one status: beyond it the count
-/// says "at least this many". Counting walks the status index, so the cap is
-/// what keeps a count (which the dashboard asks for every second) as cheap
-/// with ten million orders stored as with a hundred thousand: on SQLite,
-/// walking this many entries takes about 10 ms, where counting a million
-/// orders without a cap took 0.8 s.
-pub const MAX_COUNTED_ORDERS: u64 = 100_000;
-
-/// How many orders are in one status, counted up to a cap.
+/// How many orders are in one status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StatusCount {
     pub status: OrderStatus,
-    /// At most the cap given to `order_counts`.
     pub count: u64,
-    /// Whether the count stopped at the cap (there may be more).
-    pub capped: bool,
-}
-
-impl StatusCount {
-    /// The count of a status from the rows a backend found when it asked
-    /// for at most `cap + 1`: one row more than the cap means "capped".
-    pub fn from_found(status: OrderStatus, found: u64, cap: u64) -> StatusCount {
-        StatusCount {
-            status,
-            count: found.min(cap),
-            capped: found > cap,
-        }
-    }
 }
 
 /// Which orders to list.
@@ -102,9 +79,11 @@ pub trait OrderFlow: Send + Sync + 'static {
     async fn orders(&self, filter: OrderFilter) -> Result<OrderPage, StorageError>;
 
     /// How many orders are in each status (every status, in
-    /// [`OrderStatus::ALL`] order), each count stopping at `cap`, so the
-    /// cost is bounded by the cap whatever the number of orders stored.
-    async fn order_counts(&self, cap: u64) -> Result<Vec<StatusCount>, StorageError>;
+    /// [`OrderStatus::ALL`] order), exactly: read from counters that every
+    /// write keeps in the same transaction as its orders (see
+    /// [`stockroom_domain::rules::Changes::status_deltas`]), so a count
+    /// costs a few rows whatever the number of orders stored.
+    async fn order_counts(&self) -> Result<Vec<StatusCount>, StorageError>;
 
     /// Runs one call of the rules (see [`crate::batch`]) atomically and
     /// durably: the one write path of the order flow.

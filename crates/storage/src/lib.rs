@@ -51,10 +51,10 @@ mod write_stats;
 pub use bus::{EventOutbox, OutboxCounts};
 pub use error::{Cause, StorageError, cause};
 pub use flow::{
-    InitialStock, MAX_COUNTED_ORDERS, MAX_ORDERS_PER_PAGE, OrderFilter, OrderFlow, OrderPage,
-    ReleaseOutcome, StatusCount,
+    InitialStock, MAX_ORDERS_PER_PAGE, OrderFilter, OrderFlow, OrderPage, ReleaseOutcome,
+    StatusCount,
 };
-pub use maintenance::{Maintenance, Prune, Pruned};
+pub use maintenance::{MAX_REJECTED_ORDER_BYTES, Maintenance, Prune, Pruned};
 pub use provider::{Charge, LedgerStats, ProviderLedger, Verdict};
 pub use write_stats::{WriteCounters, WriteStats};
 

@@ -62,8 +62,9 @@ struct StockSlot {
 }
 
 struct OrderSlot {
-    /// `None` for an order created by this batch.
-    loaded_version: Option<i64>,
+    /// The version and status it was loaded with; `None` for an order
+    /// created by this batch.
+    loaded: Option<(i64, OrderStatus)>,
     record: OrderRecord,
 }
 
@@ -126,7 +127,7 @@ impl Book {
         self.orders.insert(
             order.id.clone(),
             OrderSlot {
-                loaded_version: Some(order.version),
+                loaded: Some((order.version, order.status)),
                 record: order,
             },
         );
@@ -279,11 +280,12 @@ impl Book {
             }
         }
         for slot in orders.into_values() {
-            if let Some(loaded_version) = slot.loaded_version
+            if let Some((loaded_version, loaded_status)) = slot.loaded
                 && slot.record.version != loaded_version
             {
                 changed_orders.push(OrderChange {
                     loaded_version,
+                    loaded_status,
                     order: slot.record,
                 });
             }

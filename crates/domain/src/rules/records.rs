@@ -133,11 +133,12 @@ pub struct StockChange {
     pub after: Stock,
 }
 
-/// An existing order's state after the batch, and the version it was loaded
-/// at: the write is conditional on that version.
+/// An existing order's state after the batch, and the version and status it
+/// was loaded with: the write is conditional on that version.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OrderChange {
     pub loaded_version: i64,
+    pub loaded_status: OrderStatus,
     pub order: OrderRecord,
 }
 
@@ -156,6 +157,32 @@ pub struct Changes {
 }
 
 impl Changes {
+    /// How many orders each status gains (or loses) with this batch: new
+    /// orders count in their status, a changed order moves from the status
+    /// it was loaded in to its new one. Statuses that do not change are left
+    /// out; the others come in [`OrderStatus::ALL`] order.
+    pub fn status_deltas(&self) -> Vec<(OrderStatus, i64)> {
+        let mut deltas = OrderStatus::ALL.map(|status| (status, 0_i64));
+        let mut add = |status: OrderStatus, delta: i64| {
+            if let Some(entry) = deltas.iter_mut().find(|(each, _)| *each == status) {
+                entry.1 += delta;
+            }
+        };
+        for order in &self.new_orders {
+            add(order.status, 1);
+        }
+        for change in &self.changed_orders {
+            if change.loaded_status != change.order.status {
+                add(change.loaded_status, -1);
+                add(change.order.status, 1);
+            }
+        }
+        deltas
+            .into_iter()
+            .filter(|(_, delta)| *delta != 0)
+            .collect()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.new_orders.is_empty()
             && self.changed_orders.is_empty()

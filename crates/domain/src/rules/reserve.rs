@@ -222,7 +222,7 @@ impl Book {
         self.orders.insert(
             order.id.clone(),
             OrderSlot {
-                loaded_version: None,
+                loaded: None,
                 record: order.clone(),
             },
         );

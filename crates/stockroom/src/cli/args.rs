@@ -108,9 +108,16 @@ pub(super) struct RetentionArgs {
     /// Processed-event records are kept this long.
     #[arg(long, default_value = "7days", value_parser = humantime::parse_duration, env = "STOCKROOM_KEEP_PROCESSED_EVENTS")]
     keep_processed_events: Duration,
-    /// Rejected orders are kept this long.
-    #[arg(long, default_value = "30days", value_parser = humantime::parse_duration, env = "STOCKROOM_KEEP_REJECTED_ORDERS")]
+    /// Rejected orders are kept this long (at least as long as idempotency
+    /// keys, whose replays are rebuilt from the order they created).
+    #[arg(long, default_value = "7days", value_parser = humantime::parse_duration, env = "STOCKROOM_KEEP_REJECTED_ORDERS")]
     keep_rejected_orders: Duration,
+    /// The simulated payment provider's charges are kept this long.
+    #[arg(long, default_value = "30days", value_parser = humantime::parse_duration, env = "STOCKROOM_KEEP_PROVIDER_CHARGES")]
+    keep_provider_charges: Duration,
+    /// Dead letters are kept this long for an operator to redrive.
+    #[arg(long, default_value = "30days", value_parser = humantime::parse_duration, env = "STOCKROOM_KEEP_DEAD_LETTERS")]
+    keep_dead_letters: Duration,
 }
 
 /// The shortest window accepted for idempotency keys: a client's retries of
@@ -123,11 +130,17 @@ impl RetentionArgs {
             self.keep_idempotency_keys >= MIN_KEEP_IDEMPOTENCY_KEYS,
             "--keep-idempotency-keys must be at least a day: clients retry an order with its key within a day"
         );
+        anyhow::ensure!(
+            self.keep_rejected_orders >= self.keep_idempotency_keys,
+            "--keep-rejected-orders must be at least --keep-idempotency-keys: a key's replay is rebuilt from the order it created"
+        );
         let ms = |duration: Duration| u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
         Ok(Retention {
             idempotency_keys_ms: ms(self.keep_idempotency_keys),
             processed_events_ms: ms(self.keep_processed_events),
             rejected_orders_ms: ms(self.keep_rejected_orders),
+            provider_charges_ms: ms(self.keep_provider_charges),
+            dead_letters_ms: ms(self.keep_dead_letters),
         })
     }
 }

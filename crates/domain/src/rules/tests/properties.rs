@@ -15,6 +15,9 @@ struct Store {
     events: Vec<EventRecord>,
     processed: HashSet<(Consumer, String)>,
     keys: HashMap<(String, String), StoredKey>,
+    /// Orders per status, kept up by each batch's status deltas, as the
+    /// backends keep their counters.
+    counts: HashMap<OrderStatus, i64>,
 }
 
 impl Store {
@@ -40,6 +43,9 @@ impl Store {
     /// Writes a batch's changes as a backend does, with its conditional
     /// writes: each one must find the row as the batch loaded it.
     fn apply(&mut self, changes: Changes) {
+        for (status, delta) in changes.status_deltas() {
+            *self.counts.entry(status).or_default() += delta;
+        }
         for change in changes.stock {
             let current = self.stock.get(&change.product_key).map(|(_, stock)| *stock);
             assert_eq!(current, change.before, "stock changed under the batch");
@@ -87,6 +93,18 @@ impl Store {
     }
 
     fn check(&self) {
+        for status in OrderStatus::ALL {
+            let counted = self
+                .orders
+                .values()
+                .filter(|order| order.status == status)
+                .count() as i64;
+            assert_eq!(
+                self.counts.get(&status).copied().unwrap_or(0),
+                counted,
+                "the {status} counter drifted from the orders"
+            );
+        }
         let stock: Vec<StockFigures> = self
             .stock
             .values()
