@@ -80,6 +80,7 @@ pub async fn run(sizes: &[u64], postgres_url: Option<&str>) -> anyhow::Result<Gr
                 PostgresConfig {
                     schema: Some(schema.clone()),
                     pool_size: system::POSTGRES_POOL_SIZE,
+                    ..PostgresConfig::default()
                 },
             )
             .await?;

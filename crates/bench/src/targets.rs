@@ -239,7 +239,10 @@ async fn start_stockroom(kind: SystemKind, products: &[(String, i64)]) -> anyhow
     config.ports = Ports::EPHEMERAL;
     config.stock = Some(stock_lines(products)?);
     if kind == SystemKind::BatchingOff {
-        config.writer = WriterConfig { max_batch: 1 };
+        config.writer = WriterConfig {
+            max_batch: 1,
+            ..WriterConfig::default()
+        };
         config.order_coalescing = false;
     }
     let running = system::start(config).await?;

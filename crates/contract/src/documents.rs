@@ -146,6 +146,8 @@ impl Event {
             total_units: self.total_units,
             occurred_at_ms,
             trace_parent: self.trace_parent.clone(),
+            // Notices go to other systems by webhook, never over the bus.
+            notice: None,
         })
     }
 }

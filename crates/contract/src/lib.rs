@@ -277,6 +277,15 @@ pub enum ReserveOutcome {
     /// An item names a product the stock does not have.
     #[serde(rename_all = "camelCase")]
     UnknownProduct { product_name: String },
+    /// An item would take the customer past the product's purchase limit:
+    /// they already hold `already_held` units of it in reserved and
+    /// fulfilled orders. Nothing was created.
+    #[serde(rename_all = "camelCase")]
+    LimitExceeded {
+        product_name: String,
+        max_per_customer: u32,
+        already_held: u64,
+    },
     /// The idempotency key was used before for a different request.
     IdempotencyKeyReused,
     /// Another order already has this id; nothing was created. order-service

@@ -18,6 +18,14 @@ pub fn reserve_result(request_order_id: &str, decision: ReserveDecision) -> Rese
         ReserveDecision::UnknownProduct(product_name) => {
             (false, ReserveOutcome::UnknownProduct { product_name })
         }
+        ReserveDecision::LimitExceeded(exceeded) => (
+            false,
+            ReserveOutcome::LimitExceeded {
+                product_name: exceeded.product_name,
+                max_per_customer: exceeded.max_per_customer,
+                already_held: exceeded.already_held,
+            },
+        ),
         ReserveDecision::OrderIdTaken => (
             false,
             ReserveOutcome::OrderIdTaken {

@@ -155,7 +155,7 @@ async fn relay_round(
     publisher: &dyn EventPublisher,
 ) -> Result<usize, RelayError> {
     let mut moved = 0;
-    for consumer in Consumer::ALL {
+    for consumer in Consumer::FLOW {
         let deliveries = storage
             .lease_events(consumer, RELAY_BATCH_SIZE, RELAY_LEASE_MS)
             .await?;

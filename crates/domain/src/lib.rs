@@ -21,8 +21,8 @@ mod stock;
 mod values;
 
 pub use order::{
-    CONSUMER_INVENTORY, CONSUMER_PAYMENT, Consumer, EventKind, OrderStatus, PaymentStatus, Reason,
-    ReleaseReason, TransitionError, UnknownName,
+    CONSUMER_INVENTORY, CONSUMER_PAYMENT, CONSUMER_WEBHOOKS, Consumer, EventKind, OrderStatus,
+    PaymentStatus, Reason, ReleaseReason, TransitionError, UnknownName,
 };
 pub use stock::{Stock, StockError};
 pub use values::{

@@ -221,15 +221,18 @@ pub enum Reason {
     ReservationExpired,
     /// Cancelled at the customer's request.
     CancelledByCustomer,
+    /// A note in the history: the customer extended the reservation.
+    ReservationExtended,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 5] = [
+    pub const ALL: [Reason; 6] = [
         Reason::InsufficientStock,
         Reason::PaymentCharged,
         Reason::PaymentDeclined,
         Reason::ReservationExpired,
         Reason::CancelledByCustomer,
+        Reason::ReservationExtended,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -239,6 +242,7 @@ impl Reason {
             Reason::PaymentDeclined => "payment_declined",
             Reason::ReservationExpired => "reservation_expired",
             Reason::CancelledByCustomer => "cancelled_by_customer",
+            Reason::ReservationExtended => "reservation_extended",
         }
     }
 }
@@ -265,15 +269,24 @@ pub enum Consumer {
     Payment,
     /// inventory-service, which consumes `PaymentSucceeded` and `PaymentFailed`.
     Inventory,
+    /// data-service's webhook dispatcher, which posts the notices for other
+    /// systems (orders ended, stock low, sold out, back in stock). It reads
+    /// the outbox itself, whatever carries the flow's events.
+    Webhooks,
 }
 
 impl Consumer {
-    pub const ALL: [Consumer; 2] = [Consumer::Payment, Consumer::Inventory];
+    pub const ALL: [Consumer; 3] = [Consumer::Payment, Consumer::Inventory, Consumer::Webhooks];
+
+    /// The consumers of the order flow's events: the services, which read
+    /// them from the bus (the embedded one or a broker).
+    pub const FLOW: [Consumer; 2] = [Consumer::Payment, Consumer::Inventory];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Consumer::Payment => CONSUMER_PAYMENT,
             Consumer::Inventory => CONSUMER_INVENTORY,
+            Consumer::Webhooks => CONSUMER_WEBHOOKS,
         }
     }
 }
@@ -292,19 +305,31 @@ impl FromStr for Consumer {
     }
 }
 
-/// The events of the order flow. Each is written to the outbox in the same
-/// transaction as the change it reports.
+/// The events of the order flow, and the notices for other systems. Each is
+/// written to the outbox in the same transaction as the change it reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum EventKind {
     OrderReserved,
     PaymentSucceeded,
     PaymentFailed,
+    /// Notice: an order was fulfilled.
+    OrderFulfilled,
+    /// Notice: an order was cancelled.
+    OrderCancelled,
+    /// Notice: a product's availability fell to or below its threshold.
+    StockLow,
+    /// Notice: a product's availability fell to zero.
+    StockSoldOut,
+    /// Notice: a product's availability rose from zero.
+    StockBackInStock,
 }
 
 /// The consumer name payment-service uses on the bus.
 pub const CONSUMER_PAYMENT: &str = "payment";
 /// The consumer name inventory-service uses on the bus.
 pub const CONSUMER_INVENTORY: &str = "inventory";
+/// The consumer name of data-service's webhook dispatcher.
+pub const CONSUMER_WEBHOOKS: &str = "webhooks";
 
 impl EventKind {
     pub fn as_str(self) -> &'static str {
@@ -312,6 +337,11 @@ impl EventKind {
             EventKind::OrderReserved => "OrderReserved",
             EventKind::PaymentSucceeded => "PaymentSucceeded",
             EventKind::PaymentFailed => "PaymentFailed",
+            EventKind::OrderFulfilled => "OrderFulfilled",
+            EventKind::OrderCancelled => "OrderCancelled",
+            EventKind::StockLow => "StockLow",
+            EventKind::StockSoldOut => "StockSoldOut",
+            EventKind::StockBackInStock => "StockBackInStock",
         }
     }
 
@@ -326,16 +356,41 @@ impl EventKind {
         match self {
             EventKind::OrderReserved => Consumer::Payment,
             EventKind::PaymentSucceeded | EventKind::PaymentFailed => Consumer::Inventory,
+            EventKind::OrderFulfilled
+            | EventKind::OrderCancelled
+            | EventKind::StockLow
+            | EventKind::StockSoldOut
+            | EventKind::StockBackInStock => Consumer::Webhooks,
         }
     }
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 3] = [
+    pub const ALL: [EventKind; 8] = [
         EventKind::OrderReserved,
         EventKind::PaymentSucceeded,
         EventKind::PaymentFailed,
+        EventKind::OrderFulfilled,
+        EventKind::OrderCancelled,
+        EventKind::StockLow,
+        EventKind::StockSoldOut,
+        EventKind::StockBackInStock,
     ];
+
+    /// The webhook type of a notice (`order.fulfilled`, `stock.low`, …);
+    /// `None` for the order flow's own events.
+    pub fn webhook_type(self) -> Option<&'static str> {
+        match self {
+            EventKind::OrderFulfilled => Some("order.fulfilled"),
+            EventKind::OrderCancelled => Some("order.cancelled"),
+            EventKind::StockLow => Some("stock.low"),
+            EventKind::StockSoldOut => Some("stock.sold_out"),
+            EventKind::StockBackInStock => Some("stock.back_in_stock"),
+            EventKind::OrderReserved | EventKind::PaymentSucceeded | EventKind::PaymentFailed => {
+                None
+            }
+        }
+    }
 }
 
 impl FromStr for EventKind {

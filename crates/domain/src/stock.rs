@@ -33,6 +33,8 @@ pub enum StockError {
     AboveLimit,
     #[error("{units} units cannot leave a reservation of {reserved}")]
     NotReserved { units: u64, reserved: u64 },
+    #[error("{units} units cannot be written off with {available} available")]
+    NotAvailable { units: u64, available: u64 },
 }
 
 impl Stock {
@@ -143,6 +145,30 @@ impl Stock {
         )
     }
 
+    /// Moves the units on hand by an operator's `delta`: units received or
+    /// returned (positive), or written off (negative; only units that are
+    /// available, since reserved ones are promised to orders). What was
+    /// received counts the write-off too, so that received stays on hand
+    /// plus sold.
+    pub fn adjust(&self, delta: i64) -> Result<Stock, StockError> {
+        let units = delta.unsigned_abs();
+        if delta >= 0 {
+            return self.restock(units);
+        }
+        if units > self.available() {
+            return Err(StockError::NotAvailable {
+                units,
+                available: self.available(),
+            });
+        }
+        Stock::new(
+            self.on_hand - units,
+            self.reserved,
+            self.sold,
+            self.received - units,
+        )
+    }
+
     /// Adds `units` received from a supplier.
     pub fn restock(&self, units: u64) -> Result<Stock, StockError> {
         let on_hand = self
@@ -184,5 +210,17 @@ mod tests {
         assert!(sold.release(4).is_err(), "more than reserved");
         assert!(sold.restock(MAX_STOCK_PER_PRODUCT).is_err());
         assert_eq!(sold.restock(7).unwrap().received_total(), 12);
+        let freed = sold.release(2).unwrap();
+        let written_off = freed.adjust(-2).unwrap();
+        assert_eq!(
+            (
+                written_off.on_hand(),
+                written_off.reserved(),
+                written_off.received_total()
+            ),
+            (1, 1, 3)
+        );
+        assert!(freed.adjust(-3).is_err(), "reserved units are promised");
+        assert_eq!(freed.adjust(4).unwrap().on_hand(), 7);
     }
 }

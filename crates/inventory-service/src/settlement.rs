@@ -55,7 +55,9 @@ async fn settle_deliveries(
             let action = match delivery.event.kind {
                 EventKind::PaymentSucceeded => SettlementAction::Commit,
                 EventKind::PaymentFailed => SettlementAction::Release,
-                EventKind::OrderReserved => return None,
+                // Only payment verdicts are settled here; the others are
+                // routed to other consumers and never reach this one.
+                _ => return None,
             };
             let settlement = Settlement {
                 order_id: delivery.event.order_id.clone(),

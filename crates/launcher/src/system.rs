@@ -305,6 +305,7 @@ pub async fn open_storage(
             let config = PostgresConfig {
                 schema: schema.clone(),
                 pool_size: POSTGRES_POOL_SIZE,
+                ..PostgresConfig::default()
             };
             Arc::new(
                 PostgresStorage::connect(url, config)

@@ -106,6 +106,19 @@ pub struct RejectedOrder {
     pub shortages: Vec<Shortage>,
 }
 
+/// The answer to an order past a product's purchase limit: nothing was
+/// created.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LimitExceededBody {
+    pub error: String,
+    pub message: String,
+    pub product_name: String,
+    pub max_per_customer: u32,
+    /// What the customer already holds in reserved and fulfilled orders.
+    pub already_held: u64,
+}
+
 /// Places an order. Stock for every item is reserved atomically, all or
 /// nothing, before the answer.
 #[utoipa::path(
@@ -117,7 +130,7 @@ pub struct RejectedOrder {
         description = "1 to 255 visible ASCII characters; retrying with the same key and body returns the first answer and creates nothing")),
     responses(
         (status = 201, body = OrderDocument, description = "reserved"),
-        (status = 409, body = RejectedOrder, description = "rejected: insufficient stock"),
+        (status = 409, body = RejectedOrder, description = "rejected: insufficient stock (`insufficient_stock`, the order is kept as rejected), or past a product's purchase limit (`limit_exceeded`, a LimitExceededBody; nothing is created)"),
         (status = 400, body = ErrorBody, description = "malformed JSON or empty body"),
         (status = 413, body = ErrorBody, description = "body too large"),
         (status = 422, body = ErrorBody, description = "invalid order, unknown product, or idempotency key reused with another body"),
@@ -172,6 +185,26 @@ async fn place_order(
                     message: format!("insufficient stock: {message}"),
                     order,
                     shortages,
+                }),
+            )
+                .into_response()
+        }
+        ReserveOutcome::LimitExceeded {
+            product_name,
+            max_per_customer,
+            already_held,
+        } => {
+            state.metrics.record_rejections(1);
+            (
+                StatusCode::CONFLICT,
+                Json(LimitExceededBody {
+                    error: "limit_exceeded".into(),
+                    message: format!(
+                        "at most {max_per_customer} of {product_name} per customer; {already_held} already held"
+                    ),
+                    product_name,
+                    max_per_customer,
+                    already_held,
                 }),
             )
                 .into_response()

@@ -25,6 +25,7 @@ mod idempotency;
 mod orders;
 mod outbox;
 mod reservation;
+mod shop;
 mod stock;
 pub mod support;
 
@@ -46,6 +47,11 @@ pub use reservation::{
     batched_requests_each_get_their_own_result, concurrent_batches_never_oversell,
     concurrent_single_unit_orders_never_oversell, multi_item_reservation_is_all_or_nothing,
     opposite_lock_orders_never_deadlock,
+};
+pub use shop::{
+    an_extension_never_races_the_sweep, concurrent_adjustments_lose_no_update,
+    concurrent_orders_of_one_customer_never_pass_a_limit,
+    the_ledger_records_every_change_in_commit_order,
 };
 pub use stock::{
     constraint_violations_are_one_error_kind, order_listing_filters_and_pages,
@@ -85,6 +91,10 @@ macro_rules! conformance_tests {
             constraint_violations_are_one_error_kind,
             provider_charges_are_kept_by_key,
             retention_prunes_only_what_is_old,
+            concurrent_orders_of_one_customer_never_pass_a_limit,
+            the_ledger_records_every_change_in_commit_order,
+            concurrent_adjustments_lose_no_update,
+            an_extension_never_races_the_sweep,
         );
     };
     (@each $run:path; $($test:ident),+ $(,)?) => {

@@ -1,19 +1,20 @@
 //! Helpers the tests share: building requests, running many tasks at once
 //! under a deadline, and the invariants checked at the end of every test.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use stockroom_domain::invariants::{self, OrderFigures, StockFigures};
+use stockroom_domain::invariants::{self, MovementFigures, OrderFigures, StockFigures};
 use stockroom_domain::rules::{
-    Effect, OrderRecord, ReserveAnswer, ReserveDecision, RuleError, Settle, StockRecord,
-    StoredOrder,
+    Effect, Movement, MovementKind, OrderRecord, ReserveAnswer, ReserveDecision, RuleError, Settle,
+    StockRecord, StoredOrder,
 };
 use stockroom_domain::{CustomerId, OrderItem, OrderItems, OrderStatus, ProductName, Quantity};
 use stockroom_storage::batch::{PaymentVerdict, Reservation, SettlementCall};
 use stockroom_storage::testing::TestStorage;
-use stockroom_storage::{InitialStock, MAX_ORDERS_PER_PAGE, OrderFilter};
+use stockroom_storage::{InitialStock, MAX_MOVEMENTS_PER_PAGE, MAX_ORDERS_PER_PAGE, OrderFilter};
 
 /// A backend under test: a fresh store, and raw access to it.
 pub type Store = Arc<dyn TestStorage>;
@@ -259,6 +260,37 @@ pub fn assert_migrated_order(stored: &StoredOrder) {
     );
 }
 
+/// Checks the ledger that the migration to the ledger began for the
+/// version-1 databases' Laptop (5 on hand, 2 of them reserved): one opening
+/// movement holding its figures.
+pub async fn assert_migrated_ledger<S: stockroom_storage::OrderFlow + ?Sized>(storage: &S) {
+    let page = storage
+        .movements("Laptop", 0, 10)
+        .await
+        .expect("movements")
+        .expect("the product exists");
+    let movements: Vec<(MovementKind, u64, (i64, i64, i64))> = page
+        .movements
+        .iter()
+        .map(|movement| {
+            let delta = movement.delta;
+            (
+                movement.kind,
+                movement.seq,
+                (delta.on_hand, delta.reserved, delta.sold),
+            )
+        })
+        .collect();
+    assert_eq!(movements, [(MovementKind::Opening, 1, (5, 2, 0))]);
+    let item = storage
+        .inventory_item("laptop")
+        .await
+        .expect("inventory_item")
+        .expect("the product exists");
+    assert_eq!(item.movement_seq, 1);
+    assert_eq!(item.settings, Default::default());
+}
+
 /// Checks the replay, after the migration, of key `k1` that the version-1
 /// databases of both backends' migration tests kept for order `a`: the
 /// answer its first request got, rebuilt from the order.
@@ -279,7 +311,8 @@ pub fn assert_migrated_replay(decisions: &[ReserveDecision]) {
 /// every test with the one definition the auditor and `stockroom check` use
 /// ([`stockroom_domain::invariants`]): nothing oversold, conservation, the
 /// units held and sold equal those of the reserved and fulfilled orders,
-/// histories only move forward, no double effects. Each order's own record is
+/// histories only move forward, no double effects, every ledger replays to
+/// its figures and no reservation passed a purchase limit. Each order's own record is
 /// checked too (see [`assert_order_consistent`]).
 pub async fn assert_invariants(storage: &Store) {
     let inventory = storage.inventory().await.expect("inventory");
@@ -295,8 +328,9 @@ pub async fn assert_invariants(storage: &Store) {
             .count() as u64;
         assert_eq!(count.count, listed, "the {} counter drifted", count.status);
     }
-    let violations =
-        invariants::check_snapshot(&stock_figures(&inventory), &order_figures(&orders));
+    let stock = stock_figures(&inventory);
+    assert_ledgers(storage, &stock, &inventory, &orders).await;
+    let violations = invariants::check_snapshot(&stock, &order_figures(&orders));
     assert!(
         violations.is_empty(),
         "invariants broken:\n{}",
@@ -321,8 +355,54 @@ pub fn stock_figures(inventory: &[StockRecord]) -> Vec<StockFigures> {
             available: Some(figure(item.stock.available())),
             sold: Some(figure(item.stock.sold())),
             received: Some(figure(item.stock.received_total())),
+            movement_seq: Some(figure(item.movement_seq)),
         })
         .collect()
+}
+
+/// Every movement of a product's ledger, read page by page.
+pub async fn all_movements(storage: &Store, product: &str) -> Vec<Movement> {
+    let mut movements = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = storage
+            .movements(product, after, MAX_MOVEMENTS_PER_PAGE)
+            .await
+            .expect("movements")
+            .expect("the product exists");
+        movements.extend(page.movements);
+        match page.next_cursor {
+            Some(cursor) => after = cursor,
+            None => return movements,
+        }
+    }
+}
+
+/// Replaying each product's ledger gives its figures, and no reservation in
+/// it took a customer past the limit then in force.
+async fn assert_ledgers(
+    storage: &Store,
+    stock: &[StockFigures],
+    inventory: &[StockRecord],
+    orders: &[StoredOrder],
+) {
+    let customer_of: BTreeMap<String, String> = orders
+        .iter()
+        .map(|stored| (stored.order.id.clone(), stored.order.customer_id.clone()))
+        .collect();
+    for (figures, item) in stock.iter().zip(inventory) {
+        let movements: Vec<MovementFigures> = all_movements(storage, &item.product_key)
+            .await
+            .iter()
+            .map(MovementFigures::from)
+            .collect();
+        let violations = invariants::check_ledger(figures, &movements, &customer_of);
+        assert!(
+            violations.is_empty(),
+            "the ledger of {} is broken:\n{violations:#?}",
+            item.product_name
+        );
+    }
 }
 
 /// Orders as the invariants read them.

@@ -8,13 +8,13 @@
 use std::collections::HashMap;
 
 use stockroom_domain::outbox::NewEntry;
-use stockroom_domain::rules::{Changes, OrderRecord};
+use stockroom_domain::rules::{Changes, OrderRecord, ProductState};
 use stockroom_storage::batch::Writes;
 use stockroom_storage::{history, keys, lines};
 
 use crate::load::inconsistent;
 use crate::sql::Tx;
-use crate::{Failure, bus};
+use crate::{Failure, bus, ledger};
 
 pub(crate) async fn apply(tx: Tx<'_>, writes: &Writes) -> Result<(), Failure> {
     let changes = &writes.changes;
@@ -34,6 +34,7 @@ pub(crate) async fn apply(tx: Tx<'_>, writes: &Writes) -> Result<(), Failure> {
         insert_processed(tx, changes, writes.created_at_ms),
         insert_keys(tx, writes),
         count_statuses(tx, &status_deltas),
+        ledger::apply(tx, changes, writes.created_at_ms),
     )?;
     Ok(())
 }
@@ -47,41 +48,74 @@ fn expect_rows(what: &str, changed: u64, expected: usize) -> Result<(), Failure>
     Ok(())
 }
 
-/// The figures of a stock as the four columns store them.
-fn figures(stock: &stockroom_domain::Stock) -> [i64; 4] {
-    // Stock never exceeds MAX_STOCK_PER_PRODUCT, far inside i64.
-    [
-        stock.on_hand() as i64,
-        stock.reserved() as i64,
-        stock.sold() as i64,
-        stock.received_total() as i64,
-    ]
+/// A product's state as the inventory row's columns store it.
+struct Columns {
+    figures: [i64; 4],
+    max_per_customer: Option<i32>,
+    low_stock_threshold: Option<i64>,
+    movements: i64,
+}
+
+fn columns(state: &ProductState) -> Columns {
+    let stock = &state.stock;
+    // Stock never exceeds MAX_STOCK_PER_PRODUCT, a limit never exceeds
+    // MAX_PER_CUSTOMER_LIMIT, and a threshold never exceeds the stock
+    // limit either: all far inside the columns' types.
+    Columns {
+        figures: [
+            stock.on_hand() as i64,
+            stock.reserved() as i64,
+            stock.sold() as i64,
+            stock.received_total() as i64,
+        ],
+        max_per_customer: state.settings.max_per_customer.map(|limit| limit as i32),
+        low_stock_threshold: state
+            .settings
+            .low_stock_threshold
+            .map(|threshold| threshold as i64),
+        movements: state.movements as i64,
+    }
+}
+
+/// Parallel arrays of the inventory columns, one entry per product.
+#[derive(Default)]
+struct ColumnArrays {
+    figures: [Vec<i64>; 4],
+    max_per_customer: Vec<Option<i32>>,
+    low_stock_threshold: Vec<Option<i64>>,
+    movements: Vec<i64>,
+}
+
+impl ColumnArrays {
+    fn push(&mut self, state: &ProductState) {
+        let columns = columns(state);
+        for (column, value) in self.figures.iter_mut().zip(columns.figures) {
+            column.push(value);
+        }
+        self.max_per_customer.push(columns.max_per_customer);
+        self.low_stock_threshold.push(columns.low_stock_threshold);
+        self.movements.push(columns.movements);
+    }
 }
 
 async fn apply_stock(tx: Tx<'_>, changes: &Changes) -> Result<(), Failure> {
     let mut keys = Vec::new();
-    let mut after: [Vec<i64>; 4] = Default::default();
-    let mut before: [Vec<i64>; 4] = Default::default();
+    let mut after = ColumnArrays::default();
+    let mut before = ColumnArrays::default();
     let mut new_keys = Vec::new();
     let mut new_names = Vec::new();
-    let mut new_figures: [Vec<i64>; 4] = Default::default();
+    let mut new_rows = ColumnArrays::default();
     for change in &changes.stock {
         match &change.before {
             Some(loaded) => {
                 keys.push(change.product_key.as_str());
-                for (column, value) in after.iter_mut().zip(figures(&change.after)) {
-                    column.push(value);
-                }
-                for (column, value) in before.iter_mut().zip(figures(loaded)) {
-                    column.push(value);
-                }
+                after.push(&change.after);
+                before.push(loaded);
             }
             None => {
                 new_keys.push(change.product_key.as_str());
                 new_names.push(change.product_name.as_str());
-                for (column, value) in new_figures.iter_mut().zip(figures(&change.after)) {
-                    column.push(value);
-                }
+                new_rows.push(&change.after);
             }
         }
     }
@@ -90,19 +124,44 @@ async fn apply_stock(tx: Tx<'_>, changes: &Changes) -> Result<(), Failure> {
             .execute(
                 "UPDATE inventory AS stock
                  SET quantity = change.quantity, reserved = change.reserved,
-                     sold = change.sold, received = change.received
+                     sold = change.sold, received = change.received,
+                     max_per_customer = change.max_per_customer,
+                     low_stock_threshold = change.low_stock_threshold,
+                     movements = change.movements
                  FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[],
-                             $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[])
+                             $6::integer[], $7::bigint[], $8::bigint[],
+                             $9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[],
+                             $13::integer[], $14::bigint[], $15::bigint[])
                       AS change (product_key, quantity, reserved, sold, received,
-                                 quantity_before, reserved_before, sold_before, received_before)
+                                 max_per_customer, low_stock_threshold, movements,
+                                 quantity_before, reserved_before, sold_before, received_before,
+                                 max_per_customer_before, low_stock_threshold_before,
+                                 movements_before)
                  WHERE stock.product_key = change.product_key
                    AND stock.quantity = change.quantity_before
                    AND stock.reserved = change.reserved_before
                    AND stock.sold = change.sold_before
-                   AND stock.received = change.received_before",
+                   AND stock.received = change.received_before
+                   AND stock.max_per_customer IS NOT DISTINCT FROM change.max_per_customer_before
+                   AND stock.low_stock_threshold
+                       IS NOT DISTINCT FROM change.low_stock_threshold_before
+                   AND stock.movements = change.movements_before",
                 &[
-                    &keys, &after[0], &after[1], &after[2], &after[3], &before[0], &before[1],
-                    &before[2], &before[3],
+                    &keys,
+                    &after.figures[0],
+                    &after.figures[1],
+                    &after.figures[2],
+                    &after.figures[3],
+                    &after.max_per_customer,
+                    &after.low_stock_threshold,
+                    &after.movements,
+                    &before.figures[0],
+                    &before.figures[1],
+                    &before.figures[2],
+                    &before.figures[3],
+                    &before.max_per_customer,
+                    &before.low_stock_threshold,
+                    &before.movements,
                 ],
             )
             .await?;
@@ -110,16 +169,21 @@ async fn apply_stock(tx: Tx<'_>, changes: &Changes) -> Result<(), Failure> {
     }
     if !new_keys.is_empty() {
         tx.execute(
-            "INSERT INTO inventory (product_key, product_name, quantity, reserved, sold, received)
+            "INSERT INTO inventory (product_key, product_name, quantity, reserved, sold, received,
+                                   max_per_customer, low_stock_threshold, movements)
              SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[],
-                                  $5::bigint[], $6::bigint[])",
+                                  $5::bigint[], $6::bigint[], $7::integer[], $8::bigint[],
+                                  $9::bigint[])",
             &[
                 &new_keys,
                 &new_names,
-                &new_figures[0],
-                &new_figures[1],
-                &new_figures[2],
-                &new_figures[3],
+                &new_rows.figures[0],
+                &new_rows.figures[1],
+                &new_rows.figures[2],
+                &new_rows.figures[3],
+                &new_rows.max_per_customer,
+                &new_rows.low_stock_threshold,
+                &new_rows.movements,
             ],
         )
         .await?;
@@ -157,11 +221,13 @@ async fn insert_orders(
         .iter()
         .map(|order| history::of(histories, &order.id))
         .collect();
+    let extended: Vec<Option<i64>> = orders.iter().map(|order| order.extended_until_ms).collect();
     tx.execute(
         "INSERT INTO orders (id, customer_id, status, reason, payment_status, version,
-                             created_at_ms, updated_at_ms, lines, history)
+                             created_at_ms, updated_at_ms, lines, history, extended_until_ms)
          SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
-                              $6::bigint[], $7::bigint[], $8::bigint[], $9::text[], $10::text[])",
+                              $6::bigint[], $7::bigint[], $8::bigint[], $9::text[], $10::text[],
+                              $11::bigint[])",
         &[
             &ids,
             &customers,
@@ -173,6 +239,7 @@ async fn insert_orders(
             &updated,
             &order_lines,
             &histories,
+            &extended,
         ],
     )
     .await?;
@@ -211,22 +278,28 @@ async fn update_orders(
         .collect();
     let loaded: Vec<i64> = orders.iter().map(|change| change.loaded_version).collect();
     let added: Vec<&str> = ids.iter().map(|id| history::of(histories, id)).collect();
+    let extended: Vec<Option<i64>> = orders
+        .iter()
+        .map(|change| change.order.extended_until_ms)
+        .collect();
     let changed = tx
         .execute(
             &format!(
                 "UPDATE orders
                  SET status = change.status, reason = change.reason,
                      payment_status = change.payment_status, version = change.version,
-                     updated_at_ms = change.updated_at_ms, history = {}
+                     updated_at_ms = change.updated_at_ms,
+                     extended_until_ms = change.extended_until_ms, history = {}
                  FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[],
-                             $6::bigint[], $7::bigint[], $8::text[])
+                             $6::bigint[], $7::bigint[], $8::text[], $9::bigint[])
                       AS change (id, status, reason, payment_status, version, updated_at_ms,
-                                 loaded_version, added)
+                                 loaded_version, added, extended_until_ms)
                  WHERE orders.id = change.id AND orders.version = change.loaded_version",
                 history::append_sql("orders.history", "change.added")
             ),
             &[
                 &ids, &statuses, &reasons, &payments, &versions, &updated, &loaded, &added,
+                &extended,
             ],
         )
         .await?;

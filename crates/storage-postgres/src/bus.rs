@@ -15,6 +15,7 @@ use stockroom_domain::Consumer;
 use stockroom_domain::outbox::{DeadLetter, Entry, Lease, NewEntry, Outbox, OutboxChanges};
 use stockroom_domain::rules::EventRecord;
 use stockroom_storage::bus::{OutboxCommand, OutboxCounts, OutboxNeeds, OutboxReply, decide};
+use stockroom_storage::notices;
 use tokio_postgres::Row;
 
 use crate::Failure;
@@ -22,7 +23,7 @@ use crate::load::inconsistent;
 use crate::sql::Tx;
 
 /// The columns [`entry`] reads, in its order.
-const ENTRY_COLUMNS: &str = "seq, consumer, deliveries, rejections, leased_until_ms, lease_token, dead_at_ms, event_id, kind, order_id, order_version, total_units, occurred_at_ms, trace_parent";
+const ENTRY_COLUMNS: &str = "seq, consumer, deliveries, rejections, leased_until_ms, lease_token, dead_at_ms, event_id, kind, order_id, order_version, total_units, occurred_at_ms, trace_parent, notice";
 
 /// The entry of a row of [`ENTRY_COLUMNS`].
 fn entry(row: &Row) -> Result<Entry, Failure> {
@@ -32,6 +33,12 @@ fn entry(row: &Row) -> Result<Entry, Failure> {
     let kind: String = row.try_get(8)?;
     let total_units: i64 = row.try_get(11)?;
     let token: Option<String> = row.try_get(5)?;
+    let event_id: String = row.try_get(7)?;
+    let notice: Option<String> = row.try_get(14)?;
+    let notice = notice
+        .as_deref()
+        .map(|text| notices::decode(&event_id, text))
+        .transpose()?;
     Ok(Entry {
         seq,
         consumer: consumer
@@ -51,7 +58,7 @@ fn entry(row: &Row) -> Result<Entry, Failure> {
             .transpose()?,
         dead_at_ms: row.try_get(6)?,
         event: EventRecord {
-            event_id: row.try_get(7)?,
+            event_id,
             kind: kind
                 .parse()
                 .map_err(|error: stockroom_domain::UnknownName| damaged(error.to_string()))?,
@@ -61,6 +68,7 @@ fn entry(row: &Row) -> Result<Entry, Failure> {
                 .map_err(|_| damaged(format!("{total_units} units")))?,
             occurred_at_ms: row.try_get(12)?,
             trace_parent: row.try_get(13)?,
+            notice,
         },
     })
 }
@@ -281,11 +289,17 @@ pub(crate) async fn insert(tx: Tx<'_>, entries: &[NewEntry]) -> Result<(), Failu
         .map(|entry| i32::try_from(entry.rejections).unwrap_or(i32::MAX))
         .collect();
     let dead: Vec<Option<i64>> = entries.iter().map(|entry| entry.dead_at_ms).collect();
+    let notices: Vec<Option<String>> = events
+        .iter()
+        .map(|event| event.notice.as_ref().map(notices::encode))
+        .collect();
     tx.execute(
         "INSERT INTO outbox (event_id, kind, order_id, order_version, total_units,
-                             occurred_at_ms, consumer, trace_parent, rejections, dead_at_ms)
+                             occurred_at_ms, consumer, trace_parent, rejections, dead_at_ms,
+                             notice)
          SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[],
-                              $6::bigint[], $7::text[], $8::text[], $9::int[], $10::bigint[])",
+                              $6::bigint[], $7::text[], $8::text[], $9::int[], $10::bigint[],
+                              $11::text[])",
         &[
             &ids,
             &kinds,
@@ -297,6 +311,7 @@ pub(crate) async fn insert(tx: Tx<'_>, entries: &[NewEntry]) -> Result<(), Failu
             &traces,
             &rejections,
             &dead,
+            &notices,
         ],
     )
     .await?;
@@ -369,7 +384,7 @@ mod tests {
 
     #[test]
     fn the_column_list_matches_the_row_reader() {
-        assert_eq!(ENTRY_COLUMNS.split(',').count(), 14);
+        assert_eq!(ENTRY_COLUMNS.split(',').count(), 15);
     }
 
     #[test]

@@ -96,6 +96,7 @@ impl GroupCommit {
         pool: Pool,
         statements: Arc<AtomicU64>,
         config: GroupCommitConfig,
+        notify: bool,
     ) -> GroupCommit {
         let (queue, receiver) = mpsc::channel(GROUP_COMMIT_QUEUE_CAPACITY);
         let receiver = Arc::new(Mutex::new(receiver));
@@ -109,6 +110,7 @@ impl GroupCommit {
                 Arc::clone(&receiver),
                 Arc::clone(&in_flight),
                 config.max_requests.max(1),
+                notify,
             ));
         }
         GroupCommit {
@@ -170,6 +172,7 @@ async fn collect(
     queue: Arc<Mutex<mpsc::Receiver<Job>>>,
     in_flight: Arc<RwLock<()>>,
     max_requests: usize,
+    notify: bool,
 ) {
     loop {
         let mut batch: Vec<Job> = Vec::new();
@@ -194,14 +197,14 @@ async fn collect(
             Arc::clone(&in_flight).read_owned().await
         };
         counters.record_batch(batch.len());
-        apply_batch(&pool, &statements, batch).await;
+        apply_batch(&pool, &statements, batch, notify).await;
         drop(applying);
     }
 }
 
 /// Applies the batch in one transaction, retrying it whole when PostgreSQL
 /// aborted it for a concurrent one, and answers every caller.
-async fn apply_batch(pool: &Pool, statements: &AtomicU64, batch: Vec<Job>) {
+async fn apply_batch(pool: &Pool, statements: &AtomicU64, batch: Vec<Job>, notify: bool) {
     let (commands, repliers): (Vec<Option<Command>>, Vec<_>) = batch
         .into_iter()
         .map(|job| {
@@ -213,7 +216,7 @@ async fn apply_batch(pool: &Pool, statements: &AtomicU64, batch: Vec<Job>) {
     let mut answers = if commands.is_empty() {
         Vec::new()
     } else {
-        run_with_retries(pool, statements, &commands).await
+        run_with_retries(pool, statements, &commands, notify).await
     }
     .into_iter();
     // Commands keep their callers' order; flush markers carry none, and
@@ -234,10 +237,11 @@ pub(crate) async fn run_with_retries(
     pool: &Pool,
     statements: &AtomicU64,
     commands: &[Command],
+    notify: bool,
 ) -> Vec<Result<Reply, StorageError>> {
     let mut attempt: u32 = 1;
     loop {
-        match run_batch(pool, statements, commands).await {
+        match run_batch(pool, statements, commands, notify).await {
             Ok(answers) => return answers,
             Err(failure) if failure.is_retryable() && attempt < MAX_TRANSACTION_ATTEMPTS => {
                 tracing::warn!(attempt, error = %failure, "postgres batch aborted for a concurrent one; running it again");
@@ -259,6 +263,7 @@ async fn run_batch(
     pool: &Pool,
     statements: &AtomicU64,
     commands: &[Command],
+    notify: bool,
 ) -> Result<Vec<Result<Reply, StorageError>>, Failure> {
     let mut client = pool.get().await?;
     let transaction = client.transaction().await?;
@@ -266,7 +271,7 @@ async fn run_batch(
     let tx = Tx::new(&transaction, statements);
     let now = now_ms();
     let mut needs = Needs::of(commands, now);
-    let book = load::load(tx, &mut needs, now).await?;
+    let book = load::load(tx, &mut needs, now, notify).await?;
     let (answers, writes) = decide(book, commands, &needs);
     apply::apply(tx, &writes).await?;
     let mut replies = Vec::with_capacity(answers.len());

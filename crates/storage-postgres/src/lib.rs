@@ -30,6 +30,7 @@ mod apply;
 mod bus;
 mod failure;
 pub mod group;
+mod ledger;
 mod load;
 mod migrate;
 mod provider;
@@ -52,9 +53,9 @@ use stockroom_domain::rules::{StockRecord, StoredOrder};
 use stockroom_storage::batch::{Command, Reply};
 use stockroom_storage::bus::{OutboxCommand, OutboxReply};
 use stockroom_storage::{
-    Charge, EventOutbox, InitialStock, LedgerStats, Maintenance, OrderFilter, OrderFlow, OrderPage,
-    OutboxCounts, ProviderLedger, Prune, Pruned, StatusCount, StorageError, Verdict, WriteStats,
-    cause,
+    Charge, EventOutbox, InitialStock, LedgerStats, MAX_MOVEMENTS_PER_PAGE, Maintenance,
+    MovementPage, OrderFilter, OrderFlow, OrderPage, OutboxCounts, ProviderLedger, Prune, Pruned,
+    StatusCount, StorageError, Verdict, WriteStats, cause,
 };
 use tokio_postgres::NoTls;
 
@@ -101,6 +102,9 @@ pub struct PostgresConfig {
     pub schema: Option<String>,
     /// The most connections kept open at once; at least 1.
     pub pool_size: usize,
+    /// Whether the rules raise notices for other systems (webhooks are
+    /// configured); without, nothing is written for them.
+    pub notify: bool,
 }
 
 impl Default for PostgresConfig {
@@ -108,6 +112,7 @@ impl Default for PostgresConfig {
         PostgresConfig {
             schema: None,
             pool_size: DEFAULT_POOL_SIZE,
+            notify: false,
         }
     }
 }
@@ -120,6 +125,8 @@ pub struct PostgresStorage {
     /// `None` when group commit is off: each call is then its own
     /// transaction, concurrently with the others.
     group_commit: Option<GroupCommit>,
+    /// Whether the rules raise notices for other systems.
+    notify: bool,
     /// Outbox rows deleted by acknowledgements since the last vacuum.
     deleted_events: Arc<AtomicU64>,
     vacuum: tokio::task::JoinHandle<()>,
@@ -216,9 +223,14 @@ impl PostgresStorage {
                 source: Some(cause(error)),
             })?;
         let statements = Arc::new(AtomicU64::new(0));
-        let group_commit = group_commit
-            .enabled
-            .then(|| GroupCommit::start(pool.clone(), Arc::clone(&statements), group_commit));
+        let group_commit = group_commit.enabled.then(|| {
+            GroupCommit::start(
+                pool.clone(),
+                Arc::clone(&statements),
+                group_commit,
+                config.notify,
+            )
+        });
         let deleted_events = Arc::new(AtomicU64::new(0));
         let vacuum = vacuum::start(
             pool.clone(),
@@ -230,6 +242,7 @@ impl PostgresStorage {
             schema: config.schema,
             statements,
             group_commit,
+            notify: config.notify,
             deleted_events,
             vacuum,
         };
@@ -401,6 +414,18 @@ impl OrderFlow for PostgresStorage {
         transaction!(self, read, |tx| read::order(tx, order_id).await?)
     }
 
+    async fn movements(
+        &self,
+        product: &str,
+        after: u64,
+        limit: u32,
+    ) -> Result<Option<MovementPage>, StorageError> {
+        let key = product.trim().to_lowercase();
+        let limit = limit.clamp(1, MAX_MOVEMENTS_PER_PAGE);
+        transaction!(self, read, |tx| ledger::movements(tx, &key, after, limit)
+            .await?)
+    }
+
     async fn orders(&self, filter: OrderFilter) -> Result<OrderPage, StorageError> {
         transaction!(self, read, |tx| read::orders(tx, &filter).await?)
     }
@@ -413,7 +438,7 @@ impl OrderFlow for PostgresStorage {
     async fn run(&self, command: Command) -> Result<Reply, StorageError> {
         match &self.group_commit {
             Some(group_commit) => group_commit.run(command).await,
-            None => group::run_with_retries(&self.pool, &self.statements, &[command])
+            None => group::run_with_retries(&self.pool, &self.statements, &[command], self.notify)
                 .await
                 .pop()
                 .unwrap_or_else(|| Err(StorageError::unavailable("the batch gave no answer"))),
@@ -567,6 +592,7 @@ mod tests {
             PostgresConfig {
                 schema: Some(schema.clone()),
                 pool_size: 1,
+                ..PostgresConfig::default()
             },
         )
         .await

@@ -11,26 +11,24 @@
 //! processed-event records and stock read after an order's lock was granted
 //! include everything the previous holder wrote.
 
-use stockroom_domain::Stock;
-use stockroom_domain::rules::{Book, OrderRecord, StoredKey};
+use stockroom_domain::rules::{Book, OrderRecord, ProductSettings, ProductState, StoredKey};
+use stockroom_domain::{OrderStatus, PaymentStatus, Reason, Stock, UnknownName};
 use stockroom_storage::batch::Needs;
-use stockroom_storage::{StorageError, keys, lines};
+use stockroom_storage::{StorageError, keys, ledger, lines};
 use tokio_postgres::Row;
 
 use crate::Failure;
 use crate::sql::Tx;
 
 /// The columns [`order_records`] reads, in its order.
-pub(crate) const ORDER_COLUMNS: &str =
-    "id, customer_id, status, reason, payment_status, version, created_at_ms, updated_at_ms, lines";
+pub(crate) const ORDER_COLUMNS: &str = "id, customer_id, status, reason, payment_status, version, created_at_ms, updated_at_ms, lines, extended_until_ms";
 
 /// How many columns [`ORDER_COLUMNS`] names: a query that reads more
 /// columns after them finds the first at this index.
-pub(crate) const ORDER_COLUMN_COUNT: usize = 9;
+pub(crate) const ORDER_COLUMN_COUNT: usize = 10;
 
 /// The columns of [`stock_row`], in its order.
-pub(crate) const STOCK_COLUMNS: &str =
-    "product_key, product_name, quantity, reserved, sold, received";
+pub(crate) const STOCK_COLUMNS: &str = "product_key, product_name, quantity, reserved, sold, received, max_per_customer, low_stock_threshold, movements";
 
 pub(crate) fn inconsistent(message: String) -> Failure {
     Failure::Storage(StorageError::Inconsistent(message))
@@ -39,18 +37,29 @@ pub(crate) fn inconsistent(message: String) -> Failure {
 /// Fills `needs` in (the sweep's candidates, the products of loaded orders)
 /// and loads everything it names, locked, in the one global lock order:
 /// the sweep's candidates, then orders by id, then stock by product key.
-pub(crate) async fn load(tx: Tx<'_>, needs: &mut Needs, now_ms: i64) -> Result<Book, Failure> {
-    let mut book = Book::new(now_ms);
-    find_sweep_candidates(tx, needs).await?;
+/// The holdings of limited products are read after their products' rows are
+/// locked: every batch that changes a holding locks the product first, so
+/// what this batch reads is what the previous holder of the lock wrote.
+pub(crate) async fn load(
+    tx: Tx<'_>,
+    needs: &mut Needs,
+    now_ms: i64,
+    notify: bool,
+) -> Result<Book, Failure> {
+    let mut book = Book::new(now_ms).notifying(notify);
+    find_sweep_candidates(tx, needs, now_ms).await?;
     load_keys(tx, needs, &mut book).await?;
     load_orders(tx, needs, &mut book).await?;
     needs.orders_loaded(&book);
     load_processed(tx, needs, &mut book).await?;
     load_stock(tx, needs, &mut book).await?;
+    load_holdings(tx, needs, &mut book).await?;
+    load_holders(tx, needs).await?;
+    load_operator_keys(tx, needs, &mut book).await?;
     Ok(book)
 }
 
-async fn find_sweep_candidates(tx: Tx<'_>, needs: &mut Needs) -> Result<(), Failure> {
+async fn find_sweep_candidates(tx: Tx<'_>, needs: &mut Needs, now_ms: i64) -> Result<(), Failure> {
     for index in 0..needs.sweeps.len() {
         let query = &needs.sweeps[index];
         // SKIP LOCKED lets several sweepers work at once, each taking the
@@ -60,11 +69,12 @@ async fn find_sweep_candidates(tx: Tx<'_>, needs: &mut Needs) -> Result<(), Fail
             .query(
                 "SELECT id FROM orders
                  WHERE status = 'reserved'
-                   AND ((payment_status = 'none' AND created_at_ms <= $1)
+                   AND ((payment_status = 'none' AND created_at_ms <= $1
+                         AND (extended_until_ms IS NULL OR extended_until_ms <= $3))
                         OR (payment_status <> 'none' AND updated_at_ms <= $1))
                  ORDER BY id LIMIT $2
                  FOR UPDATE SKIP LOCKED",
-                &[&query.cutoff_ms, &i64::from(query.limit)],
+                &[&query.cutoff_ms, &i64::from(query.limit), &now_ms],
             )
             .await?
             .iter()
@@ -162,17 +172,18 @@ async fn load_stock(tx: Tx<'_>, needs: &Needs, book: &mut Book) -> Result<(), Fa
             )
             .await?
         {
-            let (key, name, stock) = stock_row(&row)?;
-            book.load_stock(key, name, stock);
+            let (key, name, state) = stock_row(&row)?;
+            book.load_product(key, name, state);
         }
     }
     Ok(())
 }
 
 /// A stock row, its figures checked.
-pub(crate) fn stock_row(row: &Row) -> Result<(String, String, Stock), Failure> {
+pub(crate) fn stock_row(row: &Row) -> Result<(String, String, ProductState), Failure> {
     let key: String = row.try_get(0)?;
     let name: String = row.try_get(1)?;
+    let damaged = |what: &str| inconsistent(format!("{what} of {name}"));
     let stock = Stock::from_row(
         row.try_get(2)?,
         row.try_get(3)?,
@@ -180,42 +191,132 @@ pub(crate) fn stock_row(row: &Row) -> Result<(String, String, Stock), Failure> {
         row.try_get(5)?,
     )
     .map_err(|error| inconsistent(format!("stock of {name}: {error}")))?;
-    Ok((key, name, stock))
+    let limit: Option<i32> = row.try_get(6)?;
+    let threshold: Option<i64> = row.try_get(7)?;
+    let movements: i64 = row.try_get(8)?;
+    let state = ProductState {
+        stock,
+        settings: ProductSettings {
+            max_per_customer: limit
+                .map(u32::try_from)
+                .transpose()
+                .map_err(|_| damaged("the limit"))?,
+            low_stock_threshold: threshold
+                .map(u64::try_from)
+                .transpose()
+                .map_err(|_| damaged("the threshold"))?,
+        },
+        movements: u64::try_from(movements).map_err(|_| damaged("the ledger length"))?,
+    };
+    Ok((key, name, state))
 }
 
 /// The records of order rows (of [`ORDER_COLUMNS`]), checked, in the rows'
 /// order.
 pub(crate) fn order_records(orders: &[Row]) -> Result<Vec<OrderRecord>, Failure> {
-    orders
+    orders.iter().map(order_record).collect()
+}
+
+fn order_record(row: &Row) -> Result<OrderRecord, Failure> {
+    let id: String = row.try_get(0)?;
+    let parse_error = |error: UnknownName| inconsistent(format!("order {id}: {error}"));
+    let status: String = row.try_get(2)?;
+    let reason: Option<String> = row.try_get(3)?;
+    let payment: String = row.try_get(4)?;
+    let lines: String = row.try_get(8)?;
+    Ok(OrderRecord {
+        customer_id: row.try_get(1)?,
+        status: status.parse::<OrderStatus>().map_err(parse_error)?,
+        reason: reason
+            .as_deref()
+            .map(str::parse::<Reason>)
+            .transpose()
+            .map_err(parse_error)?,
+        payment: payment.parse::<PaymentStatus>().map_err(parse_error)?,
+        version: row.try_get(5)?,
+        created_at_ms: row.try_get(6)?,
+        updated_at_ms: row.try_get(7)?,
+        lines: lines::decode(&id, &lines)?,
+        extended_until_ms: row.try_get(9)?,
+        id,
+    })
+}
+
+/// The holdings of limited products' pairs, zero for a pair without a row.
+async fn load_holdings(tx: Tx<'_>, needs: &Needs, book: &mut Book) -> Result<(), Failure> {
+    let pairs = needs.holdings_to_load(book);
+    if pairs.is_empty() {
+        return Ok(());
+    }
+    let (customers, products): (Vec<&str>, Vec<&str>) = pairs
         .iter()
-        .map(|row| {
-            let id: String = row.try_get(0)?;
-            let parse_error = |error: String| inconsistent(format!("order {id}: {error}"));
-            let status: String = row.try_get(2)?;
-            let reason: Option<String> = row.try_get(3)?;
-            let payment: String = row.try_get(4)?;
-            let lines: String = row.try_get(8)?;
-            Ok(OrderRecord {
-                customer_id: row.try_get(1)?,
-                status: status
-                    .parse()
-                    .map_err(|error: stockroom_domain::UnknownName| {
-                        parse_error(error.to_string())
-                    })?,
-                reason: reason.as_deref().map(str::parse).transpose().map_err(
-                    |error: stockroom_domain::UnknownName| parse_error(error.to_string()),
-                )?,
-                payment: payment
-                    .parse()
-                    .map_err(|error: stockroom_domain::UnknownName| {
-                        parse_error(error.to_string())
-                    })?,
-                version: row.try_get(5)?,
-                created_at_ms: row.try_get(6)?,
-                updated_at_ms: row.try_get(7)?,
-                lines: lines::decode(&id, &lines)?,
-                id,
-            })
-        })
-        .collect()
+        .map(|(customer, product)| (customer.as_str(), product.as_str()))
+        .unzip();
+    let found = tx
+        .query(
+            "SELECT customer_id, product_key, units FROM holdings
+             WHERE (customer_id, product_key) IN (SELECT * FROM unnest($1::text[], $2::text[]))",
+            &[&customers, &products],
+        )
+        .await?;
+    let mut stored = Vec::with_capacity(found.len());
+    for row in &found {
+        let units: i64 = row.try_get(2)?;
+        stored.push((
+            row.try_get::<_, String>(0)?,
+            row.try_get::<_, String>(1)?,
+            u64::try_from(units).unwrap_or(0),
+        ));
+    }
+    for (customer, product_key) in pairs {
+        let units = stored
+            .iter()
+            .find(|(holder, key, _)| *holder == customer && *key == product_key)
+            .map(|(_, _, units)| *units);
+        book.load_holding(customer, product_key, units);
+    }
+    Ok(())
+}
+
+/// Every reserved and fulfilled order holding a product whose limit is set
+/// or removed: a scan of the orders, an operator's rare call. The product's
+/// row is locked already, so no reservation of it commits meanwhile.
+async fn load_holders(tx: Tx<'_>, needs: &mut Needs) -> Result<(), Failure> {
+    for product_key in needs.limit_changes.clone() {
+        let rows = tx
+            .query(
+                &format!(
+                    "SELECT {ORDER_COLUMNS} FROM orders
+                     WHERE status IN ('reserved', 'fulfilled')
+                       AND EXISTS (SELECT 1 FROM jsonb_array_elements(lines::jsonb) AS line
+                                   WHERE line ->> 0 = $1)"
+                ),
+                &[&product_key],
+            )
+            .await?;
+        needs.holders.insert(product_key, order_records(&rows)?);
+    }
+    Ok(())
+}
+
+/// Operators' idempotency keys already answered.
+async fn load_operator_keys(tx: Tx<'_>, needs: &Needs, book: &mut Book) -> Result<(), Failure> {
+    if needs.operator_keys.is_empty() {
+        return Ok(());
+    }
+    let keys: Vec<&str> = needs.operator_keys.iter().map(String::as_str).collect();
+    for row in tx
+        .query(
+            "SELECT key, fingerprint, product_key, answer FROM operator_keys
+             WHERE key = ANY($1) ORDER BY key FOR UPDATE",
+            &[&keys],
+        )
+        .await?
+    {
+        let product_key: String = row.try_get(2)?;
+        let answer: String = row.try_get(3)?;
+        let answer = ledger::decode_answer(&product_key, &answer).map_err(Failure::Storage)?;
+        book.load_operator_key(row.try_get(0)?, row.try_get(1)?, answer);
+    }
+    Ok(())
 }

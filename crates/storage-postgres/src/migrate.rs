@@ -49,6 +49,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "orders counted per status as written; retention indexes",
         sql: include_str!("migrations/0006_counters_and_retention.sql"),
     },
+    Migration {
+        version: 7,
+        name: "shop operations: limits, thresholds, the stock ledger, holdings, operator keys, extensions, notices",
+        sql: include_str!("migrations/0007_shop_operations.sql"),
+    },
 ];
 
 /// The advisory lock key migrations hold: the ASCII bytes of "Stockroo".

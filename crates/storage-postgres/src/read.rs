@@ -20,11 +20,13 @@ use crate::load::{ORDER_COLUMN_COUNT, ORDER_COLUMNS, STOCK_COLUMNS, order_record
 use crate::sql::Tx;
 
 fn item(row: &tokio_postgres::Row) -> Result<StockRecord, Failure> {
-    let (product_key, product_name, stock) = stock_row(row)?;
+    let (product_key, product_name, state) = stock_row(row)?;
     Ok(StockRecord {
         product_key,
         product_name,
-        stock,
+        stock: state.stock,
+        settings: state.settings,
+        movement_seq: state.movements,
     })
 }
 

@@ -80,8 +80,14 @@ fn open_storage(
     directory: &std::path::Path,
     max_batch: usize,
 ) -> Arc<SqliteStorage> {
-    let storage = SqliteStorage::open_in_directory(directory, WriterConfig { max_batch })
-        .expect("open a fresh sqlite database");
+    let storage = SqliteStorage::open_in_directory(
+        directory,
+        WriterConfig {
+            max_batch,
+            ..WriterConfig::default()
+        },
+    )
+    .expect("open a fresh sqlite database");
     let product = ProductName::new(HOT_PRODUCT).expect("valid product name");
     runtime.block_on(async {
         storage

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 
 use stockroom_domain::outbox::NewEntry;
-use stockroom_domain::rules::{Changes, OrderRecord};
+use stockroom_domain::rules::{Changes, OrderRecord, ProductState};
 use stockroom_storage::batch::Writes;
 use stockroom_storage::{StorageError, history, keys, lines};
 
@@ -30,6 +30,7 @@ pub(crate) fn apply(sql: Sql<'_>, writes: &Writes) -> Result<(), StorageError> {
         .collect();
     bus::insert(sql, &entries)?;
     count_statuses(sql, &changes.status_deltas())?;
+    crate::ledger::apply(sql, changes, writes.created_at_ms)?;
     if !changes.processed.is_empty() {
         let rows: Vec<_> = changes
             .processed
@@ -76,34 +77,48 @@ fn expect_rows(what: &str, changed: usize, expected: usize) -> Result<(), Storag
     Ok(())
 }
 
+/// A product's state as the inventory row's columns store it: quantity,
+/// reserved, sold, received, limit, threshold, movements.
+fn columns(state: &ProductState) -> (i64, i64, i64, i64, Option<u32>, Option<u64>, u64) {
+    // Stock never exceeds MAX_STOCK_PER_PRODUCT, far inside i64.
+    let stock = &state.stock;
+    (
+        stock.on_hand() as i64,
+        stock.reserved() as i64,
+        stock.sold() as i64,
+        stock.received_total() as i64,
+        state.settings.max_per_customer,
+        state.settings.low_stock_threshold,
+        state.movements,
+    )
+}
+
 fn apply_stock(sql: Sql<'_>, changes: &Changes) -> Result<(), StorageError> {
-    let figures = |stock: &stockroom_domain::Stock| {
-        [
-            stock.on_hand() as i64,
-            stock.reserved() as i64,
-            stock.sold() as i64,
-            stock.received_total() as i64,
-        ]
-    };
     let updates: Vec<_> = changes
         .stock
         .iter()
         .filter_map(|change| {
             let before = change.before.as_ref()?;
-            Some((&change.product_key, figures(&change.after), figures(before)))
+            Some((&change.product_key, columns(&change.after), columns(before)))
         })
         .collect();
     if !updates.is_empty() {
         let changed = sql.execute(
             "UPDATE inventory
              SET quantity = change.value ->> '$[1][0]', reserved = change.value ->> '$[1][1]',
-                 sold = change.value ->> '$[1][2]', received = change.value ->> '$[1][3]'
+                 sold = change.value ->> '$[1][2]', received = change.value ->> '$[1][3]',
+                 max_per_customer = change.value ->> '$[1][4]',
+                 low_stock_threshold = change.value ->> '$[1][5]',
+                 movements = change.value ->> '$[1][6]'
              FROM json_each(?1) AS change
              WHERE inventory.product_key = change.value ->> 0
                AND inventory.quantity = change.value ->> '$[2][0]'
                AND inventory.reserved = change.value ->> '$[2][1]'
                AND inventory.sold = change.value ->> '$[2][2]'
-               AND inventory.received = change.value ->> '$[2][3]'",
+               AND inventory.received = change.value ->> '$[2][3]'
+               AND inventory.max_per_customer IS change.value ->> '$[2][4]'
+               AND inventory.low_stock_threshold IS change.value ->> '$[2][5]'
+               AND inventory.movements = change.value ->> '$[2][6]'",
             [json_list(&updates)],
         )?;
         expect_rows("stock update", changed, updates.len())?;
@@ -116,15 +131,17 @@ fn apply_stock(sql: Sql<'_>, changes: &Changes) -> Result<(), StorageError> {
             (
                 &change.product_key,
                 &change.product_name,
-                figures(&change.after),
+                columns(&change.after),
             )
         })
         .collect();
     if !inserts.is_empty() {
         sql.execute(
-            "INSERT INTO inventory (product_key, product_name, quantity, reserved, sold, received)
+            "INSERT INTO inventory (product_key, product_name, quantity, reserved, sold, received,
+                                   max_per_customer, low_stock_threshold, movements)
              SELECT value ->> 0, value ->> 1, value ->> '$[2][0]', value ->> '$[2][1]',
-                    value ->> '$[2][2]', value ->> '$[2][3]'
+                    value ->> '$[2][2]', value ->> '$[2][3]', value ->> '$[2][4]',
+                    value ->> '$[2][5]', value ->> '$[2][6]'
              FROM json_each(?1)",
             [json_list(&inserts)],
         )?;
@@ -154,14 +171,15 @@ fn insert_orders(
                 order.updated_at_ms,
                 lines::encode(&order.lines),
                 history::of(histories, &order.id),
+                order.extended_until_ms,
             )
         })
         .collect();
     sql.execute(
         "INSERT INTO orders (id, customer_id, status, reason, payment_status, version,
-                             created_at_ms, updated_at_ms, lines, history)
+                             created_at_ms, updated_at_ms, lines, history, extended_until_ms)
          SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5,
-                value ->> 6, value ->> 7, value ->> 8, value ->> 9
+                value ->> 6, value ->> 7, value ->> 8, value ->> 9, value ->> 10
          FROM json_each(?1)",
         [json_list(&rows)],
     )?;
@@ -190,6 +208,7 @@ fn update_orders(
                 order.updated_at_ms,
                 change.loaded_version,
                 history::of(histories, &order.id),
+                order.extended_until_ms,
             )
         })
         .collect();
@@ -198,7 +217,8 @@ fn update_orders(
             "UPDATE orders
              SET status = change.value ->> 1, reason = change.value ->> 2,
                  payment_status = change.value ->> 3, version = change.value ->> 4,
-                 updated_at_ms = change.value ->> 5, history = {}
+                 updated_at_ms = change.value ->> 5, extended_until_ms = change.value ->> 8,
+                 history = {}
              FROM json_each(?1) AS change
              WHERE orders.id = change.value ->> 0 AND orders.version = change.value ->> 6",
             history::append_sql("orders.history", "(change.value ->> 7)")

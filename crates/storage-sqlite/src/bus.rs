@@ -5,14 +5,14 @@
 use stockroom_domain::Consumer;
 use stockroom_domain::outbox::{DeadLetter, Entry, Lease, NewEntry, Outbox, OutboxChanges};
 use stockroom_domain::rules::EventRecord;
-use stockroom_storage::StorageError;
 use stockroom_storage::bus::{OutboxCommand, OutboxCounts, OutboxNeeds, OutboxReply, decide};
+use stockroom_storage::{StorageError, notices};
 
 use crate::records::json_list;
 use crate::sql::Sql;
 
 /// The columns [`entry_row`] reads, in its order.
-const ENTRY_COLUMNS: &str = "seq, consumer, deliveries, rejections, leased_until_ms, lease_token, dead_at_ms, event_id, kind, order_id, order_version, total_units, occurred_at_ms, trace_parent";
+const ENTRY_COLUMNS: &str = "seq, consumer, deliveries, rejections, leased_until_ms, lease_token, dead_at_ms, event_id, kind, order_id, order_version, total_units, occurred_at_ms, trace_parent, notice";
 
 /// An outbox row as [`ENTRY_COLUMNS`] reads it.
 struct EntryRow {
@@ -30,6 +30,7 @@ struct EntryRow {
     total_units: i64,
     occurred_at_ms: i64,
     trace_parent: Option<String>,
+    notice: Option<String>,
 }
 
 fn entry_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<EntryRow> {
@@ -48,11 +49,17 @@ fn entry_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<EntryRow> {
         total_units: row.get(11)?,
         occurred_at_ms: row.get(12)?,
         trace_parent: row.get(13)?,
+        notice: row.get(14)?,
     })
 }
 
 impl EntryRow {
     fn entry(self) -> Result<Entry, StorageError> {
+        let notice = self
+            .notice
+            .as_deref()
+            .map(|text| notices::decode(&self.event_id, text))
+            .transpose()?;
         let damaged =
             |why: String| StorageError::Inconsistent(format!("outbox entry {}: {why}", self.seq));
         Ok(Entry {
@@ -81,6 +88,7 @@ impl EntryRow {
                 total_units: u64::try_from(self.total_units)
                     .map_err(|_| damaged(format!("{} units", self.total_units)))?,
                 occurred_at_ms: self.occurred_at_ms,
+                notice,
                 trace_parent: self.trace_parent,
             },
         })
@@ -231,14 +239,15 @@ pub(crate) fn insert(sql: Sql<'_>, entries: &[NewEntry]) -> Result<(), StorageEr
                 &event.trace_parent,
                 entry.rejections,
                 entry.dead_at_ms,
+                event.notice.as_ref().map(notices::encode),
             )
         })
         .collect();
     sql.execute(
         "INSERT INTO outbox (event_id, kind, order_id, order_version, total_units, occurred_at_ms,
-                             consumer, trace_parent, rejections, dead_at_ms)
+                             consumer, trace_parent, rejections, dead_at_ms, notice)
          SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5,
-                value ->> 6, value ->> 7, value ->> 8, value ->> 9
+                value ->> 6, value ->> 7, value ->> 8, value ->> 9, value ->> 10
          FROM json_each(?1)",
         [json_list(&rows)],
     )?;
@@ -311,6 +320,6 @@ mod tests {
 
     #[test]
     fn the_column_list_matches_the_row_reader() {
-        assert_eq!(ENTRY_COLUMNS.split(',').count(), 14);
+        assert_eq!(ENTRY_COLUMNS.split(',').count(), 15);
     }
 }

@@ -17,6 +17,7 @@
 mod apply;
 mod bus;
 mod directory;
+mod ledger;
 mod load;
 mod provider;
 mod prune;
@@ -39,9 +40,9 @@ use stockroom_domain::rules::{StockRecord, StoredOrder};
 use stockroom_storage::batch::{Command, Reply};
 use stockroom_storage::bus::{OutboxCommand, OutboxReply};
 use stockroom_storage::{
-    Charge, EventOutbox, InitialStock, LedgerStats, Maintenance, OrderFilter, OrderFlow, OrderPage,
-    OutboxCounts, ProviderLedger, Prune, Pruned, StatusCount, StorageError, Verdict, WriteCounters,
-    WriteStats, cause,
+    Charge, EventOutbox, InitialStock, LedgerStats, MAX_MOVEMENTS_PER_PAGE, Maintenance,
+    MovementPage, OrderFilter, OrderFlow, OrderPage, OutboxCounts, ProviderLedger, Prune, Pruned,
+    StatusCount, StorageError, Verdict, WriteCounters, WriteStats, cause,
 };
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
@@ -77,20 +78,25 @@ static MIGRATIONS: LazyLock<Migrations<'static>> = LazyLock::new(|| {
         M::up(include_str!("migrations/0004_history_in_order_row.sql")),
         M::up(include_str!("migrations/0005_keys_keep_decisions.sql")),
         M::up(include_str!("migrations/0006_counters_and_retention.sql")),
+        M::up(include_str!("migrations/0007_shop_operations.sql")),
     ])
 });
 
-/// How the writer groups jobs into transactions.
+/// How the writer groups jobs into transactions, and what the rules write.
 #[derive(Debug, Clone, Copy)]
 pub struct WriterConfig {
     /// At most this many jobs per transaction; 1 turns group commit off.
     pub max_batch: usize,
+    /// Whether the rules raise notices for other systems (webhooks are
+    /// configured); without, nothing is written for them.
+    pub notify: bool,
 }
 
 impl Default for WriterConfig {
     fn default() -> Self {
         WriterConfig {
             max_batch: MAX_WRITE_BATCH,
+            notify: false,
         }
     }
 }
@@ -350,6 +356,18 @@ impl OrderFlow for SqliteStorage {
         self.read(move |sql| read::order(sql, &order_id)).await
     }
 
+    async fn movements(
+        &self,
+        product: &str,
+        after: u64,
+        limit: u32,
+    ) -> Result<Option<MovementPage>, StorageError> {
+        let key = product.trim().to_lowercase();
+        let limit = limit.clamp(1, MAX_MOVEMENTS_PER_PAGE);
+        self.read(move |sql| ledger::movements(sql, &key, after, limit))
+            .await
+    }
+
     async fn orders(&self, filter: OrderFilter) -> Result<OrderPage, StorageError> {
         self.read(move |sql| read::orders(sql, &filter)).await
     }
@@ -504,6 +522,8 @@ mod tests {
                      VALUES ('a', 'c7', 'reserved', NULL, 'none', 1, 1000, 1000);
                      INSERT INTO order_items (order_id, product_key, product_name, quantity)
                      VALUES ('a', 'phone', 'Phone', 1), ('a', 'laptop', 'Laptop', 2);
+                     INSERT INTO inventory (product_key, product_name, quantity, reserved, sold, received)
+                     VALUES ('laptop', 'Laptop', 5, 2, 0, 5), ('phone', 'Phone', 3, 1, 0, 3);
                      INSERT INTO order_history (order_id, version, status, reason, at_ms)
                      VALUES ('a', 1, 'reserved', NULL, 1000);",
                 )
@@ -567,6 +587,7 @@ mod tests {
             .unwrap()
             .expect("the order survives");
         stockroom_storage_conformance::support::assert_migrated_order(&order);
+        stockroom_storage_conformance::support::assert_migrated_ledger(&storage).await;
         storage.shut_down().await;
     }
 

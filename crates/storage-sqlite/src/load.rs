@@ -3,29 +3,38 @@
 
 use stockroom_domain::rules::{Book, StoredKey};
 use stockroom_storage::batch::Needs;
-use stockroom_storage::{StorageError, keys};
+use stockroom_storage::{StorageError, keys, ledger};
 
 use crate::records::{
-    ORDER_COLUMNS, STOCK_COLUMNS, json_list, order_records, order_row, stock, stock_row,
+    ORDER_COLUMNS, STOCK_COLUMNS, json_list, order_records, order_row, stock_row,
 };
 use crate::sql::Sql;
 
 /// Fills `needs` in (the sweep's candidates, the products of loaded orders)
 /// and loads everything it names, in the order each step needs: the sweep's
 /// candidates and the idempotency keys name orders, the orders name products
-/// and which processed-event records matter.
-pub(crate) fn load(sql: Sql<'_>, needs: &mut Needs, now_ms: i64) -> Result<Book, StorageError> {
-    let mut book = Book::new(now_ms);
-    find_sweep_candidates(sql, needs)?;
+/// and which processed-event records matter, the products say which
+/// holdings count.
+pub(crate) fn load(
+    sql: Sql<'_>,
+    needs: &mut Needs,
+    now_ms: i64,
+    notify: bool,
+) -> Result<Book, StorageError> {
+    let mut book = Book::new(now_ms).notifying(notify);
+    find_sweep_candidates(sql, needs, now_ms)?;
     load_keys(sql, needs, &mut book)?;
     load_orders(sql, needs, &mut book)?;
     needs.orders_loaded(&book);
     load_processed(sql, needs, &mut book)?;
     load_stock(sql, needs, &mut book)?;
+    load_holdings(sql, needs, &mut book)?;
+    load_holders(sql, needs)?;
+    load_operator_keys(sql, needs, &mut book)?;
     Ok(book)
 }
 
-fn find_sweep_candidates(sql: Sql<'_>, needs: &mut Needs) -> Result<(), StorageError> {
+fn find_sweep_candidates(sql: Sql<'_>, needs: &mut Needs, now_ms: i64) -> Result<(), StorageError> {
     for index in 0..needs.sweeps.len() {
         let query = &needs.sweeps[index];
         // Reserved orders only, through the (status, id) index: the cost
@@ -33,10 +42,11 @@ fn find_sweep_candidates(sql: Sql<'_>, needs: &mut Needs) -> Result<(), StorageE
         let found = sql.rows(
             "SELECT id FROM orders
              WHERE status = 'reserved'
-               AND ((payment_status = 'none' AND created_at_ms <= ?1)
+               AND ((payment_status = 'none' AND created_at_ms <= ?1
+                     AND (extended_until_ms IS NULL OR extended_until_ms <= ?3))
                     OR (payment_status <> 'none' AND updated_at_ms <= ?1))
              ORDER BY id LIMIT ?2",
-            rusqlite::params![query.cutoff_ms, query.limit],
+            rusqlite::params![query.cutoff_ms, query.limit, now_ms],
             |row| row.get::<_, String>(0),
         )?;
         needs.add_swept(index, found);
@@ -128,10 +138,81 @@ fn load_stock(sql: Sql<'_>, needs: &Needs, book: &mut Book) -> Result<(), Storag
             stock_row,
         )?;
         for row in rows {
-            let figures = stock(&row)?;
-            let (key, name, ..) = row;
-            book.load_stock(key, name, figures);
+            let state = row.state()?;
+            book.load_product(row.product_key, row.product_name, state);
         }
+    }
+    Ok(())
+}
+
+/// The holdings of limited products' pairs, zero for a pair without a row.
+fn load_holdings(sql: Sql<'_>, needs: &Needs, book: &mut Book) -> Result<(), StorageError> {
+    let pairs = needs.holdings_to_load(book);
+    if pairs.is_empty() {
+        return Ok(());
+    }
+    let found = sql.rows(
+        "SELECT customer_id, product_key, units FROM holdings
+         WHERE (customer_id, product_key) IN (SELECT value ->> 0, value ->> 1 FROM json_each(?1))",
+        [json_list(&pairs)],
+        |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, i64>(2)?,
+            ))
+        },
+    )?;
+    for (customer, product_key) in pairs {
+        let stored = found
+            .iter()
+            .find(|(holder, key, _)| *holder == customer && *key == product_key)
+            .map(|(_, _, units)| u64::try_from(*units).unwrap_or(0));
+        book.load_holding(customer, product_key, stored);
+    }
+    Ok(())
+}
+
+/// Every reserved and fulfilled order holding a product whose limit is set
+/// or removed: a scan of the orders, an operator's rare call.
+fn load_holders(sql: Sql<'_>, needs: &mut Needs) -> Result<(), StorageError> {
+    for product_key in needs.limit_changes.clone() {
+        let rows = sql.rows(
+            &format!(
+                "SELECT {ORDER_COLUMNS} FROM orders
+                 WHERE status IN ('reserved', 'fulfilled')
+                   AND EXISTS (SELECT 1 FROM json_each(orders.lines) AS line
+                               WHERE line.value ->> 0 = ?1)"
+            ),
+            [&product_key],
+            order_row,
+        )?;
+        needs.holders.insert(product_key, order_records(rows)?);
+    }
+    Ok(())
+}
+
+/// Operators' idempotency keys already answered.
+fn load_operator_keys(sql: Sql<'_>, needs: &Needs, book: &mut Book) -> Result<(), StorageError> {
+    if needs.operator_keys.is_empty() {
+        return Ok(());
+    }
+    let rows = sql.rows(
+        "SELECT key, fingerprint, product_key, answer FROM operator_keys
+         WHERE key IN (SELECT value FROM json_each(?1))",
+        [json_list(&needs.operator_keys.iter().collect::<Vec<_>>())],
+        |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, Option<String>>(1)?,
+                row.get::<_, String>(2)?,
+                row.get::<_, String>(3)?,
+            ))
+        },
+    )?;
+    for (key, fingerprint, product_key, answer) in rows {
+        let answer = ledger::decode_answer(&product_key, &answer)?;
+        book.load_operator_key(key, fingerprint, answer);
     }
     Ok(())
 }

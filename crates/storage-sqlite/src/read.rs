@@ -16,19 +16,13 @@ use stockroom_storage::{
 };
 
 use crate::records::{
-    ORDER_COLUMN_COUNT, ORDER_COLUMNS, STOCK_COLUMNS, json_list, order_records, order_row, stock,
+    ORDER_COLUMN_COUNT, ORDER_COLUMNS, STOCK_COLUMNS, json_list, order_records, order_row,
     stock_row,
 };
 use crate::sql::Sql;
 
 fn item(row: crate::records::StockRow) -> Result<StockRecord, StorageError> {
-    let stock = stock(&row)?;
-    let (product_key, product_name, ..) = row;
-    Ok(StockRecord {
-        product_key,
-        product_name,
-        stock,
-    })
+    row.record()
 }
 
 pub(crate) fn inventory(sql: Sql<'_>) -> Result<Vec<StockRecord>, StorageError> {

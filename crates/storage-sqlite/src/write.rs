@@ -84,7 +84,7 @@ pub fn run_writer(
         // answers are dropped (they hear the batch failed), the transaction
         // is rolled back, and the next batch is written as usual.
         let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            apply_batch(&mut connection, &statements, &mut batch)
+            apply_batch(&mut connection, &statements, &mut batch, config.notify)
         }));
         if applied.is_err() {
             batch.clear();
@@ -141,7 +141,12 @@ impl Sorted {
 
 /// Applies every job of the batch in one transaction, then answers each
 /// caller. A caller hears success only after the commit is on disk.
-fn apply_batch(connection: &mut Connection, statements: &AtomicU64, batch: &mut Vec<WriteJob>) {
+fn apply_batch(
+    connection: &mut Connection,
+    statements: &AtomicU64,
+    batch: &mut Vec<WriteJob>,
+    notify: bool,
+) {
     let sorted = Sorted::of(batch);
     let sql = Sql::new(connection, statements);
     if let Err(error) = sql.batch("BEGIN IMMEDIATE") {
@@ -152,7 +157,7 @@ fn apply_batch(connection: &mut Connection, statements: &AtomicU64, batch: &mut 
     }
     let mut answers: Vec<(Replier, Result<WriteReply, StorageError>)> = Vec::new();
     if !sorted.rules.is_empty() {
-        let replies = in_savepoint(sql, |sql| run_rules(sql, &sorted.rules));
+        let replies = in_savepoint(sql, |sql| run_rules(sql, &sorted.rules, notify));
         answer_each(
             &mut answers,
             sorted.rule_repliers,
@@ -170,7 +175,10 @@ fn apply_batch(connection: &mut Connection, statements: &AtomicU64, batch: &mut 
         );
     }
     for (command, reply) in sorted.others {
-        answers.push((reply, in_savepoint(sql, |sql| apply_other(sql, command))));
+        answers.push((
+            reply,
+            in_savepoint(sql, |sql| apply_other(sql, command, notify)),
+        ));
     }
     let commit = sql.batch("COMMIT").map_err(|error| {
         // A failed COMMIT leaves the transaction open in some cases (a busy
@@ -248,10 +256,11 @@ fn in_savepoint<T>(
 fn run_rules(
     sql: Sql<'_>,
     commands: &[Command],
+    notify: bool,
 ) -> Result<Vec<Result<Reply, StorageError>>, StorageError> {
     let now = now_ms();
     let mut needs = Needs::of(commands, now);
-    let book = load::load(sql, &mut needs, now)?;
+    let book = load::load(sql, &mut needs, now, notify)?;
     let (answers, writes) = decide(book, commands, &needs);
     apply::apply(sql, &writes)?;
     answers
@@ -269,10 +278,14 @@ fn run_rules(
         .collect()
 }
 
-fn apply_other(sql: Sql<'_>, command: WriteCommand) -> Result<WriteReply, StorageError> {
+fn apply_other(
+    sql: Sql<'_>,
+    command: WriteCommand,
+    notify: bool,
+) -> Result<WriteReply, StorageError> {
     match command {
         WriteCommand::InitializeStock(lines) => {
-            initialize_stock(sql, lines).map(WriteReply::Loaded)
+            initialize_stock(sql, lines, notify).map(WriteReply::Loaded)
         }
         WriteCommand::Prune(rules) => prune::prune(sql, rules).map(WriteReply::Pruned),
         WriteCommand::Charge(charges) => {
@@ -294,7 +307,11 @@ fn apply_other(sql: Sql<'_>, command: WriteCommand) -> Result<WriteReply, Storag
 
 /// Loads the initial stock once: the first start claims the `stock_loaded`
 /// marker and restocks every line through the rules.
-fn initialize_stock(sql: Sql<'_>, lines: Vec<InitialStock>) -> Result<bool, StorageError> {
+fn initialize_stock(
+    sql: Sql<'_>,
+    lines: Vec<InitialStock>,
+    notify: bool,
+) -> Result<bool, StorageError> {
     let claimed = sql.execute(
         "INSERT INTO meta (key, value) VALUES ('stock_loaded', ?1) ON CONFLICT (key) DO NOTHING",
         [now_ms().to_string()],
@@ -309,7 +326,7 @@ fn initialize_stock(sql: Sql<'_>, lines: Vec<InitialStock>) -> Result<bool, Stor
             quantity: line.quantity,
         })
         .collect();
-    for reply in run_rules(sql, &commands)? {
+    for reply in run_rules(sql, &commands, notify)? {
         reply?;
     }
     Ok(true)

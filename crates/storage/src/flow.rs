@@ -2,11 +2,27 @@
 //! changed only through the rules (see [`crate::batch`]).
 
 use async_trait::async_trait;
-use stockroom_domain::rules::{Effect, ReserveDecision, RuleError, StockRecord, StoredOrder};
+use stockroom_domain::rules::{
+    AdjustDecision, CreateDecision, Effect, ExtendDecision, Movement, ProductSettings,
+    ReserveDecision, RuleError, SettingsChange, SettingsDecision, StockRecord, StoredOrder,
+};
 use stockroom_domain::{OrderStatus, ProductName, ReleaseReason};
 
 use crate::StorageError;
-use crate::batch::{Command, PaymentVerdict, Reply, Reservation, SettlementCall, SweptOrder};
+use crate::batch::{
+    Adjustment, Command, PaymentVerdict, Reply, Reservation, SettlementCall, SweptOrder,
+};
+
+/// The largest page of a product's movements.
+pub const MAX_MOVEMENTS_PER_PAGE: u32 = 1_000;
+
+/// One page of a product's ledger, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MovementPage {
+    pub movements: Vec<Movement>,
+    /// The seq to read after for the next page; `None` on the last page.
+    pub next_cursor: Option<u64>,
+}
 
 /// The largest page [`OrderFlow::orders`] returns.
 pub const MAX_ORDERS_PER_PAGE: u32 = 500;
@@ -85,9 +101,78 @@ pub trait OrderFlow: Send + Sync + 'static {
     /// costs a few rows whatever the number of orders stored.
     async fn order_counts(&self) -> Result<Vec<StatusCount>, StorageError>;
 
+    /// A page of a product's movements after `after` (0 for the first),
+    /// oldest first; `None` when no such product exists.
+    async fn movements(
+        &self,
+        product: &str,
+        after: u64,
+        limit: u32,
+    ) -> Result<Option<MovementPage>, StorageError>;
+
     /// Runs one call of the rules (see [`crate::batch`]) atomically and
     /// durably: the one write path of the order flow.
     async fn run(&self, command: Command) -> Result<Reply, StorageError>;
+
+    /// Creates a product, unless one of that name exists.
+    async fn create_product(
+        &self,
+        product: ProductName,
+        quantity: u64,
+        settings: ProductSettings,
+    ) -> Result<CreateDecision, StorageError> {
+        let command = Command::CreateProduct {
+            product,
+            quantity,
+            settings,
+        };
+        match self.run(command).await? {
+            Reply::Created(decision) => Ok(decision),
+            other => Err(wrong_reply(other)),
+        }
+    }
+
+    /// Changes a product's limit or threshold (the name in any case).
+    async fn change_settings(
+        &self,
+        product: &str,
+        change: SettingsChange,
+    ) -> Result<SettingsDecision, StorageError> {
+        let command = Command::ChangeSettings {
+            product_key: product.trim().to_lowercase(),
+            change,
+        };
+        match self.run(command).await? {
+            Reply::Settings(decision) => Ok(decision),
+            other => Err(wrong_reply(other)),
+        }
+    }
+
+    /// Adjusts a product's units for an operator.
+    async fn adjust(&self, adjustment: Adjustment) -> Result<AdjustDecision, StorageError> {
+        match self.run(Command::Adjust(adjustment)).await? {
+            Reply::Adjusted(decision) => Ok(decision),
+            other => Err(wrong_reply(other)),
+        }
+    }
+
+    /// Keeps a customer's unpaid reservation until `until_ms` at least.
+    async fn extend(
+        &self,
+        order_id: &str,
+        customer_id: &str,
+        until_ms: i64,
+    ) -> Result<ExtendDecision, StorageError> {
+        let command = Command::Extend {
+            order_id: order_id.to_owned(),
+            customer_id: customer_id.to_owned(),
+            until_ms,
+        };
+        match self.run(command).await? {
+            Reply::Extended(decision) => Ok(decision),
+            other => Err(wrong_reply(other)),
+        }
+    }
 
     /// Adds units to an existing product, or creates the product.
     async fn restock(

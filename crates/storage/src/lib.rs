@@ -41,8 +41,10 @@ mod error;
 mod flow;
 pub mod history;
 pub mod keys;
+pub mod ledger;
 pub mod lines;
 mod maintenance;
+pub mod notices;
 mod provider;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -51,8 +53,8 @@ mod write_stats;
 pub use bus::{EventOutbox, OutboxCounts};
 pub use error::{Cause, StorageError, cause};
 pub use flow::{
-    InitialStock, MAX_ORDERS_PER_PAGE, OrderFilter, OrderFlow, OrderPage, ReleaseOutcome,
-    StatusCount,
+    InitialStock, MAX_MOVEMENTS_PER_PAGE, MAX_ORDERS_PER_PAGE, MovementPage, OrderFilter,
+    OrderFlow, OrderPage, ReleaseOutcome, StatusCount,
 };
 pub use maintenance::{MAX_REJECTED_ORDER_BYTES, Maintenance, Prune, Pruned};
 pub use provider::{Charge, LedgerStats, ProviderLedger, Verdict};

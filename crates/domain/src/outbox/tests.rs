@@ -19,6 +19,7 @@ fn event(order: u32, kind: EventKind) -> EventRecord {
         total_units: 1,
         occurred_at_ms: 0,
         trace_parent: None,
+        notice: None,
     }
 }
 
@@ -257,7 +258,11 @@ enum Call {
 }
 
 fn consumer() -> impl Strategy<Value = Consumer> {
-    prop_oneof![Just(Consumer::Payment), Just(Consumer::Inventory)]
+    prop_oneof![
+        Just(Consumer::Payment),
+        Just(Consumer::Inventory),
+        Just(Consumer::Webhooks)
+    ]
 }
 
 fn call() -> impl Strategy<Value = Call> {
@@ -440,6 +445,7 @@ fn run(calls: Vec<Call>) {
                 let kind = match consumer {
                     Consumer::Payment => EventKind::OrderReserved,
                     Consumer::Inventory => EventKind::PaymentSucceeded,
+                    Consumer::Webhooks => EventKind::OrderFulfilled,
                 };
                 let event = event(next_order, kind);
                 witness.events.insert(event.event_id.clone(), false);

@@ -13,7 +13,11 @@
 //! or not at all, so a later decision of the same batch sees exactly the
 //! state an earlier one left, as if each call had its own transaction.
 
+mod extend;
+mod limits;
+mod notices;
 mod payment;
+mod products;
 mod records;
 mod release;
 mod reserve;
@@ -25,12 +29,19 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::order::{Consumer, EventKind, OrderStatus, PaymentStatus, Reason};
 use crate::stock::{Stock, StockError};
-use crate::values::ProductName;
 
+pub use extend::ExtendDecision;
+pub use limits::{LimitExceeded, holdings_of};
 pub use payment::{Effect, payment_applies};
+pub use products::{
+    AdjustDecision, AdjustInput, CreateDecision, MAX_ADJUSTMENT_UNITS, MAX_PER_CUSTOMER_LIMIT,
+    MAX_REFERENCE_LENGTH, SettingsChange, SettingsDecision,
+};
 pub use records::{
-    Changes, EventRecord, HistoryRecord, KeptAnswer, KeyClaim, OrderChange, OrderLine, OrderRecord,
-    ProcessedRecord, StockChange, StockRecord, StoredKey, StoredOrder, event_id,
+    AdjustAnswer, AdjustReason, Changes, EventRecord, FiguresDelta, HistoryRecord, HoldingChange,
+    HoldingsReset, KeptAnswer, KeyClaim, Movement, MovementKind, MovementReason, Notice,
+    OperatorKeyClaim, OrderChange, OrderLine, OrderRecord, ProcessedRecord, ProductSettings,
+    ProductState, StockChange, StockRecord, StoredKey, StoredOrder, event_id,
 };
 pub use release::{ReleaseDecision, SweepDecision};
 pub use reserve::{ReserveAnswer, ReserveDecision, ReserveInput, Shortage};
@@ -57,8 +68,16 @@ pub enum RuleError {
 
 struct StockSlot {
     name: String,
-    loaded: Option<Stock>,
-    current: Option<Stock>,
+    /// `None` for a product this batch created.
+    loaded: Option<ProductState>,
+    /// `None` until a product this batch is creating exists.
+    current: Option<ProductState>,
+}
+
+/// One customer's units of one limited product.
+struct HoldingSlot {
+    loaded: Option<u64>,
+    current: u64,
 }
 
 struct OrderSlot {
@@ -66,6 +85,31 @@ struct OrderSlot {
     /// created by this batch.
     loaded: Option<(i64, OrderStatus)>,
     record: OrderRecord,
+}
+
+/// An operator's idempotency key, answered by an earlier batch or this one.
+struct OperatorKeySlot {
+    fingerprint: Option<String>,
+    answer: AdjustAnswer,
+}
+
+/// What a movement records besides the figures: filled in by each step.
+struct MovementOf {
+    kind: MovementKind,
+    reason: Option<MovementReason>,
+    reference: Option<String>,
+    order_id: Option<String>,
+}
+
+impl MovementOf {
+    fn order(kind: MovementKind, order_id: &str, reason: Option<MovementReason>) -> MovementOf {
+        MovementOf {
+            kind,
+            reason,
+            reference: None,
+            order_id: Some(order_id.to_owned()),
+        }
+    }
 }
 
 enum KeySlot {
@@ -78,7 +122,16 @@ enum KeySlot {
 /// The rows a batch touches, and every decision made on them so far.
 pub struct Book {
     now_ms: i64,
+    /// Whether to raise notices for other systems (webhooks are configured).
+    notify: bool,
     stock: BTreeMap<String, StockSlot>,
+    /// Holdings of (customer id, product key), loaded for the pairs the
+    /// batch touches (zero when no row exists).
+    holdings: BTreeMap<(String, String), HoldingSlot>,
+    holdings_resets: Vec<HoldingsReset>,
+    movements: Vec<Movement>,
+    operator_keys: HashMap<String, OperatorKeySlot>,
+    new_operator_keys: Vec<OperatorKeyClaim>,
     orders: HashMap<String, OrderSlot>,
     new_order_ids: Vec<String>,
     processed: HashSet<(Consumer, String)>,
@@ -94,7 +147,13 @@ impl Book {
     pub fn new(now_ms: i64) -> Book {
         Book {
             now_ms,
+            notify: false,
             stock: BTreeMap::new(),
+            holdings: BTreeMap::new(),
+            holdings_resets: Vec::new(),
+            movements: Vec::new(),
+            operator_keys: HashMap::new(),
+            new_operator_keys: Vec::new(),
             orders: HashMap::new(),
             new_order_ids: Vec::new(),
             processed: HashSet::new(),
@@ -106,18 +165,65 @@ impl Book {
         }
     }
 
+    /// The same book, raising notices for other systems (order ended, stock
+    /// low, sold out, back in stock) when `notify`.
+    pub fn notifying(mut self, notify: bool) -> Book {
+        self.notify = notify;
+        self
+    }
+
     pub fn now_ms(&self) -> i64 {
         self.now_ms
     }
 
-    /// Adds a stock row read from storage.
+    /// Adds a stock row read from storage, with no settings and an empty
+    /// ledger (see [`Book::load_product`]).
     pub fn load_stock(&mut self, product_key: String, product_name: String, stock: Stock) {
+        let state = ProductState {
+            stock,
+            settings: ProductSettings::default(),
+            movements: 0,
+        };
+        self.load_product(product_key, product_name, state);
+    }
+
+    /// Adds a product's row read from storage.
+    pub fn load_product(&mut self, product_key: String, product_name: String, state: ProductState) {
         self.stock.insert(
             product_key,
             StockSlot {
                 name: product_name,
-                loaded: Some(stock),
-                current: Some(stock),
+                loaded: Some(state),
+                current: Some(state),
+            },
+        );
+    }
+
+    /// Adds a customer's holding of a product, as stored (0 when no row
+    /// exists). Every pair whose customer reserves or releases a limited
+    /// product in the batch must be loaded.
+    pub fn load_holding(&mut self, customer_id: String, product_key: String, stored: Option<u64>) {
+        self.holdings.insert(
+            (customer_id, product_key),
+            HoldingSlot {
+                loaded: stored,
+                current: stored.unwrap_or(0),
+            },
+        );
+    }
+
+    /// Adds an operator's idempotency key already answered.
+    pub fn load_operator_key(
+        &mut self,
+        key: String,
+        fingerprint: Option<String>,
+        answer: AdjustAnswer,
+    ) {
+        self.operator_keys.insert(
+            key,
+            OperatorKeySlot {
+                fingerprint,
+                answer,
             },
         );
     }
@@ -147,7 +253,20 @@ impl Book {
     /// A product's current figures and name, as the batch has left them.
     pub fn stock(&self, product_key: &str) -> Option<(&str, Stock)> {
         let slot = self.stock.get(product_key)?;
-        Some((slot.name.as_str(), slot.current?))
+        Some((slot.name.as_str(), slot.current?.stock))
+    }
+
+    /// A product as the batch has left it.
+    pub fn product(&self, product_key: &str) -> Option<StockRecord> {
+        let slot = self.stock.get(product_key)?;
+        let state = slot.current?;
+        Some(StockRecord {
+            product_key: product_key.to_owned(),
+            product_name: slot.name.clone(),
+            stock: state.stock,
+            settings: state.settings,
+            movement_seq: state.movements,
+        })
     }
 
     /// An order as the batch has left it.
@@ -155,30 +274,44 @@ impl Book {
         self.orders.get(order_id).map(|slot| &slot.record)
     }
 
-    /// Adds `units` to a product's stock, creating the product if it is new.
-    pub fn restock(&mut self, product: &ProductName, units: u64) -> Result<Stock, RuleError> {
-        let key = product.key();
-        let after = match self.stock(&key) {
-            Some((_, stock)) => stock.restock(units),
-            None => Stock::received(units),
+    /// Replaces a product's figures (already checked to exist) and records
+    /// the movement, and any notice its availability crossing a line raises.
+    fn change_stock(&mut self, product_key: &str, after: Stock, movement: MovementOf) {
+        let now_ms = self.now_ms;
+        let Some(slot) = self.stock.get_mut(product_key) else {
+            return;
+        };
+        let Some(state) = slot.current.as_mut() else {
+            return;
+        };
+        let before = state.stock;
+        // A creation and a change of settings are recorded even when no
+        // figure moves: they start the ledger, or change the limit that the
+        // ledger's later reservations are checked against.
+        let records_settings = matches!(
+            movement.kind,
+            MovementKind::Created | MovementKind::Settings
+        );
+        if before == after && !records_settings {
+            return;
         }
-        .map_err(RuleError::Restock)?;
-        let slot = self.stock.entry(key).or_insert_with(|| StockSlot {
-            name: product.as_str().to_owned(),
-            loaded: None,
-            current: None,
+        state.stock = after;
+        state.movements += 1;
+        let seq = state.movements;
+        let settings = state.settings;
+        let name = slot.name.clone();
+        self.movements.push(Movement {
+            product_key: product_key.to_owned(),
+            seq,
+            kind: movement.kind,
+            reason: movement.reason,
+            reference: movement.reference,
+            order_id: movement.order_id,
+            delta: FiguresDelta::between(&before, &after),
+            settings: records_settings.then_some(settings),
+            at_ms: now_ms,
         });
-        slot.current = Some(after);
-        Ok(after)
-    }
-
-    /// Replaces the figures of products already checked to exist.
-    fn set_stock(&mut self, figures: Vec<(String, Stock)>) {
-        for (key, stock) in figures {
-            if let Some(slot) = self.stock.get_mut(&key) {
-                slot.current = Some(stock);
-            }
-        }
+        self.notice_stock(product_key, &name, seq, settings, &before, &after);
     }
 
     /// Moves an existing order to its next version: the status (which must go
@@ -220,6 +353,12 @@ impl Book {
     }
 
     fn emit(&mut self, kind: EventKind, order: &OrderRecord) {
+        self.emit_with(kind, order, None);
+    }
+
+    /// Records an event of `order` at its current version, with what it
+    /// tells other systems, if anything.
+    fn emit_with(&mut self, kind: EventKind, order: &OrderRecord, notice: Option<Notice>) {
         self.events.push(EventRecord {
             event_id: event_id(kind, &order.id, order.version),
             kind,
@@ -228,6 +367,7 @@ impl Book {
             total_units: order.total_units(),
             occurred_at_ms: self.now_ms,
             trace_parent: None,
+            notice,
         });
     }
 
@@ -304,6 +444,19 @@ impl Book {
                 })
             })
             .collect();
+        let holdings = self
+            .holdings
+            .into_iter()
+            .filter(|(_, slot)| {
+                slot.loaded != Some(slot.current) && !(slot.loaded.is_none() && slot.current == 0)
+            })
+            .map(|((customer_id, product_key), slot)| HoldingChange {
+                customer_id,
+                product_key,
+                before: slot.loaded,
+                after: slot.current,
+            })
+            .collect();
         Changes {
             new_orders,
             changed_orders,
@@ -312,6 +465,10 @@ impl Book {
             processed: self.new_processed,
             stock,
             keys: self.new_keys,
+            movements: self.movements,
+            holdings,
+            holdings_resets: self.holdings_resets,
+            operator_keys: self.new_operator_keys,
         }
     }
 }

@@ -41,7 +41,10 @@ impl Book {
         // Only the order's own reservation event is answered: a verdict
         // naming any other event (a forged or mistaken id) changes nothing
         // and records nothing.
-        let reserved_event = super::event_id(EventKind::OrderReserved, order_id, order.version);
+        // A reservation is version 1 of its order; notes such as an
+        // extension may follow before the payment, so the event is named by
+        // that version, not by the order's current one.
+        let reserved_event = super::event_id(EventKind::OrderReserved, order_id, 1);
         if !payment_applies(order) || event_id != reserved_event {
             return Effect::NotApplicable(status);
         }

@@ -32,6 +32,9 @@ pub struct OrderRecord {
     pub updated_at_ms: i64,
     /// Sorted by product key, the one global lock order.
     pub lines: Vec<OrderLine>,
+    /// Until when an unpaid reservation is kept however old it is, once its
+    /// customer extended it (see [`crate::rules::Book::extend`]).
+    pub extended_until_ms: Option<i64>,
 }
 
 impl OrderRecord {
@@ -67,6 +70,29 @@ pub struct EventRecord {
     /// consumer continues the same trace. The rules never set or read it;
     /// the storage layer fills it in from the call.
     pub trace_parent: Option<String>,
+    /// What a notification for another system says (its webhook's data);
+    /// `None` for the events of the order flow.
+    pub notice: Option<Notice>,
+}
+
+/// What a notification says, as of the change that raised it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// An order ended: fulfilled, or cancelled for `reason`.
+    Order {
+        customer_id: String,
+        status: OrderStatus,
+        reason: Option<Reason>,
+        /// (product name, units), in key order.
+        lines: Vec<(String, u32)>,
+    },
+    /// A product's availability crossed a line: its threshold, zero, or back
+    /// above zero.
+    Stock {
+        product_name: String,
+        available: u64,
+        low_stock_threshold: Option<u64>,
+    },
 }
 
 /// The id of the event reporting that `order_id` reached `order_version`
@@ -123,14 +149,238 @@ pub struct KeyClaim {
     pub answer: KeptAnswer,
 }
 
-/// A product's stock before and after the batch.
+/// A product's stock and settings before and after the batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StockChange {
     pub product_key: String,
     pub product_name: String,
     /// `None` for a product the batch created.
-    pub before: Option<Stock>,
-    pub after: Stock,
+    pub before: Option<ProductState>,
+    pub after: ProductState,
+}
+
+/// What a product's row holds besides its name: its figures, what the
+/// operator set, and how many movements its ledger has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProductState {
+    pub stock: Stock,
+    pub settings: ProductSettings,
+    /// The sequence number of its last movement (0 before the first).
+    pub movements: u64,
+}
+
+/// What an operator sets on a product.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct ProductSettings {
+    /// The most units of the product one customer may hold in reserved and
+    /// fulfilled orders together; `None` for no limit.
+    pub max_per_customer: Option<u32>,
+    /// Availability at or below which a `stock.low` notice goes out.
+    pub low_stock_threshold: Option<u64>,
+}
+
+/// One change of a product's figures or settings: the ledger's entry.
+/// Replaying a product's movements from zero gives its figures, and the
+/// limit in force at each of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Movement {
+    pub product_key: String,
+    /// 1 for the product's first movement, then one more for each: the
+    /// order in which they committed, since every change of a product holds
+    /// its row.
+    pub seq: u64,
+    pub kind: MovementKind,
+    pub reason: Option<MovementReason>,
+    /// What the operator gave (a delivery note, a count sheet).
+    pub reference: Option<String>,
+    /// The order that moved the units, for order-driven movements.
+    pub order_id: Option<String>,
+    pub delta: FiguresDelta,
+    /// The settings from this movement on: given for a
+    /// [`MovementKind::Settings`] movement (and its product's creation),
+    /// `None` for the others, which leave them as they were.
+    pub settings: Option<ProductSettings>,
+    pub at_ms: i64,
+}
+
+/// How a movement changed the figures.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FiguresDelta {
+    pub on_hand: i64,
+    pub reserved: i64,
+    pub sold: i64,
+}
+
+impl FiguresDelta {
+    /// The change from `before` to `after`.
+    pub fn between(before: &Stock, after: &Stock) -> FiguresDelta {
+        // Stock never exceeds MAX_STOCK_PER_PRODUCT, far inside i64.
+        let signed = |value: u64| value as i64;
+        FiguresDelta {
+            on_hand: signed(after.on_hand()) - signed(before.on_hand()),
+            reserved: signed(after.reserved()) - signed(before.reserved()),
+            sold: signed(after.sold()) - signed(before.sold()),
+        }
+    }
+}
+
+/// What kind of change a movement was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MovementKind {
+    /// The figures a product had when its ledger began (stores made before
+    /// the ledger existed).
+    Opening,
+    /// The product was created with its first units.
+    Created,
+    /// Units received through the internal restock.
+    Received,
+    /// An operator's adjustment.
+    Adjusted,
+    /// An order held units.
+    Reserved,
+    /// An order's units went back on sale.
+    Released,
+    /// An order's units were sold.
+    Sold,
+    /// An operator changed the limit or the threshold; no figure moved.
+    Settings,
+}
+
+impl MovementKind {
+    pub const ALL: [MovementKind; 8] = [
+        MovementKind::Opening,
+        MovementKind::Created,
+        MovementKind::Received,
+        MovementKind::Adjusted,
+        MovementKind::Reserved,
+        MovementKind::Released,
+        MovementKind::Sold,
+        MovementKind::Settings,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MovementKind::Opening => "opening",
+            MovementKind::Created => "created",
+            MovementKind::Received => "received",
+            MovementKind::Adjusted => "adjusted",
+            MovementKind::Reserved => "reserved",
+            MovementKind::Released => "released",
+            MovementKind::Sold => "sold",
+            MovementKind::Settings => "settings",
+        }
+    }
+}
+
+impl std::str::FromStr for MovementKind {
+    type Err = crate::UnknownName;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        crate::UnknownName::find(
+            "movement kind",
+            &MovementKind::ALL,
+            MovementKind::as_str,
+            text,
+        )
+    }
+}
+
+/// Why a movement happened: an operator's reason, or why a reservation was
+/// released.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MovementReason {
+    Adjustment(AdjustReason),
+    Release(Reason),
+}
+
+impl MovementReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MovementReason::Adjustment(reason) => reason.as_str(),
+            MovementReason::Release(reason) => reason.as_str(),
+        }
+    }
+}
+
+impl std::str::FromStr for MovementReason {
+    type Err = crate::UnknownName;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        text.parse()
+            .map(MovementReason::Adjustment)
+            .or_else(|_| text.parse().map(MovementReason::Release))
+    }
+}
+
+/// Why an operator adjusts a product's units.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AdjustReason {
+    /// Delivered by a supplier.
+    Received,
+    /// Brought back by a customer and fit to sell.
+    Returned,
+    /// A mistake in an earlier figure.
+    Correction,
+    /// Broken, spoiled, unsellable.
+    Damaged,
+    /// Lost or stolen.
+    Shrinkage,
+    /// Set to what a count of the shelf found.
+    CycleCount,
+}
+
+impl AdjustReason {
+    pub const ALL: [AdjustReason; 6] = [
+        AdjustReason::Received,
+        AdjustReason::Returned,
+        AdjustReason::Correction,
+        AdjustReason::Damaged,
+        AdjustReason::Shrinkage,
+        AdjustReason::CycleCount,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AdjustReason::Received => "received",
+            AdjustReason::Returned => "returned",
+            AdjustReason::Correction => "correction",
+            AdjustReason::Damaged => "damaged",
+            AdjustReason::Shrinkage => "shrinkage",
+            AdjustReason::CycleCount => "cycle_count",
+        }
+    }
+}
+
+impl std::str::FromStr for AdjustReason {
+    type Err = crate::UnknownName;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        crate::UnknownName::find(
+            "adjustment reason",
+            &AdjustReason::ALL,
+            AdjustReason::as_str,
+            text,
+        )
+    }
+}
+
+/// One customer's units of one limited product in reserved and fulfilled
+/// orders, before (`None` when the row did not exist) and after the batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HoldingChange {
+    pub customer_id: String,
+    pub product_key: String,
+    pub before: Option<u64>,
+    pub after: u64,
+}
+
+/// Every customer's holding of a product, recomputed from the orders when a
+/// limit is set: the stored holdings of the product are replaced by these.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HoldingsReset {
+    pub product_key: String,
+    /// (customer id, units), every customer that holds any.
+    pub holdings: Vec<(String, u64)>,
 }
 
 /// An existing order's state after the batch, and the version and status it
@@ -154,6 +404,14 @@ pub struct Changes {
     pub processed: Vec<ProcessedRecord>,
     pub stock: Vec<StockChange>,
     pub keys: Vec<KeyClaim>,
+    /// The ledger's new entries, by product key and seq.
+    pub movements: Vec<Movement>,
+    /// Changed holdings of limited products, by customer and product key.
+    pub holdings: Vec<HoldingChange>,
+    /// Products whose holdings are replaced whole (a limit set or removed).
+    pub holdings_resets: Vec<HoldingsReset>,
+    /// Operators' idempotency keys answered by this batch.
+    pub operator_keys: Vec<OperatorKeyClaim>,
 }
 
 impl Changes {
@@ -184,6 +442,14 @@ impl Changes {
     }
 
     pub fn is_empty(&self) -> bool {
+        self.is_empty_of_flow()
+            && self.movements.is_empty()
+            && self.holdings.is_empty()
+            && self.holdings_resets.is_empty()
+            && self.operator_keys.is_empty()
+    }
+
+    fn is_empty_of_flow(&self) -> bool {
         self.new_orders.is_empty()
             && self.changed_orders.is_empty()
             && self.history.is_empty()
@@ -202,6 +468,27 @@ pub struct StockRecord {
     /// The product's name as it was first stocked.
     pub product_name: String,
     pub stock: Stock,
+    pub settings: ProductSettings,
+    /// The number of the product's last movement: its figures are those of
+    /// its ledger up to this movement.
+    pub movement_seq: u64,
+}
+
+/// What an operator's adjustment was answered, as kept for its key: the
+/// movement it made and the product's figures right after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdjustAnswer {
+    pub movement: Movement,
+    pub stock: Stock,
+    pub settings: ProductSettings,
+}
+
+/// An operator's idempotency key and the answer it was first given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OperatorKeyClaim {
+    pub key: String,
+    pub fingerprint: Option<String>,
+    pub answer: AdjustAnswer,
 }
 
 /// An order with its history, oldest entry first, as readers get it.

@@ -64,7 +64,12 @@ impl Book {
             return Ok(SweepDecision::Kept);
         }
         match order.payment {
-            PaymentStatus::None if order.created_at_ms <= cutoff_ms => {
+            PaymentStatus::None
+                if order.created_at_ms <= cutoff_ms
+                    && order
+                        .extended_until_ms
+                        .is_none_or(|until| until <= self.now_ms()) =>
+            {
                 self.cancel(order_id, Reason::ReservationExpired)?;
                 Ok(SweepDecision::Expired)
             }

@@ -2,8 +2,8 @@
 
 use crate::order::{EventKind, OrderStatus, PaymentStatus, Reason};
 use crate::rules::{
-    Book, HistoryRecord, KeptAnswer, KeyClaim, KeySlot, OrderLine, OrderRecord, OrderSlot,
-    StoredKey,
+    Book, HistoryRecord, KeptAnswer, KeyClaim, KeySlot, LimitExceeded, MovementKind, MovementOf,
+    OrderLine, OrderRecord, OrderSlot, StoredKey,
 };
 use crate::values::{CustomerId, OrderItems};
 
@@ -100,6 +100,9 @@ pub enum ReserveDecision {
     Replay(ReserveAnswer),
     /// An item names a product the stock does not have; nothing was created.
     UnknownProduct(String),
+    /// An item would take the customer past the product's purchase limit;
+    /// nothing was created.
+    LimitExceeded(LimitExceeded),
     /// Another order already has this id; nothing was created.
     OrderIdTaken,
     /// The customer used this idempotency key before for a different request.
@@ -161,10 +164,22 @@ impl Book {
                 quantity: item.quantity,
             });
         }
+        let units: Vec<(String, u64)> = lines
+            .iter()
+            .map(|line| (line.product_key.clone(), u64::from(line.quantity.get())))
+            .collect();
+        let customer_id = request.customer_id.as_str();
+        if let Some(exceeded) = self.limit_exceeded(customer_id, &units) {
+            return ReserveDecision::LimitExceeded(exceeded);
+        }
 
         let answer = if shortages.is_empty() {
             let order = self.create_order(request, OrderStatus::Reserved, None, lines);
-            self.set_stock(held);
+            for (product_key, after) in held {
+                let movement = MovementOf::order(MovementKind::Reserved, &order.id, None);
+                self.change_stock(&product_key, after, movement);
+            }
+            self.hold_for(customer_id, &units, 1);
             self.emit(EventKind::OrderReserved, &order);
             ReserveAnswer::Reserved(order)
         } else {
@@ -210,6 +225,7 @@ impl Book {
             created_at_ms: self.now_ms,
             updated_at_ms: self.now_ms,
             lines,
+            extended_until_ms: None,
         };
         self.history.push(HistoryRecord {
             order_id: order.id.clone(),

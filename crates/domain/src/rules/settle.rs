@@ -1,7 +1,10 @@
 //! Settlement: a paid reservation is sold, a declined one goes back on sale.
 
 use crate::order::{Consumer, EventKind, OrderStatus, PaymentStatus, Reason};
-use crate::rules::{Book, Effect, OrderRecord, RuleError};
+use crate::rules::limits::units_of;
+use crate::rules::{
+    Book, Effect, MovementKind, MovementOf, MovementReason, OrderRecord, RuleError,
+};
 use crate::stock::Stock;
 
 /// inventory-service's decision for one paid or declined order.
@@ -64,12 +67,19 @@ impl Book {
             .expect("fulfil is called on orders in the book");
         let moved = self.moved_stock(order, Stock::sell)?;
         let payment = order.payment;
-        self.set_stock(moved);
-        self.advance(order_id, OrderStatus::Fulfilled, payment, None);
+        for (product_key, after) in moved {
+            let movement = MovementOf::order(MovementKind::Sold, order_id, None);
+            self.change_stock(&product_key, after, movement);
+        }
+        let order = self
+            .advance(order_id, OrderStatus::Fulfilled, payment, None)
+            .clone();
+        self.notice_order(&order);
         Ok(OrderStatus::Fulfilled)
     }
 
-    /// Puts a reserved order's units back on sale and cancels it.
+    /// Puts a reserved order's units back on sale and cancels it; its
+    /// customer holds those units no more.
     pub(crate) fn cancel(
         &mut self,
         order_id: &str,
@@ -80,8 +90,18 @@ impl Book {
             .expect("cancel is called on orders in the book");
         let moved = self.moved_stock(order, Stock::release)?;
         let payment = order.payment;
-        self.set_stock(moved);
-        self.advance(order_id, OrderStatus::Cancelled, payment, Some(reason));
+        let customer_id = order.customer_id.clone();
+        let units = units_of(order);
+        for (product_key, after) in moved {
+            let why = Some(MovementReason::Release(reason));
+            let movement = MovementOf::order(MovementKind::Released, order_id, why);
+            self.change_stock(&product_key, after, movement);
+        }
+        self.hold_for(&customer_id, &units, -1);
+        let order = self
+            .advance(order_id, OrderStatus::Cancelled, payment, Some(reason))
+            .clone();
+        self.notice_order(&order);
         Ok(OrderStatus::Cancelled)
     }
 }

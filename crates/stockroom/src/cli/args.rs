@@ -208,6 +208,7 @@ pub(super) fn writer_config(storage: &StorageArgs) -> anyhow::Result<WriterConfi
     );
     Ok(WriterConfig {
         max_batch: storage.write_batch,
+        ..WriterConfig::default()
     })
 }
 

@@ -79,7 +79,13 @@ fn a_reservation_holds_every_item_or_none() {
     assert_eq!(changes.events.len(), 1, "only the reservation is an event");
     assert_eq!(changes.history.len(), 2);
     let laptop = &changes.stock[0];
-    assert_eq!((laptop.after.reserved(), laptop.after.available()), (2, 0));
+    assert_eq!(
+        (
+            laptop.after.stock.reserved(),
+            laptop.after.stock.available()
+        ),
+        (2, 0)
+    );
 }
 
 #[test]
@@ -102,7 +108,7 @@ fn unknown_products_and_taken_ids_create_nothing() {
     );
     let changes = book.into_changes();
     assert_eq!(changes.new_orders.len(), 1);
-    assert_eq!(changes.stock[0].after.reserved(), 1);
+    assert_eq!(changes.stock[0].after.stock.reserved(), 1);
 }
 
 #[test]
@@ -140,7 +146,7 @@ fn idempotency_keys_replay_within_and_across_batches() {
     );
     let changes = book.into_changes();
     assert_eq!(changes.keys.len(), 2);
-    assert_eq!(changes.stock[0].after.reserved(), 2);
+    assert_eq!(changes.stock[0].after.stock.reserved(), 2);
 
     let mut next = book_with(&[("Laptop", 5)]);
     next.load_order(first.order().clone());
@@ -424,6 +430,7 @@ fn a_settlement_of_stock_that_is_not_reserved_changes_nothing() {
             product_name: "Laptop".into(),
             quantity: Quantity::new(2).unwrap(),
         }],
+        extended_until_ms: None,
     });
     assert!(matches!(
         book.settle(
@@ -437,3 +444,4 @@ fn a_settlement_of_stock_that_is_not_reserved_changes_nothing() {
 }
 
 mod properties;
+mod shop;

@@ -3,13 +3,22 @@
 //! checked after each batch.
 
 use super::*;
+use crate::invariants::MovementFigures;
 
 const PRODUCTS: [&str; 3] = ["Laptop", "Phone", "Tablet"];
+
+/// The customers of the random orders.
+const CUSTOMERS: [&str; 3] = ["c0", "c1", "c2"];
+
+/// Tablet is limited from its creation on: no customer ever holds more.
+const TABLET_LIMIT: u32 = 3;
 
 /// What a backend stores, kept in memory.
 #[derive(Default)]
 struct Store {
-    stock: BTreeMap<String, (String, Stock)>,
+    stock: BTreeMap<String, (String, ProductState)>,
+    movements: BTreeMap<String, Vec<Movement>>,
+    holdings: BTreeMap<(String, String), u64>,
     orders: BTreeMap<String, OrderRecord>,
     history: Vec<HistoryRecord>,
     events: Vec<EventRecord>,
@@ -24,9 +33,16 @@ impl Store {
     /// Loads everything into a book: a backend loads only what a batch
     /// touches, and the rules must not care.
     fn book(&self, now_ms: i64) -> Book {
-        let mut book = Book::new(now_ms);
-        for (key, (name, stock)) in &self.stock {
-            book.load_stock(key.clone(), name.clone(), *stock);
+        let mut book = Book::new(now_ms).notifying(true);
+        for (key, (name, state)) in &self.stock {
+            book.load_product(key.clone(), name.clone(), *state);
+            for customer in CUSTOMERS {
+                let stored = self
+                    .holdings
+                    .get(&(customer.to_owned(), key.clone()))
+                    .copied();
+                book.load_holding(customer.to_owned(), key.clone(), stored);
+            }
         }
         for order in self.orders.values() {
             book.load_order(order.clone());
@@ -47,10 +63,39 @@ impl Store {
             *self.counts.entry(status).or_default() += delta;
         }
         for change in changes.stock {
-            let current = self.stock.get(&change.product_key).map(|(_, stock)| *stock);
+            let current = self.stock.get(&change.product_key).map(|(_, state)| *state);
             assert_eq!(current, change.before, "stock changed under the batch");
             self.stock
                 .insert(change.product_key, (change.product_name, change.after));
+        }
+        for movement in changes.movements {
+            let ledger = self
+                .movements
+                .entry(movement.product_key.clone())
+                .or_default();
+            assert_eq!(
+                movement.seq,
+                ledger.len() as u64 + 1,
+                "movements numbered in order"
+            );
+            ledger.push(movement);
+        }
+        for reset in changes.holdings_resets {
+            self.holdings
+                .retain(|(_, key), _| *key != reset.product_key);
+            for (customer, units) in reset.holdings {
+                self.holdings
+                    .insert((customer, reset.product_key.clone()), units);
+            }
+        }
+        for change in changes.holdings {
+            let pair = (change.customer_id, change.product_key);
+            assert_eq!(
+                self.holdings.get(&pair).copied(),
+                change.before,
+                "a holding changed under the batch"
+            );
+            self.holdings.insert(pair, change.after);
         }
         for order in changes.new_orders {
             assert!(order.version >= 1);
@@ -93,6 +138,8 @@ impl Store {
     }
 
     fn check(&self) {
+        self.check_ledger();
+        self.check_limits();
         for status in OrderStatus::ALL {
             let counted = self
                 .orders
@@ -108,14 +155,7 @@ impl Store {
         let stock: Vec<StockFigures> = self
             .stock
             .values()
-            .map(|(name, stock)| StockFigures {
-                product: name.clone(),
-                on_hand: stock.on_hand() as i64,
-                reserved: stock.reserved() as i64,
-                available: Some(stock.available() as i64),
-                sold: Some(stock.sold() as i64),
-                received: Some(stock.received_total() as i64),
-            })
+            .map(|(name, state)| figures(name, state))
             .collect();
         let mut histories: HashMap<&str, Vec<&HistoryRecord>> = HashMap::new();
         for record in &self.history {
@@ -165,11 +205,92 @@ impl Store {
     }
 }
 
+/// A product's figures as a service reports them.
+fn figures(name: &str, state: &ProductState) -> StockFigures {
+    let stock = state.stock;
+    StockFigures {
+        product: name.to_owned(),
+        on_hand: stock.on_hand() as i64,
+        reserved: stock.reserved() as i64,
+        available: Some(stock.available() as i64),
+        sold: Some(stock.sold() as i64),
+        received: Some(stock.received_total() as i64),
+        movement_seq: Some(state.movements as i64),
+    }
+}
+
+impl Store {
+    /// Replaying each product's movements from zero gives its figures, and
+    /// no reservation took a customer past the limit then in force (the
+    /// shared checker, which `stockroom check` and the auditor use too).
+    fn check_ledger(&self) {
+        let customer_of: BTreeMap<String, String> = self
+            .orders
+            .values()
+            .map(|order| (order.id.clone(), order.customer_id.clone()))
+            .collect();
+        for (key, (name, state)) in &self.stock {
+            let ledger: Vec<MovementFigures> = self
+                .movements
+                .get(key)
+                .map_or(&[][..], Vec::as_slice)
+                .iter()
+                .map(MovementFigures::from)
+                .collect();
+            let violations = invariants::check_ledger(&figures(name, state), &ledger, &customer_of);
+            assert!(violations.is_empty(), "{violations:#?}");
+        }
+    }
+
+    /// Holdings of limited products are exactly what the orders hold, and
+    /// nobody holds more Tablets than its limit, which was there from the
+    /// start.
+    fn check_limits(&self) {
+        for (key, (name, state)) in &self.stock {
+            let Some(max) = state.settings.max_per_customer else {
+                assert!(
+                    self.holdings.keys().all(|(_, product)| product != key),
+                    "{name} has no limit but keeps holdings"
+                );
+                continue;
+            };
+            let computed: BTreeMap<String, u64> =
+                holdings_of(key, self.orders.values()).into_iter().collect();
+            for customer in CUSTOMERS {
+                let stored = self
+                    .holdings
+                    .get(&(customer.to_owned(), key.clone()))
+                    .copied()
+                    .unwrap_or(0);
+                let held = computed.get(customer).copied().unwrap_or(0);
+                assert_eq!(stored, held, "{name}: {customer}'s holding drifted");
+                if key == "tablet" {
+                    assert!(held <= u64::from(max), "{customer} holds {held} tablets");
+                }
+            }
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 enum Step {
     Reserve {
         lines: Vec<(usize, u32)>,
         key: Option<(u8, u8)>,
+        customer: usize,
+    },
+    /// An operator's adjustment of a product, with or without the
+    /// compare-and-swap on the figure.
+    Adjust {
+        product: usize,
+        delta: i64,
+        stale: bool,
+    },
+    /// A limit on Phone set or removed.
+    LimitPhone(Option<u32>),
+    Extend {
+        order: usize,
+        by_ms: i64,
     },
     Pay {
         order: usize,
@@ -204,8 +325,13 @@ fn step() -> impl Strategy<Value = Step> {
         4 => (
             proptest::collection::btree_map(0..PRODUCTS.len(), 1..4u32, 1..=3),
             proptest::option::of((0..3u8, 0..2u8)),
+            0..CUSTOMERS.len(),
         )
-            .prop_map(|(lines, key)| Step::Reserve { lines: lines.into_iter().collect(), key }),
+            .prop_map(|(lines, key, customer)| Step::Reserve { lines: lines.into_iter().collect(), key, customer }),
+        1 => (0..PRODUCTS.len(), -4..6i64, proptest::bool::weighted(0.3))
+            .prop_map(|(product, delta, stale)| Step::Adjust { product, delta, stale }),
+        1 => proptest::option::of(1..4u32).prop_map(Step::LimitPhone),
+        1 => (any::<usize>(), 0..4_000i64).prop_map(|(order, by_ms)| Step::Extend { order, by_ms }),
         3 => (any::<usize>(), proptest::bool::weighted(0.8), proptest::bool::weighted(0.2))
             .prop_map(|(order, approved, own_event)| Step::Pay { order, approved, own_event }),
         3 => (any::<usize>(), any::<bool>()).prop_map(|(order, commit)| Step::Settle { order, commit }),
@@ -221,15 +347,25 @@ fn run_batch(store: &mut Store, steps: &[Step], now_ms: i64, next_id: &mut u32) 
     let mut book = store.book(now_ms);
     let order_ids: Vec<String> = store.orders.keys().cloned().collect();
     let pick = |index: usize| order_ids.get(index % order_ids.len().max(1)).cloned();
-    let customer = CustomerId::new("c1").unwrap();
     let mut answered: HashMap<String, String> = store
         .keys
         .iter()
-        .map(|((_, key), stored)| (key.clone(), stored.answer.order_id().to_owned()))
+        .map(|((customer, key), stored)| {
+            let customer = CustomerId::new(customer).unwrap();
+            (
+                format!("{customer:?}/{key}"),
+                stored.answer.order_id().to_owned(),
+            )
+        })
         .collect();
     for (position, step) in steps.iter().enumerate() {
         match step {
-            Step::Reserve { lines, key } => {
+            Step::Reserve {
+                lines,
+                key,
+                customer,
+            } => {
+                let customer = CustomerId::new(CUSTOMERS[*customer]).unwrap();
                 let names: Vec<(&str, u32)> = lines
                     .iter()
                     .map(|(product, units)| (PRODUCTS[*product], *units))
@@ -247,8 +383,9 @@ fn run_batch(store: &mut Store, steps: &[Step], now_ms: i64, next_id: &mut u32) 
                     fingerprint: fingerprint.as_deref(),
                 });
                 // An idempotency key never yields two orders: every later
-                // request with it replays the order of the first.
-                if let Some(key) = key_text {
+                // request with it replays the order of the first. Keys are
+                // the customer's own.
+                if let Some(key) = key_text.map(|key| format!("{customer:?}/{key}")) {
                     match &decision {
                         ReserveDecision::Created(answer) => assert!(
                             answered.insert(key, answer.order().id.clone()).is_none(),
@@ -302,6 +439,46 @@ fn run_batch(store: &mut Store, steps: &[Step], now_ms: i64, next_id: &mut u32) 
                         .expect("stored data is consistent");
                 }
             }
+            Step::Adjust {
+                product,
+                delta,
+                stale,
+            } => {
+                let Some(delta) = std::num::NonZeroI64::new(*delta) else {
+                    continue;
+                };
+                let key = PRODUCTS[*product].to_lowercase();
+                let on_hand = book.stock(&key).map_or(0, |(_, stock)| stock.on_hand());
+                let expected = stale.then_some(on_hand + 1);
+                let decision = book.adjust(AdjustInput {
+                    product_key: &key,
+                    delta,
+                    reason: AdjustReason::Correction,
+                    reference: None,
+                    expected_on_hand: expected,
+                    idempotency_key: None,
+                    fingerprint: None,
+                });
+                if *stale {
+                    assert_eq!(decision, AdjustDecision::StaleQuantity { on_hand });
+                }
+            }
+            Step::LimitPhone(limit) => {
+                let orders: Vec<OrderRecord> = store.orders.values().cloned().collect();
+                let change = SettingsChange {
+                    max_per_customer: Some(*limit),
+                    low_stock_threshold: None,
+                };
+                book.change_settings("phone", change, &orders);
+            }
+            Step::Extend { order, by_ms } => {
+                if let Some(id) = pick(*order) {
+                    let customer = book.order(&id).map(|order| order.customer_id.clone());
+                    if let Some(customer) = customer {
+                        book.extend(&id, &customer, now_ms + by_ms);
+                    }
+                }
+            }
             Step::Restock { product, units } => {
                 let name = ProductName::new(PRODUCTS[*product]).unwrap();
                 book.restock(&name, *units).expect("far below the limit");
@@ -323,6 +500,8 @@ fn run_batch(store: &mut Store, steps: &[Step], now_ms: i64, next_id: &mut u32) 
                         book.settle(&event.order_id, &event.event_id, Settle::Release)
                             .expect("stored data is consistent");
                     }
+                    // Notices have no effect on the flow.
+                    _ => {}
                 }
             }
         }
@@ -342,9 +521,15 @@ proptest! {
         batches in proptest::collection::vec(proptest::collection::vec(step(), 1..12), 1..8),
     ) {
         let mut store = Store::default();
+        let mut book = Book::new(0);
         for (name, units) in PRODUCTS.iter().zip(&initial) {
-            store.stock.insert(name.to_lowercase(), ((*name).into(), Stock::received(*units).unwrap()));
+            let settings = ProductSettings {
+                max_per_customer: (*name == "Tablet").then_some(TABLET_LIMIT),
+                low_stock_threshold: Some(2),
+            };
+            book.create_product(&ProductName::new(name).unwrap(), *units, settings).unwrap();
         }
+        store.apply(book.into_changes());
         let mut next_id = 0;
         for (round, steps) in batches.iter().enumerate() {
             run_batch(&mut store, steps, 1_000 * (round as i64 + 1), &mut next_id);

@@ -12,6 +12,10 @@ use std::fmt;
 
 use crate::order::{OrderStatus, Reason};
 
+mod ledger;
+
+pub use ledger::{DeltaFigures, MovementFigures, SettingsFigures, check_ledger};
+
 /// Every invariant, by its stable name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Invariant {
@@ -33,10 +37,16 @@ pub enum Invariant {
     /// An order whose payment was taken is never cancelled: only fulfilment
     /// may follow a charge.
     ChargedOrdersNotCancelled,
+    /// Replaying a product's ledger, numbered 1, 2, 3… without gaps, gives
+    /// its figures.
+    LedgerMatchesStock,
+    /// No reservation took its customer past the product's purchase limit
+    /// in force when it was made.
+    WithinPurchaseLimit,
 }
 
 impl Invariant {
-    pub const ALL: [Invariant; 8] = [
+    pub const ALL: [Invariant; 10] = [
         Invariant::AvailableNonNegative,
         Invariant::ReservedWithinOnHand,
         Invariant::Conservation,
@@ -45,6 +55,8 @@ impl Invariant {
         Invariant::StatusesMoveForward,
         Invariant::NoDoubleEffects,
         Invariant::ChargedOrdersNotCancelled,
+        Invariant::LedgerMatchesStock,
+        Invariant::WithinPurchaseLimit,
     ];
 
     pub fn name(self) -> &'static str {
@@ -57,6 +69,8 @@ impl Invariant {
             Invariant::StatusesMoveForward => "statuses_move_forward",
             Invariant::NoDoubleEffects => "no_double_effects",
             Invariant::ChargedOrdersNotCancelled => "charged_orders_not_cancelled",
+            Invariant::LedgerMatchesStock => "ledger_matches_stock",
+            Invariant::WithinPurchaseLimit => "within_purchase_limit",
         }
     }
 
@@ -78,6 +92,12 @@ impl Invariant {
             Invariant::NoDoubleEffects => "no order fulfilled or charged more than once",
             Invariant::ChargedOrdersNotCancelled => {
                 "no order cancelled after its payment was taken"
+            }
+            Invariant::LedgerMatchesStock => {
+                "replaying a product's movements gives quantity, reservedQuantity and sold"
+            }
+            Invariant::WithinPurchaseLimit => {
+                "no reservation takes its customer past maxPerCustomer"
             }
         }
     }
@@ -127,6 +147,10 @@ pub struct StockFigures {
     pub sold: Option<i64>,
     #[serde(default)]
     pub received: Option<i64>,
+    /// The number of the product's last movement, for a system that keeps
+    /// a ledger: the figures are those of the ledger up to it.
+    #[serde(rename = "movementSeq", default)]
+    pub movement_seq: Option<i64>,
 }
 
 impl StockFigures {
@@ -371,6 +395,7 @@ mod tests {
             available: None,
             sold: Some(sold),
             received: Some(received),
+            movement_seq: None,
         }
     }
 
@@ -454,6 +479,7 @@ mod tests {
             available: Some(20),
             sold: None,
             received: None,
+            movement_seq: None,
         };
         let initial = BTreeMap::from([("laptop".to_owned(), 25)]);
         let fulfilled = BTreeMap::from([("laptop".to_owned(), 5)]);

@@ -1,0 +1,220 @@
+//! The rows a batch touches, worked out from its calls before anything is
+//! loaded, and completed as each step of the load tells more.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use stockroom_domain::Consumer;
+use stockroom_domain::rules::{
+    Book, OrderRecord, Settle, StoredKey, payment_applies, settlement_applies,
+};
+
+use crate::batch::Command;
+
+/// The sweep's candidates, found by the backend before the orders are loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SweepQuery {
+    /// Reservations not advanced since this time are due.
+    pub cutoff_ms: i64,
+    pub limit: u32,
+    /// The due reservations' ids, filled in by the backend.
+    pub found: Vec<String>,
+}
+
+/// The rows a batch touches. Sorted sets, so that backends lock rows in one
+/// global order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Needs {
+    /// Orders to load: those the calls name, and the ids new orders would
+    /// take (a taken id is found by loading it).
+    pub order_ids: BTreeSet<String>,
+    /// Stock rows to load: the products requests name, and (after
+    /// [`Needs::add_lines`]) those of the loaded orders.
+    pub product_keys: BTreeSet<String>,
+    /// Events whose processed record to look up, per consumer: filled in by
+    /// [`Needs::orders_loaded`].
+    pub processed: BTreeMap<Consumer, BTreeSet<String>>,
+    /// Every event the calls carry, for [`Needs::orders_loaded`].
+    events: Vec<CarriedEvent>,
+    /// Idempotency keys to look up, as (customer id, key).
+    pub keys: BTreeSet<(String, String)>,
+    /// Operators' idempotency keys to look up.
+    pub operator_keys: BTreeSet<String>,
+    /// Holdings to load, as (customer id, product key): every customer the
+    /// batch reserves or releases for, with each product of theirs it
+    /// touches. Loaded after the products' rows, which guard them.
+    pub holdings: BTreeSet<(String, String)>,
+    /// Products whose limit is set or removed: the backend loads every
+    /// reserved and fulfilled order holding one into [`Needs::holders`].
+    pub limit_changes: BTreeSet<String>,
+    /// The orders of [`Needs::limit_changes`], filled in by the backend.
+    pub holders: BTreeMap<String, Vec<OrderRecord>>,
+    /// Products the batch creates: a new one may come with a limit.
+    created: BTreeSet<String>,
+    /// One query per sweep call.
+    pub sweeps: Vec<SweepQuery>,
+}
+
+impl Needs {
+    /// What `commands` touch, before anything is loaded.
+    pub fn of(commands: &[Command], now_ms: i64) -> Needs {
+        let mut needs = Needs::default();
+        for command in commands {
+            needs.add(command, now_ms);
+        }
+        needs
+    }
+
+    fn add(&mut self, command: &Command, now_ms: i64) {
+        match command {
+            Command::Reserve(requests) => {
+                for request in requests {
+                    self.order_ids.insert(request.order_id.clone());
+                    let customer = request.customer_id.as_str();
+                    for item in request.items.iter() {
+                        let key = item.product.key();
+                        self.holdings.insert((customer.to_owned(), key.clone()));
+                        self.product_keys.insert(key);
+                    }
+                    if let Some(key) = &request.idempotency_key {
+                        self.keys.insert((customer.to_owned(), key.clone()));
+                    }
+                }
+            }
+            Command::RecordPayments(payments) => {
+                for payment in payments {
+                    self.carry(&payment.event_id, &payment.order_id, Step::Payment);
+                }
+            }
+            Command::Settle(settlements) => {
+                for settlement in settlements {
+                    let step = Step::Settlement(settlement.action);
+                    self.carry(&settlement.event_id, &settlement.order_id, step);
+                }
+            }
+            Command::Release { order_id, .. } | Command::Extend { order_id, .. } => {
+                self.order_ids.insert(order_id.clone());
+            }
+            Command::Sweep {
+                older_than_ms,
+                max_orders,
+            } => self.sweeps.push(SweepQuery {
+                cutoff_ms: now_ms.saturating_sub(i64::try_from(*older_than_ms).unwrap_or(i64::MAX)),
+                limit: *max_orders,
+                found: Vec::new(),
+            }),
+            Command::Restock { product, .. } => {
+                self.product_keys.insert(product.key());
+            }
+            Command::CreateProduct { product, .. } => {
+                self.product_keys.insert(product.key());
+                self.created.insert(product.key());
+            }
+            Command::ChangeSettings {
+                product_key,
+                change,
+            } => {
+                self.product_keys.insert(product_key.clone());
+                if change.touches_limit() {
+                    self.limit_changes.insert(product_key.clone());
+                }
+            }
+            Command::Adjust(adjustment) => {
+                self.product_keys.insert(adjustment.product_key.clone());
+                if let Some(key) = &adjustment.idempotency_key {
+                    self.operator_keys.insert(key.clone());
+                }
+            }
+        }
+    }
+
+    fn carry(&mut self, event_id: &str, order_id: &str, step: Step) {
+        self.order_ids.insert(order_id.to_owned());
+        self.events.push(CarriedEvent {
+            event_id: event_id.to_owned(),
+            order_id: order_id.to_owned(),
+            step,
+        });
+    }
+
+    /// Names the processed records worth looking up, once the orders are in
+    /// the book: only those of events whose order's state says they no longer
+    /// apply. An event that still applies was never applied (applying it moves
+    /// the order on), so in the steady flow of a sale no record is read; a
+    /// redelivered event is recognised by its record and answered
+    /// `duplicate`.
+    pub fn orders_loaded(&mut self, book: &Book) {
+        for event in &self.events {
+            let Some(order) = book.order(&event.order_id) else {
+                continue;
+            };
+            let (consumer, applies) = match event.step {
+                Step::Payment => (Consumer::Payment, payment_applies(order)),
+                Step::Settlement(action) => {
+                    (Consumer::Inventory, settlement_applies(order, action))
+                }
+            };
+            if !applies {
+                self.processed
+                    .entry(consumer)
+                    .or_default()
+                    .insert(event.event_id.clone());
+            }
+        }
+    }
+
+    /// Adds the orders that stored idempotency keys answered with, so that a
+    /// replay can rebuild its answer; call it with the keys before loading
+    /// the orders.
+    pub fn keys_loaded<'a>(&mut self, keys: impl IntoIterator<Item = &'a StoredKey>) {
+        self.order_ids
+            .extend(keys.into_iter().map(|key| key.answer.order_id().to_owned()));
+    }
+
+    /// Adds the sweep candidates the backend found for sweep `index`.
+    pub fn add_swept(&mut self, index: usize, ids: Vec<String>) {
+        self.order_ids.extend(ids.iter().cloned());
+        self.sweeps[index].found = ids;
+    }
+
+    /// The holdings to load once the products are in the book: the pairs of
+    /// products that are limited, or may become so in this batch (a limit
+    /// set, a product created). Unlimited products keep no holdings, so in a
+    /// sale without limits nothing is read.
+    pub fn holdings_to_load(&self, book: &Book) -> Vec<(String, String)> {
+        self.holdings
+            .iter()
+            .filter(|(_, product_key)| {
+                self.limit_changes.contains(product_key)
+                    || self.created.contains(product_key)
+                    || book
+                        .product(product_key)
+                        .is_some_and(|product| product.settings.max_per_customer.is_some())
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// Adds the products of a loaded order's lines, and its customer's
+    /// holdings of them (a release or an expiry frees them).
+    pub fn add_lines(&mut self, order: &OrderRecord) {
+        for line in &order.lines {
+            self.product_keys.insert(line.product_key.clone());
+            self.holdings
+                .insert((order.customer_id.clone(), line.product_key.clone()));
+        }
+    }
+}
+
+/// An event a call carries, and the step of the flow it asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct CarriedEvent {
+    event_id: String,
+    order_id: String,
+    step: Step,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Payment,
+    Settlement(Settle),
+}
