@@ -18,8 +18,9 @@ pub struct JsonBody<T>(pub T);
 #[derive(Debug)]
 pub enum BodyError {
     TooLarge(String),
-    /// The body stopped arriving before [`crate::BODY_READ_TIMEOUT_MS`].
-    TimedOut,
+    /// The body did not arrive whole within the listener's deadline, or
+    /// arrived too slowly (see [`crate::BodyLimits`]).
+    TimedOut(String),
     Unreadable(String),
     Empty,
     Malformed(String),
@@ -32,11 +33,9 @@ impl IntoResponse for BodyError {
             BodyError::TooLarge(message) => {
                 error_response(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", &message)
             }
-            BodyError::TimedOut => error_response(
-                StatusCode::REQUEST_TIMEOUT,
-                "body_timeout",
-                "the request body did not arrive in time",
-            ),
+            BodyError::TimedOut(message) => {
+                error_response(StatusCode::REQUEST_TIMEOUT, "body_timeout", &message)
+            }
             BodyError::Unreadable(message) => {
                 error_response(StatusCode::BAD_REQUEST, "unreadable_body", &message)
             }
@@ -73,8 +72,8 @@ where
                         "the request body is too large: {}",
                         rejection.body_text()
                     ))
-                } else if timed_out(&rejection) {
-                    BodyError::TimedOut
+                } else if let Some(timeout) = timed_out(&rejection) {
+                    BodyError::TimedOut(timeout.to_string())
                 } else {
                     BodyError::Unreadable(rejection.body_text())
                 }
@@ -83,16 +82,18 @@ where
     }
 }
 
-/// Whether a body failed because the listener's body-read timeout ran out.
-fn timed_out(rejection: &axum::extract::rejection::BytesRejection) -> bool {
+/// The listener's reason, when a body failed because it arrived too slowly.
+fn timed_out(
+    rejection: &axum::extract::rejection::BytesRejection,
+) -> Option<&crate::BodyReadError> {
     let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(rejection);
     while let Some(error) = cause {
-        if error.is::<tower_http::timeout::TimeoutError>() {
-            return true;
+        if let Some(failure) = error.downcast_ref::<crate::BodyReadError>() {
+            return failure.is_timeout().then_some(failure);
         }
         cause = error.source();
     }
-    false
+    None
 }
 
 /// Parses a JSON document, telling syntax errors (400) from documents of the
