@@ -29,7 +29,7 @@ pub use auth::{
     INTERNAL_TOKEN_ENV, INTERNAL_TOKEN_SCHEME, InternalToken, MAX_INTERNAL_TOKEN_CHARS,
     MIN_INTERNAL_TOKEN_CHARS, TokenError, require_internal_token,
 };
-pub use body::{BodyError, JsonBody};
+pub use body::{BodyError, JsonBody, JsonBytes, require_json};
 pub use client::{ClientError, INTERNAL_REQUEST_TIMEOUT_MS, ServiceClient, split_urls};
 pub use error_chain::ErrorChain;
 pub use hosts::{ALLOWED_HOSTS_ENV, AllowedHosts, HostListError};

@@ -270,7 +270,13 @@ async fn the_controls_refuse_bad_input_and_run_one_sale_at_a_time() {
         );
         assert!(!document["message"].as_str().unwrap().is_empty());
     }
-    let malformed = client.post(&sale).body("{").send().await.unwrap();
+    let malformed = client
+        .post(&sale)
+        .header("content-type", "application/json")
+        .body("{")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(malformed.status(), 400);
     let foreign = client
         .post(&sale)
