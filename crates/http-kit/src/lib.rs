@@ -30,7 +30,9 @@ pub use auth::{
     MIN_INTERNAL_TOKEN_CHARS, TokenError, require_internal_token,
 };
 pub use body::{BodyError, JsonBody, JsonBytes, require_json};
-pub use client::{ClientError, INTERNAL_REQUEST_TIMEOUT_MS, ServiceClient, split_urls};
+pub use client::{
+    ClientError, INTERNAL_REQUEST_TIMEOUT_MS, ServiceClient, direct_client, split_urls,
+};
 pub use error_chain::ErrorChain;
 pub use hosts::{ALLOWED_HOSTS_ENV, AllowedHosts, HostListError};
 pub use listener::{
