@@ -82,7 +82,13 @@ pub(super) struct StorageArgs {
     pub(super) data_dir: PathBuf,
     /// A postgres:// URL selects PostgreSQL (?schema=NAME for its own schema);
     /// a path or sqlite://DIR selects SQLite there. Default: SQLite in --data-dir.
-    #[arg(long, env = "STOCKROOM_DATABASE_URL")]
+    /// Prefer the environment variable when the URL holds a password: a
+    /// command line is visible to every user of the machine.
+    #[arg(
+        long,
+        env = stockroom_launcher::cluster::DATABASE_URL_ENV,
+        hide_env_values = true
+    )]
     database_url: Option<String>,
     /// Initial stock, shaped like GET /inventory; loaded on first start only.
     #[arg(long, env = "STOCKROOM_INVENTORY_FILE")]
@@ -135,8 +141,13 @@ impl RetentionArgs {
 #[derive(Debug, Args)]
 pub(super) struct BusArgs {
     /// An amqp:// URL carries events over RabbitMQ; without it consumers read
-    /// data-service's outbox directly (the embedded bus).
-    #[arg(long, env = "STOCKROOM_BUS_URL")]
+    /// data-service's outbox directly (the embedded bus). Prefer the
+    /// environment variable when the URL holds a password.
+    #[arg(
+        long,
+        env = stockroom_launcher::cluster::BUS_URL_ENV,
+        hide_env_values = true
+    )]
     pub(super) bus_url: Option<String>,
     /// The prefix of the RabbitMQ exchange and queue names.
     #[arg(long, default_value = stockroom_bus_rabbitmq::DEFAULT_PREFIX, env = "STOCKROOM_BUS_PREFIX")]

@@ -15,8 +15,15 @@ pub(super) struct ClusterArgs {
     #[arg(long, default_value_t = 2)]
     instances: u16,
     /// The shared database (a postgres:// URL; SQLite cannot be shared
-    /// between processes safely enough for this).
-    #[arg(long, env = "STOCKROOM_DATABASE_URL")]
+    /// between processes safely enough for this). The instances get it in
+    /// their environment, never on their command lines; prefer the
+    /// environment variable for this command too when the URL holds a
+    /// password.
+    #[arg(
+        long,
+        env = stockroom_launcher::cluster::DATABASE_URL_ENV,
+        hide_env_values = true
+    )]
     database_url: String,
     #[command(flatten)]
     bus: BusArgs,
