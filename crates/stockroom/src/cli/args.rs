@@ -268,3 +268,47 @@ impl TokenArgs {
             .map_err(Into::into)
     }
 }
+
+/// The host names the services answer to besides their own.
+#[derive(Debug, Args)]
+pub(super) struct AllowedHostsArgs {
+    /// Host names every service and the dashboard also serve, comma-separated
+    /// (`shop.example.com,.example.org`; a leading dot allows every name
+    /// under it), for a deployment behind a load balancer that keeps the
+    /// public name in `Host`. Without it only `localhost`, loopback addresses
+    /// and the address a service is bound to are served: any other name is
+    /// answered with 421, so that no web page can reach the services by DNS
+    /// rebinding.
+    #[arg(
+        long,
+        global = true,
+        env = stockroom_http_kit::ALLOWED_HOSTS_ENV,
+        value_parser = parse_allowed_hosts
+    )]
+    allowed_hosts: Option<String>,
+}
+
+/// Checks a list of host names, keeping it as written.
+fn parse_allowed_hosts(list: &str) -> Result<String, stockroom_http_kit::HostListError> {
+    stockroom_http_kit::AllowedHosts::parse(list).map(|_| list.to_owned())
+}
+
+impl AllowedHostsArgs {
+    /// Makes every listener of this process serve the names given.
+    pub(super) fn install(&self) -> anyhow::Result<()> {
+        let list = self.allowed_hosts.as_deref().unwrap_or("");
+        stockroom_http_kit::AllowedHosts::parse(list)?.install()?;
+        Ok(())
+    }
+
+    /// The variable that hands the names to a child process, if any were
+    /// given.
+    pub(super) fn for_children(&self) -> Option<(String, String)> {
+        self.allowed_hosts.as_ref().map(|list| {
+            (
+                stockroom_http_kit::ALLOWED_HOSTS_ENV.to_owned(),
+                list.clone(),
+            )
+        })
+    }
+}

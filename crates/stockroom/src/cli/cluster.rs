@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::Args;
 use stockroom_launcher::system;
 
-use super::args::{BusArgs, ExpiryArgs, PaymentArgs, TokenArgs};
+use super::args::{AllowedHostsArgs, BusArgs, ExpiryArgs, PaymentArgs, TokenArgs};
 use super::shutdown_signal;
 
 #[derive(Debug, Args)]
@@ -41,6 +41,8 @@ pub(super) struct ClusterArgs {
     expiry: ExpiryArgs,
     #[command(flatten)]
     token: TokenArgs,
+    #[command(flatten)]
+    allowed_hosts: AllowedHostsArgs,
 }
 
 pub(super) async fn cluster(
@@ -90,10 +92,13 @@ pub(super) async fn cluster(
         data_args: bus_prefix,
         inventory_urls_for_order: None,
         data_urls_for_consumers: None,
-        // Each process exports its own spans, under its own service name.
+        // Each process exports its own spans, under its own service name,
+        // and serves the names the operator allowed.
         environment: otlp_endpoint
-            .map(|endpoint| vec![("STOCKROOM_OTLP_ENDPOINT".to_owned(), endpoint)])
-            .unwrap_or_default(),
+            .map(|endpoint| ("STOCKROOM_OTLP_ENDPOINT".to_owned(), endpoint))
+            .into_iter()
+            .chain(args.allowed_hosts.for_children())
+            .collect(),
         internal_token: args.token.or_generate()?,
         log_directory: None,
     };
