@@ -41,6 +41,12 @@ pub enum DashboardError {
     /// Every stream slot is taken.
     #[error("too many pages are watching; close one and reload")]
     TooManyStreams,
+    /// This client already watches with its share of the streams.
+    #[error(
+        "this address already has {MAX_STREAMS_PER_CLIENT} live streams open; close one and reload",
+        MAX_STREAMS_PER_CLIENT = crate::stream::MAX_STREAMS_PER_CLIENT
+    )]
+    TooManyStreamsFromClient,
 }
 
 impl IntoResponse for DashboardError {
@@ -53,7 +59,8 @@ impl IntoResponse for DashboardError {
             DashboardError::CrossSite { .. } => (StatusCode::FORBIDDEN, "cross_site_request"),
             DashboardError::MissingToken => (StatusCode::FORBIDDEN, "csrf_token_required"),
             DashboardError::WrongToken => (StatusCode::FORBIDDEN, "csrf_token_invalid"),
-            DashboardError::TooManyControlRequests { .. } => {
+            DashboardError::TooManyControlRequests { .. }
+            | DashboardError::TooManyStreamsFromClient => {
                 (StatusCode::TOO_MANY_REQUESTS, "rate_limited")
             }
             DashboardError::TooManyStreams => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
@@ -61,6 +68,7 @@ impl IntoResponse for DashboardError {
         let mut response = error_response(status, code, &self.to_string());
         let retry_after_s = match &self {
             DashboardError::TooManyControlRequests { retry_after_s } => Some(*retry_after_s),
+            DashboardError::TooManyStreamsFromClient => Some(crate::stream::STREAM_RETRY_AFTER_S),
             _ => None,
         };
         if let Some(seconds) = retry_after_s {

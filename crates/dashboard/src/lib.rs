@@ -25,7 +25,7 @@ pub mod prometheus;
 pub mod sale;
 pub mod snapshot;
 mod sources;
-mod stream;
+pub mod stream;
 pub mod traffic;
 
 use std::future::Future;
@@ -36,7 +36,7 @@ use axum::routing::{get, post};
 use stockroom_http_kit::{Metrics, Readiness};
 use stockroom_lab::FixedLauncher;
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 pub use error::DashboardError;
@@ -49,7 +49,8 @@ pub const POLL_INTERVAL_MS: u64 = 1_000;
 pub const SOURCE_TIMEOUT_MS: u64 = 800;
 
 /// The most pages open on the live stream at once. Each holds a connection
-/// and gets a copy of every snapshot; an operator's team needs a handful.
+/// and gets a copy of every snapshot; an operator's team needs a handful
+/// (and one address at most [`stream::MAX_STREAMS_PER_CLIENT`]).
 pub const MAX_STREAM_CLIENTS: usize = 64;
 
 /// The largest request body the dashboard accepts (its forms are tiny).
@@ -103,7 +104,7 @@ pub struct DashboardState {
     /// The latest snapshot, already serialized: every stream sends the same
     /// text, so it is made once.
     snapshots: watch::Receiver<Arc<str>>,
-    streams: Arc<Semaphore>,
+    streams: stream::StreamSlots,
     /// Who may use the controls, and the token the page carries.
     pub controls: guard::ControlGuard,
     /// The page, with this start's token in it.
@@ -181,7 +182,7 @@ pub async fn run(
     let controls = guard::ControlGuard::new();
     let state = DashboardState {
         snapshots,
-        streams: Arc::new(Semaphore::new(MAX_STREAM_CLIENTS)),
+        streams: stream::StreamSlots::new(),
         page: assets::page(controls.token()),
         controls,
         sale,
