@@ -11,6 +11,7 @@ mod dashboard;
 mod faults;
 mod flow;
 mod harness;
+mod hoarding_clients;
 mod hostile_pages;
 mod idempotency;
 mod internal_routes;
