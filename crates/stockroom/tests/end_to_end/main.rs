@@ -20,5 +20,6 @@ mod naive_fence;
 mod redelivery;
 mod reservations;
 mod scale_out;
+mod secrets;
 mod slow_clients;
 mod traces;
