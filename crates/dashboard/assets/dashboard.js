@@ -275,13 +275,23 @@
     }
   }
 
+  // The dashboard's token for its controls, which it put in the page; the
+  // controls refuse requests that carry neither it nor the page's origin.
+  function csrfToken() {
+    const meta = document.querySelector('meta[name="stockroom-csrf-token"]');
+    return meta ? meta.content : "";
+  }
+
   // Posts a control's form; shows the server's message on a refusal.
   async function post(path, body, errorNode) {
     errorNode.hidden = true;
     try {
       const response = await fetch(path, {
         method: "POST",
-        headers: { "content-type": "application/json" },
+        headers: {
+          "content-type": "application/json",
+          "x-stockroom-csrf-token": csrfToken(),
+        },
         body: JSON.stringify(body),
       });
       if (!response.ok) {

@@ -1,10 +1,16 @@
 //! The page and its assets, compiled into the binary: the dashboard needs no
 //! CDN and no network at run time. The page's policy (`Content-Security-Policy`)
-//! lets it load and connect to nothing but the dashboard itself.
+//! lets it load and connect to nothing but the dashboard itself. The page
+//! carries the controls' token (see [`crate::guard`]) in a `<meta>` element.
 
-use axum::extract::Path;
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
+
+use crate::DashboardState;
+use crate::guard::CSRF_TOKEN_HEADER;
 
 /// The page may load scripts, styles and data from the dashboard only.
 const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; img-src 'self' data:; \
@@ -12,6 +18,15 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; img-src 'self' data:;
      base-uri 'none'; form-action 'self'";
 
 const INDEX_HTML: &str = include_str!("../assets/index.html");
+
+/// Where the page's `<meta name="stockroom-csrf-token">` takes the token.
+const TOKEN_PLACEHOLDER: &str = "{{csrf-token}}";
+
+/// The page with `token` in it.
+pub(crate) fn page(token: &str) -> Arc<str> {
+    debug_assert!(INDEX_HTML.contains(TOKEN_PLACEHOLDER));
+    Arc::from(INDEX_HTML.replace(TOKEN_PLACEHOLDER, token))
+}
 
 /// Every asset by its file name, with its content type.
 const ASSETS: [(&str, &str, &str); 3] = [
@@ -32,7 +47,7 @@ const ASSETS: [(&str, &str, &str); 3] = [
     ),
 ];
 
-fn with_headers(content_type: &'static str, body: &'static str) -> Response {
+fn with_headers(content_type: &'static str, body: impl IntoResponse) -> Response {
     let mut response = body.into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -51,14 +66,34 @@ fn with_headers(content_type: &'static str, body: &'static str) -> Response {
 }
 
 /// `GET /`: the page.
-pub(crate) async fn index() -> Response {
-    with_headers("text/html; charset=utf-8", INDEX_HTML)
+pub(crate) async fn index(State(state): State<DashboardState>) -> Response {
+    let mut response = with_headers("text/html; charset=utf-8", state.page.to_string());
+    // It carries the token: never kept by a cache between two visitors.
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// `GET /api/csrf-token`: the controls' token and the header to send it in,
+/// for scripts (the page has it already). Only a same-origin read can see
+/// the answer, which no other site's page can make.
+pub(crate) async fn csrf_token(State(state): State<DashboardState>) -> Response {
+    let document = serde_json::json!({
+        "token": state.controls.token(),
+        "header": CSRF_TOKEN_HEADER,
+    });
+    let mut response = axum::Json(document).into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
 }
 
 /// `GET /assets/{file}`.
 pub(crate) async fn asset(Path(file): Path<String>) -> Response {
     match ASSETS.iter().find(|(name, _, _)| *name == file) {
-        Some((_, content_type, body)) => with_headers(content_type, body),
+        Some((_, content_type, body)) => with_headers(content_type, *body),
         None => stockroom_http_kit::fallback_not_found().await,
     }
 }
@@ -83,5 +118,15 @@ mod tests {
                 "the page does not load {name}"
             );
         }
+    }
+
+    #[test]
+    fn the_page_carries_the_token() {
+        let page = page("0123abcd");
+        assert!(
+            page.contains(r#"<meta name="stockroom-csrf-token" content="0123abcd">"#),
+            "{page}"
+        );
+        assert!(!page.contains(TOKEN_PLACEHOLDER));
     }
 }

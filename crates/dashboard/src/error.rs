@@ -1,6 +1,6 @@
 //! The dashboard's errors and their one mapping to HTTP answers.
 
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use stockroom_http_kit::error_response;
 
@@ -19,9 +19,34 @@ pub enum DashboardError {
     /// A control was posted from another site's page.
     #[error("requests from {origin} are refused: only the dashboard's own page may start a run")]
     ForeignOrigin { origin: String },
+    /// The browser says another site's page sent a control request.
+    #[error(
+        "a request sent with Sec-Fetch-Site: {value} is refused: only the dashboard's own page may start a run"
+    )]
+    CrossSite { value: String },
+    /// A control request came without `Origin` and without the token.
+    #[error(
+        "a control request needs the dashboard's token in {header} (the page has it; scripts read it from GET /api/csrf-token)",
+        header = crate::guard::CSRF_TOKEN_HEADER
+    )]
+    MissingToken,
+    /// A control request carried a token that is not this dashboard's.
+    #[error(
+        "the dashboard's token is wrong (it changes when the dashboard restarts: reload the page)"
+    )]
+    WrongToken,
+    /// More control requests than the allowance.
+    #[error("too many control requests; retry in {retry_after_s} s")]
+    TooManyControlRequests { retry_after_s: u64 },
     /// Every stream slot is taken.
     #[error("too many pages are watching; close one and reload")]
     TooManyStreams,
+    /// This client already watches with its share of the streams.
+    #[error(
+        "this address already has {MAX_STREAMS_PER_CLIENT} live streams open; close one and reload",
+        MAX_STREAMS_PER_CLIENT = crate::stream::MAX_STREAMS_PER_CLIENT
+    )]
+    TooManyStreamsFromClient,
 }
 
 impl IntoResponse for DashboardError {
@@ -31,59 +56,26 @@ impl IntoResponse for DashboardError {
             DashboardError::Busy(_) => (StatusCode::CONFLICT, "already_running"),
             DashboardError::LabUnavailable => (StatusCode::CONFLICT, "lab_unavailable"),
             DashboardError::ForeignOrigin { .. } => (StatusCode::FORBIDDEN, "foreign_origin"),
+            DashboardError::CrossSite { .. } => (StatusCode::FORBIDDEN, "cross_site_request"),
+            DashboardError::MissingToken => (StatusCode::FORBIDDEN, "csrf_token_required"),
+            DashboardError::WrongToken => (StatusCode::FORBIDDEN, "csrf_token_invalid"),
+            DashboardError::TooManyControlRequests { .. }
+            | DashboardError::TooManyStreamsFromClient => {
+                (StatusCode::TOO_MANY_REQUESTS, "rate_limited")
+            }
             DashboardError::TooManyStreams => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
         };
-        error_response(status, code, &self.to_string())
-    }
-}
-
-/// Refuses a control request that a browser sent from another site's page:
-/// the controls take a plain JSON body, which any page could post to a
-/// dashboard on the operator's machine. Browsers name the page's origin in
-/// `Origin`; it must be the dashboard's own (`Host`). Requests without an
-/// `Origin` (curl, scripts) are not a browser's and pass.
-pub(crate) fn same_origin(headers: &axum::http::HeaderMap) -> Result<(), DashboardError> {
-    let Some(origin) = headers.get(axum::http::header::ORIGIN) else {
-        return Ok(());
-    };
-    let origin = origin.to_str().unwrap_or("");
-    let host = headers
-        .get(axum::http::header::HOST)
-        .and_then(|host| host.to_str().ok())
-        .unwrap_or("");
-    let origin_host = origin
-        .strip_prefix("http://")
-        .or_else(|| origin.strip_prefix("https://"))
-        .unwrap_or("");
-    if !host.is_empty() && origin_host == host {
-        Ok(())
-    } else {
-        Err(DashboardError::ForeignOrigin {
-            origin: origin.to_owned(),
-        })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use axum::http::{HeaderMap, HeaderValue, header};
-
-    fn headers(origin: Option<&'static str>, host: &'static str) -> HeaderMap {
-        let mut headers = HeaderMap::new();
-        headers.insert(header::HOST, HeaderValue::from_static(host));
-        if let Some(origin) = origin {
-            headers.insert(header::ORIGIN, HeaderValue::from_static(origin));
+        let mut response = error_response(status, code, &self.to_string());
+        let retry_after_s = match &self {
+            DashboardError::TooManyControlRequests { retry_after_s } => Some(*retry_after_s),
+            DashboardError::TooManyStreamsFromClient => Some(crate::stream::STREAM_RETRY_AFTER_S),
+            _ => None,
+        };
+        if let Some(seconds) = retry_after_s {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
-        headers
-    }
-
-    #[test]
-    fn only_the_dashboards_own_page_may_post() {
-        assert!(same_origin(&headers(None, "127.0.0.1:3000")).is_ok());
-        assert!(same_origin(&headers(Some("http://127.0.0.1:3000"), "127.0.0.1:3000")).is_ok());
-        assert!(same_origin(&headers(Some("http://evil.example"), "127.0.0.1:3000")).is_err());
-        assert!(same_origin(&headers(Some("http://127.0.0.1:3001"), "127.0.0.1:3000")).is_err());
-        assert!(same_origin(&headers(Some("null"), "127.0.0.1:3000")).is_err());
+        response
     }
 }

@@ -10,13 +10,14 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use stockroom_http_kit::{ErrorChain, JsonBody};
 use stockroom_lab::{FixedLauncher, LabError, Scenario, ScenarioResult};
 
 use crate::DashboardState;
-use crate::error::{DashboardError, same_origin};
+use crate::error::DashboardError;
+use crate::guard::ControlAccess;
 use crate::job::{Job, RunState};
 
 /// The widest race window the page may ask for. Every scenario waits for
@@ -234,10 +235,9 @@ impl LabControl {
 /// `POST /api/lab`: starts the race lab; 202 with its status.
 pub(crate) async fn start(
     State(state): State<DashboardState>,
-    headers: HeaderMap,
+    _access: ControlAccess,
     JsonBody(request): JsonBody<LabRequest>,
 ) -> Result<(StatusCode, Json<LabStatus>), DashboardError> {
-    same_origin(&headers)?;
     let status = state.lab.start(&request)?;
     tracing::info!(scenarios = status.planned, "race lab started");
     Ok((StatusCode::ACCEPTED, Json(status)))

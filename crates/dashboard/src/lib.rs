@@ -18,13 +18,14 @@
 mod assets;
 mod collector;
 mod error;
+pub mod guard;
 pub mod job;
 pub mod lab;
 pub mod prometheus;
 pub mod sale;
 pub mod snapshot;
 mod sources;
-mod stream;
+pub mod stream;
 pub mod traffic;
 
 use std::future::Future;
@@ -35,7 +36,7 @@ use axum::routing::{get, post};
 use stockroom_http_kit::{Metrics, Readiness};
 use stockroom_lab::FixedLauncher;
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 pub use error::DashboardError;
@@ -48,11 +49,20 @@ pub const POLL_INTERVAL_MS: u64 = 1_000;
 pub const SOURCE_TIMEOUT_MS: u64 = 800;
 
 /// The most pages open on the live stream at once. Each holds a connection
-/// and gets a copy of every snapshot; an operator's team needs a handful.
+/// and gets a copy of every snapshot; an operator's team needs a handful
+/// (and one address at most [`stream::MAX_STREAMS_PER_CLIENT`]).
 pub const MAX_STREAM_CLIENTS: usize = 64;
 
 /// The largest request body the dashboard accepts (its forms are tiny).
 pub const MAX_BODY_BYTES: usize = 4 * 1024;
+
+// A control's body, sent at the listener's minimum rate, arrives before the
+// body's deadline.
+const _: () = assert!(
+    stockroom_http_kit::BODY_RATE_GRACE_MS
+        + MAX_BODY_BYTES as u64 * 1_000 / stockroom_http_kit::MIN_BODY_BYTES_PER_SECOND
+        <= stockroom_http_kit::BODY_DEADLINE_MS
+);
 
 /// Where the system's services are: one or more base URLs each.
 #[derive(Debug, Clone, Default)]
@@ -94,7 +104,11 @@ pub struct DashboardState {
     /// The latest snapshot, already serialized: every stream sends the same
     /// text, so it is made once.
     snapshots: watch::Receiver<Arc<str>>,
-    streams: Arc<Semaphore>,
+    streams: stream::StreamSlots,
+    /// Who may use the controls, and the token the page carries.
+    pub controls: guard::ControlGuard,
+    /// The page, with this start's token in it.
+    page: Arc<str>,
     pub sale: sale::SaleControl,
     pub lab: lab::LabControl,
     observed: collector::Observed,
@@ -115,11 +129,12 @@ impl DashboardState {
 }
 
 /// The dashboard's routes: the page and its assets, the snapshot and its
-/// stream, the two controls, `/health` and `/metrics`.
+/// stream, the controls' token, the two controls, `/health` and `/metrics`.
 pub fn router(state: DashboardState) -> Router {
     Router::new()
         .route("/", get(assets::index))
         .route("/assets/{file}", get(assets::asset))
+        .route("/api/csrf-token", get(assets::csrf_token))
         .route("/api/snapshot", get(stream::latest))
         .route("/api/stream", get(stream::stream))
         .route("/api/sale", post(sale::start).get(sale::status))
@@ -164,9 +179,12 @@ pub async fn run(
         sender,
         stop.clone(),
     ));
+    let controls = guard::ControlGuard::new();
     let state = DashboardState {
         snapshots,
-        streams: Arc::new(Semaphore::new(MAX_STREAM_CLIENTS)),
+        streams: stream::StreamSlots::new(),
+        page: assets::page(controls.token()),
+        controls,
         sale,
         lab,
         observed,

@@ -9,13 +9,14 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use stockroom_http_kit::{ErrorChain, JsonBody};
 use stockroom_lab::{RetryPolicy, StormConfig, StormError, StormSummary};
 
 use crate::DashboardState;
-use crate::error::{DashboardError, same_origin};
+use crate::error::DashboardError;
+use crate::guard::ControlAccess;
 use crate::job::{Job, RunState};
 
 /// The most orders one sale may place: enough to sell out any stock the
@@ -232,10 +233,9 @@ impl SaleControl {
 /// `POST /api/sale`: starts a flash sale; 202 with its status.
 pub(crate) async fn start(
     State(state): State<DashboardState>,
-    headers: HeaderMap,
+    _access: ControlAccess,
     JsonBody(request): JsonBody<SaleRequest>,
 ) -> Result<(StatusCode, Json<SaleStatus>), DashboardError> {
-    same_origin(&headers)?;
     request.validate(&state.products())?;
     let status = state.sale.start(request, state.answered())?;
     tracing::info!(request = ?status.request, "flash sale started");

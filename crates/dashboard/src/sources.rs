@@ -96,7 +96,7 @@ pub(crate) struct HealthReading {
 
 impl Reader {
     pub fn new() -> Reader {
-        let client = reqwest::Client::builder()
+        let client = stockroom_http_kit::direct_client()
             .timeout(Duration::from_millis(SOURCE_TIMEOUT_MS))
             .build()
             .unwrap_or_default();

@@ -137,6 +137,16 @@ impl ClientError {
     }
 }
 
+/// A client builder for calls to the system's own services (and to what a
+/// launcher or the dashboard watches): it never uses a proxy. reqwest
+/// otherwise honours `HTTP_PROXY`, `HTTPS_PROXY` and `ALL_PROXY`, so a proxy
+/// set for the operator's web browsing would receive every internal call,
+/// the bearer token included, and could answer in a peer's place. Services
+/// reach each other directly, by the addresses they are configured with.
+pub fn direct_client() -> reqwest::ClientBuilder {
+    reqwest::Client::builder().no_proxy()
+}
+
 /// Splits a comma-separated list of base URLs.
 pub fn split_urls(urls: &str) -> Vec<String> {
     urls.split(',')
@@ -168,7 +178,7 @@ pub struct ServiceClient {
 impl ServiceClient {
     /// `base_urls` is one URL or a comma-separated list of instances.
     pub fn new(name: &'static str, base_urls: &str) -> ServiceClient {
-        let http = reqwest::Client::builder()
+        let http = direct_client()
             .timeout(Duration::from_millis(INTERNAL_REQUEST_TIMEOUT_MS))
             .pool_max_idle_per_host(MAX_IDLE_CONNECTIONS_PER_PEER)
             .pool_idle_timeout(Duration::from_millis(POOL_IDLE_TIMEOUT_MS))

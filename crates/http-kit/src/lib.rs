@@ -1,6 +1,8 @@
 //! HTTP plumbing every Stockroom service shares: JSON error bodies, a JSON body
 //! extractor whose failures are client errors in the same shape, binding and
-//! serving with graceful shutdown, a client for calling the other services,
+//! serving with graceful shutdown and the listener's limits and checks (the
+//! host names it serves, requests from other sites' pages), a client for
+//! calling the other services,
 //! the bounded wait for a dependency's `/health`, and Prometheus metrics
 //! (one registry per service, lock-free on the request path), and the W3C
 //! trace context carried from service to service.
@@ -13,7 +15,9 @@
 mod auth;
 mod body;
 mod client;
+pub mod cross_site;
 mod error_chain;
+pub mod hosts;
 mod listener;
 pub mod metrics;
 mod readiness;
@@ -25,13 +29,18 @@ pub use auth::{
     INTERNAL_TOKEN_ENV, INTERNAL_TOKEN_SCHEME, InternalToken, MAX_INTERNAL_TOKEN_CHARS,
     MIN_INTERNAL_TOKEN_CHARS, TokenError, require_internal_token,
 };
-pub use body::{BodyError, JsonBody};
-pub use client::{ClientError, INTERNAL_REQUEST_TIMEOUT_MS, ServiceClient, split_urls};
+pub use body::{BodyError, JsonBody, JsonBytes, require_json};
+pub use client::{
+    ClientError, INTERNAL_REQUEST_TIMEOUT_MS, ServiceClient, direct_client, split_urls,
+};
 pub use error_chain::ErrorChain;
+pub use hosts::{ALLOWED_HOSTS_ENV, AllowedHosts, HostListError};
 pub use listener::{
-    ACCEPT_ERROR_PAUSE_MS, BODY_READ_TIMEOUT_MS, HEADER_READ_TIMEOUT_MS, ListenerLimits,
-    MAX_CONNECTIONS_PER_LISTENER, OPEN_FILES_PER_LISTENER_SHARE, REFUSAL_WRITE_TIMEOUT_MS,
-    raise_open_file_limit, serve, serve_with_limits,
+    ACCEPT_ERROR_PAUSE_MS, BODY_DEADLINE_MS, BODY_RATE_GRACE_MS, BodyLimits, BodyReadError,
+    CONNECTION_BUFFER_BYTES, CONNECTIONS_PER_PEER_SHARE, HEADER_READ_TIMEOUT_MS, ListenerLimits,
+    MAX_CONNECTIONS_PER_LISTENER, MAX_REQUEST_HEAD_BYTES, MAX_REQUEST_HEADERS,
+    MIN_BODY_BYTES_PER_SECOND, OPEN_FILES_PER_LISTENER_SHARE, PeerKey, REFUSAL_WRITE_TIMEOUT_MS,
+    WRITE_STALL_TIMEOUT_MS, raise_open_file_limit, serve, serve_with,
 };
 pub use metrics::{Metrics, MetricsLayer, names as metric_names};
 pub use readiness::{

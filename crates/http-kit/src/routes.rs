@@ -97,16 +97,22 @@ fn secure(operation: &mut Operation, requirement: &SecurityRequirement) {
 /// Documents the answers the shared plumbing gives on every route of a kind,
 /// so that no route's document omits a status it really returns: a JSON body
 /// can be empty or malformed (400), arrive too slowly (408), be too large
-/// (413) or have the wrong shape (422); a query can be unreadable (400) or
+/// (413), be declared as something other than JSON (415) or have the wrong
+/// shape (422); a query can be unreadable (400) or
 /// out of bounds (422); a path names something that may not exist (404).
 /// Path parameters are never empty, since an empty segment would name
 /// another route.
-fn document_shared_answers(api: &mut OpenApi) {
+pub(crate) fn document_shared_answers(api: &mut OpenApi) {
     for operation in operations(api) {
         if operation.request_body.is_some() {
             add_answer(operation, "400", "the body is empty or not JSON");
             add_answer(operation, "408", "the body did not arrive in time");
             add_answer(operation, "413", "the body is too large");
+            add_answer(
+                operation,
+                "415",
+                "the body is not declared as Content-Type: application/json",
+            );
             add_answer(operation, "422", "the document breaks the request's rules");
         }
         let parameters = operation.parameters.iter_mut().flatten();

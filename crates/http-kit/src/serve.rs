@@ -166,12 +166,18 @@ pub async fn wait_for_health(
     }
 }
 
-/// Adds `/openapi.json` (the document generated from the routes), the JSON
-/// 404 and 405 fallbacks, and the default body limit to a service's router.
-pub fn with_openapi_and_fallbacks<S>(router: Router<S>, api: utoipa::openapi::OpenApi) -> Router<S>
+/// Adds `/openapi.json` (the document generated from the routes, with the
+/// answers the shared plumbing gives on every route of a kind: 408, 413 and
+/// 415 for a body, …) and the JSON 404 and 405 fallbacks to a service's
+/// router.
+pub fn with_openapi_and_fallbacks<S>(
+    router: Router<S>,
+    mut api: utoipa::openapi::OpenApi,
+) -> Router<S>
 where
     S: Clone + Send + Sync + 'static,
 {
+    crate::routes::document_shared_answers(&mut api);
     let api = std::sync::Arc::new(api);
     router
         .route(

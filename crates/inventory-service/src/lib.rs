@@ -29,7 +29,7 @@ use stockroom_contract::{
     ReserveBatch, ReserveBatchResult, RestockRequest,
 };
 use stockroom_http_kit::{
-    InternalToken, JsonBody, Metrics, Readiness, ServiceClient, ServiceRoutes,
+    InternalToken, JsonBody, JsonBytes, Metrics, Readiness, ServiceClient, ServiceRoutes,
 };
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -100,7 +100,7 @@ async fn health(State(state): State<InventoryState>) -> Response {
 #[tracing::instrument(level = "debug", skip_all)]
 async fn reserve(
     State(state): State<InventoryState>,
-    body: axum::body::Bytes,
+    JsonBytes(body): JsonBytes,
 ) -> Result<Response, InventoryError> {
     // The batch is relayed as it is, both ways: data-service checks it and
     // decides each reservation atomically, and parsing and re-encoding it

@@ -11,7 +11,11 @@
 //!
 //! Each process is the running executable started again with `serve`
 //! arguments, so a cluster is launched from the `stockroom` binary (its
-//! `cluster` and `chaos` commands) and nowhere else.
+//! `cluster` and `chaos` commands) and nowhere else. Secrets (the internal
+//! token, the database's and the broker's URLs with their passwords) reach
+//! each child in its environment, and only the children that use them: a
+//! command line is visible to every user of the machine (`ps`), a process's
+//! environment only to its owner.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -30,6 +34,14 @@ pub const PORT_STRIDE: u16 = 10;
 
 /// How often the launcher checks whether a child has died.
 pub const CHILD_CHECK_INTERVAL_MS: u64 = 500;
+
+/// The variable a data-service child reads its database's URL from (the
+/// `--database-url` of `serve data`).
+pub const DATABASE_URL_ENV: &str = "STOCKROOM_DATABASE_URL";
+
+/// The variable a child reads the broker's URL from (the `--bus-url` of
+/// `serve data`, `serve inventory` and `serve payment`).
+pub const BUS_URL_ENV: &str = "STOCKROOM_BUS_URL";
 
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
@@ -193,6 +205,10 @@ fn spawn(
     };
     Command::new(program)
         .args(arguments)
+        // A secret this launcher inherited goes only to the children it
+        // hands it to (`environment`), never to all of them.
+        .env_remove(DATABASE_URL_ENV)
+        .env_remove(BUS_URL_ENV)
         .envs(environment.iter().map(|(name, value)| (name, value)))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -291,7 +307,9 @@ pub async fn start(config: &ClusterConfig) -> anyhow::Result<Cluster> {
         "--instances must be from 1 to {MAX_INSTANCES}"
     );
     let wiring = Wiring::of(config)?;
-    let client = reqwest::Client::new();
+    let client = stockroom_http_kit::direct_client()
+        .build()
+        .context("cannot build the health-check client")?;
     let mut cluster = Cluster {
         instances: Vec::new(),
     };
@@ -320,9 +338,12 @@ pub async fn start(config: &ClusterConfig) -> anyhow::Result<Cluster> {
 /// and port: the executable, its environment, and where the others are.
 struct Wiring {
     executable: PathBuf,
+    /// What every child's environment holds (the internal token with it).
     environment: Vec<(String, String)>,
-    /// `--bus-url` and the broker's URL, when a broker carries the events.
-    bus_args: Vec<String>,
+    /// The database's URL, for data-service children only.
+    database_url: (String, String),
+    /// The broker's URL, for the children that use the broker.
+    bus_url: Option<(String, String)>,
     /// The inventory-service URLs order-service calls, comma-separated.
     inventory_for_order: String,
     /// The data-service URLs the consumers call, comma-separated.
@@ -341,11 +362,11 @@ impl Wiring {
         Ok(Wiring {
             executable: std::env::current_exe().context("cannot find the stockroom executable")?,
             environment,
-            bus_args: config
+            database_url: (DATABASE_URL_ENV.to_owned(), config.database_url.clone()),
+            bus_url: config
                 .bus_url
-                .iter()
-                .flat_map(|bus_url| ["--bus-url".to_owned(), bus_url.clone()])
-                .collect(),
+                .as_ref()
+                .map(|url| (BUS_URL_ENV.to_owned(), url.clone())),
             inventory_for_order: config
                 .inventory_urls_for_order
                 .clone()
@@ -359,6 +380,19 @@ impl Wiring {
             data_for_order: config.urls(DATA_PORT).join(","),
         })
     }
+
+    /// The environment of a `service` child: everyone's, and the secrets
+    /// that service needs.
+    fn environment_of(&self, service: &str) -> Vec<(String, String)> {
+        let mut environment = self.environment.clone();
+        if service == "data" {
+            environment.push(self.database_url.clone());
+        }
+        if matches!(service, "data" | "inventory" | "payment") {
+            environment.extend(self.bus_url.clone());
+        }
+        environment
+    }
 }
 
 /// Starts instance `index` of `service`, whose first instance listens on
@@ -371,31 +405,28 @@ fn start_instance(
     index: u16,
 ) -> anyhow::Result<Instance> {
     let arguments = serve_arguments(config, wiring, service, base, index);
+    let environment = wiring.environment_of(service);
     let log = config
         .log_directory
         .as_ref()
         .map(|directory| directory.join(format!("{service}-{index}.log")));
-    let child = spawn(
-        &wiring.executable,
-        &arguments,
-        &wiring.environment,
-        log.as_deref(),
-    )
-    .with_context(|| format!("cannot start {service}-service #{index}"))?;
+    let child = spawn(&wiring.executable, &arguments, &environment, log.as_deref())
+        .with_context(|| format!("cannot start {service}-service #{index}"))?;
     Ok(Instance {
         service,
         index,
         url: config.url(base, index),
         program: wiring.executable.clone(),
         arguments,
-        environment: wiring.environment.clone(),
+        environment,
         log,
         child,
         exited: false,
     })
 }
 
-/// The `stockroom serve <service>` command line of one instance.
+/// The `stockroom serve <service>` command line of one instance: no secret
+/// on it (see [`Wiring::environment_of`]).
 fn serve_arguments(
     config: &ClusterConfig,
     wiring: &Wiring,
@@ -413,8 +444,6 @@ fn serve_arguments(
     ];
     match service {
         "data" => {
-            arguments.extend(["--database-url".to_owned(), config.database_url.clone()]);
-            arguments.extend(wiring.bus_args.iter().cloned());
             arguments.extend(config.data_args.iter().cloned());
             if let Some(file) = &config.inventory_file {
                 arguments.extend(["--inventory".to_owned(), file.display().to_string()]);
@@ -422,7 +451,6 @@ fn serve_arguments(
         }
         "inventory" | "payment" => {
             arguments.extend(["--data-url".to_owned(), wiring.data_for_consumers.clone()]);
-            arguments.extend(wiring.bus_args.iter().cloned());
             let extra = if service == "payment" {
                 &config.payment_args
             } else {

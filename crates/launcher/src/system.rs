@@ -587,7 +587,9 @@ fn start_services(
 /// Waits for each service's `/health`, in the order they depend on each
 /// other.
 async fn wait_until_healthy(urls: &Urls) -> anyhow::Result<()> {
-    let client = reqwest::Client::new();
+    let client = stockroom_http_kit::direct_client()
+        .build()
+        .context("cannot build the health-check client")?;
     for (name, url) in [
         ("data-service", &urls.data),
         ("inventory-service", &urls.inventory),

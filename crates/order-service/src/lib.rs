@@ -43,6 +43,14 @@ pub use request::MAX_IDEMPOTENCY_KEY_LENGTH;
 /// an attack.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
 
+// A client sending at the listener's minimum rate still delivers the
+// largest order before the body's deadline.
+const _: () = assert!(
+    stockroom_http_kit::BODY_RATE_GRACE_MS
+        + MAX_BODY_BYTES as u64 * 1_000 / stockroom_http_kit::MIN_BODY_BYTES_PER_SECOND
+        <= stockroom_http_kit::BODY_DEADLINE_MS
+);
+
 /// The header a client retries with to make `POST /api/orders` idempotent.
 pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
 

@@ -82,7 +82,13 @@ pub(super) struct StorageArgs {
     pub(super) data_dir: PathBuf,
     /// A postgres:// URL selects PostgreSQL (?schema=NAME for its own schema);
     /// a path or sqlite://DIR selects SQLite there. Default: SQLite in --data-dir.
-    #[arg(long, env = "STOCKROOM_DATABASE_URL")]
+    /// Prefer the environment variable when the URL holds a password: a
+    /// command line is visible to every user of the machine.
+    #[arg(
+        long,
+        env = stockroom_launcher::cluster::DATABASE_URL_ENV,
+        hide_env_values = true
+    )]
     database_url: Option<String>,
     /// Initial stock, shaped like GET /inventory; loaded on first start only.
     #[arg(long, env = "STOCKROOM_INVENTORY_FILE")]
@@ -148,8 +154,13 @@ impl RetentionArgs {
 #[derive(Debug, Args)]
 pub(super) struct BusArgs {
     /// An amqp:// URL carries events over RabbitMQ; without it consumers read
-    /// data-service's outbox directly (the embedded bus).
-    #[arg(long, env = "STOCKROOM_BUS_URL")]
+    /// data-service's outbox directly (the embedded bus). Prefer the
+    /// environment variable when the URL holds a password.
+    #[arg(
+        long,
+        env = stockroom_launcher::cluster::BUS_URL_ENV,
+        hide_env_values = true
+    )]
     pub(super) bus_url: Option<String>,
     /// The prefix of the RabbitMQ exchange and queue names.
     #[arg(long, default_value = stockroom_bus_rabbitmq::DEFAULT_PREFIX, env = "STOCKROOM_BUS_PREFIX")]
@@ -269,5 +280,49 @@ impl TokenArgs {
             .map(InternalToken::parse)
             .transpose()
             .map_err(Into::into)
+    }
+}
+
+/// The host names the services answer to besides their own.
+#[derive(Debug, Args)]
+pub(super) struct AllowedHostsArgs {
+    /// Host names every service and the dashboard also serve, comma-separated
+    /// (`shop.example.com,.example.org`; a leading dot allows every name
+    /// under it), for a deployment behind a load balancer that keeps the
+    /// public name in `Host`. Without it only `localhost`, loopback addresses
+    /// and the address a service is bound to are served: any other name is
+    /// answered with 421, so that no web page can reach the services by DNS
+    /// rebinding.
+    #[arg(
+        long,
+        global = true,
+        env = stockroom_http_kit::ALLOWED_HOSTS_ENV,
+        value_parser = parse_allowed_hosts
+    )]
+    allowed_hosts: Option<String>,
+}
+
+/// Checks a list of host names, keeping it as written.
+fn parse_allowed_hosts(list: &str) -> Result<String, stockroom_http_kit::HostListError> {
+    stockroom_http_kit::AllowedHosts::parse(list).map(|_| list.to_owned())
+}
+
+impl AllowedHostsArgs {
+    /// Makes every listener of this process serve the names given.
+    pub(super) fn install(&self) -> anyhow::Result<()> {
+        let list = self.allowed_hosts.as_deref().unwrap_or("");
+        stockroom_http_kit::AllowedHosts::parse(list)?.install()?;
+        Ok(())
+    }
+
+    /// The variable that hands the names to a child process, if any were
+    /// given.
+    pub(super) fn for_children(&self) -> Option<(String, String)> {
+        self.allowed_hosts.as_ref().map(|list| {
+            (
+                stockroom_http_kit::ALLOWED_HOSTS_ENV.to_owned(),
+                list.clone(),
+            )
+        })
     }
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::Args;
 use stockroom_launcher::system;
 
-use super::args::{BusArgs, ExpiryArgs, PaymentArgs, TokenArgs};
+use super::args::{AllowedHostsArgs, BusArgs, ExpiryArgs, PaymentArgs, TokenArgs};
 use super::shutdown_signal;
 
 #[derive(Debug, Args)]
@@ -15,8 +15,15 @@ pub(super) struct ClusterArgs {
     #[arg(long, default_value_t = 2)]
     instances: u16,
     /// The shared database (a postgres:// URL; SQLite cannot be shared
-    /// between processes safely enough for this).
-    #[arg(long, env = "STOCKROOM_DATABASE_URL")]
+    /// between processes safely enough for this). The instances get it in
+    /// their environment, never on their command lines; prefer the
+    /// environment variable for this command too when the URL holds a
+    /// password.
+    #[arg(
+        long,
+        env = stockroom_launcher::cluster::DATABASE_URL_ENV,
+        hide_env_values = true
+    )]
     database_url: String,
     #[command(flatten)]
     bus: BusArgs,
@@ -34,6 +41,8 @@ pub(super) struct ClusterArgs {
     expiry: ExpiryArgs,
     #[command(flatten)]
     token: TokenArgs,
+    #[command(flatten)]
+    allowed_hosts: AllowedHostsArgs,
 }
 
 pub(super) async fn cluster(
@@ -83,10 +92,13 @@ pub(super) async fn cluster(
         data_args: bus_prefix,
         inventory_urls_for_order: None,
         data_urls_for_consumers: None,
-        // Each process exports its own spans, under its own service name.
+        // Each process exports its own spans, under its own service name,
+        // and serves the names the operator allowed.
         environment: otlp_endpoint
-            .map(|endpoint| vec![("STOCKROOM_OTLP_ENDPOINT".to_owned(), endpoint)])
-            .unwrap_or_default(),
+            .map(|endpoint| ("STOCKROOM_OTLP_ENDPOINT".to_owned(), endpoint))
+            .into_iter()
+            .chain(args.allowed_hosts.for_children())
+            .collect(),
         internal_token: args.token.or_generate()?,
         log_directory: None,
     };

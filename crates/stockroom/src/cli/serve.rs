@@ -13,7 +13,8 @@ use stockroom_order_service::OrderConfig;
 use stockroom_payment_service::PaymentConfig;
 
 use super::args::{
-    BusArgs, ExpiryArgs, ModeArgs, PaymentArgs, StorageArgs, TokenArgs, read_stock, writer_config,
+    AllowedHostsArgs, BusArgs, ExpiryArgs, ModeArgs, PaymentArgs, StorageArgs, TokenArgs,
+    read_stock, writer_config,
 };
 use super::dashboard::{DashboardArgs, serve_dashboard};
 use super::shutdown_signal;
@@ -38,6 +39,8 @@ pub(super) struct ServeArgs {
     port: Option<u16>,
     #[command(flatten)]
     token: TokenArgs,
+    #[command(flatten)]
+    allowed_hosts: AllowedHostsArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -115,6 +118,7 @@ impl ServeArgs {
 }
 
 pub(super) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    args.allowed_hosts.install()?;
     let signal = async {
         shutdown_signal().await;
         tracing::info!("shutting down: finishing requests in flight");
@@ -286,6 +290,7 @@ pub(super) async fn serve_naive(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!("shutting down");
     };
     args.mode.refuse_exposed_naive(args.host)?;
+    args.allowed_hosts.install()?;
     anyhow::ensure!(
         args.mode.naive_fix == Fix::None,
         "--naive-fix works with `stockroom up --mode naive`, which runs the four services together"

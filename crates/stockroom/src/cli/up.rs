@@ -8,7 +8,8 @@ use stockroom_launcher::system::{self, Ports, SystemConfig};
 use stockroom_naive::{NaiveConfig, NaivePorts};
 
 use super::args::{
-    BusArgs, ExpiryArgs, ModeArgs, PaymentArgs, StorageArgs, TokenArgs, read_stock, writer_config,
+    AllowedHostsArgs, BusArgs, ExpiryArgs, ModeArgs, PaymentArgs, StorageArgs, TokenArgs,
+    read_stock, writer_config,
 };
 use super::dashboard;
 use super::shutdown_signal;
@@ -41,9 +42,12 @@ pub(super) struct UpArgs {
     dashboard_port: u16,
     #[command(flatten)]
     token: TokenArgs,
+    #[command(flatten)]
+    allowed_hosts: AllowedHostsArgs,
 }
 
 pub(super) async fn up(args: UpArgs) -> anyhow::Result<()> {
+    args.allowed_hosts.install()?;
     let config = SystemConfig {
         database: args.storage.database(),
         bus: args.bus.choice()?,
@@ -99,6 +103,7 @@ pub(super) async fn up(args: UpArgs) -> anyhow::Result<()> {
 /// `up --mode naive`: the original, racy system, for the lab only.
 pub(super) async fn up_naive(args: UpArgs) -> anyhow::Result<()> {
     args.mode.refuse_exposed_naive(args.host)?;
+    args.allowed_hosts.install()?;
     let config = NaiveConfig {
         data_dir: args.storage.data_dir.clone(),
         stock: read_stock(&args.storage)?.unwrap_or_else(stockroom_launcher::stock::default_stock),

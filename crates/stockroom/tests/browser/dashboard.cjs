@@ -6,7 +6,8 @@
 // It checks, as an operator would see it: the page shows the stock; orders
 // placed through the API change the numbers on the page; a flash sale run
 // from the page's form reports its progress and result and sells exactly
-// the stock; the page fits a phone's screen; every form field has a label.
+// the stock, sending the dashboard's token with its request; the page fits a
+// phone's screen; every form field has a label.
 "use strict";
 
 const assert = require("node:assert/strict");
@@ -102,11 +103,20 @@ async function main() {
     await page.waitForSelector("#sale-form-error:not([hidden])", { timeout: STEP_TIMEOUT_MS });
     log(`a sale of 0 orders is refused: ${await page.textContent("#sale-form-error")}`);
 
-    // A flash sale from the page's form.
+    // A flash sale from the page's form. The page sends the dashboard's
+    // token, which it carries in a <meta> element, beside its origin.
     await page.selectOption("#sale-product", "Laptop");
     await page.fill("#sale-orders", "150");
     await page.fill("#sale-concurrency", "16");
+    const posted = page.waitForRequest(
+      (request) => request.method() === "POST" && request.url().endsWith("/api/sale"),
+      { timeout: STEP_TIMEOUT_MS });
     await page.click("#sale-start");
+    const saleHeaders = await (await posted).allHeaders();
+    const token = await page.getAttribute('meta[name="stockroom-csrf-token"]', "content");
+    assert.match(token, /^[0-9a-f]{64}$/, "the page carries a token");
+    assert.equal(saleHeaders["x-stockroom-csrf-token"], token, "the control request carries it");
+    assert.equal(saleHeaders["origin"], new URL(DASHBOARD_URL).origin);
     await page.waitForSelector("#sale-form-error[hidden]", { state: "attached", timeout: STEP_TIMEOUT_MS });
     await page.waitForSelector("#sale-state[data-state=finished]", { timeout: 120_000 });
     const reserved = Number((await page.textContent('#sale-result [data-fact="Reserved"]')).replace(/\D/g, ""));

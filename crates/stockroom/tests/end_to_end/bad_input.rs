@@ -293,8 +293,10 @@ async fn every_bad_request_gets_a_json_4xx_and_changes_nothing() {
     test.stop().await;
 }
 
+/// A body must be declared as JSON: without a content type (a bare
+/// `curl -d` declares a form) it is refused with 415, and nothing is placed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_body_without_content_type_is_still_read() {
+async fn a_body_not_declared_as_json_is_refused_with_415() {
     let test = TestSystem::start(|_| {}).await;
     let response = test
         .client
@@ -303,6 +305,9 @@ async fn a_body_without_content_type_is_still_read() {
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status().as_u16(), 201);
+    assert_eq!(response.status().as_u16(), 415);
+    let error: Value = response.json().await.unwrap();
+    assert_eq!(error["error"], "unsupported_media_type");
+    assert!(test.all_orders().await.is_empty());
     test.stop().await;
 }

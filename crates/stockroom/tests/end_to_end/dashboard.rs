@@ -53,6 +53,31 @@ impl Watched {
         format!("{}{path}", self.dashboard_url)
     }
 
+    /// The dashboard's controls token, read as a script reads it.
+    pub async fn control_token(&self) -> String {
+        let (status, document) = get(&self.system.client, &self.url("/api/csrf-token")).await;
+        assert_eq!(status, 200, "{document}");
+        assert_eq!(
+            document["header"],
+            stockroom_dashboard::guard::CSRF_TOKEN_HEADER
+        );
+        document["token"].as_str().unwrap().to_owned()
+    }
+
+    /// A client that sends the dashboard's controls token with every
+    /// request, as a script does after reading it from `/api/csrf-token`.
+    pub async fn control_client(&self) -> reqwest::Client {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            stockroom_dashboard::guard::CSRF_TOKEN_HEADER,
+            self.control_token().await.parse().unwrap(),
+        );
+        reqwest::Client::builder()
+            .default_headers(headers)
+            .build()
+            .unwrap()
+    }
+
     pub async fn snapshot(&self) -> Value {
         let (status, snapshot) = get(&self.system.client, &self.url("/api/snapshot")).await;
         assert_eq!(status, 200, "{snapshot}");
@@ -243,7 +268,7 @@ async fn the_stream_sends_a_snapshot_every_second() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_controls_refuse_bad_input_and_run_one_sale_at_a_time() {
     let watched = Watched::start(25).await;
-    let client = &watched.system.client;
+    let client = &watched.control_client().await;
     watched
         .wait_for("the stock", |snapshot| {
             snapshot["stock"]["products"]
@@ -270,7 +295,13 @@ async fn the_controls_refuse_bad_input_and_run_one_sale_at_a_time() {
         );
         assert!(!document["message"].as_str().unwrap().is_empty());
     }
-    let malformed = client.post(&sale).body("{").send().await.unwrap();
+    let malformed = client
+        .post(&sale)
+        .header("content-type", "application/json")
+        .body("{")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(malformed.status(), 400);
     let foreign = client
         .post(&sale)

@@ -280,11 +280,40 @@ pub fn spawn_up(
     extra: &[&str],
     environment: &[(&str, &str)],
 ) -> (std::process::Child, String) {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_stockroom"));
+    command.args(["up", "--data-dir"]).arg(data_dir);
+    spawn_ready(command, extra, environment)
+}
+
+/// [`spawn_up`] in a process whose open-file limit is `open_files`, soft
+/// and hard, so that it cannot raise it: started through the shell's
+/// `ulimit`, which the process then replaces (`exec`), as an operator's
+/// shell would start it.
+pub fn spawn_up_with_file_limit(
+    data_dir: &std::path::Path,
+    open_files: u64,
+    extra: &[&str],
+) -> (std::process::Child, String) {
+    let mut command = std::process::Command::new("sh");
+    command
+        .arg("-c")
+        .arg(format!("ulimit -n {open_files} && exec \"$0\" \"$@\""))
+        .arg(env!("CARGO_BIN_EXE_stockroom"))
+        .args(["up", "--data-dir"])
+        .arg(data_dir);
+    spawn_ready(command, extra, &[])
+}
+
+/// Starts `command` (a `stockroom up`) on free ports and waits for its
+/// ready line.
+fn spawn_ready(
+    mut command: std::process::Command,
+    extra: &[&str],
+    environment: &[(&str, &str)],
+) -> (std::process::Child, String) {
     use std::io::BufRead;
 
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_stockroom"))
-        .args(["up", "--data-dir"])
-        .arg(data_dir)
+    let mut child = command
         .args(EPHEMERAL_UP_PORTS)
         .args(extra)
         .env("STOCKROOM_LOG", "warn")

@@ -30,10 +30,12 @@ const SETTLE_TIMEOUT_MS: u64 = 60_000;
 /// test does not collide with a `stockroom up` on 3001-3004.
 const PORT_OFFSET: u16 = 21_000;
 
-struct ClusterProcess {
-    child: std::process::Child,
-    urls: BTreeMap<String, Vec<String>>,
-    pids: BTreeMap<(String, u32), u32>,
+/// A running `stockroom cluster`, stopped (SIGTERM) when dropped.
+pub struct ClusterProcess {
+    pub child: std::process::Child,
+    pub urls: BTreeMap<String, Vec<String>>,
+    /// Each child's process id, by service and instance.
+    pub pids: BTreeMap<(String, u32), u32>,
 }
 
 impl Drop for ClusterProcess {
@@ -51,21 +53,41 @@ fn start_cluster(
     prefix: &str,
     stock_file: &std::path::Path,
 ) -> ClusterProcess {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_stockroom"))
-        .args([
-            "cluster",
+    let offset = PORT_OFFSET.to_string();
+    let stock_file = stock_file.display().to_string();
+    let cluster = spawn_cluster(
+        &[
             "--instances",
             "2",
             "--database-url",
             database_url,
             "--bus-url",
             bus_url,
-        ])
-        .args(["--port-offset", &PORT_OFFSET.to_string(), "--inventory"])
-        .arg(stock_file)
-        .args(["--payment-latency-ms", "20"])
-        .env("STOCKROOM_BUS_PREFIX", prefix)
+            "--port-offset",
+            &offset,
+            "--inventory",
+            &stock_file,
+            "--payment-latency-ms",
+            "20",
+        ],
+        &[("STOCKROOM_BUS_PREFIX", prefix)],
+    );
+    assert_eq!(
+        cluster.urls.get("order").map(Vec::len),
+        Some(2),
+        "the cluster never said it was ready"
+    );
+    cluster
+}
+
+/// Starts `stockroom cluster` with `arguments` and `environment`, and waits
+/// for its ready line.
+pub fn spawn_cluster(arguments: &[&str], environment: &[(&str, &str)]) -> ClusterProcess {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_stockroom"))
+        .arg("cluster")
+        .args(arguments)
         .env("STOCKROOM_LOG", "warn")
+        .envs(environment.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -94,11 +116,6 @@ fn start_cluster(
             break;
         }
     }
-    assert_eq!(
-        urls.get("order").map(Vec::len),
-        Some(2),
-        "the cluster never said it was ready"
-    );
     // Keep draining stdout so the launcher never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
     ClusterProcess { child, urls, pids }
