@@ -194,6 +194,7 @@ async fn start_cluster(
     let system_bus_url = with_query(bus_url, &[("heartbeat", settings.heartbeat_s.to_string())]);
     let prefix = format!("stockroom_{name}");
     let mut config = ClusterConfig {
+        data_environment: Vec::new(),
         instances,
         database_url: system_database_url,
         bus_url: Some(system_bus_url),

@@ -35,6 +35,9 @@ impl InventoryItem {
             available: figure(stock.available()),
             sold: figure(stock.sold()),
             received: figure(stock.received_total()),
+            max_per_customer: None,
+            low_stock_threshold: None,
+            movement_seq: None,
         }
     }
 }
@@ -42,7 +45,12 @@ impl InventoryItem {
 impl InventoryItem {
     /// The document of a stored product.
     pub fn from_record(record: &StockRecord) -> InventoryItem {
-        InventoryItem::from_stock(&record.product_name, &record.stock)
+        InventoryItem {
+            max_per_customer: record.settings.max_per_customer,
+            low_stock_threshold: record.settings.low_stock_threshold,
+            movement_seq: Some(record.movement_seq),
+            ..InventoryItem::from_stock(&record.product_name, &record.stock)
+        }
     }
 }
 
@@ -69,6 +77,7 @@ impl Order {
             version: order.version,
             created_at: format_time(order.created_at_ms),
             updated_at: format_time(order.updated_at_ms),
+            extended_until: order.extended_until_ms.map(format_time),
             items: order
                 .lines
                 .iter()

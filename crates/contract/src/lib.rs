@@ -14,6 +14,8 @@ use utoipa::ToSchema;
 
 mod documents;
 pub mod schemas;
+pub mod stock_operations;
+pub mod webhooks;
 pub mod whole;
 
 pub use documents::{EventTimeError, format_time, order_line, parse_time};
@@ -47,6 +49,18 @@ pub struct InventoryItem {
     /// Units ever received: the initial stock plus every restock. Conservation
     /// says `received == quantity + sold`.
     pub received: i64,
+    /// The most units one customer may hold in reserved and fulfilled
+    /// orders together; null for no limit.
+    #[serde(default)]
+    pub max_per_customer: Option<u32>,
+    /// Availability at or below which a `stock.low` webhook goes out; null
+    /// for none.
+    #[serde(default)]
+    pub low_stock_threshold: Option<u64>,
+    /// The number of the product's last movement: these figures are those
+    /// of its ledger up to it (absent where no ledger is kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub movement_seq: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -123,6 +137,10 @@ pub struct Order {
     pub version: i64,
     pub created_at: String,
     pub updated_at: String,
+    /// The customer extended the unpaid reservation: it is kept at least
+    /// until then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extended_until: Option<String>,
     pub items: Vec<OrderLine>,
     /// Every status the order has had, oldest first.
     pub history: Vec<HistoryEntry>,
@@ -577,6 +595,32 @@ pub struct SettlementBatch {
 pub struct ReleaseRequest {
     #[schema(value_type = ReleaseReasonName)]
     pub reason: ReleaseReason,
+}
+
+/// A customer's request to keep their unpaid reservation longer, while a
+/// slow payment completes.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExtendRequest {
+    #[schema(value_type = String, min_length = 1, max_length = 100)]
+    pub customer_id: CustomerId,
+    /// How much longer to keep it, from now.
+    #[serde(deserialize_with = "whole::whole")]
+    #[schema(minimum = 1, maximum = 86_400_000)]
+    pub ttl_ms: u64,
+}
+
+/// Keep a customer's unpaid reservation until a time (internal: order-
+/// service computes the time and bounds it).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExtendCall {
+    #[schema(value_type = String)]
+    pub customer_id: CustomerId,
+    /// Milliseconds since the epoch.
+    #[serde(deserialize_with = "whole::whole")]
+    #[schema(minimum = 0)]
+    pub until_ms: u64,
 }
 
 /// Release every unpaid reservation older than a cutoff.

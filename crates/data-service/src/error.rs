@@ -1,7 +1,9 @@
 //! data-service's errors and their one mapping to HTTP.
 
+use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use stockroom_contract::stock_operations::StockConflict;
 use stockroom_http_kit::error_response;
 use stockroom_storage::StorageError;
 
@@ -15,6 +17,22 @@ pub enum DataError {
     Invalid(String),
     #[error("{0}")]
     Conflict(String),
+    /// An operator's request the stock as it stands refuses, with the
+    /// figure that explains it.
+    #[error("{}", .0.message)]
+    Stock(Box<StockConflict>),
+    /// The request's header is missing or malformed.
+    #[error("{1}")]
+    Header(&'static str, String),
+    /// The idempotency key was used before for another request.
+    #[error("this Idempotency-Key was already used with a different request")]
+    KeyReused,
+    /// The order is another customer's.
+    #[error("{0}")]
+    Forbidden(String),
+    /// The order is not an unpaid reservation.
+    #[error("{0}")]
+    NotExtendable(String),
 }
 
 impl IntoResponse for DataError {
@@ -76,6 +94,21 @@ impl IntoResponse for DataError {
             DataError::NotFound(_) => error_response(StatusCode::NOT_FOUND, "not_found", &message),
             DataError::Conflict(_) => {
                 error_response(StatusCode::CONFLICT, "order_not_cancellable", &message)
+            }
+            DataError::Stock(conflict) => {
+                (StatusCode::CONFLICT, Json(conflict.as_ref().clone())).into_response()
+            }
+            DataError::Header(code, _) => error_response(StatusCode::BAD_REQUEST, code, &message),
+            DataError::KeyReused => error_response(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_key_reused",
+                &message,
+            ),
+            DataError::Forbidden(_) => {
+                error_response(StatusCode::FORBIDDEN, "not_your_order", &message)
+            }
+            DataError::NotExtendable(_) => {
+                error_response(StatusCode::CONFLICT, "not_extendable", &message)
             }
         }
     }

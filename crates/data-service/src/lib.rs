@@ -18,12 +18,13 @@ pub mod monitor;
 mod relay;
 pub mod retention;
 mod routes;
+pub mod webhooks;
 
 use std::future::Future;
 use std::sync::Arc;
 
 use axum::Router;
-use stockroom_http_kit::{InternalToken, Metrics, Readiness};
+use stockroom_http_kit::{InternalToken, Metrics, OperatorToken, Readiness};
 use stockroom_storage::{EventOutbox, Maintenance, OrderFlow, ProviderLedger, Storage};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
@@ -72,6 +73,10 @@ pub struct DataState {
     pub retention: Retention,
     /// What internal routes require.
     pub internal_token: InternalToken,
+    /// What operator routes require; `None` refuses every operator request.
+    pub operator_token: Option<OperatorToken>,
+    /// Where the rules' notices are sent; `None` for no webhooks.
+    pub webhooks: Option<webhooks::WebhookConfig>,
 }
 
 impl DataState {
@@ -93,7 +98,22 @@ impl DataState {
             metrics: Metrics::new("data-service"),
             retention: Retention::default(),
             internal_token,
+            operator_token: None,
+            webhooks: None,
         }
+    }
+
+    /// The same, sending the rules' notices as `webhooks` says. The storage
+    /// must raise them (its writer configured to notify) for any to be sent.
+    pub fn with_webhooks(mut self, webhooks: Option<webhooks::WebhookConfig>) -> DataState {
+        self.webhooks = webhooks;
+        self
+    }
+
+    /// The same, serving the operator's routes to holders of `token`.
+    pub fn with_operator_token(mut self, token: Option<OperatorToken>) -> DataState {
+        self.operator_token = token;
+        self
     }
 
     /// The same, keeping old rows as `retention` says.
@@ -114,8 +134,9 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 }
 
 /// Serves data-service on `listener`, looks at its storage every
-/// [`monitor::MONITOR_INTERVAL_MS`] and prunes old rows every
-/// [`retention::PRUNE_INTERVAL_MS`], until `shutdown` completes.
+/// [`monitor::MONITOR_INTERVAL_MS`], prunes old rows every
+/// [`retention::PRUNE_INTERVAL_MS`] and sends webhooks when configured,
+/// until `shutdown` completes.
 pub async fn run(
     listener: TcpListener,
     state: DataState,
@@ -135,9 +156,25 @@ pub async fn run(
         state.metrics.clone(),
         stop.clone(),
     ));
+    let dispatcher = match state.webhooks.clone() {
+        Some(config) => {
+            let dispatcher = webhooks::WebhookDispatcher::new(
+                Arc::clone(&state.outbox),
+                config,
+                state.metrics.clone(),
+                Arc::clone(&state.events_written),
+            )
+            .map_err(std::io::Error::other)?;
+            Some(tokio::spawn(dispatcher.run(stop.clone())))
+        }
+        None => None,
+    };
     let served = stockroom_http_kit::serve(listener, router(state), shutdown).await;
     stop.cancel();
     let _ = monitor.await;
     let _ = pruner.await;
+    if let Some(dispatcher) = dispatcher {
+        let _ = dispatcher.await;
+    }
     served
 }

@@ -18,6 +18,7 @@ mod client;
 pub mod cross_site;
 mod error_chain;
 pub mod hosts;
+mod idempotency;
 mod listener;
 pub mod metrics;
 mod readiness;
@@ -27,7 +28,8 @@ pub mod trace;
 
 pub use auth::{
     INTERNAL_TOKEN_ENV, INTERNAL_TOKEN_SCHEME, InternalToken, MAX_INTERNAL_TOKEN_CHARS,
-    MIN_INTERNAL_TOKEN_CHARS, TokenError, require_internal_token,
+    MIN_INTERNAL_TOKEN_CHARS, OPERATOR_TOKEN_ENV, OPERATOR_TOKEN_SCHEME, OperatorToken, TokenError,
+    TokenRole, require_internal_token, require_operator_token,
 };
 pub use body::{BodyError, JsonBody, JsonBytes, require_json};
 pub use client::{
@@ -35,6 +37,9 @@ pub use client::{
 };
 pub use error_chain::ErrorChain;
 pub use hosts::{ALLOWED_HOSTS_ENV, AllowedHosts, HostListError};
+pub use idempotency::{
+    IDEMPOTENCY_KEY_HEADER, InvalidIdempotencyKey, MAX_IDEMPOTENCY_KEY_LENGTH, idempotency_key,
+};
 pub use listener::{
     ACCEPT_ERROR_PAUSE_MS, BODY_DEADLINE_MS, BODY_RATE_GRACE_MS, BodyLimits, BodyReadError,
     CONNECTION_BUFFER_BYTES, CONNECTIONS_PER_PEER_SHARE, HEADER_READ_TIMEOUT_MS, ListenerLimits,

@@ -1,6 +1,7 @@
-//! A service's routes in two groups, public and internal, and the one place
-//! that turns them into a router (internal routes behind the token) and an
-//! OpenAPI document that says which routes need the token.
+//! A service's routes in three groups, public, internal and the operator's,
+//! and the one place that turns them into a router (internal routes behind
+//! the internal token, operator routes behind the operator token) and an
+//! OpenAPI document that says which routes need which token.
 
 use axum::Router;
 use utoipa::openapi::path::{Operation, ParameterIn};
@@ -10,29 +11,49 @@ use utoipa::openapi::{
 };
 use utoipa_axum::router::OpenApiRouter;
 
-use crate::auth::{INTERNAL_TOKEN_SCHEME, InternalToken, require_internal_token};
+use crate::auth::{
+    INTERNAL_TOKEN_SCHEME, InternalToken, OPERATOR_TOKEN_SCHEME, OperatorToken,
+    require_internal_token, require_operator_token,
+};
 
 /// A service's routes: `public` ones anyone who reaches the port may call,
-/// `internal` ones only the system's own services (and its operator).
+/// `internal` ones only the system's own services, `operator` ones only the
+/// shop's operator.
 pub struct ServiceRoutes<S> {
     pub public: OpenApiRouter<S>,
     pub internal: OpenApiRouter<S>,
+    pub operator: OpenApiRouter<S>,
 }
 
 impl<S> ServiceRoutes<S>
 where
     S: Clone + Send + Sync + 'static,
 {
-    /// The OpenAPI document of both groups, the internal routes marked as
-    /// needing the bearer token and as answering 401 without it.
+    /// The routes a service without operator routes has.
+    pub fn new(public: OpenApiRouter<S>, internal: OpenApiRouter<S>) -> ServiceRoutes<S> {
+        ServiceRoutes {
+            public,
+            internal,
+            operator: OpenApiRouter::new(),
+        }
+    }
+
+    /// The OpenAPI document of the three groups, the internal and operator
+    /// routes marked as needing their bearer token and as answering 401
+    /// without it.
     pub fn openapi(self) -> OpenApi {
         self.split().1
     }
 
-    /// The router: internal routes behind [`require_internal_token`], plus
-    /// `/openapi.json` and the JSON fallbacks.
-    pub fn into_router(self, token: InternalToken) -> Router<S> {
-        let (router, api) = self.split_with(Some(token));
+    /// The router: internal routes behind [`require_internal_token`],
+    /// operator routes behind [`require_operator_token`] (all refused when
+    /// `operator` is `None`), plus `/openapi.json` and the JSON fallbacks.
+    pub fn into_router(
+        self,
+        internal: InternalToken,
+        operator: Option<OperatorToken>,
+    ) -> Router<S> {
+        let (router, api) = self.split_with(Some((internal, operator)));
         crate::with_openapi_and_fallbacks(router, api)
     }
 
@@ -40,18 +61,42 @@ where
         self.split_with(None)
     }
 
-    fn split_with(self, token: Option<InternalToken>) -> (Router<S>, OpenApi) {
+    fn split_with(
+        self,
+        tokens: Option<(InternalToken, Option<OperatorToken>)>,
+    ) -> (Router<S>, OpenApi) {
         let (public, mut api) = self.public.split_for_parts();
         let (mut internal, internal_api) = self.internal.split_for_parts();
-        api.merge(mark_internal(internal_api));
+        let (mut operator, operator_api) = self.operator.split_for_parts();
+        // axum refuses a route layer on a router without routes.
+        let has_internal = !internal_api.paths.paths.is_empty();
+        let has_operator = !operator_api.paths.paths.is_empty();
+        api.merge(mark_secured(
+            internal_api,
+            INTERNAL_TOKEN_SCHEME,
+            "internal",
+        ));
+        api.merge(mark_secured(
+            operator_api,
+            OPERATOR_TOKEN_SCHEME,
+            "operator",
+        ));
         document_shared_answers(&mut api);
-        if let Some(token) = token {
-            internal = internal.route_layer(axum::middleware::from_fn_with_state(
-                token,
-                require_internal_token,
-            ));
+        if let Some((internal_token, operator_token)) = tokens {
+            if has_internal {
+                internal = internal.route_layer(axum::middleware::from_fn_with_state(
+                    internal_token,
+                    require_internal_token,
+                ));
+            }
+            if has_operator {
+                operator = operator.route_layer(axum::middleware::from_fn_with_state(
+                    operator_token,
+                    require_operator_token,
+                ));
+            }
         }
-        (public.merge(internal), api)
+        (public.merge(internal).merge(operator), api)
     }
 }
 
@@ -70,28 +115,25 @@ fn operations(api: &mut OpenApi) -> impl Iterator<Item = &mut Operation> {
     })
 }
 
-/// Marks every operation of `api` as needing the token.
-fn mark_internal(mut api: OpenApi) -> OpenApi {
-    let requirement = SecurityRequirement::new(INTERNAL_TOKEN_SCHEME, Vec::<String>::new());
+/// Marks every operation of `api` as needing the bearer token of `scheme`
+/// (the `role`'s token).
+fn mark_secured(mut api: OpenApi, scheme: &str, role: &str) -> OpenApi {
+    if api.paths.paths.is_empty() {
+        return api;
+    }
+    let requirement = SecurityRequirement::new(scheme, Vec::<String>::new());
+    let missing = format!("the {role} token is missing or wrong; nothing changed");
     for operation in operations(&mut api) {
-        secure(operation, &requirement);
+        operation.security = Some(vec![requirement.clone()]);
+        add_answer(operation, "401", &missing);
     }
     api.components
         .get_or_insert_with(Default::default)
         .add_security_scheme(
-            INTERNAL_TOKEN_SCHEME,
+            scheme,
             SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
         );
     api
-}
-
-fn secure(operation: &mut Operation, requirement: &SecurityRequirement) {
-    operation.security = Some(vec![requirement.clone()]);
-    add_answer(
-        operation,
-        "401",
-        "the internal token is missing or wrong; nothing changed",
-    );
 }
 
 /// Documents the answers the shared plumbing gives on every route of a kind,

@@ -190,7 +190,7 @@ fn service_routes() -> ServiceRoutes<InventoryState> {
         .routes(routes!(release))
         .routes(routes!(restock))
         .routes(routes!(audit::invariants));
-    ServiceRoutes { public, internal }
+    ServiceRoutes::new(public, internal)
 }
 
 pub fn openapi() -> utoipa::openapi::OpenApi {
@@ -199,7 +199,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 
 pub fn router(state: InventoryState) -> Router {
     service_routes()
-        .into_router(state.internal_token.clone())
+        .into_router(state.internal_token.clone(), None)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(state.metrics.layer())
         .layer(stockroom_http_kit::TraceLayer::new("inventory-service"))

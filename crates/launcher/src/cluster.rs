@@ -64,6 +64,10 @@ pub struct ClusterConfig {
     pub data_urls_for_consumers: Option<Vec<String>>,
     /// Variables set in every child's environment.
     pub environment: Vec<(String, String)>,
+    /// Variables set in data-service children's environment only: the
+    /// operator token and the webhooks' settings, which no other service
+    /// needs to hold.
+    pub data_environment: Vec<(String, String)>,
     /// The secret of the services' internal routes, handed to every child
     /// in its environment (never on its command line, which every user of
     /// the machine can read).
@@ -342,6 +346,8 @@ struct Wiring {
     environment: Vec<(String, String)>,
     /// The database's URL, for data-service children only.
     database_url: (String, String),
+    /// The other variables of data-service children only.
+    data_environment: Vec<(String, String)>,
     /// The broker's URL, for the children that use the broker.
     bus_url: Option<(String, String)>,
     /// The inventory-service URLs order-service calls, comma-separated.
@@ -363,6 +369,7 @@ impl Wiring {
             executable: std::env::current_exe().context("cannot find the stockroom executable")?,
             environment,
             database_url: (DATABASE_URL_ENV.to_owned(), config.database_url.clone()),
+            data_environment: config.data_environment.clone(),
             bus_url: config
                 .bus_url
                 .as_ref()
@@ -387,6 +394,7 @@ impl Wiring {
         let mut environment = self.environment.clone();
         if service == "data" {
             environment.push(self.database_url.clone());
+            environment.extend(self.data_environment.iter().cloned());
         }
         if matches!(service, "data" | "inventory" | "payment") {
             environment.extend(self.bus_url.clone());

@@ -9,9 +9,10 @@ use anyhow::Context;
 use stockroom_bus::{EmbeddedEventSource, EventSource};
 use stockroom_bus_rabbitmq::{RabbitEventSource, RabbitPublisher, Topology};
 use stockroom_contract::StockLine;
+use stockroom_data_service::webhooks::WebhookConfig;
 use stockroom_data_service::{DataState, RelaySettings, Retention};
 use stockroom_domain::{CONSUMER_INVENTORY, CONSUMER_PAYMENT};
-use stockroom_http_kit::InternalToken;
+use stockroom_http_kit::{InternalToken, OperatorToken};
 use stockroom_inventory_service::InventoryConfig;
 use stockroom_order_service::{CoalesceConfig, OrderConfig};
 use stockroom_payment_service::PaymentConfig;
@@ -184,6 +185,8 @@ pub struct SystemConfig {
     pub payment_decline_rate: f64,
     pub reservation_ttl_ms: u64,
     pub sweep_interval_ms: u64,
+    /// The longest a customer may extend an unpaid reservation by.
+    pub max_reservation_ttl_ms: u64,
     pub writer: WriterConfig,
     /// Whether order-service coalesces concurrent orders into one batch per
     /// internal exchange.
@@ -198,6 +201,11 @@ pub struct SystemConfig {
     /// The secret the services' internal routes require; a random one
     /// unless the operator gives one.
     pub internal_token: InternalToken,
+    /// The secret the operator's routes require; `None` turns them off.
+    pub operator_token: Option<OperatorToken>,
+    /// Where the rules' notices go; `None` for no webhooks (and then the
+    /// rules raise none).
+    pub webhooks: Option<WebhookConfig>,
 }
 
 impl SystemConfig {
@@ -215,12 +223,15 @@ impl SystemConfig {
             payment_decline_rate: 0.0,
             reservation_ttl_ms: stockroom_inventory_service::DEFAULT_RESERVATION_TTL_MS,
             sweep_interval_ms: stockroom_inventory_service::DEFAULT_SWEEP_INTERVAL_MS,
+            max_reservation_ttl_ms: stockroom_order_service::DEFAULT_MAX_RESERVATION_TTL_MS,
             writer: WriterConfig::default(),
             order_coalescing: true,
             retention: Retention::default(),
             relay: RelaySettings::default(),
             lease_ms: stockroom_bus::LEASE_MS,
             internal_token: InternalToken::generate(),
+            operator_token: None,
+            webhooks: None,
         }
     }
 }
@@ -278,7 +289,8 @@ where
 pub const POSTGRES_POOL_SIZE: usize = 16;
 
 /// Opens the chosen storage (emptying a SQLite directory first when `fresh`)
-/// and loads the stock if none was ever loaded.
+/// and loads the stock if none was ever loaded. With `writer.notify` the
+/// rules raise notices for webhooks, on either backend.
 pub async fn open_storage(
     database: &DatabaseChoice,
     fresh: bool,
@@ -305,7 +317,7 @@ pub async fn open_storage(
             let config = PostgresConfig {
                 schema: schema.clone(),
                 pool_size: POSTGRES_POOL_SIZE,
-                ..PostgresConfig::default()
+                notify: writer.notify,
             };
             Arc::new(
                 PostgresStorage::connect(url, config)
@@ -338,24 +350,22 @@ pub fn data_service_with_bus(
 ) -> RunningService {
     data_service_with(
         listener,
+        DataState::new(storage.clone(), token),
         storage,
         bus,
-        Retention::default(),
         RelaySettings::default(),
-        token,
     )
 }
 
-/// Serves data-service over `bus`, keeping old rows as `retention` says.
+/// Serves data-service with `state` (its storage, retention, tokens and
+/// webhooks) over `bus`.
 pub fn data_service_with(
     listener: tokio::net::TcpListener,
+    state: DataState,
     storage: Arc<dyn Storage>,
     bus: &BusChoice,
-    retention: Retention,
     relay: RelaySettings,
-    token: InternalToken,
 ) -> RunningService {
-    let state = DataState::new(storage.clone(), token).with_retention(retention);
     let publisher = match bus {
         BusChoice::Embedded => None,
         BusChoice::RabbitMq { url, topology } => {
@@ -486,7 +496,10 @@ pub async fn start(config: SystemConfig) -> anyhow::Result<RunningSystem> {
         &config.database,
         config.fresh,
         config.stock.clone(),
-        config.writer,
+        WriterConfig {
+            notify: config.webhooks.is_some(),
+            ..config.writer
+        },
     )
     .await?;
     let running = start_services(config, listeners, storage, payment);
@@ -536,13 +549,16 @@ fn start_services(
 ) -> RunningSystem {
     let urls = listeners.urls;
     let token = config.internal_token;
+    let state = DataState::new(storage.clone(), token.clone())
+        .with_retention(config.retention)
+        .with_operator_token(config.operator_token.clone())
+        .with_webhooks(config.webhooks.clone());
     let data = data_service_with(
         listeners.data,
+        state,
         storage.clone(),
         &config.bus,
-        config.retention,
         config.relay,
-        token.clone(),
     );
     let inventory = inventory_service(
         listeners.inventory,
@@ -570,6 +586,7 @@ fn start_services(
             inventory_url: urls.inventory.clone(),
             data_url: urls.data.clone(),
             internal_token: token.clone(),
+            max_reservation_ttl_ms: config.max_reservation_ttl_ms,
         },
         config.order_coalescing,
     );

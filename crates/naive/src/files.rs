@@ -67,6 +67,9 @@ pub fn inventory_from(stock: &[StockLine]) -> InventoryFile {
                 available: quantity,
                 sold: 0,
                 received: quantity,
+                max_per_customer: None,
+                low_stock_threshold: None,
+                movement_seq: None,
             }
         })
         .collect();

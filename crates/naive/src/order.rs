@@ -110,6 +110,7 @@ async fn place_order(
         version: 1,
         created_at: at.clone(),
         updated_at: at.clone(),
+        extended_until: None,
         items: items
             .iter()
             .map(|item| stockroom_contract::order_line(&item.product, item.quantity))

@@ -160,6 +160,9 @@ impl SqliteTransaction {
                         available: quantity - reserved_quantity,
                         sold: row.get(3)?,
                         received: row.get(4)?,
+                        max_per_customer: None,
+                        low_stock_threshold: None,
+                        movement_seq: None,
                     })
                 })
                 .map_err(database_error)?

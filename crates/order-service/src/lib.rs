@@ -22,8 +22,9 @@ use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use stockroom_contract::{
-    ErrorBody, Order, OrderDocument, OrderList, PlaceOrderRequest, ReleaseRequest, ReserveBatch,
-    ReserveBatchResult, ReserveOutcome, ReserveRequest, ReserveResult, Shortage,
+    ErrorBody, ExtendCall, ExtendRequest, Order, OrderDocument, OrderList, PlaceOrderRequest,
+    ReleaseRequest, ReserveBatch, ReserveBatchResult, ReserveOutcome, ReserveRequest,
+    ReserveResult, Shortage,
 };
 use stockroom_domain::ReleaseReason;
 use stockroom_http_kit::{
@@ -36,7 +37,7 @@ use utoipa_axum::routes;
 
 pub use coalescer::{CoalesceConfig, Coalescer};
 pub use error::OrderError;
-pub use request::MAX_IDEMPOTENCY_KEY_LENGTH;
+pub use stockroom_http_kit::{IDEMPOTENCY_KEY_HEADER, MAX_IDEMPOTENCY_KEY_LENGTH};
 
 /// The largest order body accepted. A maximal order (50 items with
 /// 100-character names) is about 7 KiB; anything far larger is a mistake or
@@ -51,8 +52,15 @@ const _: () = assert!(
         <= stockroom_http_kit::BODY_DEADLINE_MS
 );
 
-/// The header a client retries with to make `POST /api/orders` idempotent.
-pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
+/// The longest a customer may extend an unpaid reservation by, unless the
+/// operator says otherwise: long enough for a slow payment (a bank's
+/// challenge, a wallet's confirmation), short enough that stock held for a
+/// customer who left comes back on sale the same hour.
+pub const DEFAULT_MAX_RESERVATION_TTL_MS: u64 = 30 * 60 * 1_000;
+
+/// The most any operator may allow: a day. A longer hold is not a
+/// reservation but a sale on credit.
+pub const MAX_RESERVATION_TTL_LIMIT_MS: u64 = 24 * 60 * 60 * 1_000;
 
 #[derive(Debug, Clone)]
 pub struct OrderConfig {
@@ -61,6 +69,9 @@ pub struct OrderConfig {
     /// Sent to inventory-service and data-service, whose routes that
     /// order-service calls to reserve and release are internal.
     pub internal_token: InternalToken,
+    /// The longest `ttlMs` an extension may ask for; 1 to
+    /// [`MAX_RESERVATION_TTL_LIMIT_MS`].
+    pub max_reservation_ttl_ms: u64,
 }
 
 #[derive(Clone)]
@@ -71,6 +82,7 @@ pub struct OrderState {
     /// `None` when coalescing is off: each order is then its own exchange.
     coalescer: Option<Coalescer>,
     metrics: Metrics,
+    max_reservation_ttl_ms: u64,
 }
 
 impl OrderState {
@@ -317,12 +329,58 @@ async fn cancel_order(
     ))
 }
 
+/// Keeps the customer's unpaid reservation for `ttlMs` more from now (at
+/// most the operator's `--max-reservation-ttl-ms`), while a slow payment
+/// completes. It never shortens a reservation, and never races the sweep
+/// that expires it: whichever the rules decide first wins.
+#[utoipa::path(
+    post,
+    path = "/api/orders/{id}/extend",
+    params(("id" = String, Path)),
+    request_body = ExtendRequest,
+    responses(
+        (status = 200, body = OrderDocument, description = "kept at least until its extendedUntil"),
+        (status = 403, body = ErrorBody, description = "another customer's order"),
+        (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "not an unpaid reservation (paid, expired, cancelled, fulfilled or rejected)"),
+        (status = 422, body = ErrorBody, description = "ttlMs out of bounds")
+    )
+)]
+#[tracing::instrument(level = "debug", skip_all)]
+async fn extend_order(
+    State(state): State<OrderState>,
+    Path(order_id): Path<String>,
+    JsonBody(request): JsonBody<ExtendRequest>,
+) -> Result<Json<OrderDocument>, OrderError> {
+    request::check_order_id(&order_id)?;
+    if !(1..=state.max_reservation_ttl_ms).contains(&request.ttl_ms) {
+        return Err(OrderError::Invalid(format!(
+            "ttlMs must be from 1 to {}",
+            state.max_reservation_ttl_ms
+        )));
+    }
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as u64);
+    let call = ExtendCall {
+        customer_id: request.customer_id,
+        until_ms: now_ms + request.ttl_ms,
+    };
+    Ok(Json(
+        state
+            .data
+            .post(&format!("/orders/{order_id}/extend"), &call)
+            .await?,
+    ))
+}
+
 fn api_router() -> OpenApiRouter<OrderState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health))
         .routes(routes!(place_order, list_orders))
         .routes(routes!(get_order))
         .routes(routes!(cancel_order))
+        .routes(routes!(extend_order))
 }
 
 pub fn openapi() -> utoipa::openapi::OpenApi {
@@ -380,6 +438,9 @@ pub async fn run_with_coalescing(
             .with_token(config.internal_token.clone()),
         coalescer,
         metrics,
+        max_reservation_ttl_ms: config
+            .max_reservation_ttl_ms
+            .clamp(1, MAX_RESERVATION_TTL_LIMIT_MS),
     };
     let readiness = state.readiness.clone();
     let http = state.data.http().clone();

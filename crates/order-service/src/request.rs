@@ -4,30 +4,12 @@ use axum::http::HeaderMap;
 use sha2::{Digest, Sha256};
 use stockroom_domain::{CustomerId, OrderItems};
 
-use crate::{IDEMPOTENCY_KEY_HEADER, OrderError};
-
-/// The longest idempotency key accepted.
-pub const MAX_IDEMPOTENCY_KEY_LENGTH: usize = 255;
+use crate::OrderError;
 
 /// The `Idempotency-Key` header, checked: visible ASCII, 1 to 255 characters.
 pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, OrderError> {
-    let Some(value) = headers.get(IDEMPOTENCY_KEY_HEADER) else {
-        return Ok(None);
-    };
-    let key = value
-        .to_str()
-        .ok()
-        .filter(|key| {
-            !key.is_empty()
-                && key.len() <= MAX_IDEMPOTENCY_KEY_LENGTH
-                && key.bytes().all(|byte| byte.is_ascii_graphic())
-        })
-        .ok_or_else(|| {
-            OrderError::InvalidHeader(format!(
-                "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} visible ASCII characters"
-            ))
-        })?;
-    Ok(Some(key.to_owned()))
+    stockroom_http_kit::idempotency_key(headers)
+        .map_err(|error| OrderError::InvalidHeader(error.to_string()))
 }
 
 /// A hash of the normalised request (customer, and items sorted by product

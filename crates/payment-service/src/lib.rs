@@ -140,7 +140,7 @@ async fn stats(State(state): State<PaymentState>) -> Json<PaymentStats> {
 fn service_routes() -> ServiceRoutes<PaymentState> {
     let public = OpenApiRouter::with_openapi(ApiDoc::openapi()).routes(routes!(health));
     let internal = OpenApiRouter::new().routes(routes!(stats));
-    ServiceRoutes { public, internal }
+    ServiceRoutes::new(public, internal)
 }
 
 pub fn openapi() -> utoipa::openapi::OpenApi {
@@ -149,7 +149,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 
 pub fn router(state: PaymentState) -> Router {
     service_routes()
-        .into_router(state.internal_token.clone())
+        .into_router(state.internal_token.clone(), None)
         .layer(state.metrics.layer())
         .layer(stockroom_http_kit::TraceLayer::new("payment-service"))
         .with_state(state)

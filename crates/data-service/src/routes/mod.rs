@@ -3,10 +3,12 @@
 //! ([`crate::calls`]), the records storage returns become the document it
 //! answers ([`crate::documents`]).
 
+mod adjustments;
 mod events;
 mod inventory;
 mod orders;
 mod payments;
+mod products;
 mod provider;
 mod reservations;
 
@@ -20,10 +22,12 @@ use utoipa_axum::routes;
 use crate::{DataState, MAX_BODY_BYTES};
 // The `routes!` macro names each handler's generated OpenAPI path type
 // beside the handler, so the handlers are taken in whole.
+use adjustments::*;
 use events::*;
 use inventory::*;
 use orders::*;
 use payments::*;
+use products::*;
 use provider::*;
 use reservations::*;
 
@@ -35,8 +39,9 @@ use reservations::*;
 struct ApiDoc;
 
 /// The public routes are the original system's reads (any client may list
-/// stock and orders); everything that changes state, the event bus and the
-/// provider are internal.
+/// stock and orders); everything the other services change, the event bus
+/// and the provider are internal; what a shop's operator changes (products,
+/// limits, adjustments) and the ledger are the operator's.
 fn service_routes() -> ServiceRoutes<DataState> {
     let public = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health))
@@ -51,6 +56,7 @@ fn service_routes() -> ServiceRoutes<DataState> {
         .routes(routes!(record_payments))
         .routes(routes!(settle))
         .routes(routes!(release))
+        .routes(routes!(extend))
         .routes(routes!(expire))
         .routes(routes!(lease_events))
         .routes(routes!(acknowledge_events))
@@ -60,7 +66,16 @@ fn service_routes() -> ServiceRoutes<DataState> {
         .routes(routes!(redrive))
         .routes(routes!(provider_charge))
         .routes(routes!(provider_stats));
-    ServiceRoutes { public, internal }
+    let operator = OpenApiRouter::new()
+        .routes(routes!(create_product))
+        .routes(routes!(change_settings))
+        .routes(routes!(adjust))
+        .routes(routes!(movements));
+    ServiceRoutes {
+        public,
+        internal,
+        operator,
+    }
 }
 
 pub fn openapi() -> utoipa::openapi::OpenApi {
@@ -69,7 +84,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 
 pub fn router(state: DataState) -> Router {
     service_routes()
-        .into_router(state.internal_token.clone())
+        .into_router(state.internal_token.clone(), state.operator_token.clone())
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(state.metrics.layer())
         .layer(stockroom_http_kit::TraceLayer::new("data-service"))

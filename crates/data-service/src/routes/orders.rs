@@ -1,10 +1,14 @@
-//! Orders: listing, counting, reading one, and releasing an unpaid one.
+//! Orders: listing, counting, reading one, and releasing or extending an
+//! unpaid one.
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use serde::Deserialize;
-use stockroom_contract::{ErrorBody, Order, OrderCounts, OrderDocument, OrderList, ReleaseRequest};
+use stockroom_contract::{
+    ErrorBody, ExtendCall, Order, OrderCounts, OrderDocument, OrderList, ReleaseRequest,
+};
 use stockroom_domain::OrderStatus;
+use stockroom_domain::rules::ExtendDecision;
 use stockroom_http_kit::JsonBody;
 use stockroom_storage::{MAX_ORDERS_PER_PAGE, OrderFilter, ReleaseOutcome};
 use utoipa::IntoParams;
@@ -139,6 +143,54 @@ pub(super) async fn release(
             stored.order.payment.as_str()
         ))),
         ReleaseOutcome::UnknownOrder => {
+            Err(DataError::NotFound(format!("no order with id {order_id}")))
+        }
+    }
+}
+
+/// Keeps a customer's unpaid reservation until `untilMs` at least (never
+/// shorter than it was). The sweep and this are decided by the rules on the
+/// order's row one after the other, so an extension never races it.
+#[utoipa::path(
+    post,
+    path = "/orders/{id}/extend",
+    params(("id" = String, Path)),
+    request_body = ExtendCall,
+    responses(
+        (status = 200, body = OrderDocument),
+        (status = 403, body = ErrorBody, description = "another customer's order"),
+        (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "not an unpaid reservation")
+    )
+)]
+#[tracing::instrument(level = "debug", skip_all)]
+pub(super) async fn extend(
+    State(state): State<DataState>,
+    Path(order_id): Path<String>,
+    JsonBody(call): JsonBody<ExtendCall>,
+) -> Result<Json<OrderDocument>, DataError> {
+    let until_ms = i64::try_from(call.until_ms)
+        .map_err(|_| DataError::Invalid("untilMs is beyond any time".into()))?;
+    match state
+        .flow
+        .extend(&order_id, call.customer_id.as_str(), until_ms)
+        .await?
+    {
+        ExtendDecision::Extended(_) => match state.flow.order(&order_id).await? {
+            Some(stored) => Ok(Json(OrderDocument {
+                order: Order::from_stored(&stored),
+            })),
+            None => Err(DataError::NotFound(format!("no order with id {order_id}"))),
+        },
+        ExtendDecision::NotExtendable(order) => Err(DataError::NotExtendable(format!(
+            "order {order_id} is {} (payment {}): only an unpaid reservation can be extended",
+            order.status,
+            order.payment.as_str()
+        ))),
+        ExtendDecision::NotYours => Err(DataError::Forbidden(format!(
+            "order {order_id} is another customer's"
+        ))),
+        ExtendDecision::UnknownOrder => {
             Err(DataError::NotFound(format!("no order with id {order_id}")))
         }
     }

@@ -132,8 +132,12 @@ impl Outbox {
         receipts: &[Receipt],
     ) -> u64 {
         let now_ms = self.now_ms;
-        let mut settled = 0;
+        let mut settled = std::collections::BTreeSet::new();
         for receipt in receipts {
+            // A receipt named twice settles its entry once.
+            if settled.contains(&receipt.seq) {
+                continue;
+            }
             let Some(slot) = self.entries.get_mut(&receipt.seq) else {
                 continue;
             };
@@ -146,6 +150,13 @@ impl Outbox {
             match outcome {
                 DeliveryOutcome::Acknowledge => slot.current = None,
                 DeliveryOutcome::Release => entry.lease = None,
+                DeliveryOutcome::Postpone { delay_ms } => {
+                    let delay_ms = delay_ms.clamp(MIN_LEASE_MS, MAX_LEASE_MS);
+                    if let Some(lease) = entry.lease.as_mut() {
+                        lease.until_ms =
+                            now_ms.saturating_add(i64::try_from(delay_ms).unwrap_or(i64::MAX));
+                    }
+                }
                 DeliveryOutcome::Reject => {
                     entry.lease = None;
                     entry.rejections = entry.rejections.saturating_add(1);
@@ -154,9 +165,9 @@ impl Outbox {
                     }
                 }
             }
-            settled += 1;
+            settled.insert(receipt.seq);
         }
-        settled
+        settled.len() as u64
     }
 
     /// Puts `consumer`'s dead entries among `seqs` back in line with a clean

@@ -164,6 +164,12 @@ pub enum DeliveryOutcome {
     Release,
     /// Poison: counted; at [`MAX_REJECTIONS`] the entry is dead-lettered.
     Reject,
+    /// Not handled now, and not worth trying again at once (a receiver
+    /// that failed): the holder keeps its lease, which now runs out
+    /// `delay_ms` from now (held within [`MIN_LEASE_MS`]..=[`MAX_LEASE_MS`]),
+    /// and the entry is handed out again then. Nothing counted besides the
+    /// delivery itself, so a consumer backs off by the attempt number.
+    Postpone { delay_ms: u64 },
 }
 
 /// An event kept aside as poison, for an operator to inspect and redrive.

@@ -221,6 +221,30 @@ fn a_release_hands_the_entry_out_again_at_once_without_counting() {
 }
 
 #[test]
+fn a_postponed_entry_stays_with_its_holder_until_the_delay_ends() {
+    let mut store = Store::default();
+    let mut outbox = store.outbox(0);
+    outbox.enqueue([event(1, EventKind::OrderFulfilled)]);
+    store.apply(outbox.into_changes());
+    let mut outbox = store.outbox(0);
+    let delivery = outbox.lease(Consumer::Webhooks, 1, 1_000, "t").remove(0);
+    outbox.finish(
+        Consumer::Webhooks,
+        DeliveryOutcome::Postpone { delay_ms: 30_000 },
+        &[delivery.receipt()],
+    );
+    store.apply(outbox.into_changes());
+    let mut outbox = store.outbox(29_999);
+    assert!(outbox.lease(Consumer::Webhooks, 1, 1_000, "u").is_empty());
+    let mut outbox = store.outbox(30_000);
+    let again = outbox.lease(Consumer::Webhooks, 1, 1_000, "u").remove(0);
+    assert_eq!(
+        again.attempt, 2,
+        "the delivery counts, the postponement does not"
+    );
+}
+
+#[test]
 fn buried_events_are_born_dead() {
     let mut store = Store::default();
     let mut outbox = store.outbox(5);
@@ -281,7 +305,8 @@ fn call() -> impl Strategy<Value = Call> {
             prop_oneof![
                 Just(DeliveryOutcome::Acknowledge),
                 Just(DeliveryOutcome::Release),
-                Just(DeliveryOutcome::Reject)
+                Just(DeliveryOutcome::Reject),
+                (0u64..2_000).prop_map(|delay_ms| DeliveryOutcome::Postpone { delay_ms })
             ],
             prop::collection::vec((0usize..32, prop::bool::weighted(0.2)), 0..4)
         )
@@ -393,13 +418,22 @@ fn run(calls: Vec<Call>) {
                 let settled = outbox.finish(consumer, outcome, &receipts);
                 assert_eq!(settled, proven.len() as u64, "only proven leases settle");
                 for seq in proven {
+                    if let DeliveryOutcome::Postpone { delay_ms } = outcome {
+                        // The holder keeps its lease, which now runs out
+                        // later: nobody else gets the entry until then.
+                        let until_ms = now_ms + delay_ms.clamp(MIN_LEASE_MS, MAX_LEASE_MS) as i64;
+                        if let Some(held) = witness.outstanding.get_mut(&seq) {
+                            held.1 = until_ms;
+                        }
+                        continue;
+                    }
                     witness.outstanding.remove(&seq);
                     match outcome {
                         DeliveryOutcome::Acknowledge => {
                             let id = &store.entries[&seq].event.event_id;
                             witness.events.insert(id.clone(), true);
                         }
-                        DeliveryOutcome::Release => {}
+                        DeliveryOutcome::Release | DeliveryOutcome::Postpone { .. } => {}
                         DeliveryOutcome::Reject => {
                             *witness.rejections.entry(seq).or_default() += 1;
                         }

@@ -288,10 +288,8 @@ impl Book {
         // A creation and a change of settings are recorded even when no
         // figure moves: they start the ledger, or change the limit that the
         // ledger's later reservations are checked against.
-        let records_settings = matches!(
-            movement.kind,
-            MovementKind::Created | MovementKind::Settings
-        );
+        let kind = movement.kind;
+        let records_settings = matches!(kind, MovementKind::Created | MovementKind::Settings);
         if before == after && !records_settings {
             return;
         }
@@ -311,7 +309,11 @@ impl Book {
             settings: records_settings.then_some(settings),
             at_ms: now_ms,
         });
-        self.notice_stock(product_key, &name, seq, settings, &before, &after);
+        // A product's first units are not "back" in stock: only a product
+        // that existed before can cross a line.
+        if kind != MovementKind::Created {
+            self.notice_stock(product_key, &name, seq, settings, &before, &after);
+        }
     }
 
     /// Moves an existing order to its next version: the status (which must go

@@ -39,9 +39,13 @@ pub const WRITE_BATCH_CALLS_TOTAL: &str = "stockroom_write_batch_calls_total";
 /// Calls waiting for the storage's writer (gauge, data-service).
 pub const WRITE_QUEUE_DEPTH: &str = "stockroom_write_queue_depth";
 
+/// Webhook deliveries, by how they ended: sent, retrying, dead (counter,
+/// data-service).
+pub const WEBHOOK_DELIVERIES_TOTAL: &str = "stockroom_webhook_deliveries_total";
+
 /// Every name above, for checks that a dashboard or a document names only
 /// metrics that exist.
-pub const ALL: [&str; 18] = [
+pub const ALL: [&str; 19] = [
     HTTP_REQUESTS_TOTAL,
     HTTP_REQUEST_DURATION_SECONDS,
     RESERVATIONS_TOTAL,
@@ -60,6 +64,7 @@ pub const ALL: [&str; 18] = [
     WRITE_BATCHES_TOTAL,
     WRITE_BATCH_CALLS_TOTAL,
     WRITE_QUEUE_DEPTH,
+    WEBHOOK_DELIVERIES_TOTAL,
 ];
 
 /// The help text of each metric, as the exposition's `# HELP` line says it.
@@ -85,6 +90,7 @@ pub fn help(name: &str) -> &'static str {
         WRITE_BATCHES_TOTAL => "write transactions the storage committed",
         WRITE_BATCH_CALLS_TOTAL => "calls carried by the storage's write transactions",
         WRITE_QUEUE_DEPTH => "calls waiting for the storage's writer",
+        WEBHOOK_DELIVERIES_TOTAL => "webhook deliveries, by outcome: sent, retrying or dead",
         _ => "",
     }
 }

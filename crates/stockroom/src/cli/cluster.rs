@@ -7,6 +7,7 @@ use clap::Args;
 use stockroom_launcher::system;
 
 use super::args::{AllowedHostsArgs, BusArgs, ExpiryArgs, PaymentArgs, TokenArgs};
+use super::shop_args::ShopArgs;
 use super::shutdown_signal;
 
 #[derive(Debug, Args)]
@@ -43,6 +44,8 @@ pub(super) struct ClusterArgs {
     token: TokenArgs,
     #[command(flatten)]
     allowed_hosts: AllowedHostsArgs,
+    #[command(flatten)]
+    shop: ShopArgs,
 }
 
 pub(super) async fn cluster(
@@ -61,6 +64,9 @@ pub(super) async fn cluster(
         "--bus-url is required: the instances share one RabbitMQ broker"
     );
     args.bus.choice()?;
+    // Checked here, so that a wrong setting fails before any child starts.
+    args.shop.webhooks()?;
+    let operator_token = args.shop.operator_token()?;
     let bus_prefix = vec!["--bus-prefix".to_owned(), args.bus.bus_prefix.clone()];
     let config = stockroom_launcher::cluster::ClusterConfig {
         instances: args.instances,
@@ -99,6 +105,7 @@ pub(super) async fn cluster(
             .into_iter()
             .chain(args.allowed_hosts.for_children())
             .collect(),
+        data_environment: args.shop.for_children(operator_token.as_ref()),
         internal_token: args.token.or_generate()?,
         log_directory: None,
     };

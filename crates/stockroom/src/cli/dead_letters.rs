@@ -30,7 +30,7 @@ pub(super) struct DeadLetterArgs {
         env = "STOCKROOM_DATA_URL"
     )]
     data_url: String,
-    /// Only this consumer's dead letters (default: both).
+    /// Only this consumer's dead letters (default: every consumer's).
     #[arg(long, global = true, value_enum)]
     consumer: Option<ConsumerArg>,
     /// The system's internal token: dead letters are behind it.
@@ -63,6 +63,7 @@ enum Action {
 enum ConsumerArg {
     Payment,
     Inventory,
+    Webhooks,
 }
 
 impl DeadLetterArgs {
@@ -70,6 +71,7 @@ impl DeadLetterArgs {
         match self.consumer {
             Some(ConsumerArg::Payment) => vec![Consumer::Payment],
             Some(ConsumerArg::Inventory) => vec![Consumer::Inventory],
+            Some(ConsumerArg::Webhooks) => vec![Consumer::Webhooks],
             None => Consumer::ALL.to_vec(),
         }
     }

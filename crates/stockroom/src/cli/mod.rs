@@ -18,6 +18,8 @@ mod dashboard;
 mod dead_letters;
 mod lab;
 mod serve;
+mod shop_args;
+mod stock;
 mod storm;
 mod up;
 
@@ -33,6 +35,7 @@ use self::cluster::ClusterArgs;
 use self::dead_letters::DeadLetterArgs;
 use self::lab::LabArgs;
 use self::serve::ServeArgs;
+use self::stock::StockArgs;
 use self::storm::StormArgs;
 use self::up::UpArgs;
 
@@ -84,6 +87,9 @@ enum Command {
     Lab(LabArgs),
     /// List or redrive the events consumers refused as poison.
     DeadLetters(DeadLetterArgs),
+    /// A shop operator's stock: create products, set limits, adjust units,
+    /// read the ledger (needs the operator token).
+    Stock(StockArgs),
     /// A fault campaign: a storm under kills, pauses, outages and cut links,
     /// then the invariants checked.
     Chaos(ChaosArgs),
@@ -97,9 +103,11 @@ pub fn main() -> ExitCode {
     // process should not bury them in logs unless asked to (STOCKROOM_LOG).
     let default_filter = match cli.command {
         Command::Lab(_) | Command::Bench(_) => "off",
-        Command::Storm(_) | Command::Check(_) | Command::DeadLetters(_) | Command::Chaos(_) => {
-            "warn"
-        }
+        Command::Storm(_)
+        | Command::Check(_)
+        | Command::DeadLetters(_)
+        | Command::Stock(_)
+        | Command::Chaos(_) => "warn",
         Command::Up(_) | Command::Serve(_) | Command::Cluster(_) => "info",
     };
     let service_name = match &cli.command {
@@ -159,6 +167,7 @@ async fn run(command: Command, otlp_endpoint: Option<String>) -> anyhow::Result<
         Command::Check(args) => check::check(args).await,
         Command::Lab(args) => lab::lab(args).await,
         Command::DeadLetters(args) => dead_letters::dead_letters(args).await,
+        Command::Stock(args) => stock::stock(args).await.map(|()| ExitCode::SUCCESS),
         Command::Chaos(args) => chaos::chaos(args).await,
     }
 }

@@ -17,6 +17,7 @@ use super::args::{
     read_stock, writer_config,
 };
 use super::dashboard::{DashboardArgs, serve_dashboard};
+use super::shop_args::{ExtensionArgs, ShopArgs};
 use super::shutdown_signal;
 
 #[derive(Debug, Args)]
@@ -59,6 +60,8 @@ enum ServiceCommand {
             env = "STOCKROOM_DATA_URL"
         )]
         data_url: String,
+        #[command(flatten)]
+        extension: ExtensionArgs,
     },
     /// The only process that touches storage (3002).
     Data {
@@ -66,6 +69,8 @@ enum ServiceCommand {
         storage: StorageArgs,
         #[command(flatten)]
         bus: BusArgs,
+        #[command(flatten)]
+        shop: ShopArgs,
     },
     /// Stock decisions, settlement and expiry (3003).
     Inventory {
@@ -134,9 +139,18 @@ pub(super) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ServiceCommand::Order {
             inventory_url,
             data_url,
-        } => serve_order(at, inventory_url, data_url, token.required()?, signal).await,
-        ServiceCommand::Data { storage, bus } => {
-            serve_data(at, storage, bus, token.required()?, signal).await
+            extension,
+        } => {
+            let config = OrderConfig {
+                inventory_url,
+                data_url,
+                internal_token: token.required()?,
+                max_reservation_ttl_ms: extension.max_reservation_ttl_ms,
+            };
+            serve_order(at, config, signal).await
+        }
+        ServiceCommand::Data { storage, bus, shop } => {
+            serve_data(at, storage, bus, shop, token.required()?, signal).await
         }
         ServiceCommand::Inventory {
             data_url,
@@ -178,20 +192,9 @@ trait Signal: Future<Output = ()> + Send + 'static {}
 
 impl<F: Future<Output = ()> + Send + 'static> Signal for F {}
 
-async fn serve_order(
-    at: Address,
-    inventory_url: String,
-    data_url: String,
-    internal_token: InternalToken,
-    signal: impl Signal,
-) -> anyhow::Result<()> {
+async fn serve_order(at: Address, config: OrderConfig, signal: impl Signal) -> anyhow::Result<()> {
     let (listener, url) = at.bind("order-service", system::ORDER_PORT).await?;
     tracing::info!(%url, "order-service listening");
-    let config = OrderConfig {
-        inventory_url,
-        data_url,
-        internal_token,
-    };
     stockroom_order_service::run(listener, config, signal)
         .await
         .context("order-service failed")
@@ -201,26 +204,41 @@ async fn serve_data(
     at: Address,
     storage: StorageArgs,
     bus: BusArgs,
+    shop: ShopArgs,
     internal_token: InternalToken,
     signal: impl Signal,
 ) -> anyhow::Result<()> {
     let bus = bus.choice()?;
+    let webhooks = shop.webhooks()?;
+    let operator_token = shop.operator_token()?;
+    if operator_token.is_none() {
+        tracing::warn!(
+            "no operator token: the operator's routes answer 401; set {} to serve them",
+            stockroom_http_kit::OPERATOR_TOKEN_ENV
+        );
+    }
     let (listener, url) = at.bind("data-service", system::DATA_PORT).await?;
     let opened = system::open_storage(
         &storage.database(),
         storage.fresh,
         read_stock(&storage)?,
-        writer_config(&storage)?,
+        stockroom_storage_sqlite::WriterConfig {
+            notify: webhooks.is_some(),
+            ..writer_config(&storage)?
+        },
     )
     .await?;
     tracing::info!(%url, backend = opened.backend_name(), "data-service listening");
+    let state = stockroom_data_service::DataState::new(opened.clone(), internal_token)
+        .with_retention(storage.retention.retention()?)
+        .with_operator_token(operator_token)
+        .with_webhooks(webhooks);
     let running = system::data_service_with(
         listener,
+        state,
         opened.clone(),
         &bus,
-        storage.retention.retention()?,
         stockroom_data_service::RelaySettings::default(),
-        internal_token,
     );
     signal.await;
     let stopped = running.stop().await;
@@ -305,6 +323,7 @@ pub(super) async fn serve_naive(args: ServeArgs) -> anyhow::Result<()> {
         ServiceCommand::Order {
             inventory_url,
             data_url,
+            ..
         } => serve_naive_order(at, inventory_url, data_url, windows, signal).await,
         ServiceCommand::Data { storage, .. } => {
             serve_naive_data(at, storage, windows, signal).await

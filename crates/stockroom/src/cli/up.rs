@@ -12,6 +12,7 @@ use super::args::{
     read_stock, writer_config,
 };
 use super::dashboard;
+use super::shop_args::{ExtensionArgs, OPERATOR_TOKEN_FILE, ShopArgs};
 use super::shutdown_signal;
 
 #[derive(Debug, Args)]
@@ -44,10 +45,15 @@ pub(super) struct UpArgs {
     token: TokenArgs,
     #[command(flatten)]
     allowed_hosts: AllowedHostsArgs,
+    #[command(flatten)]
+    shop: ShopArgs,
+    #[command(flatten)]
+    extension: ExtensionArgs,
 }
 
 pub(super) async fn up(args: UpArgs) -> anyhow::Result<()> {
     args.allowed_hosts.install()?;
+    let operator_token = args.shop.operator_token_or_keep(&args.storage.data_dir)?;
     let config = SystemConfig {
         database: args.storage.database(),
         bus: args.bus.choice()?,
@@ -70,11 +76,20 @@ pub(super) async fn up(args: UpArgs) -> anyhow::Result<()> {
         relay: stockroom_data_service::RelaySettings::default(),
         lease_ms: args.bus.lease_ms,
         internal_token: args.token.or_generate()?,
+        max_reservation_ttl_ms: args.extension.max_reservation_ttl_ms,
+        operator_token: Some(operator_token),
+        webhooks: args.shop.webhooks()?,
     };
     if args.token.optional()?.is_none() {
         tracing::info!(
             "internal routes need a token generated for this run; set {} before `up` to call them yourself (dead-letters, /invariants, /stats)",
             stockroom_http_kit::INTERNAL_TOKEN_ENV
+        );
+    }
+    if args.shop.operator_token()?.is_none() {
+        tracing::info!(
+            path = %args.storage.data_dir.join(OPERATOR_TOKEN_FILE).display(),
+            "the operator's routes (`stockroom stock`) take the token kept in this file"
         );
     }
     // Bound before anything starts, so that a taken port fails fast.

@@ -22,5 +22,7 @@ mod redelivery;
 mod reservations;
 mod scale_out;
 mod secrets;
+mod shop;
 mod slow_clients;
 mod traces;
+mod webhooks;
