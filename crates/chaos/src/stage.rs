@@ -195,6 +195,7 @@ async fn start_cluster(
     let prefix = format!("stockroom_{name}");
     let mut config = ClusterConfig {
         data_environment: Vec::new(),
+        operator_token: None,
         instances,
         database_url: system_database_url,
         bus_url: Some(system_bus_url),

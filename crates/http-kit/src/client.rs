@@ -171,8 +171,10 @@ pub struct ServiceClient {
     epoch: std::time::Instant,
     next: Arc<AtomicUsize>,
     http: reqwest::Client,
-    /// Sent with every call, for the peer's internal routes.
-    token: Option<crate::InternalToken>,
+    /// The `Authorization` value sent with every call: the internal token
+    /// for the peer's internal routes, or the operator's for its operator
+    /// routes.
+    authorization: Option<reqwest::header::HeaderValue>,
 }
 
 impl ServiceClient {
@@ -196,14 +198,21 @@ impl ServiceClient {
             base_urls: Arc::new(urls),
             next: Arc::new(AtomicUsize::new(0)),
             http,
-            token: None,
+            authorization: None,
         }
     }
 
     /// The same client, sending `token` with every call so that the peer's
     /// internal routes accept it.
     pub fn with_token(mut self, token: crate::InternalToken) -> ServiceClient {
-        self.token = Some(token);
+        self.authorization = Some(token.header_value());
+        self
+    }
+
+    /// The same client, sending the operator's `token` with every call, for
+    /// the peer's operator routes (the ledger).
+    pub fn with_operator_token(mut self, token: &crate::OperatorToken) -> ServiceClient {
+        self.authorization = Some(token.header_value());
         self
     }
 
@@ -292,8 +301,8 @@ impl ServiceClient {
             let index = order[attempt];
             let base = &self.base_urls[index];
             let mut request = crate::trace::inject(build(base));
-            if let Some(token) = &self.token {
-                request = request.header(reqwest::header::AUTHORIZATION, token.header_value());
+            if let Some(authorization) = &self.authorization {
+                request = request.header(reqwest::header::AUTHORIZATION, authorization.clone());
             }
             match request.send().await {
                 Ok(response) => {

@@ -61,6 +61,9 @@ pub struct InventoryConfig {
     /// What this service's internal routes require and what it sends to
     /// data-service's.
     pub internal_token: InternalToken,
+    /// The operator token, for the auditor to read and replay the ledger;
+    /// without it the ledger is not audited.
+    pub operator_token: Option<stockroom_http_kit::OperatorToken>,
 }
 
 #[derive(Clone)]
@@ -219,7 +222,8 @@ pub async fn run(
         readiness: Readiness::new("inventory-service"),
         data: ServiceClient::new("data-service", &config.data_url)
             .with_token(config.internal_token.clone()),
-        auditor: audit::Auditor::new(&config.data_url, metrics.clone()),
+        auditor: audit::Auditor::new(&config.data_url, metrics.clone())
+            .with_ledger(&config.data_url, config.operator_token.as_ref()),
         metrics,
         internal_token: config.internal_token.clone(),
     };

@@ -65,9 +65,12 @@ pub struct ClusterConfig {
     /// Variables set in every child's environment.
     pub environment: Vec<(String, String)>,
     /// Variables set in data-service children's environment only: the
-    /// operator token and the webhooks' settings, which no other service
-    /// needs to hold.
+    /// webhooks' settings, which no other service needs to hold.
     pub data_environment: Vec<(String, String)>,
+    /// The operator's secret, handed to data-service children (which serve
+    /// the operator's routes) and inventory-service children (whose auditor
+    /// replays the ledger) in their environment.
+    pub operator_token: Option<stockroom_http_kit::OperatorToken>,
     /// The secret of the services' internal routes, handed to every child
     /// in its environment (never on its command line, which every user of
     /// the machine can read).
@@ -348,6 +351,8 @@ struct Wiring {
     database_url: (String, String),
     /// The other variables of data-service children only.
     data_environment: Vec<(String, String)>,
+    /// The operator token's variable, for data and inventory children.
+    operator_token: Option<(String, String)>,
     /// The broker's URL, for the children that use the broker.
     bus_url: Option<(String, String)>,
     /// The inventory-service URLs order-service calls, comma-separated.
@@ -370,6 +375,12 @@ impl Wiring {
             environment,
             database_url: (DATABASE_URL_ENV.to_owned(), config.database_url.clone()),
             data_environment: config.data_environment.clone(),
+            operator_token: config.operator_token.as_ref().map(|token| {
+                (
+                    stockroom_http_kit::OPERATOR_TOKEN_ENV.to_owned(),
+                    token.expose().to_owned(),
+                )
+            }),
             bus_url: config
                 .bus_url
                 .as_ref()
@@ -398,6 +409,9 @@ impl Wiring {
         }
         if matches!(service, "data" | "inventory" | "payment") {
             environment.extend(self.bus_url.clone());
+        }
+        if matches!(service, "data" | "inventory") {
+            environment.extend(self.operator_token.clone());
         }
         environment
     }

@@ -567,6 +567,7 @@ fn start_services(
             reservation_ttl_ms: config.reservation_ttl_ms,
             sweep_interval_ms: config.sweep_interval_ms,
             internal_token: token.clone(),
+            operator_token: config.operator_token.clone(),
         },
         &config.bus,
         config.lease_ms,

@@ -20,6 +20,7 @@ use stockroom_http_kit::ErrorChain;
 use crate::history::{EventType, HistoryError, HistoryEvent, read_history};
 
 mod checks;
+mod ledger;
 
 use self::checks::*;
 
@@ -59,6 +60,9 @@ pub struct CheckConfig {
     pub stuck_after_ms: u64,
     /// A directory whose `orders.json` and `inventory.json`, if present, must parse.
     pub data_dir: Option<PathBuf>,
+    /// The operator token, to read the ledger and check it; without it the
+    /// ledger's invariants are not checked.
+    pub operator_token: Option<stockroom_http_kit::OperatorToken>,
 }
 
 impl CheckConfig {
@@ -70,6 +74,7 @@ impl CheckConfig {
             initial_stock: None,
             stuck_after_ms: DEFAULT_STUCK_AFTER_MS,
             data_dir: None,
+            operator_token: None,
         }
     }
 }
@@ -163,6 +168,9 @@ fn not_checked_reason(name: &str) -> &'static str {
     match name {
         "acknowledged_orders_exist" | "no_unknown_orders" => "no storm history was given",
         "data_files_parse" => "no data directory was given",
+        "ledger_matches_stock" | "within_purchase_limit" => {
+            "the ledger was not read (no ledger kept, or no operator token)"
+        }
         _ => "the inventory or the orders could not be read",
     }
 }
@@ -273,6 +281,8 @@ struct Order {
     id: String,
     status: String,
     #[serde(default)]
+    customer_id: Option<String>,
+    #[serde(default)]
     updated_at: Option<String>,
     #[serde(default)]
     created_at: Option<String>,
@@ -344,6 +354,46 @@ impl Reader {
         }
         serde_json::from_slice(&bytes)
             .map(Ok)
+            .map_err(|error| CheckError::Incompatible {
+                url: base.to_owned(),
+                message: format!("GET {path} did not answer the contract's document: {error}"),
+            })
+    }
+
+    /// GETs a document with the operator's token; a 5xx is wrong input
+    /// here too (the ledger is read only from services that keep one).
+    async fn get_with_token<T: for<'de> Deserialize<'de>>(
+        &self,
+        service: &str,
+        base: &str,
+        path: &str,
+        query: &[(&str, String)],
+        token: &stockroom_http_kit::OperatorToken,
+    ) -> Result<T, CheckError> {
+        let url = format!("{base}{path}");
+        let unreachable = |error: reqwest::Error| CheckError::Unreachable {
+            service: service.to_owned(),
+            url: base.to_owned(),
+            message: error.to_string(),
+        };
+        let response = self
+            .client
+            .get(&url)
+            .query(query)
+            .header(reqwest::header::AUTHORIZATION, token.header_value())
+            .send()
+            .await
+            .map_err(unreachable)?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(CheckError::Incompatible {
+                url: base.to_owned(),
+                message: format!("GET {path} answered {status}"),
+            });
+        }
+        response
+            .json()
+            .await
             .map_err(|error| CheckError::Incompatible {
                 url: base.to_owned(),
                 message: format!("GET {path} did not answer the contract's document: {error}"),
@@ -426,6 +476,7 @@ pub async fn run_check(config: &CheckConfig) -> Result<CheckReport, CheckError> 
     )];
     if let Some(items) = &inventory {
         checks.extend(stock_checks(items, orders.as_deref(), config));
+        checks.extend(ledger_outcomes(&reader, config, items, orders.as_deref()).await?);
     }
     if let Some(orders) = &orders {
         checks.push(unique_orders(orders));
@@ -457,6 +508,33 @@ pub async fn run_check(config: &CheckConfig) -> Result<CheckReport, CheckError> 
         orders: orders.as_ref().map_or(0, Vec::len),
         checks,
     })
+}
+
+/// The ledger's invariants, or why they were not checked.
+async fn ledger_outcomes(
+    reader: &Reader,
+    config: &CheckConfig,
+    items: &[StockFigures],
+    orders: Option<&[Order]>,
+) -> Result<Vec<CheckOutcome>, CheckError> {
+    let names = [
+        Invariant::LedgerMatchesStock,
+        Invariant::WithinPurchaseLimit,
+    ];
+    let skipped = |reason: &str| {
+        names
+            .iter()
+            .map(|invariant| CheckOutcome::not_checked(invariant.name(), reason))
+            .collect()
+    };
+    if let Some(reason) = ledger::why_not_checked(items, config) {
+        return Ok(skipped(reason));
+    }
+    let (Some(token), Some(orders)) = (&config.operator_token, orders) else {
+        return Ok(skipped("the orders could not be read"));
+    };
+    let ledgers = ledger::read_ledgers(reader, config, token, items).await?;
+    Ok(ledger::ledger_checks(items, &ledgers, orders))
 }
 
 async fn read_orders(

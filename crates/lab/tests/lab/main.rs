@@ -6,6 +6,7 @@
 mod checker;
 mod fixes;
 mod history;
+mod ledger_checker;
 mod monitor;
 mod scenarios;
 mod sync;

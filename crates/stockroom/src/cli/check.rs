@@ -32,6 +32,11 @@ pub(super) struct CheckArgs {
     /// Print the report as one JSON object.
     #[arg(long)]
     json: bool,
+    /// The operator token, to read and check every product's ledger (and
+    /// the purchase limits through it); also read from <data-dir>/operator-
+    /// token when --data-dir is given.
+    #[arg(long, env = stockroom_http_kit::OPERATOR_TOKEN_ENV, hide_env_values = true)]
+    operator_token: Option<String>,
 }
 
 pub(super) async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
@@ -40,6 +45,13 @@ pub(super) async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
         .history
         .map_or(HistorySource::None, HistorySource::File);
     config.stuck_after_ms = args.stuck_after_ms;
+    config.operator_token = match (&args.operator_token, &args.data_dir) {
+        (Some(text), _) => Some(stockroom_http_kit::OperatorToken::parse(text)?),
+        (None, Some(directory)) => super::shop_args::read_token_file(
+            &directory.join(super::shop_args::OPERATOR_TOKEN_FILE),
+        )?,
+        (None, None) => None,
+    };
     config.data_dir = args.data_dir;
     let outcome = match &args.initial_stock {
         Some(path) => stockroom_lab::check::read_initial_stock(path).map(Some),

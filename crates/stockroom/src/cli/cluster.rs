@@ -105,7 +105,8 @@ pub(super) async fn cluster(
             .into_iter()
             .chain(args.allowed_hosts.for_children())
             .collect(),
-        data_environment: args.shop.for_children(operator_token.as_ref()),
+        data_environment: args.shop.for_children(),
+        operator_token,
         internal_token: args.token.or_generate()?,
         log_directory: None,
     };

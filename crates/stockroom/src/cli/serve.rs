@@ -91,6 +91,10 @@ enum ServiceCommand {
         expiry: ExpiryArgs,
         #[command(flatten)]
         bus: BusArgs,
+        /// The operator token, for the auditor to replay every product's
+        /// ledger against its figures; without it the ledger is not audited.
+        #[arg(long, env = stockroom_http_kit::OPERATOR_TOKEN_ENV, hide_env_values = true)]
+        operator_token: Option<String>,
     },
     /// The live dashboard in the browser (3000), watching running services.
     Dashboard(DashboardArgs),
@@ -156,8 +160,22 @@ pub(super) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             data_url,
             expiry,
             bus,
+            operator_token,
             ..
-        } => serve_inventory(at, data_url, expiry, bus, token.required()?, signal).await,
+        } => {
+            let operator_token = operator_token
+                .as_deref()
+                .map(stockroom_http_kit::OperatorToken::parse)
+                .transpose()?;
+            let config = InventoryConfig {
+                data_url,
+                reservation_ttl_ms: expiry.reservation_ttl_ms,
+                sweep_interval_ms: expiry.sweep_interval_ms,
+                internal_token: token.required()?,
+                operator_token,
+            };
+            serve_inventory(at, config, bus, signal).await
+        }
         ServiceCommand::Dashboard(dashboard) => {
             serve_dashboard(dashboard, at.host, at.port, signal).await
         }
@@ -248,26 +266,18 @@ async fn serve_data(
 
 async fn serve_inventory(
     at: Address,
-    data_url: String,
-    expiry: ExpiryArgs,
+    config: InventoryConfig,
     bus: BusArgs,
-    internal_token: InternalToken,
     signal: impl Signal,
 ) -> anyhow::Result<()> {
     let (listener, url) = at.bind("inventory-service", system::INVENTORY_PORT).await?;
     tracing::info!(%url, "inventory-service listening");
     let events = bus.choice()?.event_source_leased(
-        &data_url,
+        &config.data_url,
         stockroom_domain::CONSUMER_INVENTORY,
         bus.lease_ms,
-        &internal_token,
+        &config.internal_token,
     );
-    let config = InventoryConfig {
-        data_url,
-        reservation_ttl_ms: expiry.reservation_ttl_ms,
-        sweep_interval_ms: expiry.sweep_interval_ms,
-        internal_token,
-    };
     stockroom_inventory_service::run(listener, config, events, signal)
         .await
         .context("inventory-service failed")

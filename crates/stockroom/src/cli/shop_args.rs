@@ -74,16 +74,10 @@ impl ShopArgs {
         )?)
     }
 
-    /// The variables that hand these settings to a data-service child
-    /// process: in its environment, never on its command line.
-    pub(super) fn for_children(
-        &self,
-        operator_token: Option<&OperatorToken>,
-    ) -> Vec<(String, String)> {
+    /// The variables that hand the webhooks' settings to a data-service
+    /// child process: in its environment, never on its command line.
+    pub(super) fn for_children(&self) -> Vec<(String, String)> {
         let mut variables = Vec::new();
-        if let Some(token) = operator_token {
-            variables.push((OPERATOR_TOKEN_ENV.to_owned(), token.expose().to_owned()));
-        }
         if !self.webhook_urls.is_empty() {
             variables.push((WEBHOOK_URLS_ENV.to_owned(), self.webhook_urls.join(",")));
         }

@@ -13,7 +13,7 @@ pub const SETTLE_TIMEOUT_MS: u64 = 20_000;
 pub struct TestSystem {
     pub system: RunningSystem,
     pub client: reqwest::Client,
-    _directory: tempfile::TempDir,
+    pub directory: tempfile::TempDir,
 }
 
 pub fn stock(lines: &[(&str, u64)]) -> Vec<StockLine> {
@@ -38,7 +38,7 @@ impl TestSystem {
         TestSystem {
             client: authorized_client(&system.internal_token),
             system,
-            _directory: directory,
+            directory,
         }
     }
 

@@ -442,5 +442,62 @@ async fn a_customers_storm_stops_at_the_limit_and_the_ledger_explains_every_figu
         patched["item"]["lowStockThreshold"], 5,
         "a field left out stays"
     );
+
+    // The live auditor replays the ledger too, and notices a figure that
+    // changed behind the rules' back.
+    let invariants = format!("{}/invariants", test.system.urls.inventory);
+    wait_for_audit(&test.client, &invariants, |report| {
+        report["ledgerChecked"] == true && report["healthy"] == true
+    })
+    .await;
+    let database = test
+        .directory
+        .path()
+        .join(stockroom_storage_sqlite::DATABASE_FILE_NAME);
+    let connection = rusqlite::Connection::open(database).unwrap();
+    connection
+        .busy_timeout(std::time::Duration::from_secs(5))
+        .unwrap();
+    connection
+        .execute(
+            "UPDATE inventory SET quantity = quantity + 1, received = received + 1
+             WHERE product_key = 'tablet'",
+            [],
+        )
+        .unwrap();
+    let report = wait_for_audit(&test.client, &invariants, |report| {
+        report["healthy"] == false
+    })
+    .await;
+    assert!(
+        report["violations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|violation| violation["invariant"] == "ledger_matches_stock"
+                && violation["product"] == "Tablet"),
+        "{report}"
+    );
     test.stop().await;
+}
+
+/// Waits until the auditor's report satisfies `done`, or fails the test.
+async fn wait_for_audit(
+    client: &reqwest::Client,
+    url: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (status, report) = get(client, url).await;
+        assert_eq!(status, 200, "{report}");
+        if done(&report) {
+            return report;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the audit never got there: {report}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
