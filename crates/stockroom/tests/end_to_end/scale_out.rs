@@ -52,6 +52,7 @@ fn start_cluster(
     bus_url: &str,
     prefix: &str,
     stock_file: &std::path::Path,
+    operator_token: &str,
 ) -> ClusterProcess {
     let offset = PORT_OFFSET.to_string();
     let stock_file = stock_file.display().to_string();
@@ -70,7 +71,10 @@ fn start_cluster(
             "--payment-latency-ms",
             "20",
         ],
-        &[("STOCKROOM_BUS_PREFIX", prefix)],
+        &[
+            ("STOCKROOM_BUS_PREFIX", prefix),
+            (stockroom_http_kit::OPERATOR_TOKEN_ENV, operator_token),
+        ],
     );
     assert_eq!(
         cluster.urls.get("order").map(Vec::len),
@@ -137,7 +141,14 @@ async fn two_instances_of_everything_sell_exactly_the_stock_and_survive_kills() 
         json!({"inventory": [{"productName": "Console", "quantity": STOCK_UNITS}]}).to_string(),
     )
     .unwrap();
-    let cluster = start_cluster(&database_url, &rabbit, &name, &stock_file);
+    let operator_token = stockroom_http_kit::OperatorToken::generate();
+    let cluster = start_cluster(
+        &database_url,
+        &rabbit,
+        &name,
+        &stock_file,
+        operator_token.expose(),
+    );
     let order_urls = cluster.urls["order"].clone();
     let data_url = cluster.urls["data"][0].clone();
     let client = reqwest::Client::builder()
@@ -276,7 +287,9 @@ async fn two_instances_of_everything_sell_exactly_the_stock_and_survive_kills() 
         (Some(0), Some(STOCK_UNITS as i64))
     );
 
-    // The independent checker agrees.
+    limit_storm(&client, &order_urls, &cluster.urls["data"], &operator_token).await;
+
+    // The independent checker agrees, ledger and limits included.
     let check = Command::new(env!("CARGO_BIN_EXE_stockroom"))
         .args([
             "check",
@@ -286,8 +299,18 @@ async fn two_instances_of_everything_sell_exactly_the_stock_and_survive_kills() 
             &data_url,
         ])
         .env("STOCKROOM_LOG", "off")
+        .env(
+            stockroom_http_kit::OPERATOR_TOKEN_ENV,
+            operator_token.expose(),
+        )
         .output()
         .unwrap();
+    let report = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        report.contains("PASS  ledger_matches_stock")
+            && report.contains("PASS  within_purchase_limit"),
+        "the ledger was not checked:\n{report}"
+    );
     assert!(
         check.status.success(),
         "check failed:\n{}",
@@ -309,4 +332,81 @@ async fn two_instances_of_everything_sell_exactly_the_stock_and_survive_kills() 
     let _ = admin
         .delete(&stockroom_bus_rabbitmq::Topology::with_prefix(&name))
         .await;
+}
+
+/// Units of the limited product, far more than the limit lets one customer
+/// take.
+const LIMITED_UNITS: u64 = 200;
+/// What one customer may hold of it.
+const LIMIT: u64 = 5;
+/// One customer's concurrent orders at it, over both instances of
+/// everything.
+const LIMIT_STORM_ORDERS: usize = 100;
+
+/// One customer's storm against a purchase limit, spread over both
+/// order-services and so both data-services: exactly the limit is
+/// reserved, every other order is refused as past it.
+async fn limit_storm(
+    client: &reqwest::Client,
+    order_urls: &[String],
+    data_urls: &[String],
+    token: &stockroom_http_kit::OperatorToken,
+) {
+    let (status, created) = {
+        let response = client
+            .post(format!("{}/inventory", data_urls[1]))
+            .header("authorization", token.header_value())
+            .json(&json!({"productName": "Limited", "quantity": LIMITED_UNITS, "maxPerCustomer": LIMIT}))
+            .send()
+            .await
+            .unwrap();
+        (
+            response.status().as_u16(),
+            response.json::<Value>().await.unwrap(),
+        )
+    };
+    assert_eq!(status, 201, "{created}");
+    let orders: Vec<_> = (0..LIMIT_STORM_ORDERS)
+        .map(|index| {
+            let client = client.clone();
+            let url = format!("{}/api/orders", order_urls[index % order_urls.len()]);
+            tokio::spawn(async move {
+                let body =
+                    json!({"productName": "Limited", "quantity": 1, "customerId": "one-customer"});
+                let response = client.post(url).json(&body).send().await.unwrap();
+                let status = response.status().as_u16();
+                (status, response.json::<Value>().await.unwrap())
+            })
+        })
+        .collect();
+    let mut reserved = 0;
+    for order in orders {
+        let (status, body) = order.await.unwrap();
+        match status {
+            201 => reserved += 1,
+            409 => assert_eq!(body["error"], "limit_exceeded", "{body}"),
+            other => panic!("an order answered {other}: {body}"),
+        }
+    }
+    assert_eq!(
+        reserved, LIMIT,
+        "one customer holds exactly the limit, across instances"
+    );
+    // Settled before the checker reads stock and orders apart.
+    let deadline = Instant::now() + Duration::from_millis(SETTLE_TIMEOUT_MS);
+    loop {
+        let (_, page) = get(
+            client,
+            &format!("{}/orders?status=reserved&limit=1", data_urls[0]),
+        )
+        .await;
+        if page["orders"].as_array().unwrap().is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "reservations never settled: {page}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
