@@ -6,10 +6,10 @@
 //! left out.
 
 use serde::{Deserialize, Deserializer, Serialize};
-use stockroom_domain::ProductName;
 use stockroom_domain::rules::{
     AdjustReason, MAX_PER_CUSTOMER_LIMIT, MAX_REFERENCE_LENGTH, Movement, MovementReason,
 };
+use stockroom_domain::{MAX_STOCK_PER_PRODUCT, ProductName};
 use utoipa::ToSchema;
 
 use crate::{InventoryItem, whole};
@@ -145,14 +145,26 @@ impl AdjustmentRequest {
     }
 }
 
-/// Why a settings value is out of range, if one is.
-pub fn check_limit(max_per_customer: Option<u32>) -> Result<(), String> {
-    match max_per_customer {
-        Some(limit) if !(1..=MAX_PER_CUSTOMER_LIMIT).contains(&limit) => Err(format!(
+/// Why a limit or a threshold is out of range, if one is.
+pub fn check_settings(
+    max_per_customer: Option<u32>,
+    low_stock_threshold: Option<u64>,
+) -> Result<(), String> {
+    if let Some(limit) = max_per_customer
+        && !(1..=MAX_PER_CUSTOMER_LIMIT).contains(&limit)
+    {
+        return Err(format!(
             "maxPerCustomer must be from 1 to {MAX_PER_CUSTOMER_LIMIT}, or null for no limit"
-        )),
-        _ => Ok(()),
+        ));
     }
+    if let Some(threshold) = low_stock_threshold
+        && threshold > MAX_STOCK_PER_PRODUCT
+    {
+        return Err(format!(
+            "lowStockThreshold must be from 0 to {MAX_STOCK_PER_PRODUCT}, or null for none"
+        ));
+    }
+    Ok(())
 }
 
 /// How a movement changed the figures.
@@ -260,6 +272,7 @@ pub struct StockConflict {
 pub struct MovementQuery {
     /// The `nextCursor` of the previous page (0 or absent for the first).
     #[serde(default)]
+    #[param(minimum = 0, maximum = 9_223_372_036_854_775_807_i64)]
     pub after: Option<u64>,
     /// Page size, 1 to 1000 (default 100).
     #[serde(default)]

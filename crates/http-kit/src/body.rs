@@ -163,20 +163,32 @@ fn timed_out(
 }
 
 /// Parses a JSON document, telling syntax errors (400) from documents of the
-/// wrong shape (422).
+/// wrong shape (422). Every request document is a JSON object: serde would
+/// also fill a struct from an array of its fields in order (`[1, 2]`), which
+/// no client means, so an array is refused as the wrong shape.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, BodyError> {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
+    let Some(first) = bytes.iter().find(|byte| !byte.is_ascii_whitespace()) else {
         return Err(BodyError::Empty);
+    };
+    if *first == b'[' {
+        return Err(
+            match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+                Ok(_) => BodyError::Invalid("the body must be a JSON object, not an array".into()),
+                Err(error) => classify(error),
+            },
+        );
     }
-    serde_json::from_slice(bytes).map_err(|error| {
-        use serde_json::error::Category;
-        match error.classify() {
-            Category::Syntax | Category::Eof | Category::Io => {
-                BodyError::Malformed(format!("the body is not valid JSON: {error}"))
-            }
-            Category::Data => BodyError::Invalid(error.to_string()),
+    serde_json::from_slice(bytes).map_err(classify)
+}
+
+fn classify(error: serde_json::Error) -> BodyError {
+    use serde_json::error::Category;
+    match error.classify() {
+        Category::Syntax | Category::Eof | Category::Io => {
+            BodyError::Malformed(format!("the body is not valid JSON: {error}"))
         }
-    })
+        Category::Data => BodyError::Invalid(error.to_string()),
+    }
 }
 
 #[cfg(test)]
@@ -247,5 +259,13 @@ mod tests {
             Err(BodyError::Invalid(_))
         ));
         assert!(parse_json::<Sample>(b"{\"quantity\":2}").is_ok());
+        assert!(
+            matches!(parse_json::<Sample>(b" [2]"), Err(BodyError::Invalid(_))),
+            "a struct is never filled from an array"
+        );
+        assert!(matches!(
+            parse_json::<Sample>(b"[2"),
+            Err(BodyError::Malformed(_))
+        ));
     }
 }

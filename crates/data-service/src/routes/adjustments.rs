@@ -201,6 +201,12 @@ pub(super) async fn movements(
     query: Result<Query<MovementQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<MovementList>, DataError> {
     let Query(query) = query.map_err(|rejection| DataError::Invalid(rejection.body_text()))?;
+    let after = query.after.unwrap_or(0);
+    if i64::try_from(after).is_err() {
+        return Err(DataError::Invalid(
+            "after must be a movement's number".into(),
+        ));
+    }
     let limit = query.limit.unwrap_or(DEFAULT_MOVEMENTS_PER_PAGE);
     if !(1..=MAX_MOVEMENTS_PER_PAGE).contains(&limit) {
         return Err(DataError::Invalid(format!(
@@ -209,7 +215,7 @@ pub(super) async fn movements(
     }
     let page = state
         .flow
-        .movements(&product_name, query.after.unwrap_or(0), limit)
+        .movements(&product_name, after, limit)
         .await?
         .ok_or_else(|| DataError::NotFound(format!("no product named {product_name}")))?;
     Ok(Json(MovementList {

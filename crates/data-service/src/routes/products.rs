@@ -5,7 +5,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use stockroom_contract::stock_operations::{
-    CreateProductRequest, SettingsPatch, StockConflict, check_limit,
+    CreateProductRequest, SettingsPatch, StockConflict, check_settings,
 };
 use stockroom_contract::{ErrorBody, InventoryItem, InventoryItemDocument};
 use stockroom_domain::rules::{CreateDecision, ProductSettings, SettingsChange, SettingsDecision};
@@ -30,7 +30,8 @@ pub(super) async fn create_product(
     State(state): State<DataState>,
     JsonBody(request): JsonBody<CreateProductRequest>,
 ) -> Result<(StatusCode, Json<InventoryItemDocument>), DataError> {
-    check_limit(request.max_per_customer).map_err(DataError::Invalid)?;
+    check_settings(request.max_per_customer, request.low_stock_threshold)
+        .map_err(DataError::Invalid)?;
     let settings = ProductSettings {
         max_per_customer: request.max_per_customer,
         low_stock_threshold: request.low_stock_threshold,
@@ -76,7 +77,11 @@ pub(super) async fn change_settings(
     Path(product_name): Path<String>,
     JsonBody(patch): JsonBody<SettingsPatch>,
 ) -> Result<Json<InventoryItemDocument>, DataError> {
-    check_limit(patch.max_per_customer.flatten()).map_err(DataError::Invalid)?;
+    check_settings(
+        patch.max_per_customer.flatten(),
+        patch.low_stock_threshold.flatten(),
+    )
+    .map_err(DataError::Invalid)?;
     let change = SettingsChange {
         max_per_customer: patch.max_per_customer,
         low_stock_threshold: patch.low_stock_threshold,
