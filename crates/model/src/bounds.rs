@@ -47,6 +47,16 @@ impl Bounds {
     };
 }
 
+/// The bounds the broken variants are checked in: two customers for the
+/// last laptop, the second of whom cancels, no faults. Each variant is
+/// explored breadth-first until its first counterexample, so the bounds
+/// need only make every variant's bug reachable.
+pub const MUTANT_BOUNDS: Bounds = Bounds {
+    clients: 2,
+    attempts: 1,
+    ..Bounds::ONE_ORDER
+};
+
 /// One bounded run: a corner of the protocol explored exhaustively.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Run {

@@ -26,7 +26,7 @@ pub mod store;
 pub mod system;
 pub mod trace;
 
-pub use bounds::{Bounds, DEFAULT_RUNS, Run, SMOKE_RUNS};
+pub use bounds::{Bounds, DEFAULT_RUNS, MUTANT_BOUNDS, Run, SMOKE_RUNS};
 pub use mutants::Mutant;
 pub use run::{MutantVerdict, PropertyVerdict, Recipe, Report, RunSummary};
 
@@ -37,22 +37,22 @@ use properties::StockroomState;
 pub fn stockroom_recipe(bounds: Bounds, mutant: Option<Mutant>) -> Recipe<service::Service> {
     Recipe {
         build: Box::new(move || stockroom::system(&bounds, mutant)),
-        summary: summary,
+        summary,
         depth: bounds.depth,
     }
 }
 
 /// Checks Stockroom in each of `runs` on `threads` threads; with
-/// `mutants`, runs every broken variant through the first run's model too
-/// (the variants are checked until their first counterexample).
+/// `mutants`, runs every broken variant through the same model too, within
+/// [`MUTANT_BOUNDS`], until its first counterexample.
 pub fn check_stockroom(runs: &[Run], threads: usize, mutants: bool) -> Report {
     let reports = runs
         .iter()
         .map(|run| stockroom_recipe(run.bounds, None).check("stockroom", run.name, threads))
         .collect();
     let mut report = Report::merge("stockroom", reports);
-    if let (true, Some(first)) = (mutants, runs.first()) {
-        let bounds = first.bounds;
+    if mutants {
+        let bounds = MUTANT_BOUNDS;
         report.mutants = Mutant::ALL
             .into_iter()
             .map(|mutant| {
@@ -69,6 +69,25 @@ pub fn check_stockroom(runs: &[Run], threads: usize, mutants: bool) -> Report {
     report
 }
 
+/// Checks the original system's protocol: each of its runs until the
+/// race it looks for shows.
+pub fn check_naive(bounds: &Bounds) -> Report {
+    naive::check(bounds)
+}
+
+/// Serves stateright's Explorer on `address` (a web page to step through
+/// any execution of the model within `bounds`, or of the original system's
+/// first run): blocks until the process is stopped.
+pub fn explore(bounds: Bounds, naive: bool, address: &str) {
+    use stateright::Model;
+    if naive {
+        let _ = naive::system(&naive::NAIVE_RUNS[0])
+            .checker()
+            .serve(address);
+    } else {
+        let _ = stockroom::system(&bounds, None).checker().serve(address);
+    }
+}
 
 /// The stored data in one line: the stock, each order's status, the
 /// outbox.
@@ -88,7 +107,10 @@ fn summary(state: &StockroomState) -> String {
         .orders
         .values()
         .map(|order| {
-            let reason = order.reason.map(|reason| format!(" ({reason})")).unwrap_or_default();
+            let reason = order
+                .reason
+                .map(|reason| format!(" ({reason})"))
+                .unwrap_or_default();
             let history: Vec<String> = store
                 .history
                 .get(&order.id)
@@ -96,9 +118,18 @@ fn summary(state: &StockroomState) -> String {
                 .flatten()
                 .map(|entry| format!("v{} {}", entry.version, entry.status))
                 .collect();
-            format!("{} {}{reason} [{}]", order.id, order.status, history.join(", "))
+            format!(
+                "{} {}{reason} [{}]",
+                order.id,
+                order.status,
+                history.join(", ")
+            )
         })
         .collect();
     let outbox = store.outbox.len();
-    format!("{}; orders: [{}]; outbox {outbox}", stock.join(", "), orders.join(", "))
+    format!(
+        "{}; orders: [{}]; outbox {outbox}",
+        stock.join(", "),
+        orders.join(", ")
+    )
 }

@@ -82,7 +82,10 @@ pub enum Request {
         token: String,
     },
     /// A charge at the provider, keyed by the order: the first verdict stands.
-    Charge { order_id: String, approved: bool },
+    Charge {
+        order_id: String,
+        approved: bool,
+    },
     RecordPayment {
         order_id: String,
         event_id: String,
@@ -126,7 +129,11 @@ pub enum Reply {
 pub enum Msg {
     /// A client places its order number `order` (its idempotency key), for
     /// the `attempt`-th time.
-    Place { client: u8, order: u8, attempt: u8 },
+    Place {
+        client: u8,
+        order: u8,
+        attempt: u8,
+    },
     Placed {
         order: u8,
         attempt: u8,
@@ -137,7 +144,10 @@ pub enum Msg {
         order: u8,
         order_id: String,
     },
-    CancelAnswered { order: u8, answer: CancelAnswer },
+    CancelAnswered {
+        order: u8,
+        answer: CancelAnswer,
+    },
     /// order-service's reservation call; it keeps nothing, so the call
     /// carries where the answer goes, and order-service's incarnation.
     Reserve {
@@ -165,8 +175,14 @@ pub enum Msg {
         boot: u8,
         answer: CancelAnswer,
     },
-    Call { tag: CallTag, request: Request },
-    Answer { tag: CallTag, reply: Reply },
+    Call {
+        tag: CallTag,
+        request: Request,
+    },
+    Answer {
+        tag: CallTag,
+        reply: Reply,
+    },
 }
 
 impl fmt::Display for Msg {

@@ -95,7 +95,9 @@ pub fn order_figures(store: &Store) -> Vec<OrderFigures> {
 }
 
 fn none_of(invariant: Invariant, violations: Vec<Violation>) -> bool {
-    violations.iter().all(|violation| violation.invariant != invariant)
+    violations
+        .iter()
+        .all(|violation| violation.invariant != invariant)
 }
 
 fn stock_holds(state: &StockroomState, invariant: Invariant) -> bool {
@@ -131,10 +133,12 @@ fn sold_matches_fulfilled(_: &StockroomSystem, state: &StockroomState) -> bool {
 fn statuses_move_forward(_: &StockroomSystem, state: &StockroomState) -> bool {
     let store = &data(state).store;
     let consecutive = store.orders.values().all(|order| {
-        let versions = store
-            .history
-            .get(&order.id)
-            .map(|history| history.iter().map(|entry| entry.version).collect::<Vec<_>>());
+        let versions = store.history.get(&order.id).map(|history| {
+            history
+                .iter()
+                .map(|entry| entry.version)
+                .collect::<Vec<_>>()
+        });
         versions == Some((1..=order.version).collect())
     });
     consecutive && orders_hold(state, Invariant::StatusesMoveForward)
@@ -161,7 +165,11 @@ fn events_applied_once(_: &StockroomSystem, state: &StockroomState) -> bool {
 }
 
 fn one_order_per_idempotency_key(_: &StockroomSystem, state: &StockroomState) -> bool {
-    data(state).audit.orders_per_key.values().all(|count| *count <= 1)
+    data(state)
+        .audit
+        .orders_per_key
+        .values()
+        .all(|count| *count <= 1)
         && clients(state)
             .flat_map(|client| &client.orders)
             .all(|order| order.acknowledged.len() <= 1)
@@ -183,9 +191,11 @@ fn charges_follow_reservations(_: &StockroomSystem, state: &StockroomState) -> b
 /// its way to data-service.
 fn ordering_over(state: &StockroomState) -> bool {
     clients(state).all(ClientState::is_done)
-        && !state.actors.network.iter_all().any(|envelope| {
-            matches!(envelope.msg, Msg::Place { .. } | Msg::Reserve { .. })
-        })
+        && !state
+            .actors
+            .network
+            .iter_all()
+            .any(|envelope| matches!(envelope.msg, Msg::Place { .. } | Msg::Reserve { .. }))
 }
 
 fn ended_for_a_business_reason(status: OrderStatus, reason: Option<Reason>) -> bool {
@@ -195,9 +205,7 @@ fn ended_for_a_business_reason(status: OrderStatus, reason: Option<Reason>) -> b
         OrderStatus::Cancelled => matches!(
             reason,
             Some(
-                Reason::PaymentDeclined
-                    | Reason::ReservationExpired
-                    | Reason::CancelledByCustomer
+                Reason::PaymentDeclined | Reason::ReservationExpired | Reason::CancelledByCustomer
             )
         ),
         OrderStatus::Pending | OrderStatus::Reserved => false,
@@ -256,7 +264,10 @@ pub fn all() -> Vec<Property<StockroomSystem>> {
             orders_hold(state, Invariant::ChargedOrdersNotCancelled)
         }),
         Property::always("events_applied_once", events_applied_once),
-        Property::always("one_order_per_idempotency_key", one_order_per_idempotency_key),
+        Property::always(
+            "one_order_per_idempotency_key",
+            one_order_per_idempotency_key,
+        ),
         Property::always("acknowledged_orders_exist", acknowledged_orders_exist),
         Property::always("charges_follow_reservations", charges_follow_reservations),
         Property::eventually("no_stuck_orders", no_stuck_orders),
@@ -265,10 +276,18 @@ pub fn all() -> Vec<Property<StockroomSystem>> {
             some_order(state, OrderStatus::Fulfilled, None)
         }),
         Property::sometimes("sold_out", |_, state| {
-            some_order(state, OrderStatus::Rejected, Some(Reason::InsufficientStock))
+            some_order(
+                state,
+                OrderStatus::Rejected,
+                Some(Reason::InsufficientStock),
+            )
         }),
         Property::sometimes("reservation_expired", |_, state| {
-            some_order(state, OrderStatus::Cancelled, Some(Reason::ReservationExpired))
+            some_order(
+                state,
+                OrderStatus::Cancelled,
+                Some(Reason::ReservationExpired),
+            )
         }),
         Property::sometimes("payment_declined", |_, state| {
             some_order(state, OrderStatus::Cancelled, Some(Reason::PaymentDeclined))

@@ -8,9 +8,9 @@ use std::time::Instant;
 
 use serde::Serialize;
 use stateright::actor::Actor;
-use stateright::{Checker, Expectation, HasDiscoveries, Model, Path};
+use stateright::{Checker, Expectation, HasDiscoveries, Model};
 
-use crate::system::{Step, System, SystemState};
+use crate::system::{PathOf, Step, System, SystemState};
 
 /// One property's verdict.
 #[derive(Clone, Debug, Serialize)]
@@ -78,7 +78,11 @@ impl Report {
             merged.seconds += report.seconds;
             merged.runs.extend(report.runs);
             for verdict in report.properties {
-                match merged.properties.iter_mut().find(|v| v.name == verdict.name) {
+                match merged
+                    .properties
+                    .iter_mut()
+                    .find(|v| v.name == verdict.name)
+                {
                     None => merged.properties.push(verdict),
                     Some(kept) if kept.kind == "sometimes" => kept.holds |= verdict.holds,
                     Some(kept) => {
@@ -98,8 +102,6 @@ impl Report {
             && self.mutants.iter().all(|mutant| mutant.caught)
     }
 }
-
-type PathOf<A> = Path<SystemState<A>, Step<<A as Actor>::Msg, <A as Actor>::Timer, <A as Actor>::Random>>;
 
 /// How to build a model afresh (each checker run owns its model), and how
 /// to summarise its stored data in a trace.
@@ -161,6 +163,48 @@ where
                     kind: kind(&property.expectation),
                     holds,
                     counterexample,
+                }
+            })
+            .collect();
+        let seconds = started.elapsed().as_secs_f64();
+        Report {
+            model,
+            states,
+            max_depth,
+            seconds,
+            properties,
+            mutants: Vec::new(),
+            runs: vec![RunSummary {
+                name: run,
+                states,
+                max_depth,
+                seconds,
+            }],
+        }
+    }
+
+    /// Explores until every property in `targets` failed (or everything
+    /// was explored), single-threaded, and reports those properties: each
+    /// with its shortest counterexample, or holding.
+    pub fn hunt(&self, model: &'static str, run: &'static str, targets: &[&'static str]) -> Report {
+        let started = Instant::now();
+        let mut builder = (self.build)()
+            .checker()
+            .finish_when(HasDiscoveries::AllOf(targets.iter().copied().collect()));
+        if let Some(depth) = self.depth {
+            builder = builder.target_max_depth(depth + 1);
+        }
+        let checker = builder.spawn_bfs().join();
+        let (states, max_depth) = (checker.unique_state_count(), checker.max_depth());
+        let properties = targets
+            .iter()
+            .map(|name| {
+                let found = checker.discovery(name);
+                PropertyVerdict {
+                    name,
+                    kind: "always",
+                    holds: found.is_none(),
+                    counterexample: found.map(|path| self.shortest_trace(name, path)),
                 }
             })
             .collect();

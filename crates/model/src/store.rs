@@ -361,9 +361,14 @@ impl Store {
         next.write_orders(&changes, discipline)?;
         for record in changes.processed {
             if discipline.keep_processed
-                && !next.processed.insert((record.consumer, record.event_id.clone()))
+                && !next
+                    .processed
+                    .insert((record.consumer, record.event_id.clone()))
             {
-                return Err(Conflict(format!("event {} processed twice", record.event_id)));
+                return Err(Conflict(format!(
+                    "event {} processed twice",
+                    record.event_id
+                )));
             }
         }
         for claim in changes.keys {
@@ -380,7 +385,11 @@ impl Store {
                     ),
                 },
             };
-            if next.keys.insert((claim.customer_id, claim.key), row).is_some() {
+            if next
+                .keys
+                .insert((claim.customer_id, claim.key), row)
+                .is_some()
+            {
                 return Err(Conflict("an idempotency key claimed twice".into()));
             }
         }
@@ -391,7 +400,11 @@ impl Store {
         Ok(())
     }
 
-    fn write_stock(&mut self, changes: &Changes, discipline: WriteDiscipline) -> Result<(), Conflict> {
+    fn write_stock(
+        &mut self,
+        changes: &Changes,
+        discipline: WriteDiscipline,
+    ) -> Result<(), Conflict> {
         for change in &changes.stock {
             let after = StockRow::of(&change.product_name, change.after);
             let current = self.stock.get(&change.product_key);
@@ -419,9 +432,17 @@ impl Store {
         Ok(())
     }
 
-    fn write_orders(&mut self, changes: &Changes, discipline: WriteDiscipline) -> Result<(), Conflict> {
+    fn write_orders(
+        &mut self,
+        changes: &Changes,
+        discipline: WriteDiscipline,
+    ) -> Result<(), Conflict> {
         for order in &changes.new_orders {
-            if self.orders.insert(order.id.clone(), OrderRow::of(order)).is_some() {
+            if self
+                .orders
+                .insert(order.id.clone(), OrderRow::of(order))
+                .is_some()
+            {
                 return Err(Conflict(format!("order id {} taken", order.id)));
             }
         }
@@ -464,7 +485,10 @@ impl Store {
         };
         for entry in &changes.deleted {
             if !unchanged(&next, entry) {
-                return Err(Conflict(format!("entry {} changed under the call", entry.seq)));
+                return Err(Conflict(format!(
+                    "entry {} changed under the call",
+                    entry.seq
+                )));
             }
             next.outbox.remove(&entry.seq);
         }
@@ -475,7 +499,8 @@ impl Store {
                     change.loaded.seq
                 )));
             }
-            next.outbox.insert(change.after.seq, EntryRow::of(&change.after));
+            next.outbox
+                .insert(change.after.seq, EntryRow::of(&change.after));
         }
         for entry in changes.inserted {
             next.insert_entry(EntryRow::new(entry));
@@ -498,7 +523,11 @@ impl Store {
             changed |= older != *time_ms;
             *time_ms = older;
         };
-        for order in self.orders.values_mut().filter(|order| !order.status.is_final()) {
+        for order in self
+            .orders
+            .values_mut()
+            .filter(|order| !order.status.is_final())
+        {
             age(&mut order.created_at_ms);
             age(&mut order.updated_at_ms);
         }

@@ -17,7 +17,7 @@ use std::fmt::{self, Debug, Display};
 use std::hash::{Hash, Hasher};
 
 use stateright::actor::{Actor, ActorModel, ActorModelAction, ActorModelState, Envelope, Network};
-use stateright::{Model, Property};
+use stateright::{Model, Path, Property};
 
 /// How many faults of each kind an execution may suffer.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -110,7 +110,11 @@ where
 /// See [`System::timer_fault`].
 pub type TimerFault<A> = fn(&ActorModelState<A>, usize, &<A as Actor>::Timer) -> bool;
 
-type StepOf<A> = Step<<A as Actor>::Msg, <A as Actor>::Timer, <A as Actor>::Random>;
+/// The steps of a system of `A`s.
+pub type StepOf<A> = Step<<A as Actor>::Msg, <A as Actor>::Timer, <A as Actor>::Random>;
+
+/// An execution of a system of `A`s.
+pub type PathOf<A> = Path<SystemState<A>, StepOf<A>>;
 
 impl<A> System<A>
 where

@@ -3,10 +3,10 @@
 
 use std::fmt::{Debug, Display};
 
+use stateright::Model;
 use stateright::actor::{Actor, ActorModelAction};
-use stateright::{Model, Path};
 
-use crate::system::{Step, System, SystemState};
+use crate::system::{PathOf, Step, System, SystemState};
 
 /// One step of the system, in words.
 pub fn describe<A>(system: &System<A>, step: &Step<A::Msg, A::Timer, A::Random>) -> String
@@ -48,7 +48,7 @@ where
 /// `summary`'s words whenever they changed.
 pub fn readable<A>(
     system: &System<A>,
-    path: Path<SystemState<A>, Step<A::Msg, A::Timer, A::Random>>,
+    path: PathOf<A>,
     summary: fn(&SystemState<A>) -> String,
 ) -> Vec<String>
 where

@@ -13,9 +13,7 @@ use stateright::actor::{Id, Out, model_timeout};
 use stockroom_domain::Consumer;
 
 use super::{Boots, DATA, Service, Timer, Verdict};
-use crate::messages::{
-    CallTag, DeliveryNote, EffectNote, EventStep, Msg, Outcome, Reply, Request,
-};
+use crate::messages::{CallTag, DeliveryNote, EffectNote, EventStep, Msg, Outcome, Reply, Request};
 
 /// The worker number of the sweeper's calls.
 pub const SWEEPER: u8 = u8::MAX;
@@ -132,7 +130,10 @@ impl ConsumerService {
         match (worker.step.clone(), reply) {
             (Step::Leasing, Reply::Leased(delivery)) if delivery.step == EventStep::Pay => {
                 o.cancel_timer(Timer::CallTimeout { worker: index });
-                o.choose_random(format!("verdict {index}"), vec![(index, true), (index, false)]);
+                o.choose_random(
+                    format!("verdict {index}"),
+                    vec![(index, true), (index, false)],
+                );
                 worker.step = Step::Choosing(delivery);
             }
             (Step::Leasing, Reply::Leased(delivery)) => {
@@ -220,7 +221,15 @@ impl ConsumerService {
                     | Step::Recording(delivery)
                     | Step::Settling(delivery) => {
                         let outcome = Outcome::Release;
-                        finish(self.consumer, state.boot, index, worker, &delivery, outcome, o);
+                        finish(
+                            self.consumer,
+                            state.boot,
+                            index,
+                            worker,
+                            &delivery,
+                            outcome,
+                            o,
+                        );
                     }
                     Step::Leasing | Step::Finishing => {
                         call(state.boot, index, worker, Request::Lease(self.consumer), o);

@@ -197,19 +197,18 @@ impl DataService {
 
 /// Whether a broken variant reads `msg`'s call before deciding it.
 fn reads_stale(call: StaleCall, msg: &Msg) -> bool {
-    match (call, msg) {
-        (StaleCall::Reserve, Msg::Reserve { .. }) | (StaleCall::Release, Msg::Release { .. }) => {
-            true
-        }
-        (
-            StaleCall::Settle,
-            Msg::Call {
-                request: Request::Settle { .. },
-                ..
-            },
-        ) => true,
-        _ => false,
-    }
+    matches!(
+        (call, msg),
+        (StaleCall::Reserve, Msg::Reserve { .. })
+            | (StaleCall::Release, Msg::Release { .. })
+            | (
+                StaleCall::Settle,
+                Msg::Call {
+                    request: Request::Settle { .. },
+                    ..
+                },
+            )
+    )
 }
 
 fn items() -> OrderItems {
@@ -251,11 +250,19 @@ impl Serving<'_> {
             },
             _ => PlaceAnswer::Refused,
         };
-        if self.next.store.apply(book.into_changes(), self.discipline).is_err() {
+        if self
+            .next
+            .store
+            .apply(book.into_changes(), self.discipline)
+            .is_err()
+        {
             return PlaceAnswer::Failed;
         }
         if let ReserveDecision::Created(_) = decision {
-            bump(&mut self.next.audit.orders_per_key, (customer_id(client), key));
+            bump(
+                &mut self.next.audit.orders_per_key,
+                (customer_id(client), key),
+            );
         }
         answer
     }
@@ -267,7 +274,12 @@ impl Serving<'_> {
         let Ok(decision) = book.release(order_id, ReleaseReason::CancelledByCustomer) else {
             return CancelAnswer::Failed;
         };
-        if self.next.store.apply(book.into_changes(), self.discipline).is_err() {
+        if self
+            .next
+            .store
+            .apply(book.into_changes(), self.discipline)
+            .is_err()
+        {
             return CancelAnswer::Failed;
         }
         match decision {
@@ -392,12 +404,20 @@ impl Serving<'_> {
 
     /// Writes what an event did and answers with it.
     fn effect(&mut self, book: Book, consumer: Consumer, event_id: &str, effect: Effect) -> Reply {
-        if self.next.store.apply(book.into_changes(), self.discipline).is_err() {
+        if self
+            .next
+            .store
+            .apply(book.into_changes(), self.discipline)
+            .is_err()
+        {
             return Reply::Failed;
         }
         let note = match effect {
             Effect::Applied(_) => {
-                bump(&mut self.next.audit.applied, (consumer, event_id.to_owned()));
+                bump(
+                    &mut self.next.audit.applied,
+                    (consumer, event_id.to_owned()),
+                );
                 EffectNote::Applied
             }
             Effect::Duplicate(_) => {
@@ -419,7 +439,9 @@ impl Serving<'_> {
         let due: Vec<&String> = read
             .orders
             .values()
-            .filter(|order| order.status == OrderStatus::Reserved && order.updated_at_ms <= cutoff_ms)
+            .filter(|order| {
+                order.status == OrderStatus::Reserved && order.updated_at_ms <= cutoff_ms
+            })
             .map(|order| &order.id)
             .collect();
         let swept = due
@@ -429,7 +451,12 @@ impl Serving<'_> {
         if swept == 0 {
             return None;
         }
-        if self.next.store.apply(book.into_changes(), self.discipline).is_err() {
+        if self
+            .next
+            .store
+            .apply(book.into_changes(), self.discipline)
+            .is_err()
+        {
             return Some(Reply::Failed);
         }
         Some(Reply::Swept(swept as u8))

@@ -81,15 +81,23 @@ pub fn timer_fault(state: &ActorModelState<Service>, index: usize, timer: &Timer
                 _ => 0,
             };
             state.network.iter_all().any(|envelope| match envelope.msg {
-                Msg::Place { client: c, order: o, .. } | Msg::Reserve { client: c, order: o, .. } => {
-                    *c == client && *o == order
+                Msg::Place {
+                    client: c,
+                    order: o,
+                    ..
                 }
-                Msg::ReserveAnswered { client: c, order: o, boot, .. } => {
-                    *c == client && *o == order && *boot == order_boot
-                }
-                Msg::Placed { order: o, .. } => {
-                    usize::from(envelope.dst) == index && *o == order
-                }
+                | Msg::Reserve {
+                    client: c,
+                    order: o,
+                    ..
+                } => *c == client && *o == order,
+                Msg::ReserveAnswered {
+                    client: c,
+                    order: o,
+                    boot,
+                    ..
+                } => *c == client && *o == order && *boot == order_boot,
+                Msg::Placed { order: o, .. } => usize::from(envelope.dst) == index && *o == order,
                 _ => false,
             })
         }
@@ -149,14 +157,7 @@ impl Actor for Service {
         }
     }
 
-    fn on_msg(
-        &self,
-        _id: Id,
-        state: &mut Cow<ServiceState>,
-        src: Id,
-        msg: Msg,
-        o: &mut Out<Self>,
-    ) {
+    fn on_msg(&self, _id: Id, state: &mut Cow<ServiceState>, src: Id, msg: Msg, o: &mut Out<Self>) {
         let next = match (self, state.as_ref()) {
             (Service::Data(data), ServiceState::Data(current)) => data
                 .on_msg(current, src, msg, o)
@@ -165,9 +166,9 @@ impl Actor for Service {
                 order.on_msg(*boot, msg, o);
                 None
             }
-            (Service::Consumer(consumer), ServiceState::Consumer(current)) => consumer
-                .on_msg(current, msg, o)
-                .map(ServiceState::Consumer),
+            (Service::Consumer(consumer), ServiceState::Consumer(current)) => {
+                consumer.on_msg(current, msg, o).map(ServiceState::Consumer)
+            }
             (Service::Client(client), ServiceState::Client(current)) => {
                 client.on_msg(current, msg, o).map(ServiceState::Client)
             }
@@ -178,13 +179,7 @@ impl Actor for Service {
         }
     }
 
-    fn on_timeout(
-        &self,
-        _id: Id,
-        state: &mut Cow<ServiceState>,
-        timer: &Timer,
-        o: &mut Out<Self>,
-    ) {
+    fn on_timeout(&self, _id: Id, state: &mut Cow<ServiceState>, timer: &Timer, o: &mut Out<Self>) {
         let next = match (self, state.as_ref()) {
             (Service::Data(data), ServiceState::Data(current)) => data
                 .on_timeout(current, *timer, o)
@@ -253,6 +248,10 @@ pub fn worth_crashing(state: &ActorModelState<Service>, index: usize) -> bool {
 pub fn worth_duplicating(msg: &Msg) -> bool {
     matches!(
         msg,
-        Msg::Place { .. } | Msg::Cancel { .. } | Msg::Reserve { .. } | Msg::Release { .. } | Msg::Call { .. }
+        Msg::Place { .. }
+            | Msg::Cancel { .. }
+            | Msg::Reserve { .. }
+            | Msg::Release { .. }
+            | Msg::Call { .. }
     )
 }
