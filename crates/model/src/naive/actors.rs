@@ -135,7 +135,8 @@ pub struct NaiveOrder {
     pub history: Vec<Status>,
 }
 
-/// The two files.
+/// The two files: `orders.json` (the orders) and `inventory.json` (the
+/// figures). A write loads and saves only the file it touches.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Files {
     pub on_hand: i64,
@@ -241,6 +242,40 @@ impl NaiveData {
         }
     }
 
+    /// Saves the write loaded in `slot`: its copy of the file it touches,
+    /// changed, over the current one.
+    fn save(&mut self, slot: u8, o: &mut Out<NaiveService>) -> Option<()> {
+        let mut write = self.loaded.remove(&slot)?;
+        NaiveData::apply(&mut write.loaded, write.order, &write.write, write.copy);
+        // The whole file the write touches is saved over the
+        // current one: orders.json or inventory.json.
+        match write.write {
+            Write::Create | Write::SetStatus(_) | Write::ReplaceCancelled => {
+                self.files.orders = write.loaded.orders;
+            }
+            Write::Hold | Write::Commit | Write::Release => {
+                self.files.on_hand = write.loaded.on_hand;
+                self.files.reserved = write.loaded.reserved;
+                self.files.sold = write.loaded.sold;
+            }
+        }
+        for (order, file) in &self.files.orders {
+            let seen = self.seen.entry(*order).or_default();
+            if seen.last() != Some(&file.status) {
+                seen.push(file.status);
+            }
+        }
+        o.send(
+            write.caller,
+            NaiveMsg::Answer {
+                flow: write.flow,
+                status: None,
+                enough: true,
+            },
+        );
+        Some(())
+    }
+
     fn serve(&self, src: Id, msg: NaiveMsg, o: &mut Out<NaiveService>) -> Option<NaiveData> {
         let mut next = self.clone();
         match msg {
@@ -296,25 +331,7 @@ impl NaiveData {
                 next.loaded.insert(slot, loaded);
                 o.send(Id::from(DATA), NaiveMsg::Save { slot });
             }
-            NaiveMsg::Save { slot } => {
-                let mut write = next.loaded.remove(&slot)?;
-                NaiveData::apply(&mut write.loaded, write.order, &write.write, write.copy);
-                next.files = write.loaded;
-                for (order, file) in &next.files.orders {
-                    let seen = next.seen.entry(*order).or_default();
-                    if seen.last() != Some(&file.status) {
-                        seen.push(file.status);
-                    }
-                }
-                o.send(
-                    write.caller,
-                    NaiveMsg::Answer {
-                        flow: write.flow,
-                        status: None,
-                        enough: true,
-                    },
-                );
-            }
+            NaiveMsg::Save { slot } => next.save(slot, o)?,
             _ => return None,
         }
         Some(next)
