@@ -4,7 +4,7 @@
 //! commands: `storm` (load), `check` (invariants), `lab` (the races of the
 //! original system, naive versus fixed; with `--fixes`, every fix its authors
 //! proposed against every race). `--mode naive` runs the original, racy
-//! system and exists only for the lab.
+//! system and exists only for the lab. `model` checks the protocol's model.
 //!
 //! Each command lives in its own file with its arguments and its function;
 //! the argument groups several commands share live in `args`.
@@ -17,6 +17,7 @@ mod cluster;
 mod dashboard;
 mod dead_letters;
 mod lab;
+mod model;
 mod serve;
 mod shop_args;
 mod stock;
@@ -34,6 +35,7 @@ use self::check::CheckArgs;
 use self::cluster::ClusterArgs;
 use self::dead_letters::DeadLetterArgs;
 use self::lab::LabArgs;
+use self::model::ModelArgs;
 use self::serve::ServeArgs;
 use self::stock::StockArgs;
 use self::storm::StormArgs;
@@ -93,6 +95,10 @@ enum Command {
     /// A fault campaign: a storm under kills, pauses, outages and cut links,
     /// then the invariants checked.
     Chaos(ChaosArgs),
+    /// Check the order protocol's model: the real rules through every
+    /// interleaving within bounds, broken variants, and (--naive) the
+    /// original system's races.
+    Model(ModelArgs),
 }
 
 /// Parses the command line, runs the command, and turns any error into one
@@ -102,7 +108,7 @@ pub fn main() -> ExitCode {
     // The lab's commands print reports; the services they start in this
     // process should not bury them in logs unless asked to (STOCKROOM_LOG).
     let default_filter = match cli.command {
-        Command::Lab(_) | Command::Bench(_) => "off",
+        Command::Lab(_) | Command::Bench(_) | Command::Model(_) => "off",
         Command::Storm(_)
         | Command::Check(_)
         | Command::DeadLetters(_)
@@ -169,6 +175,7 @@ async fn run(command: Command, otlp_endpoint: Option<String>) -> anyhow::Result<
         Command::DeadLetters(args) => dead_letters::dead_letters(args).await,
         Command::Stock(args) => stock::stock(args).await.map(|()| ExitCode::SUCCESS),
         Command::Chaos(args) => chaos::chaos(args).await,
+        Command::Model(args) => model::model(args).await,
     }
 }
 
