@@ -271,43 +271,11 @@ impl Auditor {
             .flat_map(invariants::check_stock)
             .map(Violation::from)
             .collect();
-        let mut reserved: BTreeMap<String, i64> = BTreeMap::new();
-        let mut reserved_orders = 0;
-        let mut complete = false;
-        let mut after: Option<String> = None;
-        for _ in 0..MAX_AUDIT_PAGES {
-            let mut query = vec![
-                ("status", "reserved".to_owned()),
-                ("limit", AUDIT_PAGE_SIZE.to_string()),
-            ];
-            if let Some(cursor) = &after {
-                query.push(("after", cursor.clone()));
-            }
-            let page: AuditOrderPage = self
-                .data
-                .get_query("/orders", &query)
-                .await
-                .map_err(ReadError::of("the reserved orders"))?;
-            for order in page
-                .orders
-                .iter()
-                .filter(|order| order.status == "reserved")
-            {
-                reserved_orders += 1;
-                for line in &order.items {
-                    *reserved
-                        .entry(line.product.name.to_lowercase())
-                        .or_insert(0) += line.quantity;
-                }
-            }
-            match page.next_cursor {
-                Some(cursor) if !page.orders.is_empty() => after = Some(cursor),
-                _ => {
-                    complete = true;
-                    break;
-                }
-            }
-        }
+        let Reserved {
+            units: reserved,
+            orders: reserved_orders,
+            complete,
+        } = self.reserved_orders().await?;
         let again: AuditInventory = self
             .data
             .get("/inventory")
@@ -339,6 +307,57 @@ impl Auditor {
             ledger_checked,
         })
     }
+
+    /// Units per product held by reserved orders, read through the status
+    /// index, at most [`MAX_AUDIT_PAGES`] pages; `complete` says whether
+    /// every reserved order was read.
+    async fn reserved_orders(&self) -> Result<Reserved, ReadError> {
+        let mut reserved = Reserved::default();
+        let mut after: Option<String> = None;
+        for _ in 0..MAX_AUDIT_PAGES {
+            let mut query = vec![
+                ("status", "reserved".to_owned()),
+                ("limit", AUDIT_PAGE_SIZE.to_string()),
+            ];
+            if let Some(cursor) = &after {
+                query.push(("after", cursor.clone()));
+            }
+            let page: AuditOrderPage = self
+                .data
+                .get_query("/orders", &query)
+                .await
+                .map_err(ReadError::of("the reserved orders"))?;
+            for order in page
+                .orders
+                .iter()
+                .filter(|order| order.status == "reserved")
+            {
+                reserved.orders += 1;
+                for line in &order.items {
+                    *reserved
+                        .units
+                        .entry(line.product.name.to_lowercase())
+                        .or_insert(0) += line.quantity;
+                }
+            }
+            match page.next_cursor {
+                Some(cursor) if !page.orders.is_empty() => after = Some(cursor),
+                _ => {
+                    reserved.complete = true;
+                    break;
+                }
+            }
+        }
+        Ok(reserved)
+    }
+}
+
+/// What the reserved orders hold.
+#[derive(Default)]
+struct Reserved {
+    units: BTreeMap<String, i64>,
+    orders: usize,
+    complete: bool,
 }
 
 /// Why an audit could not run: a read of the system failed.

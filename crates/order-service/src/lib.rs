@@ -10,6 +10,7 @@
 //! that arrive within a short window travel to inventory-service as one
 //! batch, and each client still gets its own answer.
 
+mod answer;
 pub mod coalescer;
 mod error;
 mod request;
@@ -17,24 +18,24 @@ mod request;
 use std::future::Future;
 
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, HeaderValue};
+use axum::response::Response;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use stockroom_contract::{
-    ErrorBody, ExtendCall, ExtendRequest, Order, OrderDocument, OrderList, PlaceOrderRequest,
-    ReleaseRequest, ReserveBatch, ReserveBatchResult, ReserveOutcome, ReserveRequest,
-    ReserveResult, Shortage,
+    ErrorBody, ExtendCall, ExtendRequest, OrderDocument, OrderList, PlaceOrderRequest,
+    ReleaseRequest, ReserveBatch, ReserveBatchResult, ReserveRequest, ReserveResult,
 };
 use stockroom_domain::ReleaseReason;
 use stockroom_http_kit::{
     InternalToken, JsonBody, Metrics, Readiness, ServiceClient, metric_names,
 };
 use tokio::net::TcpListener;
-use utoipa::{IntoParams, OpenApi, ToSchema};
+use utoipa::{IntoParams, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+pub use answer::{LimitExceededBody, RejectedOrder};
 pub use coalescer::{CoalesceConfig, Coalescer};
 pub use error::OrderError;
 pub use stockroom_http_kit::{IDEMPOTENCY_KEY_HEADER, MAX_IDEMPOTENCY_KEY_LENGTH};
@@ -117,28 +118,6 @@ async fn health(State(state): State<OrderState>) -> Response {
     state.readiness.health_response()
 }
 
-/// The answer to a rejected order: the error, plus the order and what was short.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct RejectedOrder {
-    pub error: String,
-    pub message: String,
-    pub order: Order,
-    pub shortages: Vec<Shortage>,
-}
-
-/// The answer to an order past a product's purchase limit: nothing was
-/// created.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct LimitExceededBody {
-    pub error: String,
-    pub message: String,
-    pub product_name: String,
-    pub max_per_customer: u32,
-    /// What the customer already holds in reserved and fulfilled orders.
-    pub already_held: u64,
-}
-
 /// Places an order. Stock for every item is reserved atomically, all or
 /// nothing, before the answer.
 #[utoipa::path(
@@ -181,66 +160,7 @@ async fn place_order(
         trace_parent: stockroom_http_kit::current_traceparent(),
     };
     let result = state.reserve(request).await?;
-    let mut response = match result.outcome {
-        ReserveOutcome::Reserved { order } => {
-            state.metrics.record_reservations(1);
-            (StatusCode::CREATED, Json(OrderDocument { order })).into_response()
-        }
-        ReserveOutcome::Rejected { order, shortages } => {
-            state.metrics.record_rejections(1);
-            let message = shortages
-                .iter()
-                .map(|shortage| {
-                    format!(
-                        "{}: requested {}, available {}",
-                        shortage.product_name, shortage.requested, shortage.available
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join("; ");
-            (
-                StatusCode::CONFLICT,
-                Json(RejectedOrder {
-                    error: "insufficient_stock".into(),
-                    message: format!("insufficient stock: {message}"),
-                    order,
-                    shortages,
-                }),
-            )
-                .into_response()
-        }
-        ReserveOutcome::LimitExceeded {
-            product_name,
-            max_per_customer,
-            already_held,
-        } => {
-            state.metrics.record_rejections(1);
-            (
-                StatusCode::CONFLICT,
-                Json(LimitExceededBody {
-                    error: "limit_exceeded".into(),
-                    message: format!(
-                        "at most {max_per_customer} of {product_name} per customer; {already_held} already held"
-                    ),
-                    product_name,
-                    max_per_customer,
-                    already_held,
-                }),
-            )
-                .into_response()
-        }
-        ReserveOutcome::UnknownProduct { product_name } => {
-            return Err(OrderError::UnknownProduct(product_name));
-        }
-        ReserveOutcome::IdempotencyKeyReused => return Err(OrderError::IdempotencyKeyReused),
-        ReserveOutcome::AnswerGone { order_id } => return Err(OrderError::AnswerGone(order_id)),
-        // Ids are fresh UUIDv7s, so a taken one means a broken dependency.
-        ReserveOutcome::OrderIdTaken { order_id } => {
-            return Err(OrderError::Protocol(format!(
-                "storage reports the new order id {order_id} as taken"
-            )));
-        }
-    };
+    let mut response = answer::answer(result.outcome, &state.metrics)?;
     if result.replayed {
         response
             .headers_mut()

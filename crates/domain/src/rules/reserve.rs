@@ -5,6 +5,7 @@ use crate::rules::{
     Book, HistoryRecord, KeptAnswer, KeyClaim, KeySlot, LimitExceeded, MovementKind, MovementOf,
     OrderLine, OrderRecord, OrderSlot, StoredKey,
 };
+use crate::stock::Stock;
 use crate::values::{CustomerId, OrderItems};
 
 /// One order to reserve, as order-service checked it.
@@ -114,6 +115,14 @@ pub enum ReserveDecision {
     AnswerGone { order_id: String },
 }
 
+/// A request's items checked against the stock: its lines, the figures of
+/// each product that can hold its units, and what is short.
+struct Checked {
+    lines: Vec<OrderLine>,
+    held: Vec<(String, Stock)>,
+    shortages: Vec<Shortage>,
+}
+
 impl Book {
     /// Decides one reservation request of the batch.
     pub fn reserve(&mut self, request: ReserveInput<'_>) -> ReserveDecision {
@@ -139,31 +148,14 @@ impl Book {
             return ReserveDecision::OrderIdTaken;
         }
 
-        // Items come sorted by product key; so do the lines and the stock
-        // changes built from them.
-        let mut lines = Vec::with_capacity(request.items.len());
-        let mut held = Vec::with_capacity(request.items.len());
-        let mut shortages = Vec::new();
-        for item in request.items.iter() {
-            let product_key = item.product.key();
-            let Some((name, stock)) = self.stock(&product_key) else {
-                return ReserveDecision::UnknownProduct(item.product.to_string());
-            };
-            let units = item.quantity.get();
-            match stock.hold(u64::from(units)) {
-                Some(after) => held.push((product_key.clone(), after)),
-                None => shortages.push(Shortage {
-                    product_name: name.to_owned(),
-                    requested: units,
-                    available: stock.available(),
-                }),
-            }
-            lines.push(OrderLine {
-                product_key,
-                product_name: name.to_owned(),
-                quantity: item.quantity,
-            });
-        }
+        let Checked {
+            lines,
+            held,
+            shortages,
+        } = match self.check_items(request.items) {
+            Ok(checked) => checked,
+            Err(unknown) => return ReserveDecision::UnknownProduct(unknown),
+        };
         let units: Vec<(String, u64)> = lines
             .iter()
             .map(|line| (line.product_key.clone(), u64::from(line.quantity.get())))
@@ -206,6 +198,39 @@ impl Book {
                 .insert((customer_id, key), KeySlot::Claimed(stored));
         }
         ReserveDecision::Created(answer)
+    }
+
+    /// Each item's line and, if the stock holds it, the product's figures
+    /// after holding it; or the first product the stock does not have.
+    /// Items come sorted by product key; so do the lines and the stock
+    /// changes built from them.
+    fn check_items(&self, items: &OrderItems) -> Result<Checked, String> {
+        let mut checked = Checked {
+            lines: Vec::with_capacity(items.len()),
+            held: Vec::with_capacity(items.len()),
+            shortages: Vec::new(),
+        };
+        for item in items.iter() {
+            let product_key = item.product.key();
+            let Some((name, stock)) = self.stock(&product_key) else {
+                return Err(item.product.to_string());
+            };
+            let units = item.quantity.get();
+            match stock.hold(u64::from(units)) {
+                Some(after) => checked.held.push((product_key.clone(), after)),
+                None => checked.shortages.push(Shortage {
+                    product_name: name.to_owned(),
+                    requested: units,
+                    available: stock.available(),
+                }),
+            }
+            checked.lines.push(OrderLine {
+                product_key,
+                product_name: name.to_owned(),
+                quantity: item.quantity,
+            });
+        }
+        Ok(checked)
     }
 
     fn create_order(

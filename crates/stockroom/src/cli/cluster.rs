@@ -7,7 +7,7 @@ use clap::Args;
 use stockroom_launcher::system;
 
 use super::args::{AllowedHostsArgs, BusArgs, ExpiryArgs, PaymentArgs, TokenArgs};
-use super::shop_args::ShopArgs;
+use super::shop_args::{ExtensionArgs, ShopArgs};
 use super::shutdown_signal;
 
 #[derive(Debug, Args)]
@@ -46,12 +46,44 @@ pub(super) struct ClusterArgs {
     allowed_hosts: AllowedHostsArgs,
     #[command(flatten)]
     shop: ShopArgs,
+    #[command(flatten)]
+    extension: ExtensionArgs,
 }
 
 pub(super) async fn cluster(
     args: ClusterArgs,
     otlp_endpoint: Option<String>,
 ) -> anyhow::Result<()> {
+    let config = cluster_config(&args, otlp_endpoint)?;
+    let mut running = stockroom_launcher::cluster::start(&config).await?;
+    for instance in &running.instances {
+        println!(
+            "instance {} {} pid {} {}",
+            instance.service,
+            instance.index,
+            instance.pid().unwrap_or(0),
+            instance.url
+        );
+    }
+    println!(
+        "stockroom cluster ready: order={} data={} inventory={} payment={}",
+        running.urls("order").join(","),
+        running.urls("data").join(","),
+        running.urls("inventory").join(","),
+        running.urls("payment").join(",")
+    );
+    running.supervise(shutdown_signal()).await;
+    tracing::info!("stopping the cluster");
+    running.stop().await;
+    Ok(())
+}
+
+/// The cluster's configuration, every setting checked before any child
+/// starts.
+fn cluster_config(
+    args: &ClusterArgs,
+    otlp_endpoint: Option<String>,
+) -> anyhow::Result<stockroom_launcher::cluster::ClusterConfig> {
     anyhow::ensure!(
         matches!(
             system::DatabaseChoice::from_url(Some(&args.database_url), std::path::Path::new(".")),
@@ -68,7 +100,7 @@ pub(super) async fn cluster(
     args.shop.webhooks()?;
     let operator_token = args.shop.operator_token()?;
     let bus_prefix = vec!["--bus-prefix".to_owned(), args.bus.bus_prefix.clone()];
-    let config = stockroom_launcher::cluster::ClusterConfig {
+    Ok(stockroom_launcher::cluster::ClusterConfig {
         instances: args.instances,
         database_url: args.database_url.clone(),
         bus_url: args.bus.bus_url.clone(),
@@ -100,35 +132,19 @@ pub(super) async fn cluster(
         data_urls_for_consumers: None,
         // Each process exports its own spans, under its own service name,
         // and serves the names the operator allowed.
+        // order-service reads the extension bound from its environment.
         environment: otlp_endpoint
             .map(|endpoint| ("STOCKROOM_OTLP_ENDPOINT".to_owned(), endpoint))
             .into_iter()
             .chain(args.allowed_hosts.for_children())
+            .chain([(
+                "STOCKROOM_MAX_RESERVATION_TTL_MS".to_owned(),
+                args.extension.max_reservation_ttl_ms.to_string(),
+            )])
             .collect(),
         data_environment: args.shop.for_children(),
         operator_token,
         internal_token: args.token.or_generate()?,
         log_directory: None,
-    };
-    let mut running = stockroom_launcher::cluster::start(&config).await?;
-    for instance in &running.instances {
-        println!(
-            "instance {} {} pid {} {}",
-            instance.service,
-            instance.index,
-            instance.pid().unwrap_or(0),
-            instance.url
-        );
-    }
-    println!(
-        "stockroom cluster ready: order={} data={} inventory={} payment={}",
-        running.urls("order").join(","),
-        running.urls("data").join(","),
-        running.urls("inventory").join(","),
-        running.urls("payment").join(",")
-    );
-    running.supervise(shutdown_signal()).await;
-    tracing::info!("stopping the cluster");
-    running.stop().await;
-    Ok(())
+    })
 }

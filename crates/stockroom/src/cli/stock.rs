@@ -205,24 +205,14 @@ pub(super) async fn stock(args: StockArgs) -> anyhow::Result<()> {
             low_stock_threshold,
             no_threshold,
         } => {
-            let mut body = serde_json::Map::new();
-            if no_limit || max_per_customer.is_some() {
-                body.insert("maxPerCustomer".into(), json!(max_per_customer));
-            }
-            if no_threshold || low_stock_threshold.is_some() {
-                body.insert("lowStockThreshold".into(), json!(low_stock_threshold));
-            }
-            anyhow::ensure!(
-                !body.is_empty(),
-                "say what to change: --max-per-customer, --no-limit, --low-stock-threshold or --no-threshold"
-            );
+            let change = settings_change(
+                max_per_customer,
+                no_limit,
+                low_stock_threshold,
+                no_threshold,
+            )?;
             operator
-                .send(
-                    Method::PATCH,
-                    &product_path(&product),
-                    Some(Value::Object(body)),
-                    &[],
-                )
+                .send(Method::PATCH, &product_path(&product), Some(change), &[])
                 .await?
         }
         Action::Adjust {
@@ -233,7 +223,6 @@ pub(super) async fn stock(args: StockArgs) -> anyhow::Result<()> {
             expected_on_hand,
             idempotency_key,
         } => {
-            let key = idempotency_key.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
             let mut body = json!({ "delta": delta, "reason": reason });
             if let Some(reference) = reference {
                 body["reference"] = json!(reference);
@@ -241,17 +230,7 @@ pub(super) async fn stock(args: StockArgs) -> anyhow::Result<()> {
             if let Some(expected) = expected_on_hand {
                 body["expectedOnHand"] = json!(expected);
             }
-            let path = format!("{}/adjustments", product_path(&product));
-            let sent = operator
-                .send(
-                    Method::POST,
-                    &path,
-                    Some(body),
-                    &[("idempotency-key", key.clone())],
-                )
-                .await;
-            // The key is what a retry needs after a lost answer.
-            sent.with_context(|| format!("the adjustment's Idempotency-Key was {key}"))?
+            adjust(&operator, &product, body, idempotency_key).await?
         }
         Action::Movements {
             product,
@@ -262,6 +241,48 @@ pub(super) async fn stock(args: StockArgs) -> anyhow::Result<()> {
     };
     println!("{}", serde_json::to_string_pretty(&answer)?);
     Ok(())
+}
+
+/// The settings document of `stock limit`: only what the operator named.
+fn settings_change(
+    max_per_customer: Option<u32>,
+    no_limit: bool,
+    low_stock_threshold: Option<u64>,
+    no_threshold: bool,
+) -> anyhow::Result<Value> {
+    let mut body = serde_json::Map::new();
+    if no_limit || max_per_customer.is_some() {
+        body.insert("maxPerCustomer".into(), json!(max_per_customer));
+    }
+    if no_threshold || low_stock_threshold.is_some() {
+        body.insert("lowStockThreshold".into(), json!(low_stock_threshold));
+    }
+    anyhow::ensure!(
+        !body.is_empty(),
+        "say what to change: --max-per-customer, --no-limit, --low-stock-threshold or --no-threshold"
+    );
+    Ok(Value::Object(body))
+}
+
+/// Sends one adjustment under its key (drawn when none is given), naming
+/// the key in any failure: it is what a retry after a lost answer needs.
+async fn adjust(
+    operator: &Operator,
+    product: &str,
+    body: Value,
+    idempotency_key: Option<String>,
+) -> anyhow::Result<Value> {
+    let key = idempotency_key.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let path = format!("{}/adjustments", product_path(product));
+    operator
+        .send(
+            Method::POST,
+            &path,
+            Some(body),
+            &[("idempotency-key", key.clone())],
+        )
+        .await
+        .with_context(|| format!("the adjustment's Idempotency-Key was {key}"))
 }
 
 /// A page of movements, or with `all` every page from `after` on.
