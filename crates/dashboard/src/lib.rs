@@ -18,6 +18,7 @@
 mod assets;
 mod collector;
 mod error;
+pub mod fix_matrix;
 pub mod guard;
 pub mod job;
 pub mod lab;
@@ -96,6 +97,9 @@ pub struct DashboardConfig {
     /// Starts a fixed system for the race lab; without one the page's lab
     /// control says it is unavailable.
     pub lab: Option<Arc<dyn FixedLauncher>>,
+    /// The Redis the lab's fix matrix gives the Redis fixes; without one
+    /// their rows say they were skipped.
+    pub lab_redis_url: Option<String>,
 }
 
 /// What every handler shares.
@@ -164,7 +168,7 @@ pub async fn run(
     let metrics = Metrics::new("dashboard");
     let readiness = Readiness::ready("dashboard");
     let sale = sale::SaleControl::new(config.sources.order.clone());
-    let lab = lab::LabControl::new(config.lab.clone());
+    let lab = lab::LabControl::new(config.lab.clone(), config.lab_redis_url.clone());
     let observed = collector::Observed::default();
     let (sender, snapshots) = watch::channel(Arc::<str>::from("{}"));
     let collector = tokio::spawn(collector::run(

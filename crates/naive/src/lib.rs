@@ -215,6 +215,10 @@ pub struct NaiveConfig {
     pub fix: Fix,
     /// The Redis the Redis fixes use.
     pub redis_url: Option<String>,
+    /// The prefix of this system's Redis keys. Two systems given the same
+    /// one are two hosts of one shop and share their locks and
+    /// de-duplication; `None` gives the system keys of its own.
+    pub redis_prefix: Option<String>,
     /// The lab's fault: order-service crashes between publishing an order's
     /// message and marking it as sent, and publishes it again on restart.
     pub crash_after_publish: bool,
@@ -232,6 +236,7 @@ impl NaiveConfig {
             flow: NaiveFlow::default(),
             fix: Fix::None,
             redis_url: None,
+            redis_prefix: None,
             crash_after_publish: false,
         }
     }
@@ -299,6 +304,11 @@ async fn bind(host: IpAddr, port: u16) -> Result<Bound, NaiveError> {
     })
 }
 
+/// A Redis key prefix no other system has.
+pub fn new_redis_prefix() -> String {
+    format!("stockroom-naive:{}:", uuid::Uuid::now_v7())
+}
+
 /// Writes the initial data files (when `fresh` or missing), starts the four
 /// naive services, and waits until each answers `/health`.
 pub async fn start(config: NaiveConfig) -> Result<RunningNaive, NaiveError> {
@@ -327,8 +337,9 @@ pub async fn start(config: NaiveConfig) -> Result<RunningNaive, NaiveError> {
         inventory: inventory.url.clone(),
         payment: payment.url.clone(),
     };
-    // Every system's keys apart, so that systems sharing a Redis never meet.
-    let prefix = format!("stockroom-naive:{}:", uuid::Uuid::now_v7());
+    // Every system's keys apart, so that systems sharing a Redis never meet,
+    // unless they are told they are hosts of one shop.
+    let prefix = config.redis_prefix.clone().unwrap_or_else(new_redis_prefix);
     let data = spawn("naive data-service", move |stop| {
         data::run(data.listener, data_state, stop.cancelled_owned())
     });

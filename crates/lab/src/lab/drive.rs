@@ -79,13 +79,24 @@ pub(super) async fn drive(
     anomalies.extend(check_anomalies(&checked));
     anomalies.extend(monitor_anomalies(&http, urls).await);
     let summary = fixed_summary(&checked, &report.summary, &notes);
-    Ok(SideOutcome { anomalies, summary })
+    Ok(SideOutcome {
+        anomalies,
+        summary,
+        orders: report.summary.orders,
+        failed: report.summary.errors,
+    })
 }
 
 /// The storm that exposes `scenario`'s race: as many orders as workers, or
 /// fewer where the scenario's follow-up needs each order to count.
 fn storm_config(scenario: Scenario, urls: &SystemUrls, sync: bool) -> StormConfig {
     let mut storm = StormConfig::new(&urls.order, STORM_ORDERS);
+    // A synchronised storm has one target: its waves go to the first host.
+    if !sync {
+        storm
+            .order_urls
+            .extend(urls.other_hosts_orders.iter().cloned());
+    }
     storm.concurrency = STORM_ORDERS as usize;
     storm.keep_history = true;
     storm.sync = sync;

@@ -85,8 +85,8 @@ pub const LOCK_PAUSE_MS: u64 = stockroom_naive::redis_lock::LOCK_TIMEOUT_MS * LO
 /// holds, few enough that the serialised run stays short.
 pub const LOCK_EXPIRY_ORDERS: u64 = 10;
 
-/// The seven races of the original system, and the two faults the proposed
-/// fixes need to be tried against.
+/// The seven races of the original system, the two faults the proposed
+/// fixes need to be tried against, and the same race on two hosts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Scenario {
     LostUpdate,
@@ -102,10 +102,15 @@ pub enum Scenario {
     /// The publisher crashes between publishing a message and marking it as
     /// sent, and publishes it again when it is back.
     CrashAfterPublish,
+    /// The check-then-reserve storm split over two hosts, each running every
+    /// service with memory, locks and connections of its own, sharing only
+    /// the data (the naive system's files or database, Stockroom's
+    /// data-service): a lock held in one process does not stop the other.
+    TwoHosts,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 9] = [
+    pub const ALL: [Scenario; 10] = [
         Scenario::LostUpdate,
         Scenario::Toctou,
         Scenario::TornWrites,
@@ -115,6 +120,22 @@ impl Scenario {
         Scenario::DuplicateDelivery,
         Scenario::LockExpiry,
         Scenario::CrashAfterPublish,
+        Scenario::TwoHosts,
+    ];
+
+    /// The fix matrix's columns: the original's races and faults, which the
+    /// proposed fixes were written against, and the same race on two hosts.
+    pub const FIX_MATRIX: [Scenario; 10] = [
+        Scenario::LostUpdate,
+        Scenario::Toctou,
+        Scenario::TornWrites,
+        Scenario::StaleOrder,
+        Scenario::TwoCalls,
+        Scenario::PayBeforeReserve,
+        Scenario::DuplicateDelivery,
+        Scenario::LockExpiry,
+        Scenario::CrashAfterPublish,
+        Scenario::TwoHosts,
     ];
 
     pub fn name(self) -> &'static str {
@@ -128,6 +149,7 @@ impl Scenario {
             Scenario::DuplicateDelivery => "duplicate-delivery",
             Scenario::LockExpiry => "lock-expiry",
             Scenario::CrashAfterPublish => "crash-after-publish",
+            Scenario::TwoHosts => "two-hosts",
         }
     }
 
@@ -142,6 +164,7 @@ impl Scenario {
             Scenario::DuplicateDelivery => "duplicate delivery",
             Scenario::LockExpiry => "lock holder paused past its timeout",
             Scenario::CrashAfterPublish => "crash between publish and mark-sent",
+            Scenario::TwoHosts => "check-then-reserve on two hosts",
         }
     }
 
@@ -158,7 +181,8 @@ impl Scenario {
             Scenario::Toctou
             | Scenario::TwoCalls
             | Scenario::PayBeforeReserve
-            | Scenario::LockExpiry => &["available_non_negative", "reserved_within_on_hand"],
+            | Scenario::LockExpiry
+            | Scenario::TwoHosts => &["available_non_negative", "reserved_within_on_hand"],
             Scenario::TornWrites => &["torn_reads", "data_files_parse", "data_readable"],
             Scenario::StaleOrder => &[
                 "status_reverted",
@@ -188,6 +212,9 @@ pub struct SystemUrls {
     pub data: String,
     pub inventory: String,
     pub payment: String,
+    /// The order-services of the system's other hosts, when it runs on more
+    /// than one; a storm spreads its orders over every host.
+    pub other_hosts_orders: Vec<String>,
     /// The bearer token of the system's internal routes (the lab's probes
     /// deliver events again and read the live monitor); `None` for the
     /// original system, which has no such routes guarded.
@@ -202,6 +229,7 @@ impl SystemUrls {
             data: urls.data.clone(),
             inventory: urls.inventory.clone(),
             payment: urls.payment.clone(),
+            other_hosts_orders: Vec::new(),
             internal_token: None,
         }
     }
@@ -213,6 +241,10 @@ pub struct FixedSpec {
     pub data_dir: PathBuf,
     pub stock: Vec<StockLine>,
     pub payment_latency_ms: u64,
+    /// How many hosts of the services that take orders (order-,
+    /// inventory- and payment-service) run over the one data-service: 1,
+    /// or 2 for the two-hosts scenario.
+    pub hosts: usize,
 }
 
 /// Why a system could not be started or stopped. The launcher belongs to
@@ -349,14 +381,10 @@ pub async fn run_scenario_synced(
     );
     let (naive, naive_attempts) = naive?;
     let fixed = fixed?;
-    let mut anomalies = naive.anomalies;
+    let mut naive = naive;
     // The scenario's own race first, so the table shows it.
-    anomalies.sort_by_key(|anomaly| {
-        signatures
-            .iter()
-            .position(|signature| *signature == anomaly.kind)
-            .unwrap_or(signatures.len())
-    });
+    naive.signature_first(scenario);
+    let anomalies = naive.anomalies;
     let naive_reproduced = anomalies
         .iter()
         .any(|anomaly| signatures.contains(&anomaly.kind.as_str()));
@@ -380,4 +408,21 @@ pub async fn run_scenario_synced(
 struct SideOutcome {
     anomalies: Vec<Anomaly>,
     summary: String,
+    /// Orders the storm placed, and how many of them the system answered
+    /// with an error (neither accepted nor refused for stock).
+    orders: u64,
+    failed: u64,
+}
+
+impl SideOutcome {
+    /// Sorts the anomalies so that `scenario`'s own race comes first.
+    fn signature_first(&mut self, scenario: Scenario) {
+        let signatures = scenario.signatures();
+        self.anomalies.sort_by_key(|anomaly| {
+            signatures
+                .iter()
+                .position(|signature| *signature == anomaly.kind)
+                .unwrap_or(signatures.len())
+        });
+    }
 }

@@ -134,6 +134,7 @@ pub(super) async fn up_naive(args: UpArgs) -> anyhow::Result<()> {
         flow: args.mode.naive_flow,
         fix: args.mode.naive_fix,
         redis_url: Some(args.mode.naive_redis_url.clone()),
+        redis_prefix: None,
         crash_after_publish: false,
     };
     tracing::warn!(
