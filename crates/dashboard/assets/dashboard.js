@@ -354,15 +354,15 @@
     } else if (lab.state === "idle") {
       say(state, "The lab has not run yet.");
     } else if (lab.state === "running" && lab.matrix) {
-      const step = Math.min(lab.fix_rows.length + 1, lab.planned);
+      const step = Math.min(lab.fixRows.length + 1, lab.planned);
       say(state, `Running fix ${step} of ${lab.planned}${lab.current ? `: ${lab.current}` : ""}…`);
     } else if (lab.state === "running") {
       const step = Math.min(lab.results.length + 1, lab.planned);
       say(state, `Running race ${step} of ${lab.planned}${lab.current ? `: ${lab.current}` : ""}…`);
     } else if (lab.state === "finished" && lab.matrix) {
-      const undecided = lab.fix_rows.flatMap((row) => row.cells).filter((cell) => cell.verdict === "undecided").length;
-      const findings = lab.fix_rows.flatMap((row) => row.cells).filter((cell) => cell.verdict === "finding").length;
-      say(state, `${lab.passed ? "PASS" : "FAIL"}: ${lab.fix_rows.length} fixes against ${lab.matrix_scenarios.length} scenarios; ` +
+      const undecided = lab.fixRows.flatMap((row) => row.cells).filter((cell) => cell.verdict === "undecided").length;
+      const findings = lab.fixRows.flatMap((row) => row.cells).filter((cell) => cell.verdict === "finding").length;
+      say(state, `${lab.passed ? "PASS" : "FAIL"}: ${lab.fixRows.length} fixes against ${lab.matrixScenarios.length} scenarios; ` +
         `${findings} findings, ${undecided} undecided (${seconds(lab.elapsedMs)}).`);
     } else if (lab.state === "finished") {
       const reproduced = lab.results.filter((row) => row.naive_reproduced).length;
@@ -396,18 +396,18 @@
   // The fix matrix: one row per finished fix, one column per scenario.
   function renderMatrix(lab) {
     const table = byId("fix-matrix");
-    table.hidden = !lab.matrix || lab.fix_rows.length === 0;
+    table.hidden = !lab.matrix || lab.fixRows.length === 0;
     byId("fix-matrix-note").hidden = table.hidden;
-    const key = JSON.stringify([lab.matrix_scenarios, lab.fix_rows.map((row) => row.name)]);
+    const key = JSON.stringify([lab.matrixScenarios, lab.fixRows.map((row) => row.name)]);
     if (!lab.matrix || table.dataset.key === key) {
       return;
     }
     table.dataset.key = key;
     byId("fix-matrix-head").replaceChildren(
       el("th", { scope: "col" }, "Fix"),
-      ...lab.matrix_scenarios.map((name) => el("th", { scope: "col" }, name)),
+      ...lab.matrixScenarios.map((name) => el("th", { scope: "col" }, name)),
       el("th", { scope: "col", class: "number" }, "Orders/s"));
-    byId("fix-matrix-rows").replaceChildren(...lab.fix_rows.map((row) =>
+    byId("fix-matrix-rows").replaceChildren(...lab.fixRows.map((row) =>
       el("tr", { "data-fix": row.name },
         el("th", { scope: "row", title: row.source }, row.name),
         ...row.cells.map((cell) => el("td", {

@@ -405,8 +405,8 @@ async fn the_controls_refuse_bad_input_and_run_one_sale_at_a_time() {
     );
     let done = wait_for_lab(client, &lab).await;
     assert_eq!(done["state"], "finished", "{done}");
-    assert_eq!(done["matrix_scenarios"], json!(["toctou"]));
-    let rows = done["fix_rows"].as_array().unwrap();
+    assert_eq!(done["matrixScenarios"], json!(["toctou"]));
+    let rows = done["fixRows"].as_array().unwrap();
     let verdicts: Vec<(&str, &str)> = rows
         .iter()
         .map(|row| {
