@@ -12,7 +12,8 @@
 //!
 //! - data-service keeps `orders.json` and `inventory.json` and rewrites them
 //!   whole, in place, with no lock ([`files`]);
-//! - order-service answers `pending` at once and publishes an event;
+//! - order-service answers `pending` at once and publishes an event, after
+//!   a purchase limit's check-then-act when the product has one;
 //! - inventory-service's worker decides each order later, in one of the
 //!   original system's [`NaiveFlow`]s, and runs the same invariant auditor as
 //!   the fixed inventory-service;
@@ -27,6 +28,7 @@ mod error;
 pub mod files;
 pub mod fix;
 pub mod inventory;
+mod limit;
 pub mod order;
 pub mod payment;
 pub mod publisher;
@@ -94,6 +96,12 @@ pub struct RaceWindows {
     pub two_call_ms: u64,
     /// The payment provider's latency (pay before reserve).
     pub payment_ms: u64,
+    /// Between order-service summing a customer's units of a product and
+    /// creating the order (limit bypass).
+    pub limit_check_ms: u64,
+    /// Between an operator's adjustment reading a product's figures and
+    /// writing them back (stale adjustment).
+    pub adjustment_ms: u64,
 }
 
 impl RaceWindows {
@@ -109,6 +117,8 @@ impl RaceWindows {
             stale_order_ms: window_ms,
             two_call_ms: window_ms,
             payment_ms: window_ms,
+            limit_check_ms: window_ms,
+            adjustment_ms: window_ms,
         }
     }
 
@@ -128,6 +138,8 @@ impl RaceWindows {
         stale_order_ms: 0,
         two_call_ms: 0,
         payment_ms: 0,
+        limit_check_ms: 0,
+        adjustment_ms: 0,
     };
 }
 
