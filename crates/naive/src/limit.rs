@@ -7,7 +7,8 @@
 //! between them (the limit-check window): one customer's concurrent orders
 //! all sum the same orders, all pass, and together take the customer past
 //! the limit (limit bypass). Stockroom decides the limit in the same atomic
-//! step as the reservation.
+//! step as the reservation. Only the lab turns it on
+//! ([`crate::RaceWindows::with_limit_check`]): the original system had none.
 
 use std::time::Duration;
 
@@ -66,4 +67,40 @@ pub(crate) async fn check_limits(
         tokio::time::sleep(Duration::from_millis(window_ms)).await;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn order(customer: &str, status: OrderStatus, product: &str, quantity: u32) -> Order {
+        let mut order: Order = serde_json::from_value(serde_json::json!({
+            "id": format!("{customer}-{status}-{product}"),
+            "customerId": customer,
+            "status": "pending",
+            "paymentStatus": "none",
+            "version": 1,
+            "createdAt": "2026-01-01T00:00:00Z",
+            "updatedAt": "2026-01-01T00:00:00Z",
+            "items": [{"product": {"name": product}, "quantity": quantity}],
+            "history": [],
+        }))
+        .expect("a valid order document");
+        order.status = status;
+        order
+    }
+
+    #[test]
+    fn only_the_customers_live_orders_of_the_product_count() {
+        let orders = [
+            order("c1", OrderStatus::Pending, "Laptop", 1),
+            order("c1", OrderStatus::Fulfilled, "laptop", 2),
+            order("c1", OrderStatus::Cancelled, "Laptop", 4),
+            order("c1", OrderStatus::Rejected, "Laptop", 8),
+            order("c1", OrderStatus::Reserved, "Phone", 16),
+            order("c2", OrderStatus::Reserved, "Laptop", 32),
+        ];
+        assert_eq!(units_held(&orders, "c1", "Laptop"), 3);
+        assert_eq!(units_held(&orders, "c3", "Laptop"), 0);
+    }
 }

@@ -71,7 +71,7 @@ fn naive_setup(scenario: Scenario, window_ms: u64) -> (NaiveFlow, RaceWindows) {
             NaiveFlow::PayFirst
         }
         Scenario::LimitBypass => {
-            windows.limit_check_ms = window_ms;
+            windows = windows.with_limit_check(window_ms);
             NaiveFlow::TwoCalls
         }
         Scenario::StaleAdjustment => {
