@@ -8,7 +8,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use super::operator::{
-    adjust_concurrently, customers_over_limit, lost_adjustments, operator_client, set_limit,
+    adjust_concurrently, customers_over_limit, limit_answers, lost_adjustments, operator_client,
+    set_limit,
 };
 use super::probes::{
     Watched, Watcher, double_charges, monitor_anomalies, redeliver_fixed, redeliver_naive,
@@ -91,6 +92,10 @@ pub(super) async fn drive(
     if scenario == Scenario::LimitBypass {
         let over = customers_over_limit(&http, urls, PURCHASE_LIMIT).await;
         anomalies.extend(over.map_err(operator_failed)?);
+        // Stockroom must also refuse exactly the orders past the limit.
+        if side == Side::Fixed {
+            anomalies.extend(limit_answers(&report.history, PURCHASE_LIMIT));
+        }
     }
     let mut check = CheckConfig::new(&urls.order, &urls.data);
     check.history = HistorySource::Events(report.history.clone());
@@ -223,7 +228,7 @@ async fn stale_adjustments(
     let adjusted = adjust_concurrently(calls.operator, calls.urls).await?;
     quiesce(calls.http, calls.urls, QUIESCE_QUIET_POLLS).await;
     let lost = lost_adjustments(calls.http, calls.urls, &adjusted).await?;
-    Ok((lost.into_iter().collect(), vec![adjusted.note()]))
+    Ok((lost, vec![adjusted.note()]))
 }
 
 /// Cancels every placed order at once; answers how many were cancelled and

@@ -19,6 +19,10 @@ use super::{
     ADJUSTMENTS_PER_OPERATOR, Anomaly, DAMAGED_UNITS, HOT_PRODUCT, LAB_REQUEST_TIMEOUT_MS,
     RECEIVED_UNITS, SystemUrls,
 };
+use crate::history::{EventType, HistoryEvent};
+
+/// The error code of an order refused for the customer's purchase limit.
+const LIMIT_EXCEEDED: &str = "limit_exceeded";
 
 /// The most orders the limit probe reads: one page, far more than a
 /// scenario's storm places.
@@ -131,16 +135,21 @@ pub(super) async fn adjust_concurrently(
 
 /// An anomaly when the hot product's on-hand figure is not what it was
 /// before the adjustments plus every acknowledged delta (less what was sold
-/// meanwhile).
+/// meanwhile), and one when any adjustment was refused: each was valid
+/// against ample stock, so a refusal would hide an update, not lose it.
 pub(super) async fn lost_adjustments(
     http: &reqwest::Client,
     urls: &SystemUrls,
     adjusted: &Adjusted,
-) -> Result<Option<Anomaly>, reqwest::Error> {
+) -> Result<Vec<Anomaly>, reqwest::Error> {
     let after = hot_item(http, urls).await?;
     let sold_meanwhile = after.sold - adjusted.before.sold;
     let expected = adjusted.before.quantity + adjusted.acknowledged_units - sold_meanwhile;
-    Ok((after.quantity != expected).then(|| Anomaly {
+    let refused = (adjusted.refused > 0).then(|| Anomaly {
+        kind: "adjustment_refused".into(),
+        text: format!("{} of the operators' adjustments refused", adjusted.refused),
+    });
+    let lost = (after.quantity != expected).then(|| Anomaly {
         kind: "adjustment_lost".into(),
         text: format!(
             "{HOT_PRODUCT} on hand {}, expected {} {} {} acknowledged = {expected}: {} units of adjustments lost",
@@ -150,7 +159,8 @@ pub(super) async fn lost_adjustments(
             adjusted.acknowledged_units.abs(),
             (expected - after.quantity).abs()
         ),
-    }))
+    });
+    Ok(lost.into_iter().chain(refused).collect())
 }
 
 /// An anomaly for every customer holding more than `limit` units of the hot
@@ -186,4 +196,84 @@ pub(super) async fn customers_over_limit(
             ),
         })
         .collect())
+}
+
+/// Anomalies unless exactly `limit` of the storm's orders (all one
+/// customer's, one unit each) were accepted and every other was refused
+/// with `limit_exceeded`: a limit that refuses too much, or refuses for
+/// another reason, does not hold either.
+pub(super) fn limit_answers(history: &[HistoryEvent], limit: u32) -> Vec<Anomaly> {
+    let completed = history
+        .iter()
+        .filter(|event| event.kind != EventType::Invoke);
+    let mut accepted = 0_u64;
+    let mut other_answers: BTreeMap<String, u64> = BTreeMap::new();
+    for event in completed {
+        if event.kind == EventType::Ok {
+            accepted += 1;
+        } else if event.value.error.as_deref() != Some(LIMIT_EXCEEDED) {
+            let answer = event
+                .value
+                .error
+                .clone()
+                .or_else(|| event.value.status_code.map(|code| code.to_string()))
+                .unwrap_or_else(|| "no answer".into());
+            *other_answers.entry(answer).or_insert(0) += 1;
+        }
+    }
+    let mut anomalies = Vec::new();
+    if accepted != u64::from(limit) {
+        anomalies.push(Anomaly {
+            kind: "limit_misapplied".into(),
+            text: format!("{accepted} orders accepted for one customer, limit {limit}"),
+        });
+    }
+    if !other_answers.is_empty() {
+        anomalies.push(Anomaly {
+            kind: "limit_misapplied".into(),
+            text: format!("orders refused for other reasons than the limit: {other_answers:?}"),
+        });
+    }
+    anomalies
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::{OpValue, PLACE_ORDER};
+
+    fn answer(kind: EventType, error: Option<&str>) -> HistoryEvent {
+        HistoryEvent {
+            kind,
+            process: 0,
+            time: 0,
+            f: PLACE_ORDER.to_owned(),
+            value: OpValue {
+                error: error.map(str::to_owned),
+                ..OpValue::default()
+            },
+        }
+    }
+
+    #[test]
+    fn the_limit_holds_only_when_exactly_the_limit_is_accepted() {
+        let refused = answer(EventType::Fail, Some(LIMIT_EXCEEDED));
+        let held = [
+            answer(EventType::Invoke, None),
+            answer(EventType::Ok, None),
+            answer(EventType::Ok, None),
+            refused.clone(),
+        ];
+        assert!(limit_answers(&held, 2).is_empty());
+        let too_strict = [answer(EventType::Ok, None), refused.clone()];
+        assert_eq!(limit_answers(&too_strict, 2).len(), 1);
+        let wrong_reason = [
+            answer(EventType::Ok, None),
+            answer(EventType::Ok, None),
+            answer(EventType::Fail, Some("insufficient_stock")),
+        ];
+        let anomalies = limit_answers(&wrong_reason, 2);
+        assert_eq!(anomalies.len(), 1);
+        assert!(anomalies[0].text.contains("insufficient_stock"));
+    }
 }
