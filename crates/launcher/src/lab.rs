@@ -8,6 +8,7 @@
 //! one data-service per data directory; on PostgreSQL several may share a
 //! database, which `stockroom cluster` shows).
 
+use stockroom_http_kit::OperatorToken;
 use stockroom_inventory_service::InventoryConfig;
 use stockroom_lab::{FixedLauncher, FixedRunning, FixedSpec, SystemUrls};
 use stockroom_order_service::OrderConfig;
@@ -32,6 +33,9 @@ struct OtherHost {
 struct InProcessSystem {
     system: RunningSystem,
     other_hosts: Vec<OtherHost>,
+    /// What the operator's routes require: the lab sets limits, adjusts
+    /// stock and reads the ledger through them.
+    operator_token: OperatorToken,
 }
 
 #[async_trait::async_trait]
@@ -49,6 +53,7 @@ impl FixedRunning for InProcessSystem {
                 .map(|host| host.order_url.clone())
                 .collect(),
             internal_token: Some(self.system.internal_token.expose().to_owned()),
+            operator_token: Some(self.operator_token.expose().to_owned()),
         }
     }
 
@@ -73,10 +78,13 @@ impl FixedLauncher for InProcessLauncher {
         config.stock = Some(spec.stock);
         config.fresh = true;
         config.payment_latency_ms = spec.payment_latency_ms;
+        let operator_token = OperatorToken::generate();
+        config.operator_token = Some(operator_token.clone());
         let system = system::start(config.clone()).await?;
         let mut running = InProcessSystem {
             system,
             other_hosts: Vec::new(),
+            operator_token,
         };
         for _ in 1..spec.hosts {
             match start_other_host(&config, &running.system).await {

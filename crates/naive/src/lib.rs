@@ -12,7 +12,9 @@
 //!
 //! - data-service keeps `orders.json` and `inventory.json` and rewrites them
 //!   whole, in place, with no lock ([`files`]);
-//! - order-service answers `pending` at once and publishes an event;
+//! - order-service answers `pending` at once and publishes an event (when
+//!   the lab turns the limit check on, after a racy check of the product's
+//!   purchase limit);
 //! - inventory-service's worker decides each order later, in one of the
 //!   original system's [`NaiveFlow`]s, and runs the same invariant auditor as
 //!   the fixed inventory-service;
@@ -27,6 +29,7 @@ mod error;
 pub mod files;
 pub mod fix;
 pub mod inventory;
+mod limit;
 pub mod order;
 pub mod payment;
 pub mod publisher;
@@ -94,12 +97,22 @@ pub struct RaceWindows {
     pub two_call_ms: u64,
     /// The payment provider's latency (pay before reserve).
     pub payment_ms: u64,
+    /// Between order-service summing a customer's units of a product and
+    /// creating the order (limit bypass). `None`: order-service checks no
+    /// purchase limit, as the original system, which had none.
+    pub limit_check_ms: Option<u64>,
+    /// Between an operator's adjustment reading a product's figures and
+    /// writing them back (stale adjustment).
+    pub adjustment_ms: u64,
 }
 
 impl RaceWindows {
     /// Every window at `window_ms` except the torn-write one, which stays
     /// closed: with it open most reads fail outright, which hides the other
-    /// races. Open it with [`RaceWindows::with_torn_writes`].
+    /// races. Open it with [`RaceWindows::with_torn_writes`]. The purchase
+    /// limit's check stays off too (the original system had none, and it
+    /// costs every order a read): turn it on with
+    /// [`RaceWindows::with_limit_check`].
     pub fn uniform(window_ms: u64) -> RaceWindows {
         let window_ms = window_ms.min(MAX_RACE_WINDOW_MS);
         RaceWindows {
@@ -109,6 +122,8 @@ impl RaceWindows {
             stale_order_ms: window_ms,
             two_call_ms: window_ms,
             payment_ms: window_ms,
+            limit_check_ms: None,
+            adjustment_ms: window_ms,
         }
     }
 
@@ -120,6 +135,13 @@ impl RaceWindows {
         self
     }
 
+    /// Turns on order-service's purchase-limit check, with a pause of
+    /// `window_ms` between the check and the order's creation.
+    pub fn with_limit_check(mut self, window_ms: u64) -> RaceWindows {
+        self.limit_check_ms = Some(window_ms.min(MAX_RACE_WINDOW_MS));
+        self
+    }
+
     /// Every window closed; a scenario then opens the one it studies.
     pub const CLOSED: RaceWindows = RaceWindows {
         lost_update_ms: 0,
@@ -128,6 +150,8 @@ impl RaceWindows {
         stale_order_ms: 0,
         two_call_ms: 0,
         payment_ms: 0,
+        limit_check_ms: None,
+        adjustment_ms: 0,
     };
 }
 

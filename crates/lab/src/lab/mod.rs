@@ -11,6 +11,8 @@
 //!
 //! Each scenario's setup is in `scenario`, driving its load in `drive`, the
 //! probes in `probes`, and the rows and table the lab prints in `report`.
+//! The operator's side of the shop's scenarios (a purchase limit,
+//! concurrent stock adjustments) is in `operator`.
 //! The fix lab (every proposed fix against every scenario) is in `fixes`,
 //! its matrix in `fix_report`, and its flash-sale throughput in
 //! `throughput`.
@@ -18,6 +20,7 @@
 mod drive;
 mod fix_report;
 mod fixes;
+mod operator;
 mod probes;
 mod report;
 mod scenario;
@@ -85,8 +88,31 @@ pub const LOCK_PAUSE_MS: u64 = stockroom_naive::redis_lock::LOCK_TIMEOUT_MS * LO
 /// holds, few enough that the serialised run stays short.
 pub const LOCK_EXPIRY_ORDERS: u64 = 10;
 
+/// The hot product's purchase limit in the limit-bypass scenario: low, so
+/// that most of one customer's storm must be refused.
+pub const PURCHASE_LIMIT: u32 = 2;
+
+/// The one customer whose orders make the limit-bypass storm.
+pub const LIMIT_CUSTOMER: &str = "lab-customer";
+
+/// How many adjustments each of the two operators makes at once in the
+/// stale-adjustment scenario: one receiving goods, one writing off damage.
+pub const ADJUSTMENTS_PER_OPERATOR: usize = 3;
+
+/// Units the receiving operator adds per adjustment.
+pub const RECEIVED_UNITS: i64 = 5;
+
+/// Units the other operator writes off as damaged per adjustment.
+pub const DAMAGED_UNITS: i64 = 2;
+
+const _: () = assert!(
+    (ADJUSTMENTS_PER_OPERATOR as u64) * (DAMAGED_UNITS as u64) < AMPLE_STOCK,
+    "the write-offs must never run out of stock, or a refusal would hide a lost update"
+);
+
 /// The seven races of the original system, the two faults the proposed
-/// fixes need to be tried against, and the same race on two hosts.
+/// fixes need to be tried against, the same race on two hosts, and the
+/// races of a shop's own stock operations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Scenario {
     LostUpdate,
@@ -107,10 +133,18 @@ pub enum Scenario {
     /// the data (the naive system's files or database, Stockroom's
     /// data-service): a lock held in one process does not stop the other.
     TwoHosts,
+    /// One customer's concurrent orders, each checked against the
+    /// product's `maxPerCustomer` before any of them is stored.
+    LimitBypass,
+    /// Two operators adjusting the same product's stock at once, each
+    /// writing back the figure it read plus its delta.
+    StaleAdjustment,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 10] = [
+    /// What `stockroom lab` runs: the fix matrix's scenarios and the shop's
+    /// own, which no proposed fix was written against.
+    pub const ALL: [Scenario; 12] = [
         Scenario::LostUpdate,
         Scenario::Toctou,
         Scenario::TornWrites,
@@ -121,6 +155,8 @@ impl Scenario {
         Scenario::LockExpiry,
         Scenario::CrashAfterPublish,
         Scenario::TwoHosts,
+        Scenario::LimitBypass,
+        Scenario::StaleAdjustment,
     ];
 
     /// The fix matrix's columns: the original's races and faults, which the
@@ -150,6 +186,8 @@ impl Scenario {
             Scenario::LockExpiry => "lock-expiry",
             Scenario::CrashAfterPublish => "crash-after-publish",
             Scenario::TwoHosts => "two-hosts",
+            Scenario::LimitBypass => "limit-bypass",
+            Scenario::StaleAdjustment => "stale-adjustment",
         }
     }
 
@@ -165,6 +203,8 @@ impl Scenario {
             Scenario::LockExpiry => "lock holder paused past its timeout",
             Scenario::CrashAfterPublish => "crash between publish and mark-sent",
             Scenario::TwoHosts => "check-then-reserve on two hosts",
+            Scenario::LimitBypass => "purchase limit checked, then ordered",
+            Scenario::StaleAdjustment => "stock adjusted from a stale read",
         }
     }
 
@@ -193,6 +233,8 @@ impl Scenario {
             Scenario::DuplicateDelivery | Scenario::CrashAfterPublish => {
                 &["charged_twice", "no_double_effects"]
             }
+            Scenario::LimitBypass => &["customer_over_limit", "within_purchase_limit"],
+            Scenario::StaleAdjustment => &["adjustment_lost", "ledger_matches_stock"],
         }
     }
 }
@@ -219,6 +261,10 @@ pub struct SystemUrls {
     /// deliver events again and read the live monitor); `None` for the
     /// original system, which has no such routes guarded.
     pub internal_token: Option<String>,
+    /// The bearer token of the system's operator routes (limits,
+    /// adjustments, the ledger); `None` for the original system, whose
+    /// operator routes anyone may call.
+    pub operator_token: Option<String>,
 }
 
 impl SystemUrls {
@@ -231,6 +277,7 @@ impl SystemUrls {
             payment: urls.payment.clone(),
             other_hosts_orders: Vec::new(),
             internal_token: None,
+            operator_token: None,
         }
     }
 }
@@ -297,6 +344,12 @@ pub enum LabError {
     },
     #[error("scenario {scenario}: cannot deliver the events again")]
     Redelivery {
+        scenario: &'static str,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("scenario {scenario}: an operator's request failed")]
+    Operator {
         scenario: &'static str,
         #[source]
         source: reqwest::Error,

@@ -70,6 +70,14 @@ fn naive_setup(scenario: Scenario, window_ms: u64) -> (NaiveFlow, RaceWindows) {
             windows.payment_ms = LOCK_PAUSE_MS;
             NaiveFlow::PayFirst
         }
+        Scenario::LimitBypass => {
+            windows = windows.with_limit_check(window_ms);
+            NaiveFlow::TwoCalls
+        }
+        Scenario::StaleAdjustment => {
+            windows.adjustment_ms = window_ms;
+            NaiveFlow::TwoCalls
+        }
     };
     (flow, windows)
 }

@@ -76,3 +76,13 @@ async fn crash_between_publish_and_mark_sent() {
 async fn check_then_reserve_on_two_hosts() {
     both_halves(Scenario::TwoHosts).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purchase_limit_checked_then_ordered() {
+    both_halves(Scenario::LimitBypass).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stock_adjusted_from_a_stale_read() {
+    both_halves(Scenario::StaleAdjustment).await;
+}

@@ -15,7 +15,8 @@ use super::print_verdict;
 pub(super) struct LabArgs {
     /// Run only this scenario (repeatable): lost-update, toctou, torn-writes,
     /// stale-order, two-calls, pay-before-reserve, duplicate-delivery,
-    /// lock-expiry, crash-after-publish, two-hosts.
+    /// lock-expiry, crash-after-publish, two-hosts, and a shop's own stock
+    /// operations: limit-bypass, stale-adjustment (not in the fix matrix).
     #[arg(long)]
     scenario: Vec<Scenario>,
     /// The naive system's race window.
