@@ -113,7 +113,7 @@ pub(super) async fn drive(
         source,
     })?;
     anomalies.extend(check_anomalies(&checked));
-    anomalies.extend(monitor_anomalies(&http, urls).await);
+    anomalies.extend(monitor_anomalies(&http, urls, side == Side::Naive).await);
     let summary = fixed_summary(&checked, &report.summary, &notes);
     Ok(SideOutcome {
         anomalies,
