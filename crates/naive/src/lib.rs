@@ -34,6 +34,7 @@ pub mod order;
 pub mod payment;
 pub mod publisher;
 pub mod redis_lock;
+pub mod serve;
 pub mod sqlite;
 pub mod store;
 mod worker;
