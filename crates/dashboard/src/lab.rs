@@ -132,6 +132,15 @@ enum LabRunError {
     TimedOut { limit_s: u64 },
 }
 
+/// What one run does.
+enum Plan {
+    Races {
+        scenarios: Vec<Scenario>,
+        race_window_ms: u64,
+    },
+    Matrix(stockroom_lab::FixLabConfig),
+}
+
 /// The control, shared by the handlers and the collector. Cloning shares it.
 #[derive(Clone)]
 pub struct LabControl {
@@ -181,66 +190,69 @@ impl LabControl {
         slot.status.clone()
     }
 
+    /// What `request` asks to run: the fix matrix's settings, or the races.
+    fn plan(&self, request: &LabRequest) -> Result<Plan, DashboardError> {
+        let (mut scenarios, race_window_ms) = request.plan()?;
+        if !request.matrix {
+            if !request.fixes.is_empty() || request.throughput.is_some() {
+                return Err(DashboardError::Invalid(
+                    "fixes and throughput go with matrix: true".to_owned(),
+                ));
+            }
+            return Ok(Plan::Races {
+                scenarios,
+                race_window_ms,
+            });
+        }
+        scenarios.retain(|scenario| Scenario::FIX_MATRIX.contains(scenario));
+        Ok(Plan::Matrix(fix_matrix::config(
+            fix_matrix::plan_rows(&request.fixes)?,
+            scenarios,
+            race_window_ms,
+            self.redis_url.clone(),
+            request.throughput.unwrap_or(true),
+        )))
+    }
+
     /// Starts a lab run unless one is under way.
     pub fn start(&self, request: &LabRequest) -> Result<LabStatus, DashboardError> {
         let launcher = self
             .launcher
             .clone()
             .ok_or(DashboardError::LabUnavailable)?;
-        let (mut scenarios, race_window_ms) = request.plan()?;
-        if request.matrix {
-            scenarios.retain(|scenario| Scenario::FIX_MATRIX.contains(scenario));
-        }
-        let rows = if request.matrix {
-            fix_matrix::plan_rows(&request.fixes)?
-        } else if request.fixes.is_empty() && request.throughput.is_none() {
-            Vec::new()
-        } else {
-            return Err(DashboardError::Invalid(
-                "fixes and throughput go with matrix: true".to_owned(),
-            ));
-        };
+        let plan = self.plan(request)?;
         let mut slot = self.job.lock();
         if slot.busy() {
             return Err(DashboardError::Busy(
                 "the race lab is already running; wait for its table".to_owned(),
             ));
         }
-        let planned = if request.matrix {
-            rows.len()
-        } else {
-            scenarios.len()
+        let matrix = matches!(plan, Plan::Matrix(_));
+        let (planned, matrix_scenarios) = match &plan {
+            Plan::Races { scenarios, .. } => (scenarios.len(), Vec::new()),
+            Plan::Matrix(config) => (
+                config.subjects.len(),
+                config
+                    .scenarios
+                    .iter()
+                    .map(|scenario| scenario.name().to_owned())
+                    .collect(),
+            ),
         };
-        let status = &mut slot.status;
-        status.matrix = request.matrix;
-        status.matrix_scenarios = if request.matrix {
-            scenarios
-                .iter()
-                .map(|scenario| scenario.name().to_owned())
-                .collect()
-        } else {
-            Vec::new()
-        };
-        let matrix = request.matrix.then(|| {
-            fix_matrix::config(
-                rows,
-                scenarios.clone(),
-                race_window_ms,
-                self.redis_url.clone(),
-                request.throughput.unwrap_or(true),
-            )
-        });
         let control = self.clone();
         let started_at = slot.begin(async move {
             let work = async {
-                match &matrix {
-                    Some(config) => {
+                match &plan {
+                    Plan::Matrix(config) => {
                         control.run_matrix(config, launcher.as_ref()).await;
                         Ok(())
                     }
-                    None => {
+                    Plan::Races {
+                        scenarios,
+                        race_window_ms,
+                    } => {
                         control
-                            .run_scenarios(&scenarios, race_window_ms, launcher.as_ref())
+                            .run_scenarios(scenarios, *race_window_ms, launcher.as_ref())
                             .await
                     }
                 }
@@ -257,6 +269,8 @@ impl LabControl {
         status.started_at = Some(started_at);
         status.elapsed_ms = 0;
         status.planned = planned;
+        status.matrix = matrix;
+        status.matrix_scenarios = matrix_scenarios;
         status.current = None;
         status.results.clear();
         status.fix_rows.clear();
