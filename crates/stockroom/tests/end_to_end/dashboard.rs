@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use stockroom_dashboard::{DashboardConfig, Sources};
+use stockroom_http_kit::OperatorToken;
 use stockroom_launcher::system::{self, RunningService};
 
 use crate::harness::{TestSystem, get, laptops, post, stock};
@@ -20,12 +21,16 @@ pub struct Watched {
     pub system: TestSystem,
     pub dashboard: RunningService,
     pub dashboard_url: String,
+    /// The system's operator token, which the dashboard also holds.
+    pub operator_token: OperatorToken,
 }
 
 impl Watched {
     pub async fn start(laptops: u64) -> Watched {
+        let operator_token = OperatorToken::generate();
         let system = TestSystem::start(|config| {
             config.stock = Some(stock(&[("Laptop", laptops), ("Phone", 50)]));
+            config.operator_token = Some(operator_token.clone());
         })
         .await;
         let urls = &system.system.urls;
@@ -40,12 +45,14 @@ impl Watched {
                 payment: vec![urls.payment.clone()],
             },
             lab: Some(Arc::new(stockroom_launcher::InProcessLauncher)),
+            operator_token: Some(operator_token.clone()),
         };
         let dashboard = system::dashboard(listener, config);
         Watched {
             system,
             dashboard,
             dashboard_url,
+            operator_token,
         }
     }
 
