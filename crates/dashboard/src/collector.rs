@@ -29,7 +29,7 @@ use crate::webhooks::WebhookPanel;
 use crate::{POLL_INTERVAL_MS, Sources};
 
 /// What the movement feed says without the operator token.
-const NO_OPERATOR_TOKEN: &str = "the stock ledger is the operator's: give the dashboard the operator token (--operator-token or STOCKROOM_OPERATOR_TOKEN) to follow it";
+const NO_OPERATOR_TOKEN: &str = "the stock ledger needs the operator token; start the dashboard with --operator-token or STOCKROOM_OPERATOR_TOKEN";
 
 /// What the movement feed says about a system whose stock has no ledger
 /// (the naive system).
@@ -234,12 +234,6 @@ impl Collector {
         &mut self,
         inventory: &Result<Vec<StockItem>, SourceError>,
     ) -> MovementPanel {
-        let Some(token) = self.operator_token.clone() else {
-            return MovementPanel {
-                unavailable: Some(NO_OPERATOR_TOKEN.to_owned()),
-                ..MovementPanel::default()
-            };
-        };
         let Ok(items) = inventory else {
             // The stock panel says why; the feed keeps what it showed.
             return MovementPanel {
@@ -257,12 +251,22 @@ impl Collector {
                 (item.figures.product.clone(), last)
             })
             .collect();
-        if !products.is_empty() && products.iter().all(|(_, last)| last.is_none()) {
+        // Whether a ledger is kept shows in the public stock, so a system
+        // without one (the naive system) says so even without a token.
+        let unavailable = if !products.is_empty() && products.iter().all(|(_, last)| last.is_none())
+        {
+            Some(NO_LEDGER)
+        } else if self.operator_token.is_none() {
+            Some(NO_OPERATOR_TOKEN)
+        } else {
+            None
+        };
+        let (Some(token), None) = (self.operator_token.clone(), unavailable) else {
             return MovementPanel {
-                unavailable: Some(NO_LEDGER.to_owned()),
+                unavailable: unavailable.map(str::to_owned),
                 ..MovementPanel::default()
             };
-        }
+        };
         let mut reads = JoinSet::new();
         for read in self.feed.plan(&products) {
             let (reader, urls, token) = (

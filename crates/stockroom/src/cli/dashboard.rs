@@ -77,15 +77,16 @@ pub(super) async fn serve_dashboard(
     port: Option<u16>,
     signal: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let (listener, url) =
-        system::bind("dashboard", host, port.unwrap_or(system::DASHBOARD_PORT)).await?;
-    tracing::info!(%url, "dashboard listening");
+    // Checked before binding, so that a bad token fails before a listener
+    // is announced.
     let operator_token = args
         .operator_token
         .as_deref()
         .map(OperatorToken::parse)
-        .transpose()
-        .context("the operator token is not usable")?;
+        .transpose()?;
+    let (listener, url) =
+        system::bind("dashboard", host, port.unwrap_or(system::DASHBOARD_PORT)).await?;
+    tracing::info!(%url, "dashboard listening");
     let config = config(
         &args.order_url,
         &args.data_url,
