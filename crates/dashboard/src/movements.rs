@@ -14,7 +14,7 @@
 use std::collections::BTreeMap;
 
 use serde::Serialize;
-use stockroom_contract::stock_operations::MovementDocument;
+use stockroom_contract::stock_operations::{MovementDocument, MovementSettings};
 
 /// The most movements the feed shows: a screenful, enough to follow an
 /// operator's adjustment or a burst of orders. It also bounds what a poll
@@ -46,7 +46,8 @@ pub struct FeedEntry {
     pub kind: String,
     /// An adjustment's reason (received, damaged, …); none for an order's.
     pub reason: Option<String>,
-    /// The order that caused it, or the operator's reference.
+    /// The order that caused it, the operator's reference, or the settings
+    /// a settings change put in force.
     pub cause: Option<String>,
     pub on_hand_delta: i64,
     pub reserved_delta: i64,
@@ -67,13 +68,25 @@ impl FeedEntry {
                 .order_id
                 .as_ref()
                 .map(|order| format!("order {order}"))
-                .or_else(|| movement.reference.clone()),
+                .or_else(|| movement.reference.clone())
+                .or_else(|| movement.settings.as_ref().map(settings_in_force)),
             on_hand_delta: movement.delta.on_hand,
             reserved_delta: movement.delta.reserved,
             sold_delta: movement.delta.sold,
             at_ms: movement.at_ms,
         }
     }
+}
+
+/// `limit 3 per customer, low at 10`, with `none` for a setting unset.
+fn settings_in_force(settings: &MovementSettings) -> String {
+    let limit = settings
+        .max_per_customer
+        .map_or("none".to_owned(), |limit| limit.to_string());
+    let threshold = settings
+        .low_stock_threshold
+        .map_or("none".to_owned(), |threshold| threshold.to_string());
+    format!("limit {limit} per customer, low at {threshold}")
 }
 
 /// The feed as the snapshot carries it.
@@ -273,6 +286,21 @@ mod tests {
         // A movement read twice is listed once.
         feed.take("Laptop", &many[many.len() - 2..]);
         assert_eq!(feed.entries()[1].seq, 198);
+    }
+
+    #[test]
+    fn a_settings_change_names_the_settings_in_force() {
+        let change: MovementDocument = serde_json::from_value(json!({
+            "seq": 4, "kind": "settings", "reason": null, "reference": null,
+            "delta": {"onHand": 0, "reserved": 0, "sold": 0},
+            "settings": {"maxPerCustomer": 3, "lowStockThreshold": null}, "atMs": 5
+        }))
+        .unwrap();
+        let entry = FeedEntry::from_document("Phone", &change);
+        assert_eq!(
+            entry.cause.as_deref(),
+            Some("limit 3 per customer, low at none")
+        );
     }
 
     #[test]

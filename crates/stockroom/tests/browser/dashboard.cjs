@@ -144,6 +144,8 @@ async function main() {
     assert.equal((await page.textContent(`${adjusted} [data-delta="onHand"]`)).trim(), "+7");
     assert.match(await page.textContent(`${adjusted} [data-delta="kind"]`), /adjusted \(received\)/);
     await waitForFigure(page, "Phone", "available", 57);
+    const settings = '#movement-rows tr[data-movement-of="Phone"][data-kind="settings"] [data-delta="cause"]';
+    assert.equal((await page.textContent(settings)).trim(), "limit 3 per customer, low at 60");
     assert.equal(await setting(page, "Phone", "maxPerCustomer"), "3");
     assert.equal(await setting(page, "Phone", "lowStockThreshold"), "60");
     assert.match(await setting(page, "Phone", "state"), /low stock/);
