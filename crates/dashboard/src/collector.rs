@@ -119,13 +119,16 @@ impl Collector {
         let metrics = self.start_metrics_reads(&self.sources.order);
         let data_metrics = self.start_metrics_reads(&self.sources.data);
         let (inventory, counts) = tokio::join!(self.inventory(), self.order_counts());
-        let movements = self.movement_panel(&inventory).await;
+        let now = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+        let positions = ledger_positions(&inventory);
+        // The stock panel sets the dashboard's readiness: before the ledger
+        // reads, so that they never delay the dashboard's first healthy answer.
+        let stock = self.stock_panel(inventory, &now);
+        let movements = self.movement_panel(positions).await;
         let services = services(health).await;
         let metrics_error = self.record_traffic(metrics).await;
         let webhooks = self.webhook_panel(data_metrics).await;
-        let now = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
         self.audit.update(self.auditor.report(), &now);
-        let stock = self.stock_panel(inventory, &now);
         self.observe(&stock);
         self.sequence += 1;
         Snapshot {
@@ -232,25 +235,15 @@ impl Collector {
     /// since the last poll (see [`Feed::plan`]), at the same time.
     async fn movement_panel(
         &mut self,
-        inventory: &Result<Vec<StockItem>, SourceError>,
+        positions: Option<Vec<(String, Option<u64>)>>,
     ) -> MovementPanel {
-        let Ok(items) = inventory else {
+        let Some(products) = positions else {
             // The stock panel says why; the feed keeps what it showed.
             return MovementPanel {
                 entries: self.feed.entries(),
                 ..MovementPanel::default()
             };
         };
-        let products: Vec<(String, Option<u64>)> = items
-            .iter()
-            .map(|item| {
-                let last = item
-                    .figures
-                    .movement_seq
-                    .and_then(|seq| u64::try_from(seq).ok());
-                (item.figures.product.clone(), last)
-            })
-            .collect();
         // Whether a ledger is kept shows in the public stock, so a system
         // without one (the naive system) says so even without a token.
         let unavailable = if !products.is_empty() && products.iter().all(|(_, last)| last.is_none())
@@ -368,6 +361,25 @@ impl Collector {
         }
         Err(last_error)
     }
+}
+
+/// Each product with the number of its last movement (`None` where the
+/// system keeps no ledger); `None` when the stock could not be read.
+fn ledger_positions(
+    inventory: &Result<Vec<StockItem>, SourceError>,
+) -> Option<Vec<(String, Option<u64>)>> {
+    let items = inventory.as_ref().ok()?;
+    let positions = items
+        .iter()
+        .map(|item| {
+            let last = item
+                .figures
+                .movement_seq
+                .and_then(|seq| u64::try_from(seq).ok());
+            (item.figures.product.clone(), last)
+        })
+        .collect();
+    Some(positions)
 }
 
 /// A page of one product's ledger, from the first data-service instance
