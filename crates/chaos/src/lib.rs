@@ -486,6 +486,7 @@ fn storm_config(config: &ChaosConfig, order_urls: &[String]) -> StormConfig {
         products,
         quantity: 1,
         hot_share: HOT_SHARE,
+        customer: None,
         duration: Some(Duration::from_millis(config.plan.duration_ms)),
         idempotency: true,
         retry: RetryPolicy {

@@ -120,7 +120,9 @@ pub enum AdjustReasonName {
 }
 
 impl AdjustmentRequest {
-    /// Why the request cannot be applied to any product, if it cannot.
+    /// Why the request cannot be applied to any product, if it cannot. The
+    /// reason is a sentence for the client: data-service answers it as the
+    /// message of a `422 invalid_request`, and nothing branches on it.
     pub fn check(&self) -> Result<(), String> {
         if self.delta == 0 {
             return Err("delta must not be 0".into());
@@ -145,7 +147,8 @@ impl AdjustmentRequest {
     }
 }
 
-/// Why a limit or a threshold is out of range, if one is.
+/// Why a limit or a threshold is out of range, if one is: a sentence for
+/// the client's `422 invalid_request`, as [`AdjustmentRequest::check`].
 pub fn check_settings(
     max_per_customer: Option<u32>,
     low_stock_threshold: Option<u64>,

@@ -403,13 +403,22 @@
     state.dataset.state = lab.state;
     byId("lab-start").disabled = !lab.available || lab.state === "running";
     select.disabled = !lab.available;
+    byId("lab-run").disabled = !lab.available;
     if (!lab.available) {
       say(state, "The race lab is not available in this dashboard.");
     } else if (lab.state === "idle") {
       say(state, "The lab has not run yet.");
+    } else if (lab.state === "running" && lab.matrix) {
+      const step = Math.min(lab.fixRows.length + 1, lab.planned);
+      say(state, `Running fix ${step} of ${lab.planned}${lab.current ? `: ${lab.current}` : ""}…`);
     } else if (lab.state === "running") {
       const step = Math.min(lab.results.length + 1, lab.planned);
       say(state, `Running race ${step} of ${lab.planned}${lab.current ? `: ${lab.current}` : ""}…`);
+    } else if (lab.state === "finished" && lab.matrix) {
+      const undecided = lab.fixRows.flatMap((row) => row.cells).filter((cell) => cell.verdict === "undecided").length;
+      const findings = lab.fixRows.flatMap((row) => row.cells).filter((cell) => cell.verdict === "finding").length;
+      say(state, `${lab.passed ? "PASS" : "FAIL"}: ${lab.fixRows.length} fixes against ${lab.matrixScenarios.length} scenarios; ` +
+        `${findings} findings, ${undecided} undecided (${seconds(lab.elapsedMs)}).`);
     } else if (lab.state === "finished") {
       const reproduced = lab.results.filter((row) => row.naive_reproduced).length;
       const clean = lab.results.filter((row) => row.fixed_violations === 0).length;
@@ -418,8 +427,9 @@
     } else {
       say(state, `The lab failed: ${lab.error}`);
     }
+    renderMatrix(lab);
     const table = byId("lab-table");
-    table.hidden = lab.results.length === 0;
+    table.hidden = lab.matrix || lab.results.length === 0;
     const key = JSON.stringify(lab.results.map((row) => row.name));
     if (table.dataset.key !== key) {
       table.dataset.key = key;
@@ -438,10 +448,39 @@
     }
   }
 
+  // The fix matrix: one row per finished fix, one column per scenario.
+  function renderMatrix(lab) {
+    const table = byId("fix-matrix");
+    table.hidden = !lab.matrix || lab.fixRows.length === 0;
+    byId("fix-matrix-note").hidden = table.hidden;
+    const key = JSON.stringify([lab.matrixScenarios, lab.fixRows.map((row) => row.name)]);
+    if (!lab.matrix || table.dataset.key === key) {
+      return;
+    }
+    table.dataset.key = key;
+    byId("fix-matrix-head").replaceChildren(
+      el("th", { scope: "col" }, "Fix"),
+      ...lab.matrixScenarios.map((name) => el("th", { scope: "col" }, name)),
+      el("th", { scope: "col", class: "number" }, "Orders/s"));
+    byId("fix-matrix-rows").replaceChildren(...lab.fixRows.map((row) =>
+      el("tr", { "data-fix": row.name },
+        el("th", { scope: "row", title: row.source }, row.name),
+        ...row.cells.map((cell) => el("td", {
+          class: `verdict-${cell.verdict}`,
+          "data-scenario": cell.name,
+          title: cell.evidence,
+        }, cell.short)),
+        el("td", { class: "number" }, row.ordersPerS == null ? "–" : Math.round(row.ordersPerS).toString()))));
+  }
+
   function startLab(event) {
     event.preventDefault();
     const scenario = byId("lab-scenario").value;
-    post("/api/lab", { scenarios: scenario ? [scenario] : [] }, byId("lab-form-error"));
+    const body = { scenarios: scenario ? [scenario] : [] };
+    if (byId("lab-run").value === "matrix") {
+      body.matrix = true;
+    }
+    post("/api/lab", body, byId("lab-form-error"));
   }
 
   // --- the stream --------------------------------------------------------

@@ -1,9 +1,12 @@
 //! The race-lab control: `POST /api/lab {"scenarios":[…],"raceWindowMs":N}`
 //! runs the lab's scenarios ([`stockroom_lab::run_scenario`], each against
 //! the naive system and a fresh fixed one, both started in this process on
-//! ephemeral ports) one after the other, one run at a time. Each finished
-//! scenario's row travels in the next snapshot, so the page fills the table
-//! as the lab goes; `GET /api/lab` answers the status alone.
+//! ephemeral ports) one after the other, one run at a time. With
+//! `"matrix":true` (and optionally `"fixes":[…]`, `"throughput":false`) it
+//! runs the fix matrix instead ([`crate::fix_matrix`]). Each finished
+//! scenario's row (or the matrix's row) travels in the next snapshot, so the
+//! page fills the table as the lab goes; `GET /api/lab` answers the status
+//! alone.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +20,7 @@ use stockroom_lab::{FixedLauncher, LabError, Scenario, ScenarioResult};
 
 use crate::DashboardState;
 use crate::error::DashboardError;
+use crate::fix_matrix::{self, FixChoiceView, FixRowView};
 use crate::guard::ControlAccess;
 use crate::job::{Job, RunState};
 
@@ -25,10 +29,12 @@ use crate::job::{Job, RunState};
 /// command line allows up to [`stockroom_naive::MAX_RACE_WINDOW_MS`].
 pub const MAX_LAB_RACE_WINDOW_MS: u64 = 1_000;
 
-/// A lab run is abandoned after this long (a full run of the seven races
-/// took 7 s on a two-core machine), so a stuck scenario cannot keep the
-/// control busy.
-pub const MAX_LAB_DURATION_MS: u64 = 600_000;
+/// A lab run is abandoned after this long, so a stuck scenario cannot keep
+/// the control busy. The whole fix matrix is the longest run (every fix
+/// against every scenario, each cell up to three runs, and a flash sale per
+/// row: about seven minutes on a two-core machine); the races alone take
+/// well under a minute.
+pub const MAX_LAB_DURATION_MS: u64 = 1_800_000;
 
 /// What the operator asks for: some scenarios (all when none are named) and
 /// the naive system's race window.
@@ -38,6 +44,15 @@ pub struct LabRequest {
     #[serde(default)]
     pub scenarios: Vec<String>,
     pub race_window_ms: Option<u64>,
+    /// Run the fix matrix rather than the races.
+    #[serde(default)]
+    pub matrix: bool,
+    /// The matrix's rows (fix names, `stockroom`); every row when empty.
+    #[serde(default)]
+    pub fixes: Vec<String>,
+    /// Whether the matrix measures each row's flash-sale throughput
+    /// (default: yes).
+    pub throughput: Option<bool>,
 }
 
 impl LabRequest {
@@ -86,12 +101,20 @@ pub struct LabStatus {
     pub available: bool,
     pub started_at: Option<String>,
     pub elapsed_ms: u64,
-    /// Scenarios in this run.
+    /// Scenarios in this run (rows, for the fix matrix).
     pub planned: usize,
-    /// The scenario running now.
+    /// The scenario (or the matrix's fix) running now.
     pub current: Option<String>,
     /// One row per finished scenario, in the lab's order.
     pub results: Vec<ScenarioResult>,
+    /// Whether this run is the fix matrix.
+    pub matrix: bool,
+    /// The matrix's columns: the scenarios of this run.
+    pub matrix_scenarios: Vec<String>,
+    /// One row per finished fix, in the lab's order.
+    pub fix_rows: Vec<FixRowView>,
+    /// The rows the matrix can have.
+    pub fixes: Vec<FixChoiceView>,
     /// Every race reproduced on the naive system and every scenario clean
     /// on Stockroom; known once the run finished.
     pub passed: Option<bool>,
@@ -113,14 +136,17 @@ enum LabRunError {
 #[derive(Clone)]
 pub struct LabControl {
     launcher: Option<Arc<dyn FixedLauncher>>,
+    /// The Redis the matrix's Redis rows use; without one they say so.
+    redis_url: Option<String>,
     job: Job<LabStatus>,
 }
 
 impl LabControl {
-    pub fn new(launcher: Option<Arc<dyn FixedLauncher>>) -> LabControl {
+    pub fn new(launcher: Option<Arc<dyn FixedLauncher>>, redis_url: Option<String>) -> LabControl {
         let available = launcher.is_some();
         LabControl {
             launcher,
+            redis_url,
             job: Job::new(LabStatus {
                 state: RunState::Idle,
                 available,
@@ -129,6 +155,10 @@ impl LabControl {
                 planned: 0,
                 current: None,
                 results: Vec::new(),
+                matrix: false,
+                matrix_scenarios: Vec::new(),
+                fix_rows: Vec::new(),
+                fixes: fix_matrix::fix_choices(),
                 passed: None,
                 error: None,
                 scenarios: Scenario::ALL
@@ -157,17 +187,64 @@ impl LabControl {
             .launcher
             .clone()
             .ok_or(DashboardError::LabUnavailable)?;
-        let (scenarios, race_window_ms) = request.plan()?;
+        let (mut scenarios, race_window_ms) = request.plan()?;
+        if request.matrix {
+            scenarios.retain(|scenario| Scenario::FIX_MATRIX.contains(scenario));
+        }
+        let rows = if request.matrix {
+            fix_matrix::plan_rows(&request.fixes)?
+        } else if request.fixes.is_empty() && request.throughput.is_none() {
+            Vec::new()
+        } else {
+            return Err(DashboardError::Invalid(
+                "fixes and throughput go with matrix: true".to_owned(),
+            ));
+        };
         let mut slot = self.job.lock();
         if slot.busy() {
             return Err(DashboardError::Busy(
                 "the race lab is already running; wait for its table".to_owned(),
             ));
         }
-        let planned = scenarios.len();
+        let planned = if request.matrix {
+            rows.len()
+        } else {
+            scenarios.len()
+        };
+        let status = &mut slot.status;
+        status.matrix = request.matrix;
+        status.matrix_scenarios = if request.matrix {
+            scenarios
+                .iter()
+                .map(|scenario| scenario.name().to_owned())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let matrix = request.matrix.then(|| {
+            fix_matrix::config(
+                rows,
+                scenarios.clone(),
+                race_window_ms,
+                self.redis_url.clone(),
+                request.throughput.unwrap_or(true),
+            )
+        });
         let control = self.clone();
         let started_at = slot.begin(async move {
-            let work = control.run_scenarios(&scenarios, race_window_ms, launcher.as_ref());
+            let work = async {
+                match &matrix {
+                    Some(config) => {
+                        control.run_matrix(config, launcher.as_ref()).await;
+                        Ok(())
+                    }
+                    None => {
+                        control
+                            .run_scenarios(&scenarios, race_window_ms, launcher.as_ref())
+                            .await
+                    }
+                }
+            };
             let outcome = tokio::time::timeout(Duration::from_millis(MAX_LAB_DURATION_MS), work)
                 .await
                 .unwrap_or(Err(LabRunError::TimedOut {
@@ -182,9 +259,21 @@ impl LabControl {
         status.planned = planned;
         status.current = None;
         status.results.clear();
+        status.fix_rows.clear();
         status.passed = None;
         status.error = None;
         Ok(status.clone())
+    }
+
+    /// Runs the matrix one row at a time, each row's cells one after the
+    /// other, as `stockroom lab --fixes` does.
+    async fn run_matrix(&self, config: &stockroom_lab::FixLabConfig, launcher: &dyn FixedLauncher) {
+        let redis = stockroom_lab::lab::probe_redis(config.redis_url.as_deref()).await;
+        for subject in &config.subjects {
+            self.job.lock().status.current = Some(subject.name().to_owned());
+            let row = stockroom_lab::run_subject(*subject, config, &redis, launcher).await;
+            self.job.lock().status.fix_rows.push(row.into());
+        }
     }
 
     async fn run_scenarios(
@@ -211,12 +300,14 @@ impl LabControl {
             Ok(()) => {
                 status.state = RunState::Finished;
                 // The lab's own verdict, as `stockroom lab` gives it.
-                status.passed = Some(
+                status.passed = Some(if status.matrix {
+                    fix_matrix::passed(&status.fix_rows)
+                } else {
                     status
                         .results
                         .iter()
-                        .all(|result| result.naive_reproduced && result.fixed_violations == 0),
-                );
+                        .all(|result| result.naive_reproduced && result.fixed_violations == 0)
+                });
             }
             Err(error) => {
                 tracing::warn!(error = &error as &dyn std::error::Error, "race lab failed");
@@ -239,7 +330,11 @@ pub(crate) async fn start(
     JsonBody(request): JsonBody<LabRequest>,
 ) -> Result<(StatusCode, Json<LabStatus>), DashboardError> {
     let status = state.lab.start(&request)?;
-    tracing::info!(scenarios = status.planned, "race lab started");
+    tracing::info!(
+        planned = status.planned,
+        matrix = status.matrix,
+        "race lab started"
+    );
     Ok((StatusCode::ACCEPTED, Json(status)))
 }
 
@@ -260,6 +355,7 @@ mod tests {
         let some = LabRequest {
             scenarios: vec!["two-calls".into(), "toctou".into(), "toctou".into()],
             race_window_ms: Some(20),
+            ..LabRequest::default()
         }
         .plan()
         .unwrap();
@@ -267,15 +363,15 @@ mod tests {
         for bad in [
             LabRequest {
                 scenarios: vec!["no-such-race".into()],
-                race_window_ms: None,
+                ..LabRequest::default()
             },
             LabRequest {
-                scenarios: vec![],
                 race_window_ms: Some(MAX_LAB_RACE_WINDOW_MS + 1),
+                ..LabRequest::default()
             },
             LabRequest {
-                scenarios: vec![],
                 race_window_ms: Some(0),
+                ..LabRequest::default()
             },
         ] {
             assert!(bad.plan().is_err(), "{bad:?}");
@@ -284,7 +380,7 @@ mod tests {
 
     #[test]
     fn without_a_launcher_the_lab_is_unavailable() {
-        let control = LabControl::new(None);
+        let control = LabControl::new(None, None);
         assert!(!control.status().available);
         assert!(matches!(
             control.start(&LabRequest::default()),

@@ -30,6 +30,7 @@
 mod assets;
 mod collector;
 mod error;
+pub mod fix_matrix;
 pub mod guard;
 pub mod job;
 pub mod lab;
@@ -113,6 +114,9 @@ pub struct DashboardConfig {
     /// Reads the stock ledger for the movement feed; without it the feed
     /// says it needs one. Used for nothing else.
     pub operator_token: Option<OperatorToken>,
+    /// The Redis the lab's fix matrix gives the Redis fixes; without one
+    /// their rows say they were skipped.
+    pub lab_redis_url: Option<String>,
 }
 
 /// What every handler shares.
@@ -181,7 +185,7 @@ pub async fn run(
     let metrics = Metrics::new("dashboard");
     let readiness = Readiness::ready("dashboard");
     let sale = sale::SaleControl::new(config.sources.order.clone());
-    let lab = lab::LabControl::new(config.lab.clone());
+    let lab = lab::LabControl::new(config.lab.clone(), config.lab_redis_url.clone());
     let observed = collector::Observed::default();
     let (sender, snapshots) = watch::channel(Arc::<str>::from("{}"));
     let collector = tokio::spawn(collector::run(

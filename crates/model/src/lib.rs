@@ -19,6 +19,7 @@ pub mod messages;
 pub mod mutants;
 pub mod naive;
 pub mod properties;
+mod render;
 pub mod run;
 pub mod service;
 pub mod stockroom;

@@ -67,6 +67,9 @@ pub enum NaiveError {
     InsufficientStock(String),
     #[error("{0}")]
     Conflict(String),
+    /// The order would take the customer past the product's purchase limit.
+    #[error("{0}")]
+    LimitExceeded(String),
     /// The processed-events fix: this event's effect is already written.
     #[error("{0}")]
     Duplicate(String),
@@ -126,6 +129,9 @@ impl IntoResponse for NaiveError {
                 error_response(StatusCode::CONFLICT, "insufficient_stock", &message)
             }
             NaiveError::Conflict(_) => error_response(StatusCode::CONFLICT, "conflict", &message),
+            NaiveError::LimitExceeded(_) => {
+                error_response(StatusCode::CONFLICT, "limit_exceeded", &message)
+            }
             NaiveError::Duplicate(_) => {
                 error_response(StatusCode::CONFLICT, "duplicate_event", &message)
             }

@@ -12,7 +12,9 @@
 //!
 //! - data-service keeps `orders.json` and `inventory.json` and rewrites them
 //!   whole, in place, with no lock ([`files`]);
-//! - order-service answers `pending` at once and publishes an event;
+//! - order-service answers `pending` at once and publishes an event (when
+//!   the lab turns the limit check on, after a racy check of the product's
+//!   purchase limit);
 //! - inventory-service's worker decides each order later, in one of the
 //!   original system's [`NaiveFlow`]s, and runs the same invariant auditor as
 //!   the fixed inventory-service;
@@ -27,10 +29,12 @@ mod error;
 pub mod files;
 pub mod fix;
 pub mod inventory;
+mod limit;
 pub mod order;
 pub mod payment;
 pub mod publisher;
 pub mod redis_lock;
+pub mod serve;
 pub mod sqlite;
 pub mod store;
 mod worker;
@@ -94,12 +98,22 @@ pub struct RaceWindows {
     pub two_call_ms: u64,
     /// The payment provider's latency (pay before reserve).
     pub payment_ms: u64,
+    /// Between order-service summing a customer's units of a product and
+    /// creating the order (limit bypass). `None`: order-service checks no
+    /// purchase limit, as the original system, which had none.
+    pub limit_check_ms: Option<u64>,
+    /// Between an operator's adjustment reading a product's figures and
+    /// writing them back (stale adjustment).
+    pub adjustment_ms: u64,
 }
 
 impl RaceWindows {
     /// Every window at `window_ms` except the torn-write one, which stays
     /// closed: with it open most reads fail outright, which hides the other
-    /// races. Open it with [`RaceWindows::with_torn_writes`].
+    /// races. Open it with [`RaceWindows::with_torn_writes`]. The purchase
+    /// limit's check stays off too (the original system had none, and it
+    /// costs every order a read): turn it on with
+    /// [`RaceWindows::with_limit_check`].
     pub fn uniform(window_ms: u64) -> RaceWindows {
         let window_ms = window_ms.min(MAX_RACE_WINDOW_MS);
         RaceWindows {
@@ -109,6 +123,8 @@ impl RaceWindows {
             stale_order_ms: window_ms,
             two_call_ms: window_ms,
             payment_ms: window_ms,
+            limit_check_ms: None,
+            adjustment_ms: window_ms,
         }
     }
 
@@ -120,6 +136,13 @@ impl RaceWindows {
         self
     }
 
+    /// Turns on order-service's purchase-limit check, with a pause of
+    /// `window_ms` between the check and the order's creation.
+    pub fn with_limit_check(mut self, window_ms: u64) -> RaceWindows {
+        self.limit_check_ms = Some(window_ms.min(MAX_RACE_WINDOW_MS));
+        self
+    }
+
     /// Every window closed; a scenario then opens the one it studies.
     pub const CLOSED: RaceWindows = RaceWindows {
         lost_update_ms: 0,
@@ -128,6 +151,8 @@ impl RaceWindows {
         stale_order_ms: 0,
         two_call_ms: 0,
         payment_ms: 0,
+        limit_check_ms: None,
+        adjustment_ms: 0,
     };
 }
 
@@ -215,6 +240,10 @@ pub struct NaiveConfig {
     pub fix: Fix,
     /// The Redis the Redis fixes use.
     pub redis_url: Option<String>,
+    /// The prefix of this system's Redis keys. Two systems given the same
+    /// one are two hosts of one shop and share their locks and
+    /// de-duplication; `None` gives the system keys of its own.
+    pub redis_prefix: Option<String>,
     /// The lab's fault: order-service crashes between publishing an order's
     /// message and marking it as sent, and publishes it again on restart.
     pub crash_after_publish: bool,
@@ -232,6 +261,7 @@ impl NaiveConfig {
             flow: NaiveFlow::default(),
             fix: Fix::None,
             redis_url: None,
+            redis_prefix: None,
             crash_after_publish: false,
         }
     }
@@ -299,6 +329,11 @@ async fn bind(host: IpAddr, port: u16) -> Result<Bound, NaiveError> {
     })
 }
 
+/// A Redis key prefix no other system has.
+pub fn new_redis_prefix() -> String {
+    format!("stockroom-naive:{}:", uuid::Uuid::now_v7())
+}
+
 /// Writes the initial data files (when `fresh` or missing), starts the four
 /// naive services, and waits until each answers `/health`.
 pub async fn start(config: NaiveConfig) -> Result<RunningNaive, NaiveError> {
@@ -327,8 +362,9 @@ pub async fn start(config: NaiveConfig) -> Result<RunningNaive, NaiveError> {
         inventory: inventory.url.clone(),
         payment: payment.url.clone(),
     };
-    // Every system's keys apart, so that systems sharing a Redis never meet.
-    let prefix = format!("stockroom-naive:{}:", uuid::Uuid::now_v7());
+    // Every system's keys apart, so that systems sharing a Redis never meet,
+    // unless they are told they are hosts of one shop.
+    let prefix = config.redis_prefix.clone().unwrap_or_else(new_redis_prefix);
     let data = spawn("naive data-service", move |stop| {
         data::run(data.listener, data_state, stop.cancelled_owned())
     });

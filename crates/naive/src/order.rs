@@ -91,7 +91,8 @@ async fn health() -> Json<serde_json::Value> {
     crate::health_document("order-service")
 }
 
-/// Stores the order as `pending`, publishes it to the inventory worker, and
+/// Checks the customer's purchase limits when told to (racy, see
+/// [`crate::limit`]), stores the order as `pending`, publishes it to the inventory worker, and
 /// answers 201 before anyone looked at the stock.
 async fn place_order(
     State(state): State<OrderState>,
@@ -100,6 +101,9 @@ async fn place_order(
     let (customer_id, items) = body
         .into_parts()
         .map_err(|error| NaiveError::Invalid(error.to_string()))?;
+    if let Some(window_ms) = state.windows.limit_check_ms {
+        crate::limit::check_limits(&state.data, customer_id.as_str(), &items, window_ms).await?;
+    }
     let at = now();
     let order = Order {
         id: uuid::Uuid::now_v7().to_string(),

@@ -3,11 +3,10 @@
 //!
 //! This crate parses the command line and wires each command to the crates
 //! that do the work (the services, `stockroom-launcher`, `stockroom-lab`,
-//! `stockroom-chaos`, `stockroom-bench`); it sets up logs and traces
-//! (`telemetry`) and nothing else.
+//! `stockroom-chaos`, `stockroom-bench`, `stockroom-model`), and installs
+//! the logs and traces of `stockroom-telemetry`; nothing else.
 
 mod cli;
-mod telemetry;
 
 // Every request allocates and frees many small buffers (JSON, headers,
 // futures) across threads; mimalloc does that markedly faster than the

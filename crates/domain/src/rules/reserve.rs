@@ -203,7 +203,8 @@ impl Book {
     /// Each item's line and, if the stock holds it, the product's figures
     /// after holding it; or the first product the stock does not have.
     /// Items come sorted by product key; so do the lines and the stock
-    /// changes built from them.
+    /// changes built from them. The error is not a message but the unknown
+    /// product's name, which `ReserveDecision::UnknownProduct` carries as is.
     fn check_items(&self, items: &OrderItems) -> Result<Checked, String> {
         let mut checked = Checked {
             lines: Vec::with_capacity(items.len()),

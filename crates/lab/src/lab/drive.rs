@@ -1,17 +1,24 @@
-//! Driving one scenario's load against one system: the storm, the extra
-//! traffic some scenarios need (cancels, redeliveries), waiting for the
-//! system to go quiet, and collecting the probes' and the checker's findings.
+//! Driving one scenario's load against one system: the operator's settings
+//! some scenarios start with (a purchase limit), the storm, the extra
+//! traffic some scenarios need (cancels, redeliveries, stock adjustments),
+//! waiting for the system to go quiet, and collecting the probes' and the
+//! checker's findings.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use super::operator::{
+    adjust_concurrently, customers_over_limit, limit_answers, lost_adjustments, operator_client,
+    set_limit,
+};
 use super::probes::{
     Watched, Watcher, double_charges, monitor_anomalies, redeliver_fixed, redeliver_naive,
 };
 use super::report::{check_anomalies, fixed_summary, torn_headline};
 use super::{
-    Anomaly, LAB_REQUEST_TIMEOUT_MS, LOCK_EXPIRY_ORDERS, LOCK_PAUSE_MS, LabError, QUIESCE_POLL_MS,
-    QUIESCE_QUIET_POLLS, QUIESCE_TIMEOUT_MS, STORM_ORDERS, Scenario, SideOutcome, SystemUrls,
+    Anomaly, LAB_REQUEST_TIMEOUT_MS, LIMIT_CUSTOMER, LOCK_EXPIRY_ORDERS, LOCK_PAUSE_MS, LabError,
+    PURCHASE_LIMIT, QUIESCE_POLL_MS, QUIESCE_QUIET_POLLS, QUIESCE_TIMEOUT_MS, STORM_ORDERS,
+    Scenario, SideOutcome, SystemUrls,
 };
 use crate::check::{CheckConfig, HistorySource, run_check};
 use crate::storm::{StormConfig, run_storm};
@@ -48,6 +55,16 @@ pub(super) async fn drive(
     data_dir: Option<PathBuf>,
 ) -> Result<SideOutcome, LabError> {
     let http = client(urls);
+    let operator = operator_client(urls);
+    let operator_failed = |source| LabError::Operator {
+        scenario: scenario.name(),
+        source,
+    };
+    if scenario == Scenario::LimitBypass {
+        set_limit(&operator, urls, PURCHASE_LIMIT)
+            .await
+            .map_err(operator_failed)?;
+    }
     let watcher = Watcher::start(http.clone(), urls.data.clone());
     let report = run_storm(storm_config(scenario, urls, sync))
         .await
@@ -61,31 +78,61 @@ pub(super) async fn drive(
         .filter(|event| event.kind == crate::history::EventType::Ok)
         .filter_map(|event| event.value.order_id.clone())
         .collect();
-    let (mut anomalies, notes) = follow_up(scenario, side, &http, urls, &placed).await?;
+    let calls = Calls {
+        http: &http,
+        operator: &operator,
+        urls,
+    };
+    let (mut anomalies, notes) = follow_up(scenario, side, &calls, &placed).await?;
     quiesce(&http, urls, quiet_polls(scenario)).await;
     anomalies.extend(watched_anomalies(watcher.stop().await));
     if side == Side::Naive {
         anomalies.extend(double_charges(&http, urls).await);
+    }
+    if scenario == Scenario::LimitBypass {
+        let over = customers_over_limit(&http, urls, PURCHASE_LIMIT).await;
+        anomalies.extend(over.map_err(operator_failed)?);
+        // Stockroom must also refuse exactly the orders past the limit.
+        if side == Side::Fixed {
+            anomalies.extend(limit_answers(&report.history, PURCHASE_LIMIT));
+        }
     }
     let mut check = CheckConfig::new(&urls.order, &urls.data);
     check.history = HistorySource::Events(report.history.clone());
     // The system is quiet now, so any order not in a final status is stuck.
     check.stuck_after_ms = 0;
     check.data_dir = data_dir;
+    // With the operator's token the checker also replays the ledger and
+    // checks every reservation against the limit then in force.
+    check.operator_token = urls
+        .operator_token
+        .as_deref()
+        .and_then(|token| stockroom_http_kit::OperatorToken::parse(token).ok());
     let checked = run_check(&check).await.map_err(|source| LabError::Check {
         scenario: scenario.name(),
         source,
     })?;
     anomalies.extend(check_anomalies(&checked));
-    anomalies.extend(monitor_anomalies(&http, urls).await);
+    anomalies.extend(monitor_anomalies(&http, urls, side == Side::Naive).await);
     let summary = fixed_summary(&checked, &report.summary, &notes);
-    Ok(SideOutcome { anomalies, summary })
+    Ok(SideOutcome {
+        anomalies,
+        summary,
+        orders: report.summary.orders,
+        failed: report.summary.errors,
+    })
 }
 
 /// The storm that exposes `scenario`'s race: as many orders as workers, or
 /// fewer where the scenario's follow-up needs each order to count.
 fn storm_config(scenario: Scenario, urls: &SystemUrls, sync: bool) -> StormConfig {
     let mut storm = StormConfig::new(&urls.order, STORM_ORDERS);
+    // A synchronised storm has one target: its waves go to the first host.
+    if !sync {
+        storm
+            .order_urls
+            .extend(urls.other_hosts_orders.iter().cloned());
+    }
     storm.concurrency = STORM_ORDERS as usize;
     storm.keep_history = true;
     storm.sync = sync;
@@ -94,6 +141,9 @@ fn storm_config(scenario: Scenario, urls: &SystemUrls, sync: bool) -> StormConfi
             storm.orders = Some(STORM_ORDERS / 2);
         }
         Scenario::LockExpiry => storm.orders = Some(LOCK_EXPIRY_ORDERS),
+        Scenario::LimitBypass => storm.customer = Some(LIMIT_CUSTOMER.to_owned()),
+        // The operators' adjustments are the load; no order runs with them.
+        Scenario::StaleAdjustment => storm.orders = Some(0),
         _ => {}
     }
     storm
@@ -105,10 +155,10 @@ fn storm_config(scenario: Scenario, urls: &SystemUrls, sync: bool) -> StormConfi
 async fn follow_up(
     scenario: Scenario,
     side: Side,
-    http: &reqwest::Client,
-    urls: &SystemUrls,
+    calls: &Calls<'_>,
     placed: &[String],
 ) -> Result<(Vec<Anomaly>, Vec<String>), LabError> {
+    let Calls { http, urls, .. } = *calls;
     match scenario {
         Scenario::StaleOrder => Ok((Vec::new(), vec![cancel_all(http, urls, placed).await])),
         Scenario::CrashAfterPublish if side == Side::Naive => {
@@ -145,8 +195,40 @@ async fn follow_up(
             );
             Ok((anomalies, vec![note]))
         }
+        Scenario::LimitBypass => Ok((
+            Vec::new(),
+            vec![format!("limit {PURCHASE_LIMIT} per customer")],
+        )),
+        Scenario::StaleAdjustment => {
+            stale_adjustments(calls)
+                .await
+                .map_err(|source| LabError::Operator {
+                    scenario: scenario.name(),
+                    source,
+                })
+        }
         _ => Ok((Vec::new(), Vec::new())),
     }
+}
+
+/// The clients a scenario's traffic goes through, and where.
+#[derive(Clone, Copy)]
+struct Calls<'a> {
+    http: &'a reqwest::Client,
+    /// With the operator's token, for the operator's routes.
+    operator: &'a reqwest::Client,
+    urls: &'a SystemUrls,
+}
+
+/// The operators' concurrent adjustments; once the system is quiet, an
+/// anomaly if the figure lost any of them.
+async fn stale_adjustments(
+    calls: &Calls<'_>,
+) -> Result<(Vec<Anomaly>, Vec<String>), reqwest::Error> {
+    let adjusted = adjust_concurrently(calls.operator, calls.urls).await?;
+    quiesce(calls.http, calls.urls, QUIESCE_QUIET_POLLS).await;
+    let lost = lost_adjustments(calls.http, calls.urls, &adjusted).await?;
+    Ok((lost, vec![adjusted.note()]))
 }
 
 /// Cancels every placed order at once; answers how many were cancelled and
@@ -229,7 +311,7 @@ async fn quiesce(http: &reqwest::Client, urls: &SystemUrls, quiet_polls: u32) {
 }
 
 /// Runs futures concurrently and collects their outputs in order.
-async fn futures_join_all<F>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
+pub(super) async fn futures_join_all<F>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
 where
     F: std::future::Future + Send + 'static,
     F::Output: Send + 'static,

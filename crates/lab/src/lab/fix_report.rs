@@ -5,17 +5,37 @@
 use serde::{Deserialize, Serialize};
 
 use super::Scenario;
+use super::throughput::{FLASH_ORDERS, FLASH_PAYMENT_MS};
 
-/// What one run of one scenario against one fix decided.
+/// What the runs of one scenario against one fix decided. A cell is judged
+/// by every invariant the checker and the lab's probes know, not only by
+/// its scenario's race, so that one bug cannot hide another.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
-    /// The scenario's race never showed.
+    /// No invariant broke, and at most a tenth of the orders failed.
     Holds,
     /// The scenario's race showed.
     Breaks,
+    /// The scenario's race did not show, but another invariant broke: the
+    /// fix is not safe under this load, for a reason its scenario does not
+    /// name.
+    Finding,
+    /// No invariant broke, but more than a tenth of the orders failed
+    /// ([`MAX_FAILED_SHARE_PERCENT`]): a fix that refuses most orders
+    /// proves nothing by not overselling them.
+    Undecided,
     /// The cell could not run (no Redis, a start that failed).
     NotRun,
+}
+
+/// The most orders of a run, in percent, that may fail before a run that
+/// broke nothing is undecided rather than held.
+pub const MAX_FAILED_SHARE_PERCENT: u64 = 10;
+
+/// Whether `failed` of `orders` is more than [`MAX_FAILED_SHARE_PERCENT`].
+pub fn too_many_failed(failed: u64, orders: u64) -> bool {
+    failed * 100 > orders * MAX_FAILED_SHARE_PERCENT
 }
 
 /// One cell of the matrix.
@@ -23,57 +43,65 @@ pub enum Verdict {
 pub struct Cell {
     /// The scenario's name.
     pub name: String,
-    /// Whether the fix held; false also when the cell could not run.
+    /// Whether the fix held; false also when the cell could not run or is
+    /// undecided.
     pub holds: bool,
     pub verdict: Verdict,
-    /// What broke (the first finding of the scenario's race), what a holding
-    /// run did, or why the cell could not run.
+    /// What broke (every finding of the run, the scenario's own race
+    /// first), what a holding run did, why the cell is undecided, or why it
+    /// could not run.
     pub evidence: String,
-    /// Runs it took: the first that broke, or every one that held.
+    /// Runs it took: the first that broke, or every one that did not.
     pub attempts: u32,
 }
 
 impl Cell {
-    pub fn held(scenario: Scenario, evidence: String, attempts: u32) -> Cell {
+    fn new(scenario: Scenario, verdict: Verdict, evidence: String, attempts: u32) -> Cell {
         Cell {
             name: scenario.name().to_owned(),
-            holds: true,
-            verdict: Verdict::Holds,
+            holds: verdict == Verdict::Holds,
+            verdict,
             evidence,
             attempts,
         }
+    }
+
+    pub fn held(scenario: Scenario, evidence: String, attempts: u32) -> Cell {
+        Cell::new(scenario, Verdict::Holds, evidence, attempts)
     }
 
     pub fn broke(scenario: Scenario, evidence: String, attempts: u32) -> Cell {
-        Cell {
-            name: scenario.name().to_owned(),
-            holds: false,
-            verdict: Verdict::Breaks,
-            evidence,
-            attempts,
-        }
+        Cell::new(scenario, Verdict::Breaks, evidence, attempts)
+    }
+
+    pub fn finding(scenario: Scenario, evidence: String, attempts: u32) -> Cell {
+        Cell::new(scenario, Verdict::Finding, evidence, attempts)
+    }
+
+    pub fn undecided(scenario: Scenario, reason: String, attempts: u32) -> Cell {
+        Cell::new(scenario, Verdict::Undecided, reason, attempts)
     }
 
     pub fn not_run(scenario: Scenario, reason: String) -> Cell {
-        Cell {
-            name: scenario.name().to_owned(),
-            holds: false,
-            verdict: Verdict::NotRun,
-            evidence: reason,
-            attempts: 0,
-        }
+        Cell::new(scenario, Verdict::NotRun, reason, 0)
     }
 
     /// The cell as the matrix prints it: "holds", what broke in a few words
-    /// (see [`short_evidence`]), or why it did not run.
+    /// (see [`short_evidence`]), "finding: …", "undecided, N/M failed", or
+    /// why it did not run.
     pub fn short(&self) -> String {
         match self.verdict {
-            // A fix that holds by refusing orders says so.
+            // A fix that holds while refusing some orders says so.
             Verdict::Holds => match failed_orders(&self.evidence) {
                 Some(failed) => format!("holds, {failed} failed"),
                 None => "holds".to_owned(),
             },
             Verdict::Breaks => short_evidence(&self.evidence),
+            Verdict::Finding => format!("finding: {}", short_evidence(&self.evidence)),
+            Verdict::Undecided => match self.evidence.split_once(" orders failed") {
+                Some((counts, _)) => format!("undecided, {} failed", counts.replace(" of ", "/")),
+                None => "undecided".to_owned(),
+            },
             // "skipped: no Redis (…why…)": the reason's first words; the
             // JSON has it whole.
             Verdict::NotRun => self
@@ -90,6 +118,8 @@ impl Cell {
 /// file's headline, "orders lost" out of "acknowledged order … is missing
 /// (lost)", "10 charged twice" out of "order charged twice (10 orders)".
 pub fn short_evidence(evidence: &str) -> String {
+    // Several findings: the first (the scenario's own race, when it showed).
+    let evidence = evidence.split("; also: ").next().unwrap_or(evidence);
     if let Some((_, actual)) = evidence.split_once(", actual ") {
         return actual.to_owned();
     }
@@ -101,6 +131,9 @@ pub fn short_evidence(evidence: &str) -> String {
     }
     if evidence.contains("is missing (lost)") {
         return "orders lost".to_owned();
+    }
+    if evidence.starts_with("order ") && evidence.contains(" still ") {
+        return "orders stuck".to_owned();
     }
     if let Some(count) = evidence
         .strip_prefix("order charged twice (")
@@ -206,8 +239,44 @@ impl FixMatrix {
                 held.join(", ")
             }
         ));
+        for (verdict, heading) in [
+            (
+                Verdict::Finding,
+                "findings (the scenario's race did not show; another invariant broke)",
+            ),
+            (
+                Verdict::Undecided,
+                "undecided (more than a tenth of the orders failed)",
+            ),
+        ] {
+            let cells = self.cells_with(verdict);
+            if !cells.is_empty() {
+                text.push_str(&format!("\n{heading}:\n{}", cells.join("\n")));
+            }
+        }
+        text.push_str(&format!("\n{}", throughput_note()));
         text
     }
+
+    /// "fix × scenario: evidence" for every cell with `verdict`.
+    fn cells_with(&self, verdict: Verdict) -> Vec<String> {
+        self.fixes
+            .iter()
+            .flat_map(|row| {
+                row.scenarios
+                    .iter()
+                    .filter(move |cell| cell.verdict == verdict)
+                    .map(move |cell| format!("  {} × {}: {}", row.name, cell.name, cell.evidence))
+            })
+            .collect()
+    }
+}
+
+/// What the orders/s column measures, printed under the matrix.
+pub fn throughput_note() -> String {
+    format!(
+        "orders/s: a flash sale of {FLASH_ORDERS} one-unit orders, every race window the lab widens shut (the naive system's own windows only), a {FLASH_PAYMENT_MS} ms payment; orders that reached a final status per second"
+    )
 }
 
 #[cfg(test)]
@@ -236,20 +305,38 @@ mod tests {
             short_evidence("acknowledged order 01a2 is missing (lost) (+1 more)"),
             "orders lost"
         );
+        assert_eq!(
+            short_evidence("order 01a2 still reserved after 781 ms (+8 more); also: x"),
+            "orders stuck"
+        );
     }
 
     #[test]
-    fn a_cell_that_holds_by_refusing_orders_says_so() {
+    fn a_cell_that_refuses_orders_says_so() {
         let held = Cell::held(
             Scenario::Toctou,
-            "5 reserved, 0 rejected, 15 failed, 13/14 checks hold".into(),
+            "5 reserved, 13 rejected, 2 failed, 14/14 checks hold".into(),
             3,
         );
-        assert_eq!(held.short(), "holds, 15 failed");
+        assert_eq!(held.short(), "holds, 2 failed");
         let clean = Cell::held(Scenario::Toctou, "5 reserved, 15 rejected".into(), 3);
         assert_eq!(clean.short(), "holds");
+        let refused = Cell::undecided(
+            Scenario::Toctou,
+            "15 of 20 orders failed; 5 reserved, 0 rejected, 15 failed".into(),
+            3,
+        );
+        assert_eq!(refused.short(), "undecided, 15/20 failed");
+        assert!(!refused.holds);
         let skipped = Cell::not_run(Scenario::Toctou, "skipped: no Redis (refused)".into());
         assert_eq!(skipped.short(), "skipped: no Redis");
         assert!(!skipped.holds);
+    }
+
+    #[test]
+    fn more_than_a_tenth_failed_is_undecided() {
+        assert!(!too_many_failed(2, 20));
+        assert!(too_many_failed(3, 20));
+        assert!(!too_many_failed(0, 0));
     }
 }

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use stockroom_http_kit::ErrorChain;
 use stockroom_naive::Fix;
 
-use super::fix_report::{Cell, FixMatrix, FixRow};
+use super::fix_report::{Cell, FixMatrix, FixRow, too_many_failed};
 use super::scenario::{FixChoice, run_fixed, run_naive};
 use super::throughput::{flash_sale_fixed, flash_sale_naive};
 use super::{Anomaly, FixedLauncher, MAX_NAIVE_ATTEMPTS, Scenario, SideOutcome};
@@ -102,7 +102,7 @@ impl FixLabConfig {
     pub fn new(race_window_ms: u64, redis_url: Option<String>) -> FixLabConfig {
         FixLabConfig {
             subjects: FixSubject::all(),
-            scenarios: Scenario::ALL.to_vec(),
+            scenarios: Scenario::FIX_MATRIX.to_vec(),
             race_window_ms,
             redis_url,
             throughput: true,
@@ -201,65 +201,87 @@ pub async fn run_subject(
     }
 }
 
-/// Runs one scenario against one subject until its race shows, at most
-/// `config.attempts` times.
+/// Runs one scenario against one subject until any invariant breaks, at
+/// most `config.attempts` times, and judges the cell by everything the runs
+/// showed (see [`Verdict`](super::Verdict)).
 pub async fn run_cell(
     subject: FixSubject,
     scenario: Scenario,
     config: &FixLabConfig,
     launcher: &dyn FixedLauncher,
 ) -> Cell {
-    let signatures = scenario.signatures();
-    let mut last = None;
     let attempts = config.attempts.max(1);
+    let mut undecided = None;
+    let mut last = None;
     for attempt in 1..=attempts {
-        let outcome = match subject {
-            FixSubject::Naive(fix) => {
-                let choice = FixChoice {
-                    fix,
-                    redis_url: config.redis_url.clone(),
-                };
-                run_naive(scenario, config.race_window_ms, config.sync, &choice).await
-            }
-            FixSubject::Stockroom => {
-                run_fixed(scenario, config.race_window_ms, config.sync, launcher).await
-            }
-        };
-        let outcome = match outcome {
+        let mut outcome = match run_once(subject, scenario, config, launcher).await {
             Ok(outcome) => outcome,
             Err(error) => {
                 let reason = format!("could not run: {}", ErrorChain(&error));
                 return Cell::not_run(scenario, reason);
             }
         };
-        if let Some(race) = outcome
-            .anomalies
-            .iter()
-            .find(|anomaly| signatures.contains(&anomaly.kind.as_str()))
-        {
-            return Cell::broke(scenario, race.text.clone(), attempt);
+        if !outcome.anomalies.is_empty() {
+            outcome.signature_first(scenario);
+            return broken_cell(scenario, &outcome, attempt);
+        }
+        if undecided.is_none() && too_many_failed(outcome.failed, outcome.orders) {
+            undecided = Some(format!(
+                "{} of {} orders failed; {}",
+                outcome.failed, outcome.orders, outcome.summary
+            ));
         }
         last = Some(outcome);
     }
-    let outcome = last.unwrap_or(SideOutcome {
-        anomalies: Vec::new(),
-        summary: String::new(),
-    });
-    Cell::held(scenario, held_evidence(&outcome), attempts)
+    if let Some(reason) = undecided {
+        return Cell::undecided(scenario, reason, attempts);
+    }
+    let summary = last.map(|outcome| outcome.summary).unwrap_or_default();
+    Cell::held(scenario, summary, attempts)
+}
+/// The most findings a cell's evidence lists (the JSON of a lab run keeps
+/// them short enough to read; the checker's own report has them all).
+pub const MAX_EVIDENCE_FINDINGS: usize = 3;
+
+/// One run of `scenario` against `subject`.
+async fn run_once(
+    subject: FixSubject,
+    scenario: Scenario,
+    config: &FixLabConfig,
+    launcher: &dyn FixedLauncher,
+) -> Result<SideOutcome, super::LabError> {
+    match subject {
+        FixSubject::Naive(fix) => {
+            let choice = FixChoice {
+                fix,
+                redis_url: config.redis_url.clone(),
+            };
+            run_naive(scenario, config.race_window_ms, config.sync, &choice).await
+        }
+        FixSubject::Stockroom => {
+            run_fixed(scenario, config.race_window_ms, config.sync, launcher).await
+        }
+    }
 }
 
-/// What a holding run still showed besides its scenario's race (stuck
-/// orders, failed requests), after the run's summary.
-fn held_evidence(outcome: &SideOutcome) -> String {
-    let others: Vec<&str> = outcome
+/// The cell of a run that broke an invariant: it breaks when the scenario's
+/// own race is among what broke (sorted first), and is a finding otherwise.
+/// The evidence lists the findings, the race first.
+fn broken_cell(scenario: Scenario, outcome: &SideOutcome, attempt: u32) -> Cell {
+    let texts: Vec<&str> = outcome
         .anomalies
         .iter()
+        .take(MAX_EVIDENCE_FINDINGS)
         .map(|anomaly: &Anomaly| anomaly.text.as_str())
-        .take(2)
         .collect();
-    if others.is_empty() {
-        outcome.summary.clone()
+    let evidence = texts.join("; also: ");
+    let race_showed = outcome
+        .anomalies
+        .first()
+        .is_some_and(|anomaly| scenario.signatures().contains(&anomaly.kind.as_str()));
+    if race_showed {
+        Cell::broke(scenario, evidence, attempt)
     } else {
-        format!("{}; also: {}", outcome.summary, others.join("; "))
+        Cell::finding(scenario, evidence, attempt)
     }
 }

@@ -11,6 +11,8 @@
 //!
 //! Each scenario's setup is in `scenario`, driving its load in `drive`, the
 //! probes in `probes`, and the rows and table the lab prints in `report`.
+//! The operator's side of the shop's scenarios (a purchase limit,
+//! concurrent stock adjustments) is in `operator`.
 //! The fix lab (every proposed fix against every scenario) is in `fixes`,
 //! its matrix in `fix_report`, and its flash-sale throughput in
 //! `throughput`.
@@ -18,6 +20,7 @@
 mod drive;
 mod fix_report;
 mod fixes;
+mod operator;
 mod probes;
 mod report;
 mod scenario;
@@ -85,8 +88,31 @@ pub const LOCK_PAUSE_MS: u64 = stockroom_naive::redis_lock::LOCK_TIMEOUT_MS * LO
 /// holds, few enough that the serialised run stays short.
 pub const LOCK_EXPIRY_ORDERS: u64 = 10;
 
-/// The seven races of the original system, and the two faults the proposed
-/// fixes need to be tried against.
+/// The hot product's purchase limit in the limit-bypass scenario: low, so
+/// that most of one customer's storm must be refused.
+pub const PURCHASE_LIMIT: u32 = 2;
+
+/// The one customer whose orders make the limit-bypass storm.
+pub const LIMIT_CUSTOMER: &str = "lab-customer";
+
+/// How many adjustments each of the two operators makes at once in the
+/// stale-adjustment scenario: one receiving goods, one writing off damage.
+pub const ADJUSTMENTS_PER_OPERATOR: usize = 3;
+
+/// Units the receiving operator adds per adjustment.
+pub const RECEIVED_UNITS: i64 = 5;
+
+/// Units the other operator writes off as damaged per adjustment.
+pub const DAMAGED_UNITS: i64 = 2;
+
+const _: () = assert!(
+    (ADJUSTMENTS_PER_OPERATOR as u64) * (DAMAGED_UNITS as u64) < AMPLE_STOCK,
+    "the write-offs must never run out of stock, or a refusal would hide a lost update"
+);
+
+/// The seven races of the original system, the two faults the proposed
+/// fixes need to be tried against, the same race on two hosts, and the
+/// races of a shop's own stock operations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Scenario {
     LostUpdate,
@@ -102,10 +128,23 @@ pub enum Scenario {
     /// The publisher crashes between publishing a message and marking it as
     /// sent, and publishes it again when it is back.
     CrashAfterPublish,
+    /// The check-then-reserve storm split over two hosts, each running every
+    /// service with memory, locks and connections of its own, sharing only
+    /// the data (the naive system's files or database, Stockroom's
+    /// data-service): a lock held in one process does not stop the other.
+    TwoHosts,
+    /// One customer's concurrent orders, each checked against the
+    /// product's `maxPerCustomer` before any of them is stored.
+    LimitBypass,
+    /// Two operators adjusting the same product's stock at once, each
+    /// writing back the figure it read plus its delta.
+    StaleAdjustment,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 9] = [
+    /// What `stockroom lab` runs: the fix matrix's scenarios and the shop's
+    /// own, which no proposed fix was written against.
+    pub const ALL: [Scenario; 12] = [
         Scenario::LostUpdate,
         Scenario::Toctou,
         Scenario::TornWrites,
@@ -115,6 +154,24 @@ impl Scenario {
         Scenario::DuplicateDelivery,
         Scenario::LockExpiry,
         Scenario::CrashAfterPublish,
+        Scenario::TwoHosts,
+        Scenario::LimitBypass,
+        Scenario::StaleAdjustment,
+    ];
+
+    /// The fix matrix's columns: the original's races and faults, which the
+    /// proposed fixes were written against, and the same race on two hosts.
+    pub const FIX_MATRIX: [Scenario; 10] = [
+        Scenario::LostUpdate,
+        Scenario::Toctou,
+        Scenario::TornWrites,
+        Scenario::StaleOrder,
+        Scenario::TwoCalls,
+        Scenario::PayBeforeReserve,
+        Scenario::DuplicateDelivery,
+        Scenario::LockExpiry,
+        Scenario::CrashAfterPublish,
+        Scenario::TwoHosts,
     ];
 
     pub fn name(self) -> &'static str {
@@ -128,6 +185,9 @@ impl Scenario {
             Scenario::DuplicateDelivery => "duplicate-delivery",
             Scenario::LockExpiry => "lock-expiry",
             Scenario::CrashAfterPublish => "crash-after-publish",
+            Scenario::TwoHosts => "two-hosts",
+            Scenario::LimitBypass => "limit-bypass",
+            Scenario::StaleAdjustment => "stale-adjustment",
         }
     }
 
@@ -142,6 +202,9 @@ impl Scenario {
             Scenario::DuplicateDelivery => "duplicate delivery",
             Scenario::LockExpiry => "lock holder paused past its timeout",
             Scenario::CrashAfterPublish => "crash between publish and mark-sent",
+            Scenario::TwoHosts => "check-then-reserve on two hosts",
+            Scenario::LimitBypass => "purchase limit checked, then ordered",
+            Scenario::StaleAdjustment => "stock adjusted from a stale read",
         }
     }
 
@@ -158,7 +221,8 @@ impl Scenario {
             Scenario::Toctou
             | Scenario::TwoCalls
             | Scenario::PayBeforeReserve
-            | Scenario::LockExpiry => &["available_non_negative", "reserved_within_on_hand"],
+            | Scenario::LockExpiry
+            | Scenario::TwoHosts => &["available_non_negative", "reserved_within_on_hand"],
             Scenario::TornWrites => &["torn_reads", "data_files_parse", "data_readable"],
             Scenario::StaleOrder => &[
                 "status_reverted",
@@ -169,6 +233,8 @@ impl Scenario {
             Scenario::DuplicateDelivery | Scenario::CrashAfterPublish => {
                 &["charged_twice", "no_double_effects"]
             }
+            Scenario::LimitBypass => &["customer_over_limit", "within_purchase_limit"],
+            Scenario::StaleAdjustment => &["adjustment_lost", "ledger_matches_stock"],
         }
     }
 }
@@ -188,10 +254,17 @@ pub struct SystemUrls {
     pub data: String,
     pub inventory: String,
     pub payment: String,
+    /// The order-services of the system's other hosts, when it runs on more
+    /// than one; a storm spreads its orders over every host.
+    pub other_hosts_orders: Vec<String>,
     /// The bearer token of the system's internal routes (the lab's probes
     /// deliver events again and read the live monitor); `None` for the
     /// original system, which has no such routes guarded.
     pub internal_token: Option<String>,
+    /// The bearer token of the system's operator routes (limits,
+    /// adjustments, the ledger); `None` for the original system, whose
+    /// operator routes anyone may call.
+    pub operator_token: Option<String>,
 }
 
 impl SystemUrls {
@@ -202,7 +275,9 @@ impl SystemUrls {
             data: urls.data.clone(),
             inventory: urls.inventory.clone(),
             payment: urls.payment.clone(),
+            other_hosts_orders: Vec::new(),
             internal_token: None,
+            operator_token: None,
         }
     }
 }
@@ -213,6 +288,10 @@ pub struct FixedSpec {
     pub data_dir: PathBuf,
     pub stock: Vec<StockLine>,
     pub payment_latency_ms: u64,
+    /// How many hosts of the services that take orders (order-,
+    /// inventory- and payment-service) run over the one data-service: 1,
+    /// or 2 for the two-hosts scenario.
+    pub hosts: usize,
 }
 
 /// Why a system could not be started or stopped. The launcher belongs to
@@ -265,6 +344,12 @@ pub enum LabError {
     },
     #[error("scenario {scenario}: cannot deliver the events again")]
     Redelivery {
+        scenario: &'static str,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("scenario {scenario}: an operator's request failed")]
+    Operator {
         scenario: &'static str,
         #[source]
         source: reqwest::Error,
@@ -349,14 +434,10 @@ pub async fn run_scenario_synced(
     );
     let (naive, naive_attempts) = naive?;
     let fixed = fixed?;
-    let mut anomalies = naive.anomalies;
+    let mut naive = naive;
     // The scenario's own race first, so the table shows it.
-    anomalies.sort_by_key(|anomaly| {
-        signatures
-            .iter()
-            .position(|signature| *signature == anomaly.kind)
-            .unwrap_or(signatures.len())
-    });
+    naive.signature_first(scenario);
+    let anomalies = naive.anomalies;
     let naive_reproduced = anomalies
         .iter()
         .any(|anomaly| signatures.contains(&anomaly.kind.as_str()));
@@ -380,4 +461,21 @@ pub async fn run_scenario_synced(
 struct SideOutcome {
     anomalies: Vec<Anomaly>,
     summary: String,
+    /// Orders the storm placed, and how many of them the system answered
+    /// with an error (neither accepted nor refused for stock).
+    orders: u64,
+    failed: u64,
+}
+
+impl SideOutcome {
+    /// Sorts the anomalies so that `scenario`'s own race comes first.
+    fn signature_first(&mut self, scenario: Scenario) {
+        let signatures = scenario.signatures();
+        self.anomalies.sort_by_key(|anomaly| {
+            signatures
+                .iter()
+                .position(|signature| *signature == anomaly.kind)
+                .unwrap_or(signatures.len())
+        });
+    }
 }

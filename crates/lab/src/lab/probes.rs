@@ -244,8 +244,22 @@ pub(super) async fn double_charges(http: &reqwest::Client, urls: &SystemUrls) ->
     }]
 }
 
-/// The live monitor's findings, from inventory-service's `/invariants`.
-pub(super) async fn monitor_anomalies(http: &reqwest::Client, urls: &SystemUrls) -> Vec<Anomaly> {
+/// Invariants that relate the orders to the stock figures. The naive
+/// system keeps them in two files, which its monitor reads one after the
+/// other, so an alert on one of them can come from reading the files at
+/// two moments rather than from a state that ever existed; on that side
+/// only the checker, at rest, decides them.
+const CROSS_DOCUMENT_INVARIANTS: [&str; 2] = ["reserved_matches_orders", "sold_matches_fulfilled"];
+
+/// What the system's live monitor (inventory-service's `/invariants`)
+/// alerted on: its first violation. On the
+/// naive side (`two_reads`), alerts on [`CROSS_DOCUMENT_INVARIANTS`] are
+/// left to the checker.
+pub(super) async fn monitor_anomalies(
+    http: &reqwest::Client,
+    urls: &SystemUrls,
+    two_reads: bool,
+) -> Vec<Anomaly> {
     let Ok(response) = http
         .get(format!("{}/invariants", urls.inventory))
         .send()
@@ -262,6 +276,9 @@ pub(super) async fn monitor_anomalies(http: &reqwest::Client, urls: &SystemUrls)
     report
         .violations
         .into_iter()
+        .filter(|violation| {
+            !(two_reads && CROSS_DOCUMENT_INVARIANTS.contains(&violation.invariant.as_str()))
+        })
         .take(1)
         .map(|violation| Anomaly {
             kind: format!("monitor_{}", violation.invariant),

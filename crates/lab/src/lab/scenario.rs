@@ -32,7 +32,8 @@ fn hot_stock(scenario: Scenario) -> u64 {
         Scenario::Toctou
         | Scenario::TwoCalls
         | Scenario::PayBeforeReserve
-        | Scenario::LockExpiry => SCARCE_STOCK,
+        | Scenario::LockExpiry
+        | Scenario::TwoHosts => SCARCE_STOCK,
         _ => AMPLE_STOCK,
     }
 }
@@ -44,7 +45,7 @@ fn naive_setup(scenario: Scenario, window_ms: u64) -> (NaiveFlow, RaceWindows) {
             windows.lost_update_ms = window_ms;
             NaiveFlow::TwoCalls
         }
-        Scenario::Toctou => {
+        Scenario::Toctou | Scenario::TwoHosts => {
             windows.toctou_ms = window_ms;
             NaiveFlow::StorageCheck
         }
@@ -68,6 +69,14 @@ fn naive_setup(scenario: Scenario, window_ms: u64) -> (NaiveFlow, RaceWindows) {
         Scenario::LockExpiry => {
             windows.payment_ms = LOCK_PAUSE_MS;
             NaiveFlow::PayFirst
+        }
+        Scenario::LimitBypass => {
+            windows = windows.with_limit_check(window_ms);
+            NaiveFlow::TwoCalls
+        }
+        Scenario::StaleAdjustment => {
+            windows.adjustment_ms = window_ms;
+            NaiveFlow::TwoCalls
         }
     };
     (flow, windows)
@@ -97,15 +106,35 @@ pub(super) async fn run_naive(
     config.windows = windows;
     config.fix = choice.fix;
     config.redis_url = choice.redis_url.clone();
+    config.redis_prefix = Some(stockroom_naive::new_redis_prefix());
     config.crash_after_publish = scenario == Scenario::CrashAfterPublish;
-    let running = stockroom_naive::start(config)
-        .await
-        .map_err(|error| LabError::Start {
-            scenario: scenario.name(),
-            side: "naive",
-            source: Box::new(error),
-        })?;
-    let urls = SystemUrls::of_naive(&running.urls);
+    let start_error = |error| LabError::Start {
+        scenario: scenario.name(),
+        side: "naive",
+        source: Box::new(error),
+    };
+    let mut hosts = vec![
+        stockroom_naive::start(config.clone())
+            .await
+            .map_err(start_error)?,
+    ];
+    if scenario == Scenario::TwoHosts {
+        // The second host opens the first one's data as it finds it, and
+        // shares its Redis keys: one shop on two machines.
+        config.fresh = false;
+        match stockroom_naive::start(config).await {
+            Ok(second) => hosts.push(second),
+            Err(error) => {
+                let _ = hosts.remove(0).stop().await;
+                return Err(start_error(error));
+            }
+        }
+    }
+    let mut urls = SystemUrls::of_naive(&hosts[0].urls);
+    urls.other_hosts_orders = hosts[1..]
+        .iter()
+        .map(|host| host.urls.order.clone())
+        .collect();
     let driven = drive(
         scenario,
         &urls,
@@ -114,7 +143,9 @@ pub(super) async fn run_naive(
         Some(directory.path().to_owned()),
     )
     .await;
-    let _ = running.stop().await;
+    for host in hosts {
+        let _ = host.stop().await;
+    }
     driven
 }
 
@@ -133,6 +164,7 @@ pub(super) async fn run_fixed(
             Scenario::LockExpiry => LOCK_PAUSE_MS,
             _ => 0,
         },
+        hosts: if scenario == Scenario::TwoHosts { 2 } else { 1 },
     };
     let running = launcher
         .start(spec)

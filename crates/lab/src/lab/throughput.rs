@@ -82,6 +82,7 @@ pub async fn flash_sale_fixed(launcher: &dyn FixedLauncher) -> Result<f64, Throu
             data_dir: directory.path().to_owned(),
             stock: stock(AMPLE_STOCK),
             payment_latency_ms: FLASH_PAYMENT_MS,
+            hosts: 1,
         })
         .await
         .map_err(ThroughputError::Start)?;

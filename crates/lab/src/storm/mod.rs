@@ -30,6 +30,11 @@ pub const MAX_RETRY_ATTEMPTS: u32 = 10;
 /// The pause before the first retry; each later retry waits one more step.
 pub const DEFAULT_RETRY_BACKOFF_MS: u64 = 50;
 
+/// How many customers a storm's orders are spread over, unless it is told
+/// one customer: enough that no purchase limit of the lab is reached by
+/// chance.
+pub const STORM_CUSTOMERS: u64 = 1_000;
+
 /// The most concurrent workers, so a typo cannot open a million sockets.
 pub const MAX_CONCURRENCY: usize = 4_096;
 
@@ -69,6 +74,10 @@ pub struct StormConfig {
     /// The share of orders that go to the hot SKU, 0 to 1; the rest spread
     /// evenly over the other products.
     pub hot_share: f64,
+    /// The one customer every order is placed for (a customer's purchase
+    /// limit under load); `None` spreads the orders over
+    /// [`STORM_CUSTOMERS`] customers.
+    pub customer: Option<String>,
     pub duration: Option<Duration>,
     /// Send an `Idempotency-Key` with every order.
     pub idempotency: bool,
@@ -98,6 +107,7 @@ impl StormConfig {
             products: vec!["Laptop".to_owned()],
             quantity: 1,
             hot_share: 1.0,
+            customer: None,
             duration: None,
             idempotency: false,
             retry: RetryPolicy::NONE,
@@ -451,7 +461,12 @@ fn order_request(shared: &Shared, number: u64) -> OpValue {
     OpValue {
         product: Some(product),
         quantity: Some(config.quantity),
-        customer_id: Some(format!("storm-{}", number % 1_000)),
+        customer_id: Some(
+            config
+                .customer
+                .clone()
+                .unwrap_or_else(|| format!("storm-{}", number % STORM_CUSTOMERS)),
+        ),
         idempotency_key: config
             .idempotency
             .then(|| format!("storm-{}-{number}", shared.run_id)),

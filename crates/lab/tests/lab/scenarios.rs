@@ -71,3 +71,18 @@ async fn lock_holder_paused_past_its_timeout() {
 async fn crash_between_publish_and_mark_sent() {
     both_halves(Scenario::CrashAfterPublish).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_then_reserve_on_two_hosts() {
+    both_halves(Scenario::TwoHosts).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purchase_limit_checked_then_ordered() {
+    both_halves(Scenario::LimitBypass).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stock_adjusted_from_a_stale_read() {
+    both_halves(Scenario::StaleAdjustment).await;
+}

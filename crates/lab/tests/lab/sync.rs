@@ -34,6 +34,7 @@ async fn a_synchronised_storm_places_every_order_once() {
                 quantity: 7,
             }],
             payment_latency_ms: 0,
+            hosts: 1,
         })
         .await
         .unwrap();

@@ -5,13 +5,16 @@
 //! file. A status update loads the orders file, loads it again, changes the
 //! first (stale) copy and saves it (lost status update). A storage
 //! reservation computes the available stock, pauses, and adds the
-//! reservation without checking again (check-then-reserve).
+//! reservation without checking again (check-then-reserve). An operator's
+//! stock adjustment writes back the figures it read plus its delta (stale
+//! adjustment, in `operator`).
 //!
 //! A [`Fix`] changes how: the storage discipline (see [`crate::store`]), a
 //! version check on order writes, a checked reservation, a processed-event
 //! record or a fencing token on stock writes. Stock writes are in `stock`,
 //! order writes in `orders`.
 
+mod operator;
 mod orders;
 mod stock;
 
@@ -115,7 +118,11 @@ pub fn router(state: DataState) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/inventory", get(inventory))
-        .route("/inventory/{product}", get(inventory_item))
+        .route(
+            "/inventory/{product}",
+            get(inventory_item).patch(operator::change_settings),
+        )
+        .route("/inventory/{product}/adjustments", post(operator::adjust))
         .route("/inventory/{product}/check", get(check_stock))
         .route("/inventory/{product}/hold", post(stock::hold))
         .route("/inventory/{product}/reserve", post(stock::reserve))

@@ -47,8 +47,8 @@ pub(super) async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     config.stuck_after_ms = args.stuck_after_ms;
     config.operator_token = match (&args.operator_token, &args.data_dir) {
         (Some(text), _) => Some(stockroom_http_kit::OperatorToken::parse(text)?),
-        (None, Some(directory)) => super::shop_args::read_token_file(
-            &directory.join(super::shop_args::OPERATOR_TOKEN_FILE),
+        (None, Some(directory)) => stockroom_operator::token_file::read(
+            &stockroom_operator::token_file::path_in(directory),
         )?,
         (None, None) => None,
     };

@@ -6,17 +6,10 @@
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand, ValueEnum};
-use stockroom_contract::{DeadLetterList, RedriveRequest, RedriveResult};
+use stockroom_contract::DeadLetterList;
 use stockroom_domain::Consumer;
 use stockroom_http_kit::ServiceClient;
-
-/// The most dead letters read or redriven per request (data-service's limit).
-const PAGE: u32 = 1_000;
-
-/// The most pages `redrive --all` goes through in one run, so that a
-/// consumer refusing events as fast as they come back cannot keep it busy
-/// forever.
-const MAX_REDRIVE_PAGES: u32 = 10_000;
+use stockroom_operator::dead_letters;
 
 #[derive(Debug, Args)]
 pub(super) struct DeadLetterArgs {
@@ -82,84 +75,27 @@ pub(super) async fn dead_letters(args: DeadLetterArgs) -> anyhow::Result<ExitCod
         ServiceClient::new("data-service", &args.data_url).with_token(args.token.required()?);
     match &args.action {
         Action::List { limit, json } => {
-            let mut all = Vec::new();
-            for consumer in args.consumers() {
-                let page: DeadLetterList = data
-                    .get_query(
-                        &format!("/events/{consumer}/dead-letters"),
-                        &[("limit", (*limit).clamp(1, PAGE))],
-                    )
-                    .await?;
-                all.extend(page.dead_letters);
-            }
+            let letters = dead_letters::list(&data, &args.consumers(), *limit).await?;
             if *json {
-                println!(
-                    "{}",
-                    serde_json::to_string(&DeadLetterList { dead_letters: all })?
-                );
-            } else if all.is_empty() {
-                println!("no dead letters");
+                let list = DeadLetterList {
+                    dead_letters: letters,
+                };
+                println!("{}", serde_json::to_string(&list)?);
             } else {
-                println!(
-                    "{:>12}  {:<9}  {:<16}  {:<36}  {:>10}  dead since",
-                    "delivery id", "consumer", "event", "order", "deliveries"
-                );
-                for letter in &all {
-                    println!(
-                        "{:>12}  {:<9}  {:<16}  {:<36}  {:>10}  {}",
-                        letter.delivery_id,
-                        letter.consumer,
-                        letter.event.kind.as_str(),
-                        letter.event.order_id,
-                        letter.deliveries,
-                        letter.dead_at
-                    );
-                }
+                println!("{}", dead_letters::render(&letters));
             }
         }
         Action::Redrive { all, id } => {
             let mut redriven = 0;
             for consumer in args.consumers() {
-                if !*all {
-                    for chunk in id.chunks(PAGE as usize) {
-                        redriven += redrive(&data, consumer, chunk).await?;
-                    }
-                    continue;
-                }
-                // Page after page: a redriven letter leaves the list, so the
-                // next page holds the next ones, until none is left.
-                for _ in 0..MAX_REDRIVE_PAGES {
-                    let page: DeadLetterList = data
-                        .get_query(
-                            &format!("/events/{consumer}/dead-letters"),
-                            &[("limit", PAGE)],
-                        )
-                        .await?;
-                    let ids: Vec<i64> = page
-                        .dead_letters
-                        .iter()
-                        .map(|letter| letter.delivery_id)
-                        .collect();
-                    if ids.is_empty() {
-                        break;
-                    }
-                    redriven += redrive(&data, consumer, &ids).await?;
-                }
+                redriven += if *all {
+                    dead_letters::redrive_all(&data, consumer).await?
+                } else {
+                    dead_letters::redrive(&data, consumer, id).await?
+                };
             }
             println!("redriven: {redriven}");
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-async fn redrive(data: &ServiceClient, consumer: Consumer, ids: &[i64]) -> anyhow::Result<u64> {
-    let result: RedriveResult = data
-        .post(
-            &format!("/events/{consumer}/redrive"),
-            &RedriveRequest {
-                delivery_ids: ids.to_vec(),
-            },
-        )
-        .await?;
-    Ok(result.redriven)
 }

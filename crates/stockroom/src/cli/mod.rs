@@ -121,7 +121,7 @@ pub fn main() -> ExitCode {
         _ => "stockroom",
     };
     // Before the runtime: the trace exporter owns a blocking HTTP client.
-    let telemetry = match crate::telemetry::init(
+    let telemetry = match stockroom_telemetry::init(
         matches!(cli.log_format, LogFormat::Json),
         default_filter,
         cli.otlp_endpoint.as_deref(),

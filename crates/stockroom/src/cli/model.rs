@@ -8,7 +8,7 @@
 use std::process::ExitCode;
 
 use clap::Args;
-use stockroom_model::{Bounds, DEFAULT_RUNS, Report, Run, SMOKE_RUNS};
+use stockroom_model::{Bounds, DEFAULT_RUNS, Run, SMOKE_RUNS};
 
 /// The Explorer's address unless `--explore` names another: loopback only.
 const DEFAULT_EXPLORER_ADDRESS: &str = "127.0.0.1:3010";
@@ -145,50 +145,5 @@ fn run(args: ModelArgs) -> anyhow::Result<ExitCode> {
     } else {
         report.passed()
     };
-    super::print_verdict(args.json, &report, render(&report), passed)
-}
-
-/// The report for a person: runs, properties, counterexamples, variants.
-fn render(report: &Report) -> String {
-    let mut lines = vec![format!(
-        "model {}: {} distinct states, deepest execution {} steps, {:.1} s",
-        report.model, report.states, report.max_depth, report.seconds
-    )];
-    for run in &report.runs {
-        lines.push(format!(
-            "  run {:<24} {:>9} states  depth {:>3}  {:>6.1} s",
-            run.name, run.states, run.max_depth, run.seconds
-        ));
-    }
-    lines.push(String::new());
-    for verdict in &report.properties {
-        let outcome = match (verdict.kind, verdict.holds) {
-            ("sometimes", true) => "reached",
-            ("sometimes", false) => "NOT REACHED",
-            (_, true) => "holds",
-            (_, false) => "VIOLATED",
-        };
-        lines.push(format!(
-            "{:<10} {:<32} {outcome}",
-            verdict.kind, verdict.name
-        ));
-        if let Some(trace) = &verdict.counterexample {
-            lines.extend(trace.iter().map(|line| format!("    {line}")));
-        }
-    }
-    if !report.mutants.is_empty() {
-        lines.push(String::new());
-        lines.push("broken variants:".into());
-    }
-    for mutant in &report.mutants {
-        let caught = match mutant.property {
-            Some(property) => format!("caught by {property}"),
-            None => "NOT CAUGHT".into(),
-        };
-        lines.push(format!("  {:<30} {caught}", mutant.name));
-        if let Some(trace) = &mutant.counterexample {
-            lines.extend(trace.iter().map(|line| format!("      {line}")));
-        }
-    }
-    lines.join("\n")
+    super::print_verdict(args.json, &report, report.render(), passed)
 }

@@ -8,7 +8,8 @@ use clap::{Args, Subcommand};
 use stockroom_http_kit::InternalToken;
 use stockroom_inventory_service::InventoryConfig;
 use stockroom_launcher::system;
-use stockroom_naive::{Fix, NaiveFlow, RaceWindows};
+use stockroom_naive::Fix;
+use stockroom_naive::serve::OneService;
 use stockroom_order_service::OrderConfig;
 use stockroom_payment_service::PaymentConfig;
 
@@ -330,102 +331,49 @@ pub(super) async fn serve_naive(args: ServeArgs) -> anyhow::Result<()> {
         host: args.host,
         port: args.port,
     };
-    match args.service {
+    let (service, default_port) = match args.service {
         ServiceCommand::Order {
             inventory_url,
             data_url,
             ..
-        } => serve_naive_order(at, inventory_url, data_url, windows, signal).await,
-        ServiceCommand::Data { storage, .. } => {
-            serve_naive_data(at, storage, windows, signal).await
-        }
+        } => (
+            OneService::Order {
+                data_url,
+                inventory_url,
+            },
+            system::ORDER_PORT,
+        ),
+        ServiceCommand::Data { storage, .. } => (
+            OneService::Data {
+                stock: read_stock(&storage)?
+                    .unwrap_or_else(stockroom_launcher::stock::default_stock),
+                data_dir: storage.data_dir,
+                fresh: storage.fresh,
+            },
+            system::DATA_PORT,
+        ),
         ServiceCommand::Inventory {
             data_url,
             payment_url,
             ..
-        } => {
-            let flow = args.mode.naive_flow;
-            serve_naive_inventory(at, data_url, payment_url, flow, windows, signal).await
-        }
+        } => (
+            OneService::Inventory {
+                data_url,
+                payment_url,
+                flow: args.mode.naive_flow,
+            },
+            system::INVENTORY_PORT,
+        ),
+        ServiceCommand::Payment { .. } => (OneService::Payment, system::PAYMENT_PORT),
         // The dashboard is the same for both systems: it reads the contract.
         ServiceCommand::Dashboard(dashboard) => {
-            serve_dashboard(dashboard, at.host, at.port, signal).await
+            return serve_dashboard(dashboard, at.host, at.port, signal).await;
         }
-        ServiceCommand::Payment { .. } => serve_naive_payment(at, windows, signal).await,
-    }
-}
-
-async fn serve_naive_order(
-    at: Address,
-    inventory_url: String,
-    data_url: String,
-    windows: RaceWindows,
-    signal: impl Signal,
-) -> anyhow::Result<()> {
-    let (listener, url) = at.bind("order-service", system::ORDER_PORT).await?;
-    tracing::info!(%url, "naive order-service listening");
-    let config = stockroom_naive::order::OrderConfig {
-        data_url,
-        inventory_url,
-        windows,
-        fix: Fix::None,
-        dedupe: None,
-        crash_after_publish: false,
     };
-    stockroom_naive::order::run(listener, config, signal)
+    let name = service.name();
+    let (listener, url) = at.bind(name, default_port).await?;
+    tracing::info!(%url, "{name} listening");
+    stockroom_naive::serve::serve_one(service, listener, windows, signal)
         .await
-        .context("naive order-service failed")
-}
-
-async fn serve_naive_data(
-    at: Address,
-    storage: StorageArgs,
-    windows: RaceWindows,
-    signal: impl Signal,
-) -> anyhow::Result<()> {
-    let (listener, url) = at.bind("data-service", system::DATA_PORT).await?;
-    let files = stockroom_naive::files::JsonFiles::new(&storage.data_dir, windows.torn_write_ms);
-    let state = stockroom_naive::data::DataState::new(files, windows, Fix::None);
-    let stock = read_stock(&storage)?.unwrap_or_else(stockroom_launcher::stock::default_stock);
-    state.store().initialize(&stock, storage.fresh).await?;
-    tracing::info!(%url, "naive data-service listening");
-    stockroom_naive::data::run(listener, state, signal)
-        .await
-        .context("naive data-service failed")
-}
-
-async fn serve_naive_inventory(
-    at: Address,
-    data_url: String,
-    payment_url: String,
-    flow: NaiveFlow,
-    windows: RaceWindows,
-    signal: impl Signal,
-) -> anyhow::Result<()> {
-    let (listener, url) = at.bind("inventory-service", system::INVENTORY_PORT).await?;
-    tracing::info!(%url, "naive inventory-service listening");
-    let config = stockroom_naive::inventory::InventoryConfig {
-        data_url,
-        payment_url,
-        flow,
-        windows,
-        fix: Fix::None,
-        locks: None,
-    };
-    stockroom_naive::inventory::run(listener, config, signal)
-        .await
-        .context("naive inventory-service failed")
-}
-
-async fn serve_naive_payment(
-    at: Address,
-    windows: RaceWindows,
-    signal: impl Signal,
-) -> anyhow::Result<()> {
-    let (listener, url) = at.bind("payment-service", system::PAYMENT_PORT).await?;
-    tracing::info!(%url, "naive payment-service listening");
-    let state = stockroom_naive::payment::PaymentState::new(windows.payment_ms);
-    stockroom_naive::payment::run(listener, state, signal)
-        .await
-        .context("naive payment-service failed")
+        .with_context(|| format!("{name} failed"))
 }

@@ -1,16 +1,13 @@
 //! The argument groups of a shop's own operations: the operator's token,
 //! webhooks, and how long a customer may extend a reservation.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::Context;
 use clap::Args;
 use stockroom_data_service::webhooks::WebhookConfig;
 use stockroom_http_kit::{OPERATOR_TOKEN_ENV, OperatorToken};
-
-/// The file in the data directory where `up` keeps the operator token it
-/// generated, readable by its owner only.
-pub(super) const OPERATOR_TOKEN_FILE: &str = "operator-token";
+use stockroom_operator::token_file;
 
 /// The environment variable holding the webhooks' secret.
 pub(super) const WEBHOOK_SECRET_ENV: &str = "STOCKROOM_WEBHOOK_SECRET";
@@ -56,12 +53,12 @@ impl ShopArgs {
         if let Some(token) = self.operator_token()? {
             return Ok(token);
         }
-        let path = data_dir.join(OPERATOR_TOKEN_FILE);
-        if let Some(token) = read_token_file(&path)? {
+        let path = token_file::path_in(data_dir);
+        if let Some(token) = token_file::read(&path)? {
             return Ok(token);
         }
         let token = OperatorToken::generate();
-        write_token_file(&path, &token)?;
+        token_file::write(&path, &token)?;
         tracing::info!(path = %path.display(), "generated an operator token for the stock routes and `stockroom stock`");
         Ok(token)
     }
@@ -88,35 +85,6 @@ impl ShopArgs {
     }
 }
 
-/// The token kept in `path`, if the file exists.
-pub(super) fn read_token_file(path: &Path) -> anyhow::Result<Option<OperatorToken>> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => Ok(Some(OperatorToken::parse(text.trim()).with_context(
-            || format!("the operator token in {} is not valid", path.display()),
-        )?)),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(error) => Err(error).with_context(|| format!("cannot read {}", path.display())),
-    }
-}
-
-/// Writes `token` to `path`, readable and writable by its owner only, made
-/// so from the start (never briefly readable by others).
-fn write_token_file(path: &Path, token: &OperatorToken) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("cannot create {}", parent.display()))?;
-    }
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("cannot create {}", path.display()))?;
-    writeln!(file, "{}", token.expose()).with_context(|| format!("cannot write {}", path.display()))
-}
-
 /// The operator token a command that calls the operator's routes uses:
 /// from the environment (or `--operator-token`), else from the file `up`
 /// keeps in `data_dir`.
@@ -127,8 +95,8 @@ pub(super) fn operator_token_for_client(
     if let Some(text) = given {
         return Ok(OperatorToken::parse(text)?);
     }
-    let path: PathBuf = data_dir.join(OPERATOR_TOKEN_FILE);
-    read_token_file(&path)?.with_context(|| {
+    let path = token_file::path_in(data_dir);
+    token_file::read(&path)?.with_context(|| {
         format!(
             "no operator token: set {OPERATOR_TOKEN_ENV}, or run `stockroom up` with this data directory (it keeps one in {})",
             path.display()
@@ -164,7 +132,7 @@ mod tests {
             webhook_secret: None,
         };
         let first = args.operator_token_or_keep(directory.path()).unwrap();
-        let path = directory.path().join(OPERATOR_TOKEN_FILE);
+        let path = token_file::path_in(directory.path());
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
         let again = args.operator_token_or_keep(directory.path()).unwrap();

@@ -1,22 +1,19 @@
 //! `stockroom stock create|limit|adjust|movements`: a shop operator's
-//! commands, over data-service's operator routes. Each prints the answer's
+//! commands, over data-service's operator routes (`stockroom-operator`'s
+//! client). Each prints the answer's
 //! JSON document on standard output; a refusal prints its message on
 //! standard error and exits non-zero.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use reqwest::{Method, StatusCode};
-use serde_json::{Value, json};
+use serde_json::json;
 use stockroom_contract::stock_operations::DEFAULT_MOVEMENTS_PER_PAGE;
-use stockroom_http_kit::{INTERNAL_REQUEST_TIMEOUT_MS, OPERATOR_TOKEN_ENV, OperatorToken};
+use stockroom_http_kit::OPERATOR_TOKEN_ENV;
+use stockroom_operator::{OperatorClient, SettingsChange};
 
 use super::shop_args::operator_token_for_client;
-
-/// The most pages `movements --all` reads in one run.
-const MAX_MOVEMENT_PAGES: u32 = 100_000;
 
 #[derive(Debug, Args)]
 pub(super) struct StockArgs {
@@ -108,79 +105,9 @@ enum Action {
     },
 }
 
-/// One operator's connection to data-service.
-struct Operator {
-    http: reqwest::Client,
-    base: String,
-    token: OperatorToken,
-}
-
-impl Operator {
-    /// Sends one request; the document of a 2xx answer, or the answer's
-    /// message as the error.
-    async fn send(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<Value>,
-        headers: &[(&str, String)],
-    ) -> anyhow::Result<Value> {
-        let url = format!("{}{path}", self.base.trim_end_matches('/'));
-        let mut request = self
-            .http
-            .request(method, &url)
-            .header(reqwest::header::AUTHORIZATION, self.token.header_value());
-        for (name, value) in headers {
-            request = request.header(*name, value);
-        }
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request
-            .send()
-            .await
-            .with_context(|| format!("cannot reach data-service at {url}"))?;
-        let status = response.status();
-        let text = response.text().await.unwrap_or_default();
-        let document: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        if status.is_success() {
-            return Ok(document);
-        }
-        let message = document
-            .get("message")
-            .and_then(Value::as_str)
-            .map_or_else(|| document.to_string(), str::to_owned);
-        if status == StatusCode::UNAUTHORIZED {
-            anyhow::bail!(
-                "{status}: {message} (is {OPERATOR_TOKEN_ENV} the system's operator token?)"
-            );
-        }
-        anyhow::bail!("{status}: {message}\n{document}")
-    }
-}
-
-/// The path of a product's routes: its name, percent-encoded.
-fn product_path(product: &str) -> String {
-    let encoded: String = product
-        .bytes()
-        .map(|byte| match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (byte as char).to_string()
-            }
-            _ => format!("%{byte:02X}"),
-        })
-        .collect();
-    format!("/inventory/{encoded}")
-}
-
 pub(super) async fn stock(args: StockArgs) -> anyhow::Result<()> {
-    let operator = Operator {
-        http: stockroom_http_kit::direct_client()
-            .timeout(Duration::from_millis(INTERNAL_REQUEST_TIMEOUT_MS))
-            .build()?,
-        base: args.data_url.clone(),
-        token: operator_token_for_client(args.operator_token.as_deref(), &args.data_dir)?,
-    };
+    let token = operator_token_for_client(args.operator_token.as_deref(), &args.data_dir)?;
+    let operator = OperatorClient::new(&args.data_url, token)?;
     let answer = match args.action {
         Action::Create {
             product,
@@ -188,14 +115,8 @@ pub(super) async fn stock(args: StockArgs) -> anyhow::Result<()> {
             max_per_customer,
             low_stock_threshold,
         } => {
-            let body = json!({
-                "productName": product,
-                "quantity": quantity,
-                "maxPerCustomer": max_per_customer,
-                "lowStockThreshold": low_stock_threshold,
-            });
             operator
-                .send(Method::POST, "/inventory", Some(body), &[])
+                .create(&product, quantity, max_per_customer, low_stock_threshold)
                 .await?
         }
         Action::Limit {
@@ -205,15 +126,16 @@ pub(super) async fn stock(args: StockArgs) -> anyhow::Result<()> {
             low_stock_threshold,
             no_threshold,
         } => {
-            let change = settings_change(
-                max_per_customer,
-                no_limit,
-                low_stock_threshold,
-                no_threshold,
+            let change = SettingsChange {
+                max_per_customer: (no_limit || max_per_customer.is_some())
+                    .then_some(max_per_customer),
+                low_stock_threshold: (no_threshold || low_stock_threshold.is_some())
+                    .then_some(low_stock_threshold),
+            };
+            let document = change.document().context(
+                "say what to change: --max-per-customer, --no-limit, --low-stock-threshold or --no-threshold",
             )?;
-            operator
-                .send(Method::PATCH, &product_path(&product), Some(change), &[])
-                .await?
+            operator.change_settings(&product, document).await?
         }
         Action::Adjust {
             product,
@@ -230,101 +152,21 @@ pub(super) async fn stock(args: StockArgs) -> anyhow::Result<()> {
             if let Some(expected) = expected_on_hand {
                 body["expectedOnHand"] = json!(expected);
             }
-            adjust(&operator, &product, body, idempotency_key).await?
+            operator.adjust(&product, body, idempotency_key).await?
         }
         Action::Movements {
             product,
             after,
             limit,
-            all,
-        } => movements(&operator, &product, after, limit, all).await?,
+            all: false,
+        } => operator.movements(&product, after, limit).await?,
+        Action::Movements {
+            product,
+            after,
+            limit,
+            all: true,
+        } => operator.all_movements(&product, after, limit).await?,
     };
     println!("{}", serde_json::to_string_pretty(&answer)?);
     Ok(())
-}
-
-/// The settings document of `stock limit`: only what the operator named.
-fn settings_change(
-    max_per_customer: Option<u32>,
-    no_limit: bool,
-    low_stock_threshold: Option<u64>,
-    no_threshold: bool,
-) -> anyhow::Result<Value> {
-    let mut body = serde_json::Map::new();
-    if no_limit || max_per_customer.is_some() {
-        body.insert("maxPerCustomer".into(), json!(max_per_customer));
-    }
-    if no_threshold || low_stock_threshold.is_some() {
-        body.insert("lowStockThreshold".into(), json!(low_stock_threshold));
-    }
-    anyhow::ensure!(
-        !body.is_empty(),
-        "say what to change: --max-per-customer, --no-limit, --low-stock-threshold or --no-threshold"
-    );
-    Ok(Value::Object(body))
-}
-
-/// Sends one adjustment under its key (drawn when none is given), naming
-/// the key in any failure: it is what a retry after a lost answer needs.
-async fn adjust(
-    operator: &Operator,
-    product: &str,
-    body: Value,
-    idempotency_key: Option<String>,
-) -> anyhow::Result<Value> {
-    let key = idempotency_key.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let path = format!("{}/adjustments", product_path(product));
-    operator
-        .send(
-            Method::POST,
-            &path,
-            Some(body),
-            &[("idempotency-key", key.clone())],
-        )
-        .await
-        .with_context(|| format!("the adjustment's Idempotency-Key was {key}"))
-}
-
-/// A page of movements, or with `all` every page from `after` on.
-async fn movements(
-    operator: &Operator,
-    product: &str,
-    mut after: u64,
-    limit: u32,
-    all: bool,
-) -> anyhow::Result<Value> {
-    let path = format!("{}/movements", product_path(product));
-    let mut collected = Vec::new();
-    for _ in 0..MAX_MOVEMENT_PAGES {
-        let page = operator
-            .send(
-                Method::GET,
-                &format!("{path}?after={after}&limit={limit}"),
-                None,
-                &[],
-            )
-            .await?;
-        if !all {
-            return Ok(page);
-        }
-        if let Some(Value::Array(movements)) = page.get("movements") {
-            collected.extend(movements.iter().cloned());
-        }
-        match page.get("nextCursor").and_then(Value::as_u64) {
-            Some(cursor) => after = cursor,
-            None => return Ok(json!({ "movements": collected, "nextCursor": null })),
-        }
-    }
-    anyhow::bail!("more than {MAX_MOVEMENT_PAGES} pages of movements")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn product_names_are_encoded_in_paths() {
-        assert_eq!(product_path("Laptop"), "/inventory/Laptop");
-        assert_eq!(product_path("USB cable/2m"), "/inventory/USB%20cable%2F2m");
-    }
 }

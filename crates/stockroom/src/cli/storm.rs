@@ -101,6 +101,7 @@ pub(super) async fn storm(args: StormArgs) -> anyhow::Result<ExitCode> {
         products,
         quantity: args.quantity,
         hot_share,
+        customer: None,
         duration: args.duration,
         idempotency: args.idempotency,
         retry: RetryPolicy {

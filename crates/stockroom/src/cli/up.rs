@@ -12,7 +12,7 @@ use super::args::{
     read_stock, writer_config,
 };
 use super::dashboard;
-use super::shop_args::{ExtensionArgs, OPERATOR_TOKEN_FILE, ShopArgs};
+use super::shop_args::{ExtensionArgs, ShopArgs};
 use super::shutdown_signal;
 
 #[derive(Debug, Args)]
@@ -88,7 +88,7 @@ pub(super) async fn up(args: UpArgs) -> anyhow::Result<()> {
     }
     if args.shop.operator_token()?.is_none() {
         tracing::info!(
-            path = %args.storage.data_dir.join(OPERATOR_TOKEN_FILE).display(),
+            path = %stockroom_operator::token_file::path_in(&args.storage.data_dir).display(),
             "the operator's routes (`stockroom stock`) take the token kept in this file"
         );
     }
@@ -142,6 +142,7 @@ pub(super) async fn up_naive(args: UpArgs) -> anyhow::Result<()> {
         flow: args.mode.naive_flow,
         fix: args.mode.naive_fix,
         redis_url: Some(args.mode.naive_redis_url.clone()),
+        redis_prefix: None,
         crash_after_publish: false,
     };
     tracing::warn!(

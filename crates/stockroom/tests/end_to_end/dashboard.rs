@@ -55,6 +55,7 @@ impl Watched {
             },
             lab: Some(Arc::new(stockroom_launcher::InProcessLauncher)),
             operator_token: Some(operator_token.clone()),
+            lab_redis_url: std::env::var("STOCKROOM_TEST_REDIS_URL").ok(),
         };
         let dashboard = system::dashboard(listener, config);
         Watched {
@@ -451,6 +452,8 @@ async fn the_controls_refuse_bad_input_and_run_one_sale_at_a_time() {
         json!({"scenarios": ["no-such-race"]}),
         json!({"raceWindowMs": 1_000_000}),
         json!({"scenarios": "toctou"}),
+        json!({"fixes": ["no-fix"]}),
+        json!({"matrix": true, "fixes": ["no-such-fix"]}),
     ] {
         let (status, document) = post(client, &lab, body.clone()).await;
         assert_eq!(
@@ -466,25 +469,60 @@ async fn the_controls_refuse_bad_input_and_run_one_sale_at_a_time() {
         (status, busy["error"].as_str()),
         (409, Some("already_running"))
     );
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let done = loop {
-        let (_, status) = get(client, &lab).await;
-        if status["state"] != "running" {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the lab never finished: {status}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let done = wait_for_lab(client, &lab).await;
     assert_eq!(done["state"], "finished", "{done}");
     let row = &done["results"][0];
     assert_eq!(row["name"], "toctou");
     assert_eq!(row["naive_reproduced"], true, "{row}");
     assert_eq!(row["fixed_violations"], 0, "{row}");
     assert_eq!(done["passed"], true);
+
+    // The fix matrix, two rows of one column, filled row by row.
+    let (status, started) = post(
+        client,
+        &lab,
+        json!({"matrix": true, "fixes": ["stockroom", "no-fix"], "scenarios": ["toctou"], "throughput": false}),
+    )
+    .await;
+    assert_eq!(status, 202, "{started}");
+    assert_eq!(
+        (started["matrix"].as_bool(), started["planned"].as_u64()),
+        (Some(true), Some(2))
+    );
+    let done = wait_for_lab(client, &lab).await;
+    assert_eq!(done["state"], "finished", "{done}");
+    assert_eq!(done["matrixScenarios"], json!(["toctou"]));
+    let rows = done["fixRows"].as_array().unwrap();
+    let verdicts: Vec<(&str, &str)> = rows
+        .iter()
+        .map(|row| {
+            (
+                row["name"].as_str().unwrap(),
+                row["cells"][0]["verdict"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(verdicts[0].0, "no-fix", "the lab's order: {done}");
+    assert_ne!(verdicts[0].1, "holds", "{done}");
+    assert_eq!(verdicts[1], ("stockroom", "holds"), "{done}");
+    assert_eq!(done["passed"], true);
     watched.stop().await;
+}
+
+/// Polls the lab's status until its run is over.
+async fn wait_for_lab(client: &reqwest::Client, lab: &str) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (_, status) = get(client, lab).await;
+        if status["state"] != "running" {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the lab never finished: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
