@@ -60,6 +60,8 @@
         state = badge("oversold", "OVERSOLD");
       } else if (row.available === 0) {
         state = badge("sold-out", "sold out");
+      } else if (row.low) {
+        state = badge("low", "low stock");
       } else {
         state = badge("ok", "in stock");
       }
@@ -68,6 +70,9 @@
         : null;
       const cell = (field, value) =>
         el("td", { class: "number", "data-field": field }, number(value));
+      // A setting left unset reads as a dash, not as zero.
+      const setting = (field, value) =>
+        el("td", { class: "number", "data-field": field }, value === null || value === undefined ? "—" : number(value));
       return el(
         "tr",
         { class: row.oversold ? "oversold" : null, "data-product": row.product },
@@ -76,12 +81,62 @@
         cell("reserved", row.reserved),
         cell("available", row.available),
         cell("sold", row.sold),
+        setting("maxPerCustomer", row.maxPerCustomer),
+        setting("lowStockThreshold", row.lowStockThreshold),
         el("td", { "data-field": "state", title: row.problems.join("\n") || null }, state, problems),
       );
     });
     byId("stock-rows").replaceChildren(...rows);
     showError(byId("stock-error"), stock.error);
     renderProducts(stock.products.map((row) => row.product));
+  }
+
+  // --- stock movements ---------------------------------------------------
+
+  // A change of a figure, with its sign; none reads as a dash.
+  const delta = (value) => (value > 0 ? `+${number(value)}` : value < 0 ? number(value) : "—");
+
+  function renderMovements(movements) {
+    const note = byId("movements-note");
+    note.hidden = !movements.unavailable;
+    say(note, movements.unavailable ? `No movement feed: ${movements.unavailable}.` : "");
+    byId("movements-table").hidden = Boolean(movements.unavailable);
+    const rows = movements.entries.map((entry) =>
+      // Not data-product: that names the stock table's rows.
+      el("tr", { "data-movement-of": entry.product, "data-kind": entry.kind, "data-seq": entry.seq },
+        el("td", {}, el("time", { datetime: new Date(entry.atMs).toISOString() }, new Date(entry.atMs).toLocaleTimeString())),
+        el("th", { scope: "row" }, entry.product),
+        el("td", { "data-delta": "kind" }, entry.reason ? `${entry.kind} (${entry.reason})` : entry.kind),
+        el("td", { class: "number", "data-delta": "onHand" }, delta(entry.onHandDelta)),
+        el("td", { class: "number", "data-delta": "reserved" }, delta(entry.reservedDelta)),
+        el("td", { class: "number", "data-delta": "sold" }, delta(entry.soldDelta)),
+        el("td", { class: "cause", "data-delta": "cause" }, entry.cause || "—")));
+    byId("movement-rows").replaceChildren(...(rows.length
+      ? rows
+      : [el("tr", {}, el("td", { colspan: 7, class: "muted" }, "No movements yet."))]));
+    showError(byId("movements-error"), movements.error);
+  }
+
+  // --- webhooks ----------------------------------------------------------
+
+  function renderWebhooks(webhooks) {
+    const state = byId("webhooks-state");
+    const facts = byId("webhooks-facts");
+    facts.hidden = !webhooks.configured;
+    if (!webhooks.configured) {
+      state.dataset.state = webhooks.error ? "unknown" : "off";
+      say(state, webhooks.error ? "Not known: the metrics could not be read." : "No webhook URL configured.");
+    } else {
+      const trouble = webhooks.deadLetters > 0 || webhooks.retrying > 0;
+      state.dataset.state = trouble ? "warn" : "ok";
+      say(state, webhooks.deadLetters > 0
+        ? `${number(webhooks.deadLetters)} dead letter${webhooks.deadLetters === 1 ? "" : "s"} wait for an operator (stockroom dead-letters list).`
+        : trouble ? "Sending; some attempts failed and are retried." : "Sending.");
+      for (const node of facts.querySelectorAll("dd[data-fact]")) {
+        say(node, number(webhooks[node.dataset.fact]));
+      }
+    }
+    showError(byId("webhooks-error"), webhooks.error);
   }
 
   // --- traffic -----------------------------------------------------------
@@ -436,6 +491,8 @@
     }
     latest = snapshot;
     renderStock(snapshot.stock);
+    if (snapshot.movements) renderMovements(snapshot.movements);
+    if (snapshot.webhooks) renderWebhooks(snapshot.webhooks);
     renderTraffic(snapshot.traffic);
     renderOrders(snapshot.orders);
     renderAudit(snapshot.audit, snapshot.stock);

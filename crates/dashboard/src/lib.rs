@@ -11,9 +11,21 @@
 //! latest one as JSON. The page's assets are compiled into the binary
 //! ([`assets`]): nothing is fetched from the network at run time.
 //!
-//! The dashboard reads only routes that are open to any client, so it needs
-//! no credential, and it works against the naive system too, where it shows
-//! the oversells in red.
+//! The dashboard reads routes that are open to any client, and it works
+//! against the naive system too, where it shows the oversells in red. The
+//! one exception is the stock ledger behind the movement feed
+//! ([`movements`]), which it reads only when given the operator token.
+//!
+//! Why the operator token, and not the internal one or a new internal
+//! route: the ledger (who adjusted what, with which reference) is the
+//! operator's record, and the operator token is the credential that already
+//! reads it. The internal token would let the dashboard reserve, settle and
+//! lease events, far more than it needs, and an internal read route would
+//! open the ledger to every service that holds that token. The dashboard
+//! uses the token only for `GET`s of the ledger, from the collector; it never
+//! reaches the page, which gets the movements inside the snapshot. Whoever can
+//! open the page sees them, which is why the page is served only to the
+//! allowed host names (loopback by default), as before.
 
 mod assets;
 mod collector;
@@ -22,19 +34,21 @@ pub mod fix_matrix;
 pub mod guard;
 pub mod job;
 pub mod lab;
+pub mod movements;
 pub mod prometheus;
 pub mod sale;
 pub mod snapshot;
 mod sources;
 pub mod stream;
 pub mod traffic;
+pub mod webhooks;
 
 use std::future::Future;
 use std::sync::Arc;
 
 use axum::Router;
 use axum::routing::{get, post};
-use stockroom_http_kit::{Metrics, Readiness};
+use stockroom_http_kit::{Metrics, OperatorToken, Readiness};
 use stockroom_lab::FixedLauncher;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -97,6 +111,9 @@ pub struct DashboardConfig {
     /// Starts a fixed system for the race lab; without one the page's lab
     /// control says it is unavailable.
     pub lab: Option<Arc<dyn FixedLauncher>>,
+    /// Reads the stock ledger for the movement feed; without it the feed
+    /// says it needs one. Used for nothing else.
+    pub operator_token: Option<OperatorToken>,
     /// The Redis the lab's fix matrix gives the Redis fixes; without one
     /// their rows say they were skipped.
     pub lab_redis_url: Option<String>,
@@ -174,6 +191,7 @@ pub async fn run(
     let collector = tokio::spawn(collector::run(
         collector::Collector::new(
             config.sources,
+            config.operator_token,
             sale.clone(),
             lab.clone(),
             observed.clone(),

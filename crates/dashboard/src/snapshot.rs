@@ -11,8 +11,10 @@ use stockroom_contract::StatusCount;
 use stockroom_domain::invariants::{self, StockFigures};
 
 use crate::lab::LabStatus;
+use crate::movements::MovementPanel;
 use crate::sale::SaleStatus;
 use crate::traffic::Point;
+use crate::webhooks::WebhookPanel;
 
 /// The most distinct violations the page lists as seen since the dashboard
 /// started; later ones are counted but not listed.
@@ -30,6 +32,8 @@ pub struct Snapshot {
     pub traffic: TrafficPanel,
     pub audit: AuditPanel,
     pub services: Vec<ServicePanel>,
+    pub movements: MovementPanel,
+    pub webhooks: WebhookPanel,
     pub sale: SaleStatus,
     pub lab: LabStatus,
 }
@@ -53,6 +57,12 @@ pub struct ProductRow {
     pub available: i64,
     pub sold: Option<i64>,
     pub received: Option<i64>,
+    /// The most units one customer may hold; `None` for no limit.
+    pub max_per_customer: Option<u64>,
+    /// Availability at or below which the product counts as low.
+    pub low_stock_threshold: Option<u64>,
+    /// Available at or below the threshold (and not oversold).
+    pub low: bool,
     /// Available below zero or more reserved than on hand.
     pub oversold: bool,
     /// Each broken stock invariant, as a sentence.
@@ -72,6 +82,9 @@ impl ProductRow {
             available,
             sold: figures.sold,
             received: figures.received,
+            max_per_customer: None,
+            low_stock_threshold: None,
+            low: false,
             oversold: available < 0 || figures.reserved > figures.on_hand,
             problems: violations
                 .into_iter()
@@ -79,6 +92,31 @@ impl ProductRow {
                 .collect(),
         }
     }
+}
+
+impl ProductRow {
+    /// The row of an item that has settings: its purchase limit and its
+    /// low-stock threshold, and whether it is low now.
+    pub fn with_settings(mut self, settings: &ProductSettings) -> ProductRow {
+        self.max_per_customer = settings.max_per_customer;
+        self.low_stock_threshold = settings.low_stock_threshold;
+        self.low = settings.low_stock_threshold.is_some_and(|threshold| {
+            !self.oversold
+                && u64::try_from(self.available).is_ok_and(|available| available <= threshold)
+        });
+        self
+    }
+}
+
+/// A product's settings as `GET /inventory` lists them (absent on a system
+/// that has none).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProductSettings {
+    #[serde(default)]
+    pub max_per_customer: Option<u64>,
+    #[serde(default)]
+    pub low_stock_threshold: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -256,6 +294,27 @@ mod tests {
         assert!(oversold.oversold);
         assert_eq!(oversold.available, -7);
         assert!(!oversold.problems.is_empty(), "{:?}", oversold.problems);
+    }
+
+    #[test]
+    fn a_product_at_or_below_its_threshold_is_low() {
+        let settings = ProductSettings {
+            max_per_customer: Some(2),
+            low_stock_threshold: Some(5),
+        };
+        let low = ProductRow::judge(&figures(10, 5)).with_settings(&settings);
+        assert!(low.low);
+        assert_eq!(low.max_per_customer, Some(2));
+        assert!(
+            !ProductRow::judge(&figures(10, 4))
+                .with_settings(&settings)
+                .low
+        );
+        let oversold = ProductRow::judge(&figures(10, 12)).with_settings(&settings);
+        assert!(!oversold.low, "oversold is shown as such, not as low");
+        let none = ProductRow::judge(&figures(0, 0)).with_settings(&ProductSettings::default());
+        assert!(!none.low, "no threshold, never low");
+        assert_eq!(none.max_per_customer, None);
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! The reads of one poll: each a public route of the system, each bounded by
+//! The reads of one poll: each a public route of the system (but the
+//! ledger, read with the operator's token), each bounded by
 //! [`SOURCE_TIMEOUT_MS`](crate::SOURCE_TIMEOUT_MS), each failing on its own
 //! ([`SourceError`], with a short line for the page) instead of failing the
 //! snapshot.
@@ -8,11 +9,15 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use stockroom_contract::OrderCounts;
+use stockroom_contract::stock_operations::MovementList;
 use stockroom_domain::OrderStatus;
 use stockroom_domain::invariants::StockFigures;
 
+use stockroom_http_kit::OperatorToken;
+
 use crate::SOURCE_TIMEOUT_MS;
 use crate::prometheus::{self, Sample};
+use crate::snapshot::ProductSettings;
 
 /// The most pages of orders read to count them when data-service has no
 /// `/orders/counts` (the naive system, or an older release): the count then
@@ -29,7 +34,16 @@ pub(crate) struct Reader {
 
 #[derive(serde::Deserialize)]
 struct InventoryDocument {
-    inventory: Vec<StockFigures>,
+    inventory: Vec<StockItem>,
+}
+
+/// One item of `GET /inventory`: its figures and its settings.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub(crate) struct StockItem {
+    #[serde(flatten)]
+    pub figures: StockFigures,
+    #[serde(flatten)]
+    pub settings: ProductSettings,
 }
 
 #[derive(serde::Deserialize)]
@@ -63,6 +77,12 @@ pub(crate) enum SourceError {
         url: String,
         status: reqwest::StatusCode,
     },
+    /// The route refused the credential it was given.
+    #[error("{url} refused the operator token ({status})")]
+    Refused {
+        url: String,
+        status: reqwest::StatusCode,
+    },
     /// The route answered with something that is not its document.
     #[error("{url} answered with an unexpected document")]
     Unexpected {
@@ -81,7 +101,9 @@ impl SourceError {
             SourceError::Unexpected { url, source } => {
                 format!("{url}: unexpected answer: {}", short(source))
             }
-            SourceError::NotGiven { .. } | SourceError::Status { .. } => self.to_string(),
+            SourceError::NotGiven { .. }
+            | SourceError::Status { .. }
+            | SourceError::Refused { .. } => self.to_string(),
         }
     }
 }
@@ -132,8 +154,8 @@ impl Reader {
             })
     }
 
-    /// Every product's stock figures.
-    pub async fn inventory(&self, data_url: &str) -> Result<Vec<StockFigures>, SourceError> {
+    /// Every product's stock figures and settings.
+    pub async fn inventory(&self, data_url: &str) -> Result<Vec<StockItem>, SourceError> {
         let document: InventoryDocument = self.json(&format!("{data_url}/inventory")).await?;
         Ok(document.inventory)
     }
@@ -196,6 +218,42 @@ impl Reader {
         })
     }
 
+    /// A page of `product`'s ledger, read with the operator's `token`.
+    pub async fn movements(
+        &self,
+        data_url: &str,
+        product: &str,
+        after: u64,
+        limit: u32,
+        token: &OperatorToken,
+    ) -> Result<MovementList, SourceError> {
+        let url = format!(
+            "{data_url}/inventory/{}/movements?after={after}&limit={limit}",
+            path_segment(product)
+        );
+        let response = self
+            .client
+            .get(&url)
+            .header(reqwest::header::AUTHORIZATION, token.header_value())
+            .send()
+            .await
+            .map_err(|source| SourceError::NoAnswer {
+                url: url.clone(),
+                source,
+            })?;
+        let status = response.status();
+        if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
+            return Err(SourceError::Refused { url, status });
+        }
+        if !status.is_success() {
+            return Err(SourceError::Status { url, status });
+        }
+        response
+            .json()
+            .await
+            .map_err(|source| SourceError::Unexpected { url, source })
+    }
+
     /// An instance's `/health`: its document whatever its status code (a
     /// 503 still says which part is down).
     pub async fn health(&self, url: &str) -> HealthReading {
@@ -234,6 +292,20 @@ impl Reader {
     }
 }
 
+/// A product name as one path segment: every byte but the unreserved ones
+/// percent-encoded, so that a name with a space or a slash reads its own
+/// ledger.
+fn path_segment(name: &str) -> String {
+    name.bytes()
+        .map(|byte| match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (byte as char).to_string()
+            }
+            _ => format!("%{byte:02X}"),
+        })
+        .collect()
+}
+
 /// An HTTP client error without its long chain: the page has little room.
 fn short(error: &reqwest::Error) -> String {
     if error.is_timeout() {
@@ -244,5 +316,34 @@ fn short(error: &reqwest::Error) -> String {
         "not the expected JSON".to_owned()
     } else {
         error.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_product_name_is_one_path_segment() {
+        assert_eq!(path_segment("Laptop"), "Laptop");
+        assert_eq!(path_segment("USB-C cable/2m"), "USB-C%20cable%2F2m");
+        assert_eq!(path_segment("café"), "caf%C3%A9");
+    }
+
+    #[test]
+    fn an_item_keeps_its_settings_beside_its_figures() {
+        let item: StockItem = serde_json::from_value(serde_json::json!({
+            "productName": "Laptop", "quantity": 25, "reservedQuantity": 5, "available": 20,
+            "maxPerCustomer": 2, "lowStockThreshold": null, "movementSeq": 9
+        }))
+        .unwrap();
+        assert_eq!(item.figures.movement_seq, Some(9));
+        assert_eq!(item.settings.max_per_customer, Some(2));
+        assert_eq!(item.settings.low_stock_threshold, None);
+        let naive: StockItem = serde_json::from_value(serde_json::json!({
+            "productName": "Laptop", "quantity": 25, "reservedQuantity": 5
+        }))
+        .unwrap();
+        assert_eq!(naive.settings, ProductSettings::default());
     }
 }

@@ -24,7 +24,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use axum::Router;
-use stockroom_http_kit::{InternalToken, Metrics, OperatorToken, Readiness};
+use stockroom_http_kit::{InternalToken, Metrics, OperatorToken, Readiness, metric_names};
 use stockroom_storage::{EventOutbox, Maintenance, OrderFlow, ProviderLedger, Storage};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
@@ -158,6 +158,14 @@ pub async fn run(
     ));
     let dispatcher = match state.webhooks.clone() {
         Some(config) => {
+            // Tells a reader of the metrics (the dashboard) that webhooks
+            // are configured, before any delivery has been counted.
+            state.metrics.set_gauge(
+                metric_names::WEBHOOK_RECEIVERS,
+                metric_names::help(metric_names::WEBHOOK_RECEIVERS),
+                &[],
+                i64::try_from(config.urls.len()).unwrap_or(i64::MAX),
+            );
             let dispatcher = webhooks::WebhookDispatcher::new(
                 Arc::clone(&state.outbox),
                 config,

@@ -42,10 +42,13 @@ pub const WRITE_QUEUE_DEPTH: &str = "stockroom_write_queue_depth";
 /// Webhook deliveries, by how they ended: sent, retrying, dead (counter,
 /// data-service).
 pub const WEBHOOK_DELIVERIES_TOTAL: &str = "stockroom_webhook_deliveries_total";
+/// Webhook URLs the dispatcher sends to; absent where no webhook is
+/// configured (gauge, data-service).
+pub const WEBHOOK_RECEIVERS: &str = "stockroom_webhook_receivers";
 
 /// Every name above, for checks that a dashboard or a document names only
 /// metrics that exist.
-pub const ALL: [&str; 19] = [
+pub const ALL: [&str; 20] = [
     HTTP_REQUESTS_TOTAL,
     HTTP_REQUEST_DURATION_SECONDS,
     RESERVATIONS_TOTAL,
@@ -65,6 +68,7 @@ pub const ALL: [&str; 19] = [
     WRITE_BATCH_CALLS_TOTAL,
     WRITE_QUEUE_DEPTH,
     WEBHOOK_DELIVERIES_TOTAL,
+    WEBHOOK_RECEIVERS,
 ];
 
 /// The help text of each metric, as the exposition's `# HELP` line says it.
@@ -91,6 +95,7 @@ pub fn help(name: &str) -> &'static str {
         WRITE_BATCH_CALLS_TOTAL => "calls carried by the storage's write transactions",
         WRITE_QUEUE_DEPTH => "calls waiting for the storage's writer",
         WEBHOOK_DELIVERIES_TOTAL => "webhook deliveries, by outcome: sent, retrying or dead",
+        WEBHOOK_RECEIVERS => "webhook URLs events are sent to",
         _ => "",
     }
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Args;
 use stockroom_dashboard::{DashboardConfig, Sources};
-use stockroom_http_kit::split_urls;
+use stockroom_http_kit::{OPERATOR_TOKEN_ENV, OperatorToken, split_urls};
 use stockroom_launcher::{InProcessLauncher, system};
 
 /// Where the watched services are (`serve dashboard`).
@@ -43,11 +43,21 @@ pub(super) struct DashboardArgs {
         env = "STOCKROOM_PAYMENT_URL"
     )]
     payment_url: String,
+    /// The operator token, for the movement feed to read the stock ledger;
+    /// without it the feed stays off. Used for reads only.
+    #[arg(long, env = OPERATOR_TOKEN_ENV, hide_env_values = true)]
+    operator_token: Option<String>,
 }
 
 /// The dashboard's configuration for services at these URLs (each one URL
-/// or a comma-separated list).
-pub(super) fn config(order: &str, data: &str, inventory: &str, payment: &str) -> DashboardConfig {
+/// or a comma-separated list), following the ledger with `operator_token`.
+pub(super) fn config(
+    order: &str,
+    data: &str,
+    inventory: &str,
+    payment: &str,
+    operator_token: Option<OperatorToken>,
+) -> DashboardConfig {
     DashboardConfig {
         sources: Sources {
             order: split_urls(order),
@@ -56,6 +66,7 @@ pub(super) fn config(order: &str, data: &str, inventory: &str, payment: &str) ->
             payment: split_urls(payment),
         },
         lab: Some(Arc::new(InProcessLauncher)),
+        operator_token,
         lab_redis_url: Some(lab_redis_url()),
     }
 }
@@ -76,6 +87,13 @@ pub(super) async fn serve_dashboard(
     port: Option<u16>,
     signal: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    // Checked before binding, so that a bad token fails before a listener
+    // is announced.
+    let operator_token = args
+        .operator_token
+        .as_deref()
+        .map(OperatorToken::parse)
+        .transpose()?;
     let (listener, url) =
         system::bind("dashboard", host, port.unwrap_or(system::DASHBOARD_PORT)).await?;
     tracing::info!(%url, "dashboard listening");
@@ -84,6 +102,7 @@ pub(super) async fn serve_dashboard(
         &args.data_url,
         &args.inventory_url,
         &args.payment_url,
+        operator_token,
     );
     stockroom_dashboard::run(listener, config, signal)
         .await

@@ -137,8 +137,9 @@ pub(super) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         host: args.host,
         port: args.port,
     };
-    // The dashboard reads only public routes; every other service either
-    // guards internal routes or calls them, so it cannot run without one.
+    // The dashboard needs no internal token (it reads public routes, and the
+    // ledger with the operator's); every other service either guards
+    // internal routes or calls them, so it cannot run without one.
     let token = &args.token;
     match args.service {
         ServiceCommand::Order {

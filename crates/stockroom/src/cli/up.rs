@@ -77,7 +77,7 @@ pub(super) async fn up(args: UpArgs) -> anyhow::Result<()> {
         lease_ms: args.bus.lease_ms,
         internal_token: args.token.or_generate()?,
         max_reservation_ttl_ms: args.extension.max_reservation_ttl_ms,
-        operator_token: Some(operator_token),
+        operator_token: Some(operator_token.clone()),
         webhooks: args.shop.webhooks()?,
     };
     if args.token.optional()?.is_none() {
@@ -97,9 +97,17 @@ pub(super) async fn up(args: UpArgs) -> anyhow::Result<()> {
         system::bind("dashboard", args.host, args.dashboard_port).await?;
     let running = system::start(config).await?;
     let urls = &running.urls;
+    // The dashboard's movement feed reads the ledger with the operator's
+    // token, which this process holds anyway.
     let dashboard = system::dashboard(
         dashboard_listener,
-        dashboard::config(&urls.order, &urls.data, &urls.inventory, &urls.payment),
+        dashboard::config(
+            &urls.order,
+            &urls.data,
+            &urls.inventory,
+            &urls.payment,
+            Some(operator_token),
+        ),
     );
     // One line on standard output, for scripts and tests; logs go to stderr.
     println!(
@@ -149,7 +157,14 @@ pub(super) async fn up_naive(args: UpArgs) -> anyhow::Result<()> {
     let urls = &running.urls;
     let dashboard = system::dashboard(
         dashboard_listener,
-        dashboard::config(&urls.order, &urls.data, &urls.inventory, &urls.payment),
+        // The naive system keeps no ledger: the feed says so.
+        dashboard::config(
+            &urls.order,
+            &urls.data,
+            &urls.inventory,
+            &urls.payment,
+            None,
+        ),
     );
     println!(
         "stockroom ready: order={} data={} inventory={} payment={} dashboard={dashboard_url} mode=naive {}",

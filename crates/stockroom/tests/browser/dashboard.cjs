@@ -1,10 +1,13 @@
 // The dashboard in headless Chromium, driven by playwright-core. Run by the
 // end-to-end test `browser.rs`, which starts a system and its dashboard and
-// passes: CHROMIUM (the browser's path), DASHBOARD_URL, ORDER_URL,
-// SCREENSHOT and PHONE_SCREENSHOT (where to save the pictures).
+// passes: CHROMIUM (the browser's path), DASHBOARD_URL, ORDER_URL, DATA_URL,
+// OPERATOR_TOKEN (the system's, which the dashboard also holds), SCREENSHOT
+// and PHONE_SCREENSHOT (where to save the pictures).
 //
-// It checks, as an operator would see it: the page shows the stock; orders
-// placed through the API change the numbers on the page; a flash sale run
+// It checks, as an operator would see it: the page shows the stock with
+// each product's purchase limit and low-stock threshold; orders placed
+// through the API change the numbers on the page and appear in the movement
+// feed, and so does an operator's adjustment; a flash sale run
 // from the page's form reports its progress and result and sells exactly
 // the stock, sending the dashboard's token with its request; the page fits a
 // phone's screen; every form field has a label.
@@ -21,6 +24,8 @@ const env = (name) => {
 
 const DASHBOARD_URL = env("DASHBOARD_URL");
 const ORDER_URL = env("ORDER_URL");
+const DATA_URL = env("DATA_URL");
+const OPERATOR_TOKEN = env("OPERATOR_TOKEN");
 const STEP_TIMEOUT_MS = 30_000;
 
 function log(message) {
@@ -51,6 +56,25 @@ async function placeOrder(customer) {
     body: JSON.stringify({ productName: "Laptop", quantity: 1, customerId: customer }),
   });
   assert.equal(response.status, 201, `an order is reserved: ${await response.text()}`);
+}
+
+// A call to one of data-service's operator routes.
+async function operator(method, path, body, headers = {}) {
+  const response = await fetch(`${DATA_URL}${path}`, {
+    method,
+    headers: {
+      "content-type": "application/json",
+      authorization: `Bearer ${OPERATOR_TOKEN}`,
+      ...headers,
+    },
+    body: JSON.stringify(body),
+  });
+  assert.ok(response.ok, `${method} ${path}: ${response.status} ${await response.text()}`);
+}
+
+// The text of one cell of a product's row in the stock table.
+async function setting(page, product, field) {
+  return (await page.textContent(`#stock-rows tr[data-product="${product}"] [data-field="${field}"]`)).trim();
 }
 
 async function main() {
@@ -96,6 +120,41 @@ async function main() {
     const after = Number(await page.getAttribute("body", "data-sequence"));
     assert.ok(after > before, "snapshots keep coming");
     log(`after 5 orders through the API: 20 available, 5 sold (snapshots ${before} → ${after})`);
+
+    // The movement feed shows the orders' movements, newest first.
+    await page.waitForSelector('#movement-rows tr[data-movement-of="Laptop"][data-kind="sold"]',
+      { timeout: STEP_TIMEOUT_MS });
+    await page.waitForSelector('#movement-rows tr[data-movement-of="Laptop"][data-kind="reserved"]',
+      { timeout: STEP_TIMEOUT_MS });
+    const cause = await page.textContent('#movement-rows tr[data-movement-of="Laptop"][data-kind="reserved"] [data-delta="cause"]');
+    assert.match(cause, /^order /, "an order's movement names its order");
+    log("the movement feed shows the orders' reservations and sales");
+
+    // The limit column: unset reads as a dash; an operator's limit and an
+    // adjustment through data-service's operator routes show up.
+    assert.equal(await setting(page, "Phone", "maxPerCustomer"), "—");
+    assert.equal(await setting(page, "Phone", "lowStockThreshold"), "—");
+    await operator("PATCH", "/inventory/Phone", { maxPerCustomer: 3, lowStockThreshold: 60 });
+    await operator("POST", "/inventory/Phone/adjustments",
+      { delta: 7, reason: "received", reference: "PO-browser-1" },
+      { "idempotency-key": "browser-adjustment-1" });
+    const adjusted = '#movement-rows tr[data-movement-of="Phone"][data-kind="adjusted"]';
+    await page.waitForSelector(adjusted, { timeout: STEP_TIMEOUT_MS });
+    assert.equal((await page.textContent(`${adjusted} [data-delta="cause"]`)).trim(), "PO-browser-1");
+    assert.equal((await page.textContent(`${adjusted} [data-delta="onHand"]`)).trim(), "+7");
+    assert.match(await page.textContent(`${adjusted} [data-delta="kind"]`), /adjusted \(received\)/);
+    await waitForFigure(page, "Phone", "available", 57);
+    const settings = '#movement-rows tr[data-movement-of="Phone"][data-kind="settings"] [data-delta="cause"]';
+    assert.equal((await page.textContent(settings)).trim(), "limit 3 per customer, low at 60");
+    assert.equal(await setting(page, "Phone", "maxPerCustomer"), "3");
+    assert.equal(await setting(page, "Phone", "lowStockThreshold"), "60");
+    assert.match(await setting(page, "Phone", "state"), /low stock/);
+    log("an adjustment appears in the feed; the limit and threshold columns show the operator's settings");
+
+    // Webhooks are not configured in this system: the panel says so.
+    await page.waitForFunction(
+      () => document.querySelector("#webhooks-state").textContent === "No webhook URL configured.",
+      null, { timeout: STEP_TIMEOUT_MS });
 
     // A refused form says why, next to the form.
     await page.fill("#sale-orders", "0");

@@ -1,7 +1,9 @@
 //! The dashboard in a real browser: headless Chromium, driven by
 //! `playwright-core` from a Node script (`tests/browser/dashboard.cjs`), opens
 //! the page of a running system, sees its numbers change as orders are placed
-//! through the API, runs a flash sale from the page's form, waits for its
+//! through the API, sees those orders and an operator's adjustment appear in
+//! the movement feed and the operator's purchase limit in the stock table,
+//! runs a flash sale from the page's form, waits for its
 //! result, checks the page on a phone's screen, and saves screenshots under
 //! `target/` (`dashboard-screenshot.png`, `dashboard-screenshot-phone.png`).
 //!
@@ -81,6 +83,8 @@ async fn the_dashboard_works_in_a_real_browser() {
         .env("CHROMIUM", &chromium)
         .env("DASHBOARD_URL", &watched.dashboard_url)
         .env("ORDER_URL", &watched.system.system.urls.order)
+        .env("DATA_URL", &watched.system.system.urls.data)
+        .env("OPERATOR_TOKEN", watched.operator_token.expose())
         .env("SCREENSHOT", &screenshot)
         .env("PHONE_SCREENSHOT", &phone_screenshot)
         .kill_on_drop(true)

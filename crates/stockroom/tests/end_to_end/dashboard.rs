@@ -1,13 +1,17 @@
 //! The dashboard server against a real system: its snapshot follows the
-//! orders placed, its stream sends a snapshot every second, its controls
-//! refuse bad input with a JSON error, run one flash sale at a time, and run
-//! a race-lab scenario.
+//! orders placed, the stock ledger's movements and the webhook deliveries,
+//! its stream sends a snapshot every second, its controls refuse bad input
+//! with a JSON error, run one flash sale at a time, and run a race-lab
+//! scenario.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use stockroom_dashboard::{DashboardConfig, Sources};
+use stockroom_data_service::webhooks::WebhookConfig;
+use stockroom_http_kit::OperatorToken;
 use stockroom_launcher::system::{self, RunningService};
 
 use crate::harness::{TestSystem, get, laptops, post, stock};
@@ -20,12 +24,22 @@ pub struct Watched {
     pub system: TestSystem,
     pub dashboard: RunningService,
     pub dashboard_url: String,
+    /// The system's operator token, which the dashboard also holds.
+    pub operator_token: OperatorToken,
 }
 
 impl Watched {
     pub async fn start(laptops: u64) -> Watched {
+        Watched::start_with(laptops, None).await
+    }
+
+    /// The same, sending webhooks as `webhooks` says.
+    pub async fn start_with(laptops: u64, webhooks: Option<WebhookConfig>) -> Watched {
+        let operator_token = OperatorToken::generate();
         let system = TestSystem::start(|config| {
             config.stock = Some(stock(&[("Laptop", laptops), ("Phone", 50)]));
+            config.operator_token = Some(operator_token.clone());
+            config.webhooks = webhooks;
         })
         .await;
         let urls = &system.system.urls;
@@ -40,6 +54,7 @@ impl Watched {
                 payment: vec![urls.payment.clone()],
             },
             lab: Some(Arc::new(stockroom_launcher::InProcessLauncher)),
+            operator_token: Some(operator_token.clone()),
             lab_redis_url: std::env::var("STOCKROOM_TEST_REDIS_URL").ok(),
         };
         let dashboard = system::dashboard(listener, config);
@@ -47,6 +62,7 @@ impl Watched {
             system,
             dashboard,
             dashboard_url,
+            operator_token,
         }
     }
 
@@ -114,6 +130,76 @@ fn product<'a>(snapshot: &'a Value, name: &str) -> &'a Value {
         .iter()
         .find(|row| row["product"] == name)
         .unwrap_or_else(|| panic!("no {name} in {snapshot}"))
+}
+
+/// A receiver that refuses its first event and takes every other; its URL.
+async fn flaky_receiver() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let requests = Arc::new(AtomicUsize::new(0));
+    let app = axum::Router::new().route(
+        "/hooks",
+        axum::routing::post(move || {
+            let requests = Arc::clone(&requests);
+            async move {
+                match requests.fetch_add(1, Ordering::SeqCst) {
+                    0 => axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                    _ => axum::http::StatusCode::OK,
+                }
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{address}/hooks")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_snapshot_shows_the_ledger_the_limits_and_webhook_deliveries() {
+    let mut webhooks = WebhookConfig::parse(
+        &[flaky_receiver().await],
+        Some("a-webhook-secret-for-tests"),
+    )
+    .unwrap()
+    .unwrap();
+    webhooks.backoff_ms = 100;
+    let watched = Watched::start_with(25, Some(webhooks)).await;
+    let first = watched
+        .wait_for("a first snapshot", |snapshot| {
+            snapshot["sequence"].as_u64() >= Some(1)
+        })
+        .await;
+    assert_eq!(product(&first, "Laptop")["maxPerCustomer"], Value::Null);
+    assert_eq!(first["webhooks"]["configured"], true, "{first}");
+    assert_eq!(first["webhooks"]["receivers"], 1);
+    assert_eq!(first["movements"]["unavailable"], Value::Null);
+
+    let (status, body) = watched.system.place(laptops(2)).await;
+    assert_eq!(status, 201, "{body}");
+    let order = body["order"]["id"].as_str().unwrap().to_owned();
+    let shown = watched
+        .wait_for(
+            "the order's sale in the feed, its webhook sent after a retry",
+            |snapshot| {
+                let sold = snapshot["movements"]["entries"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|entry| {
+                        entry["kind"] == "sold" && entry["cause"] == format!("order {order}")
+                    });
+                sold && snapshot["webhooks"]["sent"].as_u64() >= Some(1)
+            },
+        )
+        .await;
+    let webhooks = &shown["webhooks"];
+    assert!(webhooks["retrying"].as_u64() >= Some(1), "{webhooks}");
+    assert_eq!(webhooks["dead"], 0, "{webhooks}");
+    let newest = &shown["movements"]["entries"][0];
+    assert_eq!(newest["product"], "Laptop", "{newest}");
+    assert_eq!(newest["kind"], "sold");
+    assert_eq!(newest["soldDelta"], 2);
+    assert_eq!(newest["onHandDelta"], -2);
+    watched.stop().await;
 }
 
 fn count(snapshot: &Value, status: &str) -> u64 {
