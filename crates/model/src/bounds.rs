@@ -142,3 +142,77 @@ pub const SMOKE_RUNS: [Run; 3] = [
         },
     ),
 ];
+
+/// The bounds a command line may set; what it leaves out stays as in
+/// [`Bounds::ONE_ORDER`]. Any bound given (or `poison`) makes one custom run
+/// instead of the default (or smoke) runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ChosenBounds {
+    pub clients: Option<u8>,
+    pub orders: Option<u8>,
+    pub stock: Option<u8>,
+    pub crashes: Option<u8>,
+    pub duplicates: Option<u8>,
+    pub timeouts: Option<u8>,
+    pub attempts: Option<u8>,
+    pub workers: Option<u8>,
+    pub poison: bool,
+    /// The longest execution of every run, in steps.
+    pub depth: Option<usize>,
+    /// CI's smaller runs, when no bound is given.
+    pub smoke: bool,
+}
+
+impl ChosenBounds {
+    /// The custom bounds, if any bound is given.
+    fn custom(&self) -> Option<Bounds> {
+        let given = [
+            self.clients,
+            self.orders,
+            self.stock,
+            self.crashes,
+            self.duplicates,
+            self.timeouts,
+            self.attempts,
+            self.workers,
+        ];
+        if given.iter().all(Option::is_none) && !self.poison {
+            return None;
+        }
+        let start = Bounds::ONE_ORDER;
+        Some(Bounds {
+            clients: self.clients.unwrap_or(start.clients),
+            orders: self.orders.unwrap_or(start.orders),
+            stock: self.stock.unwrap_or(start.stock),
+            crashes: self.crashes.unwrap_or(start.crashes),
+            duplicates: self.duplicates.unwrap_or(start.duplicates),
+            timeouts: self.timeouts.unwrap_or(start.timeouts),
+            attempts: self.attempts.unwrap_or(start.attempts),
+            workers: self.workers.unwrap_or(start.workers),
+            poison: self.poison,
+            ..start
+        })
+    }
+
+    /// The runs these choices make: one custom run, or the smoke or
+    /// default runs, each bounded to `depth`.
+    pub fn runs(&self) -> Vec<Run> {
+        let runs = match (self.custom(), self.smoke) {
+            (Some(bounds), _) => vec![Run {
+                name: "custom",
+                bounds,
+            }],
+            (None, true) => SMOKE_RUNS.to_vec(),
+            (None, false) => DEFAULT_RUNS.to_vec(),
+        };
+        runs.into_iter()
+            .map(|run| Run {
+                bounds: Bounds {
+                    depth: self.depth,
+                    ..run.bounds
+                },
+                ..run
+            })
+            .collect()
+    }
+}

@@ -27,7 +27,7 @@ pub mod store;
 pub mod system;
 pub mod trace;
 
-pub use bounds::{Bounds, DEFAULT_RUNS, MUTANT_BOUNDS, Run, SMOKE_RUNS};
+pub use bounds::{Bounds, ChosenBounds, DEFAULT_RUNS, MUTANT_BOUNDS, Run, SMOKE_RUNS};
 pub use mutants::Mutant;
 pub use run::{MutantVerdict, PropertyVerdict, Recipe, Report, RunSummary};
 

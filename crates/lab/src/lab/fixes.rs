@@ -112,6 +112,21 @@ impl FixLabConfig {
     }
 }
 
+/// Where the fix lab looks for Redis unless told.
+pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
+
+/// The variable that tells the fix lab (the command and the dashboard's
+/// control) where Redis is.
+pub const REDIS_URL_ENV: &str = "STOCKROOM_REDIS_URL";
+
+/// The Redis of [`REDIS_URL_ENV`], or [`DEFAULT_REDIS_URL`].
+pub fn redis_url_from_environment() -> String {
+    std::env::var(REDIS_URL_ENV)
+        .ok()
+        .filter(|url| !url.is_empty())
+        .unwrap_or_else(|| DEFAULT_REDIS_URL.to_owned())
+}
+
 /// Why the Redis fixes cannot run.
 #[derive(Debug, thiserror::Error)]
 pub enum RedisUnavailable {

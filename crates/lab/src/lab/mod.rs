@@ -34,7 +34,8 @@ use stockroom_contract::StockLine;
 
 pub use self::fix_report::{Cell, FixMatrix, FixRow, MAX_CELL_CHARS, Verdict, short_evidence};
 pub use self::fixes::{
-    FixLabConfig, FixSubject, RedisUnavailable, probe_redis, run_cell, run_fix_lab, run_subject,
+    DEFAULT_REDIS_URL, FixLabConfig, FixSubject, REDIS_URL_ENV, RedisUnavailable, probe_redis,
+    redis_url_from_environment, run_cell, run_fix_lab, run_subject,
 };
 pub use self::report::{LabReport, ScenarioResult};
 pub use self::scenario::FixChoice;

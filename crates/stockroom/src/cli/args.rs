@@ -45,7 +45,7 @@ pub(super) struct ModeArgs {
     #[arg(long, global = true, default_value = "no-fix")]
     pub(super) naive_fix: Fix,
     /// Naive mode: the Redis the Redis fixes use.
-    #[arg(long, global = true, default_value = super::lab::DEFAULT_REDIS_URL)]
+    #[arg(long, global = true, default_value = stockroom_lab::lab::DEFAULT_REDIS_URL)]
     pub(super) naive_redis_url: String,
 }
 

@@ -67,17 +67,8 @@ pub(super) fn config(
         },
         lab: Some(Arc::new(InProcessLauncher)),
         operator_token,
-        lab_redis_url: Some(lab_redis_url()),
+        lab_redis_url: Some(stockroom_lab::lab::redis_url_from_environment()),
     }
-}
-
-/// The Redis the dashboard's fix matrix uses: the same variable and default
-/// as `stockroom lab --fixes --redis-url`.
-fn lab_redis_url() -> String {
-    std::env::var("STOCKROOM_REDIS_URL")
-        .ok()
-        .filter(|url| !url.is_empty())
-        .unwrap_or_else(|| super::lab::DEFAULT_REDIS_URL.to_owned())
 }
 
 /// `stockroom serve dashboard`.

@@ -6,6 +6,7 @@
 use std::process::ExitCode;
 
 use clap::Args;
+use stockroom_lab::lab::{DEFAULT_REDIS_URL, REDIS_URL_ENV};
 use stockroom_lab::{FixLabConfig, FixSubject, LabConfig, Scenario, Verdict};
 use stockroom_launcher::InProcessLauncher;
 
@@ -43,12 +44,9 @@ pub(super) struct LabArgs {
     #[arg(long)]
     sync: bool,
     /// The Redis the Redis fixes use; without one their rows say so.
-    #[arg(long, default_value = DEFAULT_REDIS_URL, env = "STOCKROOM_REDIS_URL")]
+    #[arg(long, default_value = DEFAULT_REDIS_URL, env = REDIS_URL_ENV)]
     redis_url: String,
 }
-
-/// Where `lab --fixes` looks for Redis unless told.
-pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
 
 pub(super) async fn lab(args: LabArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(

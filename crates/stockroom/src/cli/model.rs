@@ -8,7 +8,7 @@
 use std::process::ExitCode;
 
 use clap::Args;
-use stockroom_model::{Bounds, DEFAULT_RUNS, Run, SMOKE_RUNS};
+use stockroom_model::{ChosenBounds, Run};
 
 /// The Explorer's address unless `--explore` names another: loopback only.
 const DEFAULT_EXPLORER_ADDRESS: &str = "127.0.0.1:3010";
@@ -70,54 +70,21 @@ pub(super) struct ModelArgs {
 }
 
 impl ModelArgs {
-    /// The custom bounds the flags give, if any bound flag is given.
-    fn custom(&self) -> Option<Bounds> {
-        let given = [
-            self.clients,
-            self.orders,
-            self.stock,
-            self.crashes,
-            self.duplicates,
-            self.timeouts,
-            self.attempts,
-            self.workers,
-        ];
-        if given.iter().all(Option::is_none) && !self.poison {
-            return None;
-        }
-        let start = Bounds::ONE_ORDER;
-        Some(Bounds {
-            clients: self.clients.unwrap_or(start.clients),
-            orders: self.orders.unwrap_or(start.orders),
-            stock: self.stock.unwrap_or(start.stock),
-            crashes: self.crashes.unwrap_or(start.crashes),
-            duplicates: self.duplicates.unwrap_or(start.duplicates),
-            timeouts: self.timeouts.unwrap_or(start.timeouts),
-            attempts: self.attempts.unwrap_or(start.attempts),
-            workers: self.workers.unwrap_or(start.workers),
-            poison: self.poison,
-            ..start
-        })
-    }
-
     fn runs(&self) -> Vec<Run> {
-        let runs = match (self.custom(), self.smoke) {
-            (Some(bounds), _) => vec![Run {
-                name: "custom",
-                bounds,
-            }],
-            (None, true) => SMOKE_RUNS.to_vec(),
-            (None, false) => DEFAULT_RUNS.to_vec(),
-        };
-        runs.into_iter()
-            .map(|run| Run {
-                bounds: Bounds {
-                    depth: self.depth,
-                    ..run.bounds
-                },
-                ..run
-            })
-            .collect()
+        ChosenBounds {
+            clients: self.clients,
+            orders: self.orders,
+            stock: self.stock,
+            crashes: self.crashes,
+            duplicates: self.duplicates,
+            timeouts: self.timeouts,
+            attempts: self.attempts,
+            workers: self.workers,
+            poison: self.poison,
+            depth: self.depth,
+            smoke: self.smoke,
+        }
+        .runs()
     }
 }
 
