@@ -14,21 +14,25 @@
 //! storage executed over the whole flow (reservation, payment, settlement,
 //! the bus), from the start of the load until every order it accepted has
 //! settled, divided by the orders it answered: statements per order,
-//! amortised over the batches.
+//! amortised over the batches. Every system on PostgreSQL also gets the
+//! write-ahead log it wrote over the same span per order answered ([`wal`]).
 //!
 //! What the benchmarks need besides Stockroom lives here too, talking to its
-//! database itself: the per-request PostgreSQL baseline ([`baseline`]) and
+//! database itself: the per-request PostgreSQL baselines ([`baseline`], the
+//! reservation alone, and [`full_flow`], the order's whole life) and
 //! the rows the growth benchmark ([`growth`]) seeds ([`seed`]). The
 //! production storage backends hold no benchmark code.
 
 pub mod baseline;
 mod chart;
+pub mod full_flow;
 pub mod growth;
 mod load;
 mod phase;
 mod report;
 pub mod seed;
 mod targets;
+mod wal;
 
 use std::time::Duration;
 

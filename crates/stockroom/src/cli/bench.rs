@@ -40,7 +40,7 @@ pub(super) struct BenchArgs {
     amqp_url: Option<String>,
     /// Only these systems (comma-separated: stockroom, stockroom-batching-off,
     /// stockroom-postgres, stockroom-postgres-rabbitmq, postgres-per-request,
-    /// naive, noop-http).
+    /// postgres-full-flow-per-request, naive, noop-http).
     #[arg(long, value_delimiter = ',')]
     systems: Vec<String>,
     /// A tiny run that only shows every part works (CI): 1 s phases, 50
