@@ -72,6 +72,8 @@ pub struct BenchConfig {
     /// Connections of the extra latency phase of Stockroom as shipped.
     pub latency_connections: usize,
     pub systems: Vec<SystemKind>,
+    /// The scenarios to run, in this order (both by default).
+    pub scenarios: Vec<Scenario>,
     pub postgres_url: Option<String>,
     /// The broker of `stockroom-postgres-rabbitmq`; without it that system
     /// is skipped.
@@ -110,6 +112,16 @@ pub enum Scenario {
 }
 
 impl Scenario {
+    pub const ALL: [Scenario; 2] = [Scenario::HotSku, Scenario::Cold];
+
+    /// The scenario's name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::HotSku => "hot",
+            Scenario::Cold => "cold",
+        }
+    }
+
     fn products(self, config: &BenchConfig) -> Vec<String> {
         match self {
             Scenario::HotSku => vec!["Hot".to_owned()],
@@ -126,12 +138,12 @@ pub async fn run(config: BenchConfig) -> anyhow::Result<BenchReport> {
     config.validate()?;
     let mut phases = Vec::new();
     let mut skipped = Vec::new();
-    for scenario in [Scenario::HotSku, Scenario::Cold] {
+    for &scenario in &config.scenarios {
         for &kind in &config.systems {
             if let Some(missing) =
                 kind.missing(config.postgres_url.as_deref(), config.amqp_url.as_deref())
             {
-                if scenario == Scenario::HotSku {
+                if Some(&scenario) == config.scenarios.first() {
                     skipped.push(format!("{}: skipped, {missing}", kind.name()));
                 }
                 continue;
