@@ -17,6 +17,36 @@ pub const BASELINE_POOL_SIZE: usize = 32;
 /// What every failure of the baseline says it was doing.
 const BASELINE_FAILED: &str = "the per-request baseline failed";
 
+/// Checks that a schema name needs no quoting: it is written into SQL as it
+/// is.
+pub(crate) fn valid_schema(schema: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        schema
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
+        "invalid schema name {schema}"
+    );
+    Ok(())
+}
+
+/// A pool of [`BASELINE_POOL_SIZE`] connections whose sessions work in
+/// `schema` and commit synchronously.
+pub(crate) fn connect_pool(url: &str, schema: &str) -> anyhow::Result<Pool> {
+    let mut config: tokio_postgres::Config = url.parse()?;
+    config.options(format!("-c search_path={schema} -c synchronous_commit=on"));
+    let manager = Manager::from_config(
+        config,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Ok(Pool::builder(manager)
+        .max_size(BASELINE_POOL_SIZE)
+        .runtime(Runtime::Tokio1)
+        .build()?)
+}
+
 /// A stock table with one row per product, in its own schema.
 pub struct PerRequestStock {
     pool: Pool,
@@ -30,28 +60,8 @@ impl PerRequestStock {
         schema: &str,
         products: &[(String, i64)],
     ) -> anyhow::Result<PerRequestStock> {
-        // The name is written into SQL as it is, so it may only hold what
-        // needs no quoting.
-        anyhow::ensure!(
-            schema
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
-            "invalid schema name {schema}"
-        );
-        let mut config: tokio_postgres::Config = url.parse().context(BASELINE_FAILED)?;
-        config.options(format!("-c search_path={schema} -c synchronous_commit=on"));
-        let manager = Manager::from_config(
-            config,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(BASELINE_POOL_SIZE)
-            .runtime(Runtime::Tokio1)
-            .build()
-            .context(BASELINE_FAILED)?;
+        valid_schema(schema)?;
+        let pool = connect_pool(url, schema).context(BASELINE_FAILED)?;
         let client = pool.get().await.context(BASELINE_FAILED)?;
         client
             .batch_execute(&format!(

@@ -14,21 +14,25 @@
 //! storage executed over the whole flow (reservation, payment, settlement,
 //! the bus), from the start of the load until every order it accepted has
 //! settled, divided by the orders it answered: statements per order,
-//! amortised over the batches.
+//! amortised over the batches. Every system on PostgreSQL also gets the
+//! write-ahead log it wrote over the same span per order answered ([`wal`]).
 //!
 //! What the benchmarks need besides Stockroom lives here too, talking to its
-//! database itself: the per-request PostgreSQL baseline ([`baseline`]) and
+//! database itself: the per-request PostgreSQL baselines ([`baseline`], the
+//! reservation alone, and [`full_flow`], the order's whole life) and
 //! the rows the growth benchmark ([`growth`]) seeds ([`seed`]). The
 //! production storage backends hold no benchmark code.
 
 pub mod baseline;
 mod chart;
+pub mod full_flow;
 pub mod growth;
 mod load;
 mod phase;
 mod report;
 pub mod seed;
 mod targets;
+mod wal;
 
 use std::time::Duration;
 
@@ -68,6 +72,8 @@ pub struct BenchConfig {
     /// Connections of the extra latency phase of Stockroom as shipped.
     pub latency_connections: usize,
     pub systems: Vec<SystemKind>,
+    /// The scenarios to run, in this order (both by default).
+    pub scenarios: Vec<Scenario>,
     pub postgres_url: Option<String>,
     /// The broker of `stockroom-postgres-rabbitmq`; without it that system
     /// is skipped.
@@ -106,6 +112,16 @@ pub enum Scenario {
 }
 
 impl Scenario {
+    pub const ALL: [Scenario; 2] = [Scenario::HotSku, Scenario::Cold];
+
+    /// The scenario's name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::HotSku => "hot",
+            Scenario::Cold => "cold",
+        }
+    }
+
     fn products(self, config: &BenchConfig) -> Vec<String> {
         match self {
             Scenario::HotSku => vec!["Hot".to_owned()],
@@ -122,12 +138,12 @@ pub async fn run(config: BenchConfig) -> anyhow::Result<BenchReport> {
     config.validate()?;
     let mut phases = Vec::new();
     let mut skipped = Vec::new();
-    for scenario in [Scenario::HotSku, Scenario::Cold] {
+    for &scenario in &config.scenarios {
         for &kind in &config.systems {
             if let Some(missing) =
                 kind.missing(config.postgres_url.as_deref(), config.amqp_url.as_deref())
             {
-                if scenario == Scenario::HotSku {
+                if Some(&scenario) == config.scenarios.first() {
                     skipped.push(format!("{}: skipped, {missing}", kind.name()));
                 }
                 continue;

@@ -51,6 +51,10 @@ pub struct PhaseResult {
     pub undersold: Option<i64>,
     /// SQL statements per answered order over the whole flow (Stockroom only).
     pub statements_per_order: Option<f64>,
+    /// Bytes of PostgreSQL's write-ahead log per answered order, from the
+    /// start of the load until every order settled (systems on PostgreSQL
+    /// only).
+    pub wal_bytes_per_order: Option<f64>,
     pub durability: &'static str,
     pub note: Option<String>,
 }
@@ -154,6 +158,11 @@ pub async fn run_phase(config: &BenchConfig, phase: Phase) -> anyhow::Result<Pha
     let statements_before = target
         .storage()
         .map(|storage| storage.statements_executed());
+    let wal_url = config
+        .postgres_url
+        .as_deref()
+        .filter(|_| phase.kind.on_postgres());
+    let wal_before = wal_position(wal_url).await;
     let Some(result) = send_load(config, phase, &sizes, &target).await else {
         target.stop().await;
         anyhow::bail!(
@@ -164,6 +173,12 @@ pub async fn run_phase(config: &BenchConfig, phase: Phase) -> anyhow::Result<Pha
     };
     let (statements_per_order, settle_note) =
         statements_per_order(&target, statements_before, &result).await;
+    let wal_bytes_per_order = match (wal_before, wal_position(wal_url).await) {
+        (Some(before), Some(after)) => {
+            Some((after - before) as f64 / result.answered().max(1) as f64)
+        }
+        _ => None,
+    };
     let sold = if sizes.sell_out && phase.kind.has_stock() {
         sell_out_figures(&target, phase.kind, &sizes, &result).await
     } else {
@@ -187,6 +202,7 @@ pub async fn run_phase(config: &BenchConfig, phase: Phase) -> anyhow::Result<Pha
         oversold: sold.oversold,
         undersold: sold.undersold,
         statements_per_order,
+        wal_bytes_per_order,
         durability: phase.kind.durability(),
         note: sold.note.or(settle_note),
     })
@@ -252,6 +268,12 @@ async fn statements_per_order(
     let answered = (result.created + result.rejected).max(1);
     let statements = storage.statements_executed() - before;
     (Some(statements as f64 / answered as f64), note)
+}
+
+/// The WAL position of the server at `url`, when there is one and it can
+/// be read (a failed read leaves the phase without the figure, not failed).
+async fn wal_position(url: Option<&str>) -> Option<i64> {
+    crate::wal::position_bytes(url?).await.ok()
 }
 
 /// What a sell-out left: units oversold and undersold, and a note.

@@ -51,6 +51,8 @@ pub struct Summary {
     pub p999_ms: f64,
     pub p99_ms_at_latency_connections: Option<f64>,
     pub ratio_vs_postgres_per_request: Option<f64>,
+    /// Against the order's whole life per request on PostgreSQL.
+    pub ratio_vs_full_flow_per_request: Option<f64>,
     pub ratio_vs_noop_http: Option<f64>,
     pub ratio_vs_batching_off: Option<f64>,
     pub ratio_vs_naive: Option<f64>,
@@ -59,6 +61,9 @@ pub struct Summary {
     pub sell_out_orders_per_s: Option<f64>,
     /// SQL statements per order over the whole flow, in the throughput phase.
     pub statements_per_order: Option<f64>,
+    /// Bytes of PostgreSQL's write-ahead log per order over the whole flow,
+    /// in the throughput phase (on PostgreSQL only).
+    pub wal_bytes_per_order: Option<f64>,
 }
 
 pub(crate) fn summarize(
@@ -86,6 +91,7 @@ pub(crate) fn summarize(
         p999_ms: shipped.p999_ms,
         p99_ms_at_latency_connections: latency.map(|phase| phase.p99_ms),
         ratio_vs_postgres_per_request: ratio("postgres-per-request"),
+        ratio_vs_full_flow_per_request: ratio("postgres-full-flow-per-request"),
         ratio_vs_noop_http: ratio("noop-http"),
         ratio_vs_batching_off: ratio("stockroom-batching-off"),
         ratio_vs_naive: ratio("naive"),
@@ -93,6 +99,7 @@ pub(crate) fn summarize(
         undersold: sell_out.and_then(|phase| phase.undersold),
         sell_out_orders_per_s: sell_out.map(|phase| phase.orders_per_s),
         statements_per_order: shipped.statements_per_order,
+        wal_bytes_per_order: shipped.wal_bytes_per_order,
     })
 }
 
@@ -109,7 +116,7 @@ fn ratio(value: Option<f64>) -> String {
 pub fn render_table(report: &BenchReport) -> String {
     let mut out = String::new();
     out.push_str(&format!(
-        "{:<28} {:<9} {:<10} {:>6} {:>11} {:>8} {:>8} {:>8} {:>8} {:>9} {:>11}  {}\n",
+        "{:<30} {:<9} {:<10} {:>6} {:>11} {:>8} {:>8} {:>8} {:>8} {:>9} {:>11} {:>11}  {}\n",
         "system",
         "scenario",
         "phase",
@@ -121,6 +128,7 @@ pub fn render_table(report: &BenchReport) -> String {
         "oversold",
         "undersold",
         "stmts/order",
+        "WAL B/order",
         "durability"
     ));
     for phase in &report.phases {
@@ -143,7 +151,7 @@ pub fn render_table(report: &BenchReport) -> String {
 /// note when it has them.
 fn phase_row(phase: &PhaseResult) -> String {
     let mut out = format!(
-        "{:<28} {:<9} {:<10} {:>6} {:>11.0} {:>8.1} {:>8.1} {:>8.1} {:>8} {:>9} {:>11}  {}\n",
+        "{:<30} {:<9} {:<10} {:>6} {:>11.0} {:>8.1} {:>8.1} {:>8.1} {:>8} {:>9} {:>11} {:>11}  {}\n",
         phase.system,
         match phase.scenario {
             Scenario::HotSku => "hot",
@@ -158,16 +166,17 @@ fn phase_row(phase: &PhaseResult) -> String {
         optional(phase.oversold),
         optional(phase.undersold),
         statements(phase.statements_per_order),
+        wal_bytes(phase.wal_bytes_per_order),
         phase.durability,
     );
     if phase.errors > 0 || phase.overloaded > 0 {
         out.push_str(&format!(
-            "{:<28} {} errors, {} answered 503 (overloaded)\n",
+            "{:<30} {} errors, {} answered 503 (overloaded)\n",
             "", phase.errors, phase.overloaded
         ));
     }
     if let Some(note) = &phase.note {
-        out.push_str(&format!("{:<28} note: {note}\n", ""));
+        out.push_str(&format!("{:<30} note: {note}\n", ""));
     }
     out
 }
@@ -212,7 +221,7 @@ fn measured_summaries(report: &BenchReport) -> impl Iterator<Item = (&'static st
 /// what a sell-out left, and statements per order.
 fn summary_paragraph(label: &str, summary: &Summary, latency_connections: usize) -> String {
     format!(
-        "\n{label}: {:.0} orders/s, p99 {:.1} ms{}; {} vs PostgreSQL per request, {} vs no-op HTTP, {} vs batching off, {} vs naive; oversold {}, undersold {}; {} SQL statements per order\n",
+        "\n{label}: {:.0} orders/s, p99 {:.1} ms{}; {} vs PostgreSQL per request, {} vs the full flow per request, {} vs no-op HTTP, {} vs batching off, {} vs naive; oversold {}, undersold {}; {} SQL statements per order{}\n",
         summary.orders_per_s,
         summary.p99_ms,
         summary
@@ -220,15 +229,24 @@ fn summary_paragraph(label: &str, summary: &Summary, latency_connections: usize)
             .map(|p99| format!(" (p99 {p99:.1} ms at {latency_connections} connections)"))
             .unwrap_or_default(),
         ratio(summary.ratio_vs_postgres_per_request),
+        ratio(summary.ratio_vs_full_flow_per_request),
         ratio(summary.ratio_vs_noop_http),
         ratio(summary.ratio_vs_batching_off),
         ratio(summary.ratio_vs_naive),
         optional(summary.oversold),
         optional(summary.undersold),
         statements(summary.statements_per_order),
+        summary
+            .wal_bytes_per_order
+            .map(|bytes| format!("; {bytes:.0} bytes of WAL per order"))
+            .unwrap_or_default(),
     )
 }
 
 fn statements(per_order: Option<f64>) -> String {
     per_order.map_or_else(|| "-".to_owned(), |value| format!("{value:.2}"))
+}
+
+fn wal_bytes(per_order: Option<f64>) -> String {
+    per_order.map_or_else(|| "-".to_owned(), |value| format!("{value:.0}"))
 }

@@ -24,6 +24,7 @@ use stockroom_storage_sqlite::WriterConfig;
 use tokio_util::sync::CancellationToken;
 
 use crate::baseline::PerRequestStock;
+use crate::full_flow::FullFlowStock;
 
 /// One of the compared systems.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +40,9 @@ pub enum SystemKind {
     StockroomPostgresRabbitmq,
     /// One conditional UPDATE per request on PostgreSQL, synchronous commit.
     PostgresPerRequest,
+    /// The order's whole life per request on PostgreSQL: reserve and insert,
+    /// pay, settle, three synchronous commits.
+    PostgresFullFlowPerRequest,
     /// The original system (JSON files), racy.
     Naive,
     /// An endpoint that parses the order and answers 201: the HTTP ceiling.
@@ -46,12 +50,13 @@ pub enum SystemKind {
 }
 
 impl SystemKind {
-    pub const ALL: [SystemKind; 7] = [
+    pub const ALL: [SystemKind; 8] = [
         SystemKind::Shipped,
         SystemKind::BatchingOff,
         SystemKind::StockroomPostgres,
         SystemKind::StockroomPostgresRabbitmq,
         SystemKind::PostgresPerRequest,
+        SystemKind::PostgresFullFlowPerRequest,
         SystemKind::Naive,
         SystemKind::NoopHttp,
     ];
@@ -63,6 +68,7 @@ impl SystemKind {
             SystemKind::StockroomPostgres => "stockroom-postgres",
             SystemKind::StockroomPostgresRabbitmq => "stockroom-postgres-rabbitmq",
             SystemKind::PostgresPerRequest => "postgres-per-request",
+            SystemKind::PostgresFullFlowPerRequest => "postgres-full-flow-per-request",
             SystemKind::Naive => "naive",
             SystemKind::NoopHttp => "noop-http",
         }
@@ -76,6 +82,9 @@ impl SystemKind {
                 "fsync per batch (synchronous_commit=on)"
             }
             SystemKind::PostgresPerRequest => "fsync per request (synchronous_commit=on)",
+            SystemKind::PostgresFullFlowPerRequest => {
+                "3 fsyncs per request (synchronous_commit=on)"
+            }
             SystemKind::Naive => "none (JSON rewritten in place, no fsync)",
             SystemKind::NoopHttp => "n/a (stores nothing)",
         }
@@ -97,19 +106,25 @@ impl SystemKind {
         )
     }
 
+    /// Whether the system keeps its data in PostgreSQL, whose write-ahead
+    /// log a phase measures.
+    pub fn on_postgres(self) -> bool {
+        matches!(
+            self,
+            SystemKind::StockroomPostgres
+                | SystemKind::StockroomPostgresRabbitmq
+                | SystemKind::PostgresPerRequest
+                | SystemKind::PostgresFullFlowPerRequest
+        )
+    }
+
     /// What the system needs that a run may not have, if anything.
     pub fn missing(
         self,
         postgres_url: Option<&str>,
         amqp_url: Option<&str>,
     ) -> Option<&'static str> {
-        let needs_postgres = matches!(
-            self,
-            SystemKind::StockroomPostgres
-                | SystemKind::StockroomPostgresRabbitmq
-                | SystemKind::PostgresPerRequest
-        );
-        if needs_postgres && postgres_url.is_none() {
+        if self.on_postgres() && postgres_url.is_none() {
             return Some("no --postgres-url (or STOCKROOM_BENCH_POSTGRES_URL) given");
         }
         if self == SystemKind::StockroomPostgresRabbitmq && amqp_url.is_none() {
@@ -140,8 +155,32 @@ enum Running {
     Http {
         stop: CancellationToken,
         task: tokio::task::JoinHandle<std::io::Result<()>>,
-        stock: Option<Arc<PerRequestStock>>,
+        stock: Option<Baseline>,
     },
+}
+
+/// The stock of a PostgreSQL baseline, read after a sell-out and dropped
+/// when it stops.
+#[derive(Clone)]
+enum Baseline {
+    PerRequest(Arc<PerRequestStock>),
+    FullFlow(Arc<FullFlowStock>),
+}
+
+impl Baseline {
+    async fn total_available(&self) -> anyhow::Result<i64> {
+        match self {
+            Baseline::PerRequest(stock) => stock.total_available().await,
+            Baseline::FullFlow(stock) => stock.total_available().await,
+        }
+    }
+
+    async fn drop_schema(&self) -> anyhow::Result<()> {
+        match self {
+            Baseline::PerRequest(stock) => stock.drop_schema().await,
+            Baseline::FullFlow(stock) => stock.drop_schema().await,
+        }
+    }
 }
 
 fn stock_lines(products: &[(String, i64)]) -> anyhow::Result<Vec<StockLine>> {
@@ -179,7 +218,14 @@ pub async fn start(
         SystemKind::PostgresPerRequest => {
             let url = postgres_url.ok_or_else(|| anyhow::anyhow!("no PostgreSQL URL"))?;
             let stock = Arc::new(PerRequestStock::create(url, schema, products).await?);
-            serve_http(baseline_router(Arc::clone(&stock)), Some(stock)).await
+            let router = baseline_router(Arc::clone(&stock));
+            serve_http(router, Some(Baseline::PerRequest(stock))).await
+        }
+        SystemKind::PostgresFullFlowPerRequest => {
+            let url = postgres_url.ok_or_else(|| anyhow::anyhow!("no PostgreSQL URL"))?;
+            let stock = Arc::new(FullFlowStock::create(url, schema, products).await?);
+            let router = full_flow_router(Arc::clone(&stock));
+            serve_http(router, Some(Baseline::FullFlow(stock))).await
         }
     }
 }
@@ -266,7 +312,7 @@ async fn start_naive(products: &[(String, i64)]) -> anyhow::Result<Target> {
     })
 }
 
-async fn serve_http(router: Router, stock: Option<Arc<PerRequestStock>>) -> anyhow::Result<Target> {
+async fn serve_http(router: Router, stock: Option<Baseline>) -> anyhow::Result<Target> {
     let (listener, url) = system::bind("benchmark endpoint", [127, 0, 0, 1].into(), 0).await?;
     let stop = CancellationToken::new();
     let task = tokio::spawn(stockroom_http_kit::serve(
@@ -286,7 +332,6 @@ async fn serve_http(router: Router, stock: Option<Arc<PerRequestStock>>) -> anyh
 struct BenchOrder {
     product_name: String,
     quantity: i64,
-    #[allow(dead_code)]
     customer_id: String,
 }
 
@@ -304,6 +349,28 @@ fn noop_router() -> Router {
     )
 }
 
+/// A baseline's answer: 201 when the units were there, 409 when not, 503
+/// when the database failed.
+fn baseline_answer(placed: anyhow::Result<bool>) -> axum::response::Response {
+    match placed {
+        Ok(true) => (
+            StatusCode::CREATED,
+            Json(json!({"order": {"status": "reserved"}})),
+        )
+            .into_response(),
+        Ok(false) => (
+            StatusCode::CONFLICT,
+            Json(json!({"error": "insufficient_stock"})),
+        )
+            .into_response(),
+        Err(error) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"error": error.to_string()})),
+        )
+            .into_response(),
+    }
+}
+
 fn baseline_router(stock: Arc<PerRequestStock>) -> Router {
     Router::new()
         .route(
@@ -311,23 +378,24 @@ fn baseline_router(stock: Arc<PerRequestStock>) -> Router {
             axum::routing::post(
                 |State(stock): State<Arc<PerRequestStock>>,
                  JsonBody(order): JsonBody<BenchOrder>| async move {
-                    match stock.reserve(&order.product_name, order.quantity).await {
-                        Ok(true) => (
-                            StatusCode::CREATED,
-                            Json(json!({"order": {"status": "reserved"}})),
-                        )
-                            .into_response(),
-                        Ok(false) => (
-                            StatusCode::CONFLICT,
-                            Json(json!({"error": "insufficient_stock"})),
-                        )
-                            .into_response(),
-                        Err(error) => (
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            Json(json!({"error": error.to_string()})),
-                        )
-                            .into_response(),
-                    }
+                    baseline_answer(stock.reserve(&order.product_name, order.quantity).await)
+                },
+            ),
+        )
+        .with_state(stock)
+}
+
+fn full_flow_router(stock: Arc<FullFlowStock>) -> Router {
+    Router::new()
+        .route(
+            "/api/orders",
+            axum::routing::post(
+                |State(stock): State<Arc<FullFlowStock>>,
+                 JsonBody(order): JsonBody<BenchOrder>| async move {
+                    let placed = stock
+                        .place(&order.customer_id, &order.product_name, order.quantity)
+                        .await;
+                    baseline_answer(placed)
                 },
             ),
         )

@@ -120,9 +120,25 @@ async fn apply_stock(tx: Tx<'_>, changes: &Changes) -> Result<(), Failure> {
         }
     }
     if !keys.is_empty() {
-        let changed = tx
-            .execute(
-                "UPDATE inventory AS stock
+        update_stock(tx, &keys, &after, &before).await?;
+    }
+    if !new_keys.is_empty() {
+        insert_stock(tx, &new_keys, &new_names, &new_rows).await?;
+    }
+    Ok(())
+}
+
+/// Writes the products' new figures, each conditional on the figures it
+/// was loaded with.
+async fn update_stock(
+    tx: Tx<'_>,
+    keys: &[&str],
+    after: &ColumnArrays,
+    before: &ColumnArrays,
+) -> Result<(), Failure> {
+    let changed = tx
+        .execute(
+            "UPDATE inventory AS stock
                  SET quantity = change.quantity, reserved = change.reserved,
                      sold = change.sold, received = change.received,
                      max_per_customer = change.max_per_customer,
@@ -146,48 +162,54 @@ async fn apply_stock(tx: Tx<'_>, changes: &Changes) -> Result<(), Failure> {
                    AND stock.low_stock_threshold
                        IS NOT DISTINCT FROM change.low_stock_threshold_before
                    AND stock.movements = change.movements_before",
-                &[
-                    &keys,
-                    &after.figures[0],
-                    &after.figures[1],
-                    &after.figures[2],
-                    &after.figures[3],
-                    &after.max_per_customer,
-                    &after.low_stock_threshold,
-                    &after.movements,
-                    &before.figures[0],
-                    &before.figures[1],
-                    &before.figures[2],
-                    &before.figures[3],
-                    &before.max_per_customer,
-                    &before.low_stock_threshold,
-                    &before.movements,
-                ],
-            )
-            .await?;
-        expect_rows("stock update", changed, keys.len())?;
-    }
-    if !new_keys.is_empty() {
-        tx.execute(
-            "INSERT INTO inventory (product_key, product_name, quantity, reserved, sold, received,
+            &[
+                &keys,
+                &after.figures[0],
+                &after.figures[1],
+                &after.figures[2],
+                &after.figures[3],
+                &after.max_per_customer,
+                &after.low_stock_threshold,
+                &after.movements,
+                &before.figures[0],
+                &before.figures[1],
+                &before.figures[2],
+                &before.figures[3],
+                &before.max_per_customer,
+                &before.low_stock_threshold,
+                &before.movements,
+            ],
+        )
+        .await?;
+    expect_rows("stock update", changed, keys.len())
+}
+
+/// Inserts the products a batch created.
+async fn insert_stock(
+    tx: Tx<'_>,
+    new_keys: &[&str],
+    new_names: &[&str],
+    new_rows: &ColumnArrays,
+) -> Result<(), Failure> {
+    tx.execute(
+        "INSERT INTO inventory (product_key, product_name, quantity, reserved, sold, received,
                                    max_per_customer, low_stock_threshold, movements)
              SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[],
                                   $5::bigint[], $6::bigint[], $7::integer[], $8::bigint[],
                                   $9::bigint[])",
-            &[
-                &new_keys,
-                &new_names,
-                &new_rows.figures[0],
-                &new_rows.figures[1],
-                &new_rows.figures[2],
-                &new_rows.figures[3],
-                &new_rows.max_per_customer,
-                &new_rows.low_stock_threshold,
-                &new_rows.movements,
-            ],
-        )
-        .await?;
-    }
+        &[
+            &new_keys,
+            &new_names,
+            &new_rows.figures[0],
+            &new_rows.figures[1],
+            &new_rows.figures[2],
+            &new_rows.figures[3],
+            &new_rows.max_per_customer,
+            &new_rows.low_stock_threshold,
+            &new_rows.movements,
+        ],
+    )
+    .await?;
     Ok(())
 }
 

@@ -149,6 +149,57 @@ impl std::fmt::Debug for PostgresStorage {
     }
 }
 
+/// The pool of connections to `url`, each opened with the startup options
+/// every session of the storage needs (its schema, custom plans).
+fn connection_pool(url: &str, config: &PostgresConfig) -> Result<Pool, StorageError> {
+    let mut pg_config: tokio_postgres::Config = url
+        .parse()
+        .map_err(|error| StorageError::Invalid(format!("invalid postgres url: {error}")))?;
+    pg_config.connect_timeout(Duration::from_millis(CONNECT_TIMEOUT_MS));
+    if pg_config.get_application_name().is_none() {
+        pg_config.application_name(APPLICATION_NAME);
+    }
+    // Startup options apply to every connection the pool opens,
+    // including ones reopened after a failure, which a `SET` issued after
+    // connecting would not.
+    let mut startup = Vec::new();
+    if let Some(schema) = &config.schema {
+        check_schema_name(schema)?;
+        // Quoted, so that a name that happens to be a keyword still works.
+        startup.push(format!("-c search_path=\"{schema}\""));
+    }
+    // Every statement is planned for its actual arguments. A cached
+    // generic plan is made from the first executions, when the outbox
+    // and the orders may be nearly empty, and a plan fit for an empty
+    // table (a scan) is kept when the table holds a backlog of events.
+    // The statements are few per batch, so planning each costs little.
+    startup.push("-c plan_cache_mode=force_custom_plan".to_owned());
+    let options = match pg_config.get_options() {
+        Some(existing) if !existing.trim().is_empty() => {
+            format!("{existing} {}", startup.join(" "))
+        }
+        _ => startup.join(" "),
+    };
+    pg_config.options(options);
+    let manager = Manager::from_config(
+        pg_config,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(config.pool_size)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(Duration::from_millis(POOL_WAIT_TIMEOUT_MS)))
+        .create_timeout(Some(Duration::from_millis(CONNECT_TIMEOUT_MS)))
+        .build()
+        .map_err(|error| StorageError::Unavailable {
+            context: "cannot build the postgres pool".into(),
+            source: Some(cause(error)),
+        })
+}
+
 impl PostgresStorage {
     /// Connects to the database at `url` (a `postgres://` URL or a libpq
     /// key-value string), creates the schema if asked to, and applies every
@@ -176,52 +227,7 @@ impl PostgresStorage {
                 "the postgres pool size must be at least 1".into(),
             ));
         }
-        let mut pg_config: tokio_postgres::Config = url
-            .parse()
-            .map_err(|error| StorageError::Invalid(format!("invalid postgres url: {error}")))?;
-        pg_config.connect_timeout(Duration::from_millis(CONNECT_TIMEOUT_MS));
-        if pg_config.get_application_name().is_none() {
-            pg_config.application_name(APPLICATION_NAME);
-        }
-        // Startup options apply to every connection the pool opens,
-        // including ones reopened after a failure, which a `SET` issued after
-        // connecting would not.
-        let mut startup = Vec::new();
-        if let Some(schema) = &config.schema {
-            check_schema_name(schema)?;
-            // Quoted, so that a name that happens to be a keyword still works.
-            startup.push(format!("-c search_path=\"{schema}\""));
-        }
-        // Every statement is planned for its actual arguments. A cached
-        // generic plan is made from the first executions, when the outbox
-        // and the orders may be nearly empty, and a plan fit for an empty
-        // table (a scan) is kept when the table holds a backlog of events.
-        // The statements are few per batch, so planning each costs little.
-        startup.push("-c plan_cache_mode=force_custom_plan".to_owned());
-        let options = match pg_config.get_options() {
-            Some(existing) if !existing.trim().is_empty() => {
-                format!("{existing} {}", startup.join(" "))
-            }
-            _ => startup.join(" "),
-        };
-        pg_config.options(options);
-        let manager = Manager::from_config(
-            pg_config,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(config.pool_size)
-            .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(Duration::from_millis(POOL_WAIT_TIMEOUT_MS)))
-            .create_timeout(Some(Duration::from_millis(CONNECT_TIMEOUT_MS)))
-            .build()
-            .map_err(|error| StorageError::Unavailable {
-                context: "cannot build the postgres pool".into(),
-                source: Some(cause(error)),
-            })?;
+        let pool = connection_pool(url, &config)?;
         let statements = Arc::new(AtomicU64::new(0));
         let group_commit = group_commit.enabled.then(|| {
             GroupCommit::start(

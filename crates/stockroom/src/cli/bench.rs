@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Args;
-use stockroom_bench::{BenchConfig, SystemKind};
+use stockroom_bench::{BenchConfig, Scenario, SystemKind};
 
 #[derive(Debug, Args)]
 pub(super) struct BenchArgs {
@@ -40,9 +40,12 @@ pub(super) struct BenchArgs {
     amqp_url: Option<String>,
     /// Only these systems (comma-separated: stockroom, stockroom-batching-off,
     /// stockroom-postgres, stockroom-postgres-rabbitmq, postgres-per-request,
-    /// naive, noop-http).
+    /// postgres-full-flow-per-request, naive, noop-http).
     #[arg(long, value_delimiter = ',')]
     systems: Vec<String>,
+    /// Only these scenarios (comma-separated: hot, cold), for profiling one.
+    #[arg(long, value_delimiter = ',')]
+    scenarios: Vec<String>,
     /// A tiny run that only shows every part works (CI): 1 s phases, 50
     /// connections, 200 units, 400 orders, 10 cold products.
     #[arg(long)]
@@ -79,19 +82,8 @@ pub(super) async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let systems = if args.systems.is_empty() {
-        SystemKind::ALL.to_vec()
-    } else {
-        args.systems
-            .iter()
-            .map(|name| {
-                SystemKind::ALL
-                    .into_iter()
-                    .find(|kind| kind.name() == name.trim())
-                    .ok_or_else(|| anyhow::anyhow!("unknown system {name}"))
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?
-    };
+    let systems = chosen(&args.systems, &SystemKind::ALL, SystemKind::name, "system")?;
+    let scenarios = chosen(&args.scenarios, &Scenario::ALL, Scenario::name, "scenario")?;
     let mut config = BenchConfig {
         connections: args.connections,
         duration: args.duration,
@@ -100,6 +92,7 @@ pub(super) async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         cold_products: args.cold_products,
         latency_connections: args.latency_connections,
         systems,
+        scenarios,
         postgres_url: args.postgres_url,
         amqp_url: args.amqp_url,
         show_progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
@@ -123,4 +116,25 @@ pub(super) async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         print!("{}", stockroom_bench::render_table(&report));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The items `names` names, or all of them when it names none.
+fn chosen<T: Copy>(
+    names: &[String],
+    all: &[T],
+    name_of: impl Fn(T) -> &'static str,
+    what: &str,
+) -> anyhow::Result<Vec<T>> {
+    if names.is_empty() {
+        return Ok(all.to_vec());
+    }
+    names
+        .iter()
+        .map(|name| {
+            all.iter()
+                .copied()
+                .find(|&item| name_of(item) == name.trim())
+                .ok_or_else(|| anyhow::anyhow!("unknown {what} {name}"))
+        })
+        .collect()
 }

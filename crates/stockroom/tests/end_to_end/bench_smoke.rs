@@ -64,6 +64,11 @@ fn the_benchmark_runs_every_system_and_sells_exactly_the_stock() {
             let summary = &report[summary];
             assert!(summary["orders_per_s"].as_f64().unwrap() > 0.0, "{summary}");
             assert!(summary["ratio_vs_postgres_per_request"].as_f64().unwrap() > 0.0);
+            assert!(summary["ratio_vs_full_flow_per_request"].as_f64().unwrap() > 0.0);
+            assert!(
+                summary["wal_bytes_per_order"].as_f64().unwrap() > 0.0,
+                "{summary}"
+            );
             assert!(summary["statements_per_order"].as_f64().unwrap() > 0.0);
             assert_eq!(summary["oversold"], 0, "{summary}");
             assert_eq!(summary["undersold"], 0, "{summary}");
@@ -83,6 +88,23 @@ fn the_benchmark_runs_every_system_and_sells_exactly_the_stock() {
             (Some(0), Some(0)),
             "{phase}"
         );
+    }
+    if postgres.is_some() {
+        // The full-flow baseline sells exactly its stock too.
+        let full_flow: Vec<_> = phases
+            .iter()
+            .filter(|phase| {
+                phase["system"] == "postgres-full-flow-per-request" && phase["phase"] == "sell-out"
+            })
+            .collect();
+        assert_eq!(full_flow.len(), 2, "{phases:?}");
+        for phase in full_flow {
+            assert_eq!(
+                (phase["oversold"].as_i64(), phase["undersold"].as_i64()),
+                (Some(0), Some(0)),
+                "{phase}"
+            );
+        }
     }
     assert!(phases.iter().any(|phase| phase["system"] == "naive"));
     assert!(phases.iter().any(|phase| phase["system"] == "noop-http"));
