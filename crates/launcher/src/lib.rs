@@ -1,9 +1,7 @@
 //! Starting Stockroom, in every shape it runs in.
 //!
 //! [`system::start`] runs all four services in one process, each on its own
-//! port; they call each other through the peer's router (the same handlers,
-//! token check and answers as over HTTP, without a socket) and every client
-//! outside the process talks HTTP to them; `stockroom up`, the benchmarks
+//! port and talking real HTTP to the others; `stockroom up`, the benchmarks
 //! and the end-to-end tests all use it, so what the tests prove is what users
 //! run. [`cluster::start`] runs N processes of every service over one
 //! PostgreSQL database and one RabbitMQ broker (`stockroom cluster`, and the

@@ -1,6 +1,5 @@
-//! End-to-end tests of the fixed system: real HTTP from the clients (between
-//! the four services too where they run as separate processes), real SQLite
-//! files, real concurrency. One test binary for the crate; each
+//! End-to-end tests of the fixed system: real HTTP between the four services,
+//! real SQLite files, real concurrency. One test binary for the crate; each
 //! module covers one guarantee.
 
 mod bad_input;
