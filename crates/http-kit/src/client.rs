@@ -44,14 +44,12 @@ pub enum ClientError {
         source: Arc<reqwest::Error>,
     },
     /// The request was sent but no answer came (a timeout, a connection cut
-    /// midway, a peer in this process that stopped midway): it may or may
-    /// not have taken effect. The source is the transport's error
-    /// (reqwest's, or [`crate::InProcessError`]).
+    /// midway): it may or may not have taken effect.
     #[error("{service} did not answer")]
     NoAnswer {
         service: String,
         #[source]
-        source: Arc<dyn std::error::Error + Send + Sync>,
+        source: Arc<reqwest::Error>,
     },
     /// The peer answered with an error document: its status, and the code
     /// and message the document carried.
@@ -163,9 +161,7 @@ pub fn split_urls(urls: &str) -> Vec<String> {
 /// With several instances, calls are spread round-robin. A call whose
 /// connection cannot even be opened (the instance is down) moves on to the
 /// next instance; a call that reached an instance is never sent twice, since
-/// the first may have taken effect. An instance serving in this very
-/// process is called through its router, without a socket (see
-/// the `local` module): same handlers, token check and answers.
+/// the first may have taken effect.
 #[derive(Clone)]
 pub struct ServiceClient {
     name: &'static str,
@@ -308,9 +304,6 @@ impl ServiceClient {
             if let Some(authorization) = &self.authorization {
                 request = request.header(reqwest::header::AUTHORIZATION, authorization.clone());
             }
-            if let Some(router) = crate::local::peer(base) {
-                return self.in_process(router, request).await;
-            }
             match request.send().await {
                 Ok(response) => {
                     self.down_until_ms[index].store(0, Ordering::Relaxed);
@@ -319,7 +312,15 @@ impl ServiceClient {
                 // Only a refused connection is safe to send elsewhere: the
                 // request never left this process.
                 Err(error) if error.is_connect() && attempt + 1 < instances => {
-                    self.presume_down(index, now_ms, &error);
+                    let until = now_ms + DOWN_INSTANCE_SKIP_MS;
+                    if self.down_until_ms[index].swap(until, Ordering::Relaxed) <= now_ms {
+                        tracing::warn!(
+                            service = self.name,
+                            instance = %base,
+                            error = &error as &dyn std::error::Error,
+                            "instance unreachable; skipping it for a while"
+                        );
+                    }
                     attempt += 1;
                 }
                 Err(source) if source.is_connect() => {
@@ -328,67 +329,22 @@ impl ServiceClient {
                         source: Arc::new(source),
                     });
                 }
-                Err(source) => return Err(self.no_answer(source)),
+                Err(source) => {
+                    return Err(ClientError::NoAnswer {
+                        service: self.name.to_owned(),
+                        source: Arc::new(source),
+                    });
+                }
             }
         };
         let status = response.status();
         let bytes = response
             .bytes()
             .await
-            .map_err(|source| self.no_answer(source))?;
-        self.answer(status, bytes)
-    }
-
-    /// Skips instance `index` for [`DOWN_INSTANCE_SKIP_MS`], saying so once
-    /// per interval.
-    fn presume_down(&self, index: usize, now_ms: u64, error: &reqwest::Error) {
-        let until = now_ms + DOWN_INSTANCE_SKIP_MS;
-        if self.down_until_ms[index].swap(until, Ordering::Relaxed) <= now_ms {
-            tracing::warn!(
-                service = self.name,
-                instance = %self.base_urls[index],
-                error = error as &dyn std::error::Error,
-                "instance unreachable; skipping it for a while"
-            );
-        }
-    }
-
-    /// The exchange with an instance serving in this process, through its
-    /// router, within the same [`INTERNAL_REQUEST_TIMEOUT_MS`].
-    async fn in_process(
-        &self,
-        router: axum::Router,
-        request: reqwest::RequestBuilder,
-    ) -> Result<bytes::Bytes, ClientError> {
-        let request = request.build().map_err(|source| self.no_answer(source))?;
-        if !crate::local::transferable(&request) {
-            let response = self
-                .http
-                .execute(request)
-                .await
-                .map_err(|source| self.no_answer(source))?;
-            let status = response.status();
-            let bytes = response
-                .bytes()
-                .await
-                .map_err(|source| self.no_answer(source))?;
-            return self.answer(status, bytes);
-        }
-        let (status, bytes) = crate::local::exchange(router, request, INTERNAL_REQUEST_TIMEOUT_MS)
-            .await
-            .map_err(|source| self.no_answer(source))?;
-        self.answer(status, bytes)
-    }
-
-    fn no_answer(&self, source: impl std::error::Error + Send + Sync + 'static) -> ClientError {
-        ClientError::NoAnswer {
-            service: self.name.to_owned(),
-            source: Arc::new(source),
-        }
-    }
-
-    /// The body of a success, or the error the answer's document names.
-    fn answer(&self, status: StatusCode, bytes: bytes::Bytes) -> Result<bytes::Bytes, ClientError> {
+            .map_err(|source| ClientError::NoAnswer {
+                service: self.name.to_owned(),
+                source: Arc::new(source),
+            })?;
         if !status.is_success() {
             let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
             return Err(ClientError::Status {

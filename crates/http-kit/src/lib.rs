@@ -20,7 +20,6 @@ mod error_chain;
 pub mod hosts;
 mod idempotency;
 mod listener;
-mod local;
 pub mod metrics;
 mod readiness;
 mod routes;
@@ -48,7 +47,6 @@ pub use listener::{
     MIN_BODY_BYTES_PER_SECOND, OPEN_FILES_PER_LISTENER_SHARE, PeerKey, REFUSAL_WRITE_TIMEOUT_MS,
     WRITE_STALL_TIMEOUT_MS, raise_open_file_limit, serve, serve_with,
 };
-pub use local::InProcessError;
 pub use metrics::{Metrics, MetricsLayer, names as metric_names};
 pub use readiness::{
     DEPENDENCY_LOG_INTERVAL_MS, MAX_DEPENDENCY_BACKOFF_MS, MIN_DEPENDENCY_BACKOFF_MS, PartStatus,

@@ -213,8 +213,6 @@ pub async fn serve_with(
         limits.max_connections > 0 && limits.max_connections_per_peer > 0,
         "a listener must accept connections"
     );
-    // Clients in this process call the router directly while it serves.
-    let registration = crate::local::register(listener.local_addr()?, router.clone());
     let shared = Arc::new(Shared {
         router,
         hosts: HostCheck::new(listener.local_addr()?.ip(), allowed_hosts),
@@ -266,7 +264,6 @@ pub async fn serve_with(
         }
     }
     drop(listener);
-    drop(registration);
     graceful.shutdown().await;
     Ok(())
 }
