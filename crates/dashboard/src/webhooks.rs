@@ -35,7 +35,9 @@ pub struct WebhookPanel {
 
 impl WebhookPanel {
     /// The panel from every data-service instance's metrics, or the line
-    /// its read failed with.
+    /// its read failed with. A failed read arrives already rendered (the
+    /// source's error and its causes on one line, as the page shows it):
+    /// the panel only displays it, so it needs no error type.
     pub fn from_instances(readings: &[Result<Vec<Sample>, String>]) -> WebhookPanel {
         let mut panel = WebhookPanel::default();
         let webhooks = Consumer::Webhooks.as_str();
