@@ -16,6 +16,7 @@
 
 mod apply;
 mod bus;
+mod connection;
 mod directory;
 mod ledger;
 mod load;
@@ -28,12 +29,10 @@ mod write;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use rusqlite::{Connection, OpenFlags};
-use rusqlite_migration::{M, Migrations};
 use stockroom_domain::Consumer;
 use stockroom_domain::outbox::DeadLetter;
 use stockroom_domain::rules::{StockRecord, StoredOrder};
@@ -46,6 +45,8 @@ use stockroom_storage::{
 };
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
+use crate::connection::ReaderPool;
+pub(crate) use crate::connection::{migrate, open_connection};
 pub use crate::directory::{DataDirectory, LOCK_FILE_NAME, MAX_HOLDER_DESCRIPTION_BYTES};
 use crate::sql::{Sql, storage_error};
 use crate::write::{WriteCommand, WriteJob, WriteReply};
@@ -67,20 +68,6 @@ pub const BUSY_TIMEOUT_MS: u64 = 5_000;
 
 /// The file name of the database inside the data directory.
 pub const DATABASE_FILE_NAME: &str = "stockroom.db";
-
-/// The schema's history. Versions only grow; a released migration is never
-/// edited, a change is a new one.
-static MIGRATIONS: LazyLock<Migrations<'static>> = LazyLock::new(|| {
-    Migrations::new(vec![
-        M::up(include_str!("migrations/0001_initial_schema.sql")),
-        M::up(include_str!("migrations/0002_rules_engine.sql")),
-        M::up(include_str!("migrations/0003_outbox_trace_context.sql")),
-        M::up(include_str!("migrations/0004_history_in_order_row.sql")),
-        M::up(include_str!("migrations/0005_keys_keep_decisions.sql")),
-        M::up(include_str!("migrations/0006_counters_and_retention.sql")),
-        M::up(include_str!("migrations/0007_shop_operations.sql")),
-    ])
-});
 
 /// How the writer groups jobs into transactions, and what the rules write.
 #[derive(Debug, Clone, Copy)]
@@ -258,74 +245,6 @@ fn writer_stopped() -> StorageError {
     StorageError::unavailable("the sqlite writer has stopped")
 }
 
-struct ReaderPool {
-    path: PathBuf,
-    idle: Mutex<Vec<Connection>>,
-    permits: Semaphore,
-}
-
-impl ReaderPool {
-    fn take(&self) -> Result<Connection, StorageError> {
-        if let Some(connection) = self.idle.lock().expect("reader pool lock").pop() {
-            return Ok(connection);
-        }
-        open_connection(&self.path, true)
-    }
-
-    fn give_back(&self, connection: Connection) {
-        let mut idle = self.idle.lock().expect("reader pool lock");
-        if idle.len() < MAX_CONCURRENT_READS {
-            idle.push(connection);
-        }
-    }
-}
-
-/// Brings the schema to the newest version this build knows, each
-/// migration in a transaction of its own.
-pub(crate) fn migrate(connection: &mut Connection) -> Result<(), StorageError> {
-    MIGRATIONS
-        .to_latest(connection)
-        .map_err(|error| StorageError::Unavailable {
-            context: "cannot bring the sqlite schema up to date".into(),
-            source: Some(cause(error)),
-        })
-}
-
-pub(crate) fn open_connection(path: &Path, read_only: bool) -> Result<Connection, StorageError> {
-    let flags = if read_only {
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
-    } else {
-        OpenFlags::SQLITE_OPEN_READ_WRITE
-            | OpenFlags::SQLITE_OPEN_CREATE
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX
-    };
-    let connection =
-        Connection::open_with_flags(path, flags).map_err(|error| StorageError::Unavailable {
-            context: format!("cannot open {}", path.display()),
-            source: Some(cause(error)),
-        })?;
-    connection
-        .busy_timeout(Duration::from_millis(BUSY_TIMEOUT_MS))
-        .map_err(storage_error)?;
-    if !read_only {
-        // WAL lets readers work while the writer commits; synchronous=FULL
-        // fsyncs the WAL at every commit, so a commit that returned survives
-        // a crash or power loss. That is what a 2xx promises. Savepoints keep
-        // their journal in memory (temp_store): on disk it cost a write per
-        // changed page. The page cache is 64 MiB.
-        connection
-            .execute_batch(
-                "PRAGMA journal_mode = WAL;
-                 PRAGMA synchronous = FULL;
-                 PRAGMA foreign_keys = ON;
-                 PRAGMA temp_store = MEMORY;
-                 PRAGMA cache_size = -65536;",
-            )
-            .map_err(storage_error)?;
-    }
-    Ok(connection)
-}
-
 pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -490,6 +409,7 @@ fn unexpected(reply: WriteReply) -> StorageError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rusqlite_migration::{M, Migrations};
     use stockroom_domain::Consumer;
 
     /// A database of schema version 1, with an event waiting, one

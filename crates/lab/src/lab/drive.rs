@@ -32,8 +32,14 @@ pub(super) enum Side {
 /// The lab's client, carrying the system's internal token when it has one
 /// (public routes ignore it).
 fn client(urls: &SystemUrls) -> reqwest::Client {
+    bearer_client(urls.internal_token.as_deref())
+}
+
+/// A client for the lab's calls, bounded by [`LAB_REQUEST_TIMEOUT_MS`], that
+/// sends `token` (when there is one) as a bearer credential.
+pub(super) fn bearer_client(token: Option<&str>) -> reqwest::Client {
     let mut headers = reqwest::header::HeaderMap::new();
-    if let Some(token) = &urls.internal_token
+    if let Some(token) = token
         && let Ok(mut value) = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
     {
         value.set_sensitive(true);

@@ -8,7 +8,6 @@
 //! Stockroom asks for the operator's token, which the naive system ignores.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use stockroom_contract::{InventoryItem, InventoryItemDocument, OrderList};
 use stockroom_domain::OrderStatus;
@@ -16,8 +15,7 @@ use stockroom_domain::OrderStatus;
 use super::drive::futures_join_all;
 use super::probes::get_json;
 use super::{
-    ADJUSTMENTS_PER_OPERATOR, Anomaly, DAMAGED_UNITS, HOT_PRODUCT, LAB_REQUEST_TIMEOUT_MS,
-    RECEIVED_UNITS, SystemUrls,
+    ADJUSTMENTS_PER_OPERATOR, Anomaly, DAMAGED_UNITS, HOT_PRODUCT, RECEIVED_UNITS, SystemUrls,
 };
 use crate::history::{EventType, HistoryEvent};
 
@@ -31,18 +29,7 @@ const PROBE_ORDER_PAGE: u32 = 500;
 /// The operator's client: every request carries the operator's token when
 /// the system has one.
 pub(super) fn operator_client(urls: &SystemUrls) -> reqwest::Client {
-    let mut headers = reqwest::header::HeaderMap::new();
-    if let Some(token) = &urls.operator_token
-        && let Ok(mut value) = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
-    {
-        value.set_sensitive(true);
-        headers.insert(reqwest::header::AUTHORIZATION, value);
-    }
-    reqwest::Client::builder()
-        .timeout(Duration::from_millis(LAB_REQUEST_TIMEOUT_MS))
-        .default_headers(headers)
-        .build()
-        .expect("a client with no TLS or proxy settings always builds")
+    super::drive::bearer_client(urls.operator_token.as_deref())
 }
 
 /// Sets the hot product's `maxPerCustomer`.

@@ -65,7 +65,7 @@ async fn pin(subject: FixSubject, expected: [Expect; Scenario::FIX_MATRIX.len()]
         _ => None,
     };
     let mut wrong = Vec::new();
-    for (scenario, expect) in Scenario::FIX_MATRIX.into_iter().zip(expected) {
+    for (scenario, expect) in Scenario::FIX_MATRIX.iter().copied().zip(expected) {
         let mut config = FixLabConfig::new(stockroom_naive::DEFAULT_RACE_WINDOW_MS, redis.clone());
         config.attempts = if expect == B { BREAK_ATTEMPTS } else { 1 };
         let cell = run_cell(subject, scenario, &config, &InProcessLauncher).await;
