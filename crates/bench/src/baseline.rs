@@ -114,26 +114,37 @@ impl PerRequestStock {
 
     /// Units left of every product, summed.
     pub async fn total_available(&self) -> anyhow::Result<i64> {
-        let client = self.pool.get().await.context(BASELINE_FAILED)?;
-        let row = client
-            .query_one(
-                &format!(
-                    "SELECT COALESCE(SUM(available), 0)::BIGINT FROM {}.stock",
-                    self.schema
-                ),
-                &[],
-            )
+        total_available(&self.pool, &self.schema)
             .await
-            .context(BASELINE_FAILED)?;
-        Ok(row.get(0))
+            .context(BASELINE_FAILED)
     }
 
     /// Drops the schema.
     pub async fn drop_schema(&self) -> anyhow::Result<()> {
-        let client = self.pool.get().await.context(BASELINE_FAILED)?;
-        client
-            .batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema))
+        drop_schema(&self.pool, &self.schema)
             .await
             .context(BASELINE_FAILED)
     }
+}
+
+/// Units left of every product in a baseline's `schema`, summed: what its
+/// oversold and undersold are counted from.
+pub(crate) async fn total_available(pool: &Pool, schema: &str) -> anyhow::Result<i64> {
+    let client = pool.get().await?;
+    let row = client
+        .query_one(
+            &format!("SELECT COALESCE(SUM(available), 0)::BIGINT FROM {schema}.stock"),
+            &[],
+        )
+        .await?;
+    Ok(row.get(0))
+}
+
+/// Drops a baseline's `schema` and everything in it.
+pub(crate) async fn drop_schema(pool: &Pool, schema: &str) -> anyhow::Result<()> {
+    let client = pool.get().await?;
+    client
+        .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+        .await?;
+    Ok(())
 }

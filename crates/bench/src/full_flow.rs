@@ -140,25 +140,14 @@ impl FullFlowStock {
 
     /// Units left of every product, summed.
     pub async fn total_available(&self) -> anyhow::Result<i64> {
-        let client = self.pool.get().await.context(FULL_FLOW_FAILED)?;
-        let row = client
-            .query_one(
-                &format!(
-                    "SELECT COALESCE(SUM(available), 0)::BIGINT FROM {}.stock",
-                    self.schema
-                ),
-                &[],
-            )
+        crate::baseline::total_available(&self.pool, &self.schema)
             .await
-            .context(FULL_FLOW_FAILED)?;
-        Ok(row.get(0))
+            .context(FULL_FLOW_FAILED)
     }
 
     /// Drops the schema.
     pub async fn drop_schema(&self) -> anyhow::Result<()> {
-        let client = self.pool.get().await.context(FULL_FLOW_FAILED)?;
-        client
-            .batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema))
+        crate::baseline::drop_schema(&self.pool, &self.schema)
             .await
             .context(FULL_FLOW_FAILED)
     }

@@ -48,7 +48,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use crate::connection::ReaderPool;
 pub(crate) use crate::connection::{migrate, open_connection};
 pub use crate::directory::{DataDirectory, LOCK_FILE_NAME, MAX_HOLDER_DESCRIPTION_BYTES};
-use crate::sql::{Sql, storage_error};
+use crate::sql::Sql;
 use crate::write::{WriteCommand, WriteJob, WriteReply};
 
 /// The most jobs the writer applies in one transaction. Larger batches flush
@@ -395,7 +395,7 @@ impl stockroom_storage::testing::FaultInjection for SqliteStorage {
             connection
                 .execute(&statement, [])
                 .map(|changed| changed as u64)
-                .map_err(storage_error)
+                .map_err(crate::sql::storage_error)
         })
         .await
         .map_err(|error| StorageError::unavailable(format!("fault injection failed: {error}")))?
