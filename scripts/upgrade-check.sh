@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
-# Upgrade check: a store written by the build before the storage redesign
-# (0c26c61) opens with this build and keeps every order.
+# Upgrade check: a store written by an earlier build (OLD, for example one
+# built from 0c26c61, before the storage redesign, or from the previous
+# release) opens with this build (NEW) and keeps every order. Arguments after
+# the variables go to both `up`s, for example `--database-url
+# postgres://.../upgrade_check` with a new, empty database; since `--fresh`
+# empties SQLite directories only, set FRESH to another flag of `up` then
+# (FRESH=--log-format=text).
 set -uo pipefail
-OLD=${OLD:?the previous build's stockroom binary}
+OLD=${OLD:?the stockroom binary of an earlier build}
 NEW=${NEW:-target/debug/stockroom}
 DB_ARGS=("$@")
 DIR=$(mktemp -d)

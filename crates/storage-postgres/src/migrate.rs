@@ -54,6 +54,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "shop operations: limits, thresholds, the stock ledger, holdings, operator keys, extensions, notices",
         sql: include_str!("migrations/0007_shop_operations.sql"),
     },
+    Migration {
+        version: 8,
+        name: "room on order and outbox pages for heap-only updates; no index of charges by order",
+        sql: include_str!("migrations/0008_room_for_updates.sql"),
+    },
 ];
 
 /// The advisory lock key migrations hold: the ASCII bytes of "Stockroo".

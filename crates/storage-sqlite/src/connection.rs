@@ -25,6 +25,7 @@ static MIGRATIONS: LazyLock<Migrations<'static>> = LazyLock::new(|| {
         M::up(include_str!("migrations/0005_keys_keep_decisions.sql")),
         M::up(include_str!("migrations/0006_counters_and_retention.sql")),
         M::up(include_str!("migrations/0007_shop_operations.sql")),
+        M::up(include_str!("migrations/0008_room_for_updates.sql")),
     ])
 });
 
