@@ -32,12 +32,12 @@ BEFORE=$(curl -s "localhost:4101/api/orders?limit=100" ; true)
 # A replay before the upgrade, for its order id.
 REPLAY_OLD=$(curl -s -X POST localhost:4101/api/orders -H 'content-type: application/json' -H "Idempotency-Key: upgrade-key-3" \
     -d '{"customerId":"customer-3","items":[{"productName":"Laptop","quantity":1}]}')
-INV_OLD=$(curl -s localhost:4103/api/inventory)
+INV_OLD=$(curl -s localhost:4102/inventory)
 stop
 start $NEW
 REPLAY_NEW=$(curl -s -X POST localhost:4101/api/orders -H 'content-type: application/json' -H "Idempotency-Key: upgrade-key-3" \
     -d '{"customerId":"customer-3","items":[{"productName":"Laptop","quantity":1}]}')
-INV_NEW=$(curl -s localhost:4103/api/inventory)
+INV_NEW=$(curl -s localhost:4102/inventory)
 echo "replay before: $REPLAY_OLD"
 echo "replay after:  $REPLAY_NEW"
 echo "inventory before: $INV_OLD"
