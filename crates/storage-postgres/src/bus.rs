@@ -222,23 +222,35 @@ async fn apply(tx: Tx<'_>, changes: &OutboxChanges) -> Result<(), Failure> {
     if !changes.updated.is_empty() {
         let (mut loaded, mut after) = (States::default(), States::default());
         for change in &changes.updated {
+            if change.after.seq != change.loaded.seq {
+                return Err(inconsistent(format!(
+                    "outbox entry {} changed into entry {}",
+                    change.loaded.seq, change.after.seq
+                )));
+            }
             loaded.push(&change.loaded);
             after.push(&change.after);
         }
-        let (from, condition) = loaded_state(1, "loaded");
+        // One `unnest` carries each entry's loaded state and its new one side
+        // by side: two unnests joined on the sequence number would leave the
+        // planner free to pair them by a nested loop, quadratic in the batch.
+        let (_, condition) = loaded_state(1, "change");
         let updated = tx
             .execute(
                 &format!(
                     "UPDATE outbox
-                     SET deliveries = after.deliveries, rejections = after.rejections,
-                         leased_until_ms = after.leased_until_ms,
-                         lease_token = after.lease_token, dead_at_ms = after.dead_at_ms
-                     FROM {from},
-                          unnest($7::bigint[], $8::int[], $9::int[], $10::bigint[],
-                                 $11::text[], $12::bigint[])
-                          AS after (seq, deliveries, rejections, leased_until_ms, lease_token,
-                                    dead_at_ms)
-                     WHERE {condition} AND after.seq = loaded.seq"
+                     SET deliveries = change.new_deliveries,
+                         rejections = change.new_rejections,
+                         leased_until_ms = change.new_leased_until_ms,
+                         lease_token = change.new_lease_token,
+                         dead_at_ms = change.new_dead_at_ms
+                     FROM unnest($1::bigint[], $2::int[], $3::int[], $4::bigint[], $5::text[],
+                                 $6::bigint[], $7::int[], $8::int[], $9::bigint[], $10::text[],
+                                 $11::bigint[])
+                          AS change (seq, deliveries, rejections, leased_until_ms, lease_token,
+                                     dead_at_ms, new_deliveries, new_rejections,
+                                     new_leased_until_ms, new_lease_token, new_dead_at_ms)
+                     WHERE {condition}"
                 ),
                 &[
                     &loaded.seqs,
@@ -247,7 +259,6 @@ async fn apply(tx: Tx<'_>, changes: &OutboxChanges) -> Result<(), Failure> {
                     &loaded.leased_until_ms,
                     &loaded.lease_tokens,
                     &loaded.dead_at_ms,
-                    &after.seqs,
                     &after.deliveries,
                     &after.rejections,
                     &after.leased_until_ms,

@@ -149,6 +149,12 @@ impl std::fmt::Debug for PostgresStorage {
     }
 }
 
+/// The planner's cost of reading a page out of order, relative to reading
+/// the next one (1.0), on Stockroom's sessions: the value commonly used for
+/// data on SSDs or in memory. A `-c random_page_cost=...` in the URL's
+/// `options` takes precedence.
+const RANDOM_PAGE_COST: f64 = 1.1;
+
 /// The pool of connections to `url`, each opened with the startup options
 /// every session of the storage needs (its schema, custom plans).
 fn connection_pool(url: &str, config: &PostgresConfig) -> Result<Pool, StorageError> {
@@ -174,11 +180,19 @@ fn connection_pool(url: &str, config: &PostgresConfig) -> Result<Pool, StorageEr
     // table (a scan) is kept when the table holds a backlog of events.
     // The statements are few per batch, so planning each costs little.
     startup.push("-c plan_cache_mode=force_custom_plan".to_owned());
+    // A default the URL's own options may override (they come after it).
+    // Each batch looks rows up by key in tables that live in the buffer
+    // cache, and at PostgreSQL's default cost of a random page (4.0, set
+    // for spinning disks) the planner preferred hashing the whole orders
+    // table for every batch to a few hundred index probes: a cost that
+    // grew with the stored orders. At this cost PostgreSQL spent a quarter
+    // less CPU per order (docs/benchmarks.md, "Second pass").
+    let defaults = format!("-c random_page_cost={RANDOM_PAGE_COST}");
     let options = match pg_config.get_options() {
         Some(existing) if !existing.trim().is_empty() => {
-            format!("{existing} {}", startup.join(" "))
+            format!("{defaults} {existing} {}", startup.join(" "))
         }
-        _ => startup.join(" "),
+        _ => format!("{defaults} {}", startup.join(" ")),
     };
     pg_config.options(options);
     let manager = Manager::from_config(
