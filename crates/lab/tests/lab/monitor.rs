@@ -47,6 +47,16 @@ async fn wait_for_report(
     }
 }
 
+/// A service's Prometheus text.
+async fn metrics_of(service_url: &str) -> String {
+    reqwest::get(format!("{service_url}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_fixed_system_audits_clean_and_exposes_metrics() {
     let directory = tempfile::tempdir().unwrap();
@@ -66,12 +76,7 @@ async fn the_fixed_system_audits_clean_and_exposes_metrics() {
     .await;
     assert_eq!(invariants["healthy"], true, "{invariants}");
     assert_eq!(invariants["totalViolations"], 0, "{invariants}");
-    let metrics = reqwest::get(format!("{}/metrics", running.urls.order))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_of(&running.urls.order).await;
     assert!(
         metrics.contains("stockroom_reservations_total{service=\"order-service\"} 5"),
         "{metrics}"
@@ -86,12 +91,7 @@ async fn the_fixed_system_audits_clean_and_exposes_metrics() {
         &running.urls.inventory,
         &running.urls.payment,
     ] {
-        let text = reqwest::get(format!("{url}/metrics"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = metrics_of(url).await;
         assert!(
             text.contains("stockroom_invariant_violations_total"),
             "{url}: {text}"
@@ -100,43 +100,57 @@ async fn the_fixed_system_audits_clean_and_exposes_metrics() {
     running.stop().await.unwrap();
 }
 
+/// Fresh naive systems the oversell test stormed at most, one after another,
+/// until one's stock file shows the oversell.
+const OVERSELL_ATTEMPTS: usize = 3;
+
+/// The naive race oversells, but not always visibly: the same unlocked
+/// read-modify-write that oversells can also lose reservations, and a storm
+/// whose lost updates cancel its excess leaves a stock file that looks
+/// right. The monitor can only catch what the file shows, so the test storms
+/// a fresh system again (a CI run once saw a clean file) and asks that one
+/// of a few is caught.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_naive_inventory_service_catches_an_oversell() {
-    let directory = tempfile::tempdir().unwrap();
-    let mut config = NaiveConfig::new(directory.path(), laptops(5));
-    config.fresh = true;
-    config.flow = NaiveFlow::StorageCheck;
-    config.windows = RaceWindows::CLOSED;
-    config.windows.toctou_ms = stockroom_naive::DEFAULT_RACE_WINDOW_MS;
-    let running = stockroom_naive::start(config).await.unwrap();
-    let mut storm = StormConfig::new(&running.urls.order, 20);
-    storm.concurrency = 20;
-    run_storm(storm).await.unwrap();
-    let invariants = wait_for_report(&running.urls.inventory, None, |report| {
-        report["violations"]
+    let mut last_report = Value::Null;
+    for _ in 0..OVERSELL_ATTEMPTS {
+        let directory = tempfile::tempdir().unwrap();
+        let mut config = NaiveConfig::new(directory.path(), laptops(5));
+        config.fresh = true;
+        config.flow = NaiveFlow::StorageCheck;
+        config.windows = RaceWindows::CLOSED;
+        config.windows.toctou_ms = stockroom_naive::DEFAULT_RACE_WINDOW_MS;
+        let running = stockroom_naive::start(config).await.unwrap();
+        let mut storm = StormConfig::new(&running.urls.order, 20);
+        storm.concurrency = 20;
+        run_storm(storm).await.unwrap();
+        let invariants = wait_for_report(&running.urls.inventory, None, |report| {
+            report["violations"]
+                .as_array()
+                .is_some_and(|violations| !violations.is_empty())
+        })
+        .await;
+        let caught = invariants["violations"]
             .as_array()
-            .is_some_and(|violations| !violations.is_empty())
-    })
-    .await;
-    let violations = invariants["violations"].as_array().unwrap();
-    assert!(
-        violations.iter().any(
-            |violation| violation["invariant"] == "available_non_negative"
-                || violation["invariant"] == "reserved_within_on_hand"
-        ),
-        "{invariants}"
-    );
-    let metrics = reqwest::get(format!("{}/metrics", running.urls.inventory))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        !metrics.contains(
-            "stockroom_invariant_violations_total{service=\"naive-inventory-service\"} 0"
-        ),
-        "{metrics}"
-    );
-    running.stop().await.unwrap();
+            .unwrap()
+            .iter()
+            .any(|violation| {
+                violation["invariant"] == "available_non_negative"
+                    || violation["invariant"] == "reserved_within_on_hand"
+            });
+        if caught {
+            let metrics = metrics_of(&running.urls.inventory).await;
+            assert!(
+                !metrics.contains(
+                    "stockroom_invariant_violations_total{service=\"naive-inventory-service\"} 0"
+                ),
+                "{metrics}"
+            );
+            running.stop().await.unwrap();
+            return;
+        }
+        last_report = invariants;
+        running.stop().await.unwrap();
+    }
+    panic!("no storm of {OVERSELL_ATTEMPTS} showed an oversell: {last_report}");
 }
