@@ -177,15 +177,19 @@ fn loaded_state(first: usize, alias: &str) -> (String, String) {
         p(4),
         p(5)
     );
-    let condition = format!(
+    (from, in_state(alias))
+}
+
+/// The condition that the outbox row is in the state `alias` holds.
+fn in_state(alias: &str) -> String {
+    format!(
         "outbox.seq = {alias}.seq
          AND outbox.deliveries = {alias}.deliveries
          AND outbox.rejections = {alias}.rejections
          AND outbox.lease_token IS NOT DISTINCT FROM {alias}.lease_token
          AND (outbox.lease_token IS NULL OR outbox.leased_until_ms = {alias}.leased_until_ms)
          AND outbox.dead_at_ms IS NOT DISTINCT FROM {alias}.dead_at_ms"
-    );
-    (from, condition)
+    )
 }
 
 fn expect_rows(what: &str, changed: u64, expected: usize) -> Result<(), Failure> {
@@ -234,7 +238,7 @@ async fn apply(tx: Tx<'_>, changes: &OutboxChanges) -> Result<(), Failure> {
         // One `unnest` carries each entry's loaded state and its new one side
         // by side: two unnests joined on the sequence number would leave the
         // planner free to pair them by a nested loop, quadratic in the batch.
-        let (_, condition) = loaded_state(1, "change");
+        let condition = in_state("change");
         let updated = tx
             .execute(
                 &format!(

@@ -155,6 +155,27 @@ impl std::fmt::Debug for PostgresStorage {
 /// `options` takes precedence.
 const RANDOM_PAGE_COST: f64 = 1.1;
 
+/// The startup options of every session: Stockroom's defaults first, then
+/// the URL's own options (which override the defaults, since a later `-c`
+/// wins), then the options the storage cannot work without.
+///
+/// The default: each batch looks rows up by key in tables that live in the
+/// buffer cache, and at PostgreSQL's default cost of a random page (4.0, set
+/// for spinning disks) the planner preferred hashing the whole orders table
+/// for every batch to a few hundred index probes, a cost that grew with the
+/// stored orders. At [`RANDOM_PAGE_COST`] PostgreSQL spent a quarter less CPU
+/// per order (docs/benchmarks.md, "Second pass").
+fn session_options(from_url: Option<&str>, required: &[String]) -> String {
+    let mut options = vec![format!("-c random_page_cost={RANDOM_PAGE_COST}")];
+    options.extend(
+        from_url
+            .filter(|existing| !existing.trim().is_empty())
+            .map(str::to_owned),
+    );
+    options.extend(required.iter().cloned());
+    options.join(" ")
+}
+
 /// The pool of connections to `url`, each opened with the startup options
 /// every session of the storage needs (its schema, custom plans).
 fn connection_pool(url: &str, config: &PostgresConfig) -> Result<Pool, StorageError> {
@@ -180,20 +201,7 @@ fn connection_pool(url: &str, config: &PostgresConfig) -> Result<Pool, StorageEr
     // table (a scan) is kept when the table holds a backlog of events.
     // The statements are few per batch, so planning each costs little.
     startup.push("-c plan_cache_mode=force_custom_plan".to_owned());
-    // A default the URL's own options may override (they come after it).
-    // Each batch looks rows up by key in tables that live in the buffer
-    // cache, and at PostgreSQL's default cost of a random page (4.0, set
-    // for spinning disks) the planner preferred hashing the whole orders
-    // table for every batch to a few hundred index probes: a cost that
-    // grew with the stored orders. At this cost PostgreSQL spent a quarter
-    // less CPU per order (docs/benchmarks.md, "Second pass").
-    let defaults = format!("-c random_page_cost={RANDOM_PAGE_COST}");
-    let options = match pg_config.get_options() {
-        Some(existing) if !existing.trim().is_empty() => {
-            format!("{defaults} {existing} {}", startup.join(" "))
-        }
-        _ => format!("{defaults} {}", startup.join(" ")),
-    };
+    let options = session_options(pg_config.get_options(), &startup);
     pg_config.options(options);
     let manager = Manager::from_config(
         pg_config,
@@ -592,6 +600,23 @@ mod tests {
         assert!(check_schema_name(&"a".repeat(MAX_SCHEMA_NAME_LENGTH + 1)).is_err());
     }
 
+    #[test]
+    fn the_urls_options_override_the_defaults_but_not_what_is_required() {
+        let required = ["-c search_path=\"s\"".to_owned()];
+        assert_eq!(
+            session_options(None, &required),
+            "-c random_page_cost=1.1 -c search_path=\"s\""
+        );
+        assert_eq!(
+            session_options(Some("  "), &required),
+            "-c random_page_cost=1.1 -c search_path=\"s\""
+        );
+        assert_eq!(
+            session_options(Some("-c random_page_cost=4"), &required),
+            "-c random_page_cost=1.1 -c random_page_cost=4 -c search_path=\"s\""
+        );
+    }
+
     /// Every list filter's statement can be served by an index: with
     /// sequential scans switched off, the plan never falls back to one.
     #[tokio::test]
@@ -618,6 +643,12 @@ mod tests {
         .await
         .expect("connect");
         let client = storage.pool.get().await.expect("a connection");
+        let cost: String = client
+            .query_one("SHOW random_page_cost", &[])
+            .await
+            .expect("show")
+            .get(0);
+        assert_eq!(cost, RANDOM_PAGE_COST.to_string(), "the session's default");
         client
             .batch_execute("SET enable_seqscan = off")
             .await
