@@ -44,10 +44,11 @@ pub use stockroom_storage::MAX_REJECTED_ORDER_BYTES;
 /// on).
 pub const DEFAULT_KEEP_IDEMPOTENCY_KEYS_MS: u64 = 2 * 24 * 3_600_000;
 
-/// Processed-event records are kept this long by default. An event delivered
-/// after its record is gone (a dead letter redriven after a week, say) finds
-/// its order moved on and changes nothing; the record only lets it be
-/// reported as a duplicate.
+/// Processed-event records are kept this long by default. Only stores
+/// written by earlier versions hold any: the order's own state now tells an
+/// event that took effect from one that did not (see
+/// `stockroom_domain::rules::payment_recorded`), so no record is written, and
+/// the old ones leave the table within this window.
 pub const DEFAULT_KEEP_PROCESSED_EVENTS_MS: u64 = 7 * 24 * 3_600_000;
 
 /// Rejected orders (which hold no stock) are kept this long by default: a

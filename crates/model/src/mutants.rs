@@ -15,8 +15,9 @@ pub enum Mutant {
     /// (no row lock), and written without checking the stock is still as
     /// read: check-then-reserve on a stale read.
     StaleStockRead,
-    /// The store writes effects without their processed-event records.
-    ForgetProcessedEvents,
+    /// The store writes a changed order without its payment status, the
+    /// record that the order's payment event took effect.
+    ForgetPaymentStatus,
     /// A settlement is decided on the order as read before other calls
     /// committed, and written without the version check.
     SettleWithoutVersionCheck,
@@ -43,7 +44,7 @@ pub enum StaleCall {
 impl Mutant {
     pub const ALL: [Mutant; 5] = [
         Mutant::StaleStockRead,
-        Mutant::ForgetProcessedEvents,
+        Mutant::ForgetPaymentStatus,
         Mutant::SettleWithoutVersionCheck,
         Mutant::DoubleRelease,
         Mutant::ChargeBeforeReservation,
@@ -52,7 +53,7 @@ impl Mutant {
     pub fn name(self) -> &'static str {
         match self {
             Mutant::StaleStockRead => "stale-stock-read",
-            Mutant::ForgetProcessedEvents => "forget-processed-events",
+            Mutant::ForgetPaymentStatus => "forget-payment-status",
             Mutant::SettleWithoutVersionCheck => "settle-without-version-check",
             Mutant::DoubleRelease => "double-release",
             Mutant::ChargeBeforeReservation => "charge-before-reservation",
@@ -65,7 +66,7 @@ impl Mutant {
             Mutant::StaleStockRead => Some(StaleCall::Reserve),
             Mutant::SettleWithoutVersionCheck => Some(StaleCall::Settle),
             Mutant::DoubleRelease => Some(StaleCall::Release),
-            Mutant::ForgetProcessedEvents | Mutant::ChargeBeforeReservation => None,
+            Mutant::ForgetPaymentStatus | Mutant::ChargeBeforeReservation => None,
         }
     }
 
@@ -82,8 +83,8 @@ impl Mutant {
                 stock_as_deltas: true,
                 ..stockroom
             },
-            Mutant::ForgetProcessedEvents => WriteDiscipline {
-                keep_processed: false,
+            Mutant::ForgetPaymentStatus => WriteDiscipline {
+                write_payment: false,
                 ..stockroom
             },
             Mutant::ChargeBeforeReservation => stockroom,

@@ -6,7 +6,8 @@
 //! - always: nothing oversold, stock conserved, reservations and sales
 //!   matching the orders, statuses moving forward, at most one charge and
 //!   one fulfilment per order, no charged order cancelled, every event
-//!   taking effect at most once and recorded with its effect, one order per
+//!   taking effect at most once and recognised by its order's state ever
+//!   after, one order per
 //!   idempotency key, every acknowledged order stored, no charge before its
 //!   reservation;
 //! - eventually (once faults stop): every order ends final, every
@@ -20,7 +21,8 @@ use stateright::Property;
 use stockroom_domain::invariants::{
     self, Invariant, OrderFigures, StockFigures, Violation, units_by_status,
 };
-use stockroom_domain::{OrderStatus, Reason};
+use stockroom_domain::rules::{self, Settle};
+use stockroom_domain::{Consumer, EventKind, OrderStatus, Reason};
 
 use crate::messages::Msg;
 use crate::service::{ClientState, DATA, DataState, FIRST_CLIENT, Service, ServiceState};
@@ -156,14 +158,43 @@ fn no_double_effects(_: &StockroomSystem, state: &StockroomState) -> bool {
     charged.values().all(|count| *count <= 1) && orders_hold(state, Invariant::NoDoubleEffects)
 }
 
-/// Each event took effect at most once, and its processed record was
-/// written with the effect, so that a redelivery is recognised.
+/// Each event took effect at most once, and its order's state recognises
+/// it ever after, so that a redelivery is answered `duplicate`: no other
+/// record of processed events is kept.
 fn events_applied_once(_: &StockroomSystem, state: &StockroomState) -> bool {
     let data = data(state);
     data.audit
         .applied
         .iter()
-        .all(|(record, count)| *count <= 1 && data.store.processed.contains(record))
+        .all(|((consumer, event_id), count)| {
+            *count <= 1 && recognised(&data.store, *consumer, event_id)
+        })
+}
+
+/// Whether the stored order an applied event names shows its effect. Event
+/// ids are `kind:order id:version` (`stockroom_domain::rules::event_id`).
+fn recognised(store: &Store, consumer: Consumer, event_id: &str) -> bool {
+    let mut parts = event_id.splitn(2, ':');
+    let (Some(kind), Some(rest)) = (parts.next(), parts.next()) else {
+        return false;
+    };
+    let Some((order_id, _version)) = rest.rsplit_once(':') else {
+        return false;
+    };
+    let Some(order) = store.orders.get(order_id) else {
+        return false;
+    };
+    let order = order.record();
+    match (consumer, kind.parse::<EventKind>()) {
+        (Consumer::Payment, _) => rules::payment_recorded(&order, event_id),
+        (Consumer::Inventory, Ok(EventKind::PaymentSucceeded)) => {
+            rules::settlement_recorded(&order, event_id, Settle::Commit)
+        }
+        (Consumer::Inventory, Ok(EventKind::PaymentFailed)) => {
+            rules::settlement_recorded(&order, event_id, Settle::Release)
+        }
+        _ => false,
+    }
 }
 
 fn one_order_per_idempotency_key(_: &StockroomSystem, state: &StockroomState) -> bool {

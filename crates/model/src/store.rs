@@ -10,7 +10,7 @@
 //! tests' in-memory store, with rows that are plain, ordered and hashable, so
 //! that the model checker can tell two states apart.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use stockroom_domain::outbox::{Entry, Lease, NewEntry, Outbox, OutboxChanges};
 use stockroom_domain::rules::{
@@ -102,7 +102,7 @@ impl OrderRow {
         }
     }
 
-    fn record(&self) -> OrderRecord {
+    pub(crate) fn record(&self) -> OrderRecord {
         OrderRecord {
             id: self.id.clone(),
             customer_id: self.customer_id.clone(),
@@ -274,8 +274,8 @@ pub struct ChargeRow {
 }
 
 /// How the store writes a call's changes. Stockroom's backends make every
-/// write conditional and keep every processed record; a broken variant of
-/// the model turns one of these off.
+/// write conditional and write every column the rules changed; a broken
+/// variant of the model turns one of these off.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct WriteDiscipline {
     /// Stock written only if still as loaded, orders only at the version
@@ -284,15 +284,16 @@ pub struct WriteDiscipline {
     /// Stock written as a change to the current figures (`reserved =
     /// reserved - 1`) rather than as the figures the rules computed.
     pub stock_as_deltas: bool,
-    /// Processed-event records written with the effect.
-    pub keep_processed: bool,
+    /// An order's payment status written with its other changes. It is the
+    /// record that the order's payment event took effect.
+    pub write_payment: bool,
 }
 
 impl WriteDiscipline {
     pub const STOCKROOM: WriteDiscipline = WriteDiscipline {
         conditional: true,
         stock_as_deltas: false,
-        keep_processed: true,
+        write_payment: true,
     };
 }
 
@@ -307,7 +308,6 @@ pub struct Store {
     pub stock: BTreeMap<String, StockRow>,
     pub orders: BTreeMap<String, OrderRow>,
     pub history: BTreeMap<String, Vec<HistoryRow>>,
-    pub processed: BTreeSet<(Consumer, String)>,
     pub keys: BTreeMap<(String, String), KeyRow>,
     pub outbox: BTreeMap<i64, EntryRow>,
     pub next_seq: i64,
@@ -339,9 +339,6 @@ impl Store {
         for order in self.orders.values() {
             book.load_order(order.record());
         }
-        for (consumer, event_id) in &self.processed {
-            book.load_processed(*consumer, event_id.clone());
-        }
         for ((customer, key), row) in &self.keys {
             book.load_key(customer.clone(), key.clone(), row.stored());
         }
@@ -363,18 +360,6 @@ impl Store {
         let mut next = self.clone();
         next.write_stock(&changes, discipline)?;
         next.write_orders(&changes, discipline)?;
-        for record in changes.processed {
-            if discipline.keep_processed
-                && !next
-                    .processed
-                    .insert((record.consumer, record.event_id.clone()))
-            {
-                return Err(Conflict(format!(
-                    "event {} processed twice",
-                    record.event_id
-                )));
-            }
-        }
         for claim in changes.keys {
             let row = KeyRow {
                 fingerprint: claim.fingerprint,
@@ -460,7 +445,11 @@ impl Store {
                     change.order.id
                 )));
             }
+            let payment = stored.payment;
             *stored = OrderRow::of(&change.order);
+            if !discipline.write_payment {
+                stored.payment = payment;
+            }
         }
         for entry in &changes.history {
             self.history

@@ -1,7 +1,7 @@
 //! The dead letters: the events consumers refused as poison, which
 //! data-service keeps whatever the bus, listed and put back in line once
 //! their cause is fixed. A redriven event still has at most one effect: the
-//! consumers' state checks and processed-event records see to it. These
+//! order's state tells an event that took effect from one that did not. These
 //! are internal routes: the client carries the internal token.
 
 use stockroom_contract::{DeadLetter, DeadLetterList, RedriveRequest, RedriveResult};

@@ -31,7 +31,6 @@ pub(crate) async fn apply(tx: Tx<'_>, writes: &Writes) -> Result<(), Failure> {
         insert_orders(tx, &changes.new_orders, &histories),
         update_orders(tx, changes, &histories),
         bus::insert(tx, &entries),
-        insert_processed(tx, changes, writes.created_at_ms),
         insert_keys(tx, writes),
         count_statuses(tx, &status_deltas),
         ledger::apply(tx, changes, writes.created_at_ms),
@@ -326,29 +325,6 @@ async fn update_orders(
         )
         .await?;
     expect_rows("order update", changed, ids.len())
-}
-
-async fn insert_processed(tx: Tx<'_>, changes: &Changes, now_ms: i64) -> Result<(), Failure> {
-    if changes.processed.is_empty() {
-        return Ok(());
-    }
-    let consumers: Vec<&str> = changes
-        .processed
-        .iter()
-        .map(|record| record.consumer.as_str())
-        .collect();
-    let ids: Vec<&str> = changes
-        .processed
-        .iter()
-        .map(|record| record.event_id.as_str())
-        .collect();
-    tx.execute(
-        "INSERT INTO processed_events (consumer, event_id, at_ms)
-         SELECT consumer, event_id, $3 FROM unnest($1::text[], $2::text[]) AS p (consumer, event_id)",
-        &[&consumers, &ids, &now_ms],
-    )
-    .await?;
-    Ok(())
 }
 
 /// Stores the idempotency keys of the batch's new answers. A concurrent

@@ -8,8 +8,8 @@
 //! on these rows; the one cycle left (a sweep's skipped-then-wanted order) is
 //! broken by PostgreSQL's deadlock detector and retried. Under READ
 //! COMMITTED each statement sees what committed before it began, so the
-//! processed-event records and stock read after an order's lock was granted
-//! include everything the previous holder wrote.
+//! stock read after an order's lock was granted includes everything the
+//! previous holder wrote.
 
 use stockroom_domain::rules::{Book, OrderRecord, ProductSettings, ProductState, StoredKey};
 use stockroom_domain::{OrderStatus, PaymentStatus, Reason, Stock, UnknownName};
@@ -50,8 +50,6 @@ pub(crate) async fn load(
     find_sweep_candidates(tx, needs, now_ms).await?;
     load_keys(tx, needs, &mut book).await?;
     load_orders(tx, needs, &mut book).await?;
-    needs.orders_loaded(&book);
-    load_processed(tx, needs, &mut book).await?;
     load_stock(tx, needs, &mut book).await?;
     load_holdings(tx, needs, &mut book).await?;
     load_holders(tx, needs).await?;
@@ -136,22 +134,6 @@ async fn load_orders(tx: Tx<'_>, needs: &mut Needs, book: &mut Book) -> Result<(
         for order in order_records(&rows)? {
             needs.add_lines(&order);
             book.load_order(order);
-        }
-    }
-    Ok(())
-}
-
-async fn load_processed(tx: Tx<'_>, needs: &Needs, book: &mut Book) -> Result<(), Failure> {
-    for (consumer, event_ids) in &needs.processed {
-        let event_ids: Vec<&str> = event_ids.iter().map(String::as_str).collect();
-        for row in tx
-            .query(
-                "SELECT event_id FROM processed_events WHERE consumer = $1 AND event_id = ANY($2)",
-                &[&consumer.as_str(), &event_ids],
-            )
-            .await?
-        {
-            book.load_processed(*consumer, row.try_get(0)?);
         }
     }
     Ok(())

@@ -31,18 +31,6 @@ pub(crate) fn apply(sql: Sql<'_>, writes: &Writes) -> Result<(), StorageError> {
     bus::insert(sql, &entries)?;
     count_statuses(sql, &changes.status_deltas())?;
     crate::ledger::apply(sql, changes, writes.created_at_ms)?;
-    if !changes.processed.is_empty() {
-        let rows: Vec<_> = changes
-            .processed
-            .iter()
-            .map(|record| (record.consumer.as_str(), &record.event_id))
-            .collect();
-        sql.execute(
-            "INSERT INTO processed_events (consumer, event_id, at_ms)
-             SELECT value ->> 0, value ->> 1, ?2 FROM json_each(?1)",
-            rusqlite::params![json_list(&rows), writes.created_at_ms],
-        )?;
-    }
     if !changes.keys.is_empty() {
         let rows: Vec<_> = changes
             .keys

@@ -12,9 +12,8 @@ use crate::sql::Sql;
 
 /// Fills `needs` in (the sweep's candidates, the products of loaded orders)
 /// and loads everything it names, in the order each step needs: the sweep's
-/// candidates and the idempotency keys name orders, the orders name products
-/// and which processed-event records matter, the products say which
-/// holdings count.
+/// candidates and the idempotency keys name orders, the orders name products,
+/// the products say which holdings count.
 pub(crate) fn load(
     sql: Sql<'_>,
     needs: &mut Needs,
@@ -25,8 +24,6 @@ pub(crate) fn load(
     find_sweep_candidates(sql, needs, now_ms)?;
     load_keys(sql, needs, &mut book)?;
     load_orders(sql, needs, &mut book)?;
-    needs.orders_loaded(&book);
-    load_processed(sql, needs, &mut book)?;
     load_stock(sql, needs, &mut book)?;
     load_holdings(sql, needs, &mut book)?;
     load_holders(sql, needs)?;
@@ -104,24 +101,6 @@ fn load_orders(sql: Sql<'_>, needs: &mut Needs, book: &mut Book) -> Result<(), S
         for order in order_records(rows)? {
             needs.add_lines(&order);
             book.load_order(order);
-        }
-    }
-    Ok(())
-}
-
-fn load_processed(sql: Sql<'_>, needs: &Needs, book: &mut Book) -> Result<(), StorageError> {
-    for (consumer, event_ids) in &needs.processed {
-        let found = sql.rows(
-            "SELECT event_id FROM processed_events
-             WHERE consumer = ?1 AND event_id IN (SELECT value FROM json_each(?2))",
-            rusqlite::params![
-                consumer.as_str(),
-                json_list(&event_ids.iter().collect::<Vec<_>>())
-            ],
-            |row| row.get::<_, String>(0),
-        )?;
-        for event_id in found {
-            book.load_processed(*consumer, event_id);
         }
     }
     Ok(())

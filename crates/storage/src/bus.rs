@@ -243,8 +243,9 @@ pub trait EventOutbox: Send + Sync + 'static {
     }
 
     /// Puts dead-lettered events back in line, as if never refused. The
-    /// consumers' processed-event records still make each effect happen at
-    /// most once. Returns how many were redriven.
+    /// orders' states still make each effect happen at most once (see
+    /// `stockroom_domain::rules::payment_recorded`). Returns how many were
+    /// redriven.
     async fn redrive(&self, consumer: Consumer, seqs: Vec<i64>) -> Result<u64, StorageError> {
         if seqs.is_empty() {
             return Ok(0);

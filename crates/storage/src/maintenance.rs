@@ -66,9 +66,10 @@ pub trait Maintenance: Send + Sync + 'static {
     fn backend_name(&self) -> &'static str;
 
     /// Deletes, oldest first, the rows retention no longer keeps (see
-    /// [`Prune`]). Safe for the flow: a key's retries are long over; an event
-    /// delivered again after its processed record is gone finds its order
-    /// moved on and changes nothing; a rejected order holds no stock (and
+    /// [`Prune`]). Safe for the flow: a key's retries are long over; the
+    /// processed-event records are those earlier versions wrote (the order's
+    /// state now tells a redelivered event, for as long as the order is
+    /// kept); a rejected order holds no stock (and
     /// its count leaves the counters with it); the provider's charges are
     /// long settled; a dead letter's order was ended by the sweep long ago.
     async fn prune(&self, prune: Prune) -> Result<Pruned, StorageError>;

@@ -1,8 +1,7 @@
 //! The rules of the order flow, decided in memory.
 //!
 //! A storage backend loads the rows a batch of calls touches into a [`Book`]
-//! (stock rows, orders, the events already processed, the idempotency keys
-//! already used), asks the book to decide each call in arrival order, and
+//! (stock rows, orders, the idempotency keys already used), asks the book to decide each call in arrival order, and
 //! writes the [`Changes`] the book collected with as few statements as the
 //! batch allows. Every decision of the flow is made here and only here:
 //! which reservation holds or is rejected and why, which payment applies,
@@ -25,14 +24,14 @@ mod settle;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
-use crate::order::{Consumer, EventKind, OrderStatus, PaymentStatus, Reason};
+use crate::order::{EventKind, OrderStatus, PaymentStatus, Reason};
 use crate::stock::{Stock, StockError};
 
 pub use extend::ExtendDecision;
 pub use limits::{LimitExceeded, holdings_of};
-pub use payment::{Effect, payment_applies};
+pub use payment::{Effect, payment_applies, payment_recorded};
 pub use products::{
     AdjustDecision, AdjustInput, CreateDecision, MAX_ADJUSTMENT_UNITS, MAX_PER_CUSTOMER_LIMIT,
     MAX_REFERENCE_LENGTH, SettingsChange, SettingsDecision,
@@ -40,12 +39,12 @@ pub use products::{
 pub use records::{
     AdjustAnswer, AdjustReason, Changes, EventRecord, FiguresDelta, HistoryRecord, HoldingChange,
     HoldingsReset, KeptAnswer, KeyClaim, Movement, MovementKind, MovementReason, Notice,
-    OperatorKeyClaim, OrderChange, OrderLine, OrderRecord, ProcessedRecord, ProductSettings,
-    ProductState, StockChange, StockRecord, StoredKey, StoredOrder, event_id,
+    OperatorKeyClaim, OrderChange, OrderLine, OrderRecord, ProductSettings, ProductState,
+    StockChange, StockRecord, StoredKey, StoredOrder, event_id,
 };
 pub use release::{ReleaseDecision, SweepDecision};
 pub use reserve::{ReserveAnswer, ReserveDecision, ReserveInput, Shortage};
-pub use settle::{Settle, settlement_applies};
+pub use settle::{Settle, settlement_applies, settlement_recorded};
 
 /// Stored data that breaks what the rules rely on: never a client's doing,
 /// always a bug or a damaged database.
@@ -134,11 +133,9 @@ pub struct Book {
     new_operator_keys: Vec<OperatorKeyClaim>,
     orders: HashMap<String, OrderSlot>,
     new_order_ids: Vec<String>,
-    processed: HashSet<(Consumer, String)>,
     keys: HashMap<(String, String), KeySlot>,
     history: Vec<HistoryRecord>,
     events: Vec<EventRecord>,
-    new_processed: Vec<ProcessedRecord>,
     new_keys: Vec<KeyClaim>,
 }
 
@@ -156,11 +153,9 @@ impl Book {
             new_operator_keys: Vec::new(),
             orders: HashMap::new(),
             new_order_ids: Vec::new(),
-            processed: HashSet::new(),
             keys: HashMap::new(),
             history: Vec::new(),
             events: Vec::new(),
-            new_processed: Vec::new(),
             new_keys: Vec::new(),
         }
     }
@@ -237,11 +232,6 @@ impl Book {
                 record: order,
             },
         );
-    }
-
-    /// Adds the record that `consumer` already applied `event_id`.
-    pub fn load_processed(&mut self, consumer: Consumer, event_id: String) {
-        self.processed.insert((consumer, event_id));
     }
 
     /// Adds an idempotency key already answered.
@@ -373,18 +363,6 @@ impl Book {
         });
     }
 
-    fn mark_processed(&mut self, consumer: Consumer, event_id: &str) {
-        self.processed.insert((consumer, event_id.to_owned()));
-        self.new_processed.push(ProcessedRecord {
-            consumer,
-            event_id: event_id.to_owned(),
-        });
-    }
-
-    fn was_processed(&self, consumer: Consumer, event_id: &str) -> bool {
-        self.processed.contains(&(consumer, event_id.to_owned()))
-    }
-
     /// The stock each line of an order would have after `change`, all lines or
     /// none: an order whose lines cannot all change leaves the book as it was.
     fn moved_stock(
@@ -464,7 +442,6 @@ impl Book {
             changed_orders,
             history: self.history,
             events: self.events,
-            processed: self.new_processed,
             stock,
             keys: self.new_keys,
             movements: self.movements,

@@ -1,6 +1,6 @@
 //! Payment: the provider's verdict on a reserved order, recorded once.
 
-use crate::order::{Consumer, EventKind, OrderStatus, PaymentStatus, Reason};
+use crate::order::{EventKind, OrderStatus, PaymentStatus, Reason};
 use crate::rules::{Book, OrderRecord};
 
 /// What became of one event a consumer handed to storage.
@@ -8,7 +8,8 @@ use crate::rules::{Book, OrderRecord};
 pub enum Effect {
     /// The effect happened now; the order has this status.
     Applied(OrderStatus),
-    /// This event was applied before; nothing changed.
+    /// This event was applied before (the order already carries its
+    /// effect); nothing changed.
     Duplicate(OrderStatus),
     /// The order is no longer in a state this event applies to (a payment
     /// for an order that expired, say); nothing changed and nothing is
@@ -25,6 +26,21 @@ pub fn payment_applies(order: &OrderRecord) -> bool {
     order.status == OrderStatus::Reserved && order.payment == PaymentStatus::None
 }
 
+/// Whether the verdict answering `event_id` is already recorded on `order`.
+/// Only the order's own reservation event records a verdict, and nothing
+/// clears one, so the order's payment status is the record that the event
+/// was processed: no separate record is kept.
+pub fn payment_recorded(order: &OrderRecord, event_id: &str) -> bool {
+    order.payment != PaymentStatus::None && event_id == reservation_event(&order.id)
+}
+
+/// The event a payment answers: a reservation is version 1 of its order.
+/// Notes such as an extension may follow before the payment, so the event
+/// is named by that version, not by the order's current one.
+fn reservation_event(order_id: &str) -> String {
+    super::event_id(EventKind::OrderReserved, order_id, 1)
+}
+
 impl Book {
     /// Records payment-service's verdict for `order_id`, answering the
     /// `OrderReserved` event `event_id`. A reservation is paid at most once:
@@ -35,17 +51,13 @@ impl Book {
             return Effect::UnknownOrder;
         };
         let status = order.status;
-        if self.was_processed(Consumer::Payment, event_id) {
+        if payment_recorded(order, event_id) {
             return Effect::Duplicate(status);
         }
         // Only the order's own reservation event is answered: a verdict
         // naming any other event (a forged or mistaken id) changes nothing
         // and records nothing.
-        // A reservation is version 1 of its order; notes such as an
-        // extension may follow before the payment, so the event is named by
-        // that version, not by the order's current one.
-        let reserved_event = super::event_id(EventKind::OrderReserved, order_id, 1);
-        if !payment_applies(order) || event_id != reserved_event {
+        if !payment_applies(order) || event_id != reservation_event(order_id) {
             return Effect::NotApplicable(status);
         }
         let (payment, kind, note) = if approved {
@@ -65,7 +77,6 @@ impl Book {
             .advance(order_id, OrderStatus::Reserved, payment, Some(note))
             .clone();
         self.emit(kind, &order);
-        self.mark_processed(Consumer::Payment, event_id);
         Effect::Applied(OrderStatus::Reserved)
     }
 }

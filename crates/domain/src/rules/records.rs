@@ -2,7 +2,7 @@
 //! stock, events and idempotency keys, and the changes a batch makes to
 //! them. Plain data, with no behaviour beyond a few derived figures.
 
-use crate::order::{Consumer, EventKind, OrderStatus, PaymentStatus, Reason};
+use crate::order::{EventKind, OrderStatus, PaymentStatus, Reason};
 use crate::rules::Shortage;
 use crate::stock::Stock;
 use crate::values::Quantity;
@@ -99,13 +99,6 @@ pub enum Notice {
 /// through a change of `kind`. A version is reached once, so the id is unique.
 pub fn event_id(kind: EventKind, order_id: &str, order_version: i64) -> String {
     format!("{}:{order_id}:{order_version}", kind.as_str())
-}
-
-/// A consumer's record that it applied an event, written with the effect.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct ProcessedRecord {
-    pub consumer: Consumer,
-    pub event_id: String,
 }
 
 /// What an idempotency key's first request was answered, as storage keeps
@@ -401,7 +394,6 @@ pub struct Changes {
     pub changed_orders: Vec<OrderChange>,
     pub history: Vec<HistoryRecord>,
     pub events: Vec<EventRecord>,
-    pub processed: Vec<ProcessedRecord>,
     pub stock: Vec<StockChange>,
     pub keys: Vec<KeyClaim>,
     /// The ledger's new entries, by product key and seq.
@@ -454,7 +446,6 @@ impl Changes {
             && self.changed_orders.is_empty()
             && self.history.is_empty()
             && self.events.is_empty()
-            && self.processed.is_empty()
             && self.stock.is_empty()
             && self.keys.is_empty()
     }

@@ -1,6 +1,6 @@
 //! Settlement: a paid reservation is sold, a declined one goes back on sale.
 
-use crate::order::{Consumer, EventKind, OrderStatus, PaymentStatus, Reason};
+use crate::order::{EventKind, OrderStatus, PaymentStatus, Reason};
 use crate::rules::limits::units_of;
 use crate::rules::{
     Book, Effect, MovementKind, MovementOf, MovementReason, OrderRecord, RuleError,
@@ -8,7 +8,7 @@ use crate::rules::{
 use crate::stock::Stock;
 
 /// inventory-service's decision for one paid or declined order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Settle {
     /// Payment succeeded: the reserved units are sold.
     Commit,
@@ -25,6 +25,28 @@ pub fn settlement_applies(order: &OrderRecord, action: Settle) -> bool {
             Settle::Commit => order.payment == PaymentStatus::Charged,
             Settle::Release => order.payment != PaymentStatus::Charged,
         }
+}
+
+/// Whether `event_id` already settled `order` as `action` settles: the order
+/// ended as this settlement ends it (fulfilled, or cancelled for the declined
+/// payment), one version after the payment event it names. Nothing changes a
+/// paid or declined order between its payment and its settlement, and nothing
+/// changes an order once it ended, so the order's state is the record that the
+/// event was processed: no separate record is kept. A settlement the sweep
+/// made first (see [`Book::sweep`]) counts as made: the event finds its effect
+/// in place.
+pub fn settlement_recorded(order: &OrderRecord, event_id: &str, action: Settle) -> bool {
+    let (kind, ended) = match action {
+        Settle::Commit => (
+            EventKind::PaymentSucceeded,
+            order.status == OrderStatus::Fulfilled,
+        ),
+        Settle::Release => (
+            EventKind::PaymentFailed,
+            order.status == OrderStatus::Cancelled && order.reason == Some(Reason::PaymentDeclined),
+        ),
+    };
+    ended && event_id == super::event_id(kind, &order.id, order.version - 1)
 }
 
 impl Book {
@@ -46,7 +68,7 @@ impl Book {
             Settle::Release => EventKind::PaymentFailed,
         };
         let own_event = super::event_id(kind, order_id, order.version);
-        if self.was_processed(Consumer::Inventory, event_id) {
+        if settlement_recorded(order, event_id, action) {
             return Ok(Effect::Duplicate(status));
         }
         if !applies || event_id != own_event {
@@ -56,7 +78,6 @@ impl Book {
             Settle::Commit => self.fulfil(order_id)?,
             Settle::Release => self.cancel(order_id, Reason::PaymentDeclined)?,
         };
-        self.mark_processed(Consumer::Inventory, event_id);
         Ok(Effect::Applied(after))
     }
 

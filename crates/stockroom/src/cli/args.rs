@@ -111,7 +111,9 @@ pub(super) struct RetentionArgs {
     /// retry an order with its key within a day).
     #[arg(long, default_value = "2days", value_parser = humantime::parse_duration, env = "STOCKROOM_KEEP_IDEMPOTENCY_KEYS")]
     keep_idempotency_keys: Duration,
-    /// Processed-event records are kept this long.
+    /// Processed-event records written by earlier versions are kept this
+    /// long (this version writes none: the order's state tells a redelivered
+    /// event).
     #[arg(long, default_value = "7days", value_parser = humantime::parse_duration, env = "STOCKROOM_KEEP_PROCESSED_EVENTS")]
     keep_processed_events: Duration,
     /// Rejected orders are kept this long (at least as long as idempotency

@@ -1,7 +1,8 @@
 //! `stockroom dead-letters list|redrive`: the events consumers refused as
 //! poison, kept by data-service whatever the bus, and putting them back in
 //! line once their cause is fixed. A redriven event still has at most one
-//! effect: the consumers' state checks and processed-event records see to it.
+//! effect: the order's state tells an event that took effect from one that
+//! did not.
 
 use std::process::ExitCode;
 

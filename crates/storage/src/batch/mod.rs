@@ -7,9 +7,7 @@
 //!    (locking them where other processes write too) into a
 //!    [`stockroom_domain::rules::Book`], in steps: idempotency keys and the
 //!    sweep's candidates, then orders (whose lines add products to
-//!    [`Needs::product_keys`], and whose states say which processed records
-//!    matter, [`Needs::orders_loaded`]), then processed events, products,
-//!    the holdings of limited products ([`Needs::holdings_to_load`]) and the
+//!    [`Needs::product_keys`]), then products, the holdings of limited products ([`Needs::holdings_to_load`]) and the
 //!    orders a new limit counts;
 //! 2. [`decide`] runs each call through the rules in arrival order and
 //!    returns each caller's [`Answer`] and the batch's [`Writes`];

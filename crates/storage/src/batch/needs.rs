@@ -3,10 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use stockroom_domain::Consumer;
-use stockroom_domain::rules::{
-    Book, OrderRecord, Settle, StoredKey, payment_applies, settlement_applies,
-};
+use stockroom_domain::rules::{Book, OrderRecord, StoredKey};
 
 use crate::batch::Command;
 
@@ -30,11 +27,6 @@ pub struct Needs {
     /// Stock rows to load: the products requests name, and (after
     /// [`Needs::add_lines`]) those of the loaded orders.
     pub product_keys: BTreeSet<String>,
-    /// Events whose processed record to look up, per consumer: filled in by
-    /// [`Needs::orders_loaded`].
-    pub processed: BTreeMap<Consumer, BTreeSet<String>>,
-    /// Every event the calls carry, for [`Needs::orders_loaded`].
-    events: Vec<CarriedEvent>,
     /// Idempotency keys to look up, as (customer id, key).
     pub keys: BTreeSet<(String, String)>,
     /// Operators' idempotency keys to look up.
@@ -81,14 +73,15 @@ impl Needs {
                 }
             }
             Command::RecordPayments(payments) => {
+                // The orders' states say which verdicts apply and which were
+                // recorded before: no other row is read.
                 for payment in payments {
-                    self.carry(&payment.event_id, &payment.order_id, Step::Payment);
+                    self.order_ids.insert(payment.order_id.clone());
                 }
             }
             Command::Settle(settlements) => {
                 for settlement in settlements {
-                    let step = Step::Settlement(settlement.action);
-                    self.carry(&settlement.event_id, &settlement.order_id, step);
+                    self.order_ids.insert(settlement.order_id.clone());
                 }
             }
             Command::Release { order_id, .. } | Command::Extend { order_id, .. } => {
@@ -123,41 +116,6 @@ impl Needs {
                 if let Some(key) = &adjustment.idempotency_key {
                     self.operator_keys.insert(key.clone());
                 }
-            }
-        }
-    }
-
-    fn carry(&mut self, event_id: &str, order_id: &str, step: Step) {
-        self.order_ids.insert(order_id.to_owned());
-        self.events.push(CarriedEvent {
-            event_id: event_id.to_owned(),
-            order_id: order_id.to_owned(),
-            step,
-        });
-    }
-
-    /// Names the processed records worth looking up, once the orders are in
-    /// the book: only those of events whose order's state says they no longer
-    /// apply. An event that still applies was never applied (applying it moves
-    /// the order on), so in the steady flow of a sale no record is read; a
-    /// redelivered event is recognised by its record and answered
-    /// `duplicate`.
-    pub fn orders_loaded(&mut self, book: &Book) {
-        for event in &self.events {
-            let Some(order) = book.order(&event.order_id) else {
-                continue;
-            };
-            let (consumer, applies) = match event.step {
-                Step::Payment => (Consumer::Payment, payment_applies(order)),
-                Step::Settlement(action) => {
-                    (Consumer::Inventory, settlement_applies(order, action))
-                }
-            };
-            if !applies {
-                self.processed
-                    .entry(consumer)
-                    .or_default()
-                    .insert(event.event_id.clone());
             }
         }
     }
@@ -203,18 +161,4 @@ impl Needs {
                 .insert((order.customer_id.clone(), line.product_key.clone()));
         }
     }
-}
-
-/// An event a call carries, and the step of the flow it asks for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct CarriedEvent {
-    event_id: String,
-    order_id: String,
-    step: Step,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Step {
-    Payment,
-    Settlement(Settle),
 }

@@ -22,7 +22,9 @@ struct Store {
     orders: BTreeMap<String, OrderRecord>,
     history: Vec<HistoryRecord>,
     events: Vec<EventRecord>,
-    processed: HashSet<(Consumer, String)>,
+    /// Every event that took effect, with what it did: each may appear
+    /// once, and the order's state must recognise it ever after.
+    applied: HashSet<Applied>,
     keys: HashMap<(String, String), StoredKey>,
     /// Orders per status, kept up by each batch's status deltas, as the
     /// backends keep their counters.
@@ -46,9 +48,6 @@ impl Store {
         }
         for order in self.orders.values() {
             book.load_order(order.clone());
-        }
-        for (consumer, event_id) in &self.processed {
-            book.load_processed(*consumer, event_id.clone());
         }
         for ((customer, key), stored) in &self.keys {
             book.load_key(customer.clone(), key.clone(), stored.clone());
@@ -116,12 +115,6 @@ impl Store {
             assert!(change.order.version > stored.version);
             *stored = change.order;
         }
-        for record in changes.processed {
-            assert!(
-                self.processed.insert((record.consumer, record.event_id)),
-                "an event was applied twice"
-            );
-        }
         for claim in changes.keys {
             let stored = StoredKey {
                 fingerprint: claim.fingerprint,
@@ -137,9 +130,17 @@ impl Store {
         self.events.extend(changes.events);
     }
 
+    /// Records the events a batch applied: none a second time.
+    fn applied(&mut self, applied: Vec<Applied>) {
+        for event in applied {
+            assert!(self.applied.insert(event), "an event was applied twice");
+        }
+    }
+
     fn check(&self) {
         self.check_ledger();
         self.check_limits();
+        self.check_applied();
         for status in OrderStatus::ALL {
             let counted = self
                 .orders
@@ -206,6 +207,41 @@ impl Store {
 }
 
 /// A product's figures as a service reports them.
+/// An event that took effect: a payment verdict or a settlement.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Applied {
+    Payment {
+        order_id: String,
+        event_id: String,
+    },
+    Settlement {
+        order_id: String,
+        event_id: String,
+        action: Settle,
+    },
+}
+
+impl Store {
+    /// No record of processed events is kept: the order's state must tell
+    /// every event that took effect from one that did not, for as long as
+    /// the order is kept, so a redelivery is answered `duplicate`.
+    fn check_applied(&self) {
+        for event in &self.applied {
+            let recognised = match event {
+                Applied::Payment { order_id, event_id } => {
+                    payment_recorded(&self.orders[order_id], event_id)
+                }
+                Applied::Settlement {
+                    order_id,
+                    event_id,
+                    action,
+                } => settlement_recorded(&self.orders[order_id], event_id, *action),
+            };
+            assert!(recognised, "{event:?} is no longer recognised as applied");
+        }
+    }
+}
+
 fn figures(name: &str, state: &ProductState) -> StockFigures {
     let stock = state.stock;
     StockFigures {
@@ -345,6 +381,28 @@ fn step() -> impl Strategy<Value = Step> {
 /// Runs one batch of steps on `store` and writes its changes back.
 fn run_batch(store: &mut Store, steps: &[Step], now_ms: i64, next_id: &mut u32) {
     let mut book = store.book(now_ms);
+    let mut applied = Vec::new();
+    let mut pay = |book: &mut Book, order_id: &str, event_id: &str, approved: bool| {
+        if let Effect::Applied(_) = book.record_payment(order_id, event_id, approved) {
+            applied.push(Applied::Payment {
+                order_id: order_id.to_owned(),
+                event_id: event_id.to_owned(),
+            });
+        }
+    };
+    let mut settled = Vec::new();
+    let mut settle = |book: &mut Book, order_id: &str, event_id: &str, action: Settle| {
+        let effect = book
+            .settle(order_id, event_id, action)
+            .expect("stored data is consistent");
+        if let Effect::Applied(_) = effect {
+            settled.push(Applied::Settlement {
+                order_id: order_id.to_owned(),
+                event_id: event_id.to_owned(),
+                action,
+            });
+        }
+    };
     let order_ids: Vec<String> = store.orders.keys().cloned().collect();
     let pick = |index: usize| order_ids.get(index % order_ids.len().max(1)).cloned();
     let mut answered: HashMap<String, String> = store
@@ -411,7 +469,7 @@ fn run_batch(store: &mut Store, steps: &[Step], now_ms: i64, next_id: &mut u32) 
                     } else {
                         event_id(EventKind::OrderReserved, &id, 1)
                     };
-                    book.record_payment(&id, &event, *approved);
+                    pay(&mut book, &id, &event, *approved);
                 }
             }
             Step::Settle { order, commit } => {
@@ -423,8 +481,7 @@ fn run_batch(store: &mut Store, steps: &[Step], now_ms: i64, next_id: &mut u32) 
                         (EventKind::PaymentFailed, Settle::Release)
                     };
                     let event = event_id(kind, &id, version);
-                    book.settle(&id, &event, action)
-                        .expect("stored data is consistent");
+                    settle(&mut book, &id, &event, action);
                 }
             }
             Step::Cancel { order } => {
@@ -490,15 +547,13 @@ fn run_batch(store: &mut Store, steps: &[Step], now_ms: i64, next_id: &mut u32) 
                 let event = &store.events[event % store.events.len()];
                 match event.kind {
                     EventKind::OrderReserved => {
-                        book.record_payment(&event.order_id, &event.event_id, true);
+                        pay(&mut book, &event.order_id, &event.event_id, true);
                     }
                     EventKind::PaymentSucceeded => {
-                        book.settle(&event.order_id, &event.event_id, Settle::Commit)
-                            .expect("stored data is consistent");
+                        settle(&mut book, &event.order_id, &event.event_id, Settle::Commit);
                     }
                     EventKind::PaymentFailed => {
-                        book.settle(&event.order_id, &event.event_id, Settle::Release)
-                            .expect("stored data is consistent");
+                        settle(&mut book, &event.order_id, &event.event_id, Settle::Release);
                     }
                     // Notices have no effect on the flow.
                     _ => {}
@@ -507,6 +562,8 @@ fn run_batch(store: &mut Store, steps: &[Step], now_ms: i64, next_id: &mut u32) 
         }
     }
     store.apply(book.into_changes());
+    applied.extend(settled);
+    store.applied(applied);
 }
 
 proptest! {
