@@ -40,6 +40,7 @@ pub use orders::{
 };
 pub use outbox::{
     concurrent_leasers_never_share_a_delivery, events_carry_their_calls_trace_context,
+    late_receipts_racing_new_leases_acknowledge_each_event_once,
     only_poison_is_dead_lettered_and_redrive_restores_it, provider_charges_are_kept_by_key,
     reserved_orders_are_leased_until_acknowledged,
 };
@@ -83,6 +84,7 @@ macro_rules! conformance_tests {
             reserved_orders_are_leased_until_acknowledged,
             only_poison_is_dead_lettered_and_redrive_restores_it,
             concurrent_leasers_never_share_a_delivery,
+            late_receipts_racing_new_leases_acknowledge_each_event_once,
             events_carry_their_calls_trace_context,
             idempotent_replay_and_key_reuse,
             concurrent_same_key_requests_create_one_order,

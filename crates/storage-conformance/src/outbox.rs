@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use stockroom_domain::outbox::{Delivery, DeliveryOutcome, MAX_REJECTIONS, Receipt};
+use stockroom_domain::outbox::{Delivery, DeliveryOutcome, MAX_REJECTIONS, MIN_LEASE_MS, Receipt};
 use stockroom_domain::rules::EventRecord;
 use stockroom_domain::{Consumer, EventKind};
 use stockroom_storage::Charge;
@@ -318,6 +318,72 @@ pub async fn concurrent_leasers_never_share_a_delivery(storage: Store) {
             .expect("lease_events")
             .is_empty(),
         "nothing is left to lease while the leases last"
+    );
+    assert_invariants(&storage).await;
+}
+
+/// (e) Receipts race leases that ran out: the leases are so short that an
+/// entry is often leased again before its first leaser acknowledges it, and
+/// receipts load their entries without locking them. Every entry is deleted
+/// exactly once (the acknowledged counts add up to the events), a late
+/// receipt changes nothing, and no call fails: a receipt that finds its
+/// entry changed under it runs again.
+pub async fn late_receipts_racing_new_leases_acknowledge_each_event_once(storage: Store) {
+    const EVENTS: u64 = 40;
+    const LEASERS: usize = 6;
+    const BATCH: u32 = 3;
+    /// When to give up, far beyond what the test needs.
+    const ROUNDS: usize = 1_000;
+    stock(&storage, &[("Laptop", EVENTS)]).await;
+    for chunk in 0..EVENTS / 10 {
+        let requests = (0..10)
+            .map(|index| request(&format!("c{chunk}-{index}"), &[("Laptop", 1)]))
+            .collect();
+        storage.reserve(requests).await.expect("reserve");
+    }
+    let acknowledged = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let late = run_concurrently("racing receipts", LEASERS, |leaser| {
+        let storage = Arc::clone(&storage);
+        let acknowledged = Arc::clone(&acknowledged);
+        async move {
+            let mut late = 0;
+            for _ in 0..ROUNDS {
+                if acknowledged.load(std::sync::atomic::Ordering::SeqCst) == EVENTS {
+                    break;
+                }
+                let batch = storage
+                    .lease_events(Consumer::Payment, BATCH, MIN_LEASE_MS)
+                    .await
+                    .expect("lease_events");
+                // Leasers wait different times, from none to twice the
+                // shortest lease: some acknowledge within their lease, some
+                // after it ran out and another leaser took the entries.
+                let wait_ms = leaser as u64 * 2 * MIN_LEASE_MS / (LEASERS as u64 - 1);
+                tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+                let done = storage
+                    .finish_deliveries(
+                        Consumer::Payment,
+                        DeliveryOutcome::Acknowledge,
+                        batch.iter().map(Delivery::receipt).collect(),
+                    )
+                    .await
+                    .expect("a receipt never fails for a race");
+                late += batch.len() as u64 - done;
+                acknowledged.fetch_add(done, std::sync::atomic::Ordering::SeqCst);
+            }
+            late
+        }
+    })
+    .await;
+    assert_eq!(
+        acknowledged.load(std::sync::atomic::Ordering::SeqCst),
+        EVENTS,
+        "every event acknowledged once ({} receipts came late)",
+        late.iter().sum::<u64>()
+    );
+    assert!(
+        lease(&storage, LONG_LEASE_MS).await.is_empty(),
+        "nothing is left"
     );
     assert_invariants(&storage).await;
 }

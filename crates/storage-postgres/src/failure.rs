@@ -18,6 +18,14 @@ pub(crate) enum Failure {
     /// keys after this batch looked for it.
     #[error("an idempotency key was claimed by a concurrent batch")]
     KeyRace,
+    /// An outbox entry a call loaded without a lock (a receipt's, a
+    /// redrive's) was changed by another call before this one wrote it.
+    #[error("{what}: {changed} outbox entries were as loaded, {expected} expected")]
+    OutboxRace {
+        what: &'static str,
+        changed: u64,
+        expected: usize,
+    },
     /// The COMMIT was sent but no answer came back.
     #[error("the answer to a commit was lost")]
     CommitLost(#[source] tokio_postgres::Error),
@@ -40,7 +48,7 @@ impl Failure {
     pub(crate) fn is_retryable(&self) -> bool {
         match self {
             Failure::Database(error) => aborted_by_concurrency(error),
-            Failure::KeyRace => true,
+            Failure::KeyRace | Failure::OutboxRace { .. } => true,
             _ => false,
         }
     }
@@ -48,9 +56,9 @@ impl Failure {
     pub(crate) fn into_storage_error(self, attempts: u32) -> StorageError {
         match self {
             Failure::Storage(error) => error,
-            Failure::KeyRace => StorageError::Contention {
+            Failure::KeyRace | Failure::OutboxRace { .. } => StorageError::Contention {
                 attempts,
-                source: cause(Failure::KeyRace),
+                source: cause(self),
             },
             Failure::CommitLost(error) => StorageError::OutcomeUnknown {
                 source: cause(error),
@@ -123,5 +131,27 @@ pub(crate) fn describe(error: &tokio_postgres::Error) -> String {
     match error.as_db_error() {
         Some(db) => format!("{} (sqlstate {})", db.message(), db.code().code()),
         None => error.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A write that found an unlocked outbox entry changed runs again, and
+    /// a race that outlasts every attempt is contention, for the caller to
+    /// retry later: never an inconsistency.
+    #[test]
+    fn an_outbox_race_runs_again_and_ends_as_contention() {
+        let race = || Failure::OutboxRace {
+            what: "outbox delete",
+            changed: 0,
+            expected: 1,
+        };
+        assert!(race().is_retryable());
+        assert!(matches!(
+            race().into_storage_error(5),
+            StorageError::Contention { attempts: 5, .. }
+        ));
     }
 }

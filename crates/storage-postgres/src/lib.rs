@@ -585,8 +585,21 @@ impl stockroom_storage::testing::FaultInjection for PostgresStorage {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// The test database's URL, or `None` to skip a test that needs one
+    /// (never under CI, where the database must be there).
+    pub(crate) fn database_url() -> Option<String> {
+        let url = std::env::var("STOCKROOM_TEST_POSTGRES_URL")
+            .ok()
+            .filter(|url| !url.trim().is_empty());
+        assert!(
+            url.is_some() || std::env::var_os("CI").is_none(),
+            "STOCKROOM_TEST_POSTGRES_URL is required under CI"
+        );
+        url
+    }
 
     #[test]
     fn schema_names_are_checked() {
@@ -621,14 +634,7 @@ mod tests {
     /// sequential scans switched off, the plan never falls back to one.
     #[tokio::test]
     async fn every_list_filter_uses_an_index() {
-        let Some(url) = std::env::var("STOCKROOM_TEST_POSTGRES_URL")
-            .ok()
-            .filter(|url| !url.trim().is_empty())
-        else {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "STOCKROOM_TEST_POSTGRES_URL is required under CI"
-            );
+        let Some(url) = database_url() else {
             return;
         };
         let schema = format!("plans_{}", std::process::id());
