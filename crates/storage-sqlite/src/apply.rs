@@ -13,7 +13,7 @@ use stockroom_storage::batch::Writes;
 use stockroom_storage::{StorageError, history, keys, lines};
 
 use crate::bus;
-use crate::records::json_list;
+use crate::records::{json_list, json_rows};
 use crate::sql::Sql;
 
 pub(crate) fn apply(sql: Sql<'_>, writes: &Writes) -> Result<(), StorageError> {
@@ -46,10 +46,12 @@ pub(crate) fn apply(sql: Sql<'_>, writes: &Writes) -> Result<(), StorageError> {
             })
             .collect();
         sql.execute(
-            "INSERT INTO idempotency_keys (customer_id, key, fingerprint, order_id, shortages,
-                                           created_at_ms)
-             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, ?2
-             FROM json_each(?1)",
+            &format!(
+                "{} INSERT INTO idempotency_keys (customer_id, key, fingerprint, order_id,
+                                                  shortages, created_at_ms)
+                 SELECT v ->> 0, v ->> 1, v ->> 2, v ->> 3, v ->> 4, ?2 FROM claim",
+                json_rows("claim", "?1")
+            ),
             rusqlite::params![json_list(&rows), writes.created_at_ms],
         )?;
     }
@@ -164,11 +166,15 @@ fn insert_orders(
         })
         .collect();
     sql.execute(
-        "INSERT INTO orders (id, customer_id, status, reason, payment_status, version,
-                             created_at_ms, updated_at_ms, lines, history, extended_until_ms)
-         SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5,
-                value ->> 6, value ->> 7, value ->> 8, value ->> 9, value ->> 10
-         FROM json_each(?1)",
+        &format!(
+            "{} INSERT INTO orders (id, customer_id, status, reason, payment_status, version,
+                                    created_at_ms, updated_at_ms, lines, history,
+                                    extended_until_ms)
+             SELECT v ->> 0, v ->> 1, v ->> 2, v ->> 3, v ->> 4, v ->> 5, v ->> 6, v ->> 7,
+                    v ->> 8, v ->> 9, v ->> 10
+             FROM new_order",
+            json_rows("new_order", "?1")
+        ),
         [json_list(&rows)],
     )?;
     Ok(())
@@ -202,14 +208,15 @@ fn update_orders(
         .collect();
     let changed = sql.execute(
         &format!(
-            "UPDATE orders
-             SET status = change.value ->> 1, reason = change.value ->> 2,
-                 payment_status = change.value ->> 3, version = change.value ->> 4,
-                 updated_at_ms = change.value ->> 5, extended_until_ms = change.value ->> 8,
+            "{} UPDATE orders
+             SET status = change.v ->> 1, reason = change.v ->> 2,
+                 payment_status = change.v ->> 3, version = change.v ->> 4,
+                 updated_at_ms = change.v ->> 5, extended_until_ms = change.v ->> 8,
                  history = {}
-             FROM json_each(?1) AS change
-             WHERE orders.id = change.value ->> 0 AND orders.version = change.value ->> 6",
-            history::append_sql("orders.history", "(change.value ->> 7)")
+             FROM change
+             WHERE orders.id = change.v ->> 0 AND orders.version = change.v ->> 6",
+            json_rows("change", "?1"),
+            history::append_sql("orders.history", "(change.v ->> 7)")
         ),
         [json_list(&rows)],
     )?;

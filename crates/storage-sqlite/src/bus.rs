@@ -8,7 +8,7 @@ use stockroom_domain::rules::EventRecord;
 use stockroom_storage::bus::{OutboxCommand, OutboxCounts, OutboxNeeds, OutboxReply, decide};
 use stockroom_storage::{StorageError, notices};
 
-use crate::records::json_list;
+use crate::records::{json_list, json_rows};
 use crate::sql::Sql;
 
 /// The columns [`entry_row`] reads, in its order.
@@ -185,10 +185,10 @@ pub(crate) fn apply(sql: Sql<'_>, changes: &OutboxChanges) -> Result<(), Storage
         let rows: Vec<_> = changes.deleted.iter().map(state).collect();
         let deleted = sql.execute(
             &format!(
-                "DELETE FROM outbox WHERE rowid IN (
-                     SELECT outbox.rowid FROM outbox, json_each(?1) AS loaded
-                     WHERE {})",
-                as_loaded("loaded.value", "$")
+                "{} DELETE FROM outbox WHERE rowid IN (
+                     SELECT outbox.rowid FROM outbox, loaded WHERE {})",
+                json_rows("loaded", "?1"),
+                as_loaded("loaded.v", "$")
             ),
             [json_list(&rows)],
         )?;
@@ -202,15 +202,16 @@ pub(crate) fn apply(sql: Sql<'_>, changes: &OutboxChanges) -> Result<(), Storage
             .collect();
         let updated = sql.execute(
             &format!(
-                "UPDATE outbox
-                 SET deliveries = change.value ->> '$[0][1]',
-                     rejections = change.value ->> '$[0][2]',
-                     leased_until_ms = change.value ->> '$[0][3]',
-                     lease_token = change.value ->> '$[0][4]',
-                     dead_at_ms = change.value ->> '$[0][5]'
-                 FROM json_each(?1) AS change
+                "{} UPDATE outbox
+                 SET deliveries = change.v ->> '$[0][1]',
+                     rejections = change.v ->> '$[0][2]',
+                     leased_until_ms = change.v ->> '$[0][3]',
+                     lease_token = change.v ->> '$[0][4]',
+                     dead_at_ms = change.v ->> '$[0][5]'
+                 FROM change
                  WHERE {}",
-                as_loaded("change.value", "$[1]")
+                json_rows("change", "?1"),
+                as_loaded("change.v", "$[1]")
             ),
             [json_list(&rows)],
         )?;
@@ -244,11 +245,15 @@ pub(crate) fn insert(sql: Sql<'_>, entries: &[NewEntry]) -> Result<(), StorageEr
         })
         .collect();
     sql.execute(
-        "INSERT INTO outbox (event_id, kind, order_id, order_version, total_units, occurred_at_ms,
-                             consumer, trace_parent, rejections, dead_at_ms, notice)
-         SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5,
-                value ->> 6, value ->> 7, value ->> 8, value ->> 9, value ->> 10
-         FROM json_each(?1)",
+        &format!(
+            "{} INSERT INTO outbox (event_id, kind, order_id, order_version, total_units,
+                                    occurred_at_ms, consumer, trace_parent, rejections,
+                                    dead_at_ms, notice)
+             SELECT v ->> 0, v ->> 1, v ->> 2, v ->> 3, v ->> 4, v ->> 5, v ->> 6, v ->> 7,
+                    v ->> 8, v ->> 9, v ->> 10
+             FROM entry",
+            json_rows("entry", "?1")
+        ),
         [json_list(&rows)],
     )?;
     Ok(())

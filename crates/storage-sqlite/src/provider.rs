@@ -3,7 +3,7 @@
 
 use stockroom_storage::{Charge, LedgerStats, StorageError, Verdict};
 
-use crate::records::json_list;
+use crate::records::{json_list, json_rows};
 use crate::sql::Sql;
 
 /// Records each charge by its key and returns each key's verdict.
@@ -24,12 +24,14 @@ pub(crate) fn charge(
         })
         .collect();
     let verdicts = sql.rows(
-        "INSERT INTO provider_charges (charge_key, order_id, units, approved, requests,
-                                       charged_at_ms)
-         SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, 1, ?2 FROM json_each(?1)
-         WHERE true
-         ON CONFLICT (charge_key) DO UPDATE SET requests = requests + 1
-         RETURNING charge_key, approved, requests",
+        &format!(
+            "{} INSERT INTO provider_charges (charge_key, order_id, units, approved, requests,
+                                              charged_at_ms)
+             SELECT v ->> 0, v ->> 1, v ->> 2, v ->> 3, 1, ?2 FROM charge WHERE true
+             ON CONFLICT (charge_key) DO UPDATE SET requests = requests + 1
+             RETURNING charge_key, approved, requests",
+            json_rows("charge", "?1")
+        ),
         rusqlite::params![json_list(&rows), now_ms],
         |row| {
             Ok(Verdict {

@@ -16,6 +16,20 @@ pub(crate) const ORDER_COLUMN_COUNT: usize = 10;
 /// The columns [`stock_row`] reads, in its order.
 pub(crate) const STOCK_COLUMNS: &str = "product_key, product_name, quantity, reserved, sold, received, max_per_customer, low_stock_threshold, movements";
 
+/// A `WITH` clause naming `name` the rows of the JSON list `parameter` (as
+/// [`json_list`] writes it), each row's JSON array in column `v`, read as
+/// `name.v ->> 0` and so on.
+///
+/// Why not `json_each` in the statement itself: SQLite renders a row's
+/// array to text anew at every mention of `value`, so a statement that reads
+/// eleven columns rendered and parsed each row eleven times, about half of a
+/// statement's time (`sqlite3` measured 2.3 µs a row against 1.3 µs here).
+/// Materialised, each row is rendered once and its parsed text is reused by
+/// every `->>`.
+pub(crate) fn json_rows(name: &str, parameter: &str) -> String {
+    format!("WITH {name} AS MATERIALIZED (SELECT value AS v FROM json_each({parameter}))")
+}
+
 /// An order's row, as stored.
 pub(crate) struct OrderRow {
     id: String,
@@ -136,6 +150,9 @@ impl StockRow {
 
 /// A list of values as the JSON array that `json_each(?)` unpacks: one
 /// parameter, and so one statement, for any number of rows.
+///
+/// A list of rows (each a JSON array of its columns) is read through
+/// [`json_rows`], not by naming `json_each`'s `value` once per column.
 pub(crate) fn json_list<T: serde::Serialize>(values: &[T]) -> String {
     serde_json::to_string(values).expect("plain values always serialise")
 }
