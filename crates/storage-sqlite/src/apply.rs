@@ -1,6 +1,7 @@
 //! Writing what a batch decided: one statement per table, whatever the
 //! batch's size. Each statement takes its rows as one JSON array, which
-//! SQLite's `json_each` unpacks. Every write of an existing row is
+//! SQLite's `json_each` unpacks once per row (see
+//! [`crate::records::json_rows`]). Every write of an existing row is
 //! conditional on the row being as the batch loaded it, and checked: a
 //! mismatch means the rows changed under the rules, which the single writer
 //! makes impossible, so it is reported as a bug rather than written.
@@ -94,21 +95,24 @@ fn apply_stock(sql: Sql<'_>, changes: &Changes) -> Result<(), StorageError> {
         .collect();
     if !updates.is_empty() {
         let changed = sql.execute(
-            "UPDATE inventory
-             SET quantity = change.value ->> '$[1][0]', reserved = change.value ->> '$[1][1]',
-                 sold = change.value ->> '$[1][2]', received = change.value ->> '$[1][3]',
-                 max_per_customer = change.value ->> '$[1][4]',
-                 low_stock_threshold = change.value ->> '$[1][5]',
-                 movements = change.value ->> '$[1][6]'
-             FROM json_each(?1) AS change
-             WHERE inventory.product_key = change.value ->> 0
-               AND inventory.quantity = change.value ->> '$[2][0]'
-               AND inventory.reserved = change.value ->> '$[2][1]'
-               AND inventory.sold = change.value ->> '$[2][2]'
-               AND inventory.received = change.value ->> '$[2][3]'
-               AND inventory.max_per_customer IS change.value ->> '$[2][4]'
-               AND inventory.low_stock_threshold IS change.value ->> '$[2][5]'
-               AND inventory.movements = change.value ->> '$[2][6]'",
+            &format!(
+                "{} UPDATE inventory
+                 SET quantity = change.v ->> '$[1][0]', reserved = change.v ->> '$[1][1]',
+                     sold = change.v ->> '$[1][2]', received = change.v ->> '$[1][3]',
+                     max_per_customer = change.v ->> '$[1][4]',
+                     low_stock_threshold = change.v ->> '$[1][5]',
+                     movements = change.v ->> '$[1][6]'
+                 FROM change
+                 WHERE inventory.product_key = change.v ->> 0
+                   AND inventory.quantity = change.v ->> '$[2][0]'
+                   AND inventory.reserved = change.v ->> '$[2][1]'
+                   AND inventory.sold = change.v ->> '$[2][2]'
+                   AND inventory.received = change.v ->> '$[2][3]'
+                   AND inventory.max_per_customer IS change.v ->> '$[2][4]'
+                   AND inventory.low_stock_threshold IS change.v ->> '$[2][5]'
+                   AND inventory.movements = change.v ->> '$[2][6]'",
+                json_rows("change", "?1")
+            ),
             [json_list(&updates)],
         )?;
         expect_rows("stock update", changed, updates.len())?;
@@ -127,12 +131,15 @@ fn apply_stock(sql: Sql<'_>, changes: &Changes) -> Result<(), StorageError> {
         .collect();
     if !inserts.is_empty() {
         sql.execute(
-            "INSERT INTO inventory (product_key, product_name, quantity, reserved, sold, received,
-                                   max_per_customer, low_stock_threshold, movements)
-             SELECT value ->> 0, value ->> 1, value ->> '$[2][0]', value ->> '$[2][1]',
-                    value ->> '$[2][2]', value ->> '$[2][3]', value ->> '$[2][4]',
-                    value ->> '$[2][5]', value ->> '$[2][6]'
-             FROM json_each(?1)",
+            &format!(
+                "{} INSERT INTO inventory (product_key, product_name, quantity, reserved, sold,
+                                          received, max_per_customer, low_stock_threshold,
+                                          movements)
+                 SELECT v ->> 0, v ->> 1, v ->> '$[2][0]', v ->> '$[2][1]', v ->> '$[2][2]',
+                        v ->> '$[2][3]', v ->> '$[2][4]', v ->> '$[2][5]', v ->> '$[2][6]'
+                 FROM product",
+                json_rows("product", "?1")
+            ),
             [json_list(&inserts)],
         )?;
     }
@@ -237,9 +244,12 @@ pub(crate) fn count_statuses(
         .map(|(status, delta)| (status.as_str(), *delta))
         .collect();
     sql.execute(
-        "INSERT INTO order_counts (status, shard, count)
-         SELECT value ->> 0, 0, value ->> 1 FROM json_each(?1) WHERE true
-         ON CONFLICT (status, shard) DO UPDATE SET count = count + excluded.count",
+        &format!(
+            "{} INSERT INTO order_counts (status, shard, count)
+             SELECT v ->> 0, 0, v ->> 1 FROM delta WHERE true
+             ON CONFLICT (status, shard) DO UPDATE SET count = count + excluded.count",
+            json_rows("delta", "?1")
+        ),
         [json_list(&rows)],
     )?;
     Ok(())

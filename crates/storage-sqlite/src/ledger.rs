@@ -5,7 +5,7 @@
 use stockroom_domain::rules::Changes;
 use stockroom_storage::{MovementPage, StorageError, ledger};
 
-use crate::records::json_list;
+use crate::records::{json_list, json_rows};
 use crate::sql::Sql;
 
 /// Writes the ledger rows, the holdings and the operators' keys a batch
@@ -18,8 +18,11 @@ pub(crate) fn apply(sql: Sql<'_>, changes: &Changes, now_ms: i64) -> Result<(), 
             .map(|row| (&row.product_key, row.first_seq, row.last_seq, &row.entries))
             .collect();
         sql.execute(
-            "INSERT INTO stock_ledger (product_key, first_seq, last_seq, entries)
-             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3 FROM json_each(?1)",
+            &format!(
+                "{} INSERT INTO stock_ledger (product_key, first_seq, last_seq, entries)
+                 SELECT v ->> 0, v ->> 1, v ->> 2, v ->> 3 FROM ledger_row",
+                json_rows("ledger_row", "?1")
+            ),
             [json_list(&values)],
         )?;
     }
@@ -38,8 +41,12 @@ pub(crate) fn apply(sql: Sql<'_>, changes: &Changes, now_ms: i64) -> Result<(), 
             })
             .collect();
         sql.execute(
-            "INSERT INTO operator_keys (key, fingerprint, product_key, answer, created_at_ms)
-             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, ?2 FROM json_each(?1)",
+            &format!(
+                "{} INSERT INTO operator_keys (key, fingerprint, product_key, answer,
+                                               created_at_ms)
+                 SELECT v ->> 0, v ->> 1, v ->> 2, v ->> 3, ?2 FROM claim",
+                json_rows("claim", "?1")
+            ),
             rusqlite::params![json_list(&values), now_ms],
         )?;
     }
@@ -62,8 +69,11 @@ fn apply_holdings(sql: Sql<'_>, changes: &Changes) -> Result<(), StorageError> {
                 .map(|(customer, units)| (customer, &reset.product_key, units))
                 .collect();
             sql.execute(
-                "INSERT INTO holdings (customer_id, product_key, units)
-                 SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(?1)",
+                &format!(
+                    "{} INSERT INTO holdings (customer_id, product_key, units)
+                     SELECT v ->> 0, v ->> 1, v ->> 2 FROM holding",
+                    json_rows("holding", "?1")
+                ),
                 [json_list(&values)],
             )?;
         }
@@ -84,12 +94,15 @@ fn apply_holdings(sql: Sql<'_>, changes: &Changes) -> Result<(), StorageError> {
         })
         .collect();
     let changed = sql.execute(
-        "INSERT INTO holdings (customer_id, product_key, units)
-         SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(?1) WHERE true
-         ON CONFLICT (customer_id, product_key) DO UPDATE SET units = excluded.units
-         WHERE holdings.units = (SELECT value ->> 3 FROM json_each(?1)
-                                 WHERE value ->> 0 = excluded.customer_id
-                                   AND value ->> 1 = excluded.product_key)",
+        &format!(
+            "{} INSERT INTO holdings (customer_id, product_key, units)
+             SELECT v ->> 0, v ->> 1, v ->> 2 FROM holding WHERE true
+             ON CONFLICT (customer_id, product_key) DO UPDATE SET units = excluded.units
+             WHERE holdings.units = (SELECT v ->> 3 FROM holding
+                                     WHERE v ->> 0 = excluded.customer_id
+                                       AND v ->> 1 = excluded.product_key)",
+            json_rows("holding", "?1")
+        ),
         [json_list(&values)],
     )?;
     if changed != values.len() {

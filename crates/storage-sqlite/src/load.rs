@@ -6,7 +6,7 @@ use stockroom_storage::batch::Needs;
 use stockroom_storage::{StorageError, keys, ledger};
 
 use crate::records::{
-    ORDER_COLUMNS, STOCK_COLUMNS, json_list, order_records, order_row, stock_row,
+    ORDER_COLUMNS, STOCK_COLUMNS, json_list, json_rows, order_records, order_row, stock_row,
 };
 use crate::sql::Sql;
 
@@ -55,8 +55,12 @@ fn load_keys(sql: Sql<'_>, needs: &mut Needs, book: &mut Book) -> Result<(), Sto
     if !needs.keys.is_empty() {
         let keys: Vec<&(String, String)> = needs.keys.iter().collect();
         let rows = sql.rows(
-            "SELECT customer_id, key, fingerprint, order_id, shortages FROM idempotency_keys
-             WHERE (customer_id, key) IN (SELECT value ->> 0, value ->> 1 FROM json_each(?1))",
+            &format!(
+                "{} SELECT customer_id, key, fingerprint, order_id, shortages
+                 FROM idempotency_keys
+                 WHERE (customer_id, key) IN (SELECT v ->> 0, v ->> 1 FROM wanted)",
+                json_rows("wanted", "?1")
+            ),
             [json_list(&keys)],
             |row| {
                 Ok((
@@ -131,8 +135,11 @@ fn load_holdings(sql: Sql<'_>, needs: &Needs, book: &mut Book) -> Result<(), Sto
         return Ok(());
     }
     let found = sql.rows(
-        "SELECT customer_id, product_key, units FROM holdings
-         WHERE (customer_id, product_key) IN (SELECT value ->> 0, value ->> 1 FROM json_each(?1))",
+        &format!(
+            "{} SELECT customer_id, product_key, units FROM holdings
+             WHERE (customer_id, product_key) IN (SELECT v ->> 0, v ->> 1 FROM wanted)",
+            json_rows("wanted", "?1")
+        ),
         [json_list(&pairs)],
         |row| {
             Ok((
