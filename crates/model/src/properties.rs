@@ -21,11 +21,13 @@ use stateright::Property;
 use stockroom_domain::invariants::{
     self, Invariant, OrderFigures, StockFigures, Violation, units_by_status,
 };
-use stockroom_domain::rules::{self, Settle};
-use stockroom_domain::{Consumer, EventKind, OrderStatus, Reason};
+use stockroom_domain::rules;
+use stockroom_domain::{OrderStatus, Reason};
 
 use crate::messages::Msg;
-use crate::service::{ClientState, DATA, DataState, FIRST_CLIENT, Service, ServiceState};
+use crate::service::{
+    AppliedEvent, ClientState, DATA, DataState, FIRST_CLIENT, Service, ServiceState,
+};
 use crate::store::Store;
 use crate::system::{System, SystemState};
 
@@ -163,37 +165,20 @@ fn no_double_effects(_: &StockroomSystem, state: &StockroomState) -> bool {
 /// record of processed events is kept.
 fn events_applied_once(_: &StockroomSystem, state: &StockroomState) -> bool {
     let data = data(state);
-    data.audit
-        .applied
-        .iter()
-        .all(|((consumer, event_id), count)| {
-            *count <= 1 && recognised(&data.store, *consumer, event_id)
-        })
+    data.audit.applied.iter().all(|((_, event_id), applied)| {
+        applied.times <= 1 && recognised(&data.store, event_id, applied)
+    })
 }
 
-/// Whether the stored order an applied event names shows its effect. Event
-/// ids are `kind:order id:version` (`stockroom_domain::rules::event_id`).
-fn recognised(store: &Store, consumer: Consumer, event_id: &str) -> bool {
-    let mut parts = event_id.splitn(2, ':');
-    let (Some(kind), Some(rest)) = (parts.next(), parts.next()) else {
-        return false;
-    };
-    let Some((order_id, _version)) = rest.rsplit_once(':') else {
-        return false;
-    };
-    let Some(order) = store.orders.get(order_id) else {
+/// Whether the stored order an applied event named shows its effect.
+fn recognised(store: &Store, event_id: &str, applied: &AppliedEvent) -> bool {
+    let Some(order) = store.orders.get(&applied.order_id) else {
         return false;
     };
     let order = order.record();
-    match (consumer, kind.parse::<EventKind>()) {
-        (Consumer::Payment, _) => rules::payment_recorded(&order, event_id),
-        (Consumer::Inventory, Ok(EventKind::PaymentSucceeded)) => {
-            rules::settlement_recorded(&order, event_id, Settle::Commit)
-        }
-        (Consumer::Inventory, Ok(EventKind::PaymentFailed)) => {
-            rules::settlement_recorded(&order, event_id, Settle::Release)
-        }
-        _ => false,
+    match applied.settlement {
+        None => rules::payment_recorded(&order, event_id),
+        Some(action) => rules::settlement_recorded(&order, event_id, action),
     }
 }
 

@@ -45,12 +45,21 @@ pub struct DataService {
     pub mutant: Option<Mutant>,
 }
 
+/// An event that took effect: the order it named, the settlement it made
+/// (none for a payment), and how many times it took effect.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct AppliedEvent {
+    pub order_id: String,
+    pub settlement: Option<Settle>,
+    pub times: u8,
+}
+
 /// What the model watches beside the store, to state its properties: ghost
 /// records that no decision reads.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Audit {
-    /// How many times each event took effect, by consumer and event id.
-    pub applied: BTreeMap<(Consumer, String), u8>,
+    /// Each event that took effect, by consumer and event id.
+    pub applied: BTreeMap<(Consumer, String), AppliedEvent>,
     /// How many orders each idempotency key created, by (customer, key).
     pub orders_per_key: BTreeMap<(String, String), u8>,
     /// Orders the provider was asked to charge before their reservation
@@ -382,7 +391,7 @@ impl Serving<'_> {
             return Reply::Failed;
         };
         let effect = book.record_payment(order_id, event_id, approved);
-        self.effect(book, Consumer::Payment, event_id, effect)
+        self.effect(book, Consumer::Payment, (order_id, event_id, None), effect)
     }
 
     fn settle(&mut self, order_id: &str, event_id: &str, step: EventStep) -> Reply {
@@ -397,13 +406,24 @@ impl Serving<'_> {
             EventStep::Commit | EventStep::Pay => Settle::Commit,
         };
         match book.settle(order_id, event_id, action) {
-            Ok(effect) => self.effect(book, Consumer::Inventory, event_id, effect),
+            Ok(effect) => {
+                let event = (order_id, event_id, Some(action));
+                self.effect(book, Consumer::Inventory, event, effect)
+            }
             Err(_) => Reply::Effect(EffectNote::Inconsistent),
         }
     }
 
     /// Writes what an event did and answers with it.
-    fn effect(&mut self, book: Book, consumer: Consumer, event_id: &str, effect: Effect) -> Reply {
+    /// Writes what an event (its order, its id, the settlement it asks for)
+    /// did and answers with it.
+    fn effect(
+        &mut self,
+        book: Book,
+        consumer: Consumer,
+        (order_id, event_id, settlement): (&str, &str, Option<Settle>),
+        effect: Effect,
+    ) -> Reply {
         if self
             .next
             .store
@@ -414,10 +434,17 @@ impl Serving<'_> {
         }
         let note = match effect {
             Effect::Applied(_) => {
-                bump(
-                    &mut self.next.audit.applied,
-                    (consumer, event_id.to_owned()),
-                );
+                let applied = self
+                    .next
+                    .audit
+                    .applied
+                    .entry((consumer, event_id.to_owned()))
+                    .or_insert_with(|| AppliedEvent {
+                        order_id: order_id.to_owned(),
+                        settlement,
+                        times: 0,
+                    });
+                applied.times = applied.times.saturating_add(1);
                 EffectNote::Applied
             }
             Effect::Duplicate(_) => {

@@ -16,7 +16,7 @@ use stateright::actor::{Actor, ActorModelState, Id, Out};
 
 pub use client::{ClientScript, ClientState, OrderProgress};
 pub use consumer::{ConsumerService, ConsumerState, Step, WorkerState};
-pub use data::{Audit, DataService, DataState};
+pub use data::{AppliedEvent, Audit, DataService, DataState};
 pub use order::OrderService;
 
 use crate::messages::Msg;
