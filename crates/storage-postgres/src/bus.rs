@@ -12,7 +12,9 @@
 //! record in the write-ahead log each. Every delete and update is
 //! conditional on the entry being as loaded, and checked: a write that finds
 //! an entry changed since it was loaded fails the transaction as a race
-//! ([`Failure::OutboxRace`]), and the call runs again on what is there now.
+//! ([`Failure::OutboxRace`]), and the call runs again on what is there now;
+//! for a lease, whose entries are locked, a mismatch is a bug, reported
+//! instead of written.
 
 use stockroom_domain::Consumer;
 use stockroom_domain::outbox::{DeadLetter, Entry, Lease, NewEntry, Outbox, OutboxChanges};
@@ -92,7 +94,13 @@ pub(crate) async fn run(
     let needs = OutboxNeeds::of(&commands);
     let outbox = load(tx, &needs, now_ms).await?;
     let (mut replies, changes) = decide(outbox, commands);
-    apply(tx, &changes).await?;
+    let all_locked = needs.named.is_empty();
+    apply(tx, &changes).await.map_err(|failure| match failure {
+        // A lease's entries were loaded under their lock: nothing could
+        // change them before the write, so a mismatch is a bug, not a race.
+        Failure::OutboxRace { .. } if all_locked => inconsistent(failure.to_string()),
+        other => other,
+    })?;
     replies
         .pop()
         .ok_or_else(|| inconsistent("the outbox gave no answer".into()))
@@ -408,7 +416,8 @@ mod tests {
     use stockroom_storage::{EventOutbox, OrderFlow};
 
     use super::*;
-    use crate::{PostgresConfig, PostgresStorage, drop_schema, now_ms};
+    use crate::now_ms;
+    use crate::tests::TestSchema;
 
     #[test]
     fn the_column_list_matches_the_row_reader() {
@@ -429,20 +438,10 @@ mod tests {
     /// entry), and the receipt run again acknowledges nothing.
     #[tokio::test]
     async fn a_receipt_overtaken_by_a_new_lease_is_a_race_and_changes_nothing() {
-        let Some(url) = crate::tests::database_url() else {
+        let Some(test) = TestSchema::open("receipt_race", 2).await else {
             return;
         };
-        let schema = format!("receipt_race_{}", std::process::id());
-        let storage = PostgresStorage::connect(
-            &url,
-            PostgresConfig {
-                schema: Some(schema.clone()),
-                pool_size: 2,
-                ..PostgresConfig::default()
-            },
-        )
-        .await
-        .expect("connect");
+        let storage = &test.storage;
         let laptop = stockroom_domain::ProductName::new("Laptop").expect("a name");
         storage.restock(laptop, 1).await.expect("restock");
         let request = stockroom_storage_conformance::support::request("c1", &[("Laptop", 1)]);
@@ -505,9 +504,6 @@ mod tests {
             .await
             .expect("the new lease's receipt");
         assert_eq!(current, 1);
-        storage.close_pool();
-        drop_schema(&url, &schema)
-            .await
-            .expect("drop the test schema");
+        test.remove().await;
     }
 }

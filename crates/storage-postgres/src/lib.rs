@@ -601,6 +601,43 @@ pub(crate) mod tests {
         url
     }
 
+    /// A storage of the test database in a schema of its own.
+    pub(crate) struct TestSchema {
+        pub url: String,
+        pub schema: String,
+        pub storage: PostgresStorage,
+    }
+
+    impl TestSchema {
+        /// Connects with `pool_size` connections to a new schema named
+        /// `name` and this process's id, or `None` to skip the test.
+        pub(crate) async fn open(name: &str, pool_size: usize) -> Option<TestSchema> {
+            let url = database_url()?;
+            let schema = format!("{name}_{}", std::process::id());
+            let config = PostgresConfig {
+                schema: Some(schema.clone()),
+                pool_size,
+                ..PostgresConfig::default()
+            };
+            let storage = PostgresStorage::connect(&url, config)
+                .await
+                .expect("connect");
+            Some(TestSchema {
+                url,
+                schema,
+                storage,
+            })
+        }
+
+        /// Closes the storage and drops its schema.
+        pub(crate) async fn remove(self) {
+            self.storage.close_pool();
+            drop_schema(&self.url, &self.schema)
+                .await
+                .expect("drop the test schema");
+        }
+    }
+
     #[test]
     fn schema_names_are_checked() {
         assert!(check_schema_name("stockroom").is_ok());
@@ -634,21 +671,10 @@ pub(crate) mod tests {
     /// sequential scans switched off, the plan never falls back to one.
     #[tokio::test]
     async fn every_list_filter_uses_an_index() {
-        let Some(url) = database_url() else {
+        let Some(test) = TestSchema::open("plans", 1).await else {
             return;
         };
-        let schema = format!("plans_{}", std::process::id());
-        let storage = PostgresStorage::connect(
-            &url,
-            PostgresConfig {
-                schema: Some(schema.clone()),
-                pool_size: 1,
-                ..PostgresConfig::default()
-            },
-        )
-        .await
-        .expect("connect");
-        let client = storage.pool.get().await.expect("a connection");
+        let client = test.storage.pool.get().await.expect("a connection");
         let cost: String = client
             .query_one("SHOW random_page_cost", &[])
             .await
@@ -686,9 +712,6 @@ pub(crate) mod tests {
             );
         }
         drop(client);
-        storage.close_pool();
-        drop_schema(&url, &schema)
-            .await
-            .expect("drop the test schema");
+        test.remove().await;
     }
 }
