@@ -4,7 +4,6 @@
 use stockroom_storage::{Charge, LedgerStats, Verdict};
 
 use crate::Failure;
-use crate::load::inconsistent;
 use crate::sql::Tx;
 
 /// Records each charge by its key and returns each key's verdict. Keys are
@@ -51,21 +50,9 @@ pub(crate) async fn charge(
             requests: requests.max(0) as u32,
         });
     }
-    charges
-        .iter()
-        .map(|charge| {
-            verdicts
-                .iter()
-                .find(|verdict| verdict.charge_key == charge.charge_key)
-                .cloned()
-                .ok_or_else(|| {
-                    inconsistent(format!(
-                        "the provider gave no verdict for {}",
-                        charge.charge_key
-                    ))
-                })
-        })
-        .collect()
+    Ok(stockroom_storage::verdicts_in_request_order(
+        charges, verdicts,
+    )?)
 }
 
 pub(crate) async fn stats(tx: Tx<'_>) -> Result<LedgerStats, Failure> {

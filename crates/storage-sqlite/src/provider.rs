@@ -43,22 +43,7 @@ pub(crate) fn charge(
     )?;
     // One answer per request, in the requests' order (a key asked twice in
     // one call gets its newest count both times).
-    charges
-        .iter()
-        .map(|charge| {
-            verdicts
-                .iter()
-                .rev()
-                .find(|verdict| verdict.charge_key == charge.charge_key)
-                .cloned()
-                .ok_or_else(|| {
-                    StorageError::Inconsistent(format!(
-                        "the provider gave no verdict for {}",
-                        charge.charge_key
-                    ))
-                })
-        })
-        .collect()
+    stockroom_storage::verdicts_in_request_order(charges, verdicts)
 }
 
 pub(crate) fn stats(sql: Sql<'_>) -> Result<LedgerStats, StorageError> {

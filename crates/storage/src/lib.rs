@@ -57,7 +57,7 @@ pub use flow::{
     OrderFlow, OrderPage, ReleaseOutcome, StatusCount,
 };
 pub use maintenance::{MAX_REJECTED_ORDER_BYTES, Maintenance, Prune, Pruned};
-pub use provider::{Charge, LedgerStats, ProviderLedger, Verdict};
+pub use provider::{Charge, LedgerStats, ProviderLedger, Verdict, verdicts_in_request_order};
 pub use write_stats::{WriteCounters, WriteStats};
 
 /// Everything a storage backend is: what data-service is given, and splits
