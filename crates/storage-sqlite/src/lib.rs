@@ -46,6 +46,7 @@ use stockroom_storage::{
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::connection::ReaderPool;
+pub use crate::connection::WRITER_CACHE_KIB;
 pub(crate) use crate::connection::{migrate, open_connection};
 pub use crate::directory::{DataDirectory, LOCK_FILE_NAME, MAX_HOLDER_DESCRIPTION_BYTES};
 use crate::sql::Sql;
