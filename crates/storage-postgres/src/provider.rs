@@ -51,7 +51,7 @@ pub(crate) async fn charge(
         });
     }
     Ok(stockroom_storage::verdicts_in_request_order(
-        charges, verdicts,
+        charges, &verdicts,
     )?)
 }
 

@@ -43,7 +43,7 @@ pub(crate) fn charge(
     )?;
     // One answer per request, in the requests' order (a key asked twice in
     // one call gets its newest count both times).
-    stockroom_storage::verdicts_in_request_order(charges, verdicts)
+    stockroom_storage::verdicts_in_request_order(charges, &verdicts)
 }
 
 pub(crate) fn stats(sql: Sql<'_>) -> Result<LedgerStats, StorageError> {
