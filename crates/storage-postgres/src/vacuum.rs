@@ -44,8 +44,16 @@ pub(crate) fn start(
             };
             statements.fetch_add(1, Ordering::Relaxed);
             // SKIP_LOCKED: a vacuum another instance is running already does
-            // the work; never queue behind it.
-            match client.batch_execute("VACUUM (SKIP_LOCKED) outbox").await {
+            // the work; never queue behind it. TRUNCATE false: a queue's
+            // empty tail pages are filled again within the second, and
+            // giving them back to the file system takes the table's
+            // exclusive lock, which every batch that writes an event then
+            // waits for (PostgreSQL tries for up to 5 s, the vacuum task
+            // stuck meanwhile; seen in docs/benchmarks.md, fifth pass).
+            match client
+                .batch_execute("VACUUM (SKIP_LOCKED, TRUNCATE false) outbox")
+                .await
+            {
                 Ok(()) => tracing::debug!(deleted = count, "outbox vacuumed"),
                 Err(error) => tracing::warn!(%error, "outbox vacuum failed; trying again later"),
             }
