@@ -129,3 +129,43 @@ async fn every_list_filter_uses_an_index() {
     drop(client);
     test.remove().await;
 }
+
+/// The outbox vacuum keeps the table's pages after every event was
+/// acknowledged: the next events fill them again (see
+/// [`vacuum::OUTBOX_VACUUM`]).
+#[tokio::test]
+async fn the_outbox_vacuum_keeps_the_pages_a_queue_fills_again() {
+    let Some(test) = TestSchema::open("vacuum", 1).await else {
+        return;
+    };
+    let client = test.storage.pool.get().await.expect("a connection");
+    client
+        .batch_execute(
+            "INSERT INTO outbox (event_id, kind, order_id, order_version, total_units,
+                                 occurred_at_ms, consumer)
+             SELECT 'e' || n, 'OrderReserved', 'o' || n, 1, 1, 0, 'payment'
+             FROM generate_series(1, 500) AS n;
+             DELETE FROM outbox;",
+        )
+        .await
+        .expect("events written and acknowledged");
+    let pages = || async {
+        client
+            .query_one(
+                "SELECT pg_relation_size('outbox') / current_setting('block_size')::bigint",
+                &[],
+            )
+            .await
+            .expect("the outbox's size")
+            .get::<_, i64>(0)
+    };
+    let before = pages().await;
+    assert!(before > 0, "the events took pages");
+    client
+        .batch_execute(vacuum::OUTBOX_VACUUM)
+        .await
+        .expect("the vacuum runs");
+    assert_eq!(pages().await, before, "the vacuum kept every page");
+    drop(client);
+    test.remove().await;
+}

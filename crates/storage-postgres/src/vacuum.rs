@@ -23,6 +23,15 @@ pub const OUTBOX_VACUUM_INTERVAL_MS: u64 = 1_000;
 /// less than the vacuum would.
 pub const OUTBOX_VACUUM_MIN_DELETES: u64 = 1_000;
 
+/// The vacuum the task runs. SKIP_LOCKED: a vacuum another instance is
+/// running already does the work; never queue behind it. TRUNCATE false: a
+/// queue's empty tail pages are filled again within the second, and giving
+/// them back to the file system takes the table's exclusive lock, which every
+/// batch that writes an event then waits for (PostgreSQL tries for up to
+/// 5 s, the vacuum task stuck meanwhile; seen in docs/benchmarks.md, fifth
+/// pass).
+pub(crate) const OUTBOX_VACUUM: &str = "VACUUM (SKIP_LOCKED, TRUNCATE false) outbox";
+
 /// Starts the task; it ends when the pool is closed or the handle aborted.
 pub(crate) fn start(
     pool: Pool,
@@ -43,17 +52,7 @@ pub(crate) fn start(
                 continue;
             };
             statements.fetch_add(1, Ordering::Relaxed);
-            // SKIP_LOCKED: a vacuum another instance is running already does
-            // the work; never queue behind it. TRUNCATE false: a queue's
-            // empty tail pages are filled again within the second, and
-            // giving them back to the file system takes the table's
-            // exclusive lock, which every batch that writes an event then
-            // waits for (PostgreSQL tries for up to 5 s, the vacuum task
-            // stuck meanwhile; seen in docs/benchmarks.md, fifth pass).
-            match client
-                .batch_execute("VACUUM (SKIP_LOCKED, TRUNCATE false) outbox")
-                .await
-            {
+            match client.batch_execute(OUTBOX_VACUUM).await {
                 Ok(()) => tracing::debug!(deleted = count, "outbox vacuumed"),
                 Err(error) => tracing::warn!(%error, "outbox vacuum failed; trying again later"),
             }
