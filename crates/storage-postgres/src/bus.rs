@@ -16,11 +16,11 @@
 //! for a lease, whose entries are locked, a mismatch is a bug, reported
 //! instead of written.
 
-use stockroom_domain::Consumer;
 use stockroom_domain::outbox::{DeadLetter, Entry, Lease, NewEntry, Outbox, OutboxChanges};
 use stockroom_domain::rules::EventRecord;
+use stockroom_domain::{Consumer, EventKind};
 use stockroom_storage::bus::{OutboxCommand, OutboxCounts, OutboxNeeds, OutboxReply, decide};
-use stockroom_storage::notices;
+use stockroom_storage::{event_ids, notices};
 use tokio_postgres::Row;
 
 use crate::Failure;
@@ -35,10 +35,15 @@ fn entry(row: &Row) -> Result<Entry, Failure> {
     let seq: i64 = row.try_get(0)?;
     let damaged = |why: String| inconsistent(format!("outbox entry {seq}: {why}"));
     let consumer: String = row.try_get(1)?;
-    let kind: String = row.try_get(8)?;
+    let kind: EventKind = row
+        .try_get::<_, &str>(8)?
+        .parse()
+        .map_err(|error: stockroom_domain::UnknownName| damaged(error.to_string()))?;
     let total_units: i64 = row.try_get(11)?;
     let token: Option<String> = row.try_get(5)?;
-    let event_id: String = row.try_get(7)?;
+    let order_id: String = row.try_get(9)?;
+    let order_version: i64 = row.try_get(10)?;
+    let event_id = event_ids::restored(row.try_get(7)?, kind, &order_id, order_version);
     let notice: Option<String> = row.try_get(14)?;
     let notice = notice
         .as_deref()
@@ -64,11 +69,9 @@ fn entry(row: &Row) -> Result<Entry, Failure> {
         dead_at_ms: row.try_get(6)?,
         event: EventRecord {
             event_id,
-            kind: kind
-                .parse()
-                .map_err(|error: stockroom_domain::UnknownName| damaged(error.to_string()))?,
-            order_id: row.try_get(9)?,
-            order_version: row.try_get(10)?,
+            kind,
+            order_id,
+            order_version,
             total_units: u64::try_from(total_units)
                 .map_err(|_| damaged(format!("{total_units} units")))?,
             occurred_at_ms: row.try_get(12)?,
@@ -297,7 +300,10 @@ pub(crate) async fn insert(tx: Tx<'_>, entries: &[NewEntry]) -> Result<(), Failu
         return Ok(());
     }
     let events: Vec<&EventRecord> = entries.iter().map(|entry| &entry.event).collect();
-    let ids: Vec<&str> = events.iter().map(|event| event.event_id.as_str()).collect();
+    let ids: Vec<&str> = events
+        .iter()
+        .map(|event| event_ids::stored(event))
+        .collect();
     let kinds: Vec<&str> = events.iter().map(|event| event.kind.as_str()).collect();
     let orders: Vec<&str> = events.iter().map(|event| event.order_id.as_str()).collect();
     let versions: Vec<i64> = events.iter().map(|event| event.order_version).collect();

@@ -59,6 +59,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "room on order and outbox pages for heap-only updates; no index of charges by order",
         sql: include_str!("migrations/0008_room_for_updates.sql"),
     },
+    Migration {
+        version: 9,
+        name: "fulfilled orders leave the status index; room on outbox pages for leases",
+        sql: include_str!("migrations/0009_fewer_order_index_entries.sql"),
+    },
 ];
 
 /// The advisory lock key migrations hold: the ASCII bytes of "Stockroo".

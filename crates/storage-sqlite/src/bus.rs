@@ -2,11 +2,11 @@
 //! writing what [`stockroom_domain::outbox::Outbox`] decided with one
 //! statement per kind of change, and reading dead letters and counts.
 
-use stockroom_domain::Consumer;
 use stockroom_domain::outbox::{DeadLetter, Entry, Lease, NewEntry, Outbox, OutboxChanges};
 use stockroom_domain::rules::EventRecord;
+use stockroom_domain::{Consumer, EventKind};
 use stockroom_storage::bus::{OutboxCommand, OutboxCounts, OutboxNeeds, OutboxReply, decide};
-use stockroom_storage::{StorageError, notices};
+use stockroom_storage::{StorageError, event_ids, notices};
 
 use crate::records::{json_list, json_rows};
 use crate::sql::Sql;
@@ -55,13 +55,18 @@ fn entry_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<EntryRow> {
 
 impl EntryRow {
     fn entry(self) -> Result<Entry, StorageError> {
+        let damaged =
+            |why: String| StorageError::Inconsistent(format!("outbox entry {}: {why}", self.seq));
+        let kind: EventKind = self
+            .kind
+            .parse()
+            .map_err(|error: stockroom_domain::UnknownName| damaged(error.to_string()))?;
+        let event_id = event_ids::restored(self.event_id, kind, &self.order_id, self.order_version);
         let notice = self
             .notice
             .as_deref()
-            .map(|text| notices::decode(&self.event_id, text))
+            .map(|text| notices::decode(&event_id, text))
             .transpose()?;
-        let damaged =
-            |why: String| StorageError::Inconsistent(format!("outbox entry {}: {why}", self.seq));
         Ok(Entry {
             seq: self.seq,
             consumer: self
@@ -78,11 +83,8 @@ impl EntryRow {
             }),
             dead_at_ms: self.dead_at_ms,
             event: EventRecord {
-                event_id: self.event_id,
-                kind: self
-                    .kind
-                    .parse()
-                    .map_err(|error: stockroom_domain::UnknownName| damaged(error.to_string()))?,
+                event_id,
+                kind,
                 order_id: self.order_id,
                 order_version: self.order_version,
                 total_units: u64::try_from(self.total_units)
@@ -230,7 +232,7 @@ pub(crate) fn insert(sql: Sql<'_>, entries: &[NewEntry]) -> Result<(), StorageEr
         .map(|entry| {
             let event = &entry.event;
             (
-                &event.event_id,
+                event_ids::stored(event),
                 event.kind.as_str(),
                 &event.order_id,
                 event.order_version,

@@ -37,6 +37,9 @@ static MIGRATIONS: LazyLock<Migrations<'static>> = LazyLock::new(|| {
         M::up(include_str!("migrations/0006_counters_and_retention.sql")),
         M::up(include_str!("migrations/0007_shop_operations.sql")),
         M::up(include_str!("migrations/0008_room_for_updates.sql")),
+        M::up(include_str!(
+            "migrations/0009_fewer_order_index_entries.sql"
+        )),
     ])
 });
 

@@ -36,9 +36,11 @@ fn find_sweep_candidates(sql: Sql<'_>, needs: &mut Needs, now_ms: i64) -> Result
         let query = &needs.sweeps[index];
         // Reserved orders only, through the (status, id) index: the cost
         // follows the number of open reservations, not of finished orders.
+        // The index leaves fulfilled orders out, and SQLite uses it only for
+        // a query that states that condition itself.
         let found = sql.rows(
             "SELECT id FROM orders
-             WHERE status = 'reserved'
+             WHERE status = 'reserved' AND status <> 'fulfilled'
                AND ((payment_status = 'none' AND created_at_ms <= ?1
                      AND (extended_until_ms IS NULL OR extended_until_ms <= ?3))
                     OR (payment_status <> 'none' AND updated_at_ms <= ?1))

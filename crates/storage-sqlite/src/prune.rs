@@ -19,9 +19,11 @@ pub(crate) fn prune(sql: Sql<'_>, prune: Prune) -> Result<Pruned, StorageError> 
         rusqlite::params![prune.processed_events_before_ms, prune.limit],
     )?;
     // Rejected orders in id order, which is creation order: the (status, id)
-    // index hands out the oldest first.
+    // index hands out the oldest first (it leaves fulfilled orders out, and
+    // SQLite uses it only for a query that states so itself).
     let rejected: Vec<String> = sql.rows(
-        "SELECT id FROM orders WHERE status = 'rejected' AND created_at_ms < ?1
+        "SELECT id FROM orders
+         WHERE status = 'rejected' AND status <> 'fulfilled' AND created_at_ms < ?1
          ORDER BY id LIMIT ?2",
         rusqlite::params![prune.rejected_orders_before_ms, prune.limit],
         |row| row.get(0),

@@ -38,6 +38,7 @@
 pub mod batch;
 pub mod bus;
 mod error;
+pub mod event_ids;
 mod flow;
 pub mod history;
 pub mod keys;

@@ -133,9 +133,9 @@ fn the_growth_benchmark_measures_every_read_at_every_size() {
     );
     let report: Value = serde_json::from_slice(&output.stdout).unwrap();
     let backends = if postgres.is_some() { 2 } else { 1 };
-    assert_eq!(report["reads"].as_array().unwrap().len(), backends * 2 * 5);
+    assert_eq!(report["reads"].as_array().unwrap().len(), backends * 2 * 6);
     let ratios = report["ratios"].as_array().unwrap();
-    assert_eq!(ratios.len(), backends * 5);
+    assert_eq!(ratios.len(), backends * 6);
     for ratio in ratios {
         assert!(ratio["ratio"].as_f64().unwrap() > 0.0, "{ratio}");
     }
