@@ -31,20 +31,23 @@ pub(crate) fn load(
     Ok(book)
 }
 
+/// The reservations a sweep may end: reserved orders only, through the
+/// (status, id) index, so the cost follows the open reservations, not the
+/// finished orders. The index leaves fulfilled orders out, and SQLite uses it
+/// only for a query that states that condition itself (checked by
+/// `read::tests::the_status_index_serves_every_query_by_status`).
+pub(crate) const SWEEP_CANDIDATES: &str = "SELECT id FROM orders
+     WHERE status = 'reserved' AND status <> 'fulfilled'
+       AND ((payment_status = 'none' AND created_at_ms <= ?1
+             AND (extended_until_ms IS NULL OR extended_until_ms <= ?3))
+            OR (payment_status <> 'none' AND updated_at_ms <= ?1))
+     ORDER BY id LIMIT ?2";
+
 fn find_sweep_candidates(sql: Sql<'_>, needs: &mut Needs, now_ms: i64) -> Result<(), StorageError> {
     for index in 0..needs.sweeps.len() {
         let query = &needs.sweeps[index];
-        // Reserved orders only, through the (status, id) index: the cost
-        // follows the number of open reservations, not of finished orders.
-        // The index leaves fulfilled orders out, and SQLite uses it only for
-        // a query that states that condition itself.
         let found = sql.rows(
-            "SELECT id FROM orders
-             WHERE status = 'reserved' AND status <> 'fulfilled'
-               AND ((payment_status = 'none' AND created_at_ms <= ?1
-                     AND (extended_until_ms IS NULL OR extended_until_ms <= ?3))
-                    OR (payment_status <> 'none' AND updated_at_ms <= ?1))
-             ORDER BY id LIMIT ?2",
+            SWEEP_CANDIDATES,
             rusqlite::params![query.cutoff_ms, query.limit, now_ms],
             |row| row.get::<_, String>(0),
         )?;

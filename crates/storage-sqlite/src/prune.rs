@@ -6,6 +6,14 @@ use stockroom_storage::{Prune, Pruned, StorageError};
 
 use crate::sql::Sql;
 
+/// Rejected orders in id order, which is creation order: the (status, id)
+/// index hands out the oldest first. It leaves fulfilled orders out, and
+/// SQLite uses it only for a query that states so itself (checked by
+/// `read::tests::the_status_index_serves_every_query_by_status`).
+pub(crate) const OLDEST_REJECTED: &str = "SELECT id FROM orders
+     WHERE status = 'rejected' AND status <> 'fulfilled' AND created_at_ms < ?1
+     ORDER BY id LIMIT ?2";
+
 pub(crate) fn prune(sql: Sql<'_>, prune: Prune) -> Result<Pruned, StorageError> {
     let idempotency_keys = sql.execute(
         "DELETE FROM idempotency_keys WHERE rowid IN (
@@ -18,13 +26,8 @@ pub(crate) fn prune(sql: Sql<'_>, prune: Prune) -> Result<Pruned, StorageError> 
              SELECT rowid FROM processed_events WHERE at_ms < ?1 ORDER BY at_ms LIMIT ?2)",
         rusqlite::params![prune.processed_events_before_ms, prune.limit],
     )?;
-    // Rejected orders in id order, which is creation order: the (status, id)
-    // index hands out the oldest first (it leaves fulfilled orders out, and
-    // SQLite uses it only for a query that states so itself).
     let rejected: Vec<String> = sql.rows(
-        "SELECT id FROM orders
-         WHERE status = 'rejected' AND status <> 'fulfilled' AND created_at_ms < ?1
-         ORDER BY id LIMIT ?2",
+        OLDEST_REJECTED,
         rusqlite::params![prune.rejected_orders_before_ms, prune.limit],
         |row| row.get(0),
     )?;

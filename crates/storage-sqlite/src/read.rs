@@ -161,27 +161,49 @@ pub(crate) fn order_counts(sql: Sql<'_>) -> Result<Vec<StatusCount>, StorageErro
 mod tests {
     use super::*;
 
+    /// SQLite's plan for `query`, its steps joined.
+    fn plan(connection: &rusqlite::Connection, query: &str) -> String {
+        let mut statement = connection
+            .prepare(&format!("EXPLAIN QUERY PLAN {query}"))
+            .unwrap();
+        let unbound = statement.parameter_count();
+        let plan: Vec<String> = statement
+            .query_map(
+                rusqlite::params_from_iter(std::iter::repeat_n(rusqlite::types::Null, unbound)),
+                |row| row.get::<_, String>(3),
+            )
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        plan.join("; ")
+    }
+
+    fn migrated(directory: &tempfile::TempDir) -> rusqlite::Connection {
+        let mut connection =
+            crate::open_connection(&directory.path().join("plan.db"), false).unwrap();
+        crate::migrate(&mut connection).unwrap();
+        connection
+    }
+
+    /// The sweep and retention read the partial status index: a query that
+    /// no longer stated the index's condition would scan the orders.
+    #[test]
+    fn the_status_index_serves_every_query_by_status() {
+        let directory = tempfile::tempdir().unwrap();
+        let connection = migrated(&directory);
+        for query in [crate::load::SWEEP_CANDIDATES, crate::prune::OLDEST_REJECTED] {
+            let plan = plan(&connection, query);
+            assert!(plan.contains("orders_by_status"), "{query}: {plan}");
+        }
+    }
+
     /// Every list filter's plan uses an index, never a scan of the orders.
     #[test]
     fn every_list_filter_uses_an_index() {
         let directory = tempfile::tempdir().unwrap();
-        let mut connection =
-            crate::open_connection(&directory.path().join("plan.db"), false).unwrap();
-        crate::migrate(&mut connection).unwrap();
+        let connection = migrated(&directory);
         for filter in OrderFilter::every_shape() {
-            let mut statement = connection
-                .prepare(&format!("EXPLAIN QUERY PLAN {}", list_sql(&filter)))
-                .unwrap();
-            let unbound = statement.parameter_count();
-            let plan: Vec<String> = statement
-                .query_map(
-                    rusqlite::params_from_iter(std::iter::repeat_n(rusqlite::types::Null, unbound)),
-                    |row| row.get::<_, String>(3),
-                )
-                .unwrap()
-                .collect::<Result<_, _>>()
-                .unwrap();
-            let plan = plan.join("; ");
+            let plan = plan(&connection, &list_sql(&filter));
             assert!(
                 !plan.contains("SCAN orders") || plan.contains("USING"),
                 "{filter:?} scans the orders: {plan}"
