@@ -15,7 +15,9 @@
 //! the bus), from the start of the load until every order it accepted has
 //! settled, divided by the orders it answered: statements per order,
 //! amortised over the batches. Every system on PostgreSQL also gets the
-//! write-ahead log it wrote over the same span per order answered ([`wal`]).
+//! write-ahead log it wrote over the same span per order answered ([`wal`]),
+//! and on request that log by table and index, with the index entries an
+//! order adds.
 //!
 //! What the benchmarks need besides Stockroom lives here too, talking to its
 //! database itself: the per-request PostgreSQL baselines ([`baseline`], the
@@ -42,6 +44,7 @@ pub use chart::render_svg;
 pub use phase::PhaseResult;
 pub use report::{BenchReport, Machine, Settings, Summary, render_table};
 pub use targets::SystemKind;
+pub use wal::{LogBreakdown, RelationLog};
 
 use self::phase::{Phase, SELL_OUT, run_phase};
 use self::report::summarize;
@@ -78,6 +81,9 @@ pub struct BenchConfig {
     /// The broker of `stockroom-postgres-rabbitmq`; without it that system
     /// is skipped.
     pub amqp_url: Option<String>,
+    /// Read each PostgreSQL phase's write-ahead log back and sum it by
+    /// table and index ([`wal::by_relation`]).
+    pub wal_by_relation: bool,
     pub show_progress: bool,
 }
 

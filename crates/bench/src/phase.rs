@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use crate::load::{self, LoadResult};
 use crate::targets::{self, Target};
+use crate::wal::LogBreakdown;
 use crate::{
     BenchConfig, NAIVE_SELL_OUT_DIVISOR, PHASE_TIME_LIMIT_MS, SETTLE_TIMEOUT_MS, Scenario,
     SystemKind, UNLIMITED_STOCK,
@@ -55,8 +56,18 @@ pub struct PhaseResult {
     /// start of the load until every order settled (systems on PostgreSQL
     /// only).
     pub wal_bytes_per_order: Option<f64>,
+    /// The same log read back by table and index, with the index entries an
+    /// order adds (with `--wal-by-relation`, systems on PostgreSQL only).
+    pub wal_by_relation: Option<LogBreakdown>,
     pub durability: &'static str,
     pub note: Option<String>,
+}
+
+impl PhaseResult {
+    /// The scenario's name on the command line.
+    pub fn scenario_name(&self) -> &'static str {
+        self.scenario.name()
+    }
 }
 
 fn body_for(products: Arc<Vec<String>>) -> Arc<dyn Fn(u64) -> Bytes + Send + Sync> {
@@ -173,11 +184,21 @@ pub async fn run_phase(config: &BenchConfig, phase: Phase) -> anyhow::Result<Pha
     };
     let (statements_per_order, settle_note) =
         statements_per_order(&target, statements_before, &result).await;
-    let wal_bytes_per_order = match (wal_before, wal_position(wal_url).await) {
+    let wal_after = wal_position(wal_url).await;
+    let wal_bytes_per_order = match (wal_before, wal_after) {
         (Some(before), Some(after)) => {
             Some((after - before) as f64 / result.answered().max(1) as f64)
         }
         _ => None,
+    };
+    let (wal_by_relation, wal_note) = match (wal_url, wal_before, wal_after) {
+        (Some(url), Some(before), Some(after)) if config.wal_by_relation => {
+            match crate::wal::by_relation(url, before, after, result.answered()).await {
+                Ok(breakdown) => (Some(breakdown), None),
+                Err(error) => (None, Some(format!("no WAL by relation: {error:#}"))),
+            }
+        }
+        _ => (None, None),
     };
     let sold = if sizes.sell_out && phase.kind.has_stock() {
         sell_out_figures(&target, phase.kind, &sizes, &result).await
@@ -203,8 +224,9 @@ pub async fn run_phase(config: &BenchConfig, phase: Phase) -> anyhow::Result<Pha
         undersold: sold.undersold,
         statements_per_order,
         wal_bytes_per_order,
+        wal_by_relation,
         durability: phase.kind.durability(),
-        note: sold.note.or(settle_note),
+        note: sold.note.or(settle_note).or(wal_note),
     })
 }
 

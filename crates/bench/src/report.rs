@@ -64,6 +64,9 @@ pub struct Summary {
     /// Bytes of PostgreSQL's write-ahead log per order over the whole flow,
     /// in the throughput phase (on PostgreSQL only).
     pub wal_bytes_per_order: Option<f64>,
+    /// Index entries (B-tree leaf insertions) per order in the throughput
+    /// phase, with `--wal-by-relation` on PostgreSQL.
+    pub index_insertions_per_order: Option<f64>,
 }
 
 pub(crate) fn summarize(
@@ -100,6 +103,10 @@ pub(crate) fn summarize(
         sell_out_orders_per_s: sell_out.map(|phase| phase.orders_per_s),
         statements_per_order: shipped.statements_per_order,
         wal_bytes_per_order: shipped.wal_bytes_per_order,
+        index_insertions_per_order: shipped
+            .wal_by_relation
+            .as_ref()
+            .map(|breakdown| breakdown.index_insertions_per_order),
     })
 }
 
@@ -134,6 +141,9 @@ pub fn render_table(report: &BenchReport) -> String {
     for phase in &report.phases {
         out.push_str(&phase_row(phase));
     }
+    for phase in &report.phases {
+        out.push_str(&relation_block(phase));
+    }
     for (label, summary) in measured_summaries(report) {
         out.push_str(&summary_paragraph(
             label,
@@ -153,10 +163,7 @@ fn phase_row(phase: &PhaseResult) -> String {
     let mut out = format!(
         "{:<30} {:<9} {:<10} {:>6} {:>11.0} {:>8.1} {:>8.1} {:>8.1} {:>8} {:>9} {:>11} {:>11}  {}\n",
         phase.system,
-        match phase.scenario {
-            Scenario::HotSku => "hot",
-            Scenario::Cold => "cold",
-        },
+        phase.scenario_name(),
         phase.phase,
         phase.connections,
         phase.orders_per_s,
@@ -177,6 +184,31 @@ fn phase_row(phase: &PhaseResult) -> String {
     }
     if let Some(note) = &phase.note {
         out.push_str(&format!("{:<30} note: {note}\n", ""));
+    }
+    out
+}
+
+/// A phase's write-ahead log by table and index, when it was read back:
+/// a heading, then a row per relation.
+fn relation_block(phase: &PhaseResult) -> String {
+    let Some(breakdown) = &phase.wal_by_relation else {
+        return String::new();
+    };
+    let mut out = format!(
+        "\nWAL by relation, {} · {} · {} ({:.1} index entries per order):\n{:<40} {:>12} {:>14}\n",
+        phase.system,
+        phase.scenario_name(),
+        phase.phase,
+        breakdown.index_insertions_per_order,
+        "relation",
+        "bytes/order",
+        "records/order"
+    );
+    for relation in &breakdown.relations {
+        out.push_str(&format!(
+            "{:<40} {:>12.0} {:>14.2}\n",
+            relation.relation, relation.bytes_per_order, relation.records_per_order
+        ));
     }
     out
 }
@@ -221,7 +253,7 @@ fn measured_summaries(report: &BenchReport) -> impl Iterator<Item = (&'static st
 /// what a sell-out left, and statements per order.
 fn summary_paragraph(label: &str, summary: &Summary, latency_connections: usize) -> String {
     format!(
-        "\n{label}: {:.0} orders/s, p99 {:.1} ms{}; {} vs PostgreSQL per request, {} vs the full flow per request, {} vs no-op HTTP, {} vs batching off, {} vs naive; oversold {}, undersold {}; {} SQL statements per order{}\n",
+        "\n{label}: {:.0} orders/s, p99 {:.1} ms{}; {} vs PostgreSQL per request, {} vs the full flow per request, {} vs no-op HTTP, {} vs batching off, {} vs naive; oversold {}, undersold {}; {} SQL statements per order{}{}\n",
         summary.orders_per_s,
         summary.p99_ms,
         summary
@@ -239,6 +271,10 @@ fn summary_paragraph(label: &str, summary: &Summary, latency_connections: usize)
         summary
             .wal_bytes_per_order
             .map(|bytes| format!("; {bytes:.0} bytes of WAL per order"))
+            .unwrap_or_default(),
+        summary
+            .index_insertions_per_order
+            .map(|entries| format!(", {entries:.1} index entries per order"))
             .unwrap_or_default(),
     )
 }

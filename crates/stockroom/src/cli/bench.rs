@@ -50,6 +50,12 @@ pub(super) struct BenchArgs {
     /// connections, 200 units, 400 orders, 10 cold products.
     #[arg(long)]
     smoke: bool,
+    /// Also read each PostgreSQL phase's write-ahead log back and print it by
+    /// table and index, with the index entries an order adds. It installs
+    /// PostgreSQL's pg_walinspect extension in the database if it is not
+    /// there, and needs a superuser (or pg_read_server_files).
+    #[arg(long)]
+    wal_by_relation: bool,
     /// Write an SVG chart of throughput and p99 here.
     #[arg(long)]
     chart: Option<PathBuf>,
@@ -95,6 +101,7 @@ pub(super) async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         scenarios,
         postgres_url: args.postgres_url,
         amqp_url: args.amqp_url,
+        wal_by_relation: args.wal_by_relation,
         show_progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
     };
     if args.smoke {

@@ -23,7 +23,7 @@ fn the_benchmark_runs_every_system_and_sells_exactly_the_stock() {
         .filter(|url| !url.is_empty());
     match &postgres {
         Some(url) => {
-            command.args(["--postgres-url", url]);
+            command.args(["--postgres-url", url, "--wal-by-relation"]);
             if let Some(amqp) = &amqp {
                 command.args(["--amqp-url", amqp]);
             }
@@ -70,6 +70,11 @@ fn the_benchmark_runs_every_system_and_sells_exactly_the_stock() {
                 "{summary}"
             );
             assert!(summary["statements_per_order"].as_f64().unwrap() > 0.0);
+            // Every order adds index entries: at least its row's keys.
+            assert!(
+                summary["index_insertions_per_order"].as_f64().unwrap() > 0.0,
+                "{summary}"
+            );
             assert_eq!(summary["oversold"], 0, "{summary}");
             assert_eq!(summary["undersold"], 0, "{summary}");
         }
@@ -105,6 +110,41 @@ fn the_benchmark_runs_every_system_and_sells_exactly_the_stock() {
                 "{phase}"
             );
         }
+    }
+    if postgres.is_some() {
+        // The log read back names the tables an order writes, and what it
+        // sums to is what the insert position moved (the records between
+        // two positions, within the records cut at either end).
+        let phase = phases
+            .iter()
+            .find(|phase| {
+                phase["system"] == "stockroom-postgres"
+                    && phase["scenario"] == "cold"
+                    && phase["phase"] == "throughput"
+            })
+            .unwrap();
+        let relations = phase["wal_by_relation"]["relations"].as_array().unwrap();
+        let bytes_of = |name: &str| {
+            relations
+                .iter()
+                .find(|relation| relation["relation"] == name)
+                .and_then(|relation| relation["bytes_per_order"].as_f64())
+        };
+        for table in ["orders", "outbox", "inventory"] {
+            assert!(
+                bytes_of(table).unwrap_or(0.0) > 0.0,
+                "{table}: {relations:?}"
+            );
+        }
+        let total: f64 = relations
+            .iter()
+            .map(|relation| relation["bytes_per_order"].as_f64().unwrap())
+            .sum();
+        let measured = phase["wal_bytes_per_order"].as_f64().unwrap();
+        assert!(
+            total > 0.5 * measured && total <= measured * 1.01 + 100.0,
+            "{total} of {measured}: {relations:?}"
+        );
     }
     assert!(phases.iter().any(|phase| phase["system"] == "naive"));
     assert!(phases.iter().any(|phase| phase["system"] == "noop-http"));
