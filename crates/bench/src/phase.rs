@@ -63,13 +63,6 @@ pub struct PhaseResult {
     pub note: Option<String>,
 }
 
-impl PhaseResult {
-    /// The scenario's name on the command line.
-    pub fn scenario_name(&self) -> &'static str {
-        self.scenario.name()
-    }
-}
-
 fn body_for(products: Arc<Vec<String>>) -> Arc<dyn Fn(u64) -> Bytes + Send + Sync> {
     // Round-robin over the products, so that in a sell-out every product
     // receives exactly orders / products orders.

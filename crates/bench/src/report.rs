@@ -163,7 +163,7 @@ fn phase_row(phase: &PhaseResult) -> String {
     let mut out = format!(
         "{:<30} {:<9} {:<10} {:>6} {:>11.0} {:>8.1} {:>8.1} {:>8.1} {:>8} {:>9} {:>11} {:>11}  {}\n",
         phase.system,
-        phase.scenario_name(),
+        phase.scenario.name(),
         phase.phase,
         phase.connections,
         phase.orders_per_s,
@@ -197,7 +197,7 @@ fn relation_block(phase: &PhaseResult) -> String {
     let mut out = format!(
         "\nWAL by relation, {} · {} · {} ({:.1} index entries per order):\n{:<40} {:>12} {:>14}\n",
         phase.system,
-        phase.scenario_name(),
+        phase.scenario.name(),
         phase.phase,
         breakdown.index_insertions_per_order,
         "relation",

@@ -13,25 +13,37 @@
 
 use anyhow::Context;
 use serde::Serialize;
-use tokio_postgres::NoTls;
+use tokio_postgres::{Client, NoTls};
 
 /// Relations [`by_relation`] names one by one, the largest first; the rest
 /// are summed into one line, so the report stays readable.
 pub const RELATIONS_NAMED: usize = 16;
 
-/// The server's current WAL insert position, in bytes from its origin.
-pub async fn position_bytes(url: &str) -> anyhow::Result<i64> {
+/// Runs `work` on a connection of its own to `url`, closed afterwards.
+async fn on_connection<T>(
+    url: &str,
+    work: impl AsyncFnOnce(&Client) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
     let (client, connection) = tokio_postgres::connect(url, NoTls)
         .await
-        .context("cannot connect to read the WAL position")?;
+        .context("cannot connect to read the WAL")?;
     let driver = tokio::spawn(connection);
-    let row = client
-        .query_one("SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::BIGINT", &[])
-        .await
-        .context("cannot read the WAL position");
+    let result = work(&client).await;
     drop(client);
     let _ = driver.await;
-    Ok(row?.get(0))
+    result
+}
+
+/// The server's current WAL insert position, in bytes from its origin.
+pub async fn position_bytes(url: &str) -> anyhow::Result<i64> {
+    on_connection(url, async |client| {
+        let row = client
+            .query_one("SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::BIGINT", &[])
+            .await
+            .context("cannot read the WAL position")?;
+        Ok(row.get(0))
+    })
+    .await
 }
 
 /// What one relation wrote to the log over a phase, per order answered.
@@ -92,14 +104,10 @@ pub async fn by_relation(
     to_bytes: i64,
     orders: u64,
 ) -> anyhow::Result<LogBreakdown> {
-    let (client, connection) = tokio_postgres::connect(url, NoTls)
-        .await
-        .context("cannot connect to read the WAL back")?;
-    let driver = tokio::spawn(connection);
-    let rows = read_by_relation(&client, from_bytes, to_bytes).await;
-    drop(client);
-    let _ = driver.await;
-    let rows = rows?;
+    let rows = on_connection(url, async |client| {
+        read_by_relation(client, from_bytes, to_bytes).await
+    })
+    .await?;
     Ok(breakdown(rows, orders))
 }
 
@@ -108,7 +116,7 @@ pub async fn by_relation(
 type RelationTotals = (String, i64, i64, i64);
 
 async fn read_by_relation(
-    client: &tokio_postgres::Client,
+    client: &Client,
     from_bytes: i64,
     to_bytes: i64,
 ) -> anyhow::Result<Vec<RelationTotals>> {
