@@ -39,7 +39,8 @@ pub use orders::{
     sweep_ends_every_overdue_reservation_once,
 };
 pub use outbox::{
-    concurrent_leasers_never_share_a_delivery, events_carry_their_calls_trace_context,
+    a_batchs_events_are_settled_one_by_one, concurrent_leasers_never_share_a_delivery,
+    events_carry_their_calls_trace_context,
     late_receipts_racing_new_leases_acknowledge_each_event_once,
     only_poison_is_dead_lettered_and_redrive_restores_it, provider_charges_are_kept_by_key,
     reserved_orders_are_leased_until_acknowledged,
@@ -82,6 +83,7 @@ macro_rules! conformance_tests {
             cancel_is_idempotent_and_refused_after_charge,
             sweep_ends_every_overdue_reservation_once,
             reserved_orders_are_leased_until_acknowledged,
+            a_batchs_events_are_settled_one_by_one,
             only_poison_is_dead_lettered_and_redrive_restores_it,
             concurrent_leasers_never_share_a_delivery,
             late_receipts_racing_new_leases_acknowledge_each_event_once,

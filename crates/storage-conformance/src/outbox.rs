@@ -166,6 +166,113 @@ pub async fn reserved_orders_are_leased_until_acknowledged(storage: Store) {
     assert_invariants(&storage).await;
 }
 
+/// (e) The events one batch raised (stored together on a backend that packs
+/// them) are still leased, settled and dead-lettered one by one: a lease
+/// takes some of them and the next lease the rest, one is acknowledged,
+/// one released, one rejected as poison, each with its own effect, and the
+/// counts follow each.
+pub async fn a_batchs_events_are_settled_one_by_one(storage: Store) {
+    stock(&storage, &[("Laptop", 10)]).await;
+    let requests: Vec<_> = (1..=4)
+        .map(|index| request(&format!("c{index}"), &[("Laptop", index)]))
+        .collect();
+    let ids: Vec<String> = requests
+        .iter()
+        .map(|request| request.order_id.clone())
+        .collect();
+    storage.reserve(requests).await.expect("reserve");
+    let pending = |counts: Vec<stockroom_storage::OutboxCounts>| {
+        counts
+            .into_iter()
+            .find(|counts| counts.consumer == Consumer::Payment)
+            .map(|counts| (counts.pending, counts.dead))
+            .expect("payment's counts")
+    };
+
+    let first = storage
+        .lease_events(Consumer::Payment, 3, LONG_LEASE_MS)
+        .await
+        .expect("lease");
+    let order_ids = |deliveries: &[Delivery]| -> Vec<String> {
+        deliveries
+            .iter()
+            .map(|delivery| delivery.event.order_id.clone())
+            .collect()
+    };
+    assert_eq!(order_ids(&first), ids[..3], "a lease takes part of a batch");
+    let rest = lease(&storage, LONG_LEASE_MS).await;
+    assert_eq!(order_ids(&rest), ids[3..], "and the next lease the rest");
+
+    assert_eq!(
+        finish(&storage, DeliveryOutcome::Acknowledge, &[&first[0]]).await,
+        1
+    );
+    assert_eq!(
+        finish(&storage, DeliveryOutcome::Release, &[&first[1]]).await,
+        1
+    );
+    let mut poison = first[2].clone();
+    for rejection in 1..=MAX_REJECTIONS {
+        assert_eq!(
+            finish(&storage, DeliveryOutcome::Reject, &[&poison]).await,
+            1
+        );
+        if rejection < MAX_REJECTIONS {
+            poison = lease(&storage, LONG_LEASE_MS)
+                .await
+                .into_iter()
+                .find(|delivery| delivery.event.order_id == ids[2])
+                .expect("a rejected event comes back until it is dead");
+        }
+    }
+    assert_eq!(
+        pending(storage.outbox_counts().await.expect("counts")),
+        (2, 1),
+        "the released and the leased event wait, the poison is dead"
+    );
+
+    let again = lease(&storage, LONG_LEASE_MS).await;
+    assert_eq!(order_ids(&again), [ids[1].clone()], "only the released one");
+    assert_eq!(again[0].attempt, 2);
+    assert_eq!(again[0].event, first[1].event);
+    assert_eq!(
+        finish(&storage, DeliveryOutcome::Acknowledge, &[&first[0]]).await,
+        0,
+        "an acknowledged event stays acknowledged"
+    );
+
+    let letters = storage
+        .dead_letters(Consumer::Payment, 10)
+        .await
+        .expect("dead_letters");
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].event, first[2].event);
+    assert_eq!(
+        storage
+            .redrive(Consumer::Payment, vec![letters[0].seq])
+            .await
+            .expect("redrive"),
+        1
+    );
+    let redriven = lease(&storage, LONG_LEASE_MS).await;
+    assert_eq!(order_ids(&redriven), [ids[2].clone()]);
+    assert_eq!(
+        finish(
+            &storage,
+            DeliveryOutcome::Acknowledge,
+            &[&again[0], &rest[0], &redriven[0]]
+        )
+        .await,
+        3
+    );
+    assert_eq!(
+        pending(storage.outbox_counts().await.expect("counts")),
+        (0, 0)
+    );
+    assert!(lease(&storage, 10).await.is_empty());
+    assert_invariants(&storage).await;
+}
+
 /// (e) Released events come back at once, however often (an outage never
 /// dead-letters anything); an event rejected as poison [`MAX_REJECTIONS`]
 /// times is dead-lettered, listed, not handed out again, and once redriven

@@ -48,7 +48,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use stockroom_domain::Consumer;
-use stockroom_domain::outbox::{DeadLetter, DeliveryOutcome};
+use stockroom_domain::outbox::DeadLetter;
 use stockroom_domain::rules::{StockRecord, StoredOrder};
 use stockroom_storage::batch::{Command, Reply};
 use stockroom_storage::bus::{OutboxCommand, OutboxReply};
@@ -127,8 +127,8 @@ pub struct PostgresStorage {
     group_commit: Option<GroupCommit>,
     /// Whether the rules raise notices for other systems.
     notify: bool,
-    /// Outbox rows deleted by acknowledgements since the last vacuum.
-    deleted_events: Arc<AtomicU64>,
+    /// Outbox rows deleted since the last vacuum.
+    deleted_rows: Arc<AtomicU64>,
     vacuum: tokio::task::JoinHandle<()>,
 }
 
@@ -259,10 +259,10 @@ impl PostgresStorage {
                 config.notify,
             )
         });
-        let deleted_events = Arc::new(AtomicU64::new(0));
+        let deleted_rows = Arc::new(AtomicU64::new(0));
         let vacuum = vacuum::start(
             pool.clone(),
-            Arc::clone(&deleted_events),
+            Arc::clone(&deleted_rows),
             Arc::clone(&statements),
         );
         let storage = PostgresStorage {
@@ -271,7 +271,7 @@ impl PostgresStorage {
             statements,
             group_commit,
             notify: config.notify,
-            deleted_events,
+            deleted_rows,
             vacuum,
         };
         let mut client = storage
@@ -487,18 +487,10 @@ impl EventOutbox for PostgresStorage {
         fields(backend = "postgres")
     )]
     async fn run_outbox(&self, command: OutboxCommand) -> Result<OutboxReply, StorageError> {
-        let acknowledgement = matches!(
-            command,
-            OutboxCommand::Finish {
-                outcome: DeliveryOutcome::Acknowledge,
-                ..
-            }
-        );
-        let reply = transaction!(self, write, |tx| bus::run(tx, command.clone(), now_ms())
-            .await?)?;
-        if acknowledgement && let OutboxReply::Count(deleted) = reply {
-            self.deleted_events.fetch_add(deleted, Ordering::Relaxed);
-        }
+        let (reply, deleted_rows) =
+            transaction!(self, write, |tx| bus::run(tx, command.clone(), now_ms())
+                .await?)?;
+        self.deleted_rows.fetch_add(deleted_rows, Ordering::Relaxed);
         Ok(reply)
     }
 

@@ -64,6 +64,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "fulfilled orders leave the status index; room on outbox pages for leases",
         sql: include_str!("migrations/0009_fewer_order_index_entries.sql"),
     },
+    Migration {
+        version: 10,
+        name: "the outbox keeps a batch's events for one consumer in one row",
+        sql: include_str!("migrations/0010_outbox_rows_by_batch.sql"),
+    },
 ];
 
 /// The advisory lock key migrations hold: the ASCII bytes of "Stockroo".

@@ -143,9 +143,9 @@ async fn the_outbox_vacuum_keeps_the_pages_a_queue_fills_again() {
     let client = test.storage.pool.get().await.expect("a connection");
     client
         .batch_execute(
-            "INSERT INTO outbox (event_id, kind, order_id, order_version, total_units,
-                                 occurred_at_ms, consumer)
-             SELECT 'e' || n, 'OrderReserved', 'o' || n, 1, 1, 0, 'payment'
+            "INSERT INTO outbox (consumer, events, states, live, due_at_ms)
+             SELECT 'payment', '[[\"OrderReserved\",\"o' || n || '\",1,1,0,null,null,null]]',
+                    '[[1,0,0,null,0,null]]', 1, 0
              FROM generate_series(1, 500) AS n;
              DELETE FROM outbox;",
         )

@@ -1,11 +1,11 @@
 //! Keeping the outbox small while it is used as a queue.
 //!
-//! Every acknowledgement deletes outbox rows, and PostgreSQL keeps a deleted
-//! row's index entries until the table is vacuumed; every lease scans the
-//! pending events in order and walks past them. Autovacuum looks at a table
-//! at most once a minute by default, while a flash sale deletes tens of
-//! thousands of outbox rows a second, so leases would slow down as the sale
-//! goes on. This task vacuums the outbox itself, every
+//! Acknowledgements delete outbox rows (a row holds a batch's events for
+//! one consumer), and PostgreSQL keeps a deleted row's index entries until
+//! the table is vacuumed; every lease scans the pending rows in order and
+//! walks past them. Autovacuum looks at a table at most once a minute by
+//! default, while a flash sale deletes hundreds of outbox rows a second, so
+//! leases would slow down as the sale goes on. This task vacuums the outbox itself, every
 //! [`OUTBOX_VACUUM_INTERVAL_MS`], whenever at least
 //! [`OUTBOX_VACUUM_MIN_DELETES`] rows were deleted since the last time.
 
@@ -20,8 +20,9 @@ use tokio::task::JoinHandle;
 pub const OUTBOX_VACUUM_INTERVAL_MS: u64 = 1_000;
 
 /// Deleted rows that make a vacuum worth its cost: fewer cost the leases
-/// less than the vacuum would.
-pub const OUTBOX_VACUUM_MIN_DELETES: u64 = 1_000;
+/// less than the vacuum would. A row holds up to a batch's events, so this
+/// is a few thousand events, seconds of a flash sale.
+pub const OUTBOX_VACUUM_MIN_DELETES: u64 = 250;
 
 /// The vacuum the task runs. SKIP_LOCKED: a vacuum another instance is
 /// running already does the work; never queue behind it. TRUNCATE false: a

@@ -201,7 +201,7 @@ async fn migrations_are_idempotent_and_safe_to_run_concurrently() {
     }
     assert_eq!(
         versions.expect("read schema_migrations"),
-        [1, 2, 3, 4, 5, 6, 7, 8, 9]
+        [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
     );
 }
 

@@ -46,6 +46,7 @@ pub mod ledger;
 pub mod lines;
 mod maintenance;
 pub mod notices;
+pub mod outbox_rows;
 mod provider;
 #[cfg(feature = "testing")]
 pub mod testing;
