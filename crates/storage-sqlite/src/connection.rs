@@ -40,6 +40,7 @@ static MIGRATIONS: LazyLock<Migrations<'static>> = LazyLock::new(|| {
         M::up(include_str!(
             "migrations/0009_fewer_order_index_entries.sql"
         )),
+        M::up(include_str!("migrations/0010_outbox_rows_by_batch.sql")),
     ])
 });
 

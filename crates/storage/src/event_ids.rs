@@ -2,13 +2,13 @@
 //!
 //! The rules name every event they raise after its kind, its order (or
 //! product) and the version that change reached
-//! ([`stockroom_domain::rules::event_id`]), and the outbox row keeps all
-//! three in columns of their own. Storing the id as well repeated about 52
-//! bytes in every row, written with each entry and each of its new
-//! versions: the largest column of the row. A row whose id is the one its
-//! columns make keeps the empty text instead, and reading makes the id
-//! again; an id of any other form (written by an earlier schema, or by a
-//! later rule) is stored as it is. The empty text is never an event's id.
+//! ([`stockroom_domain::rules::event_id`]), and the outbox keeps all three
+//! with the event ([`crate::outbox_rows`]). Storing the id as well repeated
+//! about 52 bytes in every event, the largest of its fields. An event whose
+//! id is the one its fields make keeps the empty text (or no id) instead,
+//! and reading makes the id again; an id of any other form (written by an
+//! earlier schema, or by a later rule) is stored as it is. The empty text is
+//! never an event's id.
 
 use stockroom_domain::EventKind;
 use stockroom_domain::rules::{EventRecord, event_id};

@@ -1,4 +1,4 @@
-//! How PostgreSQL stores the outbox: one row per batch of events for one
+//! How both backends store the outbox: one row per batch of events for one
 //! consumer, not one row per event.
 //!
 //! A batch of a few hundred orders raises a few hundred events for the
