@@ -473,4 +473,6 @@ fn encode_states(states: &[Option<State>]) -> String {
 }
 
 #[cfg(test)]
+mod properties;
+#[cfg(test)]
 mod tests;
