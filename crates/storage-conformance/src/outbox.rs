@@ -166,6 +166,44 @@ pub async fn reserved_orders_are_leased_until_acknowledged(storage: Store) {
     assert_invariants(&storage).await;
 }
 
+/// The orders of `deliveries`' events, in order.
+fn order_ids(deliveries: &[Delivery]) -> Vec<String> {
+    deliveries
+        .iter()
+        .map(|delivery| delivery.event.order_id.clone())
+        .collect()
+}
+
+/// payment-service's waiting and dead events.
+async fn payment_counts(storage: &Store) -> (u64, u64) {
+    storage
+        .outbox_counts()
+        .await
+        .expect("counts")
+        .into_iter()
+        .find(|counts| counts.consumer == Consumer::Payment)
+        .map(|counts| (counts.pending, counts.dead))
+        .expect("payment's counts")
+}
+
+/// Rejects `poison` as often as it takes to dead-letter it, leasing it again
+/// between rejections.
+async fn reject_until_dead(storage: &Store, mut poison: Delivery) {
+    for rejection in 1..=MAX_REJECTIONS {
+        assert_eq!(
+            finish(storage, DeliveryOutcome::Reject, &[&poison]).await,
+            1
+        );
+        if rejection < MAX_REJECTIONS {
+            poison = lease(storage, LONG_LEASE_MS)
+                .await
+                .into_iter()
+                .find(|delivery| delivery.event.order_id == poison.event.order_id)
+                .expect("a rejected event comes back until it is dead");
+        }
+    }
+}
+
 /// (e) The events one batch raised (stored together on a backend that packs
 /// them) are still leased, settled and dead-lettered one by one: a lease
 /// takes some of them and the next lease the rest, one is acknowledged,
@@ -181,24 +219,11 @@ pub async fn a_batchs_events_are_settled_one_by_one(storage: Store) {
         .map(|request| request.order_id.clone())
         .collect();
     storage.reserve(requests).await.expect("reserve");
-    let pending = |counts: Vec<stockroom_storage::OutboxCounts>| {
-        counts
-            .into_iter()
-            .find(|counts| counts.consumer == Consumer::Payment)
-            .map(|counts| (counts.pending, counts.dead))
-            .expect("payment's counts")
-    };
 
     let first = storage
         .lease_events(Consumer::Payment, 3, LONG_LEASE_MS)
         .await
         .expect("lease");
-    let order_ids = |deliveries: &[Delivery]| -> Vec<String> {
-        deliveries
-            .iter()
-            .map(|delivery| delivery.event.order_id.clone())
-            .collect()
-    };
     assert_eq!(order_ids(&first), ids[..3], "a lease takes part of a batch");
     let rest = lease(&storage, LONG_LEASE_MS).await;
     assert_eq!(order_ids(&rest), ids[3..], "and the next lease the rest");
@@ -211,22 +236,9 @@ pub async fn a_batchs_events_are_settled_one_by_one(storage: Store) {
         finish(&storage, DeliveryOutcome::Release, &[&first[1]]).await,
         1
     );
-    let mut poison = first[2].clone();
-    for rejection in 1..=MAX_REJECTIONS {
-        assert_eq!(
-            finish(&storage, DeliveryOutcome::Reject, &[&poison]).await,
-            1
-        );
-        if rejection < MAX_REJECTIONS {
-            poison = lease(&storage, LONG_LEASE_MS)
-                .await
-                .into_iter()
-                .find(|delivery| delivery.event.order_id == ids[2])
-                .expect("a rejected event comes back until it is dead");
-        }
-    }
+    reject_until_dead(&storage, first[2].clone()).await;
     assert_eq!(
-        pending(storage.outbox_counts().await.expect("counts")),
+        payment_counts(&storage).await,
         (2, 1),
         "the released and the leased event wait, the poison is dead"
     );
@@ -265,10 +277,7 @@ pub async fn a_batchs_events_are_settled_one_by_one(storage: Store) {
         .await,
         3
     );
-    assert_eq!(
-        pending(storage.outbox_counts().await.expect("counts")),
-        (0, 0)
-    );
+    assert_eq!(payment_counts(&storage).await, (0, 0));
     assert!(lease(&storage, 10).await.is_empty());
     assert_invariants(&storage).await;
 }

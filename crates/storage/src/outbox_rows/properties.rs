@@ -178,158 +178,175 @@ struct Witness {
     outstanding: HashMap<String, (String, i64)>,
 }
 
+/// The table, what the test knows, and the clock.
+struct Harness {
+    table: Table,
+    witness: Witness,
+    now_ms: i64,
+    next_order: u32,
+}
+
 fn run(calls: Vec<Call>) {
-    let mut table = Table::default();
-    let mut witness = Witness::default();
-    let mut now_ms = 1_000;
-    let mut next_order = 0;
+    let mut harness = Harness {
+        table: Table::default(),
+        witness: Witness::default(),
+        now_ms: 1_000,
+        next_order: 0,
+    };
     for call in calls {
         match call {
-            Call::Enqueue(kinds) => {
-                let events: Vec<EventRecord> = kinds
-                    .into_iter()
-                    .map(|kind| {
-                        next_order += 1;
-                        let order_id = format!("o{next_order}");
-                        EventRecord {
-                            event_id: event_id(kind, &order_id, 1),
-                            kind,
-                            order_id,
-                            order_version: 1,
-                            total_units: 1,
-                            occurred_at_ms: now_ms,
-                            trace_parent: None,
-                            notice: None,
-                        }
-                    })
-                    .collect();
-                for event in &events {
-                    witness.acknowledged.insert(event.event_id.clone(), false);
-                }
-                let entries: Vec<NewEntry> = events.into_iter().map(NewEntry::routed).collect();
-                table.apply(
-                    writes(
-                        &BTreeMap::new(),
-                        &OutboxChanges {
-                            inserted: entries,
-                            ..OutboxChanges::default()
-                        },
-                    )
-                    .expect("writes"),
-                );
-            }
+            Call::Enqueue(kinds) => harness.enqueue(kinds),
             Call::Lease {
                 consumer,
                 max_events,
                 lease_ms,
-            } => {
-                let token = format!("lease-{}", witness.handed.len());
-                let command = OutboxCommand::Lease {
-                    consumer,
-                    max_events,
-                    lease_ms,
-                    token: token.clone(),
-                };
-                let OutboxReply::Leased(handed) = table.run(command, now_ms) else {
-                    panic!("a lease answers with deliveries");
-                };
-                assert!(handed.len() <= max_events as usize);
-                let until_ms = now_ms + lease_ms.clamp(MIN_LEASE_MS, MAX_LEASE_MS) as i64;
-                for delivery in &handed {
-                    let id = &delivery.event.event_id;
-                    if let Some((_, held_until_ms)) = witness.outstanding.get(id) {
-                        assert!(
-                            *held_until_ms <= now_ms,
-                            "{id} handed out under a live lease"
-                        );
-                    }
-                    witness
-                        .outstanding
-                        .insert(id.clone(), (token.clone(), until_ms));
-                }
-                witness.handed.extend(handed);
-            }
+            } => harness.lease(consumer, max_events, lease_ms),
             Call::Finish {
                 consumer,
                 outcome,
                 picks,
-            } => {
-                if witness.handed.is_empty() {
-                    continue;
-                }
-                let receipts: Vec<Receipt> = picks
-                    .iter()
-                    .map(|(index, forged)| {
-                        let mut receipt = witness.handed[index % witness.handed.len()].receipt();
-                        if *forged {
-                            receipt.token.push('x');
-                        }
-                        receipt
-                    })
-                    .collect();
-                let proven: BTreeMap<i64, String> = table
-                    .entries()
-                    .into_iter()
-                    .filter(|entry| {
-                        entry.consumer == consumer
-                            && receipts.iter().any(|receipt| entry.is_proven_by(receipt))
-                    })
-                    .map(|entry| (entry.seq, entry.event.event_id))
-                    .collect();
-                let command = OutboxCommand::Finish {
-                    consumer,
-                    outcome,
-                    receipts,
+            } => harness.finish(consumer, outcome, &picks),
+            Call::Redrive(consumer, picks) => harness.redrive(consumer, &picks),
+            Call::Wait(ms) => harness.now_ms += ms,
+        }
+        check(&harness.table, &harness.witness);
+    }
+}
+
+impl Harness {
+    fn enqueue(&mut self, kinds: Vec<EventKind>) {
+        let entries: Vec<NewEntry> = kinds
+            .into_iter()
+            .map(|kind| {
+                self.next_order += 1;
+                let order_id = format!("o{}", self.next_order);
+                let event = EventRecord {
+                    event_id: event_id(kind, &order_id, 1),
+                    kind,
+                    order_id,
+                    order_version: 1,
+                    total_units: 1,
+                    occurred_at_ms: self.now_ms,
+                    trace_parent: None,
+                    notice: None,
                 };
-                assert_eq!(
-                    table.run(command, now_ms),
-                    OutboxReply::Count(proven.len() as u64),
-                    "only proven leases settle"
+                self.witness
+                    .acknowledged
+                    .insert(event.event_id.clone(), false);
+                NewEntry::routed(event)
+            })
+            .collect();
+        let changes = OutboxChanges {
+            inserted: entries,
+            ..OutboxChanges::default()
+        };
+        self.table
+            .apply(writes(&BTreeMap::new(), &changes).expect("writes"));
+    }
+
+    fn lease(&mut self, consumer: Consumer, max_events: u32, lease_ms: u64) {
+        let (now_ms, witness) = (self.now_ms, &mut self.witness);
+        let token = format!("lease-{}", witness.handed.len());
+        let command = OutboxCommand::Lease {
+            consumer,
+            max_events,
+            lease_ms,
+            token: token.clone(),
+        };
+        let OutboxReply::Leased(handed) = self.table.run(command, now_ms) else {
+            panic!("a lease answers with deliveries");
+        };
+        assert!(handed.len() <= max_events as usize);
+        let until_ms = now_ms + lease_ms.clamp(MIN_LEASE_MS, MAX_LEASE_MS) as i64;
+        for delivery in &handed {
+            let id = &delivery.event.event_id;
+            if let Some((_, held_until_ms)) = witness.outstanding.get(id) {
+                assert!(
+                    *held_until_ms <= now_ms,
+                    "{id} handed out under a live lease"
                 );
-                for id in proven.into_values() {
-                    match outcome {
-                        DeliveryOutcome::Postpone { delay_ms } => {
-                            let until_ms =
-                                now_ms + delay_ms.clamp(MIN_LEASE_MS, MAX_LEASE_MS) as i64;
-                            if let Some(held) = witness.outstanding.get_mut(&id) {
-                                held.1 = until_ms;
-                            }
-                        }
-                        DeliveryOutcome::Acknowledge => {
-                            witness.outstanding.remove(&id);
-                            witness.acknowledged.insert(id, true);
-                        }
-                        DeliveryOutcome::Release | DeliveryOutcome::Reject => {
-                            witness.outstanding.remove(&id);
-                        }
+            }
+            witness
+                .outstanding
+                .insert(id.clone(), (token.clone(), until_ms));
+        }
+        witness.handed.extend(handed);
+    }
+
+    fn finish(&mut self, consumer: Consumer, outcome: DeliveryOutcome, picks: &[(usize, bool)]) {
+        let (now_ms, witness) = (self.now_ms, &mut self.witness);
+        if witness.handed.is_empty() {
+            return;
+        }
+        let receipts: Vec<Receipt> = picks
+            .iter()
+            .map(|(index, forged)| {
+                let mut receipt = witness.handed[index % witness.handed.len()].receipt();
+                if *forged {
+                    receipt.token.push('x');
+                }
+                receipt
+            })
+            .collect();
+        let proven: BTreeMap<i64, String> = self
+            .table
+            .entries()
+            .into_iter()
+            .filter(|entry| {
+                entry.consumer == consumer
+                    && receipts.iter().any(|receipt| entry.is_proven_by(receipt))
+            })
+            .map(|entry| (entry.seq, entry.event.event_id))
+            .collect();
+        let command = OutboxCommand::Finish {
+            consumer,
+            outcome,
+            receipts,
+        };
+        assert_eq!(
+            self.table.run(command, now_ms),
+            OutboxReply::Count(proven.len() as u64),
+            "only proven leases settle"
+        );
+        for id in proven.into_values() {
+            match outcome {
+                DeliveryOutcome::Postpone { delay_ms } => {
+                    let until_ms = now_ms + delay_ms.clamp(MIN_LEASE_MS, MAX_LEASE_MS) as i64;
+                    if let Some(held) = witness.outstanding.get_mut(&id) {
+                        held.1 = until_ms;
                     }
                 }
-            }
-            Call::Redrive(consumer, picks) => {
-                let dead: Vec<i64> = table
-                    .entries()
-                    .into_iter()
-                    .filter(|entry| entry.consumer == consumer && entry.dead_at_ms.is_some())
-                    .map(|entry| entry.seq)
-                    .collect();
-                if dead.is_empty() {
-                    continue;
+                DeliveryOutcome::Acknowledge => {
+                    witness.outstanding.remove(&id);
+                    witness.acknowledged.insert(id, true);
                 }
-                let mut seqs: Vec<i64> = picks.iter().map(|pick| dead[pick % dead.len()]).collect();
-                let reply = table.run(
-                    OutboxCommand::Redrive {
-                        consumer,
-                        seqs: seqs.clone(),
-                    },
-                    now_ms,
-                );
-                seqs.sort_unstable();
-                seqs.dedup();
-                assert_eq!(reply, OutboxReply::Count(seqs.len() as u64));
+                DeliveryOutcome::Release | DeliveryOutcome::Reject => {
+                    witness.outstanding.remove(&id);
+                }
             }
-            Call::Wait(ms) => now_ms += ms,
         }
-        check(&table, &witness);
+    }
+
+    fn redrive(&mut self, consumer: Consumer, picks: &[usize]) {
+        let dead: Vec<i64> = self
+            .table
+            .entries()
+            .into_iter()
+            .filter(|entry| entry.consumer == consumer && entry.dead_at_ms.is_some())
+            .map(|entry| entry.seq)
+            .collect();
+        if dead.is_empty() {
+            return;
+        }
+        let mut seqs: Vec<i64> = picks.iter().map(|pick| dead[pick % dead.len()]).collect();
+        let command = OutboxCommand::Redrive {
+            consumer,
+            seqs: seqs.clone(),
+        };
+        let reply = self.table.run(command, self.now_ms);
+        seqs.sort_unstable();
+        seqs.dedup();
+        assert_eq!(reply, OutboxReply::Count(seqs.len() as u64));
     }
 }
 
