@@ -278,14 +278,19 @@ impl Harness {
         if witness.handed.is_empty() {
             return;
         }
+        // A forged receipt names a real delivery with a token it never had.
         let receipts: Vec<Receipt> = picks
             .iter()
-            .map(|(index, forged)| {
-                let mut receipt = witness.handed[index % witness.handed.len()].receipt();
-                if *forged {
-                    receipt.token.push('x');
+            .map(|&(index, forged)| {
+                let delivery = &witness.handed[index % witness.handed.len()];
+                let token = match forged {
+                    true => format!("{}-forged", delivery.token),
+                    false => delivery.token.clone(),
+                };
+                Receipt {
+                    seq: delivery.seq,
+                    token,
                 }
-                receipt
             })
             .collect();
         let proven: BTreeMap<i64, String> = self
