@@ -493,3 +493,121 @@ pub fn settlement(order_id: &str, event_id: &str, action: Settle) -> SettlementC
         action,
     }
 }
+
+/// Outbox rows as schema version 9 stored them, one per event, on either
+/// backend: `a` leased once under a lease that ran out and traced, `b`
+/// waiting, `c` dead-lettered after one rejection, and a stock notice for
+/// the webhooks. [`assert_migrated_outbox`] checks what a migrated store
+/// makes of them.
+pub const VERSION_NINE_OUTBOX: &str = "
+    INSERT INTO outbox (seq, event_id, kind, order_id, order_version, total_units,
+                        occurred_at_ms, consumer, deliveries, rejections, leased_until_ms,
+                        lease_token, dead_at_ms, trace_parent, notice)
+    VALUES (5, '', 'OrderReserved', 'a', 1, 2, 1000, 'payment', 1, 0, 500, 'old-token', NULL,
+            '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01', NULL),
+           (6, '', 'OrderReserved', 'b', 1, 1, 1100, 'payment', 0, 0, 0, NULL, NULL, NULL, NULL),
+           (7, 'OrderReserved:c:1', 'OrderReserved', 'c', 1, 1, 1200, 'payment', 2, 1, 0, NULL,
+            2000, NULL, NULL),
+           (8, '', 'StockLow', 'laptop', 3, 0, 1300, 'webhooks', 0, 0, 0, NULL, NULL, NULL,
+            '[\"stock\",\"Laptop\",2,5]');";
+
+/// The highest outbox number the version-9 store of [`VERSION_NINE_OUTBOX`]
+/// handed out (events up to it were acknowledged and deleted): a migrated
+/// store numbers new rows after it.
+pub const VERSION_NINE_LAST_SEQ: i64 = 20;
+
+/// What a store migrated from [`VERSION_NINE_OUTBOX`] must hold: every event
+/// with its deliveries, rejections, trace context and notice, each in a row
+/// of its own (its delivery id its old number times 1,024), and a new event
+/// numbered after every one stored before.
+pub async fn assert_migrated_outbox(storage: &Store) {
+    use stockroom_domain::Consumer;
+    use stockroom_storage::outbox_rows::{SLOTS_PER_ROW, delivery_id};
+
+    let counts = storage.outbox_counts().await.expect("counts");
+    let of = |consumer: Consumer| {
+        counts
+            .iter()
+            .find(|counts| counts.consumer == consumer)
+            .map(|counts| (counts.pending, counts.oldest_pending_at_ms, counts.dead))
+            .expect("every consumer's counts")
+    };
+    assert_eq!(of(Consumer::Payment), (2, Some(1000), 1));
+    assert_eq!(of(Consumer::Webhooks), (1, Some(1300), 0));
+
+    let leased = storage
+        .lease_events(Consumer::Payment, 10, 60_000)
+        .await
+        .expect("lease");
+    let seen: Vec<(i64, &str, u32)> = leased
+        .iter()
+        .map(|delivery| {
+            (
+                delivery.seq,
+                delivery.event.order_id.as_str(),
+                delivery.attempt,
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [(delivery_id(5, 0), "a", 2), (delivery_id(6, 0), "b", 1)],
+        "the waiting events, their deliveries remembered"
+    );
+    assert_eq!(
+        leased[0].event.trace_parent.as_deref(),
+        Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+    );
+    assert_eq!(leased[0].event.event_id, "OrderReserved:a:1");
+
+    let dead = storage
+        .dead_letters(Consumer::Payment, 10)
+        .await
+        .expect("dead letters");
+    assert_eq!(dead.len(), 1);
+    assert_eq!(
+        (dead[0].seq, dead[0].event.event_id.as_str()),
+        (delivery_id(7, 0), "OrderReserved:c:1")
+    );
+    assert_eq!(
+        (dead[0].deliveries, dead[0].rejections, dead[0].dead_at_ms),
+        (2, 1, 2000)
+    );
+
+    assert_migrated_notice(storage).await;
+    stock(storage, &[("Gadget", 1)]).await;
+    reserve_ok(storage, request("c9", &[("Gadget", 1)])).await;
+    let new = storage
+        .lease_events(Consumer::Payment, 10, 60_000)
+        .await
+        .expect("lease the new event");
+    assert_eq!(new.len(), 1);
+    assert!(
+        new[0].seq >= (VERSION_NINE_LAST_SEQ + 1) * SLOTS_PER_ROW,
+        "a new event is numbered after every one stored before: {}",
+        new[0].seq
+    );
+}
+
+/// The stock notice of [`VERSION_NINE_OUTBOX`], leased with what it says.
+async fn assert_migrated_notice(storage: &Store) {
+    let notices = storage
+        .lease_events(stockroom_domain::Consumer::Webhooks, 10, 60_000)
+        .await
+        .expect("lease the notice");
+    assert_eq!(notices.len(), 1);
+    assert_eq!(
+        notices[0].event.notice,
+        Some(stockroom_domain::rules::Notice::Stock {
+            product_name: "Laptop".into(),
+            available: 2,
+            low_stock_threshold: Some(5),
+        })
+    );
+}
+
+/// [`assert_migrated_outbox`] on a store it owns, to run as a task of its
+/// own (so that a failure still lets the caller clean up).
+pub async fn assert_migrated_outbox_owned(storage: Store) {
+    assert_migrated_outbox(&storage).await;
+}

@@ -205,6 +205,31 @@ async fn migrations_are_idempotent_and_safe_to_run_concurrently() {
     );
 }
 
+/// The start of a script that makes `schema` as an old version of
+/// Stockroom left it: the schema, made the session's, and the table of
+/// applied migrations.
+fn old_schema_script(schema: &str) -> String {
+    format!(
+        "CREATE SCHEMA \"{schema}\"; SET search_path = \"{schema}\";
+         CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL,
+                                         applied_at_ms BIGINT NOT NULL);"
+    )
+}
+
+/// Opens the storage of `schema`, migrating it to the newest version.
+async fn open_schema(url: &str, schema: &str) -> PostgresStorage {
+    PostgresStorage::connect(
+        url,
+        PostgresConfig {
+            schema: Some(schema.to_owned()),
+            pool_size: 2,
+            ..PostgresConfig::default()
+        },
+    )
+    .await
+    .expect("migrate")
+}
+
 /// A database of schema version 1, with an event waiting, one dead-lettered
 /// and an idempotency key, comes up to date with nothing lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -217,9 +242,7 @@ async fn a_version_one_database_is_migrated_without_loss() {
     admin
         .client
         .batch_execute(&format!(
-            "CREATE SCHEMA \"{schema}\"; SET search_path = \"{schema}\";
-             CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL,
-                                             applied_at_ms BIGINT NOT NULL);
+            "{start}
              {initial}
              INSERT INTO schema_migrations VALUES (1, 'initial schema', 0);
              INSERT INTO outbox (event_id, kind, order_id, order_version, total_units, occurred_at_ms)
@@ -244,20 +267,12 @@ async fn a_version_one_database_is_migrated_without_loss() {
              INSERT INTO order_history (order_id, version, status, reason, at_ms)
              VALUES ('a', 1, 'reserved', NULL, 1000);
              RESET search_path;",
+            start = old_schema_script(&schema),
             initial = include_str!("../src/migrations/0001_initial_schema.sql"),
         ))
         .await
         .expect("a version 1 schema");
-    let storage = PostgresStorage::connect(
-        &url,
-        PostgresConfig {
-            schema: Some(schema.clone()),
-            pool_size: 2,
-            ..PostgresConfig::default()
-        },
-    )
-    .await
-    .expect("migrate");
+    let storage = open_schema(&url, &schema).await;
     let leased = storage
         .lease_events(stockroom_domain::Consumer::Payment, 10, 60_000)
         .await
@@ -451,6 +466,62 @@ async fn two_group_committing_instances_share_products_safely() {
     admin.drop_schema(&schema).await;
     admin.close().await;
     if let Err(error) = checks {
+        std::panic::resume_unwind(error.into_panic());
+    }
+}
+
+/// An outbox stored by schema version 9 (a row per event) comes up to date
+/// with every event and its state, and new events are numbered after every
+/// one it ever handed out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_version_nine_outbox_keeps_every_event_and_its_state() {
+    use stockroom_storage_conformance::support;
+
+    let Some(url) = test_url() else {
+        return;
+    };
+    let admin = Admin::connect(&url).await;
+    let schema = unique_schema("outbox_v9");
+    let versions = [
+        include_str!("../src/migrations/0001_initial_schema.sql"),
+        include_str!("../src/migrations/0002_rules_engine.sql"),
+        include_str!("../src/migrations/0003_outbox_trace_context.sql"),
+        include_str!("../src/migrations/0004_history_in_order_row.sql"),
+        include_str!("../src/migrations/0005_keys_keep_decisions.sql"),
+        include_str!("../src/migrations/0006_counters_and_retention.sql"),
+        include_str!("../src/migrations/0007_shop_operations.sql"),
+        include_str!("../src/migrations/0008_room_for_updates.sql"),
+        include_str!("../src/migrations/0009_fewer_order_index_entries.sql"),
+    ];
+    let mut script = old_schema_script(&schema);
+    for (index, sql) in versions.iter().enumerate() {
+        script.push_str(sql);
+        script.push_str(&format!(
+            "\nINSERT INTO schema_migrations VALUES ({}, 'version {}', 0);\n",
+            index + 1,
+            index + 1
+        ));
+    }
+    script.push_str(support::VERSION_NINE_OUTBOX);
+    script.push_str(&format!(
+        "SELECT setval(pg_get_serial_sequence('outbox', 'seq'), {});
+         RESET search_path;",
+        support::VERSION_NINE_LAST_SEQ
+    ));
+    admin
+        .client
+        .batch_execute(&script)
+        .await
+        .expect("a version 9 schema with events in every state");
+    let storage = Arc::new(open_schema(&url, &schema).await);
+    let outcome = tokio::spawn(support::assert_migrated_outbox_owned(
+        Arc::clone(&storage) as Arc<dyn TestStorage>
+    ))
+    .await;
+    storage.close_pool();
+    admin.drop_schema(&schema).await;
+    admin.close().await;
+    if let Err(error) = outcome {
         std::panic::resume_unwind(error.into_panic());
     }
 }

@@ -27,7 +27,7 @@ pub const WRITER_CACHE_KIB: i64 = 8_192;
 
 /// The schema's history. Versions only grow; a released migration is never
 /// edited, a change is a new one.
-static MIGRATIONS: LazyLock<Migrations<'static>> = LazyLock::new(|| {
+pub(crate) static MIGRATIONS: LazyLock<Migrations<'static>> = LazyLock::new(|| {
     Migrations::new(vec![
         M::up(include_str!("migrations/0001_initial_schema.sql")),
         M::up(include_str!("migrations/0002_rules_engine.sql")),

@@ -631,4 +631,36 @@ mod tests {
         );
         storage.shut_down().await;
     }
+
+    /// An outbox stored by schema version 9 (a row per event) comes up to
+    /// date with every event and its state, and new events are numbered
+    /// after every one it ever handed out.
+    #[tokio::test]
+    async fn a_version_nine_outbox_keeps_every_event_and_its_state() {
+        use stockroom_storage_conformance::support;
+
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join(DATABASE_FILE_NAME);
+        {
+            let mut connection = open_connection(&path, false).unwrap();
+            connection::MIGRATIONS
+                .to_version(&mut connection, 9)
+                .unwrap();
+            connection
+                .execute_batch(support::VERSION_NINE_OUTBOX)
+                .unwrap();
+            connection
+                .execute(
+                    "UPDATE sqlite_sequence SET seq = ?1 WHERE name = 'outbox'",
+                    [support::VERSION_NINE_LAST_SEQ],
+                )
+                .unwrap();
+        }
+        let storage = Arc::new(SqliteStorage::open(&path, WriterConfig::default()).unwrap());
+        support::assert_migrated_outbox(
+            &(Arc::clone(&storage) as Arc<dyn stockroom_storage::testing::TestStorage>),
+        )
+        .await;
+        storage.close().await;
+    }
 }

@@ -40,10 +40,13 @@ SELECT seq, consumer,
        dead_at_ms
 FROM outbox;
 
--- New rows continue after every event stored before.
-SELECT setval(pg_get_serial_sequence('outbox_rows', 'seq'),
-              GREATEST((SELECT COALESCE(MAX(seq), 0) FROM outbox), 1),
-              (SELECT COUNT(*) > 0 FROM outbox));
+-- New rows continue after every event ever stored before, acknowledged
+-- (deleted) ones included: after the old numbering's last value.
+SELECT setval(pg_get_serial_sequence('outbox_rows', 'seq'), GREATEST(last, 1), last > 0)
+FROM (SELECT GREATEST(
+                 COALESCE((SELECT MAX(seq) FROM outbox), 0),
+                 COALESCE(pg_sequence_last_value(pg_get_serial_sequence('outbox', 'seq')::regclass),
+                          0)) AS last) AS numbering;
 
 DROP TABLE outbox;
 ALTER TABLE outbox_rows RENAME TO outbox;
