@@ -11,6 +11,8 @@
 //! insertions). That is what to read before choosing what to take out of an
 //! order's path.
 
+use std::time::Duration;
+
 use anyhow::Context;
 use serde::Serialize;
 use tokio_postgres::{Client, NoTls};
@@ -111,6 +113,37 @@ pub async fn by_relation(
     Ok(breakdown(rows, orders))
 }
 
+/// How long to wait for the server to flush a phase's last records before
+/// reading them back. PostgreSQL 15's `pg_walinspect` refuses to read past
+/// the flushed position, and the position a phase ends at was written but
+/// may not be flushed yet while other sessions write (the WAL writer
+/// flushes at least every `wal_writer_delay`, 200 ms by default).
+const FLUSH_WAIT_MS: u64 = 2_000;
+
+/// The pause between two looks at the flushed position.
+const FLUSH_POLL_MS: u64 = 20;
+
+/// `to_bytes` once the server has flushed that far, or the flushed position
+/// if it has not within [`FLUSH_WAIT_MS`] (the span then ends a few records
+/// early, which the report's total shows).
+async fn flushed_up_to(client: &Client, to_bytes: i64) -> anyhow::Result<i64> {
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(FLUSH_WAIT_MS);
+    loop {
+        let flushed: i64 = client
+            .query_one(
+                "SELECT (pg_current_wal_flush_lsn() - '0/0'::pg_lsn)::BIGINT",
+                &[],
+            )
+            .await
+            .context("cannot read the WAL's flushed position")?
+            .get(0);
+        if flushed >= to_bytes || tokio::time::Instant::now() >= deadline {
+            return Ok(flushed.min(to_bytes));
+        }
+        tokio::time::sleep(Duration::from_millis(FLUSH_POLL_MS)).await;
+    }
+}
+
 /// One relation's totals over the span: its name, bytes, records and
 /// B-tree leaf insertions.
 type RelationTotals = (String, i64, i64, i64);
@@ -126,6 +159,7 @@ async fn read_by_relation(
         .context(
             "cannot install pg_walinspect (it needs PostgreSQL's contrib modules and a superuser)",
         )?;
+    let to_bytes = flushed_up_to(client, to_bytes).await?;
     let rows = client
         .query(BY_RELATION_SQL, &[&from_bytes, &to_bytes])
         .await
