@@ -21,9 +21,9 @@
 use std::collections::BTreeMap;
 
 use stockroom_domain::Consumer;
-use stockroom_domain::outbox::{DeadLetter, NewEntry, Outbox, OutboxChanges};
+use stockroom_domain::outbox::{DeadLetter, NewEntry, OutboxChanges};
 use stockroom_storage::bus::{OutboxCommand, OutboxCounts, OutboxNeeds, OutboxReply, decide};
-use stockroom_storage::outbox_rows::{self, LoadedRow, NewRow, StoredRow};
+use stockroom_storage::outbox_rows::{self, LoadedRow, LoadedRows, NewRow, StoredRow};
 use tokio_postgres::Row;
 
 use crate::Failure;
@@ -43,23 +43,10 @@ fn stored_row(row: &Row) -> Result<StoredRow, Failure> {
     })
 }
 
-/// The outbox's entries a batch loaded, and the rows they came from.
-type Loaded = (Outbox, BTreeMap<i64, LoadedRow>);
-
-/// Unpacks `rows` into `loaded`: each row's entries into the outbox, the
-/// row kept for the writes. A row loaded twice keeps its first copy.
-fn unpack(loaded: &mut Loaded, rows: &[Row]) -> Result<(), Failure> {
-    for row in rows {
-        let stored = stored_row(row)?;
-        let seq = stored.seq;
-        if loaded.1.contains_key(&seq) {
-            continue;
-        }
-        let (row, entries) = LoadedRow::decode(stored)?;
-        entries.into_iter().for_each(|entry| loaded.0.load(entry));
-        loaded.1.insert(seq, row);
-    }
-    Ok(())
+/// Reads rows of [`ROW_COLUMNS`] into `loaded`.
+fn unpack(loaded: &mut LoadedRows, rows: &[Row]) -> Result<(), Failure> {
+    let stored = rows.iter().map(stored_row).collect::<Result<Vec<_>, _>>()?;
+    Ok(loaded.unpack(stored)?)
 }
 
 /// Runs one bus call: loads what it touches, decides it, writes the
@@ -71,7 +58,7 @@ pub(crate) async fn run(
 ) -> Result<(OutboxReply, u64), Failure> {
     let commands = vec![command];
     let needs = OutboxNeeds::of(&commands);
-    let (outbox, rows) = load(tx, &needs, now_ms).await?;
+    let LoadedRows { outbox, rows } = load(tx, &needs, now_ms).await?;
     let (mut replies, changes) = decide(outbox, commands);
     let all_locked = needs.named.is_empty();
     let deleted_rows = apply(tx, &rows, &changes)
@@ -93,8 +80,8 @@ pub(crate) async fn run(
 /// many as hold the events its leases may take, oldest first, skipping
 /// those another lease is taking), and loads every row the calls name,
 /// unlocked.
-async fn load(tx: Tx<'_>, needs: &OutboxNeeds, now_ms: i64) -> Result<Loaded, Failure> {
-    let mut loaded: Loaded = (Outbox::new(now_ms), BTreeMap::new());
+async fn load(tx: Tx<'_>, needs: &OutboxNeeds, now_ms: i64) -> Result<LoadedRows, Failure> {
+    let mut loaded = LoadedRows::new(now_ms);
     for (consumer, limit) in &needs.due {
         // The rows are chosen unlocked, oldest first, until they hold the
         // events asked for (no more rows than events are looked at), then
@@ -346,7 +333,7 @@ mod tests {
         let statements = std::sync::atomic::AtomicU64::new(0);
         let tx = Tx::new(&transaction, &statements);
         let commands = vec![receipt.clone()];
-        let (outbox, rows) = load(tx, &OutboxNeeds::of(&commands), now_ms())
+        let LoadedRows { outbox, rows } = load(tx, &OutboxNeeds::of(&commands), now_ms())
             .await
             .expect("load");
         let (_, changes) = decide(outbox, commands);

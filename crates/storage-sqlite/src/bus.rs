@@ -8,10 +8,10 @@
 use std::collections::BTreeMap;
 
 use stockroom_domain::Consumer;
-use stockroom_domain::outbox::{DeadLetter, NewEntry, Outbox, OutboxChanges};
+use stockroom_domain::outbox::{DeadLetter, NewEntry, OutboxChanges};
 use stockroom_storage::StorageError;
 use stockroom_storage::bus::{OutboxCommand, OutboxCounts, OutboxNeeds, OutboxReply, decide};
-use stockroom_storage::outbox_rows::{self, LoadedRow, NewRow, StoredRow, Summary};
+use stockroom_storage::outbox_rows::{self, LoadedRow, LoadedRows, NewRow, StoredRow, Summary};
 
 use crate::records::{json_list, json_rows};
 use crate::sql::Sql;
@@ -28,31 +28,6 @@ fn stored_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredRow> {
     })
 }
 
-/// The outbox's entries a batch loaded, and the rows they came from.
-struct Loaded {
-    outbox: Outbox,
-    rows: BTreeMap<i64, LoadedRow>,
-}
-
-impl Loaded {
-    /// Unpacks `rows`: each row's entries into the outbox, the row kept for
-    /// the writes. A row loaded twice keeps its first copy.
-    fn unpack(&mut self, rows: Vec<StoredRow>) -> Result<(), StorageError> {
-        for stored in rows {
-            let seq = stored.seq;
-            if self.rows.contains_key(&seq) {
-                continue;
-            }
-            let (row, entries) = LoadedRow::decode(stored)?;
-            entries
-                .into_iter()
-                .for_each(|entry| self.outbox.load(entry));
-            self.rows.insert(seq, row);
-        }
-        Ok(())
-    }
-}
-
 /// Runs a batch of bus calls: loads what they touch, decides them, writes
 /// the decisions, and answers each.
 pub(crate) fn run(
@@ -61,7 +36,7 @@ pub(crate) fn run(
     now_ms: i64,
 ) -> Result<Vec<OutboxReply>, StorageError> {
     let needs = OutboxNeeds::of(&commands);
-    let Loaded { outbox, rows } = load(sql, &needs, now_ms)?;
+    let LoadedRows { outbox, rows } = load(sql, &needs, now_ms)?;
     let (replies, changes) = decide(outbox, commands);
     apply(sql, &rows, &changes)?;
     Ok(replies)
@@ -70,11 +45,8 @@ pub(crate) fn run(
 /// Loads each consumer's rows with due events (whole rows, as many as hold
 /// the events its leases may take, oldest first; no more rows than events
 /// are looked at) and every row the calls name.
-fn load(sql: Sql<'_>, needs: &OutboxNeeds, now_ms: i64) -> Result<Loaded, StorageError> {
-    let mut loaded = Loaded {
-        outbox: Outbox::new(now_ms),
-        rows: BTreeMap::new(),
-    };
+fn load(sql: Sql<'_>, needs: &OutboxNeeds, now_ms: i64) -> Result<LoadedRows, StorageError> {
+    let mut loaded = LoadedRows::new(now_ms);
     for (consumer, limit) in &needs.due {
         let rows = sql.rows(
             &format!(

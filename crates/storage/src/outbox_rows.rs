@@ -38,7 +38,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use stockroom_domain::outbox::{Entry, Lease, NewEntry, OutboxChanges};
+use stockroom_domain::outbox::{Entry, Lease, NewEntry, Outbox, OutboxChanges};
 use stockroom_domain::rules::EventRecord;
 use stockroom_domain::{Consumer, EventKind};
 
@@ -186,6 +186,43 @@ impl LoadedRow {
             loaded_states: row.states,
         };
         Ok((loaded, entries))
+    }
+}
+
+/// The outbox a batch of bus calls decides on, and the rows its entries
+/// came from, kept for [`writes`].
+pub struct LoadedRows {
+    pub outbox: Outbox,
+    pub rows: BTreeMap<i64, LoadedRow>,
+}
+
+impl LoadedRows {
+    /// Nothing loaded yet; `now_ms` is the time of the batch's decisions.
+    pub fn new(now_ms: i64) -> LoadedRows {
+        LoadedRows {
+            outbox: Outbox::new(now_ms),
+            rows: BTreeMap::new(),
+        }
+    }
+
+    /// Unpacks stored rows: each row's entries into the outbox, the row
+    /// kept for the writes. A row loaded twice keeps its first copy.
+    pub fn unpack(
+        &mut self,
+        rows: impl IntoIterator<Item = StoredRow>,
+    ) -> Result<(), StorageError> {
+        for stored in rows {
+            let seq = stored.seq;
+            if self.rows.contains_key(&seq) {
+                continue;
+            }
+            let (row, entries) = LoadedRow::decode(stored)?;
+            entries
+                .into_iter()
+                .for_each(|entry| self.outbox.load(entry));
+            self.rows.insert(seq, row);
+        }
+        Ok(())
     }
 }
 

@@ -9,9 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use proptest::prelude::*;
-use stockroom_domain::outbox::{
-    Delivery, DeliveryOutcome, MAX_LEASE_MS, MIN_LEASE_MS, Outbox, Receipt,
-};
+use stockroom_domain::outbox::{Delivery, DeliveryOutcome, MAX_LEASE_MS, MIN_LEASE_MS, Receipt};
 use stockroom_domain::rules::event_id;
 
 use super::*;
@@ -28,7 +26,7 @@ impl Table {
     /// What a batch loads: each consumer's rows with due events, oldest
     /// first, while the rows before hold fewer live events than its leases
     /// ask for (the backends' window query), and every row a call names.
-    fn load(&self, needs: &OutboxNeeds, now_ms: i64) -> (Outbox, BTreeMap<i64, LoadedRow>) {
+    fn load(&self, needs: &OutboxNeeds, now_ms: i64) -> LoadedRows {
         let mut chosen: Vec<&StoredRow> = Vec::new();
         for (consumer, limit) in &needs.due {
             let mut before = 0;
@@ -55,17 +53,11 @@ impl Table {
                 }
             }
         }
-        let mut outbox = Outbox::new(now_ms);
-        let mut loaded = BTreeMap::new();
-        for row in chosen {
-            if loaded.contains_key(&row.seq) {
-                continue;
-            }
-            let (packed, entries) = LoadedRow::decode(row.clone()).expect("rows decode");
-            entries.into_iter().for_each(|entry| outbox.load(entry));
-            loaded.insert(row.seq, packed);
-        }
-        (outbox, loaded)
+        let mut loaded = LoadedRows::new(now_ms);
+        loaded
+            .unpack(chosen.into_iter().cloned())
+            .expect("rows decode");
+        loaded
     }
 
     /// Writes a batch's rows the way the backends' statements do; a row
@@ -101,7 +93,10 @@ impl Table {
 
     fn run(&mut self, command: OutboxCommand, now_ms: i64) -> OutboxReply {
         let commands = vec![command];
-        let (outbox, loaded) = self.load(&OutboxNeeds::of(&commands), now_ms);
+        let LoadedRows {
+            outbox,
+            rows: loaded,
+        } = self.load(&OutboxNeeds::of(&commands), now_ms);
         let (mut replies, changes) = decide(outbox, commands);
         self.apply(writes(&loaded, &changes).expect("writes"));
         replies.pop().expect("one reply")

@@ -35,15 +35,9 @@ fn stored(entries: &[NewEntry], first_seq: i64) -> Vec<StoredRow> {
 
 /// Loads stored rows into an outbox, keeping each row for the writes.
 fn load(rows: Vec<StoredRow>, now_ms: i64) -> (Outbox, BTreeMap<i64, LoadedRow>) {
-    let mut outbox = Outbox::new(now_ms);
-    let mut loaded = BTreeMap::new();
-    for row in rows {
-        let seq = row.seq;
-        let (row, entries) = LoadedRow::decode(row).expect("a row written here decodes");
-        entries.into_iter().for_each(|entry| outbox.load(entry));
-        loaded.insert(seq, row);
-    }
-    (outbox, loaded)
+    let mut loaded = LoadedRows::new(now_ms);
+    loaded.unpack(rows).expect("a row written here decodes");
+    (loaded.outbox, loaded.rows)
 }
 
 /// Row `seq` of `payments(count)` as a later batch finds it, in `states`.
