@@ -5,11 +5,13 @@ use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use stockroom_contract::{Order, OrderDocument, ReserveOutcome, Shortage};
+use serde_json::value::RawValue;
+use stockroom_contract::{Order, Shortage};
 use stockroom_http_kit::Metrics;
 use utoipa::ToSchema;
 
 use crate::OrderError;
+use crate::reply::Outcome;
 
 /// The answer to a rejected order: the error, plus the order and what was short.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -18,6 +20,22 @@ pub struct RejectedOrder {
     pub message: String,
     pub order: Order,
     pub shortages: Vec<Shortage>,
+}
+
+/// [`stockroom_contract::OrderDocument`] with the order as data-service
+/// wrote it.
+#[derive(Serialize)]
+struct ReservedBody<'a> {
+    order: &'a RawValue,
+}
+
+/// [`RejectedOrder`] with the order as data-service wrote it.
+#[derive(Serialize)]
+struct RejectedBody<'a> {
+    error: &'static str,
+    message: String,
+    order: &'a RawValue,
+    shortages: &'a [Shortage],
 }
 
 /// The answer to an order past a product's purchase limit: nothing was
@@ -35,13 +53,13 @@ pub struct LimitExceededBody {
 
 /// The answer to one reservation's outcome; errors for the outcomes that
 /// are the client's mistake or a broken dependency.
-pub(crate) fn answer(outcome: ReserveOutcome, metrics: &Metrics) -> Result<Response, OrderError> {
+pub(crate) fn answer(outcome: Outcome, metrics: &Metrics) -> Result<Response, OrderError> {
     let response = match outcome {
-        ReserveOutcome::Reserved { order } => {
+        Outcome::Reserved { order } => {
             metrics.record_reservations(1);
-            (StatusCode::CREATED, Json(OrderDocument { order })).into_response()
+            (StatusCode::CREATED, Json(ReservedBody { order: &order })).into_response()
         }
-        ReserveOutcome::Rejected { order, shortages } => {
+        Outcome::Rejected { order, shortages } => {
             metrics.record_rejections(1);
             let message = shortages
                 .iter()
@@ -55,16 +73,16 @@ pub(crate) fn answer(outcome: ReserveOutcome, metrics: &Metrics) -> Result<Respo
                 .join("; ");
             (
                 StatusCode::CONFLICT,
-                Json(RejectedOrder {
-                    error: "insufficient_stock".into(),
+                Json(RejectedBody {
+                    error: "insufficient_stock",
                     message: format!("insufficient stock: {message}"),
-                    order,
-                    shortages,
+                    order: &order,
+                    shortages: &shortages,
                 }),
             )
                 .into_response()
         }
-        ReserveOutcome::LimitExceeded {
+        Outcome::LimitExceeded {
             product_name,
             max_per_customer,
             already_held,
@@ -84,17 +102,100 @@ pub(crate) fn answer(outcome: ReserveOutcome, metrics: &Metrics) -> Result<Respo
             )
                 .into_response()
         }
-        ReserveOutcome::UnknownProduct { product_name } => {
+        Outcome::UnknownProduct { product_name } => {
             return Err(OrderError::UnknownProduct(product_name));
         }
-        ReserveOutcome::IdempotencyKeyReused => return Err(OrderError::IdempotencyKeyReused),
-        ReserveOutcome::AnswerGone { order_id } => return Err(OrderError::AnswerGone(order_id)),
+        Outcome::IdempotencyKeyReused => return Err(OrderError::IdempotencyKeyReused),
+        Outcome::AnswerGone { order_id } => return Err(OrderError::AnswerGone(order_id)),
         // Ids are fresh UUIDv7s, so a taken one means a broken dependency.
-        ReserveOutcome::OrderIdTaken { order_id } => {
+        Outcome::OrderIdTaken { order_id } => {
             return Err(OrderError::Protocol(format!(
                 "storage reports the new order id {order_id} as taken"
             )));
         }
     };
     Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::to_bytes;
+    use stockroom_contract::{OrderDocument, ReserveOutcome, ReserveResult};
+
+    use super::*;
+    use crate::reply::Reply;
+
+    fn order() -> Order {
+        serde_json::from_value(serde_json::json!({
+            "id": "0193a0e2-7c1d-7000-8000-000000000001",
+            "customerId": "ada",
+            "status": "reserved",
+            "reason": null,
+            "paymentStatus": "none",
+            "version": 1,
+            "createdAt": "2026-12-07T06:00:00.000Z",
+            "updatedAt": "2026-12-07T06:00:00.000Z",
+            "items": [{"product": {"name": "Hot"}, "quantity": 2}],
+            "history": [{"version": 1, "status": "reserved", "reason": null,
+                         "at": "2026-12-07T06:00:00.000Z"}]
+        }))
+        .unwrap()
+    }
+
+    /// The outcome as data-service writes it, read as order-service reads it.
+    fn read(outcome: ReserveOutcome) -> Outcome {
+        let written = serde_json::to_vec(&ReserveResult {
+            replayed: false,
+            outcome,
+        })
+        .unwrap();
+        serde_json::from_slice::<Reply>(&written).unwrap().outcome
+    }
+
+    async fn body(response: Response) -> (StatusCode, Vec<u8>) {
+        let status = response.status();
+        (
+            status,
+            to_bytes(response.into_body(), 1 << 20)
+                .await
+                .unwrap()
+                .to_vec(),
+        )
+    }
+
+    #[tokio::test]
+    async fn answers_carry_the_order_byte_for_byte_as_the_documents_do() {
+        let metrics = Metrics::new("order-service");
+        let reserved = answer(read(ReserveOutcome::Reserved { order: order() }), &metrics).unwrap();
+        assert_eq!(
+            body(reserved).await,
+            (
+                StatusCode::CREATED,
+                serde_json::to_vec(&OrderDocument { order: order() }).unwrap()
+            )
+        );
+        let shortages = vec![Shortage {
+            product_name: "Hot".into(),
+            requested: 2,
+            available: 1,
+        }];
+        let rejected = answer(
+            read(ReserveOutcome::Rejected {
+                order: order(),
+                shortages: shortages.clone(),
+            }),
+            &metrics,
+        )
+        .unwrap();
+        let document = RejectedOrder {
+            error: "insufficient_stock".into(),
+            message: "insufficient stock: Hot: requested 2, available 1".into(),
+            order: order(),
+            shortages,
+        };
+        assert_eq!(
+            body(rejected).await,
+            (StatusCode::CONFLICT, serde_json::to_vec(&document).unwrap())
+        );
+    }
 }

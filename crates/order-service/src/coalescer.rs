@@ -7,7 +7,7 @@
 //! collector task takes what is queued (waiting at most a short window for
 //! more) and sends it as one [`ReserveBatch`]. The batch travels
 //! order → inventory → data as one exchange per hop and is applied in one
-//! storage transaction, and each caller receives its own [`ReserveResult`]:
+//! storage transaction, and each caller receives its own [`Reply`]:
 //! results are positional, the n-th answer belongs to the n-th request.
 //!
 //! Batching changes nothing about what a reservation means. Every request of
@@ -20,7 +20,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use stockroom_contract::{ReserveBatch, ReserveBatchResult, ReserveRequest, ReserveResult};
+use stockroom_contract::{ReserveBatch, ReserveRequest};
 use stockroom_http_kit::ClientError;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{Semaphore, mpsc, oneshot};
@@ -28,6 +28,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::OrderError;
+use crate::reply::{Reply, ReplyBatch};
 
 /// The most orders sent to inventory-service in one batch by default.
 /// Larger batches share one commit among more orders but make each of them
@@ -105,7 +106,7 @@ impl CoalesceConfig {
 /// One order waiting for its batch.
 struct Pending {
     request: ReserveRequest,
-    reply: oneshot::Sender<Result<ReserveResult, OrderError>>,
+    reply: oneshot::Sender<Result<Reply, OrderError>>,
 }
 
 /// The handle requests are submitted through; cheap to clone. The collector
@@ -121,7 +122,7 @@ impl Coalescer {
     pub fn start<F, Fut>(config: CoalesceConfig, send: F) -> Coalescer
     where
         F: Fn(ReserveBatch) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<ReserveBatchResult, ClientError>> + Send + 'static,
+        Fut: Future<Output = Result<ReplyBatch, ClientError>> + Send + 'static,
     {
         let (queue, receiver) = mpsc::channel(QUEUE_CAPACITY);
         tokio::spawn(collect(config.clamped(), receiver, Arc::new(send)));
@@ -130,7 +131,7 @@ impl Coalescer {
 
     /// Reserves one order as part of the next batch and returns its own
     /// result. A full queue is [`OrderError::Overloaded`] at once.
-    pub async fn reserve(&self, request: ReserveRequest) -> Result<ReserveResult, OrderError> {
+    pub async fn reserve(&self, request: ReserveRequest) -> Result<Reply, OrderError> {
         let (reply, answer) = oneshot::channel();
         match self.queue.try_send(Pending { request, reply }) {
             Ok(()) => {}
@@ -148,7 +149,7 @@ impl Coalescer {
 async fn collect<F, Fut>(config: CoalesceConfig, mut queue: mpsc::Receiver<Pending>, send: Arc<F>)
 where
     F: Fn(ReserveBatch) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<ReserveBatchResult, ClientError>> + Send + 'static,
+    Fut: Future<Output = Result<ReplyBatch, ClientError>> + Send + 'static,
 {
     let in_flight = Arc::new(Semaphore::new(MAX_BATCHES_IN_FLIGHT));
     let max_wait = Duration::from_millis(config.max_wait_ms);
@@ -193,7 +194,7 @@ where
 async fn dispatch<F, Fut>(batch: Vec<Pending>, send: &F)
 where
     F: Fn(ReserveBatch) -> Fut,
-    Fut: Future<Output = Result<ReserveBatchResult, ClientError>>,
+    Fut: Future<Output = Result<ReplyBatch, ClientError>>,
 {
     // A caller that went away before its order left (the client hung up) is
     // dropped here: nothing was reserved for it, exactly as if the request
@@ -239,9 +240,9 @@ mod tests {
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 
+    use crate::reply::Outcome;
     use axum::http::StatusCode;
     use axum::response::IntoResponse;
-    use stockroom_contract::ReserveOutcome;
     use stockroom_domain::{CustomerId, OrderItem, OrderItems, ProductName, Quantity};
     use tokio::sync::watch;
     use tokio::task::JoinHandle;
@@ -268,18 +269,18 @@ mod tests {
 
     /// An answer that names the request it belongs to, so that a caller can
     /// tell its own answer from another's.
-    fn echo(request: &ReserveRequest) -> ReserveResult {
-        ReserveResult {
+    fn echo(request: &ReserveRequest) -> Reply {
+        Reply {
             replayed: false,
-            outcome: ReserveOutcome::UnknownProduct {
+            outcome: Outcome::UnknownProduct {
                 product_name: request.order_id.clone(),
             },
         }
     }
 
-    fn answered_id(result: &ReserveResult) -> &str {
+    fn answered_id(result: &Reply) -> &str {
         match &result.outcome {
-            ReserveOutcome::UnknownProduct { product_name } => product_name,
+            Outcome::UnknownProduct { product_name } => product_name,
             other => panic!("unexpected outcome {other:?}"),
         }
     }
@@ -298,7 +299,7 @@ mod tests {
     fn spawn_callers(
         coalescer: &Coalescer,
         ids: impl IntoIterator<Item = String>,
-    ) -> Vec<JoinHandle<Result<ReserveResult, OrderError>>> {
+    ) -> Vec<JoinHandle<Result<Reply, OrderError>>> {
         ids.into_iter()
             .map(|id| {
                 let coalescer = coalescer.clone();
@@ -324,7 +325,7 @@ mod tests {
                 // A little latency, as a real exchange has, lets the next
                 // batch gather while this one is out.
                 tokio::time::sleep(Duration::from_millis(2)).await;
-                Ok(ReserveBatchResult {
+                Ok(ReplyBatch {
                     results: batch.requests.iter().map(echo).collect(),
                 })
             }
@@ -370,7 +371,7 @@ mod tests {
                     .collect();
                 recorded.lock().unwrap().push(ids);
                 async move {
-                    Ok(ReserveBatchResult {
+                    Ok(ReplyBatch {
                         results: batch.requests.iter().map(echo).collect(),
                     })
                 }
@@ -422,7 +423,7 @@ mod tests {
                     gate.wait_for(|open| *open)
                         .await
                         .expect("gate sender alive");
-                    Ok(ReserveBatchResult {
+                    Ok(ReplyBatch {
                         results: batch.requests.iter().map(echo).collect(),
                     })
                 }
@@ -518,7 +519,7 @@ mod tests {
     #[tokio::test]
     async fn a_short_result_list_is_a_protocol_error() {
         let coalescer = Coalescer::start(CoalesceConfig::default(), |_batch: ReserveBatch| async {
-            Ok(ReserveBatchResult {
+            Ok(ReplyBatch {
                 results: Vec::new(),
             })
         });

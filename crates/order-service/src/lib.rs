@@ -13,6 +13,7 @@
 mod answer;
 pub mod coalescer;
 mod error;
+pub mod reply;
 mod request;
 
 use std::future::Future;
@@ -24,7 +25,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use stockroom_contract::{
     ErrorBody, ExtendCall, ExtendRequest, OrderDocument, OrderList, PlaceOrderRequest,
-    ReleaseRequest, ReserveBatch, ReserveBatchResult, ReserveRequest, ReserveResult,
+    ReleaseRequest, ReserveBatch, ReserveRequest,
 };
 use stockroom_domain::ReleaseReason;
 use stockroom_http_kit::{
@@ -38,6 +39,7 @@ use utoipa_axum::routes;
 pub use answer::{LimitExceededBody, RejectedOrder};
 pub use coalescer::{CoalesceConfig, Coalescer};
 pub use error::OrderError;
+use reply::{Reply, ReplyBatch};
 pub use stockroom_http_kit::{IDEMPOTENCY_KEY_HEADER, MAX_IDEMPOTENCY_KEY_LENGTH};
 
 /// The largest order body accepted. A maximal order (50 items with
@@ -88,14 +90,14 @@ pub struct OrderState {
 
 impl OrderState {
     /// Reserves one order, through the coalescer when it is on.
-    async fn reserve(&self, request: ReserveRequest) -> Result<ReserveResult, OrderError> {
+    async fn reserve(&self, request: ReserveRequest) -> Result<Reply, OrderError> {
         if let Some(coalescer) = &self.coalescer {
             return coalescer.reserve(request).await;
         }
         let batch = ReserveBatch {
             requests: vec![request],
         };
-        let mut result: ReserveBatchResult = self.inventory.post("/reservations", &batch).await?;
+        let mut result: ReplyBatch = self.inventory.post("/reservations", &batch).await?;
         if result.results.len() != 1 {
             return Err(OrderError::Protocol(format!(
                 "inventory-service returned {} results for 1 request",

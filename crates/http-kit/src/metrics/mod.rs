@@ -60,6 +60,13 @@ struct Registry {
     id: u64,
     recorder: PrometheusRecorder,
     handle: PrometheusHandle,
+    /// The counters moved once per order, held so that counting an order
+    /// is one atomic addition: looking a series up by name and labels
+    /// hashes the key and takes the registry's lock, which cost order-service
+    /// 2 % of the embedded default's CPU when done per order.
+    reservations: metrics::Counter,
+    rejections: metrics::Counter,
+    violations: metrics::Counter,
 }
 
 /// One service's metrics. Cloning shares the registry.
@@ -94,23 +101,33 @@ impl Metrics {
             .expect("the bucket lists are constant and not empty")
             .build_recorder();
         let handle = recorder.handle();
+        // Registered now, so that every service shows them even at zero and
+        // dashboards need no special cases for services that never reserve
+        // or audit.
+        let [reservations, rejections, violations] = [
+            RESERVATIONS_TOTAL,
+            REJECTIONS_TOTAL,
+            INVARIANT_VIOLATIONS_TOTAL,
+        ]
+        .map(|name| {
+            recorder.describe_counter(
+                KeyName::from(name),
+                None,
+                SharedString::from(names::help(name)),
+            );
+            recorder.register_counter(&Self::key(name, &[]), &METADATA)
+        });
         let metrics = Metrics {
             service,
             registry: Arc::new(Registry {
                 id: NEXT_REGISTRY_ID.fetch_add(1, Ordering::Relaxed),
                 recorder,
                 handle,
+                reservations,
+                rejections,
+                violations,
             }),
         };
-        // Shown by every service even at zero, so that dashboards need no
-        // special cases for services that never reserve or audit.
-        for name in [
-            RESERVATIONS_TOTAL,
-            REJECTIONS_TOTAL,
-            INVARIANT_VIOLATIONS_TOTAL,
-        ] {
-            metrics.increment(name, names::help(name), &[], 0);
-        }
         metrics.start_upkeep();
         metrics
     }
@@ -229,27 +246,17 @@ impl Metrics {
 
     /// Counts orders placed and reserved.
     pub fn record_reservations(&self, count: u64) {
-        self.increment(
-            RESERVATIONS_TOTAL,
-            names::help(RESERVATIONS_TOTAL),
-            &[],
-            count,
-        );
+        self.registry.reservations.increment(count);
     }
 
     /// Counts orders rejected for insufficient stock.
     pub fn record_rejections(&self, count: u64) {
-        self.increment(REJECTIONS_TOTAL, names::help(REJECTIONS_TOTAL), &[], count);
+        self.registry.rejections.increment(count);
     }
 
     /// Counts one invariant violation found by an auditor.
     pub fn record_violation(&self, invariant: &str) {
-        self.increment(
-            INVARIANT_VIOLATIONS_TOTAL,
-            names::help(INVARIANT_VIOLATIONS_TOTAL),
-            &[],
-            1,
-        );
+        self.registry.violations.increment(1);
         self.increment(
             INVARIANT_VIOLATIONS_BY_KIND_TOTAL,
             names::help(INVARIANT_VIOLATIONS_BY_KIND_TOTAL),
