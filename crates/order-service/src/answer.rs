@@ -124,23 +124,7 @@ mod tests {
 
     use super::*;
     use crate::reply::Reply;
-
-    fn order() -> Order {
-        serde_json::from_value(serde_json::json!({
-            "id": "0193a0e2-7c1d-7000-8000-000000000001",
-            "customerId": "ada",
-            "status": "reserved",
-            "reason": null,
-            "paymentStatus": "none",
-            "version": 1,
-            "createdAt": "2026-12-07T06:00:00.000Z",
-            "updatedAt": "2026-12-07T06:00:00.000Z",
-            "items": [{"product": {"name": "Hot"}, "quantity": 2}],
-            "history": [{"version": 1, "status": "reserved", "reason": null,
-                         "at": "2026-12-07T06:00:00.000Z"}]
-        }))
-        .unwrap()
-    }
+    use crate::reply::tests::order;
 
     /// The outcome as data-service writes it, read as order-service reads it.
     fn read(outcome: ReserveOutcome) -> Outcome {

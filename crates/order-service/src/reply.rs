@@ -124,7 +124,7 @@ impl TryFrom<OutcomeFields> for Outcome {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use stockroom_contract::{
         HistoryEntry, Order, OrderLine, ProductRef, ReserveBatchResult, ReserveOutcome,
         ReserveResult,
@@ -133,7 +133,9 @@ mod tests {
 
     use super::*;
 
-    fn order() -> Order {
+    /// A reserved order as data-service writes it, for the tests here and in
+    /// `answer`.
+    pub(crate) fn order() -> Order {
         Order {
             id: "0193a0e2-7c1d-7000-8000-000000000001".into(),
             customer_id: "ada \"the\" customer".into(),
