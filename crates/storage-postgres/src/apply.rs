@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 
+use stockroom_domain::OrderStatus;
 use stockroom_domain::outbox::NewEntry;
 use stockroom_domain::rules::{Changes, OrderRecord, ProductState};
 use stockroom_storage::batch::Writes;
@@ -14,7 +15,7 @@ use stockroom_storage::{history, keys, lines};
 
 use crate::load::inconsistent;
 use crate::sql::Tx;
-use crate::{Failure, bus, ledger};
+use crate::{Failure, bus, ledger, open};
 
 pub(crate) async fn apply(tx: Tx<'_>, writes: &Writes) -> Result<(), Failure> {
     let changes = &writes.changes;
@@ -28,7 +29,7 @@ pub(crate) async fn apply(tx: Tx<'_>, writes: &Writes) -> Result<(), Failure> {
     let status_deltas = changes.status_deltas();
     tokio::try_join!(
         apply_stock(tx, changes),
-        insert_orders(tx, &changes.new_orders, &histories),
+        insert_orders(tx, writes, &histories),
         update_orders(tx, changes, &histories),
         bus::insert(tx, &entries),
         insert_keys(tx, writes),
@@ -214,9 +215,10 @@ async fn insert_stock(
 
 async fn insert_orders(
     tx: Tx<'_>,
-    orders: &[OrderRecord],
+    writes: &Writes,
     histories: &HashMap<&str, String>,
 ) -> Result<(), Failure> {
+    let orders = &writes.changes.new_orders;
     if orders.is_empty() {
         return Ok(());
     }
@@ -243,28 +245,48 @@ async fn insert_orders(
         .map(|order| history::of(histories, &order.id))
         .collect();
     let extended: Vec<Option<i64>> = orders.iter().map(|order| order.extended_until_ms).collect();
-    tx.execute(
-        "INSERT INTO orders (id, customer_id, status, reason, payment_status, version,
-                             created_at_ms, updated_at_ms, lines, history, extended_until_ms)
-         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
-                              $6::bigint[], $7::bigint[], $8::bigint[], $9::text[], $10::text[],
-                              $11::bigint[])",
-        &[
-            &ids,
-            &customers,
-            &statuses,
-            &reasons,
-            &payments,
-            &versions,
-            &created,
-            &updated,
-            &order_lines,
-            &histories,
-            &extended,
-        ],
-    )
-    .await?;
+    let other: Vec<Option<&str>> = orders.iter().map(|order| other_status(order)).collect();
+    let reserved: Vec<&str> = orders
+        .iter()
+        .filter(|order| order.status == OrderStatus::Reserved)
+        .map(|order| order.id.as_str())
+        .collect();
+    let columns: [&(dyn tokio_postgres::types::ToSql + Sync); 12] = [
+        &ids,
+        &customers,
+        &created,
+        &order_lines,
+        &other,
+        &extended,
+        &reasons,
+        &versions,
+        &updated,
+        &payments,
+        &statuses,
+        &histories,
+    ];
+    let inserted = tx.execute(
+        "INSERT INTO orders (id, customer_id, created_at_ms, lines, other_status,
+                             extended_until_ms, reason, version, updated_at_ms, payment_status,
+                             status, history)
+         SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[],
+                              $6::bigint[], $7::text[], $8::bigint[], $9::bigint[], $10::text[],
+                              $11::text[], $12::text[])",
+        &columns,
+    );
+    let due_at_ms = writes.created_at_ms + open::FIRST_LOOK_AFTER_MS;
+    tokio::try_join!(inserted, open::add(tx, &reserved, due_at_ms))?;
     Ok(())
+}
+
+/// The `other_status` column of an order: its status unless that is
+/// reserved or fulfilled, the two a settlement moves between (see
+/// migration 11).
+fn other_status(order: &OrderRecord) -> Option<&'static str> {
+    match order.status {
+        OrderStatus::Reserved | OrderStatus::Fulfilled => None,
+        status => Some(status.as_str()),
+    }
 }
 
 async fn update_orders(
@@ -303,24 +325,33 @@ async fn update_orders(
         .iter()
         .map(|change| change.order.extended_until_ms)
         .collect();
+    let other: Vec<Option<&str>> = orders
+        .iter()
+        .map(|change| other_status(&change.order))
+        .collect();
+    // Every column is set, changed or not: PostgreSQL compares each new
+    // value with the stored one, so an unchanged `other_status` (the only
+    // indexed column set) keeps a settlement heap-only, and the history's
+    // new entries go in front of the stored ones (see migration 11).
     let changed = tx
         .execute(
             &format!(
                 "UPDATE orders
-                 SET status = change.status, reason = change.reason,
-                     payment_status = change.payment_status, version = change.version,
-                     updated_at_ms = change.updated_at_ms,
-                     extended_until_ms = change.extended_until_ms, history = {}
+                 SET other_status = change.other_status,
+                     extended_until_ms = change.extended_until_ms, reason = change.reason,
+                     version = change.version, updated_at_ms = change.updated_at_ms,
+                     payment_status = change.payment_status, status = change.status,
+                     history = {}
                  FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[],
-                             $6::bigint[], $7::bigint[], $8::text[], $9::bigint[])
+                             $6::bigint[], $7::bigint[], $8::text[], $9::bigint[], $10::text[])
                       AS change (id, status, reason, payment_status, version, updated_at_ms,
-                                 loaded_version, added, extended_until_ms)
+                                 loaded_version, added, extended_until_ms, other_status)
                  WHERE orders.id = change.id AND orders.version = change.loaded_version",
-                history::append_sql("orders.history", "change.added")
+                history::prepend_sql("orders.history", "change.added")
             ),
             &[
                 &ids, &statuses, &reasons, &payments, &versions, &updated, &loaded, &added,
-                &extended,
+                &extended, &other,
             ],
         )
         .await?;

@@ -33,6 +33,7 @@ pub mod group;
 mod ledger;
 mod load;
 mod migrate;
+mod open;
 mod provider;
 mod prune;
 mod read;

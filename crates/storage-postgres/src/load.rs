@@ -17,8 +17,8 @@ use stockroom_storage::batch::Needs;
 use stockroom_storage::{StorageError, keys, ledger, lines};
 use tokio_postgres::Row;
 
-use crate::Failure;
 use crate::sql::Tx;
+use crate::{Failure, open};
 
 /// The columns [`order_records`] reads, in its order.
 pub(crate) const ORDER_COLUMNS: &str = "id, customer_id, status, reason, payment_status, version, created_at_ms, updated_at_ms, lines, extended_until_ms";
@@ -58,20 +58,26 @@ pub(crate) async fn load(
 }
 
 async fn find_sweep_candidates(tx: Tx<'_>, needs: &mut Needs, now_ms: i64) -> Result<(), Failure> {
+    if !needs.sweeps.is_empty() {
+        open::rewrite_due(tx, now_ms).await?;
+    }
     for index in 0..needs.sweeps.len() {
         let query = &needs.sweeps[index];
         // SKIP LOCKED lets several sweepers work at once, each taking the
-        // reservations nobody else is changing. Reserved orders only, through
-        // the (status, id) index: the cost follows the open reservations.
+        // reservations nobody else is changing. Reserved orders only, those
+        // the open-orders rows name: the cost follows the open reservations.
         let found = tx
             .query(
-                "SELECT id FROM orders
-                 WHERE status = 'reserved'
-                   AND ((payment_status = 'none' AND created_at_ms <= $1
-                         AND (extended_until_ms IS NULL OR extended_until_ms <= $3))
-                        OR (payment_status <> 'none' AND updated_at_ms <= $1))
-                 ORDER BY id LIMIT $2
-                 FOR UPDATE SKIP LOCKED",
+                &format!(
+                    "SELECT id FROM orders
+                     WHERE {} AND status = 'reserved'
+                       AND ((payment_status = 'none' AND created_at_ms <= $1
+                             AND (extended_until_ms IS NULL OR extended_until_ms <= $3))
+                            OR (payment_status <> 'none' AND updated_at_ms <= $1))
+                     ORDER BY id LIMIT $2
+                     FOR UPDATE SKIP LOCKED",
+                    open::NAMED
+                ),
                 &[&query.cutoff_ms, &i64::from(query.limit), &now_ms],
             )
             .await?

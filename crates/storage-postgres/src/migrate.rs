@@ -69,6 +69,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "the outbox keeps a batch's events for one consumer in one row",
         sql: include_str!("migrations/0010_outbox_rows_by_batch.sql"),
     },
+    Migration {
+        version: 11,
+        name: "settlements rewrite the order in place: the status indexed nowhere, reserved orders named in open_orders",
+        sql: include_str!("migrations/0011_settlements_stay_on_the_page.sql"),
+    },
 ];
 
 /// The advisory lock key migrations hold: the ASCII bytes of "Stockroo".

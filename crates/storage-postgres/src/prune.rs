@@ -29,7 +29,7 @@ pub(crate) async fn prune(tx: Tx<'_>, prune: Prune) -> Result<Pruned, Failure> {
     let rejected_orders = tx
         .execute(
             "WITH doomed AS (
-                 SELECT id FROM orders WHERE status = 'rejected' AND created_at_ms < $1
+                 SELECT id FROM orders WHERE other_status = 'rejected' AND created_at_ms < $1
                  ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED
              )
              DELETE FROM orders USING doomed WHERE orders.id = doomed.id",

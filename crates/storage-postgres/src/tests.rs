@@ -119,13 +119,22 @@ async fn every_list_filter_uses_an_index() {
             .collect();
         let plan = plan.join("\n");
         assert!(
-            !plan.contains("Seq Scan"),
+            !plan.contains("Seq Scan on orders"),
             "{filter:?} scans the orders:\n{plan}"
         );
-        if filter.status == Some(stockroom_domain::OrderStatus::Reserved)
-            && filter.customer_id.is_none()
-        {
-            assert!(plan.contains("orders_by_status"), "{filter:?}:\n{plan}");
+        match filter.status {
+            Some(stockroom_domain::OrderStatus::Reserved) if filter.customer_id.is_none() => {
+                assert!(plan.contains("open_orders"), "{filter:?}:\n{plan}");
+            }
+            Some(
+                stockroom_domain::OrderStatus::Rejected | stockroom_domain::OrderStatus::Cancelled,
+            ) if filter.customer_id.is_none() => {
+                assert!(
+                    plan.contains("orders_by_other_status"),
+                    "{filter:?}:\n{plan}"
+                );
+            }
+            _ => {}
         }
     }
     drop(client);

@@ -201,7 +201,7 @@ async fn migrations_are_idempotent_and_safe_to_run_concurrently() {
     }
     assert_eq!(
         versions.expect("read schema_migrations"),
-        [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
+        [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]
     );
 }
 
@@ -524,4 +524,127 @@ async fn a_version_nine_outbox_keeps_every_event_and_its_state() {
     if let Err(error) = outcome {
         std::panic::resume_unwind(error.into_panic());
     }
+}
+
+/// Orders stored by schema version 10 (the status indexed, the history
+/// oldest first) come up to date: each is listed by its status, the
+/// reservation is swept through the open-orders row the migration names it
+/// in, and its history keeps every entry, old and new.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn version_ten_orders_keep_their_status_history_and_expiry() {
+    use stockroom_domain::OrderStatus;
+    use stockroom_storage::OrderFilter;
+
+    let Some(url) = test_url() else {
+        return;
+    };
+    let admin = Admin::connect(&url).await;
+    let schema = unique_schema("orders_v10");
+    let versions = [
+        include_str!("../src/migrations/0001_initial_schema.sql"),
+        include_str!("../src/migrations/0002_rules_engine.sql"),
+        include_str!("../src/migrations/0003_outbox_trace_context.sql"),
+        include_str!("../src/migrations/0004_history_in_order_row.sql"),
+        include_str!("../src/migrations/0005_keys_keep_decisions.sql"),
+        include_str!("../src/migrations/0006_counters_and_retention.sql"),
+        include_str!("../src/migrations/0007_shop_operations.sql"),
+        include_str!("../src/migrations/0008_room_for_updates.sql"),
+        include_str!("../src/migrations/0009_fewer_order_index_entries.sql"),
+        include_str!("../src/migrations/0010_outbox_rows_by_batch.sql"),
+    ];
+    let mut script = old_schema_script(&schema);
+    for (index, sql) in versions.iter().enumerate() {
+        script.push_str(sql);
+        script.push_str(&format!(
+            "\nINSERT INTO schema_migrations VALUES ({}, 'version {}', 0);\n",
+            index + 1,
+            index + 1
+        ));
+    }
+    script.push_str(
+        r#"INSERT INTO inventory (product_key, product_name, quantity, reserved, sold, received)
+           VALUES ('laptop', 'Laptop', 4, 1, 1, 5);
+           INSERT INTO orders (id, customer_id, status, reason, payment_status, version,
+                               created_at_ms, updated_at_ms, lines, history)
+           VALUES ('o1', 'c1', 'reserved', NULL, 'none', 1, 1000, 1000,
+                   '[["laptop","Laptop",1]]', '[[1,"reserved",null,1000]]'),
+                  ('o2', 'c2', 'fulfilled', NULL, 'charged', 3, 1000, 1200,
+                   '[["laptop","Laptop",1]]',
+                   '[[1,"reserved",null,1000],[2,"reserved","payment_charged",1100],[3,"fulfilled",null,1200]]'),
+                  ('o3', 'c3', 'rejected', 'insufficient_stock', 'none', 1, 1000, 1000,
+                   '[["laptop","Laptop",9]]', '[[1,"rejected","insufficient_stock",1000]]'),
+                  ('o4', 'c4', 'cancelled', 'payment_declined', 'declined', 3, 1000, 1200,
+                   '[["laptop","Laptop",1]]',
+                   '[[1,"reserved",null,1000],[2,"reserved","payment_declined",1100],[3,"cancelled","payment_declined",1200]]');
+           INSERT INTO order_counts (status, shard, count)
+           VALUES ('reserved', 0, 1), ('fulfilled', 0, 1), ('rejected', 0, 1), ('cancelled', 0, 1);
+           RESET search_path;"#,
+    );
+    admin
+        .client
+        .batch_execute(&script)
+        .await
+        .expect("a version 10 schema with an order of every status");
+    let storage = open_schema(&url, &schema).await;
+    let listed = async |status: OrderStatus| -> Vec<String> {
+        let page = storage
+            .orders(OrderFilter {
+                status: Some(status),
+                customer_id: None,
+                after: None,
+                limit: 10,
+            })
+            .await
+            .expect("a listing");
+        page.orders
+            .into_iter()
+            .map(|stored| stored.order.id)
+            .collect()
+    };
+    let before = [
+        listed(OrderStatus::Reserved).await,
+        listed(OrderStatus::Fulfilled).await,
+        listed(OrderStatus::Rejected).await,
+        listed(OrderStatus::Cancelled).await,
+    ];
+    let swept = storage.sweep(0, 10).await.expect("a sweep");
+    let after = [
+        listed(OrderStatus::Reserved).await,
+        listed(OrderStatus::Cancelled).await,
+    ];
+    let expired = storage.order("o1").await.expect("read").expect("o1");
+    let fulfilled = storage.order("o2").await.expect("read").expect("o2");
+    let stored = admin
+        .client
+        .query_one(
+            &format!("SELECT other_status, history FROM \"{schema}\".orders WHERE id = 'o1'"),
+            &[],
+        )
+        .await
+        .map(|row| (row.get::<_, Option<String>>(0), row.get::<_, String>(1)));
+    storage.close_pool();
+    admin.drop_schema(&schema).await;
+    admin.close().await;
+    assert_eq!(
+        before,
+        [
+            vec!["o1".to_owned()],
+            vec!["o2".to_owned()],
+            vec!["o3".to_owned()],
+            vec!["o4".to_owned()]
+        ]
+    );
+    assert_eq!(swept.len(), 1);
+    assert_eq!(swept[0].order_id, "o1");
+    assert_eq!(
+        after,
+        [Vec::<String>::new(), vec!["o1".to_owned(), "o4".to_owned()]]
+    );
+    assert_eq!(expired.order.status, OrderStatus::Cancelled);
+    let versions: Vec<i64> = expired.history.iter().map(|entry| entry.version).collect();
+    assert_eq!(versions, [1, 2], "the migrated entry and the sweep's");
+    assert_eq!(fulfilled.history.len(), 3);
+    let (other_status, history) = stored.expect("the stored row");
+    assert_eq!(other_status.as_deref(), Some("cancelled"));
+    assert!(history.starts_with("[[2,"), "newest first: {history}");
 }

@@ -1,5 +1,9 @@
 //! How both backends store an order's history: in the order's own row, as
-//! one JSON array of `[version, status, reason or null, at_ms]`, oldest first.
+//! one JSON array of `[version, status, reason or null, at_ms]`. SQLite
+//! appends a batch's entries ([`APPEND_SQL`], oldest first); PostgreSQL puts
+//! them in front ([`PREPEND_SQL`]), so that the older entries end the row
+//! unchanged and a rewrite on the same page logs only the bytes before them.
+//! Readers sort the entries by version ([`decode`]), whatever their order.
 //!
 //! Every change of an order adds to its history, and the history is read
 //! only with its order. Kept in a table of its own it cost three more rows
@@ -7,9 +11,9 @@
 //! while the batch held the hot product's lock; in the order's row it rides
 //! along with the insert and the updates that happen anyway.
 //!
-//! A batch appends its new entries without reading the stored ones: both the
-//! stored text and the appended text are JSON arrays, so joining them without
-//! the brackets that face each other ([`APPEND_SQL`]) is the longer array.
+//! A batch adds its new entries without reading the stored ones: both the
+//! stored text and the added text are JSON arrays, so joining them without
+//! the brackets that face each other is the longer array.
 
 use std::collections::HashMap;
 
@@ -24,9 +28,24 @@ pub const APPEND_SQL: &str = "CASE WHEN {added} = '[]' THEN {stored} \
      WHEN {stored} = '[]' THEN {added} \
      ELSE substr({stored}, 1, length({stored}) - 1) || ',' || substr({added}, 2) END";
 
+/// The SQL expression of `stored` with the JSON array `added` put in
+/// front. Either may be the empty array `[]`.
+pub const PREPEND_SQL: &str = "CASE WHEN {added} = '[]' THEN {stored} \
+     WHEN {stored} = '[]' THEN {added} \
+     ELSE substr({added}, 1, length({added}) - 1) || ',' || substr({stored}, 2) END";
+
 /// [`APPEND_SQL`] for these two column expressions.
 pub fn append_sql(stored: &str, added: &str) -> String {
-    APPEND_SQL
+    fill(APPEND_SQL, stored, added)
+}
+
+/// [`PREPEND_SQL`] for these two column expressions.
+pub fn prepend_sql(stored: &str, added: &str) -> String {
+    fill(PREPEND_SQL, stored, added)
+}
+
+fn fill(template: &str, stored: &str, added: &str) -> String {
+    template
         .replace("{stored}", stored)
         .replace("{added}", added)
 }
@@ -74,9 +93,9 @@ pub fn decode(order_id: &str, text: &str) -> Result<Vec<HistoryRecord>, StorageE
     let damaged = |why: String| StorageError::Inconsistent(format!("order {order_id}: {why}"));
     let mut rows: Vec<(i64, String, Option<String>, i64)> = serde_json::from_str(text)
         .map_err(|error| damaged(format!("unreadable history: {error}")))?;
-    // Entries are appended in version order; sorting costs nothing on a
-    // sorted list and keeps a migrated history right whatever order the
-    // database aggregated it in.
+    // Entries are stored in version order on SQLite and newest batch first
+    // on PostgreSQL; sorting keeps either (and a migrated history, whatever
+    // order the database aggregated it in) oldest first.
     rows.sort_by_key(|row| row.0);
     rows.into_iter()
         .map(|(version, status, reason, at_ms)| {
@@ -134,6 +153,14 @@ mod tests {
         assert!(decode("a", "not json").is_err());
         assert!(decode("a", "[[1,\"no such status\",null,0]]").is_err());
         assert!(decode("a", "[]").unwrap().is_empty());
+        // A history PostgreSQL put a batch's entries in front of.
+        let newest_first = "[[2,\"reserved\",null,2],[3,\"fulfilled\",null,3],[1,\"reserved\",null,1]]";
+        let versions: Vec<i64> = decode("a", newest_first)
+            .unwrap()
+            .iter()
+            .map(|entry| entry.version)
+            .collect();
+        assert_eq!(versions, [1, 2, 3]);
     }
 
     #[test]
@@ -142,5 +169,9 @@ mod tests {
         assert!(!sql.contains('{'));
         assert_eq!(sql.matches("orders.history").count(), 4);
         assert_eq!(sql.matches("change.added").count(), 3);
+        let sql = prepend_sql("orders.history", "change.added");
+        assert!(!sql.contains('{'));
+        assert_eq!(sql.matches("orders.history").count(), 3);
+        assert_eq!(sql.matches("change.added").count(), 4);
     }
 }

@@ -24,11 +24,13 @@ impl OrderFilter {
     /// One filter of every shape a listing can take (each condition present
     /// or absent), for tests that check every shape is served by an index.
     pub fn every_shape() -> Vec<OrderFilter> {
-        let mut shapes = Vec::with_capacity(12);
+        let mut shapes = Vec::with_capacity(20);
         for status in [
             None,
             Some(OrderStatus::Reserved),
             Some(OrderStatus::Fulfilled),
+            Some(OrderStatus::Rejected),
+            Some(OrderStatus::Cancelled),
         ] {
             for customer_id in [None, Some("c1".to_owned())] {
                 for after in [None, Some("x".to_owned())] {

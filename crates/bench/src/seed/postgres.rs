@@ -78,6 +78,16 @@ async fn insert(
             ],
         )
         .await?;
+    // The reservations are named where the sweep and the listing of
+    // reserved orders find them, as a batch that reserves names its orders.
+    transaction
+        .execute(
+            "INSERT INTO open_orders (due_at_ms, ids)
+             SELECT 0, array_agg(id ORDER BY id) FROM orders
+             WHERE status = 'reserved' HAVING count(*) > 0",
+            &[],
+        )
+        .await?;
     transaction
         .execute(
             "INSERT INTO inventory (product_key, product_name, quantity, reserved, sold, received)
