@@ -17,7 +17,15 @@ use crate::load::inconsistent;
 use crate::sql::Tx;
 use crate::{Failure, bus, ledger, open};
 
-pub(crate) async fn apply(tx: Tx<'_>, writes: &Writes) -> Result<(), Failure> {
+/// Writes a batch's changes. `orders_unlocked` says whether some of its
+/// orders were read without a lock (see `load::load_orders`): an order
+/// update that then finds a row changed since is a race, run again, and
+/// otherwise a bug.
+pub(crate) async fn apply(
+    tx: Tx<'_>,
+    writes: &Writes,
+    orders_unlocked: bool,
+) -> Result<(), Failure> {
     let changes = &writes.changes;
     let histories = history::encode_by_order(&changes.history);
     let entries: Vec<NewEntry> = changes
@@ -30,7 +38,7 @@ pub(crate) async fn apply(tx: Tx<'_>, writes: &Writes) -> Result<(), Failure> {
     tokio::try_join!(
         apply_stock(tx, changes),
         insert_orders(tx, writes, &histories),
-        update_orders(tx, changes, &histories),
+        update_orders(tx, changes, &histories, orders_unlocked),
         bus::insert(tx, &entries),
         insert_keys(tx, writes),
         count_statuses(tx, &status_deltas),
@@ -293,6 +301,7 @@ async fn update_orders(
     tx: Tx<'_>,
     changes: &Changes,
     histories: &HashMap<&str, String>,
+    orders_unlocked: bool,
 ) -> Result<(), Failure> {
     if changes.changed_orders.is_empty() {
         return Ok(());
@@ -355,6 +364,13 @@ async fn update_orders(
             ],
         )
         .await?;
+    if orders_unlocked && changed != ids.len() as u64 {
+        return Err(Failure::RowRace {
+            what: "order update",
+            changed,
+            expected: ids.len(),
+        });
+    }
     expect_rows("order update", changed, ids.len())
 }
 

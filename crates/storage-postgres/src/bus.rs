@@ -14,7 +14,7 @@
 //! cost a record in the write-ahead log each. Every delete and update is
 //! conditional on the row's states being as loaded, and checked: a write
 //! that finds a row changed since it was loaded fails the transaction as a
-//! race ([`Failure::OutboxRace`]), and the call runs again on what is there
+//! race ([`Failure::RowRace`]), and the call runs again on what is there
 //! now; for a lease, whose rows are locked, a mismatch is a bug, reported
 //! instead of written.
 
@@ -67,7 +67,7 @@ pub(crate) async fn run(
             // A lease's rows were loaded under their lock: nothing could
             // change them before the write, so a mismatch is a bug, not a
             // race.
-            Failure::OutboxRace { .. } if all_locked => inconsistent(failure.to_string()),
+            Failure::RowRace { .. } if all_locked => inconsistent(failure.to_string()),
             other => other,
         })?;
     let reply = replies
@@ -134,7 +134,7 @@ async fn load(tx: Tx<'_>, needs: &OutboxNeeds, now_ms: i64) -> Result<LoadedRows
 /// then run again.
 fn expect_rows(what: &'static str, changed: u64, expected: usize) -> Result<(), Failure> {
     if changed != expected as u64 {
-        return Err(Failure::OutboxRace {
+        return Err(Failure::RowRace {
             what,
             changed,
             expected,
@@ -350,7 +350,7 @@ mod tests {
         assert_eq!(second.len(), 1, "the lease ran out, so the entry is due");
         let raced = apply(tx, &rows, &changes).await;
         assert!(
-            matches!(raced, Err(Failure::OutboxRace { changed: 0, .. })),
+            matches!(raced, Err(Failure::RowRace { changed: 0, .. })),
             "{raced:?}"
         );
         drop(transaction);

@@ -15,13 +15,15 @@ pub(crate) enum Failure {
     #[error("cannot get a postgres connection")]
     Pool(#[from] PoolError),
     /// Another process stored an answer for one of the batch's idempotency
-    /// keys after this batch looked for it.
+    /// keys (a customer's, an operator's, or a charge's at the simulated
+    /// provider) after this batch looked for it.
     #[error("an idempotency key was claimed by a concurrent batch")]
     KeyRace,
-    /// An outbox entry a call loaded without a lock (a receipt's, a
-    /// redrive's) was changed by another call before this one wrote it.
-    #[error("{what}: {changed} outbox entries were as loaded, {expected} expected")]
-    OutboxRace {
+    /// A row a call loaded without a lock (an outbox entry of a receipt or a
+    /// redrive, an order only a payment verdict names) was changed by another
+    /// call before this one wrote it.
+    #[error("{what}: {changed} rows were as loaded, {expected} expected")]
+    RowRace {
         what: &'static str,
         changed: u64,
         expected: usize,
@@ -48,7 +50,7 @@ impl Failure {
     pub(crate) fn is_retryable(&self) -> bool {
         match self {
             Failure::Database(error) => aborted_by_concurrency(error),
-            Failure::KeyRace | Failure::OutboxRace { .. } => true,
+            Failure::KeyRace | Failure::RowRace { .. } => true,
             _ => false,
         }
     }
@@ -56,7 +58,7 @@ impl Failure {
     pub(crate) fn into_storage_error(self, attempts: u32) -> StorageError {
         match self {
             Failure::Storage(error) => error,
-            Failure::KeyRace | Failure::OutboxRace { .. } => StorageError::Contention {
+            Failure::KeyRace | Failure::RowRace { .. } => StorageError::Contention {
                 attempts,
                 source: cause(self),
             },
@@ -143,7 +145,7 @@ mod tests {
     /// retry later: never an inconsistency.
     #[test]
     fn an_outbox_race_runs_again_and_ends_as_contention() {
-        let race = || Failure::OutboxRace {
+        let race = || Failure::RowRace {
             what: "outbox delete",
             changed: 0,
             expected: 1,

@@ -8,30 +8,84 @@
 //! (for another product), which `ON CONFLICT DO NOTHING` detects.
 
 use stockroom_domain::rules::Changes;
-use stockroom_storage::{MovementPage, ledger};
+use stockroom_storage::ledger::{EntryOrder, LedgerRow};
+use stockroom_storage::{MovementPage, history, ledger};
 
 use crate::load::inconsistent;
 use crate::sql::Tx;
 use crate::{Failure, Failure::KeyRace};
 
+/// How long a ledger row's entries may grow by later batches' movements of
+/// its product, in bytes. A batch's movements of a product join the
+/// product's last row while the two fit in this, and start a new row
+/// otherwise. Under it the row stays far below the size at which
+/// PostgreSQL compresses a row (about 2 kB, when every rewrite would log the
+/// whole compressed value), and a page of the table (see its fillfactor,
+/// migration 12) keeps room for its rows to grow without moving.
+pub const LEDGER_ROW_GROWTH_LIMIT_BYTES: i32 = 600;
+
 /// Writes the ledger rows, the holdings and the operators' keys a batch
 /// decided.
 pub(crate) async fn apply(tx: Tx<'_>, changes: &Changes, now_ms: i64) -> Result<(), Failure> {
-    let rows = ledger::rows(&changes.movements);
+    let rows = ledger::rows(&changes.movements, EntryOrder::NewestFirst);
     if !rows.is_empty() {
-        let products: Vec<&str> = rows.iter().map(|row| row.product_key.as_str()).collect();
-        let firsts: Vec<i64> = rows.iter().map(|row| row.first_seq as i64).collect();
-        let lasts: Vec<i64> = rows.iter().map(|row| row.last_seq as i64).collect();
-        let entries: Vec<&str> = rows.iter().map(|row| row.entries.as_str()).collect();
-        tx.execute(
-            "INSERT INTO stock_ledger (product_key, first_seq, last_seq, entries)
-             SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[])",
-            &[&products, &firsts, &lasts, &entries],
-        )
-        .await?;
+        add_movements(tx, &rows).await?;
     }
     apply_holdings(tx, changes).await?;
     insert_operator_keys(tx, changes, now_ms).await
+}
+
+/// Adds a batch's rows (one per product, newest movement first): a row joins
+/// its product's last row when that row ends just before it and both fit in
+/// [`LEDGER_ROW_GROWTH_LIMIT_BYTES`], and is inserted otherwise. Joining
+/// changes two columns that no index holds, the last number and the
+/// entries, with the new entries in front: the rewrite stays on its page and
+/// logs only the new entries, where a row of its own would log its columns
+/// and a new entry in the key's index. The batch holds every product's lock,
+/// so no other batch writes the same product's rows meanwhile.
+async fn add_movements(tx: Tx<'_>, rows: &[LedgerRow]) -> Result<(), Failure> {
+    let products: Vec<&str> = rows.iter().map(|row| row.product_key.as_str()).collect();
+    let firsts: Vec<i64> = rows.iter().map(|row| row.first_seq as i64).collect();
+    let lasts: Vec<i64> = rows.iter().map(|row| row.last_seq as i64).collect();
+    let entries: Vec<&str> = rows.iter().map(|row| row.entries.as_str()).collect();
+    tx.execute(
+        &format!(
+            "WITH batch AS (
+                 SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[])
+                      AS batch (product_key, first_seq, last_seq, entries)
+             ), joined AS (
+                 SELECT batch.product_key, batch.last_seq, batch.entries,
+                        last_row.first_seq AS row_first_seq
+                 FROM batch CROSS JOIN LATERAL (
+                     SELECT first_seq, last_seq, entries FROM stock_ledger
+                     WHERE stock_ledger.product_key = batch.product_key
+                     ORDER BY first_seq DESC LIMIT 1
+                 ) AS last_row
+                 WHERE last_row.last_seq + 1 = batch.first_seq
+                   AND octet_length(last_row.entries) + octet_length(batch.entries) <= $5
+             ), grown AS (
+                 UPDATE stock_ledger
+                 SET last_seq = joined.last_seq, entries = {}
+                 FROM joined
+                 WHERE stock_ledger.product_key = joined.product_key
+                   AND stock_ledger.first_seq = joined.row_first_seq
+                 RETURNING stock_ledger.product_key
+             )
+             INSERT INTO stock_ledger (product_key, first_seq, last_seq, entries)
+             SELECT product_key, first_seq, last_seq, entries FROM batch
+             WHERE product_key NOT IN (SELECT product_key FROM grown)",
+            history::prepend_sql("stock_ledger.entries", "joined.entries")
+        ),
+        &[
+            &products,
+            &firsts,
+            &lasts,
+            &entries,
+            &LEDGER_ROW_GROWTH_LIMIT_BYTES,
+        ],
+    )
+    .await?;
+    Ok(())
 }
 
 /// Replaces the holdings of products whose limit changed, then writes the
@@ -178,5 +232,11 @@ pub(crate) async fn movements(
     for row in &rows {
         stored.push((row.try_get::<_, i64>(0)?, row.try_get::<_, String>(1)?));
     }
-    Ok(Some(ledger::page(product_key, after, limit, stored)?))
+    Ok(Some(ledger::page(
+        product_key,
+        after,
+        limit,
+        stored,
+        EntryOrder::NewestFirst,
+    )?))
 }

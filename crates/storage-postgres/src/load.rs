@@ -40,21 +40,23 @@ pub(crate) fn inconsistent(message: String) -> Failure {
 /// The holdings of limited products are read after their products' rows are
 /// locked: every batch that changes a holding locks the product first, so
 /// what this batch reads is what the previous holder of the lock wrote.
+/// Orders only payment verdicts name are read without a lock (see
+/// [`load_orders`]); the flag says whether any was.
 pub(crate) async fn load(
     tx: Tx<'_>,
     needs: &mut Needs,
     now_ms: i64,
     notify: bool,
-) -> Result<Book, Failure> {
+) -> Result<(Book, bool), Failure> {
     let mut book = Book::new(now_ms).notifying(notify);
     find_sweep_candidates(tx, needs, now_ms).await?;
     load_keys(tx, needs, &mut book).await?;
-    load_orders(tx, needs, &mut book).await?;
+    let orders_unlocked = load_orders(tx, needs, &mut book).await?;
     load_stock(tx, needs, &mut book).await?;
     load_holdings(tx, needs, &mut book).await?;
     load_holders(tx, needs).await?;
     load_operator_keys(tx, needs, &mut book).await?;
-    Ok(book)
+    Ok((book, orders_unlocked))
 }
 
 async fn find_sweep_candidates(tx: Tx<'_>, needs: &mut Needs, now_ms: i64) -> Result<(), Failure> {
@@ -126,23 +128,44 @@ async fn load_keys(tx: Tx<'_>, needs: &mut Needs, book: &mut Book) -> Result<(),
     Ok(())
 }
 
-async fn load_orders(tx: Tx<'_>, needs: &mut Needs, book: &mut Book) -> Result<(), Failure> {
-    if !needs.order_ids.is_empty() {
-        let ids: Vec<&str> = needs.order_ids.iter().map(String::as_str).collect();
-        let rows = tx
-            .query(
-                &format!(
-                    "SELECT {ORDER_COLUMNS} FROM orders WHERE id = ANY($1) ORDER BY id FOR UPDATE"
-                ),
-                &[&ids],
-            )
-            .await?;
-        for order in order_records(&rows)? {
-            needs.add_lines(&order);
-            book.load_order(order);
-        }
+/// Loads the batch's orders: locked, except those only payment verdicts
+/// name, which a verdict changes alone on what the order says (no stock is
+/// read for them, so nothing read under a lock depends on them): their
+/// write is conditional on the version read, and a mismatch runs the batch
+/// again ([`Failure::RowRace`]). A payment then waits for no other batch
+/// and writes no lock record.
+async fn load_orders(tx: Tx<'_>, needs: &mut Needs, book: &mut Book) -> Result<bool, Failure> {
+    if needs.order_ids.is_empty() {
+        return Ok(false);
     }
-    Ok(())
+    let (unlocked, locked): (Vec<&str>, Vec<&str>) = needs
+        .order_ids
+        .iter()
+        .map(String::as_str)
+        .partition(|id| needs.only_paid(id));
+    let locked_sql =
+        format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = ANY($1) ORDER BY id FOR UPDATE");
+    let unlocked_sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = ANY($1)");
+    let (locked_rows, unlocked_rows) = tokio::try_join!(
+        rows_of(tx, &locked_sql, &locked),
+        rows_of(tx, &unlocked_sql, &unlocked)
+    )?;
+    for order in order_records(&locked_rows)?
+        .into_iter()
+        .chain(order_records(&unlocked_rows)?)
+    {
+        needs.add_lines(&order);
+        book.load_order(order);
+    }
+    Ok(!unlocked_rows.is_empty())
+}
+
+/// The rows `sql` selects for `ids` (its one parameter), none without ids.
+async fn rows_of(tx: Tx<'_>, sql: &str, ids: &[&str]) -> Result<Vec<Row>, Failure> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    tx.query(sql, &[&ids]).await
 }
 
 async fn load_stock(tx: Tx<'_>, needs: &Needs, book: &mut Book) -> Result<(), Failure> {

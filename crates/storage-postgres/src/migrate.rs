@@ -74,6 +74,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "settlements rewrite the order in place: the status indexed nowhere, reserved orders named in open_orders",
         sql: include_str!("migrations/0011_settlements_stay_on_the_page.sql"),
     },
+    Migration {
+        version: 12,
+        name: "a product's last ledger row takes later movements while small, newest first",
+        sql: include_str!("migrations/0012_ledger_rows_grow.sql"),
+    },
 ];
 
 /// The advisory lock key migrations hold: the ASCII bytes of "Stockroo".

@@ -3,6 +3,8 @@
 
 use stockroom_storage::{Charge, LedgerStats, Verdict};
 
+use tokio_postgres::error::SqlState;
+
 use crate::Failure;
 use crate::sql::Tx;
 
@@ -27,20 +29,40 @@ pub(crate) async fn charge(
         .collect();
     let units: Vec<i64> = sorted.iter().map(|charge| charge.units as i64).collect();
     let approved: Vec<bool> = sorted.iter().map(|charge| charge.approved).collect();
+    // The keys already charged count one more request; the others are
+    // inserted. A plain insert, not `ON CONFLICT`: a speculative insert logs
+    // a confirmation record for every row, and a key charged by another
+    // process since this statement's snapshot is rare (a payment retried
+    // across instances at the same moment). That insert waits for the other
+    // and fails on the key, and the transaction runs again, finding it.
     let rows = tx
         .query(
-            "INSERT INTO provider_charges (charge_key, order_id, units, approved, requests,
-                                           charged_at_ms)
-             SELECT charge_key, order_id, units, approved, 1, $5
-             FROM unnest($1::text[], $2::text[], $3::bigint[], $4::boolean[])
-                  AS charge (charge_key, order_id, units, approved)
-             ORDER BY charge_key
-             ON CONFLICT (charge_key) DO UPDATE
-                 SET requests = provider_charges.requests + 1
-             RETURNING charge_key, approved, requests",
+            "WITH charge AS (
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::boolean[])
+                      AS charge (charge_key, order_id, units, approved)
+             ), repeated AS (
+                 UPDATE provider_charges SET requests = provider_charges.requests + 1
+                 FROM charge WHERE provider_charges.charge_key = charge.charge_key
+                 RETURNING provider_charges.charge_key, provider_charges.approved,
+                           provider_charges.requests
+             ), first AS (
+                 INSERT INTO provider_charges (charge_key, order_id, units, approved, requests,
+                                               charged_at_ms)
+                 SELECT charge_key, order_id, units, approved, 1, $5 FROM charge
+                 WHERE charge_key NOT IN (SELECT charge_key FROM repeated)
+                 ORDER BY charge_key
+                 RETURNING charge_key, approved, requests
+             )
+             SELECT * FROM repeated UNION ALL SELECT * FROM first",
             &[&keys, &orders, &units, &approved, &now],
         )
-        .await?;
+        .await
+        .map_err(|failure| match failure {
+            Failure::Database(error) if error.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+                Failure::KeyRace
+            }
+            failure => failure,
+        })?;
     let mut verdicts = Vec::with_capacity(rows.len());
     for row in &rows {
         let requests: i32 = row.try_get(2)?;

@@ -201,7 +201,7 @@ async fn migrations_are_idempotent_and_safe_to_run_concurrently() {
     }
     assert_eq!(
         versions.expect("read schema_migrations"),
-        [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]
+        [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]
     );
 }
 
@@ -562,8 +562,12 @@ async fn version_ten_orders_keep_their_status_history_and_expiry() {
         ));
     }
     script.push_str(
-        r#"INSERT INTO inventory (product_key, product_name, quantity, reserved, sold, received)
-           VALUES ('laptop', 'Laptop', 4, 1, 1, 5);
+        r#"INSERT INTO inventory (product_key, product_name, quantity, reserved, sold, received,
+                                 movements)
+           VALUES ('laptop', 'Laptop', 4, 1, 1, 5, 4);
+           INSERT INTO stock_ledger (product_key, first_seq, last_seq, entries)
+           VALUES ('laptop', 1, 1, '[["opening",null,null,null,5,0,0,900,null]]'),
+                  ('laptop', 2, 4, '[["reserved",null,null,"o1",0,1,0,1000,null],["reserved",null,null,"o2",0,1,0,1000,null],["sold",null,null,"o2",-1,-1,1,1200,null]]');
            INSERT INTO orders (id, customer_id, status, reason, payment_status, version,
                                created_at_ms, updated_at_ms, lines, history)
            VALUES ('o1', 'c1', 'reserved', NULL, 'none', 1, 1000, 1000,
@@ -614,6 +618,19 @@ async fn version_ten_orders_keep_their_status_history_and_expiry() {
     ];
     let expired = storage.order("o1").await.expect("read").expect("o1");
     let fulfilled = storage.order("o2").await.expect("read").expect("o2");
+    let movements = storage
+        .movements("laptop", 0, 10)
+        .await
+        .expect("the ledger")
+        .expect("the product");
+    let ledger_rows = admin
+        .client
+        .query_one(
+            &format!("SELECT count(*) FROM \"{schema}\".stock_ledger"),
+            &[],
+        )
+        .await
+        .map(|row| row.get::<_, i64>(0));
     let stored = admin
         .client
         .query_one(
@@ -647,4 +664,30 @@ async fn version_ten_orders_keep_their_status_history_and_expiry() {
     let (other_status, history) = stored.expect("the stored row");
     assert_eq!(other_status.as_deref(), Some("cancelled"));
     assert!(history.starts_with("[[2,"), "newest first: {history}");
+    let moved: Vec<(u64, &str, Option<&str>)> = movements
+        .movements
+        .iter()
+        .map(|movement| {
+            (
+                movement.seq,
+                movement.kind.as_str(),
+                movement.order_id.as_deref(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        moved,
+        [
+            (1, "opening", None),
+            (2, "reserved", Some("o1")),
+            (3, "reserved", Some("o2")),
+            (4, "sold", Some("o2")),
+            (5, "released", Some("o1")),
+        ]
+    );
+    assert_eq!(
+        ledger_rows.expect("the ledger's rows"),
+        2,
+        "the release joined the product's last row"
+    );
 }

@@ -3,6 +3,7 @@
 //! and operators' idempotency keys. One statement per kind per batch.
 
 use stockroom_domain::rules::Changes;
+use stockroom_storage::ledger::EntryOrder;
 use stockroom_storage::{MovementPage, StorageError, ledger};
 
 use crate::records::{json_list, json_rows};
@@ -11,7 +12,7 @@ use crate::sql::Sql;
 /// Writes the ledger rows, the holdings and the operators' keys a batch
 /// decided.
 pub(crate) fn apply(sql: Sql<'_>, changes: &Changes, now_ms: i64) -> Result<(), StorageError> {
-    let rows = ledger::rows(&changes.movements);
+    let rows = ledger::rows(&changes.movements, EntryOrder::OldestFirst);
     if !rows.is_empty() {
         let values: Vec<_> = rows
             .iter()
@@ -142,5 +143,5 @@ pub(crate) fn movements(
         ],
         |row| Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?)),
     )?;
-    ledger::page(product_key, after, limit, rows).map(Some)
+    ledger::page(product_key, after, limit, rows, EntryOrder::OldestFirst).map(Some)
 }

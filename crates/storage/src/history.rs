@@ -154,7 +154,8 @@ mod tests {
         assert!(decode("a", "[[1,\"no such status\",null,0]]").is_err());
         assert!(decode("a", "[]").unwrap().is_empty());
         // A history PostgreSQL put a batch's entries in front of.
-        let newest_first = "[[2,\"reserved\",null,2],[3,\"fulfilled\",null,3],[1,\"reserved\",null,1]]";
+        let newest_first =
+            "[[2,\"reserved\",null,2],[3,\"fulfilled\",null,3],[1,\"reserved\",null,1]]";
         let versions: Vec<i64> = decode("a", newest_first)
             .unwrap()
             .iter()

@@ -6,6 +6,11 @@
 //! of a hundred orders adds one row to the hot product's ledger, not a
 //! hundred; a reader expands the rows into movements again.
 //!
+//! SQLite keeps a row's movements oldest first. PostgreSQL keeps them newest
+//! first ([`EntryOrder`]), because it adds a batch's few movements of a
+//! product to the product's last row while that row is small: the new
+//! entries go in front, so the row's rewrite on its page logs only them.
+//!
 //! An operator's idempotency key keeps its answer the same way: the movement
 //! and the product's figures and settings right after it.
 
@@ -15,6 +20,8 @@ use stockroom_domain::Stock;
 use stockroom_domain::rules::{
     AdjustAnswer, FiguresDelta, Movement, MovementKind, MovementReason, ProductSettings,
 };
+
+use serde::{Deserialize, Serialize};
 
 use crate::{MovementPage, StorageError};
 
@@ -31,34 +38,62 @@ pub struct LedgerRow {
 /// A product's settings as a ledger entry keeps them: limit, threshold.
 type StoredSettings = (Option<u32>, Option<u64>);
 
-/// A movement as one JSON array entry.
-type Entry<'a> = (
-    &'a str,
-    Option<&'a str>,
-    Option<&'a str>,
-    Option<&'a str>,
-    i64,
-    i64,
-    i64,
-    i64,
-    Option<StoredSettings>,
-);
+/// A movement as one JSON array entry. A movement with no reason, reference
+/// or settings (every movement an order makes) is stored in six elements,
+/// `[kind, order id or null, on-hand delta, reserved delta, sold delta,
+/// at_ms]`; any other in nine, `[kind, reason, reference, order id, on-hand
+/// delta, reserved delta, sold delta, at_ms, settings]`, the one form
+/// before the short one existed (both are read).
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Entry<'a> {
+    Short(&'a str, Option<&'a str>, i64, i64, i64, i64),
+    Full(
+        &'a str,
+        Option<&'a str>,
+        Option<&'a str>,
+        Option<&'a str>,
+        i64,
+        i64,
+        i64,
+        i64,
+        Option<StoredSettings>,
+    ),
+}
 
-/// A movement read back.
-type OwnedEntry = (
-    String,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    i64,
-    i64,
-    i64,
-    i64,
-    Option<StoredSettings>,
-);
+/// A movement read back, in either form.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OwnedEntry {
+    Short(String, Option<String>, i64, i64, i64, i64),
+    Full(
+        String,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        i64,
+        i64,
+        i64,
+        i64,
+        Option<StoredSettings>,
+    ),
+}
 
 fn entry(movement: &Movement) -> Entry<'_> {
-    (
+    let settings = movement
+        .settings
+        .map(|settings| (settings.max_per_customer, settings.low_stock_threshold));
+    if movement.reason.is_none() && movement.reference.is_none() && settings.is_none() {
+        return Entry::Short(
+            movement.kind.as_str(),
+            movement.order_id.as_deref(),
+            movement.delta.on_hand,
+            movement.delta.reserved,
+            movement.delta.sold,
+            movement.at_ms,
+        );
+    }
+    Entry::Full(
         movement.kind.as_str(),
         movement.reason.map(MovementReason::as_str),
         movement.reference.as_deref(),
@@ -67,16 +102,21 @@ fn entry(movement: &Movement) -> Entry<'_> {
         movement.delta.reserved,
         movement.delta.sold,
         movement.at_ms,
-        movement
-            .settings
-            .map(|settings| (settings.max_per_customer, settings.low_stock_threshold)),
+        settings,
     )
 }
 
+/// The order of the movements in a row's entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryOrder {
+    OldestFirst,
+    NewestFirst,
+}
+
 /// The rows a batch's movements make: one per product, its movements in
-/// order. The rules number a product's movements consecutively, one batch
+/// `order`. The rules number a product's movements consecutively, one batch
 /// at a time, so each row covers a run without gaps.
-pub fn rows(movements: &[Movement]) -> Vec<LedgerRow> {
+pub fn rows(movements: &[Movement], order: EntryOrder) -> Vec<LedgerRow> {
     let mut by_product: BTreeMap<&str, Vec<&Movement>> = BTreeMap::new();
     for movement in movements {
         by_product
@@ -88,12 +128,16 @@ pub fn rows(movements: &[Movement]) -> Vec<LedgerRow> {
         .into_iter()
         .map(|(product_key, mut movements)| {
             movements.sort_by_key(|movement| movement.seq);
+            let (first_seq, last_seq) = (movements[0].seq, movements[movements.len() - 1].seq);
+            if order == EntryOrder::NewestFirst {
+                movements.reverse();
+            }
             let entries: Vec<Entry<'_>> =
                 movements.iter().map(|movement| entry(movement)).collect();
             LedgerRow {
                 product_key: product_key.to_owned(),
-                first_seq: movements[0].seq,
-                last_seq: movements[movements.len() - 1].seq,
+                first_seq,
+                last_seq,
                 entries: serde_json::to_string(&entries).expect("plain values always serialise"),
             }
         })
@@ -105,7 +149,25 @@ fn damaged(product_key: &str, why: impl std::fmt::Display) -> StorageError {
 }
 
 fn movement(product_key: &str, seq: u64, entry: OwnedEntry) -> Result<Movement, StorageError> {
-    let (kind, reason, reference, order_id, on_hand, reserved, sold, at_ms, settings) = entry;
+    let (kind, reason, reference, order_id, on_hand, reserved, sold, at_ms, settings) = match entry
+    {
+        OwnedEntry::Short(kind, order_id, on_hand, reserved, sold, at_ms) => (
+            kind, None, None, order_id, on_hand, reserved, sold, at_ms, None,
+        ),
+        OwnedEntry::Full(
+            kind,
+            reason,
+            reference,
+            order_id,
+            on_hand,
+            reserved,
+            sold,
+            at_ms,
+            settings,
+        ) => (
+            kind, reason, reference, order_id, on_hand, reserved, sold, at_ms, settings,
+        ),
+    };
     Ok(Movement {
         product_key: product_key.to_owned(),
         seq,
@@ -132,14 +194,19 @@ fn movement(product_key: &str, seq: u64, entry: OwnedEntry) -> Result<Movement, 
     })
 }
 
-/// The movements of one stored row, numbered from `first_seq`.
+/// The movements of one stored row, numbered from `first_seq`, oldest
+/// first whatever `order` they are stored in.
 pub fn decode(
     product_key: &str,
     first_seq: u64,
     entries: &str,
+    order: EntryOrder,
 ) -> Result<Vec<Movement>, StorageError> {
-    let entries: Vec<OwnedEntry> =
+    let mut entries: Vec<OwnedEntry> =
         serde_json::from_str(entries).map_err(|error| damaged(product_key, error))?;
+    if order == EntryOrder::NewestFirst {
+        entries.reverse();
+    }
     entries
         .into_iter()
         .enumerate()
@@ -159,18 +226,20 @@ pub fn last_wanted(after: u64, limit: u32) -> i64 {
 }
 
 /// A page of movements after `after` of at most `limit`, from the stored
-/// rows (first seq, entries) that [`last_wanted`] selected, in order.
+/// rows (first seq, entries in `order`) that [`last_wanted`] selected, in
+/// order.
 pub fn page(
     product_key: &str,
     after: u64,
     limit: u32,
     rows: impl IntoIterator<Item = (i64, String)>,
+    order: EntryOrder,
 ) -> Result<MovementPage, StorageError> {
     let mut movements = Vec::new();
     for (first_seq, entries) in rows {
         let first_seq = u64::try_from(first_seq).map_err(|error| damaged(product_key, error))?;
         movements.extend(
-            decode(product_key, first_seq, &entries)?
+            decode(product_key, first_seq, &entries, order)?
                 .into_iter()
                 .filter(|movement| movement.seq > after),
         );
@@ -268,11 +337,35 @@ mod tests {
             moved(4, MovementKind::Reserved, 2),
             moved(5, MovementKind::Adjusted, 0),
         ];
-        let rows = rows(&batch);
-        assert_eq!(rows.len(), 1);
-        assert_eq!((rows[0].first_seq, rows[0].last_seq), (4, 5));
-        assert_eq!(decode("laptop", 4, &rows[0].entries).unwrap(), batch);
-        assert!(decode("laptop", 1, "[[\"stolen\",null,null,null,0,0,0,0,null]]").is_err());
+        for order in [EntryOrder::OldestFirst, EntryOrder::NewestFirst] {
+            let rows = rows(&batch, order);
+            assert_eq!(rows.len(), 1);
+            assert_eq!((rows[0].first_seq, rows[0].last_seq), (4, 5));
+            assert_eq!(decode("laptop", 4, &rows[0].entries, order).unwrap(), batch);
+        }
+        let newest_first = &rows(&batch, EntryOrder::NewestFirst)[0].entries;
+        assert!(newest_first.starts_with("[[\"adjusted\""), "{newest_first}");
+        assert!(
+            decode(
+                "laptop",
+                1,
+                "[[\"stolen\",null,null,null,0,0,0,0,null]]",
+                EntryOrder::OldestFirst
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn an_orders_movement_is_stored_short_and_the_long_form_still_reads() {
+        let reserved = moved(4, MovementKind::Reserved, 2);
+        let stored = rows(std::slice::from_ref(&reserved), EntryOrder::OldestFirst);
+        assert_eq!(stored[0].entries, r#"[["reserved","o1",0,2,0,5]]"#);
+        let long_form = r#"[["reserved",null,null,"o1",0,2,0,5,null]]"#;
+        assert_eq!(
+            decode("laptop", 4, long_form, EntryOrder::OldestFirst).unwrap(),
+            [reserved]
+        );
     }
 
     #[test]

@@ -40,7 +40,7 @@ CREATE TABLE orders_v11 (
     CONSTRAINT orders_other_status CHECK (
         other_status IS NOT DISTINCT FROM
         (CASE WHEN status IN ('reserved', 'fulfilled') THEN NULL ELSE status END))
-) WITH (fillfactor = 35);
+) WITH (fillfactor = 30);
 
 INSERT INTO orders_v11 (id, customer_id, created_at_ms, lines, other_status, extended_until_ms,
                         reason, version, updated_at_ms, payment_status, status, history)

@@ -44,6 +44,13 @@ pub struct Needs {
     created: BTreeSet<String>,
     /// One query per sweep call.
     pub sweeps: Vec<SweepQuery>,
+    /// Orders named by payment verdicts, and orders named by any other call
+    /// (or found by a sweep, or answering a key). A verdict changes its
+    /// order alone, so an order named only by verdicts has its products
+    /// neither loaded nor locked ([`Needs::add_lines`]): a payment waits for
+    /// no batch that holds them, and writes no row lock of theirs.
+    paid: BTreeSet<String>,
+    named_otherwise: BTreeSet<String>,
 }
 
 impl Needs {
@@ -61,6 +68,7 @@ impl Needs {
             Command::Reserve(requests) => {
                 for request in requests {
                     self.order_ids.insert(request.order_id.clone());
+                    self.named_otherwise.insert(request.order_id.clone());
                     let customer = request.customer_id.as_str();
                     for item in request.items.iter() {
                         let key = item.product.key();
@@ -77,15 +85,18 @@ impl Needs {
                 // recorded before: no other row is read.
                 for payment in payments {
                     self.order_ids.insert(payment.order_id.clone());
+                    self.paid.insert(payment.order_id.clone());
                 }
             }
             Command::Settle(settlements) => {
                 for settlement in settlements {
                     self.order_ids.insert(settlement.order_id.clone());
+                    self.named_otherwise.insert(settlement.order_id.clone());
                 }
             }
             Command::Release { order_id, .. } | Command::Extend { order_id, .. } => {
                 self.order_ids.insert(order_id.clone());
+                self.named_otherwise.insert(order_id.clone());
             }
             Command::Sweep {
                 older_than_ms,
@@ -124,13 +135,17 @@ impl Needs {
     /// replay can rebuild its answer; call it with the keys before loading
     /// the orders.
     pub fn keys_loaded<'a>(&mut self, keys: impl IntoIterator<Item = &'a StoredKey>) {
-        self.order_ids
-            .extend(keys.into_iter().map(|key| key.answer.order_id().to_owned()));
+        for key in keys {
+            let order_id = key.answer.order_id();
+            self.order_ids.insert(order_id.to_owned());
+            self.named_otherwise.insert(order_id.to_owned());
+        }
     }
 
     /// Adds the sweep candidates the backend found for sweep `index`.
     pub fn add_swept(&mut self, index: usize, ids: Vec<String>) {
         self.order_ids.extend(ids.iter().cloned());
+        self.named_otherwise.extend(ids.iter().cloned());
         self.sweeps[index].found = ids;
     }
 
@@ -152,13 +167,92 @@ impl Needs {
             .collect()
     }
 
+    /// Whether only payment verdicts name `order_id`: the batch changes that
+    /// order alone, its payment and nothing else, on what the order says.
+    /// A backend may then read it without a lock, provided its write is
+    /// conditional on the order being as read and a mismatch runs the batch
+    /// again (a race, not damage).
+    pub fn only_paid(&self, order_id: &str) -> bool {
+        self.paid.contains(order_id) && !self.named_otherwise.contains(order_id)
+    }
+
     /// Adds the products of a loaded order's lines, and its customer's
-    /// holdings of them (a release or an expiry frees them).
+    /// holdings of them (a release or an expiry frees them), unless only
+    /// payment verdicts name the order.
     pub fn add_lines(&mut self, order: &OrderRecord) {
+        if self.only_paid(&order.id) {
+            return;
+        }
         for line in &order.lines {
             self.product_keys.insert(line.product_key.clone());
             self.holdings
                 .insert((order.customer_id.clone(), line.product_key.clone()));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use stockroom_domain::rules::{OrderLine, Settle};
+    use stockroom_domain::{OrderStatus, PaymentStatus, Quantity};
+
+    use super::*;
+    use crate::batch::{PaymentVerdict, SettlementCall};
+
+    fn reserved(order_id: &str) -> OrderRecord {
+        OrderRecord {
+            id: order_id.to_owned(),
+            customer_id: "c1".to_owned(),
+            status: OrderStatus::Reserved,
+            reason: None,
+            payment: PaymentStatus::None,
+            version: 1,
+            created_at_ms: 0,
+            updated_at_ms: 0,
+            lines: vec![OrderLine {
+                product_key: format!("product-of-{order_id}"),
+                product_name: "Product".to_owned(),
+                quantity: Quantity::new(1).unwrap(),
+            }],
+            extended_until_ms: None,
+        }
+    }
+
+    fn payment(order_id: &str) -> PaymentVerdict {
+        PaymentVerdict {
+            order_id: order_id.to_owned(),
+            event_id: format!("OrderReserved:{order_id}:1"),
+            approved: true,
+            trace_parent: None,
+        }
+    }
+
+    #[test]
+    fn an_order_only_a_verdict_names_leaves_its_products_unloaded() {
+        let commands = [
+            Command::RecordPayments(vec![payment("paid"), payment("settled")]),
+            Command::Settle(vec![SettlementCall {
+                order_id: "settled".to_owned(),
+                event_id: "PaymentSucceeded:settled:2".to_owned(),
+                action: Settle::Commit,
+            }]),
+        ];
+        let mut needs = Needs::of(&commands, 0);
+        for order_id in ["paid", "settled"] {
+            needs.add_lines(&reserved(order_id));
+        }
+        assert_eq!(
+            needs.product_keys.iter().collect::<Vec<_>>(),
+            ["product-of-settled"]
+        );
+        // A sweep that finds the order may release its units.
+        needs.sweeps.push(SweepQuery {
+            cutoff_ms: 0,
+            limit: 1,
+            found: Vec::new(),
+        });
+        needs.add_swept(0, vec!["paid".to_owned()]);
+        needs.add_lines(&reserved("paid"));
+        assert!(needs.product_keys.contains("product-of-paid"));
     }
 }
