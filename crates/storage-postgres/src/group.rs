@@ -271,9 +271,9 @@ async fn run_batch(
     let tx = Tx::new(&transaction, statements);
     let now = now_ms();
     let mut needs = Needs::of(commands, now);
-    let (book, orders_unlocked) = load::load(tx, &mut needs, now, notify).await?;
+    let book = load::load(tx, &mut needs, now, notify).await?;
     let (answers, writes) = decide(book, commands, &needs);
-    apply::apply(tx, &writes, orders_unlocked).await?;
+    apply::apply(tx, &writes).await?;
     let mut replies = Vec::with_capacity(answers.len());
     for answer in answers {
         replies.push(match answer {

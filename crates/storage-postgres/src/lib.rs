@@ -4,10 +4,12 @@
 //! Unlike the SQLite backend, which funnels every change through one writer
 //! thread, here many connections write at once, from many processes. So every
 //! guarantee comes from the database itself, never from an in-process lock:
-//! - a batch locks every row the rules will change before they decide
-//!   (`FOR UPDATE`, orders by id, then stock by product key: one global
-//!   order, so batches never deadlock on them), and every write of an existing
-//!   row is still conditional on the figures or version it was loaded with;
+//! - a batch locks the stock rows the rules will check before they decide
+//!   (`FOR UPDATE`, by product key: one global order, so batches never
+//!   deadlock on them) and reads its orders again under those locks; every
+//!   write of an existing row is conditional on the figures or version it was
+//!   loaded with, and an order changed meanwhile runs the batch again (see
+//!   [`load`]);
 //! - an idempotency key is stored with `ON CONFLICT DO NOTHING`, so of two
 //!   processes answering one key at once, the second waits for the first and
 //!   runs its batch again, replaying the stored answer;

@@ -1,15 +1,26 @@
 //! Loading and locking the rows a batch touches, into the rules' book.
 //!
-//! Other data-service processes write the same rows at the same time, so
-//! every row the rules will change is locked (`FOR UPDATE`) before they
-//! decide, and locks are always taken in one global order: the sweep's
-//! candidates (skipping rows others hold), then orders by id, then stock by
-//! product key. Two batches therefore never wait for each other in a cycle
-//! on these rows; the one cycle left (a sweep's skipped-then-wanted order) is
-//! broken by PostgreSQL's deadlock detector and retried. Under READ
-//! COMMITTED each statement sees what committed before it began, so the
-//! stock read after an order's lock was granted includes everything the
-//! previous holder wrote.
+//! Other data-service processes write the same rows at the same time. The
+//! rows whose figures the rules check (stock, and under it holdings and
+//! ledger rows) are locked (`FOR UPDATE`) before they decide, in one global
+//! order, by product key. Orders are read without a lock, and every write of
+//! one is conditional on the version read: a mismatch means another batch
+//! changed it first, and the batch runs again ([`Failure::RowRace`]).
+//!
+//! What makes that safe is the order of the reads. Every change of an order
+//! that moves stock (a settlement, a release, an expiry) is made by a batch
+//! holding its products' locks, so an order read after those locks were
+//! granted (READ COMMITTED: each statement sees what committed before it
+//! began) agrees with the stock read under them. The batch therefore reads
+//! its orders once to learn their products (an order's lines never change),
+//! locks the products, and reads again the orders whose stock it may move.
+//! A change that moves no stock (a payment's verdict, an extension) may still
+//! commit in between; the conditional write finds it.
+//!
+//! An order's row is locked only by the write that changes it, at the end
+//! of the batch, after every product lock, and a batch's writes of orders go
+//! in id order: two batches never wait for each other in a cycle, and no
+//! lock record is written for an order beside the write itself.
 
 use stockroom_domain::rules::{Book, OrderRecord, ProductSettings, ProductState, StoredKey};
 use stockroom_domain::{OrderStatus, PaymentStatus, Reason, Stock, UnknownName};
@@ -35,28 +46,45 @@ pub(crate) fn inconsistent(message: String) -> Failure {
 }
 
 /// Fills `needs` in (the sweep's candidates, the products of loaded orders)
-/// and loads everything it names, locked, in the one global lock order:
-/// the sweep's candidates, then orders by id, then stock by product key.
-/// The holdings of limited products are read after their products' rows are
-/// locked: every batch that changes a holding locks the product first, so
-/// what this batch reads is what the previous holder of the lock wrote.
-/// Orders only payment verdicts name are read without a lock (see
-/// [`load_orders`]); the flag says whether any was.
+/// and loads everything it names: the orders (read twice, see the module's
+/// comment), then the stock locked by product key, then what the products'
+/// locks guard. The holdings of limited products are read after their
+/// products' rows are locked: every batch that changes a holding locks the
+/// product first, so what this batch reads is what the previous holder of
+/// the lock wrote.
 pub(crate) async fn load(
     tx: Tx<'_>,
     needs: &mut Needs,
     now_ms: i64,
     notify: bool,
-) -> Result<(Book, bool), Failure> {
+) -> Result<Book, Failure> {
     let mut book = Book::new(now_ms).notifying(notify);
     find_sweep_candidates(tx, needs, now_ms).await?;
     load_keys(tx, needs, &mut book).await?;
-    let orders_unlocked = load_orders(tx, needs, &mut book).await?;
+    let mut orders = read_orders(tx, needs.order_ids.iter().map(String::as_str)).await?;
+    for order in &orders {
+        needs.add_lines(order);
+    }
     load_stock(tx, needs, &mut book).await?;
+    // The orders whose stock the batch may move, read again now that no
+    // other batch can move it.
+    let moving: Vec<&str> = orders
+        .iter()
+        .filter(|order| !needs.only_paid(&order.id))
+        .map(|order| order.id.as_str())
+        .collect();
+    if !moving.is_empty() {
+        let again = read_orders(tx, moving.into_iter()).await?;
+        orders.retain(|order| needs.only_paid(&order.id));
+        orders.extend(again);
+    }
+    for order in orders {
+        book.load_order(order);
+    }
     load_holdings(tx, needs, &mut book).await?;
     load_holders(tx, needs).await?;
     load_operator_keys(tx, needs, &mut book).await?;
-    Ok((book, orders_unlocked))
+    Ok(book)
 }
 
 async fn find_sweep_candidates(tx: Tx<'_>, needs: &mut Needs, now_ms: i64) -> Result<(), Failure> {
@@ -65,9 +93,10 @@ async fn find_sweep_candidates(tx: Tx<'_>, needs: &mut Needs, now_ms: i64) -> Re
     }
     for index in 0..needs.sweeps.len() {
         let query = &needs.sweeps[index];
-        // SKIP LOCKED lets several sweepers work at once, each taking the
-        // reservations nobody else is changing. Reserved orders only, those
-        // the open-orders rows name: the cost follows the open reservations.
+        // Reserved orders only, those the open-orders rows name: the cost
+        // follows the open reservations. Read without a lock like every
+        // order: two sweepers that take the same order both read it again
+        // under its products' locks, and the second finds it ended.
         let found = tx
             .query(
                 &format!(
@@ -76,8 +105,7 @@ async fn find_sweep_candidates(tx: Tx<'_>, needs: &mut Needs, now_ms: i64) -> Re
                        AND ((payment_status = 'none' AND created_at_ms <= $1
                              AND (extended_until_ms IS NULL OR extended_until_ms <= $3))
                             OR (payment_status <> 'none' AND updated_at_ms <= $1))
-                     ORDER BY id LIMIT $2
-                     FOR UPDATE SKIP LOCKED",
+                     ORDER BY id LIMIT $2",
                     open::NAMED
                 ),
                 &[&query.cutoff_ms, &i64::from(query.limit), &now_ms],
@@ -128,44 +156,22 @@ async fn load_keys(tx: Tx<'_>, needs: &mut Needs, book: &mut Book) -> Result<(),
     Ok(())
 }
 
-/// Loads the batch's orders: locked, except those only payment verdicts
-/// name, which a verdict changes alone on what the order says (no stock is
-/// read for them, so nothing read under a lock depends on them): their
-/// write is conditional on the version read, and a mismatch runs the batch
-/// again ([`Failure::RowRace`]). A payment then waits for no other batch
-/// and writes no lock record.
-async fn load_orders(tx: Tx<'_>, needs: &mut Needs, book: &mut Book) -> Result<bool, Failure> {
-    if needs.order_ids.is_empty() {
-        return Ok(false);
-    }
-    let (unlocked, locked): (Vec<&str>, Vec<&str>) = needs
-        .order_ids
-        .iter()
-        .map(String::as_str)
-        .partition(|id| needs.only_paid(id));
-    let locked_sql =
-        format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = ANY($1) ORDER BY id FOR UPDATE");
-    let unlocked_sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = ANY($1)");
-    let (locked_rows, unlocked_rows) = tokio::try_join!(
-        rows_of(tx, &locked_sql, &locked),
-        rows_of(tx, &unlocked_sql, &unlocked)
-    )?;
-    for order in order_records(&locked_rows)?
-        .into_iter()
-        .chain(order_records(&unlocked_rows)?)
-    {
-        needs.add_lines(&order);
-        book.load_order(order);
-    }
-    Ok(!unlocked_rows.is_empty())
-}
-
-/// The rows `sql` selects for `ids` (its one parameter), none without ids.
-async fn rows_of(tx: Tx<'_>, sql: &str, ids: &[&str]) -> Result<Vec<Row>, Failure> {
+/// The stored orders among `ids`, read without a lock.
+async fn read_orders<'a>(
+    tx: Tx<'_>,
+    ids: impl Iterator<Item = &'a str>,
+) -> Result<Vec<OrderRecord>, Failure> {
+    let ids: Vec<&str> = ids.collect();
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    tx.query(sql, &[&ids]).await
+    let rows = tx
+        .query(
+            &format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = ANY($1)"),
+            &[&ids],
+        )
+        .await?;
+    order_records(&rows)
 }
 
 async fn load_stock(tx: Tx<'_>, needs: &Needs, book: &mut Book) -> Result<(), Failure> {
