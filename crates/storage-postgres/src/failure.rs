@@ -20,8 +20,8 @@ pub(crate) enum Failure {
     #[error("an idempotency key was claimed by a concurrent batch")]
     KeyRace,
     /// A row a call loaded without a lock (an outbox entry of a receipt or a
-    /// redrive, an order only a payment verdict names) was changed by another
-    /// call before this one wrote it.
+    /// redrive, an order) was changed by another call before this one wrote
+    /// it.
     #[error("{what}: {changed} rows were as loaded, {expected} expected")]
     RowRace {
         what: &'static str,

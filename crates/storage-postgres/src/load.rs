@@ -18,9 +18,11 @@
 //! commit in between; the conditional write finds it.
 //!
 //! An order's row is locked only by the write that changes it, at the end
-//! of the batch, after every product lock, and a batch's writes of orders go
-//! in id order: two batches never wait for each other in a cycle, and no
-//! lock record is written for an order beside the write itself.
+//! of the batch, after every product lock, and a batch writes its orders
+//! sorted by id: two batches do not wait for each other in a cycle (should
+//! a plan take the rows in another order, PostgreSQL's deadlock detector
+//! breaks the cycle and the batch runs again), and no lock record is
+//! written for an order beside the write itself.
 
 use stockroom_domain::rules::{Book, OrderRecord, ProductSettings, ProductState, StoredKey};
 use stockroom_domain::{OrderStatus, PaymentStatus, Reason, Stock, UnknownName};

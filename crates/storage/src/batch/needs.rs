@@ -168,10 +168,9 @@ impl Needs {
     }
 
     /// Whether only payment verdicts name `order_id`: the batch changes that
-    /// order alone, its payment and nothing else, on what the order says.
-    /// A backend may then read it without a lock, provided its write is
-    /// conditional on the order being as read and a mismatch runs the batch
-    /// again (a race, not damage).
+    /// order alone, its payment and nothing else, on what the order says, so
+    /// it needs no product's lock, and the order needs no second read under
+    /// one (see the PostgreSQL backend's `load`).
     pub fn only_paid(&self, order_id: &str) -> bool {
         self.paid.contains(order_id) && !self.named_otherwise.contains(order_id)
     }
