@@ -24,6 +24,13 @@ use crate::{Failure, Failure::KeyRace};
 /// migration 12) keeps room for its rows to grow without moving.
 pub const LEDGER_ROW_GROWTH_LIMIT_BYTES: i32 = 600;
 
+/// The most movements a row short enough to grow can hold: every entry is
+/// at least 16 bytes, so a row under [`LEDGER_ROW_GROWTH_LIMIT_BYTES`]
+/// began at most this many movements before its product's last one. The
+/// statement looks for the last row among the keys of that span only (one
+/// short range of the key's index), not among all of a product's rows.
+const GROWING_ROW_MOST_MOVEMENTS: i64 = LEDGER_ROW_GROWTH_LIMIT_BYTES as i64 / 16;
+
 /// Writes the ledger rows, the holdings and the operators' keys a batch
 /// decided.
 pub(crate) async fn apply(tx: Tx<'_>, changes: &Changes, now_ms: i64) -> Result<(), Failure> {
@@ -37,7 +44,8 @@ pub(crate) async fn apply(tx: Tx<'_>, changes: &Changes, now_ms: i64) -> Result<
 
 /// Adds a batch's rows (one per product, newest movement first): a row joins
 /// its product's last row when that row ends just before it and both fit in
-/// [`LEDGER_ROW_GROWTH_LIMIT_BYTES`], and is inserted otherwise. Joining
+/// [`LEDGER_ROW_GROWTH_LIMIT_BYTES`], and is inserted otherwise. One
+/// statement, with one probe of the key's index per product. Joining
 /// changes two columns that no index holds, the last number and the
 /// entries, with the new entries in front: the rewrite stays on its page and
 /// logs only the new entries, where a row of its own would log its columns
@@ -53,28 +61,20 @@ async fn add_movements(tx: Tx<'_>, rows: &[LedgerRow]) -> Result<(), Failure> {
             "WITH batch AS (
                  SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[])
                       AS batch (product_key, first_seq, last_seq, entries)
-             ), joined AS (
-                 SELECT batch.product_key, batch.last_seq, batch.entries,
-                        last_row.first_seq AS row_first_seq
-                 FROM batch CROSS JOIN LATERAL (
-                     SELECT first_seq, last_seq, entries FROM stock_ledger
-                     WHERE stock_ledger.product_key = batch.product_key
-                     ORDER BY first_seq DESC LIMIT 1
-                 ) AS last_row
-                 WHERE last_row.last_seq + 1 = batch.first_seq
-                   AND octet_length(last_row.entries) + octet_length(batch.entries) <= $5
              ), grown AS (
                  UPDATE stock_ledger
-                 SET last_seq = joined.last_seq, entries = {}
-                 FROM joined
-                 WHERE stock_ledger.product_key = joined.product_key
-                   AND stock_ledger.first_seq = joined.row_first_seq
+                 SET last_seq = batch.last_seq, entries = {}
+                 FROM batch
+                 WHERE stock_ledger.product_key = batch.product_key
+                   AND stock_ledger.first_seq BETWEEN batch.first_seq - $6 AND batch.first_seq - 1
+                   AND stock_ledger.last_seq = batch.first_seq - 1
+                   AND octet_length(stock_ledger.entries) + octet_length(batch.entries) <= $5
                  RETURNING stock_ledger.product_key
              )
              INSERT INTO stock_ledger (product_key, first_seq, last_seq, entries)
              SELECT product_key, first_seq, last_seq, entries FROM batch
              WHERE product_key NOT IN (SELECT product_key FROM grown)",
-            history::prepend_sql("stock_ledger.entries", "joined.entries")
+            history::prepend_sql("stock_ledger.entries", "batch.entries")
         ),
         &[
             &products,
@@ -82,6 +82,7 @@ async fn add_movements(tx: Tx<'_>, rows: &[LedgerRow]) -> Result<(), Failure> {
             &lasts,
             &entries,
             &LEDGER_ROW_GROWTH_LIMIT_BYTES,
+            &GROWING_ROW_MOST_MOVEMENTS,
         ],
     )
     .await?;
