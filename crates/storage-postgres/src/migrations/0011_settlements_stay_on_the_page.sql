@@ -22,7 +22,9 @@
 -- same page logs only the bytes between the first and the last that
 -- changed, and the history is now stored newest first, so a new entry is
 -- written at its front and the older entries end the row unchanged.
--- (Entries stored before keep their order; readers sort by version.)
+-- (Entries stored before keep their order; readers sort by version.) Seven
+-- tenths of each new page are left for the two rewrites of its orders: at
+-- half, a quarter of them found no room and moved to another page.
 CREATE TABLE orders_v11 (
     id                TEXT COLLATE "C" NOT NULL,
     customer_id       TEXT COLLATE "C" NOT NULL,

@@ -14,6 +14,6 @@ SET entries = (SELECT json_agg(entry ORDER BY position DESC)::text
                FROM json_array_elements(entries::json) WITH ORDINALITY AS stored (entry, position))
 WHERE json_array_length(entries::json) > 1;
 
--- Three quarters of each new page are left for its rows to grow into, so
+-- Nine tenths of each new page are left for its rows to grow into, so
 -- that a row's rewrite finds room beside it.
 ALTER TABLE stock_ledger SET (fillfactor = 10);
