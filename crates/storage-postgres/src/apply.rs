@@ -2,8 +2,10 @@
 //! batch's size, each taking its rows as parallel arrays that `unnest`
 //! turns back into rows. The statements do not depend on each other, so they
 //! are sent together and cost one round trip. Every write of an existing row
-//! is conditional on the row being as the batch loaded it, and checked: the
-//! rows are locked, so a mismatch is a bug, reported instead of written.
+//! is conditional on the row being as the batch loaded it, and checked: a
+//! locked row (stock, holdings) that does not match is a bug, reported
+//! instead of written; an order, read without a lock (see `load`), that does
+//! not match was changed by another batch, which runs this one again.
 
 use std::collections::HashMap;
 
