@@ -21,6 +21,30 @@ const REBOUND_HOST: &str = "rebind.attacker.test";
 /// error code it gets.
 type Refused<'a> = (&'a str, Vec<(&'a str, &'a str)>, &'a str);
 
+/// How long a service of a just-started system may take to report healthy.
+const HEALTHY_WITHIN_MS: u64 = 15_000;
+
+/// Waits until `base` answers its health check with 200 for its own name,
+/// or fails the test after [`HEALTHY_WITHIN_MS`].
+async fn wait_until_healthy(client: &reqwest::Client, base: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(HEALTHY_WITHIN_MS);
+    loop {
+        let status = client
+            .get(format!("{base}/health"))
+            .send()
+            .await
+            .map(|response| response.status().as_u16());
+        if status.as_ref().is_ok_and(|status| *status == 200) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{base} did not report healthy: {status:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 /// A port nothing listens on, for an origin that is not the dashboard's.
 fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -119,6 +143,10 @@ async fn up_serves_the_names_the_operator_allows() {
     for name in ["order", "data", "inventory", "payment", "dashboard"] {
         let base = ready_url(&line, name);
         let port = base.rsplit(':').next().unwrap();
+        // The ready line comes once every service listens; the dashboard
+        // reports healthy only after its first read of the stock. That is
+        // readiness, not the name check this test is about: wait for it.
+        wait_until_healthy(&client, &base).await;
         for (host, status) in [
             (format!("shop.example.test:{port}"), 200),
             (format!("api.example.org:{port}"), 200),
