@@ -216,6 +216,35 @@ fn old_schema_script(schema: &str) -> String {
     )
 }
 
+/// Every migration in order, to build a schema as an older build left it.
+const MIGRATIONS: [&str; 10] = [
+    include_str!("../src/migrations/0001_initial_schema.sql"),
+    include_str!("../src/migrations/0002_rules_engine.sql"),
+    include_str!("../src/migrations/0003_outbox_trace_context.sql"),
+    include_str!("../src/migrations/0004_history_in_order_row.sql"),
+    include_str!("../src/migrations/0005_keys_keep_decisions.sql"),
+    include_str!("../src/migrations/0006_counters_and_retention.sql"),
+    include_str!("../src/migrations/0007_shop_operations.sql"),
+    include_str!("../src/migrations/0008_room_for_updates.sql"),
+    include_str!("../src/migrations/0009_fewer_order_index_entries.sql"),
+    include_str!("../src/migrations/0010_outbox_rows_by_batch.sql"),
+];
+
+/// The script that creates `schema` at schema version `version` (each
+/// migration up to it applied and recorded), leaving `search_path` on it.
+fn schema_at_version_script(schema: &str, version: usize) -> String {
+    let mut script = old_schema_script(schema);
+    for (index, sql) in MIGRATIONS[..version].iter().enumerate() {
+        script.push_str(sql);
+        script.push_str(&format!(
+            "\nINSERT INTO schema_migrations VALUES ({}, 'version {}', 0);\n",
+            index + 1,
+            index + 1
+        ));
+    }
+    script
+}
+
 /// Opens the storage of `schema`, migrating it to the newest version.
 async fn open_schema(url: &str, schema: &str) -> PostgresStorage {
     PostgresStorage::connect(
@@ -482,26 +511,7 @@ async fn a_version_nine_outbox_keeps_every_event_and_its_state() {
     };
     let admin = Admin::connect(&url).await;
     let schema = unique_schema("outbox_v9");
-    let versions = [
-        include_str!("../src/migrations/0001_initial_schema.sql"),
-        include_str!("../src/migrations/0002_rules_engine.sql"),
-        include_str!("../src/migrations/0003_outbox_trace_context.sql"),
-        include_str!("../src/migrations/0004_history_in_order_row.sql"),
-        include_str!("../src/migrations/0005_keys_keep_decisions.sql"),
-        include_str!("../src/migrations/0006_counters_and_retention.sql"),
-        include_str!("../src/migrations/0007_shop_operations.sql"),
-        include_str!("../src/migrations/0008_room_for_updates.sql"),
-        include_str!("../src/migrations/0009_fewer_order_index_entries.sql"),
-    ];
-    let mut script = old_schema_script(&schema);
-    for (index, sql) in versions.iter().enumerate() {
-        script.push_str(sql);
-        script.push_str(&format!(
-            "\nINSERT INTO schema_migrations VALUES ({}, 'version {}', 0);\n",
-            index + 1,
-            index + 1
-        ));
-    }
+    let mut script = schema_at_version_script(&schema, 9);
     script.push_str(support::VERSION_NINE_OUTBOX);
     script.push_str(&format!(
         "SELECT setval(pg_get_serial_sequence('outbox', 'seq'), {});
@@ -540,27 +550,7 @@ async fn version_ten_orders_keep_their_status_history_and_expiry() {
     };
     let admin = Admin::connect(&url).await;
     let schema = unique_schema("orders_v10");
-    let versions = [
-        include_str!("../src/migrations/0001_initial_schema.sql"),
-        include_str!("../src/migrations/0002_rules_engine.sql"),
-        include_str!("../src/migrations/0003_outbox_trace_context.sql"),
-        include_str!("../src/migrations/0004_history_in_order_row.sql"),
-        include_str!("../src/migrations/0005_keys_keep_decisions.sql"),
-        include_str!("../src/migrations/0006_counters_and_retention.sql"),
-        include_str!("../src/migrations/0007_shop_operations.sql"),
-        include_str!("../src/migrations/0008_room_for_updates.sql"),
-        include_str!("../src/migrations/0009_fewer_order_index_entries.sql"),
-        include_str!("../src/migrations/0010_outbox_rows_by_batch.sql"),
-    ];
-    let mut script = old_schema_script(&schema);
-    for (index, sql) in versions.iter().enumerate() {
-        script.push_str(sql);
-        script.push_str(&format!(
-            "\nINSERT INTO schema_migrations VALUES ({}, 'version {}', 0);\n",
-            index + 1,
-            index + 1
-        ));
-    }
+    let mut script = schema_at_version_script(&schema, 10);
     script.push_str(
         r#"INSERT INTO inventory (product_key, product_name, quantity, reserved, sold, received,
                                  movements)
@@ -690,4 +680,131 @@ async fn version_ten_orders_keep_their_status_history_and_expiry() {
         2,
         "the release joined the product's last row"
     );
+}
+
+/// Two storages on one schema, as two data-service processes, race payment
+/// verdicts, cancellations and expiry sweeps on the same reservations. Orders
+/// are read without a lock and written only if unchanged, so a batch that
+/// loses a race runs again: no call fails, each reservation ends once, and
+/// the stock agrees with the orders.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_instances_racing_verdicts_cancels_and_sweeps_end_each_order_once() {
+    use stockroom_domain::{EventKind, OrderStatus, ReleaseReason};
+    use stockroom_storage_conformance::support::{
+        all_orders, assert_invariants, assert_order_consistent, item, payment, request, reserve_ok,
+        run_concurrently, stock,
+    };
+
+    /// Reservations raced over, one unit each.
+    const ORDERS: usize = 60;
+    /// Racers per reservation: a verdict, a cancellation, a sweep.
+    const RACERS: usize = 3;
+    let Some(url) = test_url() else {
+        return;
+    };
+    let admin = Admin::connect(&url).await;
+    let schema = unique_schema("racing_instances");
+    let config = PostgresConfig {
+        schema: Some(schema.clone()),
+        pool_size: 4,
+        ..PostgresConfig::default()
+    };
+    let mut instances: Vec<Arc<dyn TestStorage>> = Vec::new();
+    for _ in 0..2 {
+        let storage = PostgresStorage::connect(&url, config.clone())
+            .await
+            .expect("connect an instance");
+        instances.push(Arc::new(storage));
+    }
+    let checks = tokio::spawn({
+        let instances = instances.clone();
+        async move {
+            stock(&instances[0], &[("Laptop", ORDERS as u64)]).await;
+            let mut ids = Vec::with_capacity(ORDERS);
+            for index in 0..ORDERS {
+                let order = reserve_ok(
+                    &instances[index % 2],
+                    request(&format!("c{index}"), &[("Laptop", 1)]),
+                )
+                .await;
+                ids.push(order.id);
+            }
+            let ids = Arc::new(ids);
+            run_concurrently("racing instances", ORDERS * RACERS, |index| {
+                // Verdicts from one instance, cancellations and sweeps from
+                // the other, so that every race is between two processes.
+                let racer = (index / ORDERS) % RACERS;
+                let storage = Arc::clone(&instances[usize::from(racer == 0)]);
+                let ids = Arc::clone(&ids);
+                async move {
+                    let id = &ids[index % ORDERS];
+                    match racer {
+                        0 => {
+                            let reserved =
+                                stockroom_domain::rules::event_id(EventKind::OrderReserved, id, 1);
+                            storage
+                                .record_payments(vec![payment(id, &reserved, true)])
+                                .await
+                                .expect("a verdict never fails for a race");
+                        }
+                        1 => {
+                            storage
+                                .release(id, ReleaseReason::CancelledByCustomer)
+                                .await
+                                .expect("a cancellation never fails for a race");
+                        }
+                        _ => {
+                            storage
+                                .sweep(0, ORDERS as u32)
+                                .await
+                                .expect("a sweep never fails for a race");
+                        }
+                    }
+                }
+            })
+            .await;
+            // Whatever is still reserved (charged, or missed by every
+            // sweep) is ended by one last sweep: charged orders are
+            // fulfilled, the others expire.
+            instances[1]
+                .sweep(0, ORDERS as u32)
+                .await
+                .expect("the last sweep");
+            let orders = all_orders(&instances[0], None).await;
+            assert_eq!(orders.len(), ORDERS);
+            for stored in &orders {
+                assert_order_consistent(stored);
+                assert!(
+                    matches!(
+                        stored.order.status,
+                        OrderStatus::Fulfilled | OrderStatus::Cancelled
+                    ),
+                    "{stored:?}"
+                );
+            }
+            let fulfilled = orders
+                .iter()
+                .filter(|stored| stored.order.status == OrderStatus::Fulfilled)
+                .count() as u64;
+            let laptop = item(&instances[1], "Laptop").await;
+            assert_eq!(laptop.stock.reserved(), 0, "{laptop:?}");
+            assert_eq!(laptop.stock.sold(), fulfilled, "{laptop:?}");
+            assert_eq!(
+                laptop.stock.available(),
+                ORDERS as u64 - fulfilled,
+                "{laptop:?}"
+            );
+            assert_invariants(&instances[0]).await;
+        }
+    })
+    .await;
+    for storage in &instances {
+        storage.close().await;
+    }
+    drop(instances);
+    admin.drop_schema(&schema).await;
+    admin.close().await;
+    if let Err(error) = checks {
+        std::panic::resume_unwind(error.into_panic());
+    }
 }
