@@ -17,6 +17,7 @@ pub mod reply;
 mod request;
 
 use std::future::Future;
+use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue};
@@ -77,8 +78,23 @@ pub struct OrderConfig {
     pub max_reservation_ttl_ms: u64,
 }
 
+/// What every handler shares, behind one `Arc`. axum clones the state for
+/// each request; one reference count costs less than the dozen of the
+/// clients, the coalescer and the metrics inside (their clones and drops were
+/// about 2 % of the process's samples on the hot product).
 #[derive(Clone)]
-pub struct OrderState {
+pub struct OrderState(Arc<Shared>);
+
+impl std::ops::Deref for OrderState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The state behind [`OrderState`]; its fields are private to the service.
+pub struct Shared {
     readiness: Readiness,
     inventory: ServiceClient,
     data: ServiceClient,
@@ -88,7 +104,7 @@ pub struct OrderState {
     max_reservation_ttl_ms: u64,
 }
 
-impl OrderState {
+impl Shared {
     /// Reserves one order, through the coalescer when it is on.
     async fn reserve(&self, request: ReserveRequest) -> Result<Reply, OrderError> {
         if let Some(coalescer) = &self.coalescer {
@@ -353,7 +369,7 @@ pub async fn run_with_coalescing(
             async move { client.post("/reservations", &batch).await }
         })
     });
-    let state = OrderState {
+    let state = OrderState(Arc::new(Shared {
         readiness: Readiness::new("order-service"),
         inventory,
         data: ServiceClient::new("data-service", &config.data_url)
@@ -363,7 +379,7 @@ pub async fn run_with_coalescing(
         max_reservation_ttl_ms: config
             .max_reservation_ttl_ms
             .clamp(1, MAX_RESERVATION_TTL_LIMIT_MS),
-    };
+    }));
     let readiness = state.readiness.clone();
     let http = state.data.http().clone();
     let waiter = tokio::spawn(async move {
