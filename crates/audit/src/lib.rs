@@ -292,9 +292,9 @@ impl Auditor {
         // The stock read again after as long as reading the reserved orders
         // took last time: if it moved in between, it would move while they
         // are read too, and the comparison would be thrown away. During a
-        // sale that is every audit, and the reserved orders were most of
-        // what an audit cost (a fifth of PostgreSQL's statement time on the
-        // cold catalogue).
+        // sale that is every audit, and reading the reserved orders was
+        // more than a quarter of PostgreSQL's statement time on the cold
+        // catalogue (docs/benchmarks.md, eleventh pass).
         tokio::time::sleep(self.stillness_window()).await;
         let moving = self.read_stock("the stock again").await?.inventory != before.inventory;
         let reserved = if moving {
