@@ -186,7 +186,10 @@ impl Auditor {
             .clone()
     }
 
-    /// Audits every `interval_ms` until `stop` is cancelled.
+    /// Audits every `interval_ms` until `stop` is cancelled. An audit under
+    /// way when it is (reading, or watching the stock hold still for up to
+    /// [`MAX_STILLNESS_WINDOW_MS`]) is dropped: it only reads, and the last
+    /// report stays as it was.
     pub async fn run(self, interval_ms: u64, stop: CancellationToken) {
         let interval = Duration::from_millis(interval_ms.max(10));
         loop {
@@ -194,7 +197,10 @@ impl Auditor {
                 _ = stop.cancelled() => return,
                 _ = tokio::time::sleep(interval) => {}
             }
-            self.audit_once().await;
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = self.audit_once() => {}
+            }
         }
     }
 

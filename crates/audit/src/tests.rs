@@ -151,3 +151,28 @@ async fn the_window_grows_to_the_time_the_orders_take() {
     assert_eq!(script.order_reads.load(Ordering::SeqCst), 1);
     server.abort();
 }
+
+/// Stopping the auditor does not wait for the audit under way: here one
+/// watching the stock for the 500 ms the orders took to read last time.
+#[tokio::test]
+async fn a_stopped_auditor_does_not_finish_its_audit() {
+    let mut script = Scripted::new(Motion::Still, 2, 2);
+    script.orders_delay_ms = 500;
+    let script = Arc::new(script);
+    let (auditor, server) = auditor_of(&script).await;
+    auditor.audit_once().await;
+    let stop = CancellationToken::new();
+    let running = tokio::spawn(auditor.clone().run(10, stop.clone()));
+    // The next audit starts after 10 ms and then watches the stock for 500.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let stopping = Instant::now();
+    stop.cancel();
+    running.await.unwrap();
+    assert!(
+        stopping.elapsed() < Duration::from_millis(300),
+        "{:?}",
+        stopping.elapsed()
+    );
+    assert_eq!(auditor.report().audits, 1);
+    server.abort();
+}
