@@ -322,15 +322,21 @@ async fn two_instances_of_everything_sell_exactly_the_stock_and_survive_kills() 
         ORDERS as f64 / storm.as_secs_f64()
     );
     drop(cluster);
+    drop_cluster_state(&postgres, &rabbit, &name).await;
+}
+
+/// Drops what a cluster named `name` left on the shared servers: its
+/// PostgreSQL schema and its RabbitMQ queues and exchanges.
+pub async fn drop_cluster_state(postgres: &str, rabbit: &str, name: &str) {
     let cleanup = format!("DROP SCHEMA IF EXISTS {name} CASCADE");
     let _ = Command::new("psql")
-        .args([&postgres, "-c", &cleanup])
+        .args([postgres, "-c", &cleanup])
         .output();
-    let admin = stockroom_bus_rabbitmq::RabbitAdmin::connect(&rabbit)
+    let admin = stockroom_bus_rabbitmq::RabbitAdmin::connect(rabbit)
         .await
         .unwrap();
     let _ = admin
-        .delete(&stockroom_bus_rabbitmq::Topology::with_prefix(&name))
+        .delete(&stockroom_bus_rabbitmq::Topology::with_prefix(name))
         .await;
 }
 

@@ -14,7 +14,7 @@ use crate::bus::rabbit_url;
 use crate::harness::{
     get, laptops, post, postgres_url, ready_url, spawn_up, unique_name, using_shared_servers,
 };
-use crate::scale_out::spawn_cluster;
+use crate::scale_out::{drop_cluster_state, spawn_cluster};
 
 /// Ports of this test's cluster: the defaults shifted by this much, clear
 /// of `stockroom up` and of the scale-out test.
@@ -108,6 +108,7 @@ async fn cluster_children_carry_no_secret_on_their_command_lines() {
     .await;
     assert_eq!(status, 201, "{body}");
     drop(cluster);
+    drop_cluster_state(&postgres, &rabbit, &name).await;
 }
 
 /// A stand-in proxy that counts the connections it is offered and answers
