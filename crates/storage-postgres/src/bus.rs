@@ -86,12 +86,18 @@ async fn load(tx: Tx<'_>, needs: &OutboxNeeds, now_ms: i64) -> Result<LoadedRows
         // The rows are chosen unlocked, oldest first, until they hold the
         // events asked for (no more rows than events are looked at), then
         // locked; a row another lease took meanwhile is skipped or, if it
-        // is no longer due, left out.
+        // is no longer due, left out. The chosen rows are made an array
+        // first, evaluated once: as an `IN` subquery, a planner without
+        // the table's statistics (a new schema, autovacuum off) ran the
+        // choice again for every candidate row, a cost that grew with the
+        // square of the waiting rows and made a backlog feed itself. A
+        // row's consumer never changes, so the chosen rows are found by
+        // their keys alone.
         let rows = tx
             .query(
                 &format!(
                     "SELECT {ROW_COLUMNS} FROM outbox
-                     WHERE seq IN (
+                     WHERE seq = ANY(ARRAY(
                          SELECT seq FROM (
                              SELECT seq, SUM(live) OVER (ORDER BY seq) - live AS before
                              FROM (SELECT seq, live FROM outbox
@@ -99,8 +105,8 @@ async fn load(tx: Tx<'_>, needs: &OutboxNeeds, now_ms: i64) -> Result<LoadedRows
                                      AND due_at_ms <= $2
                                    ORDER BY seq LIMIT $3) AS candidate
                          ) AS counted
-                         WHERE before < $3)
-                       AND consumer = $1 AND dead_at_ms IS NULL AND due_at_ms <= $2
+                         WHERE before < $3))
+                       AND dead_at_ms IS NULL AND due_at_ms <= $2
                      ORDER BY seq
                      FOR UPDATE SKIP LOCKED"
                 ),
