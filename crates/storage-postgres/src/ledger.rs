@@ -51,6 +51,13 @@ pub(crate) async fn apply(tx: Tx<'_>, changes: &Changes, now_ms: i64) -> Result<
 /// logs only the new entries, where a row of its own would log its columns
 /// and a new entry in the key's index. The batch holds every product's lock,
 /// so no other batch writes the same product's rows meanwhile.
+///
+/// Each product's last row is found first, by a lateral probe that can only
+/// run as one backward step of the key's index per product; the rewrite
+/// then names that row by its whole key. Joined on the span of keys
+/// directly, a planner without the ledger's statistics (a new schema,
+/// autovacuum off) hashed the batch and read the whole ledger for every
+/// batch, a cost that grew with the ledger through a sale.
 async fn add_movements(tx: Tx<'_>, rows: &[LedgerRow]) -> Result<(), Failure> {
     let products: Vec<&str> = rows.iter().map(|row| row.product_key.as_str()).collect();
     let firsts: Vec<i64> = rows.iter().map(|row| row.first_seq as i64).collect();
@@ -61,20 +68,29 @@ async fn add_movements(tx: Tx<'_>, rows: &[LedgerRow]) -> Result<(), Failure> {
             "WITH batch AS (
                  SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[])
                       AS batch (product_key, first_seq, last_seq, entries)
+             ), growing AS (
+                 SELECT batch.*, last_row.first_seq AS row_first_seq
+                 FROM batch CROSS JOIN LATERAL (
+                     SELECT first_seq FROM stock_ledger
+                     WHERE stock_ledger.product_key = batch.product_key
+                       AND stock_ledger.first_seq BETWEEN batch.first_seq - $6
+                                                      AND batch.first_seq - 1
+                     ORDER BY first_seq DESC LIMIT 1
+                 ) AS last_row
              ), grown AS (
                  UPDATE stock_ledger
-                 SET last_seq = batch.last_seq, entries = {}
-                 FROM batch
-                 WHERE stock_ledger.product_key = batch.product_key
-                   AND stock_ledger.first_seq BETWEEN batch.first_seq - $6 AND batch.first_seq - 1
-                   AND stock_ledger.last_seq = batch.first_seq - 1
-                   AND octet_length(stock_ledger.entries) + octet_length(batch.entries) <= $5
+                 SET last_seq = growing.last_seq, entries = {}
+                 FROM growing
+                 WHERE stock_ledger.product_key = growing.product_key
+                   AND stock_ledger.first_seq = growing.row_first_seq
+                   AND stock_ledger.last_seq = growing.first_seq - 1
+                   AND octet_length(stock_ledger.entries) + octet_length(growing.entries) <= $5
                  RETURNING stock_ledger.product_key
              )
              INSERT INTO stock_ledger (product_key, first_seq, last_seq, entries)
              SELECT product_key, first_seq, last_seq, entries FROM batch
              WHERE product_key NOT IN (SELECT product_key FROM grown)",
-            history::prepend_sql("stock_ledger.entries", "batch.entries")
+            history::prepend_sql("stock_ledger.entries", "growing.entries")
         ),
         &[
             &products,
