@@ -276,8 +276,17 @@ async fn insert_orders(
                               $11::text[], $12::text[])",
         &columns,
     );
+    let oldest_created_at_ms = orders
+        .iter()
+        .filter(|order| order.status == OrderStatus::Reserved)
+        .map(|order| order.created_at_ms)
+        .min()
+        .unwrap_or(writes.created_at_ms);
     let due_at_ms = writes.created_at_ms + open::FIRST_LOOK_AFTER_MS;
-    tokio::try_join!(inserted, open::add(tx, &reserved, due_at_ms))?;
+    tokio::try_join!(
+        inserted,
+        open::add(tx, &reserved, due_at_ms, oldest_created_at_ms)
+    )?;
     Ok(())
 }
 

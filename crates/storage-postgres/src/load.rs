@@ -95,8 +95,9 @@ async fn find_sweep_candidates(tx: Tx<'_>, needs: &mut Needs, now_ms: i64) -> Re
     }
     for index in 0..needs.sweeps.len() {
         let query = &needs.sweeps[index];
-        // Reserved orders only, those the open-orders rows name: the cost
-        // follows the open reservations. Read without a lock like every
+        // Reserved orders only, those the open-orders rows old enough
+        // name: the cost follows the reservations that may be overdue. Read
+        // without a lock like every
         // order: two sweepers that take the same order both read it again
         // under its products' locks, and the second finds it ended.
         let found = tx
@@ -108,7 +109,7 @@ async fn find_sweep_candidates(tx: Tx<'_>, needs: &mut Needs, now_ms: i64) -> Re
                              AND (extended_until_ms IS NULL OR extended_until_ms <= $3))
                             OR (payment_status <> 'none' AND updated_at_ms <= $1))
                      ORDER BY id LIMIT $2",
-                    open::NAMED
+                    open::named_created_by("$1")
                 ),
                 &[&query.cutoff_ms, &i64::from(query.limit), &now_ms],
             )

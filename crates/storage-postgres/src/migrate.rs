@@ -79,6 +79,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "a product's last ledger row takes later movements while small, newest first",
         sql: include_str!("migrations/0012_ledger_rows_grow.sql"),
     },
+    Migration {
+        version: 13,
+        name: "an open-orders row keeps the creation time of its oldest order",
+        sql: include_str!("migrations/0013_open_orders_know_their_oldest.sql"),
+    },
 ];
 
 /// The advisory lock key migrations hold: the ASCII bytes of "Stockroo".

@@ -13,6 +13,11 @@
 //! the same transaction, and by every rewrite after, which keeps each order
 //! it saw reserved. An order that left that status never returns to it, so a
 //! rewrite that saw it gone may drop it whatever commits meanwhile.
+//!
+//! A row also keeps the creation time of the oldest order it names
+//! (migration 13), so that the sweep reads only the rows that may name an
+//! order old enough to expire: under a sale nearly every row names orders
+//! of the last few seconds, far younger than a reservation's time to live.
 
 use crate::Failure;
 use crate::sql::Tx;
@@ -38,14 +43,47 @@ pub const ROWS_PER_SWEEP: i64 = 256;
 /// semi-join, which reads the order rows through their primary key.
 pub(crate) const NAMED: &str = "id IN (SELECT unnest(ids) FROM open_orders)";
 
-/// Names the orders `ids`, just reserved, in a row first looked at `due_at_ms`.
-pub(crate) async fn add(tx: Tx<'_>, ids: &[&str], due_at_ms: i64) -> Result<(), Failure> {
+/// The condition that an order's `id` is named by an open-orders row that
+/// may name an order created by `cutoff` (a parameter): a row written
+/// before migration 13 does not know its oldest order, and is read always.
+/// An order the sweep ends was created by its cutoff: unpaid, by the
+/// cutoff itself; paid, by its last change, which came after its creation
+/// (with clocks that disagree between processes, an expiry waits for the
+/// disagreement at most).
+pub(crate) fn named_created_by(cutoff: &str) -> String {
+    format!(
+        "id IN (SELECT unnest(ids) FROM open_orders
+                WHERE oldest_created_at_ms IS NULL OR oldest_created_at_ms <= {cutoff})"
+    )
+}
+
+/// [`NAMED`], for ids after the cursor `after` (a parameter) when there is
+/// one. PostgreSQL does not carry an order's `id > cursor` over to the ids
+/// it is joined with, so without this each page of a listing read the
+/// order of every id named, those of the pages before included.
+pub(crate) fn named(after: Option<&str>) -> String {
+    match after {
+        None => NAMED.to_owned(),
+        Some(after) => format!(
+            "id IN (SELECT named FROM open_orders, unnest(ids) AS named WHERE named > {after})"
+        ),
+    }
+}
+
+/// Names the reserved orders `ids`, the oldest created at
+/// `oldest_created_at_ms`, in a row first looked at `due_at_ms`.
+pub(crate) async fn add(
+    tx: Tx<'_>,
+    ids: &[&str],
+    due_at_ms: i64,
+    oldest_created_at_ms: i64,
+) -> Result<(), Failure> {
     if ids.is_empty() {
         return Ok(());
     }
     tx.execute(
-        "INSERT INTO open_orders (due_at_ms, ids) VALUES ($1, $2)",
-        &[&due_at_ms, &ids],
+        "INSERT INTO open_orders (due_at_ms, ids, oldest_created_at_ms) VALUES ($1, $2, $3)",
+        &[&due_at_ms, &ids, &oldest_created_at_ms],
     )
     .await?;
     Ok(())
@@ -73,20 +111,24 @@ pub(crate) async fn rewrite_due(tx: Tx<'_>, now_ms: i64) -> Result<(), Failure> 
         rows.push(row.try_get::<_, i64>(0)?);
         named.extend(row.try_get::<_, Vec<String>>(1)?);
     }
-    let reserved: Vec<String> = tx
+    let mut reserved: Vec<String> = Vec::new();
+    let mut oldest_created_at_ms = i64::MAX;
+    for row in tx
         .query(
-            "SELECT id FROM orders WHERE id = ANY($1) AND status = 'reserved' ORDER BY id",
+            "SELECT id, created_at_ms FROM orders
+             WHERE id = ANY($1) AND status = 'reserved' ORDER BY id",
             &[&named],
         )
         .await?
-        .iter()
-        .map(|row| row.try_get(0))
-        .collect::<Result<_, _>>()?;
+    {
+        reserved.push(row.try_get(0)?);
+        oldest_created_at_ms = oldest_created_at_ms.min(row.try_get(1)?);
+    }
     let next_look_ms = now_ms.saturating_add(LOOK_AGAIN_AFTER_MS);
     if rows.len() == 1 && reserved.len() == named.len() {
         tx.execute(
-            "UPDATE open_orders SET due_at_ms = $2 WHERE seq = $1",
-            &[&rows[0], &next_look_ms],
+            "UPDATE open_orders SET due_at_ms = $2, oldest_created_at_ms = $3 WHERE seq = $1",
+            &[&rows[0], &next_look_ms, &oldest_created_at_ms],
         )
         .await?;
         return Ok(());
@@ -94,5 +136,5 @@ pub(crate) async fn rewrite_due(tx: Tx<'_>, now_ms: i64) -> Result<(), Failure> 
     tx.execute("DELETE FROM open_orders WHERE seq = ANY($1)", &[&rows])
         .await?;
     let kept: Vec<&str> = reserved.iter().map(String::as_str).collect();
-    add(tx, &kept, next_look_ms).await
+    add(tx, &kept, next_look_ms, oldest_created_at_ms).await
 }

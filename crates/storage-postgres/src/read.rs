@@ -101,7 +101,10 @@ pub(crate) fn list_sql(filter: &OrderFilter) -> String {
         None => {}
         Some(status @ (OrderStatus::Reserved | OrderStatus::Fulfilled)) => {
             if status == OrderStatus::Reserved && filter.customer_id.is_none() {
-                conditions.push(crate::open::NAMED.to_owned());
+                // The cursor is the first parameter here: there is no
+                // customer.
+                let after = filter.after.as_ref().map(|_| "$1");
+                conditions.push(crate::open::named(after));
             }
             conditions.push(format!("status = '{}'", status.as_str()));
         }

@@ -201,7 +201,7 @@ async fn migrations_are_idempotent_and_safe_to_run_concurrently() {
     }
     assert_eq!(
         versions.expect("read schema_migrations"),
-        [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]
+        [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13]
     );
 }
 
@@ -599,3 +599,6 @@ async fn version_ten_orders_keep_their_status_history_and_expiry() {
 
 #[path = "conformance/instances.rs"]
 mod instances;
+
+#[path = "conformance/open_orders.rs"]
+mod open_orders;

@@ -79,11 +79,12 @@ async fn insert(
         )
         .await?;
     // The reservations are named where the sweep and the listing of
-    // reserved orders find them, as a batch that reserves names its orders.
+    // reserved orders find them, as a batch that reserves names its orders,
+    // with the oldest one's creation time.
     transaction
         .execute(
-            "INSERT INTO open_orders (due_at_ms, ids)
-             SELECT 0, array_agg(id ORDER BY id) FROM orders
+            "INSERT INTO open_orders (due_at_ms, ids, oldest_created_at_ms)
+             SELECT 0, array_agg(id ORDER BY id), MIN(created_at_ms) FROM orders
              WHERE status = 'reserved' HAVING count(*) > 0",
             &[],
         )
