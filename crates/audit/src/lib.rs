@@ -307,7 +307,7 @@ impl Auditor {
             Reserved::default()
         } else {
             let started = Instant::now();
-            let reserved = self.reserved_orders().await?;
+            let reserved = self.reserved_orders(&before.inventory).await?;
             let took_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
             self.orders_read_ms.store(took_ms, Ordering::Relaxed);
             reserved
@@ -316,8 +316,10 @@ impl Auditor {
             units: reserved,
             orders: reserved_orders,
             complete,
+            moved,
         } = reserved;
         let stable = complete
+            && !moved
             && self
                 .read_stock("the stock after the orders")
                 .await?
@@ -378,8 +380,10 @@ impl Auditor {
 
     /// Units per product held by reserved orders, read through the status
     /// index, at most [`MAX_AUDIT_PAGES`] pages; `complete` says whether
-    /// every reserved order was read.
-    async fn reserved_orders(&self) -> Result<Reserved, ReadError> {
+    /// every reserved order was read. Before each page after the first the
+    /// stock is read again: once it has moved from `stock`, the comparison
+    /// is void, and the pages left are not read (`moved`).
+    async fn reserved_orders(&self, stock: &[StockFigures]) -> Result<Reserved, ReadError> {
         let mut reserved = Reserved::default();
         let mut after: Option<String> = None;
         for _ in 0..MAX_AUDIT_PAGES {
@@ -415,6 +419,10 @@ impl Auditor {
                     break;
                 }
             }
+            if self.read_stock("the stock between pages").await?.inventory != stock {
+                reserved.moved = true;
+                break;
+            }
         }
         Ok(reserved)
     }
@@ -426,6 +434,9 @@ struct Reserved {
     units: BTreeMap<String, i64>,
     orders: usize,
     complete: bool,
+    /// The stock moved while the orders were read, so they were not all
+    /// read.
+    moved: bool,
 }
 
 /// Why an audit could not run: a read of the system failed.

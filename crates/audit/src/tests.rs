@@ -20,12 +20,14 @@ enum Motion {
 }
 
 /// A data-service with one product, `widget`, and one reserved order
-/// holding `ordered` units of it, answered after `orders_delay_ms`.
+/// holding `ordered` units of it, answered after `orders_delay_ms` on each
+/// of `pages` pages.
 struct Scripted {
     motion: Motion,
     reserved: i64,
     ordered: i64,
     orders_delay_ms: u64,
+    pages: usize,
     on_hand: AtomicI64,
     last_stock_read: Mutex<Option<Instant>>,
     stock_reads: AtomicUsize,
@@ -39,6 +41,7 @@ impl Scripted {
             reserved,
             ordered,
             orders_delay_ms: 0,
+            pages: 1,
             on_hand: AtomicI64::new(10),
             last_stock_read: Mutex::new(None),
             stock_reads: AtomicUsize::new(0),
@@ -71,13 +74,14 @@ async fn inventory(State(script): State<Arc<Scripted>>) -> Json<serde_json::Valu
 }
 
 async fn orders(State(script): State<Arc<Scripted>>) -> Json<serde_json::Value> {
-    script.order_reads.fetch_add(1, Ordering::SeqCst);
+    let read = script.order_reads.fetch_add(1, Ordering::SeqCst) + 1;
     tokio::time::sleep(Duration::from_millis(script.orders_delay_ms)).await;
+    let next_cursor = (read < script.pages).then(|| format!("page-{read}"));
     Json(serde_json::json!({
         "orders": [{ "status": "reserved", "items": [
             { "product": { "name": "Widget" }, "quantity": script.ordered }
         ] }],
-        "nextCursor": null
+        "nextCursor": next_cursor
     }))
 }
 
@@ -149,6 +153,37 @@ async fn the_window_grows_to_the_time_the_orders_take() {
     assert!(!second.reserved_sum_checked, "{second:?}");
     assert_eq!(second.reserved_orders, 0, "{second:?}");
     assert_eq!(script.order_reads.load(Ordering::SeqCst), 1);
+    server.abort();
+}
+
+/// Stock that holds still for the window but moves while the orders are
+/// read is noticed between their pages: the pages left are not read.
+#[tokio::test]
+async fn stock_that_moves_between_pages_stops_the_reading() {
+    let mut script = Scripted::new(Motion::AfterMs(100), 2, 2);
+    script.orders_delay_ms = 150;
+    script.pages = 5;
+    let script = Arc::new(script);
+    let (auditor, server) = auditor_of(&script).await;
+    let report = auditor.audit_once().await;
+    assert!(!report.reserved_sum_checked, "{report:?}");
+    assert!(report.healthy, "{report:?}");
+    assert_eq!(script.order_reads.load(Ordering::SeqCst), 1);
+    server.abort();
+}
+
+/// Still stock is read to its last page.
+#[tokio::test]
+async fn still_stock_has_every_page_read() {
+    let mut script = Scripted::new(Motion::Still, 10, 2);
+    script.pages = 5;
+    let script = Arc::new(script);
+    let (auditor, server) = auditor_of(&script).await;
+    let report = auditor.audit_once().await;
+    assert!(report.reserved_sum_checked, "{report:?}");
+    assert!(report.healthy, "{report:?}");
+    assert_eq!(report.reserved_orders, 5);
+    assert_eq!(script.order_reads.load(Ordering::SeqCst), 5);
     server.abort();
 }
 
