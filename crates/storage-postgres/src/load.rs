@@ -69,15 +69,16 @@ pub(crate) async fn load(
     }
     load_stock(tx, needs, &mut book).await?;
     // The orders whose stock the batch may move, read again now that no
-    // other batch can move it.
+    // other batch can move it. An order named only by payment verdicts, or
+    // already ended, is kept as first read.
     let moving: Vec<&str> = orders
         .iter()
-        .filter(|order| !needs.only_paid(&order.id))
+        .filter(|order| needs.may_move_stock(order))
         .map(|order| order.id.as_str())
         .collect();
     if !moving.is_empty() {
         let again = read_orders(tx, moving.into_iter()).await?;
-        orders.retain(|order| needs.only_paid(&order.id));
+        orders.retain(|order| !needs.may_move_stock(order));
         orders.extend(again);
     }
     for order in orders {

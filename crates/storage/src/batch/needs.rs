@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use stockroom_domain::OrderStatus;
 use stockroom_domain::rules::{Book, OrderRecord, StoredKey};
 
 use crate::batch::Command;
@@ -175,11 +176,21 @@ impl Needs {
         self.paid.contains(order_id) && !self.named_otherwise.contains(order_id)
     }
 
+    /// Whether the batch may move stock through `order`: a call other than a
+    /// payment verdict names it, and it is still reserved. An order that
+    /// ended never changes again (a status only moves forward), so what the
+    /// calls naming it ask (a duplicate settlement, a late release or
+    /// expiry) changes nothing: its products need no lock, and the order no
+    /// second read under one.
+    pub fn may_move_stock(&self, order: &OrderRecord) -> bool {
+        !self.only_paid(&order.id) && order.status == OrderStatus::Reserved
+    }
+
     /// Adds the products of a loaded order's lines, and its customer's
-    /// holdings of them (a release or an expiry frees them), unless only
-    /// payment verdicts name the order.
+    /// holdings of them (a release or an expiry frees them), if the batch may
+    /// move stock through it ([`Needs::may_move_stock`]).
     pub fn add_lines(&mut self, order: &OrderRecord) {
-        if self.only_paid(&order.id) {
+        if !self.may_move_stock(order) {
             return;
         }
         for line in &order.lines {
@@ -253,5 +264,35 @@ mod tests {
         needs.add_swept(0, vec!["paid".to_owned()]);
         needs.add_lines(&reserved("paid"));
         assert!(needs.product_keys.contains("product-of-paid"));
+    }
+
+    /// A settlement delivered again after its order ended changes nothing,
+    /// so it locks none of the order's products.
+    #[test]
+    fn an_ended_order_leaves_its_products_unloaded() {
+        let commands = [Command::Settle(vec![
+            SettlementCall {
+                order_id: "fulfilled".to_owned(),
+                event_id: "PaymentSucceeded:fulfilled:2".to_owned(),
+                action: Settle::Commit,
+            },
+            SettlementCall {
+                order_id: "open".to_owned(),
+                event_id: "PaymentSucceeded:open:2".to_owned(),
+                action: Settle::Commit,
+            },
+        ])];
+        let mut needs = Needs::of(&commands, 0);
+        let ended = OrderRecord {
+            status: OrderStatus::Fulfilled,
+            ..reserved("fulfilled")
+        };
+        assert!(!needs.may_move_stock(&ended));
+        needs.add_lines(&ended);
+        needs.add_lines(&reserved("open"));
+        assert_eq!(
+            needs.product_keys.iter().collect::<Vec<_>>(),
+            ["product-of-open"]
+        );
     }
 }
