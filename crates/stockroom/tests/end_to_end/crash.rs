@@ -1,7 +1,7 @@
 //! Durability: `kill -9` in the middle of a storm loses no acknowledged order,
 //! and the events not yet delivered go out after the restart.
 
-use std::process::{Child, Command};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::harness::{
-    SETTLE_TIMEOUT_MS, all_orders, assert_stock_reconciles, get, ready_url, spawn_up,
+    SETTLE_TIMEOUT_MS, UpProcess, all_orders, assert_stock_reconciles, get, ready_url, spawn_up,
 };
 
 /// How long the storm runs before the process is killed.
@@ -17,7 +17,7 @@ const STORM_BEFORE_KILL_MS: u64 = 1_500;
 const STORM_CLIENTS: usize = 16;
 
 struct Child9 {
-    child: Child,
+    child: UpProcess,
     order_url: String,
     data_url: String,
 }

@@ -273,13 +273,41 @@ pub const EPHEMERAL_UP_PORTS: [&str; 10] = [
     "0",
 ];
 
+/// A spawned `stockroom up`, killed and reaped when dropped: a test that
+/// fails part way leaves no process behind holding its ports and its data
+/// directory. It is the child otherwise (`Deref`), so a test can still send
+/// it a signal and wait for its exit status.
+pub struct UpProcess(std::process::Child);
+
+impl std::ops::Deref for UpProcess {
+    type Target = std::process::Child;
+
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for UpProcess {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
+
+impl Drop for UpProcess {
+    fn drop(&mut self) {
+        // Both fail harmlessly when the test already ended the process.
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Starts `stockroom up --data-dir DIR` with `extra` arguments and
-/// environment on free ports, and returns the child and its ready line.
+/// environment on free ports, and returns the process and its ready line.
 pub fn spawn_up(
     data_dir: &std::path::Path,
     extra: &[&str],
     environment: &[(&str, &str)],
-) -> (std::process::Child, String) {
+) -> (UpProcess, String) {
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_stockroom"));
     command.args(["up", "--data-dir"]).arg(data_dir);
     spawn_ready(command, extra, environment)
@@ -293,7 +321,7 @@ pub fn spawn_up_with_file_limit(
     data_dir: &std::path::Path,
     open_files: u64,
     extra: &[&str],
-) -> (std::process::Child, String) {
+) -> (UpProcess, String) {
     let mut command = std::process::Command::new("sh");
     command
         .arg("-c")
@@ -310,27 +338,29 @@ fn spawn_ready(
     mut command: std::process::Command,
     extra: &[&str],
     environment: &[(&str, &str)],
-) -> (std::process::Child, String) {
+) -> (UpProcess, String) {
     use std::io::BufRead;
 
-    let mut child = command
-        .args(EPHEMERAL_UP_PORTS)
-        .args(extra)
-        .env("STOCKROOM_LOG", "warn")
-        .envs(environment.iter().copied())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::inherit())
-        .spawn()
-        .expect("stockroom starts");
+    let mut process = UpProcess(
+        command
+            .args(EPHEMERAL_UP_PORTS)
+            .args(extra)
+            .env("STOCKROOM_LOG", "warn")
+            .envs(environment.iter().copied())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("stockroom starts"),
+    );
     let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().expect("stdout is piped"))
+    std::io::BufReader::new(process.stdout.take().expect("stdout is piped"))
         .read_line(&mut line)
         .expect("the ready line is read");
     assert!(
         line.starts_with("stockroom ready:"),
         "unexpected first line: {line:?}"
     );
-    (child, line)
+    (process, line)
 }
 
 /// The URL a ready line gives for `name` (`order=…`).

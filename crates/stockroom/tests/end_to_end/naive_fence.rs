@@ -2,24 +2,18 @@
 //! original, racy system (an environment variable never does), it refuses an
 //! address other machines can reach, and it says it is racy on purpose.
 
-use std::process::{Child, Command};
+use std::process::Command;
 
 use serde_json::Value;
 
-use crate::harness::{get, ready_url, spawn_up};
+use crate::harness::{UpProcess, get, ready_url, spawn_up};
 
-/// A `stockroom up` child process and its ready line.
+/// A `stockroom up` child process and its ready line. The process is
+/// dropped, and so stopped, before its data directory.
 struct Up {
-    child: Child,
+    _child: UpProcess,
     ready: String,
     _directory: tempfile::TempDir,
-}
-
-impl Drop for Up {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Up {
@@ -35,7 +29,7 @@ fn up_with_naive_environment(extra: &[&str]) -> Up {
     let environment = [("STOCKROOM_MODE", "naive"), ("STOCKROOM_LOG", "error")];
     let (child, ready) = spawn_up(directory.path(), extra, &environment);
     Up {
-        child,
+        _child: child,
         ready,
         _directory: directory,
     }

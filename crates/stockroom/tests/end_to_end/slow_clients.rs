@@ -158,7 +158,7 @@ async fn a_renewed_flood_of_stalled_connections_under_a_low_file_limit_leaves_ro
         2 * FLOOD_CONNECTIONS
     );
     let directory = tempfile::tempdir().unwrap();
-    let (mut child, line) =
+    let (child, line) =
         crate::harness::spawn_up_with_file_limit(directory.path(), LOW_OPEN_FILE_LIMIT, &[]);
     let limit = open_file_limit(child.id());
     assert!(
@@ -205,8 +205,6 @@ async fn a_renewed_flood_of_stalled_connections_under_a_low_file_limit_leaves_ro
     .await;
     assert_eq!(status, 200);
     renewing.abort();
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 /// A body dripped a byte at a time never pauses long enough for a timeout

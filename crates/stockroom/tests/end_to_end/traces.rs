@@ -4,7 +4,7 @@
 //! this test that decodes what it receives.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::{Child, Command};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -74,7 +74,11 @@ async fn collector() -> (String, Received) {
 
 /// `stockroom up` on free ports with `extra` arguments, exporting to
 /// `otlp_endpoint`; its order URL.
-fn start(data_dir: &std::path::Path, otlp_endpoint: &str, extra: &[String]) -> (Child, String) {
+fn start(
+    data_dir: &std::path::Path,
+    otlp_endpoint: &str,
+    extra: &[String],
+) -> (crate::harness::UpProcess, String) {
     let mut arguments = vec!["--otlp-endpoint", otlp_endpoint];
     arguments.extend(extra.iter().map(String::as_str));
     // Errors only: a service waiting for another while they all start is
