@@ -27,6 +27,7 @@
 
 pub mod baseline;
 mod chart;
+mod cpu;
 pub mod full_flow;
 pub mod growth;
 mod load;

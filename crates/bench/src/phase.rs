@@ -59,6 +59,11 @@ pub struct PhaseResult {
     /// The same log read back by table and index, with the index entries an
     /// order adds (with `--wal-by-relation`, systems on PostgreSQL only).
     pub wal_by_relation: Option<LogBreakdown>,
+    /// The machine's CPU time per answered order, in microseconds, over the
+    /// same span as the write-ahead log: every process on the order's path
+    /// (the load generator, the services, the database), on Linux
+    /// (`crate::cpu`).
+    pub cpu_us_per_order: Option<f64>,
     pub durability: &'static str,
     pub note: Option<String>,
 }
@@ -167,6 +172,7 @@ pub async fn run_phase(config: &BenchConfig, phase: Phase) -> anyhow::Result<Pha
         .as_deref()
         .filter(|_| phase.kind.on_postgres());
     let wal_before = wal_position(wal_url).await;
+    let busy_before = crate::cpu::busy_ticks();
     let Some(result) = send_load(config, phase, &sizes, &target).await else {
         target.stop().await;
         anyhow::bail!(
@@ -178,6 +184,8 @@ pub async fn run_phase(config: &BenchConfig, phase: Phase) -> anyhow::Result<Pha
     let (statements_per_order, settle_note) =
         statements_per_order(&target, statements_before, &result).await;
     let wal_after = wal_position(wal_url).await;
+    let cpu_us_per_order =
+        crate::cpu::micros_per_order(busy_before, crate::cpu::busy_ticks(), result.answered());
     let wal_bytes_per_order = match (wal_before, wal_after) {
         (Some(before), Some(after)) => {
             Some((after - before) as f64 / result.answered().max(1) as f64)
@@ -218,6 +226,7 @@ pub async fn run_phase(config: &BenchConfig, phase: Phase) -> anyhow::Result<Pha
         statements_per_order,
         wal_bytes_per_order,
         wal_by_relation,
+        cpu_us_per_order,
         durability: phase.kind.durability(),
         note: sold.note.or(settle_note).or(wal_note),
     })

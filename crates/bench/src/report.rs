@@ -67,6 +67,9 @@ pub struct Summary {
     /// Index entries (B-tree leaf insertions) per order in the throughput
     /// phase, with `--wal-by-relation` on PostgreSQL.
     pub index_insertions_per_order: Option<f64>,
+    /// The machine's CPU time per order over the whole flow, in
+    /// microseconds, in the throughput phase (on Linux).
+    pub cpu_us_per_order: Option<f64>,
 }
 
 pub(crate) fn summarize(
@@ -107,6 +110,7 @@ pub(crate) fn summarize(
             .wal_by_relation
             .as_ref()
             .map(|breakdown| breakdown.index_insertions_per_order),
+        cpu_us_per_order: shipped.cpu_us_per_order,
     })
 }
 
@@ -123,7 +127,7 @@ fn ratio(value: Option<f64>) -> String {
 pub fn render_table(report: &BenchReport) -> String {
     let mut out = String::new();
     out.push_str(&format!(
-        "{:<30} {:<9} {:<10} {:>6} {:>11} {:>8} {:>8} {:>8} {:>8} {:>9} {:>11} {:>11}  {}\n",
+        "{:<30} {:<9} {:<10} {:>6} {:>11} {:>8} {:>8} {:>8} {:>8} {:>9} {:>11} {:>11} {:>12}  {}\n",
         "system",
         "scenario",
         "phase",
@@ -136,6 +140,7 @@ pub fn render_table(report: &BenchReport) -> String {
         "undersold",
         "stmts/order",
         "WAL B/order",
+        "CPU µs/order",
         "durability"
     ));
     for phase in &report.phases {
@@ -161,7 +166,7 @@ pub fn render_table(report: &BenchReport) -> String {
 /// note when it has them.
 fn phase_row(phase: &PhaseResult) -> String {
     let mut out = format!(
-        "{:<30} {:<9} {:<10} {:>6} {:>11.0} {:>8.1} {:>8.1} {:>8.1} {:>8} {:>9} {:>11} {:>11}  {}\n",
+        "{:<30} {:<9} {:<10} {:>6} {:>11.0} {:>8.1} {:>8.1} {:>8.1} {:>8} {:>9} {:>11} {:>11} {:>12}  {}\n",
         phase.system,
         phase.scenario.name(),
         phase.phase,
@@ -174,6 +179,7 @@ fn phase_row(phase: &PhaseResult) -> String {
         optional(phase.undersold),
         statements(phase.statements_per_order),
         wal_bytes(phase.wal_bytes_per_order),
+        wal_bytes(phase.cpu_us_per_order),
         phase.durability,
     );
     if phase.errors > 0 || phase.overloaded > 0 {
@@ -253,7 +259,7 @@ fn measured_summaries(report: &BenchReport) -> impl Iterator<Item = (&'static st
 /// what a sell-out left, and statements per order.
 fn summary_paragraph(label: &str, summary: &Summary, latency_connections: usize) -> String {
     format!(
-        "\n{label}: {:.0} orders/s, p99 {:.1} ms{}; {} vs PostgreSQL per request, {} vs the full flow per request, {} vs no-op HTTP, {} vs batching off, {} vs naive; oversold {}, undersold {}; {} SQL statements per order{}{}\n",
+        "\n{label}: {:.0} orders/s, p99 {:.1} ms{}; {} vs PostgreSQL per request, {} vs the full flow per request, {} vs no-op HTTP, {} vs batching off, {} vs naive; oversold {}, undersold {}; {} SQL statements per order{}{}{}\n",
         summary.orders_per_s,
         summary.p99_ms,
         summary
@@ -275,6 +281,10 @@ fn summary_paragraph(label: &str, summary: &Summary, latency_connections: usize)
         summary
             .index_insertions_per_order
             .map(|entries| format!(", {entries:.1} index entries per order"))
+            .unwrap_or_default(),
+        summary
+            .cpu_us_per_order
+            .map(|micros| format!("; {micros:.0} µs of the machine's CPU per order"))
             .unwrap_or_default(),
     )
 }

@@ -54,6 +54,13 @@ fn the_benchmark_runs_every_system_and_sells_exactly_the_stock() {
             summary["statements_per_order"].as_f64().unwrap() > 0.0,
             "{summary}"
         );
+        // The machine's CPU an order takes is read from Linux's /proc/stat.
+        if cfg!(target_os = "linux") {
+            assert!(
+                summary["cpu_us_per_order"].as_f64().unwrap() > 0.0,
+                "{summary}"
+            );
+        }
     }
     if postgres.is_some() {
         let mut measured = vec!["postgres_hot", "postgres_cold"];
