@@ -96,11 +96,11 @@ async fn find_sweep_candidates(tx: Tx<'_>, needs: &mut Needs, now_ms: i64) -> Re
     }
     for index in 0..needs.sweeps.len() {
         let query = &needs.sweeps[index];
-        // Reserved orders only, those the open-orders rows old enough
-        // name: the cost follows the reservations that may be overdue. Read
-        // without a lock like every
-        // order: two sweepers that take the same order both read it again
-        // under its products' locks, and the second finds it ended.
+        // Reserved orders only, those named by open-orders rows old enough
+        // to name an overdue one: the cost follows the reservations that
+        // may be overdue. Read without a lock like every order: two
+        // sweepers that take the same order both read it again under its
+        // products' locks, and the second finds it ended.
         let found = tx
             .query(
                 &format!(
