@@ -100,7 +100,12 @@ async fn auditor_of(script: &Arc<Scripted>) -> (Auditor, tokio::task::JoinHandle
 }
 
 async fn audit(motion: Motion, reserved: i64, ordered: i64) -> (InvariantReport, Arc<Scripted>) {
-    let script = Arc::new(Scripted::new(motion, reserved, ordered));
+    audit_script(Scripted::new(motion, reserved, ordered)).await
+}
+
+/// One audit of `script`'s data-service.
+async fn audit_script(script: Scripted) -> (InvariantReport, Arc<Scripted>) {
+    let script = Arc::new(script);
     let (auditor, server) = auditor_of(&script).await;
     let report = auditor.audit_once().await;
     server.abort();
@@ -163,13 +168,10 @@ async fn stock_that_moves_between_pages_stops_the_reading() {
     let mut script = Scripted::new(Motion::AfterMs(100), 2, 2);
     script.orders_delay_ms = 150;
     script.pages = 5;
-    let script = Arc::new(script);
-    let (auditor, server) = auditor_of(&script).await;
-    let report = auditor.audit_once().await;
+    let (report, script) = audit_script(script).await;
     assert!(!report.reserved_sum_checked, "{report:?}");
     assert!(report.healthy, "{report:?}");
     assert_eq!(script.order_reads.load(Ordering::SeqCst), 1);
-    server.abort();
 }
 
 /// Still stock is read to its last page.
@@ -177,14 +179,11 @@ async fn stock_that_moves_between_pages_stops_the_reading() {
 async fn still_stock_has_every_page_read() {
     let mut script = Scripted::new(Motion::Still, 10, 2);
     script.pages = 5;
-    let script = Arc::new(script);
-    let (auditor, server) = auditor_of(&script).await;
-    let report = auditor.audit_once().await;
+    let (report, script) = audit_script(script).await;
     assert!(report.reserved_sum_checked, "{report:?}");
     assert!(report.healthy, "{report:?}");
     assert_eq!(report.reserved_orders, 5);
     assert_eq!(script.order_reads.load(Ordering::SeqCst), 5);
-    server.abort();
 }
 
 /// Stopping the auditor does not wait for the audit under way: here one

@@ -41,7 +41,7 @@ pub const ROWS_PER_SWEEP: i64 = 256;
 
 /// The condition that an order's `id` is named by an open-orders row: a
 /// semi-join, which reads the order rows through their primary key.
-pub(crate) const NAMED: &str = "id IN (SELECT unnest(ids) FROM open_orders)";
+const NAMED: &str = "id IN (SELECT unnest(ids) FROM open_orders)";
 
 /// The condition that an order's `id` is named by an open-orders row that
 /// may name an order created by `cutoff` (a parameter): a row written
