@@ -40,7 +40,7 @@ pub use records::{
     AdjustAnswer, AdjustReason, Changes, EventRecord, FiguresDelta, HistoryRecord, HoldingChange,
     HoldingsReset, KeptAnswer, KeyClaim, Movement, MovementKind, MovementReason, Notice,
     OperatorKeyClaim, OrderChange, OrderLine, OrderRecord, ProductSettings, ProductState,
-    StockChange, StockRecord, StoredKey, StoredOrder, event_id,
+    StockChange, StockRecord, StoredKey, StoredOrder, event_id, is_event_id,
 };
 pub use release::{ReleaseDecision, SweepDecision};
 pub use reserve::{ReserveAnswer, ReserveDecision, ReserveInput, Shortage};

@@ -31,14 +31,15 @@ pub fn payment_applies(order: &OrderRecord) -> bool {
 /// clears one, so the order's payment status is the record that the event
 /// was processed: no separate record is kept.
 pub fn payment_recorded(order: &OrderRecord, event_id: &str) -> bool {
-    order.payment != PaymentStatus::None && event_id == reservation_event(&order.id)
+    order.payment != PaymentStatus::None && answers_reservation(event_id, &order.id)
 }
 
-/// The event a payment answers: a reservation is version 1 of its order.
-/// Notes such as an extension may follow before the payment, so the event
-/// is named by that version, not by the order's current one.
-fn reservation_event(order_id: &str) -> String {
-    super::event_id(EventKind::OrderReserved, order_id, 1)
+/// Whether `event_id` is the event a payment of `order_id` answers: a
+/// reservation is version 1 of its order. Notes such as an extension may
+/// follow before the payment, so the event is named by that version, not by
+/// the order's current one.
+fn answers_reservation(event_id: &str, order_id: &str) -> bool {
+    super::is_event_id(event_id, EventKind::OrderReserved, order_id, 1)
 }
 
 impl Book {
@@ -57,7 +58,7 @@ impl Book {
         // Only the order's own reservation event is answered: a verdict
         // naming any other event (a forged or mistaken id) changes nothing
         // and records nothing.
-        if !payment_applies(order) || event_id != reservation_event(order_id) {
+        if !payment_applies(order) || !answers_reservation(event_id, order_id) {
             return Effect::NotApplicable(status);
         }
         let (payment, kind, note) = if approved {

@@ -101,6 +101,41 @@ pub fn event_id(kind: EventKind, order_id: &str, order_version: i64) -> String {
     format!("{}:{order_id}:{order_version}", kind.as_str())
 }
 
+/// Whether `event_id` is exactly the id [`event_id`] makes of the same parts.
+/// The rules ask this of every payment and settlement they decide, so it
+/// compares in place instead of making the id to compare with.
+pub fn is_event_id(event_id: &str, kind: EventKind, order_id: &str, order_version: i64) -> bool {
+    event_id
+        .strip_prefix(kind.as_str())
+        .and_then(|rest| rest.strip_prefix(':'))
+        .and_then(|rest| rest.strip_prefix(order_id))
+        .and_then(|rest| rest.strip_prefix(':'))
+        .is_some_and(|version| is_decimal_of(version, order_version))
+}
+
+/// Whether `text` is `value` written as `format!("{value}")` writes it: an
+/// optional minus sign, then its digits without leading zeros.
+fn is_decimal_of(text: &str, value: i64) -> bool {
+    let digits = match text.strip_prefix('-') {
+        Some(digits) if value < 0 => digits,
+        None if value >= 0 => text,
+        _ => return false,
+    };
+    let mut magnitude = value.unsigned_abs();
+    let mut expected = [0_u8; 20];
+    let mut start = expected.len();
+    loop {
+        start -= 1;
+        // The remainder is a single digit, so the cast cannot truncate.
+        expected[start] = b'0' + (magnitude % 10) as u8;
+        magnitude /= 10;
+        if magnitude == 0 {
+            break;
+        }
+    }
+    digits.as_bytes() == &expected[start..]
+}
+
 /// What an idempotency key's first request was answered, as storage keeps
 /// it: the order it created, and what was short if it was rejected. The
 /// whole answer is rebuilt from the order ([`ReserveAnswer::first`]), so a
@@ -487,4 +522,62 @@ pub struct OperatorKeyClaim {
 pub struct StoredOrder {
     pub order: OrderRecord,
     pub history: Vec<HistoryRecord>,
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::{EventKind, event_id, is_event_id};
+
+    fn kind() -> impl Strategy<Value = EventKind> {
+        proptest::sample::select(EventKind::ALL.to_vec())
+    }
+
+    /// Versions near the edges of their digits, and any version at all.
+    fn version() -> impl Strategy<Value = i64> {
+        prop_oneof![
+            -12_i64..12,
+            proptest::sample::select(vec![i64::MIN, i64::MIN + 1, i64::MAX, 9, 10, 99, 100]),
+            any::<i64>(),
+        ]
+    }
+
+    proptest! {
+        /// The comparison in place agrees with making the id and comparing
+        /// strings, for the id itself and for ids a character away from it.
+        #[test]
+        fn an_id_compared_in_place_matches_the_id_made(
+            kind in kind(),
+            order_id in "[a-z0-9:-]{0,6}",
+            version in version(),
+            other_kind in kind(),
+            other_order_id in "[a-z0-9:-]{0,6}",
+            other_version in version(),
+            cut in 0_usize..40,
+            extra in "[0-9:+-]{0,2}",
+        ) {
+            let id = event_id(kind, &order_id, version);
+            prop_assert!(is_event_id(&id, kind, &order_id, version));
+            let other = event_id(other_kind, &other_order_id, other_version);
+            prop_assert_eq!(is_event_id(&other, kind, &order_id, version), other == id);
+            let mut changed = id.clone();
+            changed.truncate(cut.min(id.len()));
+            changed.push_str(&extra);
+            prop_assert_eq!(is_event_id(&changed, kind, &order_id, version), changed == id);
+        }
+    }
+
+    #[test]
+    fn a_version_written_otherwise_is_another_id() {
+        let kind = EventKind::OrderReserved;
+        let id = |version: &str| format!("{}:o-1:{version}", kind.as_str());
+        assert!(is_event_id(&id("1"), kind, "o-1", 1));
+        for written in ["01", "+1", "1 ", "", "-1", "1.0"] {
+            assert!(!is_event_id(&id(written), kind, "o-1", 1), "{written}");
+        }
+        assert!(is_event_id(&id("0"), kind, "o-1", 0));
+        assert!(!is_event_id(&id("-0"), kind, "o-1", 0));
+        assert!(is_event_id(&id("-7"), kind, "o-1", -7));
+    }
 }

@@ -46,7 +46,7 @@ pub fn settlement_recorded(order: &OrderRecord, event_id: &str, action: Settle) 
             order.status == OrderStatus::Cancelled && order.reason == Some(Reason::PaymentDeclined),
         ),
     };
-    ended && event_id == super::event_id(kind, &order.id, order.version - 1)
+    ended && super::is_event_id(event_id, kind, &order.id, order.version - 1)
 }
 
 impl Book {
@@ -67,11 +67,10 @@ impl Book {
             Settle::Commit => EventKind::PaymentSucceeded,
             Settle::Release => EventKind::PaymentFailed,
         };
-        let own_event = super::event_id(kind, order_id, order.version);
         if settlement_recorded(order, event_id, action) {
             return Ok(Effect::Duplicate(status));
         }
-        if !applies || event_id != own_event {
+        if !applies || !super::is_event_id(event_id, kind, order_id, order.version) {
             return Ok(Effect::NotApplicable(status));
         }
         let after = match action {
