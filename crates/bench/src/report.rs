@@ -222,13 +222,25 @@ fn relation_block(phase: &PhaseResult) -> String {
 /// The summaries worth a paragraph, with their labels: Stockroom as shipped
 /// when it was measured, and Stockroom on PostgreSQL where it was.
 fn measured_summaries(report: &BenchReport) -> impl Iterator<Item = (&'static str, &Summary)> {
-    let measured_stockroom = report
-        .phases
-        .iter()
-        .any(|phase| phase.system == SystemKind::Shipped.name());
+    // The shipped system's summaries are not optional in the report (its
+    // JSON keeps their keys), so a scenario it did not run is told by its
+    // phases: a run of one scenario gets no paragraph of zeros for the other.
+    let measured = |scenario: Scenario| {
+        report.phases.iter().any(|phase| {
+            phase.system == SystemKind::Shipped.name()
+                && phase.scenario == scenario
+                && phase.phase == "throughput"
+        })
+    };
     let shipped = [
-        ("Stockroom, hot product", Some(&report.hot_sku)),
-        ("Stockroom, cold catalogue", Some(&report.cold)),
+        (
+            "Stockroom, hot product",
+            measured(Scenario::HotSku).then_some(&report.hot_sku),
+        ),
+        (
+            "Stockroom, cold catalogue",
+            measured(Scenario::Cold).then_some(&report.cold),
+        ),
     ];
     let on_postgres = [
         (
@@ -250,7 +262,6 @@ fn measured_summaries(report: &BenchReport) -> impl Iterator<Item = (&'static st
     ];
     shipped
         .into_iter()
-        .filter(move |_| measured_stockroom)
         .chain(on_postgres)
         .filter_map(|(label, summary)| Some((label, summary?)))
 }
@@ -295,4 +306,94 @@ fn statements(per_order: Option<f64>) -> String {
 
 fn wal_bytes(per_order: Option<f64>) -> String {
     per_order.map_or_else(|| "-".to_owned(), |value| format!("{value:.0}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn throughput(system: SystemKind, scenario: Scenario, orders_per_s: f64) -> PhaseResult {
+        PhaseResult {
+            system: system.name(),
+            scenario,
+            phase: "throughput",
+            connections: 10,
+            requests: 100,
+            orders_per_s,
+            p50_ms: 1.0,
+            p99_ms: 2.0,
+            p999_ms: 3.0,
+            created: 100,
+            rejected: 0,
+            overloaded: 0,
+            errors: 0,
+            oversold: None,
+            undersold: None,
+            statements_per_order: None,
+            wal_bytes_per_order: None,
+            wal_by_relation: None,
+            cpu_us_per_order: None,
+            durability: "n/a",
+            note: None,
+        }
+    }
+
+    fn report_of(phases: Vec<PhaseResult>) -> BenchReport {
+        let summary =
+            |scenario| summarize(&phases, scenario, SystemKind::Shipped).unwrap_or_default();
+        BenchReport {
+            hot_sku: summary(Scenario::HotSku),
+            cold: summary(Scenario::Cold),
+            postgres_hot: None,
+            postgres_cold: None,
+            postgres_rabbitmq_hot: None,
+            postgres_rabbitmq_cold: None,
+            phases,
+            skipped: Vec::new(),
+            machine: Machine {
+                cores: 2,
+                os: "linux".to_owned(),
+            },
+            settings: Settings {
+                connections: 10,
+                duration_s: 1.0,
+                sell_out_stock: 10,
+                sell_out_orders: 20,
+                cold_products: 10,
+                latency_connections: 0,
+            },
+        }
+    }
+
+    #[test]
+    fn a_scenario_that_did_not_run_gets_no_paragraph() {
+        let report = report_of(vec![throughput(
+            SystemKind::Shipped,
+            Scenario::HotSku,
+            1234.0,
+        )]);
+        let table = render_table(&report);
+        assert!(
+            table.contains("Stockroom, hot product: 1234 orders/s"),
+            "{table}"
+        );
+        assert!(!table.contains("Stockroom, cold catalogue"), "{table}");
+    }
+
+    #[test]
+    fn both_scenarios_get_their_paragraphs() {
+        let report = report_of(vec![
+            throughput(SystemKind::Shipped, Scenario::HotSku, 1234.0),
+            throughput(SystemKind::Shipped, Scenario::Cold, 567.0),
+        ]);
+        let table = render_table(&report);
+        assert!(
+            table.contains("Stockroom, hot product: 1234 orders/s"),
+            "{table}"
+        );
+        assert!(
+            table.contains("Stockroom, cold catalogue: 567 orders/s"),
+            "{table}"
+        );
+    }
 }
