@@ -4,6 +4,7 @@
 use crate::{BenchReport, PhaseResult, Scenario};
 
 const WIDTH: f64 = 900.0;
+/// The least height of a panel; more bars than fit make it taller.
 const PANEL_HEIGHT: f64 = 260.0;
 const LEFT: f64 = 200.0;
 const BAR_HEIGHT: f64 = 14.0;
@@ -47,6 +48,12 @@ fn panel(
             Scenario::HotSku => "hot",
             Scenario::Cold => "cold",
         };
+        // Over several rounds every round has a bar of its own.
+        let scenario = if report.settings.rounds > 1 {
+            format!("{scenario}, round {}", phase.round)
+        } else {
+            scenario.to_owned()
+        };
         out.push_str(&format!(
             r#"<text x="{}" y="{}" font-size="12" text-anchor="end">{} ({scenario})</text><rect x="{LEFT}" y="{}" width="{width:.1}" height="{BAR_HEIGHT}" fill="{color}"/><text x="{}" y="{}" font-size="12">{:.1} {unit}</text>"#,
             LEFT - 6.0,
@@ -62,9 +69,16 @@ fn panel(
 
 /// The chart as an SVG document.
 pub fn render_svg(report: &BenchReport) -> String {
+    // A panel grows with its bars: over several rounds each round has its own.
+    let bars = report
+        .phases
+        .iter()
+        .filter(|phase| phase.phase == "throughput")
+        .count();
+    let panel_height = PANEL_HEIGHT.max(40.0 + bars as f64 * (BAR_HEIGHT + 4.0));
     let mut out = format!(
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{}" font-family="sans-serif"><rect width="100%" height="100%" fill="white"/>"#,
-        PANEL_HEIGHT * 2.0 + 20.0
+        panel_height * 2.0 + 20.0
     );
     panel(
         &mut out,
@@ -77,7 +91,7 @@ pub fn render_svg(report: &BenchReport) -> String {
     panel(
         &mut out,
         report,
-        PANEL_HEIGHT,
+        panel_height,
         "p99 latency (ms, lower is better)",
         |phase| phase.p99_ms,
         "ms",

@@ -66,6 +66,10 @@ pub const NAIVE_SELL_OUT_DIVISOR: i64 = 10;
 /// not finishing.
 pub const PHASE_TIME_LIMIT_MS: u64 = 120_000;
 
+/// The most rounds one run may repeat its phases in (`--rounds`): nine
+/// full rounds already take about half an hour.
+pub const MAX_ROUNDS: u32 = 9;
+
 #[derive(Debug, Clone)]
 pub struct BenchConfig {
     pub connections: usize,
@@ -75,6 +79,11 @@ pub struct BenchConfig {
     pub cold_products: usize,
     /// Connections of the extra latency phase of Stockroom as shipped.
     pub latency_connections: usize,
+    /// How many times every phase runs, the systems' order reversed in
+    /// every other round so that a machine whose speed drifts during the run
+    /// favours none of them. Each ratio is taken within its round, and each
+    /// summary figure is the median of the rounds' (1 to [`MAX_ROUNDS`]).
+    pub rounds: u32,
     pub systems: Vec<SystemKind>,
     /// The scenarios to run, in this order (both by default).
     pub scenarios: Vec<Scenario>,
@@ -92,6 +101,10 @@ impl BenchConfig {
     pub fn validate(&self) -> anyhow::Result<()> {
         anyhow::ensure!(self.connections >= 1, "--connections must be at least 1");
         anyhow::ensure!(self.sell_out_stock >= 1, "--stock must be at least 1");
+        anyhow::ensure!(
+            (1..=MAX_ROUNDS).contains(&self.rounds),
+            "--rounds must be from 1 to {MAX_ROUNDS}"
+        );
         anyhow::ensure!(
             self.cold_products >= 1,
             "--cold-products must be at least 1"
@@ -139,39 +152,60 @@ impl Scenario {
     }
 }
 
-/// Runs every phase of every system; a system that cannot run here (no
-/// PostgreSQL or AMQP URL) is skipped with a note.
+/// Runs every phase of every system, once per round; a system that cannot
+/// run here (no PostgreSQL or AMQP URL) is skipped with a note.
 pub async fn run(config: BenchConfig) -> anyhow::Result<BenchReport> {
     config.validate()?;
-    let mut phases = Vec::new();
     let mut skipped = Vec::new();
-    for &scenario in &config.scenarios {
-        for &kind in &config.systems {
-            if let Some(missing) =
-                kind.missing(config.postgres_url.as_deref(), config.amqp_url.as_deref())
-            {
-                if Some(&scenario) == config.scenarios.first() {
+    let runnable: Vec<SystemKind> = config
+        .systems
+        .iter()
+        .copied()
+        .filter(|kind| {
+            match kind.missing(config.postgres_url.as_deref(), config.amqp_url.as_deref()) {
+                Some(missing) => {
                     skipped.push(format!("{}: skipped, {missing}", kind.name()));
+                    false
                 }
-                continue;
+                None => true,
             }
-            for phase in phases_of(&config, kind, scenario) {
-                phases.push(run_phase(&config, phase).await?);
+        })
+        .collect();
+    let mut phases = Vec::new();
+    for round in 1..=config.rounds {
+        for &scenario in &config.scenarios {
+            for kind in systems_in_round(&runnable, round) {
+                for phase in phases_of(&config, kind, scenario, round) {
+                    phases.push(run_phase(&config, phase).await?);
+                }
             }
         }
     }
     Ok(report(&config, phases, skipped))
 }
 
+/// The systems in the order `round` runs them: as given in odd rounds,
+/// reversed in even ones. A machine that slows down or speeds up through
+/// the run then weighs on the first system of one round as on the last of
+/// the next.
+fn systems_in_round(systems: &[SystemKind], round: u32) -> Vec<SystemKind> {
+    let mut ordered = systems.to_vec();
+    if round.is_multiple_of(2) {
+        ordered.reverse();
+    }
+    ordered
+}
+
 /// The phases of one system in one scenario, in the order they run: its
 /// throughput, its sell-out when it keeps stock, and for Stockroom as
 /// shipped on the hot product the latency phase at fewer connections.
-fn phases_of(config: &BenchConfig, kind: SystemKind, scenario: Scenario) -> Vec<Phase> {
+fn phases_of(config: &BenchConfig, kind: SystemKind, scenario: Scenario, round: u32) -> Vec<Phase> {
     let phase = |name, connections| Phase {
         kind,
         scenario,
         name,
         connections,
+        round,
     };
     let mut phases = vec![phase("throughput", config.connections)];
     if kind.has_stock() {
@@ -210,6 +244,26 @@ fn report(config: &BenchConfig, phases: Vec<PhaseResult>, skipped: Vec<String>) 
             sell_out_orders: config.sell_out_orders,
             cold_products: config.cold_products,
             latency_connections: config.latency_connections,
+            rounds: config.rounds,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_other_round_runs_the_systems_in_reverse() {
+        let systems = [
+            SystemKind::Shipped,
+            SystemKind::StockroomPostgres,
+            SystemKind::NoopHttp,
+        ];
+        assert_eq!(systems_in_round(&systems, 1), systems.to_vec());
+        let mut reversed = systems.to_vec();
+        reversed.reverse();
+        assert_eq!(systems_in_round(&systems, 2), reversed);
+        assert_eq!(systems_in_round(&systems, 3), systems.to_vec());
     }
 }

@@ -29,6 +29,8 @@ pub struct Phase {
     pub scenario: Scenario,
     pub name: &'static str,
     pub connections: usize,
+    /// Which of the run's rounds this phase belongs to, from 1.
+    pub round: u32,
 }
 
 /// One phase's measurement.
@@ -37,6 +39,8 @@ pub struct PhaseResult {
     pub system: &'static str,
     pub scenario: Scenario,
     pub phase: &'static str,
+    /// The round of the run the phase ran in, from 1 (`--rounds`).
+    pub round: u32,
     pub connections: usize,
     /// Requests sent, answered or not.
     pub requests: u64,
@@ -211,6 +215,7 @@ pub async fn run_phase(config: &BenchConfig, phase: Phase) -> anyhow::Result<Pha
         system: phase.kind.name(),
         scenario: phase.scenario,
         phase: phase.name,
+        round: phase.round,
         connections: phase.connections,
         requests: result.sent,
         orders_per_s: result.orders_per_s(),

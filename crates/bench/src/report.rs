@@ -33,6 +33,8 @@ pub struct Settings {
     pub sell_out_orders: u64,
     pub cold_products: usize,
     pub latency_connections: usize,
+    /// How many times every phase ran (`--rounds`).
+    pub rounds: u32,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -42,6 +44,9 @@ pub struct Machine {
 }
 
 /// One Stockroom system in one scenario, with its ratios to each baseline.
+/// Over several rounds each figure is the median of the rounds' figures,
+/// each ratio taken within its own round; oversold and undersold are the
+/// worst round's.
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct Summary {
     pub system: String,
@@ -72,14 +77,67 @@ pub struct Summary {
     pub cpu_us_per_order: Option<f64>,
 }
 
+/// `system`'s summary in `scenario`: each round's, then their medians.
 pub(crate) fn summarize(
     phases: &[PhaseResult],
     scenario: Scenario,
     system: SystemKind,
 ) -> Option<Summary> {
+    let last_round = phases.iter().map(|phase| phase.round).max()?;
+    let rounds: Vec<Summary> = (1..=last_round)
+        .filter_map(|round| summarize_round(phases, scenario, system, round))
+        .collect();
+    let median_of = |field: fn(&Summary) -> Option<f64>| median(rounds.iter().filter_map(field));
+    let worst_of = |field: fn(&Summary) -> Option<i64>| rounds.iter().filter_map(field).max();
+    Some(Summary {
+        system: system.name().to_owned(),
+        orders_per_s: median_of(|round| Some(round.orders_per_s))?,
+        p50_ms: median_of(|round| Some(round.p50_ms))?,
+        p99_ms: median_of(|round| Some(round.p99_ms))?,
+        p999_ms: median_of(|round| Some(round.p999_ms))?,
+        p99_ms_at_latency_connections: median_of(|round| round.p99_ms_at_latency_connections),
+        ratio_vs_postgres_per_request: median_of(|round| round.ratio_vs_postgres_per_request),
+        ratio_vs_full_flow_per_request: median_of(|round| round.ratio_vs_full_flow_per_request),
+        ratio_vs_noop_http: median_of(|round| round.ratio_vs_noop_http),
+        ratio_vs_batching_off: median_of(|round| round.ratio_vs_batching_off),
+        ratio_vs_naive: median_of(|round| round.ratio_vs_naive),
+        oversold: worst_of(|round| round.oversold),
+        undersold: worst_of(|round| round.undersold),
+        sell_out_orders_per_s: median_of(|round| round.sell_out_orders_per_s),
+        statements_per_order: median_of(|round| round.statements_per_order),
+        wal_bytes_per_order: median_of(|round| round.wal_bytes_per_order),
+        index_insertions_per_order: median_of(|round| round.index_insertions_per_order),
+        cpu_us_per_order: median_of(|round| round.cpu_us_per_order),
+    })
+}
+
+/// The median of `values` (the mean of the middle two when they are even
+/// in number); `None` when there are none.
+fn median(values: impl Iterator<Item = f64>) -> Option<f64> {
+    let mut values: Vec<f64> = values.collect();
+    values.sort_by(f64::total_cmp);
+    let middle = values.len() / 2;
+    match values.len() {
+        0 => None,
+        length if !length.is_multiple_of(2) => Some(values[middle]),
+        _ => Some((values[middle - 1] + values[middle]) / 2.0),
+    }
+}
+
+/// `system`'s summary in `scenario` from the phases of one round: every
+/// ratio against a baseline measured in the same round.
+fn summarize_round(
+    phases: &[PhaseResult],
+    scenario: Scenario,
+    system: SystemKind,
+    round: u32,
+) -> Option<Summary> {
     let find = |name: &str, phase_name: &str| {
         phases.iter().find(|phase| {
-            phase.system == name && phase.scenario == scenario && phase.phase == phase_name
+            phase.system == name
+                && phase.scenario == scenario
+                && phase.phase == phase_name
+                && phase.round == round
         })
     };
     let throughput = |name: &str| find(name, "throughput");
@@ -127,10 +185,11 @@ fn ratio(value: Option<f64>) -> String {
 pub fn render_table(report: &BenchReport) -> String {
     let mut out = String::new();
     out.push_str(&format!(
-        "{:<30} {:<9} {:<10} {:>6} {:>11} {:>8} {:>8} {:>8} {:>8} {:>9} {:>11} {:>11} {:>12}  {}\n",
+        "{:<30} {:<9} {:<10} {:>5} {:>6} {:>11} {:>8} {:>8} {:>8} {:>8} {:>9} {:>11} {:>11} {:>12}  {}\n",
         "system",
         "scenario",
         "phase",
+        "round",
         "conns",
         "orders/s",
         "p50 ms",
@@ -149,6 +208,12 @@ pub fn render_table(report: &BenchReport) -> String {
     for phase in &report.phases {
         out.push_str(&relation_block(phase));
     }
+    if report.settings.rounds > 1 {
+        out.push_str(&format!(
+            "\nEach figure below is the median of {} rounds, each ratio taken within its round; oversold and undersold are the worst round's.\n",
+            report.settings.rounds
+        ));
+    }
     for (label, summary) in measured_summaries(report) {
         out.push_str(&summary_paragraph(
             label,
@@ -166,10 +231,11 @@ pub fn render_table(report: &BenchReport) -> String {
 /// note when it has them.
 fn phase_row(phase: &PhaseResult) -> String {
     let mut out = format!(
-        "{:<30} {:<9} {:<10} {:>6} {:>11.0} {:>8.1} {:>8.1} {:>8.1} {:>8} {:>9} {:>11} {:>11} {:>12}  {}\n",
+        "{:<30} {:<9} {:<10} {:>5} {:>6} {:>11.0} {:>8.1} {:>8.1} {:>8.1} {:>8} {:>9} {:>11} {:>11} {:>12}  {}\n",
         phase.system,
         phase.scenario.name(),
         phase.phase,
+        phase.round,
         phase.connections,
         phase.orders_per_s,
         phase.p50_ms,
@@ -201,10 +267,11 @@ fn relation_block(phase: &PhaseResult) -> String {
         return String::new();
     };
     let mut out = format!(
-        "\nWAL by relation, {} · {} · {} ({:.1} index entries per order):\n{:<40} {:>12} {:>14}\n",
+        "\nWAL by relation, {} · {} · {} · round {} ({:.1} index entries per order):\n{:<40} {:>12} {:>14}\n",
         phase.system,
         phase.scenario.name(),
         phase.phase,
+        phase.round,
         breakdown.index_insertions_per_order,
         "relation",
         "bytes/order",
@@ -317,6 +384,7 @@ mod tests {
             system: system.name(),
             scenario,
             phase: "throughput",
+            round: 1,
             connections: 10,
             requests: 100,
             orders_per_s,
@@ -339,6 +407,7 @@ mod tests {
     }
 
     fn report_of(phases: Vec<PhaseResult>) -> BenchReport {
+        let rounds = phases.iter().map(|phase| phase.round).max().unwrap_or(1);
         let summary =
             |scenario| summarize(&phases, scenario, SystemKind::Shipped).unwrap_or_default();
         BenchReport {
@@ -361,6 +430,7 @@ mod tests {
                 sell_out_orders: 20,
                 cold_products: 10,
                 latency_connections: 0,
+                rounds,
             },
         }
     }
@@ -395,5 +465,57 @@ mod tests {
             table.contains("Stockroom, cold catalogue: 567 orders/s"),
             "{table}"
         );
+    }
+
+    fn in_round(mut phase: PhaseResult, round: u32) -> PhaseResult {
+        phase.round = round;
+        phase
+    }
+
+    #[test]
+    fn each_ratio_is_taken_within_its_round_then_the_median_of_the_rounds() {
+        // The machine halves its speed after the first round: each round's
+        // ratio is 2, though the first round's Stockroom against the
+        // second round's no-op ceiling would give 8.
+        let phases = vec![
+            in_round(throughput(SystemKind::Shipped, Scenario::HotSku, 400.0), 1),
+            in_round(throughput(SystemKind::NoopHttp, Scenario::HotSku, 200.0), 1),
+            in_round(throughput(SystemKind::NoopHttp, Scenario::HotSku, 50.0), 2),
+            in_round(throughput(SystemKind::Shipped, Scenario::HotSku, 100.0), 2),
+            in_round(throughput(SystemKind::Shipped, Scenario::HotSku, 300.0), 3),
+            in_round(throughput(SystemKind::NoopHttp, Scenario::HotSku, 100.0), 3),
+        ];
+        let summary = summarize(&phases, Scenario::HotSku, SystemKind::Shipped).unwrap();
+        assert_eq!(summary.ratio_vs_noop_http, Some(2.0));
+        assert_eq!(summary.orders_per_s, 300.0);
+        let table = render_table(&report_of(phases));
+        assert!(table.contains("the median of 3 rounds"), "{table}");
+    }
+
+    #[test]
+    fn the_worst_round_oversold_is_reported() {
+        let sold_out = |round, oversold| {
+            let mut phase = in_round(throughput(SystemKind::Shipped, Scenario::Cold, 10.0), round);
+            phase.phase = crate::phase::SELL_OUT;
+            phase.oversold = Some(oversold);
+            phase.undersold = Some(0);
+            phase
+        };
+        let phases = vec![
+            in_round(throughput(SystemKind::Shipped, Scenario::Cold, 10.0), 1),
+            sold_out(1, 0),
+            in_round(throughput(SystemKind::Shipped, Scenario::Cold, 10.0), 2),
+            sold_out(2, 3),
+        ];
+        let summary = summarize(&phases, Scenario::Cold, SystemKind::Shipped).unwrap();
+        assert_eq!(summary.oversold, Some(3));
+        assert_eq!(summary.undersold, Some(0));
+    }
+
+    #[test]
+    fn a_median_of_an_even_count_is_the_mean_of_the_middle_two() {
+        assert_eq!(median([3.0, 1.0, 2.0].into_iter()), Some(2.0));
+        assert_eq!(median([4.0, 1.0, 3.0, 2.0].into_iter()), Some(2.5));
+        assert_eq!(median(std::iter::empty()), None);
     }
 }

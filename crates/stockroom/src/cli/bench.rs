@@ -29,6 +29,12 @@ pub(super) struct BenchArgs {
     /// Connections of the extra latency phase of Stockroom (0 skips it).
     #[arg(long, default_value_t = 100)]
     latency_connections: usize,
+    /// Run every phase this many times (1 to 9), the systems' order
+    /// reversed every other round; each ratio is taken within its round and
+    /// each summary figure is the median of the rounds'. On a machine whose
+    /// speed drifts, 3 makes one run's ratios much steadier.
+    #[arg(long, default_value_t = 1)]
+    rounds: u32,
     /// The PostgreSQL database of Stockroom on PostgreSQL and of the
     /// per-request baseline (each phase in a schema of its own); without it
     /// those systems are skipped.
@@ -97,6 +103,7 @@ pub(super) async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         sell_out_orders: args.orders,
         cold_products: args.cold_products,
         latency_connections: args.latency_connections,
+        rounds: args.rounds,
         systems,
         scenarios,
         postgres_url: args.postgres_url,

@@ -197,3 +197,63 @@ fn the_growth_benchmark_measures_every_read_at_every_size() {
         assert!(ratio["ratio"].as_f64().unwrap() > 0.0, "{ratio}");
     }
 }
+
+/// `stockroom bench --rounds 2`: every phase runs once per round, and the
+/// summary is made of both rounds.
+#[test]
+fn two_rounds_run_every_phase_twice() {
+    let _servers = crate::harness::using_shared_servers_blocking();
+    let output = Command::new(env!("CARGO_BIN_EXE_stockroom"))
+        .args([
+            "bench",
+            "--smoke",
+            "--json",
+            "--rounds",
+            "2",
+            "--systems",
+            "stockroom,noop-http",
+            "--scenarios",
+            "hot",
+        ])
+        .env("STOCKROOM_LOG", "off")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["settings"]["rounds"], 2);
+    let phases = report["phases"].as_array().unwrap();
+    for round in [1, 2] {
+        for (system, phase) in [
+            ("stockroom", "throughput"),
+            ("stockroom", "sell-out"),
+            ("noop-http", "throughput"),
+        ] {
+            assert!(
+                phases.iter().any(|measured| measured["round"] == round
+                    && measured["system"] == system
+                    && measured["phase"] == phase),
+                "{system} {phase} in round {round}: {phases:?}"
+            );
+        }
+    }
+    let summary = &report["hot_sku"];
+    assert!(summary["ratio_vs_noop_http"].as_f64().unwrap() > 0.0);
+    assert_eq!(summary["oversold"], 0, "{summary}");
+    assert_eq!(summary["undersold"], 0, "{summary}");
+}
+
+#[test]
+fn rounds_out_of_bounds_are_refused() {
+    let output = Command::new(env!("CARGO_BIN_EXE_stockroom"))
+        .args(["bench", "--smoke", "--rounds", "0"])
+        .env("STOCKROOM_LOG", "off")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--rounds must be from 1 to 9"), "{stderr}");
+}
