@@ -157,20 +157,13 @@ impl Scenario {
 pub async fn run(config: BenchConfig) -> anyhow::Result<BenchReport> {
     config.validate()?;
     let mut skipped = Vec::new();
-    let runnable: Vec<SystemKind> = config
-        .systems
-        .iter()
-        .copied()
-        .filter(|kind| {
-            match kind.missing(config.postgres_url.as_deref(), config.amqp_url.as_deref()) {
-                Some(missing) => {
-                    skipped.push(format!("{}: skipped, {missing}", kind.name()));
-                    false
-                }
-                None => true,
-            }
-        })
-        .collect();
+    let mut runnable = Vec::new();
+    for &kind in &config.systems {
+        match kind.missing(config.postgres_url.as_deref(), config.amqp_url.as_deref()) {
+            Some(missing) => skipped.push(format!("{}: skipped, {missing}", kind.name())),
+            None => runnable.push(kind),
+        }
+    }
     let mut phases = Vec::new();
     for round in 1..=config.rounds {
         for &scenario in &config.scenarios {
