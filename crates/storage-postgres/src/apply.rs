@@ -15,30 +15,175 @@ use stockroom_domain::rules::{Changes, OrderRecord, ProductState};
 use stockroom_storage::batch::Writes;
 use stockroom_storage::{history, keys, lines};
 
-use crate::load::inconsistent;
+use crate::ahead::Turn;
+use crate::load::{Lock, inconsistent, stock_row, stock_sql};
 use crate::sql::Tx;
 use crate::{Failure, bus, ledger, open};
 
+/// What a batch's statements take besides its changes: each order's new
+/// history entries, the events as outbox entries, the counters' deltas.
+struct Rows<'a> {
+    histories: HashMap<&'a str, String>,
+    entries: Vec<NewEntry>,
+    status_deltas: Vec<(OrderStatus, i64)>,
+}
+
+impl<'a> Rows<'a> {
+    fn of(changes: &'a Changes) -> Rows<'a> {
+        Rows {
+            histories: history::encode_by_order(&changes.history),
+            entries: changes
+                .events
+                .iter()
+                .cloned()
+                .map(NewEntry::routed)
+                .collect(),
+            status_deltas: changes.status_deltas(),
+        }
+    }
+}
+
 pub(crate) async fn apply(tx: Tx<'_>, writes: &Writes) -> Result<(), Failure> {
     let changes = &writes.changes;
-    let histories = history::encode_by_order(&changes.history);
-    let entries: Vec<NewEntry> = changes
-        .events
-        .iter()
-        .cloned()
-        .map(NewEntry::routed)
-        .collect();
-    let status_deltas = changes.status_deltas();
+    let rows = Rows::of(changes);
     tokio::try_join!(
         apply_stock(tx, changes),
-        insert_orders(tx, writes, &histories),
-        update_orders(tx, changes, &histories),
-        bus::insert(tx, &entries),
+        insert_orders(tx, writes, &rows.histories),
+        update_orders(tx, changes, &rows.histories),
+        bus::insert(tx, &rows.entries),
         insert_keys(tx, writes),
-        count_statuses(tx, &status_deltas),
+        count_statuses(tx, &rows.status_deltas),
         ledger::apply(tx, changes, writes.created_at_ms),
     )?;
     Ok(())
+}
+
+/// Writes a batch decided ahead of its stock locks (see `ahead`): its new
+/// rows (orders, events) at once, then, in its turn, its products locked in
+/// the global order and checked against what the rules decided on, and the
+/// rest: the rows those locks guard (stock, ledger, holdings), the orders
+/// changed, the keys claimed and the counters, as a batch decided under its
+/// locks writes them. The check is sent before the rest and the database
+/// runs a connection's statements in order, so the rest waits for the
+/// locks without a round trip of its own. Something that moved fails the
+/// batch with [`Failure::StockMoved`], whatever else failed after it, and
+/// the transaction is rolled back whole.
+pub(crate) async fn apply_ahead(
+    tx: Tx<'_>,
+    writes: &Writes,
+    unmoved: Unmoved<'_>,
+    turn: &mut Turn,
+) -> Result<(), Failure> {
+    let changes = &writes.changes;
+    let rows = Rows::of(changes);
+    let new_rows = async {
+        tokio::try_join!(
+            insert_orders(tx, writes, &rows.histories),
+            bus::insert(tx, &rows.entries)
+        )
+    };
+    let locked = async {
+        let check = Check::prepare(tx).await?;
+        turn.wait_for_previous().await;
+        let check = async {
+            let checked = check.run(tx, unmoved).await;
+            turn.locked();
+            checked
+        };
+        let rest = async {
+            tokio::try_join!(
+                apply_stock(tx, changes),
+                update_orders(tx, changes, &rows.histories),
+                insert_keys(tx, writes),
+                count_statuses(tx, &rows.status_deltas),
+                ledger::apply(tx, changes, writes.created_at_ms),
+            )
+        };
+        let (checked, rest) = tokio::join!(check, rest);
+        checked?;
+        rest.map(|_| ())
+    };
+    match tokio::join!(new_rows, locked) {
+        (_, Err(Failure::StockMoved)) => Err(Failure::StockMoved),
+        (Err(failure), _) | (Ok(_), Err(failure)) => Err(failure),
+        (Ok(_), Ok(())) => Ok(()),
+    }
+}
+
+/// What a batch decided ahead on and must find unmoved under its locks.
+#[derive(Clone, Copy)]
+pub(crate) struct Unmoved<'a> {
+    /// Every product it loaded, with the figures it decided on, sorted by
+    /// key.
+    pub stock: &'a [(String, ProductState)],
+    /// The orders whose stock it may move, with the versions it read.
+    pub orders: &'a [(String, i64)],
+}
+
+/// The two statements of a batch's check, prepared before they are sent so
+/// that they are sent first, in this order: the products' lock, then the
+/// orders' versions, read once the lock is held.
+struct Check {
+    lock: tokio_postgres::Statement,
+    versions: tokio_postgres::Statement,
+}
+
+impl Check {
+    async fn prepare(tx: Tx<'_>) -> Result<Check, Failure> {
+        let lock_sql = stock_sql(Lock::ForUpdate);
+        let (lock, versions) = tokio::try_join!(
+            tx.prepare(&lock_sql),
+            tx.prepare("SELECT id, version FROM orders WHERE id = ANY($1)")
+        )?;
+        Ok(Check { lock, versions })
+    }
+
+    /// Locks the products, then checks that each holds the figures the
+    /// batch decided on, and that the orders whose stock it may move are as
+    /// it read them: an order changed in between by a batch that held those
+    /// locks (a settlement, an expiry) would not agree with the figures.
+    async fn run(&self, tx: Tx<'_>, unmoved: Unmoved<'_>) -> Result<(), Failure> {
+        let keys: Vec<&str> = unmoved.stock.iter().map(|(key, _)| key.as_str()).collect();
+        let ids: Vec<&str> = unmoved.orders.iter().map(|(id, _)| id.as_str()).collect();
+        let locked = async {
+            if keys.is_empty() {
+                return Ok(Vec::new());
+            }
+            tx.query_prepared(&self.lock, &[&keys]).await
+        };
+        let versions = async {
+            if ids.is_empty() {
+                return Ok(Vec::new());
+            }
+            tx.query_prepared(&self.versions, &[&ids]).await
+        };
+        let (locked, versions) = tokio::try_join!(locked, versions)?;
+        let stock_unmoved = locked.len() == unmoved.stock.len()
+            && locked
+                .iter()
+                .zip(unmoved.stock)
+                .all(|(row, (decided_key, decided))| {
+                    stock_row(row)
+                        .is_ok_and(|(key, _, state)| key == *decided_key && state == *decided)
+                });
+        let read: HashMap<&str, i64> = unmoved
+            .orders
+            .iter()
+            .map(|(id, version)| (id.as_str(), *version))
+            .collect();
+        let orders_unmoved = versions.len() == read.len()
+            && versions.iter().all(|row| {
+                match (row.try_get::<_, &str>(0), row.try_get::<_, i64>(1)) {
+                    (Ok(id), Ok(version)) => read.get(id) == Some(&version),
+                    _ => false,
+                }
+            });
+        if stock_unmoved && orders_unmoved {
+            Ok(())
+        } else {
+            Err(Failure::StockMoved)
+        }
+    }
 }
 
 fn expect_rows(what: &str, changed: u64, expected: usize) -> Result<(), Failure> {

@@ -28,6 +28,11 @@ pub(crate) enum Failure {
         changed: u64,
         expected: usize,
     },
+    /// A batch decided ahead of its stock locks (see `ahead`) found, under
+    /// them, a product's stock other than it decided on: it runs again with
+    /// its stock locked first.
+    #[error("a product's stock moved after the batch decided on it")]
+    StockMoved,
     /// The COMMIT was sent but no answer came back.
     #[error("the answer to a commit was lost")]
     CommitLost(#[source] tokio_postgres::Error),
@@ -50,7 +55,7 @@ impl Failure {
     pub(crate) fn is_retryable(&self) -> bool {
         match self {
             Failure::Database(error) => aborted_by_concurrency(error),
-            Failure::KeyRace | Failure::RowRace { .. } => true,
+            Failure::KeyRace | Failure::RowRace { .. } | Failure::StockMoved => true,
             _ => false,
         }
     }
@@ -58,10 +63,12 @@ impl Failure {
     pub(crate) fn into_storage_error(self, attempts: u32) -> StorageError {
         match self {
             Failure::Storage(error) => error,
-            Failure::KeyRace | Failure::RowRace { .. } => StorageError::Contention {
-                attempts,
-                source: cause(self),
-            },
+            Failure::KeyRace | Failure::RowRace { .. } | Failure::StockMoved => {
+                StorageError::Contention {
+                    attempts,
+                    source: cause(self),
+                }
+            }
             Failure::CommitLost(error) => StorageError::OutcomeUnknown {
                 source: cause(error),
             },

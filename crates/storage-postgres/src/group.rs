@@ -16,14 +16,16 @@
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use deadpool_postgres::Pool;
-use stockroom_storage::batch::{Command, Needs, Reply, decide};
+use stockroom_storage::batch::{Answer, Command, Needs, Reply, decide};
 use stockroom_storage::{StorageError, WriteCounters, WriteStats};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{Mutex, RwLock, mpsc, oneshot};
 
+use crate::ahead::{self, StockView};
+use crate::load::{FirstRead, Lock};
 use crate::sql::{Tx, count_transaction_control};
 use crate::{Failure, MAX_TRANSACTION_ATTEMPTS, RETRY_BACKOFF_MS, apply, load, now_ms, read};
 
@@ -53,6 +55,9 @@ pub struct GroupCommitConfig {
     pub max_requests: usize,
     /// Collector tasks; at least 1.
     pub collectors: usize,
+    /// Whether a sale's batches are decided ahead of their stock locks (see
+    /// [`crate::ahead`]) rather than under them.
+    pub decide_ahead: bool,
 }
 
 impl Default for GroupCommitConfig {
@@ -61,6 +66,7 @@ impl Default for GroupCommitConfig {
             enabled: true,
             max_requests: DEFAULT_GROUP_COMMIT_MAX_REQUESTS,
             collectors: DEFAULT_COLLECTORS,
+            decide_ahead: true,
         }
     }
 }
@@ -71,7 +77,17 @@ impl GroupCommitConfig {
         enabled: false,
         max_requests: 1,
         collectors: 1,
+        decide_ahead: false,
     };
+
+    /// Every batch's stock locked before the rules decide it, as before
+    /// batches were decided ahead: for measuring what deciding ahead buys.
+    pub fn locking_first(self) -> GroupCommitConfig {
+        GroupCommitConfig {
+            decide_ahead: false,
+            ..self
+        }
+    }
 }
 
 /// One call waiting for its batch.
@@ -102,15 +118,21 @@ impl GroupCommit {
         let receiver = Arc::new(Mutex::new(receiver));
         let in_flight = Arc::new(RwLock::new(()));
         let counters = Arc::new(WriteCounters::default());
+        let batches = Batches {
+            pool,
+            statements,
+            notify,
+            view: config
+                .decide_ahead
+                .then(|| Arc::new(std::sync::Mutex::new(StockView::default()))),
+        };
         for _ in 0..config.collectors.max(1) {
             tokio::spawn(collect(
-                pool.clone(),
-                Arc::clone(&statements),
+                batches.clone(),
                 Arc::clone(&counters),
                 Arc::clone(&receiver),
                 Arc::clone(&in_flight),
                 config.max_requests.max(1),
-                notify,
             ));
         }
         GroupCommit {
@@ -166,13 +188,11 @@ fn stopped() -> StorageError {
 /// Takes whatever is queued, applies it as one batch, and repeats until every
 /// handle is gone. While this collector applies a batch, another one gathers.
 async fn collect(
-    pool: Pool,
-    statements: Arc<AtomicU64>,
+    batches: Batches,
     counters: Arc<WriteCounters>,
     queue: Arc<Mutex<mpsc::Receiver<Job>>>,
     in_flight: Arc<RwLock<()>>,
     max_requests: usize,
-    notify: bool,
 ) {
     loop {
         let mut batch: Vec<Job> = Vec::new();
@@ -197,14 +217,14 @@ async fn collect(
             Arc::clone(&in_flight).read_owned().await
         };
         counters.record_batch(batch.len());
-        apply_batch(&pool, &statements, batch, notify).await;
+        apply_batch(&batches, batch).await;
         drop(applying);
     }
 }
 
 /// Applies the batch in one transaction, retrying it whole when PostgreSQL
 /// aborted it for a concurrent one, and answers every caller.
-async fn apply_batch(pool: &Pool, statements: &AtomicU64, batch: Vec<Job>, notify: bool) {
+async fn apply_batch(batches: &Batches, batch: Vec<Job>) {
     let (commands, repliers): (Vec<Option<Command>>, Vec<_>) = batch
         .into_iter()
         .map(|job| {
@@ -216,7 +236,7 @@ async fn apply_batch(pool: &Pool, statements: &AtomicU64, batch: Vec<Job>, notif
     let mut answers = if commands.is_empty() {
         Vec::new()
     } else {
-        run_with_retries(pool, statements, &commands, notify).await
+        batches.run_with_retries(&commands).await
     }
     .into_iter();
     // Commands keep their callers' order; flush markers carry none, and
@@ -231,49 +251,199 @@ async fn apply_batch(pool: &Pool, statements: &AtomicU64, batch: Vec<Job>, notif
     }
 }
 
-/// The batch's answers, one per command; all of them the same error when
-/// the transaction could not be committed.
-pub(crate) async fn run_with_retries(
-    pool: &Pool,
-    statements: &AtomicU64,
-    commands: &[Command],
-    notify: bool,
-) -> Vec<Result<Reply, StorageError>> {
-    let mut attempt: u32 = 1;
-    loop {
-        match run_batch(pool, statements, commands, notify).await {
-            Ok(answers) => return answers,
-            Err(failure) if failure.is_retryable() && attempt < MAX_TRANSACTION_ATTEMPTS => {
-                tracing::warn!(attempt, error = %failure, "postgres batch aborted for a concurrent one; running it again");
-                tokio::time::sleep(Duration::from_millis(RETRY_BACKOFF_MS * u64::from(attempt)))
+/// A batch's answers, and its number in the view when one is kept.
+type Decided = (Vec<Result<Answer, StorageError>>, Option<u64>);
+
+/// What every batch transaction needs: the pool, the statement counter,
+/// whether notices are raised, and the view of the stock this process's
+/// batches decided (`None` when no batch is decided ahead).
+#[derive(Clone)]
+pub(crate) struct Batches {
+    pub pool: Pool,
+    pub statements: Arc<AtomicU64>,
+    pub notify: bool,
+    pub view: Option<Arc<std::sync::Mutex<StockView>>>,
+}
+
+impl Batches {
+    /// The batch's answers, one per command; all of them the same error when
+    /// the transaction could not be committed. A batch decided ahead whose
+    /// stock moved runs again at once with its stock locked first, which
+    /// counts as no attempt: it waited for no one.
+    pub(crate) async fn run_with_retries(
+        &self,
+        commands: &[Command],
+    ) -> Vec<Result<Reply, StorageError>> {
+        let mut attempt: u32 = 1;
+        let mut ahead = self.view.is_some() && ahead::may_decide_ahead(commands);
+        loop {
+            match self.run_batch(commands, ahead).await {
+                Ok(answers) => return answers,
+                Err(Failure::StockMoved) => ahead = false,
+                Err(failure) if failure.is_retryable() && attempt < MAX_TRANSACTION_ATTEMPTS => {
+                    tracing::warn!(attempt, error = %failure, "postgres batch aborted for a concurrent one; running it again");
+                    tokio::time::sleep(Duration::from_millis(
+                        RETRY_BACKOFF_MS * u64::from(attempt),
+                    ))
                     .await;
-                attempt += 1;
+                    attempt += 1;
+                }
+                Err(failure) => {
+                    let error = failure.into_storage_error(attempt);
+                    return commands.iter().map(|_| Err(error.clone())).collect();
+                }
             }
-            Err(failure) => {
-                let error = failure.into_storage_error(attempt);
-                return commands.iter().map(|_| Err(error.clone())).collect();
+        }
+    }
+
+    /// One run of the batch transaction, decided ahead of its stock locks
+    /// when `ahead` and the view allow it. `Err` means nothing of it
+    /// committed (or, for [`Failure::CommitLost`], that nobody knows).
+    async fn run_batch(
+        &self,
+        commands: &[Command],
+        ahead: bool,
+    ) -> Result<Vec<Result<Reply, StorageError>>, Failure> {
+        let mut client = self.pool.get().await?;
+        let transaction = client.transaction().await?;
+        count_transaction_control(&self.statements);
+        let tx = Tx::new(&transaction, &self.statements);
+        let now = now_ms();
+        let mut needs = Needs::of(commands, now);
+        let first = load::load_orders(tx, &mut needs, now, self.notify).await?;
+        let view = self.view.as_deref();
+        let decided = match view.filter(|_| ahead) {
+            Some(view) => self.decide_ahead(tx, view, &needs, first, commands).await?,
+            None => Err(first),
+        };
+        let (answers, batch) = match decided {
+            Ok(decided) => decided,
+            Err(first) => self.decide_locked(tx, &mut needs, first, commands).await?,
+        };
+        let committed = finish(tx, answers).await;
+        let committed = match committed {
+            Ok(replies) => transaction
+                .commit()
+                .await
+                .map_err(Failure::commit)
+                .map(|()| replies),
+            Err(failure) => Err(failure),
+        };
+        if let (Some(view), Some(batch)) = (view, batch) {
+            let mut view = ahead::lock(view);
+            match &committed {
+                Ok(_) => view.committed(batch),
+                Err(_) => view.failed(batch),
+            }
+        }
+        committed
+    }
+
+    /// Decides the batch on its products' figures as this process's latest
+    /// batches left them (read without a lock where the view has none), and
+    /// writes it, checked under its locks (see [`crate::ahead`]). Returns
+    /// the answers and the batch's number in the view, or gives `first`
+    /// back when the batch must be decided under its locks instead (a
+    /// limited product, or a stock moved by someone else lately).
+    async fn decide_ahead(
+        &self,
+        tx: Tx<'_>,
+        view: &std::sync::Mutex<StockView>,
+        needs: &Needs,
+        first: FirstRead,
+        commands: &[Command],
+    ) -> Result<Result<Decided, FirstRead>, Failure> {
+        let keys = load::product_keys(needs);
+        let unknown = {
+            let view = ahead::lock(view);
+            if !view.allows_ahead(&keys, Instant::now()) {
+                return Ok(Err(first));
+            }
+            view.unknown(&keys)
+        };
+        let read = ahead::Read {
+            keys: &keys,
+            unknown: &unknown,
+            rows: load::stock_rows(tx, &unknown, Lock::None).await?,
+        };
+        // The view is held from its figures to the decision made on them,
+        // and never across an await.
+        let planned = {
+            let mut locked = ahead::lock(view);
+            match locked.overlay(read) {
+                Some(rows) => {
+                    // The orders whose stock the batch may move: the lock
+                    // must find them as read, as a batch that locks first
+                    // reads them again under its locks.
+                    let moving: Vec<(String, i64)> = first
+                        .orders
+                        .iter()
+                        .filter(|order| needs.may_move_stock(order))
+                        .map(|order| (order.id.clone(), order.version))
+                        .collect();
+                    let FirstRead { mut book, orders } = first;
+                    for order in orders {
+                        book.load_order(order);
+                    }
+                    Ok((locked.decide(book, rows, commands, needs), moving))
+                }
+                None => Err(first),
+            }
+        };
+        let (mut plan, moving) = match planned {
+            Ok(planned) => planned,
+            Err(first) => return Ok(Err(first)),
+        };
+        let unmoved = apply::Unmoved {
+            stock: &plan.expected,
+            orders: &moving,
+        };
+        let written = apply::apply_ahead(tx, &plan.writes, unmoved, &mut plan.turn).await;
+        self.settle_view(plan.batch, written.as_ref().err());
+        written?;
+        Ok(Ok((plan.answers, Some(plan.batch))))
+    }
+
+    /// Locks the batch's stock, decides under the locks, and writes; returns
+    /// the answers and, when a view is kept, the batch's number in it.
+    async fn decide_locked(
+        &self,
+        tx: Tx<'_>,
+        needs: &mut Needs,
+        first: FirstRead,
+        commands: &[Command],
+    ) -> Result<Decided, Failure> {
+        let book = load::lock_and_load(tx, needs, first).await?;
+        let (answers, writes) = decide(book, commands, needs);
+        let batch = self
+            .view
+            .as_deref()
+            .map(|view| ahead::lock(view).decided_locked(&writes));
+        let written = apply::apply(tx, &writes).await;
+        if let (Some(view), Some(batch), Err(_)) = (self.view.as_deref(), batch, &written) {
+            ahead::lock(view).failed(batch);
+        }
+        written?;
+        Ok((answers, batch))
+    }
+
+    /// After a batch decided ahead wrote: a moved stock tells the view so.
+    fn settle_view(&self, batch: u64, failure: Option<&Failure>) {
+        if let (Some(view), Some(failure)) = (self.view.as_deref(), failure) {
+            let mut view = ahead::lock(view);
+            match failure {
+                Failure::StockMoved => view.mismatched(batch, Instant::now()),
+                _ => view.failed(batch),
             }
         }
     }
 }
 
-/// One run of the batch transaction. `Err` means nothing of it committed (or,
-/// for [`Failure::CommitLost`], that nobody knows).
-async fn run_batch(
-    pool: &Pool,
-    statements: &AtomicU64,
-    commands: &[Command],
-    notify: bool,
+/// The replies of a batch's answers, reading the orders some of them name.
+async fn finish(
+    tx: Tx<'_>,
+    answers: Vec<Result<Answer, StorageError>>,
 ) -> Result<Vec<Result<Reply, StorageError>>, Failure> {
-    let mut client = pool.get().await?;
-    let transaction = client.transaction().await?;
-    count_transaction_control(statements);
-    let tx = Tx::new(&transaction, statements);
-    let now = now_ms();
-    let mut needs = Needs::of(commands, now);
-    let book = load::load(tx, &mut needs, now, notify).await?;
-    let (answers, writes) = decide(book, commands, &needs);
-    apply::apply(tx, &writes).await?;
     let mut replies = Vec::with_capacity(answers.len());
     for answer in answers {
         replies.push(match answer {
@@ -287,6 +457,5 @@ async fn run_batch(
             Err(error) => Err(error),
         });
     }
-    transaction.commit().await.map_err(Failure::commit)?;
     Ok(replies)
 }

@@ -28,6 +28,7 @@
 //! [`MAX_TRANSACTION_ATTEMPTS`] times. This crate is the only place in
 //! Stockroom that knows PostgreSQL's SQL.
 
+mod ahead;
 mod apply;
 mod bus;
 mod failure;
@@ -469,10 +470,16 @@ impl OrderFlow for PostgresStorage {
     async fn run(&self, command: Command) -> Result<Reply, StorageError> {
         match &self.group_commit {
             Some(group_commit) => group_commit.run(command).await,
-            None => group::run_with_retries(&self.pool, &self.statements, &[command], self.notify)
-                .await
-                .pop()
-                .unwrap_or_else(|| Err(StorageError::unavailable("the batch gave no answer"))),
+            None => group::Batches {
+                pool: self.pool.clone(),
+                statements: Arc::clone(&self.statements),
+                notify: self.notify,
+                view: None,
+            }
+            .run_with_retries(&[command])
+            .await
+            .pop()
+            .unwrap_or_else(|| Err(StorageError::unavailable("the batch gave no answer"))),
         }
     }
 }

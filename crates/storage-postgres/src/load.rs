@@ -17,6 +17,11 @@
 //! A change that moves no stock (a payment's verdict, an extension) may still
 //! commit in between; the conditional write finds it.
 //!
+//! A batch decided ahead of its locks (see `ahead`) reads its orders once
+//! and its stock without a lock, and locks its products at its write: there
+//! the check of every product's figures under the lock, and the conditional
+//! writes of its orders, find whatever moved since it read.
+//!
 //! An order's row is locked only by the write that changes it, at the end
 //! of the batch, after every product lock, and a batch writes its orders
 //! sorted by id: two batches do not wait for each other in a cycle (should
@@ -30,6 +35,7 @@ use stockroom_storage::batch::Needs;
 use stockroom_storage::{StorageError, keys, ledger, lines};
 use tokio_postgres::Row;
 
+use crate::ahead::StockRow;
 use crate::sql::Tx;
 use crate::{Failure, open};
 
@@ -47,27 +53,54 @@ pub(crate) fn inconsistent(message: String) -> Failure {
     Failure::Storage(StorageError::Inconsistent(message))
 }
 
-/// Fills `needs` in (the sweep's candidates, the products of loaded orders)
-/// and loads everything it names: the orders (read twice, see the module's
-/// comment), then the stock locked by product key, then what the products'
-/// locks guard. The holdings of limited products are read after their
-/// products' rows are locked: every batch that changes a holding locks the
-/// product first, so what this batch reads is what the previous holder of
-/// the lock wrote.
-pub(crate) async fn load(
+/// The first half of a batch's load, whichever way it is decided: fills
+/// `needs` in (the sweep's candidates, the products of the loaded orders)
+/// and reads the idempotency keys and the orders, once, without a lock.
+/// A batch decided under its locks goes on with [`lock_and_load`]; one
+/// decided ahead reads its stock without a lock (see `ahead`).
+pub(crate) async fn load_orders(
     tx: Tx<'_>,
     needs: &mut Needs,
     now_ms: i64,
     notify: bool,
-) -> Result<Book, Failure> {
+) -> Result<FirstRead, Failure> {
     let mut book = Book::new(now_ms).notifying(notify);
     find_sweep_candidates(tx, needs, now_ms).await?;
     load_keys(tx, needs, &mut book).await?;
-    let mut orders = read_orders(tx, needs.order_ids.iter().map(String::as_str)).await?;
+    let orders = read_orders(tx, needs.order_ids.iter().map(String::as_str)).await?;
     for order in &orders {
         needs.add_lines(order);
     }
-    load_stock(tx, needs, &mut book).await?;
+    Ok(FirstRead { book, orders })
+}
+
+/// What [`load_orders`] read: the book with the idempotency keys in it, and
+/// the orders, not in it yet (a batch decided under its locks reads some of
+/// them again first).
+pub(crate) struct FirstRead {
+    pub book: Book,
+    pub orders: Vec<OrderRecord>,
+}
+
+/// The second half of a batch decided under its locks: the stock locked by
+/// product key, the orders
+/// whose stock the batch may move read again under those locks, then what
+/// the products' locks guard. The holdings of limited products are read
+/// after their products' rows are locked: every batch that changes a
+/// holding locks the product first, so what this batch reads is what the
+/// previous holder of the lock wrote.
+pub(crate) async fn lock_and_load(
+    tx: Tx<'_>,
+    needs: &mut Needs,
+    first: FirstRead,
+) -> Result<Book, Failure> {
+    let FirstRead {
+        mut book,
+        mut orders,
+    } = first;
+    for (key, name, state) in stock_rows(tx, &product_keys(needs), Lock::ForUpdate).await? {
+        book.load_product(key, name, state);
+    }
     // The orders whose stock the batch may move, read again now that no
     // other batch can move it. An order named only by payment verdicts, or
     // already ended, is kept as first read.
@@ -88,6 +121,15 @@ pub(crate) async fn load(
     load_holders(tx, needs).await?;
     load_operator_keys(tx, needs, &mut book).await?;
     Ok(book)
+}
+
+/// Whether a stock read locks the rows it reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lock {
+    /// `FOR UPDATE`, in the global order: the rules decide under the lock.
+    ForUpdate,
+    /// A plain read, for a batch decided ahead, which locks at its write.
+    None,
 }
 
 async fn find_sweep_candidates(tx: Tx<'_>, needs: &mut Needs, now_ms: i64) -> Result<(), Failure> {
@@ -178,30 +220,40 @@ async fn read_orders<'a>(
     order_records(&rows)
 }
 
-async fn load_stock(tx: Tx<'_>, needs: &Needs, book: &mut Book) -> Result<(), Failure> {
-    if !needs.product_keys.is_empty() {
-        let keys: Vec<&str> = needs.product_keys.iter().map(String::as_str).collect();
-        // `COLLATE "C"` sorts by bytes, as Rust sorts keys, whatever
-        // collation the database was created with: one lock order for all.
-        for row in tx
-            .query(
-                &format!(
-                    "SELECT {STOCK_COLUMNS} FROM inventory WHERE product_key = ANY($1)
-                     ORDER BY product_key COLLATE \"C\" FOR UPDATE"
-                ),
-                &[&keys],
-            )
-            .await?
-        {
-            let (key, name, state) = stock_row(&row)?;
-            book.load_product(key, name, state);
-        }
+/// The product keys `needs` names, sorted.
+pub(crate) fn product_keys(needs: &Needs) -> Vec<&str> {
+    needs.product_keys.iter().map(String::as_str).collect()
+}
+
+/// The stock rows of `keys` (those that exist); sorted by key when locked.
+pub(crate) async fn stock_rows(
+    tx: Tx<'_>,
+    keys: &[&str],
+    lock: Lock,
+) -> Result<Vec<StockRow>, Failure> {
+    if keys.is_empty() {
+        return Ok(Vec::new());
     }
-    Ok(())
+    tx.query(&stock_sql(lock), &[&keys])
+        .await?
+        .iter()
+        .map(stock_row)
+        .collect()
+}
+
+/// The read of [`stock_rows`], taking the keys as `$1`.
+pub(crate) fn stock_sql(lock: Lock) -> String {
+    // `COLLATE "C"` sorts by bytes, as Rust sorts keys, whatever
+    // collation the database was created with: one lock order for all.
+    let lock = match lock {
+        Lock::ForUpdate => "ORDER BY product_key COLLATE \"C\" FOR UPDATE",
+        Lock::None => "",
+    };
+    format!("SELECT {STOCK_COLUMNS} FROM inventory WHERE product_key = ANY($1) {lock}")
 }
 
 /// A stock row, its figures checked.
-pub(crate) fn stock_row(row: &Row) -> Result<(String, String, ProductState), Failure> {
+pub(crate) fn stock_row(row: &Row) -> Result<StockRow, Failure> {
     let key: String = row.try_get(0)?;
     let name: String = row.try_get(1)?;
     let damaged = |what: &str| inconsistent(format!("{what} of {name}"));

@@ -6,8 +6,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use deadpool_postgres::Transaction;
-use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
+use tokio_postgres::{Row, Statement};
 
 use crate::Failure;
 
@@ -40,6 +40,23 @@ impl<'a> Tx<'a> {
         self.count();
         let statement = self.tx.prepare_cached(sql).await?;
         Ok(self.tx.query_opt(&statement, params).await?)
+    }
+
+    /// Prepares a statement (once per connection) to be run by
+    /// [`Tx::query_prepared`]. A statement prepared beforehand is sent the
+    /// moment its query is first polled, so that of several pipelined
+    /// statements it runs before any polled after it.
+    pub async fn prepare(&self, sql: &str) -> Result<Statement, Failure> {
+        Ok(self.tx.prepare_cached(sql).await?)
+    }
+
+    pub async fn query_prepared(
+        &self,
+        statement: &Statement,
+        params: Params<'_>,
+    ) -> Result<Vec<Row>, Failure> {
+        self.count();
+        Ok(self.tx.query(statement, params).await?)
     }
 
     /// Runs a statement and returns how many rows it changed.

@@ -112,6 +112,15 @@ where
     run_with(name, test, GroupCommitConfig::OFF).await;
 }
 
+/// [`run`] with every batch's stock locked before the rules decide it.
+async fn run_locking_first<F, Fut>(name: &'static str, test: F)
+where
+    F: FnOnce(Arc<dyn TestStorage>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    run_with(name, test, GroupCommitConfig::default().locking_first()).await;
+}
+
 async fn run_with<F, Fut>(name: &'static str, test: F, group_commit: GroupCommitConfig)
 where
     F: FnOnce(Arc<dyn TestStorage>) -> Fut,
@@ -400,6 +409,24 @@ async fn an_unreachable_database_is_unavailable() {
 }
 
 stockroom_storage_conformance::conformance_tests!(run);
+
+#[path = "conformance/two_instances.rs"]
+mod two_instances;
+
+/// The reservation and event tests again with every batch's stock locked
+/// before the rules decide it, the protocol a batch falls back to when its
+/// stock moved, so that both keep every guarantee.
+mod locking_first {
+    stockroom_storage_conformance::conformance_tests!(@each super::run_locking_first;
+        concurrent_single_unit_orders_never_oversell,
+        concurrent_batches_never_oversell,
+        batched_requests_each_get_their_own_result,
+        multi_item_reservation_is_all_or_nothing,
+        opposite_lock_orders_never_deadlock,
+        concurrent_same_key_requests_create_one_order,
+        duplicate_events_have_no_second_effect,
+    );
+}
 
 /// The reservation tests again with group commit off, the mode a benchmark
 /// compares against, so that both paths keep every guarantee.

@@ -1,0 +1,161 @@
+//! Two storages on one schema, as two data-service processes run them: each
+//! decides its batches ahead of its stock locks on figures the other keeps
+//! moving, so batches find their stock moved under the lock and run again
+//! with it locked first. Together they must still sell exactly the stock.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use stockroom_domain::rules::{ReserveAnswer, ReserveDecision};
+use stockroom_domain::{OrderStatus, ReleaseReason};
+use stockroom_storage::testing::TestStorage;
+use stockroom_storage_conformance::support::{
+    self, Store, assert_invariants, item, request, run_concurrently,
+};
+use stockroom_storage_postgres::{GroupCommitConfig, PostgresConfig, PostgresStorage};
+
+use super::{Admin, test_url, unique_schema};
+
+/// Units of each product on sale.
+const UNITS_PER_PRODUCT: u64 = 40;
+
+/// The products both instances sell.
+const PRODUCTS: [&str; 3] = ["Laptop", "Phone", "Tablet"];
+
+/// Single-unit orders in each wave, spread over both instances and every
+/// product: twice what is on sale.
+const ORDERS_PER_WAVE: usize = 240;
+
+/// Connections of each instance.
+const POOL_SIZE: usize = 5;
+
+/// One wave of reservations, alternating instances and products; returns
+/// every reserved order's id and product, and how many were refused.
+async fn reserve_wave(instances: &[Store; 2], wave: usize) -> (Vec<(String, String)>, usize) {
+    let decisions = run_concurrently("reservations on two instances", ORDERS_PER_WAVE, |index| {
+        let storage = Arc::clone(&instances[index % 2]);
+        let product = PRODUCTS[(index / 2) % PRODUCTS.len()];
+        async move {
+            let decision = support::reserve_one(
+                &storage,
+                request(&format!("customer-{wave}-{index}"), &[(product, 1)]),
+            )
+            .await;
+            (decision, product.to_lowercase())
+        }
+    })
+    .await;
+    let mut reserved = Vec::new();
+    let mut refused = 0;
+    for (decision, product) in decisions {
+        match decision {
+            ReserveDecision::Created(ReserveAnswer::Reserved(order)) => {
+                reserved.push((order.id, product));
+            }
+            ReserveDecision::Created(ReserveAnswer::Rejected { .. }) => refused += 1,
+            other => panic!("a single-unit order answered {other:?}"),
+        }
+    }
+    (reserved, refused)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_instances_deciding_ahead_sell_exactly_the_stock() {
+    let Some(url) = test_url() else {
+        return;
+    };
+    let admin = Admin::connect(&url).await;
+    let schema = unique_schema("two_instances_ahead");
+    let config = PostgresConfig {
+        schema: Some(schema.clone()),
+        pool_size: POOL_SIZE,
+        ..PostgresConfig::default()
+    };
+    let mut opened = Vec::new();
+    for _ in 0..2 {
+        let storage = PostgresStorage::connect_with_group_commit(
+            &url,
+            config.clone(),
+            GroupCommitConfig::default(),
+        )
+        .await
+        .unwrap_or_else(|error| panic!("cannot open the storage in schema {schema}: {error}"));
+        opened.push(Arc::new(storage));
+    }
+    let instances: [Store; 2] = [
+        Arc::clone(&opened[0]) as Arc<dyn TestStorage>,
+        Arc::clone(&opened[1]) as Arc<dyn TestStorage>,
+    ];
+    let outcome = tokio::spawn(sell_on_two_instances(instances)).await;
+    for storage in &opened {
+        storage.close_pool();
+    }
+    drop(opened);
+    admin.drop_schema(&schema).await;
+    admin.close().await;
+    if let Err(error) = outcome {
+        std::panic::resume_unwind(error.into_panic());
+    }
+}
+
+/// Sells every product out on both instances at once, cancels half of the
+/// orders through the instance that did not take them while a second wave
+/// of orders races for the freed units, and checks the figures.
+async fn sell_on_two_instances(instances: [Store; 2]) {
+    let lines: Vec<(&str, u64)> = PRODUCTS
+        .iter()
+        .map(|name| (*name, UNITS_PER_PRODUCT))
+        .collect();
+    support::stock(&instances[0], &lines).await;
+
+    let (first, refused) = reserve_wave(&instances, 0).await;
+    let on_sale = UNITS_PER_PRODUCT as usize * PRODUCTS.len();
+    assert_eq!(first.len(), on_sale, "every unit sells, and no more");
+    assert_eq!(refused, ORDERS_PER_WAVE - on_sale);
+
+    // Every other order is cancelled through the instance that did not take
+    // it, while the second wave races for the units it frees.
+    let cancelled: Vec<String> = first.iter().step_by(2).map(|(id, _)| id.clone()).collect();
+    let cancels = {
+        let instances = instances.clone();
+        let cancelled = cancelled.clone();
+        tokio::spawn(async move {
+            run_concurrently("cancels on two instances", cancelled.len(), |index| {
+                let storage = Arc::clone(&instances[(index + 1) % 2]);
+                let order_id = cancelled[index].clone();
+                async move {
+                    storage
+                        .release(&order_id, ReleaseReason::CancelledByCustomer)
+                        .await
+                        .expect("release")
+                }
+            })
+            .await
+        })
+    };
+    let (second, _) = reserve_wave(&instances, 1).await;
+    cancels.await.expect("the cancels");
+
+    let mut held: HashMap<String, u64> = HashMap::new();
+    for (id, product) in first.iter().skip(1).step_by(2).chain(&second) {
+        let stored = support::order(&instances[0], id).await;
+        assert_eq!(stored.order.status, OrderStatus::Reserved, "order {id}");
+        *held.entry(product.clone()).or_default() += 1;
+    }
+    for name in PRODUCTS {
+        let stock = item(&instances[1], name).await;
+        let key = name.to_lowercase();
+        assert_eq!(
+            stock.stock.reserved(),
+            held.get(&key).copied().unwrap_or(0),
+            "{name}: the units held are the reserved orders' units"
+        );
+        assert!(
+            stock.stock.reserved() <= UNITS_PER_PRODUCT,
+            "{name} oversold"
+        );
+    }
+    for storage in &instances {
+        assert_invariants(storage).await;
+    }
+}
