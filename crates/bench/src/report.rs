@@ -60,6 +60,9 @@ pub struct Summary {
     pub ratio_vs_full_flow_per_request: Option<f64>,
     pub ratio_vs_noop_http: Option<f64>,
     pub ratio_vs_batching_off: Option<f64>,
+    /// Stockroom on PostgreSQL against the same with every batch's stock
+    /// locked before the rules decide it (when that system ran).
+    pub ratio_vs_locking_first: Option<f64>,
     pub ratio_vs_naive: Option<f64>,
     pub oversold: Option<i64>,
     pub undersold: Option<i64>,
@@ -100,6 +103,7 @@ pub(crate) fn summarize(
         ratio_vs_full_flow_per_request: median_of(|round| round.ratio_vs_full_flow_per_request),
         ratio_vs_noop_http: median_of(|round| round.ratio_vs_noop_http),
         ratio_vs_batching_off: median_of(|round| round.ratio_vs_batching_off),
+        ratio_vs_locking_first: median_of(|round| round.ratio_vs_locking_first),
         ratio_vs_naive: median_of(|round| round.ratio_vs_naive),
         oversold: worst_of(|round| round.oversold),
         undersold: worst_of(|round| round.undersold),
@@ -158,6 +162,11 @@ fn summarize_round(
         ratio_vs_full_flow_per_request: ratio("postgres-full-flow-per-request"),
         ratio_vs_noop_http: ratio("noop-http"),
         ratio_vs_batching_off: ratio("stockroom-batching-off"),
+        // The variant is the same system on PostgreSQL with its stock
+        // locked first: a ratio only for Stockroom on PostgreSQL.
+        ratio_vs_locking_first: (system == SystemKind::StockroomPostgres)
+            .then(|| ratio("stockroom-postgres-locking-first"))
+            .flatten(),
         ratio_vs_naive: ratio("naive"),
         oversold: sell_out.and_then(|phase| phase.oversold),
         undersold: sell_out.and_then(|phase| phase.undersold),
@@ -185,7 +194,7 @@ fn ratio(value: Option<f64>) -> String {
 pub fn render_table(report: &BenchReport) -> String {
     let mut out = String::new();
     out.push_str(&format!(
-        "{:<30} {:<9} {:<10} {:>5} {:>6} {:>11} {:>8} {:>8} {:>8} {:>8} {:>9} {:>11} {:>11} {:>12}  {}\n",
+        "{:<32} {:<9} {:<10} {:>5} {:>6} {:>11} {:>8} {:>8} {:>8} {:>8} {:>9} {:>11} {:>11} {:>12}  {}\n",
         "system",
         "scenario",
         "phase",
@@ -231,7 +240,7 @@ pub fn render_table(report: &BenchReport) -> String {
 /// note when it has them.
 fn phase_row(phase: &PhaseResult) -> String {
     let mut out = format!(
-        "{:<30} {:<9} {:<10} {:>5} {:>6} {:>11.0} {:>8.1} {:>8.1} {:>8.1} {:>8} {:>9} {:>11} {:>11} {:>12}  {}\n",
+        "{:<32} {:<9} {:<10} {:>5} {:>6} {:>11.0} {:>8.1} {:>8.1} {:>8.1} {:>8} {:>9} {:>11} {:>11} {:>12}  {}\n",
         phase.system,
         phase.scenario.name(),
         phase.phase,
@@ -250,12 +259,12 @@ fn phase_row(phase: &PhaseResult) -> String {
     );
     if phase.errors > 0 || phase.overloaded > 0 {
         out.push_str(&format!(
-            "{:<30} {} errors, {} answered 503 (overloaded)\n",
+            "{:<32} {} errors, {} answered 503 (overloaded)\n",
             "", phase.errors, phase.overloaded
         ));
     }
     if let Some(note) = &phase.note {
-        out.push_str(&format!("{:<30} note: {note}\n", ""));
+        out.push_str(&format!("{:<32} note: {note}\n", ""));
     }
     out
 }
@@ -337,7 +346,7 @@ fn measured_summaries(report: &BenchReport) -> impl Iterator<Item = (&'static st
 /// what a sell-out left, and statements per order.
 fn summary_paragraph(label: &str, summary: &Summary, latency_connections: usize) -> String {
     format!(
-        "\n{label}: {:.0} orders/s, p99 {:.1} ms{}; {} vs PostgreSQL per request, {} vs the full flow per request, {} vs no-op HTTP, {} vs batching off, {} vs naive; oversold {}, undersold {}; {} SQL statements per order{}{}{}\n",
+        "\n{label}: {:.0} orders/s, p99 {:.1} ms{}; {} vs PostgreSQL per request, {} vs the full flow per request, {} vs no-op HTTP, {} vs batching off, {} vs naive{}; oversold {}, undersold {}; {} SQL statements per order{}{}{}\n",
         summary.orders_per_s,
         summary.p99_ms,
         summary
@@ -349,6 +358,10 @@ fn summary_paragraph(label: &str, summary: &Summary, latency_connections: usize)
         ratio(summary.ratio_vs_noop_http),
         ratio(summary.ratio_vs_batching_off),
         ratio(summary.ratio_vs_naive),
+        summary
+            .ratio_vs_locking_first
+            .map(|value| format!(", {value:.2}× vs its stock locked first"))
+            .unwrap_or_default(),
         optional(summary.oversold),
         optional(summary.undersold),
         statements(summary.statements_per_order),
@@ -490,6 +503,29 @@ mod tests {
         assert_eq!(summary.orders_per_s, 300.0);
         let table = render_table(&report_of(phases));
         assert!(table.contains("the median of 3 rounds"), "{table}");
+    }
+
+    #[test]
+    fn only_stockroom_on_postgres_is_compared_with_its_stock_locked_first() {
+        let phases = vec![
+            throughput(SystemKind::StockroomPostgres, Scenario::Cold, 300.0),
+            throughput(
+                SystemKind::StockroomPostgresLockingFirst,
+                Scenario::Cold,
+                200.0,
+            ),
+            throughput(SystemKind::Shipped, Scenario::Cold, 400.0),
+        ];
+        let on_postgres =
+            summarize(&phases, Scenario::Cold, SystemKind::StockroomPostgres).unwrap();
+        assert_eq!(on_postgres.ratio_vs_locking_first, Some(1.5));
+        let embedded = summarize(&phases, Scenario::Cold, SystemKind::Shipped).unwrap();
+        assert_eq!(embedded.ratio_vs_locking_first, None);
+        let paragraph = summary_paragraph("Stockroom on PostgreSQL", &on_postgres, 100);
+        assert!(
+            paragraph.contains("1.50× vs its stock locked first"),
+            "{paragraph}"
+        );
     }
 
     #[test]

@@ -17,6 +17,7 @@ use stockroom_inventory_service::InventoryConfig;
 use stockroom_order_service::{CoalesceConfig, OrderConfig};
 use stockroom_payment_service::PaymentConfig;
 use stockroom_storage::Storage;
+pub use stockroom_storage_postgres::GroupCommitConfig;
 use stockroom_storage_postgres::{PostgresConfig, PostgresStorage};
 use stockroom_storage_sqlite::{DataDirectory, SqliteStorage, WriterConfig};
 use tokio::task::JoinHandle;
@@ -188,6 +189,9 @@ pub struct SystemConfig {
     /// The longest a customer may extend an unpaid reservation by.
     pub max_reservation_ttl_ms: u64,
     pub writer: WriterConfig,
+    /// How data-service on PostgreSQL batches its calls and locks their
+    /// stock; the default as shipped.
+    pub postgres_group_commit: GroupCommitConfig,
     /// Whether order-service coalesces concurrent orders into one batch per
     /// internal exchange.
     pub order_coalescing: bool,
@@ -225,6 +229,7 @@ impl SystemConfig {
             sweep_interval_ms: stockroom_inventory_service::DEFAULT_SWEEP_INTERVAL_MS,
             max_reservation_ttl_ms: stockroom_order_service::DEFAULT_MAX_RESERVATION_TTL_MS,
             writer: WriterConfig::default(),
+            postgres_group_commit: GroupCommitConfig::default(),
             order_coalescing: true,
             retention: Retention::default(),
             relay: RelaySettings::default(),
@@ -290,12 +295,14 @@ pub const POSTGRES_POOL_SIZE: usize = 16;
 
 /// Opens the chosen storage (emptying a SQLite directory first when `fresh`)
 /// and loads the stock if none was ever loaded. With `writer.notify` the
-/// rules raise notices for webhooks, on either backend.
+/// rules raise notices for webhooks, on either backend; `group_commit` is
+/// PostgreSQL's batching.
 pub async fn open_storage(
     database: &DatabaseChoice,
     fresh: bool,
     stock: Option<Vec<StockLine>>,
     writer: WriterConfig,
+    group_commit: GroupCommitConfig,
 ) -> anyhow::Result<Arc<dyn Storage>> {
     let storage: Arc<dyn Storage> = match database {
         DatabaseChoice::Sqlite { data_dir } => {
@@ -320,7 +327,7 @@ pub async fn open_storage(
                 notify: writer.notify,
             };
             Arc::new(
-                PostgresStorage::connect(url, config)
+                PostgresStorage::connect_with_group_commit(url, config, group_commit)
                     .await
                     .context("cannot open the PostgreSQL database")?,
             )
@@ -500,6 +507,7 @@ pub async fn start(config: SystemConfig) -> anyhow::Result<RunningSystem> {
             notify: config.webhooks.is_some(),
             ..config.writer
         },
+        config.postgres_group_commit,
     )
     .await?;
     let running = start_services(config, listeners, storage, payment);

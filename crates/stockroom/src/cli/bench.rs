@@ -46,7 +46,8 @@ pub(super) struct BenchArgs {
     amqp_url: Option<String>,
     /// Only these systems (comma-separated: stockroom, stockroom-batching-off,
     /// stockroom-postgres, stockroom-postgres-rabbitmq, postgres-per-request,
-    /// postgres-full-flow-per-request, naive, noop-http).
+    /// postgres-full-flow-per-request, naive, noop-http; and, run only when
+    /// named, stockroom-postgres-locking-first).
     #[arg(long, value_delimiter = ',')]
     systems: Vec<String>,
     /// Only these scenarios (comma-separated: hot, cold), for profiling one.
@@ -94,8 +95,20 @@ pub(super) async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let systems = chosen(&args.systems, &SystemKind::ALL, SystemKind::name, "system")?;
-    let scenarios = chosen(&args.scenarios, &Scenario::ALL, Scenario::name, "scenario")?;
+    let systems = chosen(
+        &args.systems,
+        &SystemKind::ALL,
+        &SystemKind::DEFAULT,
+        SystemKind::name,
+        "system",
+    )?;
+    let scenarios = chosen(
+        &args.scenarios,
+        &Scenario::ALL,
+        &Scenario::ALL,
+        Scenario::name,
+        "scenario",
+    )?;
     let mut config = BenchConfig {
         connections: args.connections,
         duration: args.duration,
@@ -132,15 +145,16 @@ pub(super) async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The items `names` names, or all of them when it names none.
+/// The items of `all` that `names` names, or `default` when it names none.
 fn chosen<T: Copy>(
     names: &[String],
     all: &[T],
+    default: &[T],
     name_of: impl Fn(T) -> &'static str,
     what: &str,
 ) -> anyhow::Result<Vec<T>> {
     if names.is_empty() {
-        return Ok(all.to_vec());
+        return Ok(default.to_vec());
     }
     names
         .iter()

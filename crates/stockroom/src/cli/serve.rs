@@ -246,6 +246,7 @@ async fn serve_data(
             notify: webhooks.is_some(),
             ..writer_config(&storage)?
         },
+        system::GroupCommitConfig::default(),
     )
     .await?;
     tracing::info!(%url, backend = opened.backend_name(), "data-service listening");

@@ -71,6 +71,7 @@ pub(super) async fn up(args: UpArgs) -> anyhow::Result<()> {
         reservation_ttl_ms: args.expiry.reservation_ttl_ms,
         sweep_interval_ms: args.expiry.sweep_interval_ms,
         writer: writer_config(&args.storage)?,
+        postgres_group_commit: stockroom_launcher::system::GroupCommitConfig::default(),
         order_coalescing: true,
         retention: args.storage.retention.retention()?,
         relay: stockroom_data_service::RelaySettings::default(),

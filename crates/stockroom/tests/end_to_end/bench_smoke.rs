@@ -257,3 +257,47 @@ fn rounds_out_of_bounds_are_refused() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("--rounds must be from 1 to 9"), "{stderr}");
 }
+
+/// `stockroom bench --systems stockroom-postgres,stockroom-postgres-locking-first`:
+/// the variant that locks every batch's stock first runs only when named,
+/// sells exactly the stock like the shipped one, and the shipped one's
+/// summary gives the ratio between them.
+#[test]
+fn the_locking_first_variant_runs_when_named_and_gives_its_ratio() {
+    let _servers = crate::harness::using_shared_servers_blocking();
+    let Some(url) = crate::harness::postgres_url() else {
+        return;
+    };
+    let output = Command::new(env!("CARGO_BIN_EXE_stockroom"))
+        .args([
+            "bench",
+            "--smoke",
+            "--json",
+            "--postgres-url",
+            &url,
+            "--systems",
+            "stockroom-postgres,stockroom-postgres-locking-first",
+            "--scenarios",
+            "cold",
+        ])
+        .env("STOCKROOM_LOG", "off")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    for phase in report["phases"].as_array().unwrap() {
+        if phase["phase"] == "sell-out" {
+            assert_eq!(phase["oversold"], 0, "{phase}");
+            assert_eq!(phase["undersold"], 0, "{phase}");
+        }
+    }
+    let summary = &report["postgres_cold"];
+    assert!(
+        summary["ratio_vs_locking_first"].as_f64().unwrap() > 0.0,
+        "{summary}"
+    );
+}

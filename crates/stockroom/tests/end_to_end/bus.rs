@@ -12,7 +12,6 @@ use stockroom_bus_rabbitmq::{RabbitAdmin, RabbitEventSource, Topology};
 use stockroom_contract::Delivery;
 use stockroom_launcher::system::{self, BusChoice, RunningService};
 use stockroom_storage::Storage;
-use stockroom_storage_sqlite::WriterConfig;
 
 use crate::harness::post;
 
@@ -48,12 +47,7 @@ pub fn rabbit_url() -> Option<String> {
 impl BusUnderTest {
     async fn start(kind: Kind) -> BusUnderTest {
         let directory = tempfile::tempdir().unwrap();
-        let database = system::DatabaseChoice::Sqlite {
-            data_dir: directory.path().to_owned(),
-        };
-        let storage = system::open_storage(&database, false, None, WriterConfig::default())
-            .await
-            .unwrap();
+        let storage = crate::harness::open_sqlite_storage(directory.path()).await;
         let bus = match &kind {
             Kind::Embedded => BusChoice::Embedded,
             Kind::Rabbit { url, topology } => BusChoice::RabbitMq {

@@ -370,3 +370,22 @@ pub fn ready_url(line: &str, name: &str) -> String {
         .unwrap_or_else(|| panic!("no {name}= in the ready line {line:?}"))
         .to_owned()
 }
+
+/// A fresh SQLite store in `directory`, opened as data-service opens it,
+/// with the built-in stock.
+pub async fn open_sqlite_storage(
+    directory: &std::path::Path,
+) -> std::sync::Arc<dyn stockroom_storage::Storage> {
+    let database = system::DatabaseChoice::Sqlite {
+        data_dir: directory.to_owned(),
+    };
+    system::open_storage(
+        &database,
+        false,
+        None,
+        stockroom_storage_sqlite::WriterConfig::default(),
+        system::GroupCommitConfig::default(),
+    )
+    .await
+    .unwrap()
+}

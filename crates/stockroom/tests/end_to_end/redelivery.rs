@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 use stockroom_launcher::system;
-use stockroom_storage_sqlite::WriterConfig;
 
 use crate::harness::{get, post};
 
@@ -22,12 +21,7 @@ struct DataOnly {
 
 async fn data_only() -> DataOnly {
     let directory = tempfile::tempdir().unwrap();
-    let database = system::DatabaseChoice::Sqlite {
-        data_dir: directory.path().to_owned(),
-    };
-    let storage = system::open_storage(&database, false, None, WriterConfig::default())
-        .await
-        .unwrap();
+    let storage = crate::harness::open_sqlite_storage(directory.path()).await;
     let (listener, url) = system::bind("data-service", [127, 0, 0, 1].into(), 0)
         .await
         .unwrap();
