@@ -203,27 +203,14 @@ fn the_growth_benchmark_measures_every_read_at_every_size() {
 #[test]
 fn two_rounds_run_every_phase_twice() {
     let _servers = crate::harness::using_shared_servers_blocking();
-    let output = Command::new(env!("CARGO_BIN_EXE_stockroom"))
-        .args([
-            "bench",
-            "--smoke",
-            "--json",
-            "--rounds",
-            "2",
-            "--systems",
-            "stockroom,noop-http",
-            "--scenarios",
-            "hot",
-        ])
-        .env("STOCKROOM_LOG", "off")
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let report = smoke_report(&[
+        "--rounds",
+        "2",
+        "--systems",
+        "stockroom,noop-http",
+        "--scenarios",
+        "hot",
+    ]);
     assert_eq!(report["settings"]["rounds"], 2);
     let phases = report["phases"].as_array().unwrap();
     for round in [1, 2] {
@@ -268,27 +255,14 @@ fn the_locking_first_variant_runs_when_named_and_gives_its_ratio() {
     let Some(url) = crate::harness::postgres_url() else {
         return;
     };
-    let output = Command::new(env!("CARGO_BIN_EXE_stockroom"))
-        .args([
-            "bench",
-            "--smoke",
-            "--json",
-            "--postgres-url",
-            &url,
-            "--systems",
-            "stockroom-postgres,stockroom-postgres-locking-first",
-            "--scenarios",
-            "cold",
-        ])
-        .env("STOCKROOM_LOG", "off")
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let report = smoke_report(&[
+        "--postgres-url",
+        &url,
+        "--systems",
+        "stockroom-postgres,stockroom-postgres-locking-first",
+        "--scenarios",
+        "cold",
+    ]);
     for phase in report["phases"].as_array().unwrap() {
         if phase["phase"] == "sell-out" {
             assert_eq!(phase["oversold"], 0, "{phase}");
@@ -300,4 +274,21 @@ fn the_locking_first_variant_runs_when_named_and_gives_its_ratio() {
         summary["ratio_vs_locking_first"].as_f64().unwrap() > 0.0,
         "{summary}"
     );
+}
+
+/// The JSON report of `stockroom bench --smoke --json` with `args`, which
+/// must succeed.
+fn smoke_report(args: &[&str]) -> Value {
+    let output = Command::new(env!("CARGO_BIN_EXE_stockroom"))
+        .args(["bench", "--smoke", "--json"])
+        .args(args)
+        .env("STOCKROOM_LOG", "off")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
 }
