@@ -49,9 +49,9 @@ pub const LOCK_FIRST_AFTER_MISMATCH_MS: u64 = 1_000;
 struct Decided {
     name: String,
     state: ProductState,
+    /// That batch's number; it is in flight while it is in
+    /// [`StockView::open`].
     batch: u64,
-    /// Whether that batch is still in flight.
-    open: bool,
 }
 
 /// The figures this process's batches decided, per product, and the order
@@ -211,7 +211,7 @@ impl StockView {
 
     fn remember(&mut self, writes: &Writes, batch: u64) {
         if self.products.len() >= MAX_VIEW_PRODUCTS {
-            self.products.retain(|_, decided| decided.open);
+            self.forget_finished();
         }
         let mut keys = Vec::with_capacity(writes.changes.stock.len());
         for change in &writes.changes.stock {
@@ -222,7 +222,6 @@ impl StockView {
                     name: change.product_name.clone(),
                     state: change.after,
                     batch,
-                    open: true,
                 },
             );
         }
@@ -231,13 +230,14 @@ impl StockView {
 
     /// A batch committed: its figures are now the rows'.
     pub(crate) fn committed(&mut self, batch: u64) {
-        for key in self.open.remove(&batch).unwrap_or_default() {
-            if let Some(decided) = self.products.get_mut(&key)
-                && decided.batch == batch
-            {
-                decided.open = false;
-            }
-        }
+        self.open.remove(&batch);
+    }
+
+    /// Forgets the figures of every batch no longer in flight.
+    fn forget_finished(&mut self) {
+        let open = &self.open;
+        self.products
+            .retain(|_, decided| open.contains_key(&decided.batch));
     }
 
     /// A batch did not commit (or nobody knows whether it did): its figures
@@ -260,7 +260,7 @@ impl StockView {
     /// products is forgotten.
     pub(crate) fn mismatched(&mut self, batch: u64, now: Instant) {
         self.failed(batch);
-        self.products.retain(|_, decided| decided.open);
+        self.forget_finished();
         self.lock_first_until = Some(now + Duration::from_millis(LOCK_FIRST_AFTER_MISMATCH_MS));
     }
 }
