@@ -10,6 +10,8 @@
 //! first ([`EntryOrder`]), because it adds a batch's few movements of a
 //! product to the product's last row while that row is small: the new
 //! entries go in front, so the row's rewrite on its page logs only them.
+//! A row so grown holds one array per batch, joined by commas, as an
+//! order's history does ([`crate::history`]).
 //!
 //! An operator's idempotency key keeps its answer the same way: the movement
 //! and the product's figures and settings right after it.
@@ -202,8 +204,11 @@ pub fn decode(
     entries: &str,
     order: EntryOrder,
 ) -> Result<Vec<Movement>, StorageError> {
-    let mut entries: Vec<OwnedEntry> =
-        serde_json::from_str(entries).map_err(|error| damaged(product_key, error))?;
+    // A row PostgreSQL grew holds one array per batch, joined by commas
+    // (see `crate::history`).
+    let batches: Vec<Vec<OwnedEntry>> = serde_json::from_str(&crate::history::joined(entries))
+        .map_err(|error| damaged(product_key, error))?;
+    let mut entries: Vec<OwnedEntry> = batches.into_iter().flatten().collect();
     if order == EntryOrder::NewestFirst {
         entries.reverse();
     }
@@ -354,6 +359,21 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn a_row_grown_by_later_batches_reads_back_oldest_first() {
+        let first = [
+            moved(4, MovementKind::Reserved, 2),
+            moved(5, MovementKind::Adjusted, 0),
+        ];
+        let later = [moved(6, MovementKind::Reserved, 1)];
+        let stored = &rows(&first, EntryOrder::NewestFirst)[0].entries;
+        let added = &rows(&later, EntryOrder::NewestFirst)[0].entries;
+        // What `history::PREPEND_SQL` makes of the two.
+        let grown = format!("{added},{stored}");
+        let read = decode("laptop", 4, &grown, EntryOrder::NewestFirst).unwrap();
+        assert_eq!(read, [first.as_slice(), later.as_slice()].concat());
     }
 
     #[test]
