@@ -282,6 +282,47 @@ pub(crate) fn may_decide_ahead(commands: &[Command]) -> bool {
     })
 }
 
+/// A batch's figures in the view while the batch is in flight. Dropped
+/// before it is settled (its future dropped mid-batch, as a collector
+/// stopped at shutdown leaves it), the batch counts as failed, so that no
+/// later batch decides on figures no transaction will commit.
+pub(crate) struct InFlight<'a> {
+    view: &'a Mutex<StockView>,
+    batch: u64,
+    settled: bool,
+}
+
+impl<'a> InFlight<'a> {
+    pub(crate) fn new(view: &'a Mutex<StockView>, batch: u64) -> InFlight<'a> {
+        InFlight {
+            view,
+            batch,
+            settled: false,
+        }
+    }
+
+    /// The batch committed: its figures are the rows'.
+    pub(crate) fn committed(mut self) {
+        self.settled = true;
+        lock(self.view).committed(self.batch);
+    }
+
+    /// The batch found its stock moved under its lock (see
+    /// [`StockView::mismatched`]).
+    pub(crate) fn mismatched(mut self, now: Instant) {
+        self.settled = true;
+        lock(self.view).mismatched(self.batch, now);
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if !self.settled {
+            lock(self.view).failed(self.batch);
+        }
+    }
+}
+
 /// Locks the view; a collector that panicked while holding it left nothing
 /// half-written that matters (the figures are only hints), so a poisoned
 /// lock is taken as it is.
@@ -298,7 +339,7 @@ mod tests {
     use stockroom_domain::rules::{Book, Changes, ProductSettings, ProductState, StockChange};
     use stockroom_storage::batch::{Needs, Writes};
 
-    use super::{LOCK_FIRST_AFTER_MISMATCH_MS, Read, StockRow, StockView};
+    use super::{InFlight, LOCK_FIRST_AFTER_MISMATCH_MS, Read, StockRow, StockView, lock};
 
     /// Ten units received, `reserved` of them held.
     fn state(reserved: i64, limit: Option<u32>) -> ProductState {
@@ -390,6 +431,19 @@ mod tests {
         let third = view.decided_locked(&writes("a", state(3, None)));
         view.committed(third);
         assert_eq!(figures(&view, read()), vec![("a".to_owned(), 3)]);
+    }
+
+    #[test]
+    fn a_batch_dropped_in_flight_is_forgotten_as_a_failed_one() {
+        let view = std::sync::Mutex::new(StockView::default());
+        let batch = lock(&view).decided_locked(&writes("a", state(2, None)));
+        drop(InFlight::new(&view, batch));
+        assert!(lock(&view).unknown(&["a"]) == ["a"]);
+        assert!(lock(&view).open.is_empty());
+        let batch = lock(&view).decided_locked(&writes("a", state(3, None)));
+        InFlight::new(&view, batch).committed();
+        assert!(lock(&view).unknown(&["a"]).is_empty());
+        assert!(lock(&view).open.is_empty());
     }
 
     #[test]

@@ -24,7 +24,7 @@ use stockroom_storage::{StorageError, WriteCounters, WriteStats};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{Mutex, RwLock, mpsc, oneshot};
 
-use crate::ahead::{self, StockView};
+use crate::ahead::{self, InFlight, StockView};
 use crate::load::{FirstRead, Lock};
 use crate::sql::{Tx, count_transaction_control};
 use crate::{Failure, MAX_TRANSACTION_ATTEMPTS, RETRY_BACKOFF_MS, apply, load, now_ms, read};
@@ -251,8 +251,8 @@ async fn apply_batch(batches: &Batches, batch: Vec<Job>) {
     }
 }
 
-/// A batch's answers, and its number in the view when one is kept.
-type Decided = (Vec<Result<Answer, StorageError>>, Option<u64>);
+/// A batch's answers, and its figures in the view when one is kept.
+type Decided<'a> = (Vec<Result<Answer, StorageError>>, Option<InFlight<'a>>);
 
 /// What every batch transaction needs: the pool, the statement counter,
 /// whether notices are raised, and the view of the stock this process's
@@ -316,7 +316,7 @@ impl Batches {
             Some(view) => self.decide_ahead(tx, view, &needs, first, commands).await?,
             None => Err(first),
         };
-        let (answers, batch) = match decided {
+        let (answers, in_flight) = match decided {
             Ok(decided) => decided,
             Err(first) => self.decide_locked(tx, &mut needs, first, commands).await?,
         };
@@ -329,12 +329,9 @@ impl Batches {
                 .map(|()| replies),
             Err(failure) => Err(failure),
         };
-        if let (Some(view), Some(batch)) = (view, batch) {
-            let mut view = ahead::lock(view);
-            match &committed {
-                Ok(_) => view.committed(batch),
-                Err(_) => view.failed(batch),
-            }
+        // A batch that did not commit is forgotten as its figures drop.
+        if let (Some(in_flight), Ok(_)) = (in_flight, &committed) {
+            in_flight.committed();
         }
         committed
     }
@@ -345,14 +342,14 @@ impl Batches {
     /// the answers and the batch's number in the view, or gives `first`
     /// back when the batch must be decided under its locks instead (a
     /// limited product, or a stock moved by someone else lately).
-    async fn decide_ahead(
+    async fn decide_ahead<'view>(
         &self,
         tx: Tx<'_>,
-        view: &std::sync::Mutex<StockView>,
+        view: &'view std::sync::Mutex<StockView>,
         needs: &Needs,
         first: FirstRead,
         commands: &[Command],
-    ) -> Result<Result<Decided, FirstRead>, Failure> {
+    ) -> Result<Result<Decided<'view>, FirstRead>, Failure> {
         let keys = load::product_keys(needs);
         let unknown = {
             let view = ahead::lock(view);
@@ -394,14 +391,19 @@ impl Batches {
             Ok(planned) => planned,
             Err(first) => return Ok(Err(first)),
         };
+        let in_flight = InFlight::new(view, plan.batch);
         let unmoved = apply::Unmoved {
             stock: &plan.expected,
             orders: &moving,
         };
-        let written = apply::apply_ahead(tx, &plan.writes, unmoved, &mut plan.turn).await;
-        self.settle_view(plan.batch, written.as_ref().err());
-        written?;
-        Ok(Ok((plan.answers, Some(plan.batch))))
+        match apply::apply_ahead(tx, &plan.writes, unmoved, &mut plan.turn).await {
+            Ok(()) => Ok(Ok((plan.answers, Some(in_flight)))),
+            Err(Failure::StockMoved) => {
+                in_flight.mismatched(Instant::now());
+                Err(Failure::StockMoved)
+            }
+            Err(failure) => Err(failure),
+        }
     }
 
     /// Locks the batch's stock, decides under the locks, and writes; returns
@@ -412,30 +414,16 @@ impl Batches {
         needs: &mut Needs,
         first: FirstRead,
         commands: &[Command],
-    ) -> Result<Decided, Failure> {
+    ) -> Result<Decided<'_>, Failure> {
         let book = load::lock_and_load(tx, needs, first).await?;
         let (answers, writes) = decide(book, commands, needs);
-        let batch = self
-            .view
-            .as_deref()
-            .map(|view| ahead::lock(view).decided_locked(&writes));
-        let written = apply::apply(tx, &writes).await;
-        if let (Some(view), Some(batch), Err(_)) = (self.view.as_deref(), batch, &written) {
-            ahead::lock(view).failed(batch);
-        }
-        written?;
-        Ok((answers, batch))
-    }
-
-    /// After a batch decided ahead wrote: a moved stock tells the view so.
-    fn settle_view(&self, batch: u64, failure: Option<&Failure>) {
-        if let (Some(view), Some(failure)) = (self.view.as_deref(), failure) {
-            let mut view = ahead::lock(view);
-            match failure {
-                Failure::StockMoved => view.mismatched(batch, Instant::now()),
-                _ => view.failed(batch),
-            }
-        }
+        let in_flight = self.view.as_deref().map(|view| {
+            let batch = ahead::lock(view).decided_locked(&writes);
+            InFlight::new(view, batch)
+        });
+        // A failed write drops `in_flight`, which forgets the figures.
+        apply::apply(tx, &writes).await?;
+        Ok((answers, in_flight))
     }
 }
 
