@@ -84,6 +84,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "an open-orders row keeps the creation time of its oldest order",
         sql: include_str!("migrations/0013_open_orders_know_their_oldest.sql"),
     },
+    Migration {
+        version: 14,
+        name: "outbox events and open-order ids are compressed with LZ4",
+        sql: include_str!("migrations/0014_compressed_with_lz4.sql"),
+    },
 ];
 
 /// The advisory lock key migrations hold: the ASCII bytes of "Stockroo".

@@ -210,7 +210,7 @@ async fn migrations_are_idempotent_and_safe_to_run_concurrently() {
     }
     assert_eq!(
         versions.expect("read schema_migrations"),
-        [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13]
+        [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14]
     );
 }
 
@@ -439,6 +439,39 @@ mod without_group_commit {
         opposite_lock_orders_never_deadlock,
         concurrent_same_key_requests_create_one_order,
     );
+}
+
+/// The outbox's events and the open orders' ids are compressed with LZ4
+/// where the server has it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn large_values_are_compressed_with_lz4_where_the_server_has_it() {
+    let Some(url) = test_url() else {
+        return;
+    };
+    let admin = Admin::connect(&url).await;
+    let schema = unique_schema("outbox_lz4");
+    let storage = open_schema(&url, &schema).await;
+    let compression = admin
+        .client
+        .query_one(
+            "SELECT array_agg(attcompression::text ORDER BY attname),
+                    EXISTS (SELECT 1 FROM pg_settings
+                            WHERE name = 'default_toast_compression'
+                              AND 'lz4' = ANY(enumvals))
+             FROM pg_attribute
+             WHERE (attrelid, attname)
+                   IN ((format('%I.outbox', $1::text)::regclass, 'events'),
+                       (format('%I.open_orders', $1::text)::regclass, 'ids'))",
+            &[&schema],
+        )
+        .await
+        .map(|row| (row.get::<_, Vec<String>>(0), row.get::<_, bool>(1)));
+    storage.close_pool();
+    admin.drop_schema(&schema).await;
+    admin.close().await;
+    let (compression, server_has_lz4) = compression.expect("the column's compression");
+    let expected = if server_has_lz4 { "l" } else { "" };
+    assert_eq!(compression, [expected, expected]);
 }
 
 /// An outbox stored by schema version 9 (a row per event) comes up to date
