@@ -339,7 +339,7 @@ impl Batches {
     /// Decides the batch on its products' figures as this process's latest
     /// batches left them (read without a lock where the view has none), and
     /// writes it, checked under its locks (see [`crate::ahead`]). Returns
-    /// the answers and the batch's number in the view, or gives `first`
+    /// the answers and the batch's figures in the view, or gives `first`
     /// back when the batch must be decided under its locks instead (a
     /// limited product, or a stock moved by someone else lately).
     async fn decide_ahead<'view>(
@@ -407,7 +407,7 @@ impl Batches {
     }
 
     /// Locks the batch's stock, decides under the locks, and writes; returns
-    /// the answers and, when a view is kept, the batch's number in it.
+    /// the answers and, when a view is kept, the batch's figures in it.
     async fn decide_locked(
         &self,
         tx: Tx<'_>,
